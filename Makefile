@@ -1,0 +1,24 @@
+# The two commands of the README: `make demo` and `make test`. Each sets up .venv first when it is
+# missing or out of date (scripts/setup_env.sh; idempotent).
+VENV := .venv
+STAMP := $(VENV)/.vpr_ros_setup
+SETUP_INPUTS := requirements.txt requirements-nodeps.txt setup.py setup.cfg package.xml \
+	scripts/setup_env.sh scripts/build_interfaces.py \
+	$(wildcard vpr_ros_interfaces/*.txt vpr_ros_interfaces/*.xml vpr_ros_interfaces/msg/*.msg vpr_ros_interfaces/srv/*.srv)
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	bash scripts/setup_env.sh
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/vpr_demo
+
+test: setup
+	$(VENV)/bin/python -m pytest test
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,66 @@
+"""Test-session set-up: keep every ROS 2 participant on loopback, in a private domain and log folder.
+
+This runs before any test module imports rclpy, so the environment below is what the middleware
+sees in this process and in every child process the tests start (they inherit os.environ whole,
+which also carries the LD_LIBRARY_PATH that the ROS wheels' bootstrapper set).
+"""
+
+import os
+import random
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CORRIDOR = SHARED_DATA / "corridor"
+
+_ROS_TMP = tempfile.mkdtemp(prefix="vpr_ros_test_ros_")
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.pop("ROS_STATIC_PEERS", None)
+# Domain ids 1..101 keep the DDS port arithmetic valid on Linux; 0 is everybody's default.
+os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
+os.environ["ROS_LOG_DIR"] = os.path.join(_ROS_TMP, "log")
+os.environ["ROS_HOME"] = _ROS_TMP
+
+
+@pytest.fixture
+def corridor_dir() -> Path:
+    """The real Corridor images (../shared/data/corridor), or a skip where they are absent."""
+    if not (CORRIDOR / "ground_truth.csv").is_file():
+        pytest.skip(f"real test images not found at {CORRIDOR} (shared data is absent on this machine)")
+    return CORRIDOR
+
+
+@pytest.fixture
+def ros_node(request):
+    """A node in its own rclpy context with a single-threaded executor; torn down after the test."""
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    name = re.sub(r"\W", "_", request.node.name)[:60]
+    node = rclpy.create_node(f"vpr_ros_test_{name}", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    try:
+        yield node, executor
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def spin_until(executor, predicate, timeout_s: float) -> bool:
+    """Spin `executor` in bounded steps until `predicate()` holds or `timeout_s` passes."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=0.05)
+    return predicate()
