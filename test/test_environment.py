@@ -1,0 +1,124 @@
+"""Every library the pipeline stands on imports and does real work in the set-up environment."""
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_faiss_inner_product_search_is_exact():
+    import faiss
+
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((1000, 64)).astype(np.float32)
+    faiss.normalize_L2(data)
+    index = faiss.index_factory(64, "Flat", faiss.METRIC_INNER_PRODUCT)
+    index.add(data)
+    queries = data[[3, 500, 999]] + 0.01 * rng.standard_normal((3, 64)).astype(np.float32)
+    sims, ids = index.search(queries, 5)
+    assert ids[:, 0].tolist() == [3, 500, 999]
+    np.testing.assert_allclose(sims[:, 0], np.einsum("ij,ij->i", queries, data[[3, 500, 999]]), rtol=1e-5)
+
+
+def test_onnxruntime_agrees_with_torch(tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    x = torch.rand(2, 3, 48, 64)
+    path = tmp_path / "tiny.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=["desc"],
+                      dynamic_axes={"image": {0: "batch"}, "desc": {0: "batch"}}, dynamo=False)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x3 = torch.rand(3, 3, 48, 64)
+    got = session.run(None, {"image": x3.numpy()})[0]
+    with torch.inference_mode():
+        want = model(x3).numpy()
+    assert got.shape == (3, 8)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_rosbag_image_roundtrip_through_rclpy(tmp_path, corridor_dir):
+    """An image written to an mcap bag with rosbags reads back through rclpy and rosbags.image."""
+    import cv2
+    from rclpy.serialization import deserialize_message
+    from rosbags.image import message_to_cvimage
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+    from sensor_msgs.msg import Image
+
+    bgr = cv2.imread(str(corridor_dir / "ref" / "0000010.jpg"))
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    store = get_typestore(Stores.LATEST)
+    RosImage = store.types["sensor_msgs/msg/Image"]
+    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    msg = RosImage(header=Header(stamp=Time(sec=5, nanosec=7), frame_id="cam"), height=rgb.shape[0],
+                   width=rgb.shape[1], encoding="rgb8", is_bigendian=0, step=rgb.shape[1] * 3,
+                   data=rgb.reshape(-1))
+    with Writer(tmp_path / "bag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        conn = writer.add_connection("/camera/image_raw", RosImage.__msgtype__, typestore=store)
+        writer.write(conn, 5_000_000_007, store.serialize_cdr(msg, RosImage.__msgtype__))
+
+    with Reader(tmp_path / "bag") as reader:
+        [(conn, stamp, raw)] = list(reader.messages())
+        assert (conn.topic, stamp) == ("/camera/image_raw", 5_000_000_007)
+        decoded = store.deserialize_cdr(raw, conn.msgtype)
+    ros_msg = deserialize_message(raw, Image)
+    assert (ros_msg.encoding, ros_msg.height, ros_msg.width) == ("rgb8", 120, 160)
+    np.testing.assert_array_equal(np.frombuffer(bytes(ros_msg.data), np.uint8).reshape(rgb.shape), rgb)
+    np.testing.assert_array_equal(message_to_cvimage(decoded, "bgr8"), bgr)
+
+
+def test_package_metadata_agrees():
+    tree = ET.parse(REPO / "package.xml").getroot()
+    setup_py = (REPO / "setup.py").read_text()
+    assert tree.findtext("name") == "vpr_ros"
+    assert tree.find("export/build_type").text == "ament_python"
+    assert f'version="{tree.findtext("version")}"' in setup_py
+    assert (REPO / "resource" / "vpr_ros").is_file()
+    assert "install_scripts=$base/lib/vpr_ros" in (REPO / "setup.cfg").read_text()
+    iface = ET.parse(REPO / "vpr_ros_interfaces" / "package.xml").getroot()
+    assert iface.find("export/build_type").text == "ament_cmake"
+    assert iface.findtext("version") == tree.findtext("version")
+    listed = set(re.findall(r'"((?:msg|srv)/\w+\.(?:msg|srv))"', (REPO / "vpr_ros_interfaces" / "CMakeLists.txt").read_text()))
+    on_disk = {str(p.relative_to(REPO / "vpr_ros_interfaces")) for p in (REPO / "vpr_ros_interfaces").glob("*/*.*")}
+    assert listed == on_disk, "CMakeLists.txt and the msg/srv folders disagree"
+
+
+def test_stamp_conversion_roundtrip():
+    from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
+
+    for ns in (0, 1, 1_700_000_000_123_456_789, (2**31 - 1) * 10**9 + 999_999_999):
+        assert stamp_to_ns(ns_to_stamp(ns)) == ns
+    with pytest.raises(ValueError, match="negative"):
+        ns_to_stamp(-1)
+    with pytest.raises(ValueError, match="range"):
+        ns_to_stamp(2**31 * 10**9)
+
+
+def test_interfaces_load_or_warn_once(monkeypatch, caplog):
+    import vpr_ros.ros.interfaces as interfaces
+
+    found = interfaces.load_interfaces()
+    assert found is not None and found.LoopClosure.METHOD_ESSENTIAL == 3
+    monkeypatch.setattr(interfaces, "_cache", {})
+    monkeypatch.setitem(sys.modules, "vpr_ros_interfaces.msg", None)  # as if it were not built
+    with caplog.at_level("WARNING", logger="vpr_ros"):
+        assert interfaces.load_interfaces() is None
+        assert interfaces.load_interfaces() is None
+    assert len([r for r in caplog.records if "standard messages only" in r.message]) == 1
+
+
+def test_doctor_passes_in_this_environment():
+    result = subprocess.run([sys.executable, "-m", "vpr_ros.doctor"], capture_output=True, text=True,
+                            cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("rclpy", "vpr_ros_interfaces", "ros graph", "torch", "faiss", "weights"):
+        assert re.search(rf"^\s+ok\s+{re.escape(name)}\s", result.stdout, re.M), result.stdout
