@@ -25,6 +25,7 @@ setup(
         "console_scripts": [
             "vpr_doctor = vpr_ros.doctor:main",
             "vpr_demo = vpr_ros.demo:main",
+            "vpr_eval = vpr_ros.tools.eval:main",
         ],
     },
 )

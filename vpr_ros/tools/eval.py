@@ -1,0 +1,93 @@
+"""`vpr_eval`: Recall@N and per-stage latency of a descriptor preset on an image-folder dataset.
+
+The dataset is in the ../shared/data/corridor format (`query/`, `ref/`, `ground_truth.csv`). The
+references become the map (vocabulary and PCA fitted on them, as a robot's map would be); each query
+is then answered alone (batch of one, as on a robot) and timed per stage.
+"""
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vpr_ros.core.datasets import ImageFolderDataset, read_image
+from vpr_ros.core.descriptors import PRESETS, GlobalDescriptor
+from vpr_ros.core.index import DescriptorIndex
+from vpr_ros.core.metrics import latency_summary, recall_at_n
+from vpr_ros.core.recognizer import PlaceRecognizer, describe_map
+
+RECALL_NS = (1, 5, 10)
+
+
+def evaluate_dataset(root: Path, preset: str, top_k: int = 10, progress: bool = True) -> dict:
+    """Build a map from the dataset's references, query every query image, return the report dict."""
+    dataset = ImageFolderDataset.load(root)
+    descriptor = GlobalDescriptor(preset)
+    start = time.perf_counter()
+    map_desc = describe_map(descriptor, dataset.refs, read_image, progress=progress)
+    build_s = time.perf_counter() - start
+    index = DescriptorIndex(descriptor.dim, descriptor.conf["index"])
+    index.add(map_desc)
+    recognizer = PlaceRecognizer(descriptor, index)
+
+    stages: dict[str, list[float]] = {}
+    ranked = []
+    for path in dataset.queries:
+        result = recognizer.query([read_image(path)], k=top_k)
+        ranked.append(result.ids[0])
+        for stage, ms in result.timings_ms.items():
+            stages.setdefault(stage, []).append(ms)
+    recall = recall_at_n(np.stack(ranked), dataset.positives, RECALL_NS)
+    return {
+        "dataset": str(root),
+        "preset": preset,
+        "descriptor_dim": descriptor.dim,
+        "fingerprint": descriptor.fingerprint(),
+        "num_queries": len(dataset.queries),
+        "map_size": len(dataset.refs),
+        "recall": {str(n): r for n, r in recall.items()},
+        "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
+        "map_build_s": build_s,
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "cuda": torch.cuda.is_available()},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vpr_eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", type=Path, required=True,
+                        help="image-folder dataset: query/, ref/, ground_truth.csv")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
+    parser.add_argument("--top-k", type=int, default=10, help="candidates retrieved per query")
+    parser.add_argument("--json", type=Path, help="write the full report to this JSON file")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    if args.top_k < max(RECALL_NS):
+        parser.error(f"--top-k must be at least {max(RECALL_NS)} to report Recall@{max(RECALL_NS)}")
+    try:
+        report = evaluate_dataset(args.dataset, args.preset, args.top_k, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"vpr_eval: error: {exc}", file=sys.stderr)
+        return 2
+    recall = "  ".join(f"R@{n} {report['recall'][str(n)]:.3f}" for n in RECALL_NS)
+    print(f"{report['dataset']}  preset {report['preset']} ({report['descriptor_dim']}-d)  "
+          f"{report['num_queries']} queries / {report['map_size']} map frames")
+    print(f"  {recall}")
+    for stage, lat in report["latency_ms"].items():
+        print(f"  {stage:11} p50 {lat['p50']:7.1f} ms  p95 {lat['p95']:7.1f} ms")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"  report: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
