@@ -26,6 +26,7 @@ setup(
             "vpr_doctor = vpr_ros.doctor:main",
             "vpr_demo = vpr_ros.demo:main",
             "vpr_eval = vpr_ros.tools.eval:main",
+            "vpr_build_map = vpr_ros.tools.build_map:main",
         ],
     },
 )

@@ -59,10 +59,54 @@ def evaluate_dataset(root: Path, preset: str, top_k: int = 10, progress: bool = 
     }
 
 
+def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str | None,
+                     tf_frames: tuple[str, str] | None, distance_m: float, top_k: int = 10) -> dict:
+    """Query every image of a bag against a map; a candidate is correct within `distance_m` of the query."""
+    from vpr_ros.core.bag_source import read_bag_frames
+    from vpr_ros.core.map_store import VPRMap
+
+    vpr_map = VPRMap.load(map_dir)
+    if not vpr_map.frames.has_pose.any():
+        raise ValueError(f"map {map_dir} has no poses; a bag evaluation needs them for ground truth")
+    queries = read_bag_frames(bag, image_topic, pose_topic, tf_frames)
+    if not queries.frames.has_pose.any():
+        raise ValueError("the query bag yields no poses; pass --pose-topic or --tf-frames")
+    load = queries.loader()
+    recognizer = PlaceRecognizer(vpr_map.descriptor, vpr_map.index)
+    map_xyz = np.where(vpr_map.frames.has_pose[:, None], vpr_map.frames.pose[:, :3], np.inf)
+    stages: dict[str, list[float]] = {}
+    ranked, positives = [], []
+    for i, source in enumerate(queries.frames.sources):
+        if not queries.frames.has_pose[i]:
+            continue
+        result = recognizer.query([load(source)], k=top_k)
+        ranked.append(result.ids[0])
+        dist = np.linalg.norm(map_xyz - queries.frames.pose[i, :3], axis=1)
+        positives.append(set(np.flatnonzero(dist <= distance_m).tolist()))
+        for stage, ms in result.timings_ms.items():
+            stages.setdefault(stage, []).append(ms)
+    recall = recall_at_n(np.stack(ranked), positives, RECALL_NS)
+    return {
+        "map": str(map_dir), "bag": str(bag), "preset": vpr_map.descriptor.preset,
+        "descriptor_dim": vpr_map.descriptor.dim, "fingerprint": vpr_map.descriptor.fingerprint(),
+        "num_queries": len(ranked), "map_size": len(vpr_map), "distance_m": distance_m,
+        "queries_without_true_match": sum(1 for p in positives if not p),
+        "recall": {str(n): r for n, r in recall.items()},
+        "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpr_eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", type=Path, required=True,
-                        help="image-folder dataset: query/, ref/, ground_truth.csv")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", type=Path, help="image-folder dataset: query/, ref/, ground_truth.csv")
+    source.add_argument("--map", type=Path, help="map directory to query with the images of --bag")
+    parser.add_argument("--bag", type=Path, help="with --map: bag of query images with poses")
+    parser.add_argument("--image-topic", help="with --bag: image topic")
+    parser.add_argument("--pose-topic", help="with --bag: PoseStamped/Odometry topic for ground truth")
+    parser.add_argument("--tf-frames", nargs=2, metavar=("PARENT", "CHILD"), help="with --bag: poses from TF")
+    parser.add_argument("--distance", type=float, default=25.0,
+                        help="with --map: a match within this many metres is correct (25 m as in the VPR literature)")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
     parser.add_argument("--top-k", type=int, default=10, help="candidates retrieved per query")
     parser.add_argument("--json", type=Path, help="write the full report to this JSON file")
@@ -71,13 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.top_k < max(RECALL_NS):
         parser.error(f"--top-k must be at least {max(RECALL_NS)} to report Recall@{max(RECALL_NS)}")
+    if args.map and not (args.bag and args.image_topic):
+        parser.error("--map needs --bag and --image-topic")
     try:
-        report = evaluate_dataset(args.dataset, args.preset, args.top_k, progress=not args.quiet)
+        if args.dataset:
+            report = evaluate_dataset(args.dataset, args.preset, args.top_k, progress=not args.quiet)
+        else:
+            report = evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
+                                      tuple(args.tf_frames) if args.tf_frames else None, args.distance,
+                                      args.top_k)
     except (FileNotFoundError, ValueError) as exc:
         print(f"vpr_eval: error: {exc}", file=sys.stderr)
         return 2
     recall = "  ".join(f"R@{n} {report['recall'][str(n)]:.3f}" for n in RECALL_NS)
-    print(f"{report['dataset']}  preset {report['preset']} ({report['descriptor_dim']}-d)  "
+    print(f"{report.get('dataset') or report['bag']}  preset {report['preset']} ({report['descriptor_dim']}-d)  "
           f"{report['num_queries']} queries / {report['map_size']} map frames")
     print(f"  {recall}")
     for stage, lat in report["latency_ms"].items():

@@ -1,0 +1,149 @@
+"""Map format, builders (image folder, rosbag) and evaluation against a map, on real images."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from vpr_ros.core.frames import FrameTable
+from vpr_ros.core.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
+from vpr_ros.core.map_store import MapError, VPRMap
+
+SMALL = {"clusters": 8, "input_size": (320, 240)}  # a quick vocabulary; the real preset runs in vpr_eval
+
+
+@pytest.fixture(scope="module")
+def corridor_map(tmp_path_factory):
+    """A 40-frame map of the Corridor references with synthetic poses (1 m apart along x)."""
+    from conftest import CORRIDOR
+
+    if not (CORRIDOR / "ref").is_dir():
+        pytest.skip(f"real test images not found at {CORRIDOR}")
+    folder = tmp_path_factory.mktemp("refs")
+    for path in sorted((CORRIDOR / "ref").glob("*.jpg"))[:40]:
+        shutil.copy(path, folder / path.name)
+    csv = folder / "poses.csv"
+    lines = ["image,timestamp,x,y,z,latitude,longitude"]
+    lines += [f"{p.name},{100 + i * 0.5},{float(i)},0,0,48.0,{11.0 + i * 1e-5}"
+              for i, p in enumerate(sorted(folder.glob("*.jpg")))]
+    csv.write_text("\n".join(lines) + "\n")
+    frames = frames_from_folder(folder, csv)
+    return folder, build_map("corridor40", frames, load_image_file, "default", **SMALL)
+
+
+def test_folder_frames_read_csv(corridor_map):
+    folder, vpr_map = corridor_map
+    frames = vpr_map.frames
+    assert len(vpr_map) == 40 and frames.has_pose.all() and frames.has_gps.all()
+    assert frames.stamp_ns[3] == 101_500_000_000 and frames.pose[3].tolist() == [3, 0, 0, 0, 0, 0, 1]
+    assert frames.gps[2, :2].tolist() == pytest.approx([48.0, 11.00002])
+
+
+def test_map_round_trip_and_query(corridor_map, tmp_path):
+    folder, vpr_map = corridor_map
+    path = vpr_map.save(tmp_path / "m")
+    loaded = VPRMap.load(path, preset="default", fingerprint=vpr_map.descriptor.fingerprint())
+    np.testing.assert_array_equal(loaded.descriptors, vpr_map.descriptors)
+    np.testing.assert_array_equal(loaded.frames.pose, vpr_map.frames.pose)
+    assert loaded.frames.sources == vpr_map.frames.sources and loaded.frame_id == "map"
+    # a map frame's own image comes back first with similarity 1
+    from vpr_ros.core.recognizer import PlaceRecognizer
+
+    image = load_image_file(loaded.frames.sources[17])
+    result = PlaceRecognizer(loaded.descriptor, loaded.index).query([image, image], k=3)
+    assert result.ids[:, 0].tolist() == [17, 17]
+    assert result.similarities[0, 0] == pytest.approx(1.0, abs=1e-4)
+    assert set(result.timings_ms) == {"preprocess", "descriptor", "search", "total"}
+    assert not list(tmp_path.glob(".m.tmp-*")), "temporary directory left behind"
+
+
+def test_existing_map_needs_overwrite(corridor_map, tmp_path):
+    _, vpr_map = corridor_map
+    path = vpr_map.save(tmp_path / "m")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        vpr_map.save(path)
+    vpr_map.save(path, overwrite=True)
+    assert VPRMap.load(path).name == "corridor40"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: (p / "index.faiss").unlink(), "missing index.faiss"),
+    (lambda p: (p / "map.json").unlink(), "map.json is missing"),
+    (lambda p: (p / "descriptors.npy").write_bytes((p / "descriptors.npy").read_bytes()[:-100]), "truncated"),
+    (lambda p: (p / "frames.npz").write_bytes(b"x" * (p / "frames.npz").stat().st_size), "checksum"),
+    (lambda p: (p / "map.json").write_text("{"), "not valid JSON"),
+    (lambda p: (p / "map.json").write_text(json.dumps({**json.loads((p / "map.json").read_text()),
+                                                       "format_version": 99})), "format version 99"),
+])
+def test_damaged_maps_are_refused(corridor_map, tmp_path, damage, message):
+    _, vpr_map = corridor_map
+    path = vpr_map.save(tmp_path / "m")
+    damage(path)
+    with pytest.raises(MapError, match=message):
+        VPRMap.load(path)
+
+
+def test_mismatched_maps_are_refused(corridor_map, tmp_path):
+    _, vpr_map = corridor_map
+    path = vpr_map.save(tmp_path / "m")
+    with pytest.raises(MapError, match="preset 'default', not 'effnet-gem'"):
+        VPRMap.load(path, preset="effnet-gem")
+    with pytest.raises(MapError, match="expected 000000000000"):
+        VPRMap.load(path, fingerprint="0" * 64)
+    meta = json.loads((path / "map.json").read_text())
+    meta["preset_conf"]["clusters"] = 9  # as if built with another vocabulary size
+    (path / "map.json").write_text(json.dumps(meta))
+    with pytest.raises(MapError):
+        VPRMap.load(path)
+
+
+def test_online_map_grows_and_empty_map_answers_nothing(corridor_map, tmp_path):
+    _, vpr_map = corridor_map
+    empty = VPRMap.create("online", vpr_map.descriptor, np.zeros((0, vpr_map.descriptor.dim)),
+                          FrameTable.build([], []))
+    from vpr_ros.core.recognizer import PlaceRecognizer
+
+    image = load_image_file(vpr_map.frames.sources[5])
+    result = PlaceRecognizer(empty.descriptor, empty.index).query([image], k=2)
+    assert result.ids.tolist() == [[-1, -1]]
+    empty.add(vpr_map.descriptors[:10], vpr_map.frames.select(np.arange(10)))
+    assert PlaceRecognizer(empty.descriptor, empty.index).query([image], k=1).ids[0, 0] == 5
+    loaded = VPRMap.load(empty.save(tmp_path / "online"))
+    assert len(loaded) == 10 and loaded.frames.sources[5] == vpr_map.frames.sources[5]
+
+
+def test_keyframe_policy():
+    pose = np.zeros((6, 7))
+    pose[:, 6] = 1
+    pose[:, 0] = [0, 0.2, 0.5, 1.2, 1.3, 3.0]
+    frames = FrameTable.build(np.arange(6) * 1_000_000_000, [str(i) for i in range(6)], pose=pose)
+    assert KeyframePolicy(min_distance_m=1.0).motion_candidates(frames).tolist() == [0, 3, 5]
+    assert KeyframePolicy(min_interval_s=2.0).motion_candidates(frames).tolist() == [0, 2, 4]
+    assert KeyframePolicy().motion_candidates(frames).tolist() == list(range(6))
+    desc = np.array([[1, 0], [1, 0], [0.6, 0.8], [0.6, 0.8], [0, 1]], np.float32)
+    assert KeyframePolicy(max_similarity=0.9).appearance_keyframes(desc).tolist() == [0, 2, 4]
+    with pytest.raises(ValueError, match="need poses"):
+        KeyframePolicy(min_distance_m=1.0).motion_candidates(FrameTable.build([0, 1], ["a", "b"]))
+    with pytest.raises(ValueError):
+        KeyframePolicy(min_distance_m=-1)
+
+
+def test_folder_csv_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        frames_from_folder(tmp_path / "absent")
+    with pytest.raises(ValueError, match="no images"):
+        frames_from_folder(tmp_path)
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    (tmp_path / "p.csv").write_text("image,x,y,z\nb.png,0,0,0\n")
+    with pytest.raises(ValueError, match="'b.png' is not in"):
+        frames_from_folder(tmp_path, tmp_path / "p.csv")
+    (tmp_path / "p.csv").write_text("image,x,y,z,qx,qy,qz,qw\na.png,0,0,0,1,1,0,0\n")
+    with pytest.raises(ValueError, match="unit norm"):
+        frames_from_folder(tmp_path, tmp_path / "p.csv")
+    (tmp_path / "p.csv").write_text("image,x,y,z\na.png,0,zero,0\n")
+    with pytest.raises(ValueError, match="p.csv:2"):
+        frames_from_folder(tmp_path, tmp_path / "p.csv")

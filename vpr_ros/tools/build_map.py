@@ -1,0 +1,75 @@
+"""`vpr_build_map`: build a vpr_ros map directory from an image folder or a rosbag.
+
+    vpr_build_map maps/office --images run1/ --poses run1/poses.csv
+    vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom
+"""
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from vpr_ros.core.descriptors import PRESETS
+from vpr_ros.core.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
+from vpr_ros.core.map_store import MapError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vpr_build_map", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("output", type=Path, help="map directory to write")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", type=Path, help="folder of images (sorted by name)")
+    source.add_argument("--bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or rosbag1 file")
+    parser.add_argument("--poses", type=Path, help="with --images: CSV of image, stamp, pose and/or GPS")
+    parser.add_argument("--image-topic", help="with --bag: sensor_msgs/Image or CompressedImage topic")
+    parser.add_argument("--pose-topic", help="with --bag: PoseStamped, PoseWithCovarianceStamped or Odometry topic")
+    parser.add_argument("--tf-frames", nargs=2, metavar=("PARENT", "CHILD"), help="with --bag: poses from TF")
+    parser.add_argument("--gps-topic", help="with --bag: sensor_msgs/NavSatFix topic")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
+    parser.add_argument("--index", help="faiss index_factory string (default: the preset's)")
+    parser.add_argument("--min-distance", type=float, default=0.0, help="keyframe every N metres (0: off)")
+    parser.add_argument("--min-interval", type=float, default=0.0, help="keyframe every N seconds (0: off)")
+    parser.add_argument("--max-similarity", type=float, default=1.0,
+                        help="drop frames more similar than this to the last keyframe (1: off)")
+    parser.add_argument("--name", help="map name (default: the output folder's name)")
+    parser.add_argument("--frame-id", default=None, help="coordinate frame of the poses (default: map)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing map directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+
+    if args.output.exists() and not args.overwrite:
+        parser.error(f"{args.output} exists; pass --overwrite to replace it")
+    if args.bag and not args.image_topic:
+        parser.error("--bag needs --image-topic")
+    if args.images and (args.image_topic or args.pose_topic or args.tf_frames or args.gps_topic):
+        parser.error("--image-topic/--pose-topic/--tf-frames/--gps-topic apply to --bag only")
+    if args.bag and args.poses:
+        parser.error("--poses applies to --images only")
+    try:
+        policy = KeyframePolicy(args.min_distance, args.min_interval, args.max_similarity)
+        if args.images:
+            frames, load = frames_from_folder(args.images, args.poses), load_image_file
+            frame_id = args.frame_id or "map"
+        else:
+            from vpr_ros.core.bag_source import read_bag_frames
+
+            bag = read_bag_frames(args.bag, args.image_topic, args.pose_topic,
+                                  tuple(args.tf_frames) if args.tf_frames else None, args.gps_topic)
+            frames, load = bag.frames, bag.loader()
+            frame_id = args.frame_id or (args.tf_frames[0] if args.tf_frames else "map")
+        overrides = {"index": args.index} if args.index else {}
+        vpr_map = build_map(args.name or args.output.name, frames, load, args.preset, policy, frame_id,
+                            progress=not args.quiet, **overrides)
+        path = vpr_map.save(args.output, overwrite=args.overwrite)
+    except (FileNotFoundError, ValueError, MapError) as exc:
+        print(f"vpr_build_map: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"map {vpr_map.name}: {len(vpr_map)} frames, {vpr_map.descriptor.dim}-d "
+          f"{vpr_map.descriptor.preset} descriptors, {int(vpr_map.frames.has_pose.sum())} with poses -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
