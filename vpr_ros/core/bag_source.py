@@ -60,7 +60,12 @@ def interpolate_poses(sample_ns: np.ndarray, samples: np.ndarray, query_ns: np.n
             continue
         j = right[i]
         t0, t1 = sample_ns[j - 1], sample_ns[j]
-        if t < t0 - max_gap_ns or t > t1 + max_gap_ns or (t0 < t < t1 and t1 - t0 > 2 * max_gap_ns):
+        if t < t0 - max_gap_ns or t > t1 + max_gap_ns:
+            continue
+        if t0 < t < t1 and t1 - t0 > 2 * max_gap_ns:  # a hole in the samples: nearest one, if near
+            near = j - 1 if t - t0 <= t1 - t else j
+            if abs(t - sample_ns[near]) <= max_gap_ns:
+                out[i] = samples[near]
             continue
         w = float(np.clip((t - t0) / (t1 - t0), 0.0, 1.0)) if t1 > t0 else 0.0
         a, b = samples[j - 1], samples[j]

@@ -1,0 +1,78 @@
+"""Map frames from real rosbag2 files written with rosbags: images, interpolated poses, TF, GPS."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bag_writer import write_run
+from vpr_ros.core.bag_source import interpolate_poses, read_bag_frames
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two traversals of the Corridor as bags: references (raw images), queries (JPEG compressed)."""
+    from conftest import CORRIDOR
+
+    if not (CORRIDOR / "ref").is_dir():
+        pytest.skip(f"real test images not found at {CORRIDOR}")
+    root = tmp_path_factory.mktemp("bags")
+    refs = sorted((CORRIDOR / "ref").glob("*.jpg"))[:60]
+    queries = sorted((CORRIDOR / "query").glob("*.jpg"))[:60]
+    write_run(root / "ref", refs, lambda f: f)
+    write_run(root / "query", queries, lambda f: f, compressed=True)
+    return root
+
+
+def test_images_get_interpolated_poses_tf_and_gps(runs):
+    bag = read_bag_frames(runs / "ref", "/camera/image_raw", pose_topic="/odom", gps_topic="/fix")
+    frames = bag.frames
+    assert len(frames) == 60 and frames.has_pose.all() and frames.has_gps.all()
+    np.testing.assert_allclose(frames.pose[:, 0], np.arange(60), atol=1e-9)  # halfway between samples
+    assert frames.stamp_ns[1] - frames.stamp_ns[0] == 500_000_000
+    np.testing.assert_allclose(frames.gps[3], [48.0, 11.00003, 500.0])
+    tf = read_bag_frames(runs / "ref", "/camera/image_raw", tf_frames=("map", "base_link")).frames
+    np.testing.assert_allclose(tf.pose, frames.pose)
+    image = bag.loader()(frames.sources[7])
+    assert image.shape == (120, 160, 3) and image.dtype == np.uint8
+
+
+def test_bag_errors_name_the_problem(runs, tmp_path):
+    with pytest.raises(ValueError, match="'/nope' is not in the bag"):
+        read_bag_frames(runs / "ref", "/nope")
+    with pytest.raises(ValueError, match="has type nav_msgs/msg/Odometry"):
+        read_bag_frames(runs / "ref", "/odom")
+    with pytest.raises(ValueError, match="no poses found"):
+        read_bag_frames(runs / "ref", "/camera/image_raw", tf_frames=("odom", "camera"))
+    with pytest.raises(FileNotFoundError):
+        read_bag_frames(tmp_path / "absent", "/camera/image_raw")
+
+
+def test_interpolation_leaves_gaps_unposed():
+    stamps = np.array([0, 10, 1000], np.int64)
+    samples = np.array([[0, 0, 0, 0, 0, 0, 1], [10, 0, 0, 0, 0, 0, 1], [20, 0, 0, 0, 0, 1, 0]], float)
+    out = interpolate_poses(stamps, samples, np.array([5, 12, 500, 2000]), max_gap_ns=20)
+    np.testing.assert_allclose(out[0], [5, 0, 0, 0, 0, 0, 1])
+    np.testing.assert_allclose(out[1], [10, 0, 0, 0, 0, 0, 1])
+    assert np.isnan(out[2]).all() and np.isnan(out[3]).all()
+
+
+def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path):
+    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.tools.build_map import main as build_main
+    from vpr_ros.tools.eval import main as eval_main
+
+    map_dir = tmp_path / "lap1"
+    assert build_main([str(map_dir), "--bag", str(runs / "ref"), "--image-topic", "/camera/image_raw",
+                       "--pose-topic", "/odom", "--min-distance", "1.5", "--quiet"]) == 0
+    vpr_map = VPRMap.load(map_dir)
+    assert len(vpr_map) == 30 and vpr_map.frames.has_pose.all()  # every second frame at 1.5 m spacing
+    np.testing.assert_allclose(vpr_map.frames.pose[:3, 0], [0, 2, 4])
+    out = tmp_path / "eval.json"
+    assert eval_main(["--map", str(map_dir), "--bag", str(runs / "query"), "--image-topic",
+                      "/camera/image/compressed", "--pose-topic", "/odom", "--distance", "2.5",
+                      "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["num_queries"] == 60 and report["map_size"] == 30
+    assert report["recall"]["1"] >= 0.75, report["recall"]
+    assert report["recall"]["10"] == 1.0
