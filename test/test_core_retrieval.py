@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.descriptors import PRESETS, GlobalDescriptor, preset_config
+from vpr_ros.core.descriptors import GlobalDescriptor, preset_config
 from vpr_ros.core.images import ImageError, batch_to_tensor, to_rgb8
 from vpr_ros.core.index import DescriptorIndex
 from vpr_ros.core.metrics import latency_summary, recall_at_n
@@ -166,4 +166,3 @@ def test_vpr_eval_reports_a_bad_dataset(tmp_path, capsys):
 
     assert main(["--dataset", str(tmp_path), "--quiet"]) == 2
     assert "ground_truth.csv" in capsys.readouterr().err
-    assert sorted(PRESETS) == ["default", "effnet-gem"]
