@@ -166,3 +166,14 @@ def test_vpr_eval_reports_a_bad_dataset(tmp_path, capsys):
 
     assert main(["--dataset", str(tmp_path), "--quiet"]) == 2
     assert "ground_truth.csv" in capsys.readouterr().err
+
+
+def test_gpu_search_without_gpu_is_a_clear_error():
+    import faiss
+
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        index = DescriptorIndex(8, use_gpu=True)  # where a GPU exists, it must really be used
+        assert index.use_gpu
+        return
+    with pytest.raises(RuntimeError, match="faiss GPU search was asked for"):
+        DescriptorIndex(8, use_gpu=True)
