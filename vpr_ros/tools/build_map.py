@@ -12,6 +12,7 @@ from pathlib import Path
 from vpr_ros.core.descriptors import PRESETS
 from vpr_ros.core.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
 from vpr_ros.core.map_store import MapError
+from vpr_ros.tools import add_bag_topic_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--images", type=Path, help="folder of images (sorted by name)")
     source.add_argument("--bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or rosbag1 file")
     parser.add_argument("--poses", type=Path, help="with --images: CSV of image, stamp, pose and/or GPS")
-    parser.add_argument("--image-topic", help="with --bag: sensor_msgs/Image or CompressedImage topic")
-    parser.add_argument("--pose-topic", help="with --bag: PoseStamped, PoseWithCovarianceStamped or Odometry topic")
-    parser.add_argument("--tf-frames", nargs=2, metavar=("PARENT", "CHILD"), help="with --bag: poses from TF")
+    add_bag_topic_arguments(parser)
     parser.add_argument("--gps-topic", help="with --bag: sensor_msgs/NavSatFix topic")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
     parser.add_argument("--index", help="faiss index_factory string (default: the preset's)")

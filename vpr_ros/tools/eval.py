@@ -21,6 +21,7 @@ from vpr_ros.core.descriptors import PRESETS, GlobalDescriptor
 from vpr_ros.core.index import DescriptorIndex
 from vpr_ros.core.metrics import latency_summary, recall_at_n
 from vpr_ros.core.recognizer import PlaceRecognizer, describe_map
+from vpr_ros.tools import add_bag_topic_arguments
 
 RECALL_NS = (1, 5, 10)
 
@@ -102,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--dataset", type=Path, help="image-folder dataset: query/, ref/, ground_truth.csv")
     source.add_argument("--map", type=Path, help="map directory to query with the images of --bag")
     parser.add_argument("--bag", type=Path, help="with --map: bag of query images with poses")
-    parser.add_argument("--image-topic", help="with --bag: image topic")
-    parser.add_argument("--pose-topic", help="with --bag: PoseStamped/Odometry topic for ground truth")
-    parser.add_argument("--tf-frames", nargs=2, metavar=("PARENT", "CHILD"), help="with --bag: poses from TF")
+    add_bag_topic_arguments(parser)
     parser.add_argument("--distance", type=float, default=25.0,
                         help="with --map: a match within this many metres is correct (25 m as in the VPR literature)")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
