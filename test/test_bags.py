@@ -29,6 +29,7 @@ def test_images_get_interpolated_poses_tf_and_gps(runs):
     frames = bag.frames
     assert len(frames) == 60 and frames.has_pose.all() and frames.has_gps.all()
     np.testing.assert_allclose(frames.pose[:, 0], np.arange(60), atol=1e-9)  # halfway between samples
+    assert frames.stamp_ns[0] == 1_000_000_000_000  # the header stamp, not the log time (+1 us)
     assert frames.stamp_ns[1] - frames.stamp_ns[0] == 500_000_000
     np.testing.assert_allclose(frames.gps[3], [48.0, 11.00003, 500.0])
     tf = read_bag_frames(runs / "ref", "/camera/image_raw", tf_frames=("map", "base_link")).frames

@@ -9,8 +9,7 @@ import pytest
 
 CORE = Path(__file__).resolve().parents[1] / "vpr_ros" / "core"
 ROS_MODULES = ("rclpy", "rosidl_runtime_py", "rosidl_parser", "vpr_ros_interfaces", "launch",
-               "launch_ros", "ament_index_python", "cv_bridge", "message_filters", "tf2_ros",
-               "vpr_ros.ros")
+               "launch_ros", "ament_index_python", "cv_bridge", "message_filters", "tf2_ros")
 MSG_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
 
 

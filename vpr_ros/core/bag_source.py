@@ -9,6 +9,7 @@ Each image gets the pose interpolated at its header stamp between the two neares
 any sample get no pose.
 """
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,18 @@ GPS_TYPE = "sensor_msgs/msg/NavSatFix"
 
 def _stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _cdr_header_stamp_ns(raw: bytes) -> int:
+    """Stamp of a serialized ROS 2 message that starts with std_msgs/Header, without decoding the rest.
+
+    CDR data: a 4-byte encapsulation header (byte 1 odd: little endian), then stamp.sec (int32) and
+    stamp.nanosec (uint32).
+    """
+    if len(raw) < 12:
+        raise ValueError(f"a {len(raw)}-byte message is too short to hold a header")
+    sec, nanosec = struct.unpack("<iI" if raw[1] & 1 else ">iI", raw[4:12])
+    return sec * 1_000_000_000 + nanosec
 
 
 def _open(path: Path) -> AnyReader:
@@ -140,10 +153,10 @@ def read_bag_frames(path: str | Path, image_topic: str, pose_topic: str | None =
             wanted += tf_conns
         image_ids = {id(c) for c in image_conns}
         for conn, timestamp, raw in reader.messages(connections=wanted):
-            if id(conn) in image_ids:
-                # header stamps are read lazily from the CDR header: deserialize is cheap for metadata
-                msg = reader.deserialize(raw, conn.msgtype)
-                image_stamps.append(_stamp_ns(msg.header) or timestamp)
+            if id(conn) in image_ids:  # only the stamp now; pixels are decoded when the map needs them
+                stamp = (_cdr_header_stamp_ns(raw) if reader.is2
+                         else _stamp_ns(reader.deserialize(raw, conn.msgtype).header))  # rosbag1: no CDR
+                image_stamps.append(stamp or timestamp)
                 log_stamps.append(timestamp)
                 continue
             msg = reader.deserialize(raw, conn.msgtype)

@@ -5,7 +5,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 POSE_FIELDS = ("x", "y", "z", "qx", "qy", "qz", "qw")
-GPS_FIELDS = ("latitude", "longitude", "altitude")
 IDENTITY_POSE = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
 
 

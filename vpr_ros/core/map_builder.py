@@ -10,7 +10,7 @@ import numpy as np
 from vpr_ros.core import LOGGER
 from vpr_ros.core.datasets import list_images, read_image
 from vpr_ros.core.descriptors import GlobalDescriptor
-from vpr_ros.core.frames import GPS_FIELDS, POSE_FIELDS, FrameTable
+from vpr_ros.core.frames import POSE_FIELDS, FrameTable
 from vpr_ros.core.map_store import VPRMap
 from vpr_ros.core.recognizer import describe_map
 
@@ -110,7 +110,8 @@ def frames_from_folder(folder: str | Path, poses_csv: str | Path | None = None) 
                                   for f, default in zip(POSE_FIELDS, (np.nan,) * 3 + (0.0, 0.0, 0.0, 1.0))]
                         pose[i] = values
                     if {"latitude", "longitude"} <= columns:
-                        gps[i] = [float(row.get(f) or (0.0 if f == "altitude" else "nan")) for f in GPS_FIELDS]
+                        gps[i] = [float(row["latitude"] or "nan"), float(row["longitude"] or "nan"),
+                                  float(row.get("altitude") or 0.0)]
                 except ValueError as exc:
                     raise ValueError(f"{poses_csv}:{line}: {exc}") from exc
         norms = np.linalg.norm(pose[:, 3:], axis=1)

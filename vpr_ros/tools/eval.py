@@ -17,43 +17,47 @@ import numpy as np
 import torch
 
 from vpr_ros.core.datasets import ImageFolderDataset, read_image
-from vpr_ros.core.descriptors import PRESETS, GlobalDescriptor
-from vpr_ros.core.index import DescriptorIndex
+from vpr_ros.core.descriptors import PRESETS
+from vpr_ros.core.frames import FrameTable
+from vpr_ros.core.map_builder import build_map, load_image_file
 from vpr_ros.core.metrics import latency_summary, recall_at_n
-from vpr_ros.core.recognizer import PlaceRecognizer, describe_map
+from vpr_ros.core.recognizer import PlaceRecognizer
 from vpr_ros.tools import add_bag_topic_arguments
 
 RECALL_NS = (1, 5, 10)
 
 
-def evaluate_dataset(root: Path, preset: str, top_k: int = 10, progress: bool = True) -> dict:
-    """Build a map from the dataset's references, query every query image, return the report dict."""
-    dataset = ImageFolderDataset.load(root)
-    descriptor = GlobalDescriptor(preset)
-    start = time.perf_counter()
-    map_desc = describe_map(descriptor, dataset.refs, read_image, progress=progress)
-    build_s = time.perf_counter() - start
-    index = DescriptorIndex(descriptor.dim, descriptor.conf["index"])
-    index.add(map_desc)
-    recognizer = PlaceRecognizer(descriptor, index)
-
+def query_each(recognizer: PlaceRecognizer, images, top_k: int) -> tuple[np.ndarray, dict[str, dict]]:
+    """Answer each image alone (batch of one, as on a robot): Q x top_k ids and per-stage latency."""
     stages: dict[str, list[float]] = {}
     ranked = []
-    for path in dataset.queries:
-        result = recognizer.query([read_image(path)], k=top_k)
+    for image in images:
+        result = recognizer.query([image], k=top_k)
         ranked.append(result.ids[0])
         for stage, ms in result.timings_ms.items():
             stages.setdefault(stage, []).append(ms)
-    recall = recall_at_n(np.stack(ranked), dataset.positives, RECALL_NS)
+    return np.stack(ranked), {stage: latency_summary(v) for stage, v in stages.items()}
+
+
+def evaluate_dataset(root: Path, preset: str, top_k: int = 10, progress: bool = True) -> dict:
+    """Build a map from the dataset's references, query every query image, return the report dict."""
+    dataset = ImageFolderDataset.load(root)
+    frames = FrameTable.build(np.zeros(len(dataset.refs), np.int64), dataset.refs)
+    start = time.perf_counter()
+    vpr_map = build_map(root.name, frames, load_image_file, preset, progress=progress)
+    build_s = time.perf_counter() - start
+    ranked, latency = query_each(PlaceRecognizer(vpr_map.descriptor, vpr_map.index),
+                                 (read_image(path) for path in dataset.queries), top_k)
+    recall = recall_at_n(ranked, dataset.positives, RECALL_NS)
     return {
         "dataset": str(root),
         "preset": preset,
-        "descriptor_dim": descriptor.dim,
-        "fingerprint": descriptor.fingerprint(),
+        "descriptor_dim": vpr_map.descriptor.dim,
+        "fingerprint": vpr_map.descriptor.fingerprint(),
         "num_queries": len(dataset.queries),
-        "map_size": len(dataset.refs),
+        "map_size": len(vpr_map),
         "recall": {str(n): r for n, r in recall.items()},
-        "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
+        "latency_ms": latency,
         "map_build_s": build_s,
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "cuda": torch.cuda.is_available()},
@@ -72,28 +76,21 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     queries = read_bag_frames(bag, image_topic, pose_topic, tf_frames)
     if not queries.frames.has_pose.any():
         raise ValueError("the query bag yields no poses; pass --pose-topic or --tf-frames")
-    load = queries.loader()
-    recognizer = PlaceRecognizer(vpr_map.descriptor, vpr_map.index)
+    posed = queries.frames.select(np.flatnonzero(queries.frames.has_pose))
     map_xyz = np.where(vpr_map.frames.has_pose[:, None], vpr_map.frames.pose[:, :3], np.inf)
-    stages: dict[str, list[float]] = {}
-    ranked, positives = [], []
-    for i, source in enumerate(queries.frames.sources):
-        if not queries.frames.has_pose[i]:
-            continue
-        result = recognizer.query([load(source)], k=top_k)
-        ranked.append(result.ids[0])
-        dist = np.linalg.norm(map_xyz - queries.frames.pose[i, :3], axis=1)
-        positives.append(set(np.flatnonzero(dist <= distance_m).tolist()))
-        for stage, ms in result.timings_ms.items():
-            stages.setdefault(stage, []).append(ms)
-    recall = recall_at_n(np.stack(ranked), positives, RECALL_NS)
+    positives = [set(np.flatnonzero(np.linalg.norm(map_xyz - xyz, axis=1) <= distance_m).tolist())
+                 for xyz in posed.pose[:, :3]]
+    load = queries.loader()
+    ranked, latency = query_each(PlaceRecognizer(vpr_map.descriptor, vpr_map.index),
+                                 (load(source) for source in posed.sources), top_k)
+    recall = recall_at_n(ranked, positives, RECALL_NS)
     return {
         "map": str(map_dir), "bag": str(bag), "preset": vpr_map.descriptor.preset,
         "descriptor_dim": vpr_map.descriptor.dim, "fingerprint": vpr_map.descriptor.fingerprint(),
         "num_queries": len(ranked), "map_size": len(vpr_map), "distance_m": distance_m,
         "queries_without_true_match": sum(1 for p in positives if not p),
         "recall": {str(n): r for n, r in recall.items()},
-        "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
+        "latency_ms": latency,
     }
 
 
