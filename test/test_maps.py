@@ -29,7 +29,8 @@ def corridor_map(tmp_path_factory):
               for i, p in enumerate(sorted(folder.glob("*.jpg")))]
     csv.write_text("\n".join(lines) + "\n")
     frames = frames_from_folder(folder, csv)
-    return folder, build_map("corridor40", frames, load_image_file, "default", **SMALL)
+    return folder, build_map("corridor40", frames, load_image_file, "default", local_features="xfeat",
+                             max_keypoints=256, **SMALL)
 
 
 def test_folder_frames_read_csv(corridor_map):
@@ -47,6 +48,9 @@ def test_map_round_trip_and_query(corridor_map, tmp_path):
     np.testing.assert_array_equal(loaded.descriptors, vpr_map.descriptors)
     np.testing.assert_array_equal(loaded.frames.pose, vpr_map.frames.pose)
     assert loaded.frames.sources == vpr_map.frames.sources and loaded.frame_id == "map"
+    assert loaded.local_conf == {"extractor": "xfeat", "max_keypoints": 256, "input_size": [640, 480], "dim": 64}
+    for column in ("keypoints", "descriptors", "scores", "counts", "image_size"):
+        np.testing.assert_array_equal(getattr(loaded.local, column), getattr(vpr_map.local, column))
     # a map frame's own image comes back first with similarity 1
     from vpr_ros.core.recognizer import PlaceRecognizer
 
@@ -56,6 +60,49 @@ def test_map_round_trip_and_query(corridor_map, tmp_path):
     assert result.similarities[0, 0] == pytest.approx(1.0, abs=1e-4)
     assert set(result.timings_ms) == {"preprocess", "descriptor", "search", "total"}
     assert not list(tmp_path.glob(".m.tmp-*")), "temporary directory left behind"
+
+
+def test_query_returns_hypotheses_with_metadata(corridor_map):
+    _, vpr_map = corridor_map
+    result = vpr_map.query([load_image_file(vpr_map.frames.sources[12])], k=3)
+    best = result.hypotheses[0][0]
+    assert [h.rank for h in result.hypotheses[0]] == [0, 1, 2] and best.key == 12
+    assert best.similarity == pytest.approx(float(result.similarities[0, 0]))
+    assert best.stamp_ns == 106_000_000_000 and best.pose == (12.0, 0, 0, 0, 0, 0, 1.0)
+    assert best.gps == pytest.approx((48.0, 11.00012, 0.0)) and best.source == vpr_map.frames.sources[12]
+
+
+def test_stored_local_features_are_real_keypoints(corridor_map):
+    _, vpr_map = corridor_map
+    assert vpr_map.local.counts.min() > 100, "XFeat found too few keypoints on Corridor"
+    frame = vpr_map.local[7]
+    assert frame.image_size == (160, 120)  # keypoints in the map image's own pixels, not the 640x480 input
+    assert (frame.keypoints >= 0).all() and (frame.keypoints < [160, 120]).all()
+    np.testing.assert_allclose(np.linalg.norm(frame.descriptors, axis=1), 1.0, atol=2e-3)
+    # the same image extracted again gives the same features (float16 storage aside)
+    from vpr_ros.core.local_features import LocalExtractor
+
+    again = LocalExtractor("xfeat", 256).extract([load_image_file(vpr_map.frames.sources[7])])[0]
+    np.testing.assert_allclose(again.keypoints, frame.keypoints, atol=1e-3)
+    np.testing.assert_allclose(again.descriptors, frame.descriptors, atol=2e-3)
+
+
+def test_local_features_of_textureless_and_odd_images():
+    from vpr_ros.core.images import ImageError
+    from vpr_ros.core.local_features import LocalExtractor, LocalFeatureTable
+
+    extractor = LocalExtractor("xfeat", 128)
+    flat, gray16 = np.full((120, 160, 3), 128, np.uint8), (np.random.default_rng(0).integers(0, 65535, (96, 128))
+                                                           .astype(np.uint16))
+    blank, noisy = extractor.extract([flat, gray16])
+    assert len(blank) == 0 and blank.descriptors.shape == (0, 64)
+    assert len(noisy) > 0 and (noisy.keypoints < [128, 96]).all()
+    table = LocalFeatureTable.build([blank, noisy], 128, 64)
+    assert table.counts.tolist() == [0, len(noisy)] and len(table[0]) == 0
+    with pytest.raises(ImageError, match="outside the supported"):
+        extractor.extract([np.zeros((8, 8), np.uint8)])
+    with pytest.raises(ValueError, match="unknown local feature extractor 'sift'"):
+        LocalExtractor("sift")
 
 
 def test_existing_map_needs_overwrite(corridor_map, tmp_path):
@@ -70,6 +117,8 @@ def test_existing_map_needs_overwrite(corridor_map, tmp_path):
 
 @pytest.mark.parametrize("damage, message", [
     (lambda p: (p / "index.faiss").unlink(), "missing index.faiss"),
+    (lambda p: (p / "local_descriptors.npy").unlink(), "missing local_descriptors.npy"),
+    (lambda p: (p / "local_counts.npy").write_bytes((p / "local_counts.npy").read_bytes()[:-4]), "truncated"),
     (lambda p: (p / "map.json").unlink(), "map.json is missing"),
     (lambda p: (p / "descriptors.npy").write_bytes((p / "descriptors.npy").read_bytes()[:-100]), "truncated"),
     (lambda p: (p / "frames.npz").write_bytes(b"x" * (p / "frames.npz").stat().st_size), "checksum"),
@@ -108,10 +157,25 @@ def test_online_map_grows_and_empty_map_answers_nothing(corridor_map, tmp_path):
     image = load_image_file(vpr_map.frames.sources[5])
     result = PlaceRecognizer(empty.descriptor, empty.index).query([image], k=2)
     assert result.ids.tolist() == [[-1, -1]]
+    with pytest.raises(MapError, match="has no local features"):
+        empty.add(vpr_map.descriptors[:10], vpr_map.frames.select(np.arange(10)), vpr_map.local.select(np.arange(10)))
     empty.add(vpr_map.descriptors[:10], vpr_map.frames.select(np.arange(10)))
     assert PlaceRecognizer(empty.descriptor, empty.index).query([image], k=1).ids[0, 0] == 5
     loaded = VPRMap.load(empty.save(tmp_path / "online"))
     assert len(loaded) == 10 and loaded.frames.sources[5] == vpr_map.frames.sources[5]
+
+
+def test_online_map_with_local_features_needs_them(corridor_map, tmp_path):
+    _, vpr_map = corridor_map
+    rows = np.arange(20)
+    grown = VPRMap.create("grown", vpr_map.descriptor, vpr_map.descriptors[rows], vpr_map.frames.select(rows),
+                          local=vpr_map.local.select(rows), local_conf=vpr_map.local_conf)
+    more = np.arange(20, 40)
+    with pytest.raises(MapError, match="stores local features"):
+        grown.add(vpr_map.descriptors[more], vpr_map.frames.select(more))
+    grown.add(vpr_map.descriptors[more], vpr_map.frames.select(more), vpr_map.local.select(more))
+    loaded = VPRMap.load(grown.save(tmp_path / "grown"))
+    np.testing.assert_array_equal(loaded.local.descriptors, vpr_map.local.descriptors)
 
 
 def test_keyframe_policy():

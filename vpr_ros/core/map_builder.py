@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.datasets import list_images, read_image
 from vpr_ros.core.descriptors import GlobalDescriptor
 from vpr_ros.core.frames import POSE_FIELDS, FrameTable
+from vpr_ros.core.local_features import LocalExtractor, LocalFeatureTable
 from vpr_ros.core.map_store import VPRMap
 from vpr_ros.core.recognizer import describe_map
 
@@ -62,8 +64,10 @@ class KeyframePolicy:
 
 def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], preset: str = "default",
               policy: KeyframePolicy | None = None, frame_id: str = "map", batch_size: int = 8,
-              progress: bool = False, **preset_overrides) -> VPRMap:
-    """Select keyframes, fit the preset on them, describe them and index them."""
+              progress: bool = False, local_features: str | None = None, max_keypoints: int = 512,
+              **preset_overrides) -> VPRMap:
+    """Select keyframes, fit the preset on them, describe them and index them; with `local_features`
+    (an extractor name), also store each keyframe's local features for re-ranking."""
     policy = policy or KeyframePolicy()
     if len(frames) == 0:
         raise ValueError("no frames to build a map from")
@@ -73,7 +77,17 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     rows = policy.appearance_keyframes(descriptors)
     LOGGER.info("map %s: %d frames -> %d motion candidates -> %d keyframes", name, len(frames),
                 len(candidates), len(rows))
-    return VPRMap.create(name, descriptor, descriptors[rows], candidates.select(rows), frame_id)
+    keyframes = candidates.select(rows)
+    local, local_conf = None, None
+    if local_features is not None:
+        extractor = LocalExtractor(local_features, max_keypoints)
+        extracted = []
+        for batch in tqdm([keyframes.sources[i:i + batch_size] for i in range(0, len(keyframes), batch_size)],
+                          desc="local features", unit="batch", disable=not progress):
+            extracted += extractor.extract([load(source) for source in batch])
+        local, local_conf = LocalFeatureTable.build(extracted, max_keypoints, extractor.dim), extractor.config()
+    return VPRMap.create(name, descriptor, descriptors[rows], keyframes, frame_id, local=local,
+                         local_conf=local_conf)
 
 
 def frames_from_folder(folder: str | Path, poses_csv: str | Path | None = None) -> FrameTable:

@@ -9,6 +9,10 @@
     <map>/sources.json      N image references (file path, or bag path:topic@stamp)
     <map>/descriptor.npz    the descriptor's fitted buffers (VLAD vocabulary, PCA)
     <map>/index.faiss       the faiss index (faiss binary format)
+    <map>/local_*.npy       optional, for re-ranking: the map frames' local features, padded to M
+                            keypoints (local_keypoints N x M x 2 float32, local_descriptors N x M x D
+                            float16, local_scores N x M float16, local_counts N, local_image_size
+                            N x 2); map.json's `local_features` names the extractor and M
 
 A map is written to a temporary sibling directory and renamed into place, so a half-written map
 never appears under its name. Loading checks the format version, every file's size and checksum,
@@ -30,11 +34,14 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors import GlobalDescriptor
 from vpr_ros.core.frames import FrameTable
 from vpr_ros.core.index import DescriptorIndex
+from vpr_ros.core.local_features import LocalFeatureTable
+from vpr_ros.core.recognizer import PlaceRecognizer, QueryResult
 
 FORMAT = "vpr_ros.map"
 FORMAT_VERSION = 1
 FILES = ("descriptors.npy", "frames.npz", "sources.json", "descriptor.npz", "index.faiss")
 FRAME_COLUMNS = ("stamp_ns", "pose", "has_pose", "gps", "has_gps")
+LOCAL_FILES = {f"local_{c}.npy": c for c in LocalFeatureTable.COLUMNS}
 # Buffers learned from the map; the backbone comes from the shipped weights (checked by fingerprint).
 FITTED_BUFFERS = ("aggregation.centroids", "aggregation.p", "projection.mean", "projection.matrix")
 
@@ -61,30 +68,63 @@ class VPRMap:
     frames: FrameTable
     index: DescriptorIndex
     frame_id: str = "map"  # coordinate frame of the poses
+    local: LocalFeatureTable | None = None  # per-frame local features for re-ranking (optional)
+    local_conf: dict | None = None  # LocalExtractor.config() of `local`
 
     @classmethod
     def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,
-               frame_id: str = "map", search_params: dict | None = None, use_gpu: bool = False) -> "VPRMap":
+               frame_id: str = "map", search_params: dict | None = None, use_gpu: bool = False,
+               local: LocalFeatureTable | None = None, local_conf: dict | None = None) -> "VPRMap":
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
         if len(descriptors) != len(frames):
             raise MapError(f"{len(descriptors)} descriptors for {len(frames)} frames")
+        if (local is None) != (local_conf is None):
+            raise MapError("local features need their extractor configuration (local_conf), and vice versa")
+        if local is not None:
+            try:
+                local.validate(len(frames), local_conf["max_keypoints"], local_conf["dim"])
+            except ValueError as exc:
+                raise MapError(f"local features do not fit the map: {exc}") from exc
         index = DescriptorIndex(descriptor.dim, descriptor.conf["index"], search_params, use_gpu)
         if len(descriptors):
             index.train(descriptors)
             index.add(descriptors)
-        return cls(name, descriptor, descriptors.reshape(len(frames), descriptor.dim), frames, index, frame_id)
+        return cls(name, descriptor, descriptors.reshape(len(frames), descriptor.dim), frames, index, frame_id,
+                   local, local_conf)
 
     def __len__(self) -> int:
         return len(self.frames)
 
-    def add(self, descriptors: np.ndarray, frames: FrameTable) -> None:
-        """Append frames (online maps); their keys continue from len(self)."""
+    def add(self, descriptors: np.ndarray, frames: FrameTable, local: LocalFeatureTable | None = None) -> None:
+        """Append frames (online maps); their keys continue from len(self). A map that stores local
+        features needs theirs too."""
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32).reshape(len(frames), self.index.dim)
+        if (self.local is None) != (local is None):
+            raise MapError("this map " + ("stores local features: pass the new frames' too" if self.local is not None
+                                          else "has no local features; add frames without them"))
+        if local is not None:
+            try:
+                local.validate(len(frames), self.local_conf["max_keypoints"], self.local_conf["dim"])
+            except ValueError as exc:
+                raise MapError(f"local features do not fit the map: {exc}") from exc
         if not self.index.is_trained:
             self.index.train(descriptors)
         self.index.add(descriptors)
         self.descriptors = np.concatenate([self.descriptors, descriptors])
         self.frames.extend(frames)
+        if local is not None:
+            self.local.extend(local)
+
+    def query(self, images: list[np.ndarray], k: int = 10) -> QueryResult:
+        """Images (batched) -> top-k candidates with their frame metadata and per-stage timings."""
+        result = PlaceRecognizer(self.descriptor, self.index).query(images, k)
+        result.hypotheses = [self.hypotheses(ids, sims) for ids, sims in zip(result.ids, result.similarities)]
+        return result
+
+    def hypotheses(self, ids: np.ndarray, similarities: np.ndarray) -> list["Hypothesis"]:
+        """One query's candidates (a row of QueryResult.ids / similarities) with their frame metadata."""
+        return [Hypothesis.of(self.frames, int(i), rank, float(s))
+                for rank, (i, s) in enumerate(zip(ids, similarities)) if i >= 0]
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the map directory atomically; returns its absolute path."""
@@ -115,18 +155,23 @@ class VPRMap:
         state = self.descriptor.state_dict()
         np.savez(folder / "descriptor.npz", **{k: state[k].cpu().numpy() for k in FITTED_BUFFERS if k in state})
         self.index.write(folder / "index.faiss")
+        files = list(FILES)
+        if self.local is not None:
+            for name, column in LOCAL_FILES.items():
+                np.save(folder / name, np.ascontiguousarray(getattr(self.local, column)), allow_pickle=False)
+            files += list(LOCAL_FILES)
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
             "preset": self.descriptor.preset, "preset_conf": self.descriptor.conf,
             "fingerprint": self.descriptor.fingerprint(), "dim": self.descriptor.dim,
             "index_factory": self.index.factory, "search_params": self.index.search_params,
-            "num_frames": len(self), "frame_id": self.frame_id,
+            "num_frames": len(self), "frame_id": self.frame_id, "local_features": self.local_conf,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
-                      for name in FILES},
+                      for name in files},
         }
         (folder / "map.json").write_text(json.dumps(meta, indent=2, default=list) + "\n")
-        for name in (*FILES, "map.json"):  # on disk before the rename makes the map visible
+        for name in (*files, "map.json"):  # on disk before the rename makes the map visible
             with (folder / name).open("rb") as handle:
                 os.fsync(handle.fileno())
 
@@ -140,10 +185,14 @@ class VPRMap:
         if preset is not None and meta["preset"] != preset:
             raise MapError(f"map {path} was built with preset {meta['preset']!r}, not {preset!r}; "
                            "rebuild the map or run with its preset")
-        for name in FILES:
+        local_conf = meta.get("local_features")
+        names = list(FILES) + (list(LOCAL_FILES) if local_conf else [])
+        for name in names:
             file = path / name
             if not file.is_file():
                 raise MapError(f"map {path} is missing {name}")
+            if name not in meta["files"]:
+                raise MapError(f"map {path}: map.json records no size and checksum for {name}")
             want = meta["files"][name]
             if file.stat().st_size != want["bytes"]:
                 raise MapError(f"map file {file} has {file.stat().st_size} bytes, expected {want['bytes']} "
@@ -161,6 +210,11 @@ class VPRMap:
                 frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS},
                                     sources=json.loads((path / "sources.json").read_text()))
             descriptors = np.load(path / "descriptors.npy", allow_pickle=False)
+            local = None
+            if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
+                local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
+                                             for name, c in LOCAL_FILES.items()})
+                local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
             raise MapError(f"map {path} cannot be read: {exc}") from exc
         frames.validate()
@@ -178,7 +232,28 @@ class VPRMap:
                                      use_gpu)
         if len(index) != meta["num_frames"]:
             raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
-        return cls(meta["name"], descriptor, descriptors, frames, index, meta["frame_id"])
+        return cls(meta["name"], descriptor, descriptors, frames, index, meta["frame_id"], local,
+                   local_conf or None)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A candidate map frame for a query: its key (row in the map), rank, similarity and metadata."""
+
+    key: int
+    rank: int
+    similarity: float
+    stamp_ns: int
+    pose: tuple[float, ...] | None  # x y z qx qy qz qw in the map's frame_id, None when unknown
+    gps: tuple[float, float, float] | None  # latitude, longitude, altitude; None when unknown
+    source: str  # where the map image came from
+
+    @classmethod
+    def of(cls, frames: FrameTable, key: int, rank: int, similarity: float) -> "Hypothesis":
+        return cls(key, rank, similarity, int(frames.stamp_ns[key]),
+                   tuple(float(v) for v in frames.pose[key]) if frames.has_pose[key] else None,
+                   tuple(float(v) for v in frames.gps[key]) if frames.has_gps[key] else None,
+                   frames.sources[key])
 
 
 def read_metadata(path: Path) -> dict:

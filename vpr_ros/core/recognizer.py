@@ -50,6 +50,7 @@ class QueryResult:
     ids: np.ndarray  # Q x K map frame indices (-1 where the map has fewer than K)
     descriptors: np.ndarray  # Q x D query descriptors
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms for the whole batch
+    hypotheses: list[list] = field(default_factory=list)  # per query, map_store.Hypothesis (VPRMap.query)
 
 
 class PlaceRecognizer:

@@ -1,7 +1,8 @@
 """`vpr_build_map`: build a vpr_ros map directory from an image folder or a rosbag.
 
     vpr_build_map maps/office --images run1/ --poses run1/poses.csv
-    vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom
+    vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom \
+        --local-features xfeat
 """
 
 import argparse
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from vpr_ros.core.descriptors import PRESETS
+from vpr_ros.core.local_features import EXTRACTORS
 from vpr_ros.core.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
 from vpr_ros.core.map_store import MapError
 from vpr_ros.tools import add_bag_topic_arguments
@@ -27,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gps-topic", help="with --bag: sensor_msgs/NavSatFix topic")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
     parser.add_argument("--index", help="faiss index_factory string (default: the preset's)")
+    parser.add_argument("--local-features", choices=sorted(EXTRACTORS),
+                        help="also store each keyframe's local features for re-ranking (xfeat for the "
+                             "default LighterGlue matcher)")
+    parser.add_argument("--max-keypoints", type=int, default=512, help="with --local-features: keypoints per frame")
     parser.add_argument("--min-distance", type=float, default=0.0, help="keyframe every N metres (0: off)")
     parser.add_argument("--min-interval", type=float, default=0.0, help="keyframe every N seconds (0: off)")
     parser.add_argument("--max-similarity", type=float, default=1.0,
@@ -60,13 +66,16 @@ def main(argv: list[str] | None = None) -> int:
             frame_id = args.frame_id or (args.tf_frames[0] if args.tf_frames else "map")
         overrides = {"index": args.index} if args.index else {}
         vpr_map = build_map(args.name or args.output.name, frames, load, args.preset, policy, frame_id,
-                            progress=not args.quiet, **overrides)
+                            progress=not args.quiet, local_features=args.local_features,
+                            max_keypoints=args.max_keypoints, **overrides)
         path = vpr_map.save(args.output, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError, MapError) as exc:
         print(f"vpr_build_map: error: {exc}", file=sys.stderr)
         return 2
+    local = f", {args.local_features} local features" if args.local_features else ""
     print(f"map {vpr_map.name}: {len(vpr_map)} frames, {vpr_map.descriptor.dim}-d "
-          f"{vpr_map.descriptor.preset} descriptors, {int(vpr_map.frames.has_pose.sum())} with poses -> {path}")
+          f"{vpr_map.descriptor.preset} descriptors{local}, {int(vpr_map.frames.has_pose.sum())} with poses "
+          f"-> {path}")
     return 0
 
 
