@@ -58,7 +58,7 @@ def test_interpolation_leaves_gaps_unposed():
     assert np.isnan(out[2]).all() and np.isnan(out[3]).all()
 
 
-def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path):
+def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
     from vpr_ros.core.map_store import VPRMap
     from vpr_ros.tools.build_map import main as build_main
     from vpr_ros.tools.eval import main as eval_main
@@ -77,3 +77,18 @@ def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path):
     assert report["num_queries"] == 60 and report["map_size"] == 30
     assert report["recall"]["1"] >= 0.75, report["recall"]
     assert report["recall"]["10"] == 1.0
+    # re-ranking needs the map's local features: a clear error without them, then a map that has them
+    rerank = ["--rerank", "xfeat-lighterglue", "--top-k", "3"]
+    assert eval_main(["--map", str(map_dir), "--bag", str(runs / "query"), "--image-topic",
+                      "/camera/image/compressed", "--pose-topic", "/odom", "--quiet", *rerank]) == 2
+    assert "--local-features xfeat" in capsys.readouterr().err
+    assert build_main([str(map_dir), "--bag", str(runs / "ref"), "--image-topic", "/camera/image_raw",
+                       "--pose-topic", "/odom", "--min-distance", "1.5", "--local-features", "xfeat",
+                       "--overwrite", "--quiet"]) == 0
+    assert eval_main(["--map", str(map_dir), "--bag", str(runs / "query"), "--image-topic",
+                      "/camera/image/compressed", "--pose-topic", "/odom", "--distance", "2.5",
+                      "--json", str(out), "--quiet", *rerank]) == 0
+    report = json.loads(out.read_text())["rerank"]
+    assert report["matcher"] == "xfeat-lighterglue" and report["top_k"] == 3
+    assert report["recall"]["1"] >= 0.75, report["recall"]
+    assert 0 < report["matcher_ms_per_pair"]["p50"] < 5000

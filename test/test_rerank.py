@@ -173,7 +173,7 @@ def test_reranker_orders_verified_first_and_explains_the_rest(small_map, corrido
     assert sorted(result.ids.tolist()) == sorted(answer.ids[0].tolist())
     best = result.candidates[0]
     assert best.verified and abs(best.key - 20) <= 2, best  # Corridor: references 18..22 show the same place
-    assert best.score == pytest.approx(best.verification.inlier_count + 10 * best.global_similarity)
+    assert best.score == pytest.approx(np.log1p(best.verification.inlier_count) + 25 * best.global_similarity)
     flags = [c.verified for c in result.candidates]
     assert flags == sorted(flags, reverse=True), "a verified candidate ranks below an unverified one"
     for c in result.candidates:

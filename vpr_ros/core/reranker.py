@@ -1,13 +1,18 @@
 """Re-ranking of global candidates by local matching and geometric verification.
 
-Fusion (documented in the README): a candidate is *verified* when MAGSAC++ leaves at least
-`min_inliers` inliers. Verified candidates come first, ordered by
+Fusion (documented in the README): a candidate is *verified* when MAGSAC++ leaves enough inliers
+(GeometricVerifier). Verified candidates come first, ordered by
 
-    score = inlier_count + similarity_weight * global_similarity
+    score = ln(1 + inlier_count) + similarity_weight * global_similarity
 
-(the similarity breaks near-ties: with the default weight 10, a cosine lead of 0.1 is worth one
-inlier); unverified candidates follow in their global order, with score = similarity_weight *
-global_similarity. The map frames' local features come from the map (stored at build time).
+unverified candidates follow in their global order, with score = similarity_weight *
+global_similarity. The logarithm saturates the inlier count: neighbouring map frames of the same
+place all verify with similar, noisy counts (Corridor: 100-160), and there the global similarity
+locates the query better; a wrong place that verifies through repeated structure has few inliers.
+With the default weight 25, a cosine lead of 0.028 is worth doubling the inliers. On Corridor
+(top 10 from the default preset) weights 15 to 40 all give Recall@1 0.946-0.955; by inlier count
+alone it is 0.838, below global retrieval (0.883). The map frames' local features come from the map
+(stored at build time).
 
 Match only when needed: with `skip_margin`, when the global first candidate leads the second by at
 least that cosine margin, only the first is matched and verified (the loop edge still gets its
@@ -62,7 +67,7 @@ class Reranker:
     """Match a query's local features against its top-K candidates' stored features and re-order them."""
 
     def __init__(self, matcher: Matcher | str = DEFAULT_MATCHER, verifier: GeometricVerifier | None = None,
-                 similarity_weight: float = 10.0, skip_margin: float | None = None):
+                 similarity_weight: float = 25.0, skip_margin: float | None = None):
         self.matcher = Matcher(matcher) if isinstance(matcher, str) else matcher
         self.verifier = verifier or GeometricVerifier()
         self.similarity_weight = float(similarity_weight)
@@ -121,5 +126,6 @@ class Reranker:
             cand.verification = self.verifier.verify(query.keypoints[m.query_idx], features.keypoints[m.map_idx],
                                                      query.image_size, features.image_size, query_K, map_K)
             if cand.verification.verified:
-                cand.score = cand.verification.inlier_count + self.similarity_weight * cand.global_similarity
+                cand.score = float(np.log1p(cand.verification.inlier_count)
+                                   + self.similarity_weight * cand.global_similarity)
         timings["verify"] += (time.perf_counter() - start) * 1e3
