@@ -31,11 +31,11 @@ CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
 KS = (1, 5, 10, 20)
 
 
-def corridor_rerank(data, matchers, keypoints: int, k: int, margins: list[float]) -> None:
+def corridor_rerank(data, matchers, keypoints: int, k: int, margins: list[float], device: str) -> None:
     refs = FrameTable.build(np.zeros(len(data.refs), np.int64), data.refs)
     queries = [read_image(p) for p in data.queries]
     for name in matchers:
-        reranker = Reranker(name)
+        reranker = Reranker(name, device=device)
         vpr_map = build_map("corridor", refs, load_image_file, local_features=reranker.matcher.features,
                             max_keypoints=keypoints)
         extractor = reranker.extractor_for(vpr_map.local_conf)
@@ -79,19 +79,21 @@ def skip_study(reranker, vpr_map, answers, data, k: int, margins: list[float]) -
     reranker.skip_margin = None
 
 
-def pair_latency(data, matchers, budgets, repeats: int) -> None:
+def pair_latency(data, matchers, budgets, repeats: int, device: str) -> None:
     pairs = [(read_image(data.queries[q]), read_image(data.refs[q])) for q in (5, 30, 60, 90)]
     verifier = GeometricVerifier()
     for name in matchers:
-        matcher = Matcher(name)
+        matcher = Matcher(name, device=device)
         for budget in budgets:
-            extractor = LocalExtractor(matcher.features, budget)
+            extractor = LocalExtractor(matcher.features, budget, device=device)
             feats = [extractor.extract([a, b]) for a, b in pairs]
             samples = []
             for _ in range(repeats):
                 for fa, fb in feats:
                     start = time.perf_counter()
                     m = matcher.match(fa, [fb])[0]
+                    if device == "cuda":
+                        torch.cuda.synchronize()
                     verifier.verify(fa.keypoints[m.query_idx], fb.keypoints[m.map_idx], fa.image_size, fb.image_size)
                     samples.append((time.perf_counter() - start) * 1e3)
             lat = latency_summary(samples[len(feats):])  # first round is warm-up
@@ -109,19 +111,21 @@ def main() -> int:
     parser.add_argument("--budgets", default="512,1024,2048")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-recall", action="store_true")
+    parser.add_argument("--device", help="cpu or cuda for the local features and matchers (default: cuda when present)")
     args = parser.parse_args()
     if not (CORRIDOR / "ground_truth.csv").is_file():
         print(f"skipped: {CORRIDOR} not found")
         return 0
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch threads {torch.get_num_threads()}")
     data = ImageFolderDataset.load(CORRIDOR)
     matchers = args.matchers.split(",")
     if not args.skip_recall:
         print(f"corridor re-ranking ({args.keypoints} keypoints, default preset)")
-        corridor_rerank(data, matchers, args.keypoints, args.k, [float(m) for m in args.margins.split(",") if m])
+        corridor_rerank(data, matchers, args.keypoints, args.k, [float(m) for m in args.margins.split(",") if m],
+                        device)
     print("matching + verification per pair")
-    pair_latency(data, matchers, [int(b) for b in args.budgets.split(",")], args.repeats)
+    pair_latency(data, matchers, [int(b) for b in args.budgets.split(",")], args.repeats, device)
     return 0
 
 

@@ -67,8 +67,8 @@ class Reranker:
     """Match a query's local features against its top-K candidates' stored features and re-order them."""
 
     def __init__(self, matcher: Matcher | str = DEFAULT_MATCHER, verifier: GeometricVerifier | None = None,
-                 similarity_weight: float = 25.0, skip_margin: float | None = None):
-        self.matcher = Matcher(matcher) if isinstance(matcher, str) else matcher
+                 similarity_weight: float = 25.0, skip_margin: float | None = None, device: str = "cpu"):
+        self.matcher = Matcher(matcher, device=device) if isinstance(matcher, str) else matcher
         self.verifier = verifier or GeometricVerifier()
         self.similarity_weight = float(similarity_weight)
         self.skip_margin = skip_margin

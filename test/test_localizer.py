@@ -1,0 +1,97 @@
+"""The node's ROS-free pipeline: localize against a map, online loop closure, frame gating."""
+
+import numpy as np
+import pytest
+
+from vpr_ros.core.images import ImageError
+from vpr_ros.core.localizer import FrameGate, Localizer, LocalizerConfig
+
+
+@pytest.fixture(scope="module")
+def refs(corridor_dir):
+    from vpr_ros.core.datasets import read_image
+
+    return [read_image(p) for p in sorted((corridor_dir / "ref").glob("*.jpg"))[:60]]
+
+
+@pytest.fixture(scope="module")
+def ref_map(corridor_dir):
+    from vpr_ros.core.frames import FrameTable
+    from vpr_ros.core.map_builder import build_map, load_image_file
+
+    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
+    pose = np.zeros((40, 7))
+    pose[:, 0], pose[:, 6] = np.arange(40), 1.0
+    frames = FrameTable.build(np.arange(40) * 10**9, paths, pose=pose)
+    return build_map("c40", frames, load_image_file, clusters=16, local_features="xfeat", max_keypoints=512)
+
+
+def test_localize_reranks_and_accepts_a_verified_place(ref_map, corridor_dir):
+    from vpr_ros.core.datasets import read_image
+
+    config = LocalizerConfig(mode="localize", top_k=5, rerank="xfeat-mnn", accept_min_inliers=30,
+                             accept_min_similarity=0.0)
+    localizer = Localizer(config, ref_map)
+    result = localizer.process(read_image(corridor_dir / "query" / "0000020.jpg"), 5 * 10**9)
+    best = result.places[0]
+    assert len(result.places) == 5 and abs(best.hypothesis.key - 20) <= 2 and best.verified
+    assert best.hypothesis.pose[0] == best.hypothesis.key and result.loop is best
+    assert {"descriptor", "search", "local_features", "match", "verify", "pipeline"} <= set(result.timings_ms)
+    assert len(ref_map) == 40, "localize mode must not grow the map"
+    with pytest.raises(ImageError):
+        localizer.process(np.zeros((10, 10), np.uint8), 6 * 10**9)
+    assert localizer.frames_processed == 1
+
+
+def test_localize_without_reranking_and_temporal_consistency(ref_map, corridor_dir):
+    from vpr_ros.core.datasets import read_image
+
+    config = LocalizerConfig(top_k=3, accept_min_similarity=0.0, temporal_window=2, temporal_tolerance=3)
+    localizer = Localizer(config, ref_map)
+    loops = [localizer.process(read_image(corridor_dir / "query" / f"{q:07d}.jpg"), q * 10**9).loop
+             for q in (10, 11, 12, 30)]
+    # the first two frames lack history; the third agrees with both; a jump breaks consistency
+    assert loops[0] is None and loops[1] is None and loops[2] is not None and loops[3] is None
+    assert all(p.note == "not_reranked" and np.isnan(p.rerank_score) for p in
+               localizer.process(read_image(corridor_dir / "query" / "0000031.jpg"), 40 * 10**9).places)
+
+
+def test_reranking_needs_a_map_with_matching_features(ref_map):
+    with pytest.raises(ValueError, match="needs aliked"):
+        Localizer(LocalizerConfig(rerank="aliked-lightglue"), ref_map)
+    with pytest.raises(ValueError, match="localize mode needs a map"):
+        Localizer(LocalizerConfig())
+    with pytest.raises(ValueError, match="mode must be one of"):
+        LocalizerConfig(mode="mapping")
+
+
+def test_slam_closes_a_loop_on_a_revisit_and_not_before(refs):
+    config = LocalizerConfig(mode="slam", top_k=3, rerank="xfeat-mnn", bootstrap_frames=8, exclude_recent_s=15,
+                             exclude_recent_frames=5, accept_min_inliers=40, accept_min_similarity=0.0)
+    localizer = Localizer(config)
+    first_pass = [localizer.process(image, i * 10**9) for i, image in enumerate(refs[:40])]
+    assert first_pass[0].status == "bootstrapping 1/8" and first_pass[7].status.startswith("online map started")
+    assert len(localizer.vpr_map) == 40 and localizer.vpr_map.local is not None
+    for result in first_pass[8:]:  # never a recent frame
+        assert all(p.hypothesis.key <= result.map_key - 5 for p in result.places), result.map_key
+    assert not first_pass[8].places or first_pass[8].places[0].hypothesis.key < 3
+    # drive past the place again, 200 s later: the same places come back as loop closures
+    revisit = [localizer.process(image, (200 + i) * 10**9) for i, image in enumerate(refs[2:12])]
+    loops = [r for r in revisit if r.loop is not None]
+    assert len(loops) >= 7, [(r.places[0].hypothesis.key, r.places[0].verification) for r in revisit]
+    for i, r in enumerate(revisit):
+        if r.loop is not None:
+            assert abs(r.loop.hypothesis.key - (i + 2)) <= 3, (i, r.loop.hypothesis.key)
+    assert len(localizer.vpr_map) == 50
+
+
+def test_frame_gate():
+    gate = FrameGate(min_interval_s=0.5)
+    assert [gate.admit(t) for t in (0, 2 * 10**8, 6 * 10**8, 9 * 10**8, 12 * 10**8)] == [True, False, True, False, True]
+    gate = FrameGate(min_distance_m=1.0, min_rotation_deg=10)
+    pose = lambda x, yaw_deg: np.array([x, 0, 0, 0, 0, np.sin(np.radians(yaw_deg) / 2), np.cos(np.radians(yaw_deg) / 2)])
+    assert gate.admit(0, pose(0, 0)) and not gate.admit(1, pose(0.5, 5))
+    assert gate.admit(2, pose(1.2, 0)) and gate.admit(3, pose(1.2, 15)) and not gate.admit(4, pose(1.3, 16))
+    assert gate.admit(5, None), "frames without odometry pass on time alone"
+    with pytest.raises(ValueError):
+        FrameGate(min_interval_s=-1)
