@@ -214,10 +214,12 @@ class Localizer:
         self.frames_processed += 1
         if len(self._bootstrap) < self.config.bootstrap_frames:
             return FrameResult(frame_id, stamp_ns, status=f"bootstrapping {len(self._bootstrap)}/"
-                                                          f"{self.config.bootstrap_frames}")
+                                                          f"{self.config.bootstrap_frames}", timings_ms={"pipeline": 0.0})
+        start = time.perf_counter()
         self._start_online_map()
         return FrameResult(frame_id, stamp_ns, map_key=len(self.vpr_map) - 1,
-                           status=f"online map started with {len(self.vpr_map)} frames")
+                           status=f"online map started with {len(self.vpr_map)} frames",
+                           timings_ms={"pipeline": (time.perf_counter() - start) * 1e3})
 
     def _start_online_map(self) -> None:
         config, frames = self.config, self._bootstrap
@@ -255,7 +257,8 @@ class FrameGate:
     def admit(self, stamp_ns: int, pose: np.ndarray | None = None) -> bool:
         """True (and remember the frame) when the frame should be processed."""
         if self._last_stamp is not None:
-            if stamp_ns - self._last_stamp < self.min_interval_s * 1e9:
+            elapsed = stamp_ns - self._last_stamp
+            if 0 <= elapsed < self.min_interval_s * 1e9:  # time going back (a replayed bag) resets the gate
                 return False
             if pose is not None and self._last_pose is not None:
                 moved = float(np.linalg.norm(pose[:3] - self._last_pose[:3]))

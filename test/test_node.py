@@ -1,0 +1,313 @@
+"""vpr_localizer through a real rclpy graph: images in, hypotheses, loop closures, pose and diagnostics out.
+
+Every test runs in its own rclpy context on loopback in a private domain (conftest.py). The node
+under test runs in-process (its worker thread publishes) or as its console script in a second
+process; a test node publishes Corridor images and listens.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO, spin_until
+
+rclpy = pytest.importorskip("rclpy")
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from vpr_ros.ros.interfaces import load_interfaces  # noqa: E402
+from vpr_ros.ros.node import PARAMETERS, LocalizerNode  # noqa: E402
+
+MSGS = load_interfaces()
+needs_interfaces = pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built")
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_msg(rgb: np.ndarray, stamp_ns: int, encoding: str = "rgb8") -> Image:
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding=encoding, step=rgb.shape[1] * 3)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    msg.header.frame_id = "camera"
+    msg.data = rgb.tobytes()
+    return msg
+
+
+def jpeg_msg(rgb: np.ndarray, stamp_ns: int) -> CompressedImage:
+    msg = CompressedImage(format="jpeg")
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    msg.data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    return msg
+
+
+@pytest.fixture(scope="module")
+def images(corridor_dir):
+    from vpr_ros.core.datasets import read_image
+
+    refs = [read_image(p) for p in sorted((corridor_dir / "ref").glob("*.jpg"))[:40]]
+    queries = [read_image(p) for p in sorted((corridor_dir / "query").glob("*.jpg"))[:40]]
+    return refs, queries
+
+
+@pytest.fixture(scope="module")
+def map_dir(corridor_dir, tmp_path_factory):
+    """A saved 40-frame Corridor map with poses 1 m apart and XFeat local features."""
+    from vpr_ros.core.frames import FrameTable
+    from vpr_ros.core.map_builder import build_map, load_image_file
+
+    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
+    pose = np.zeros((40, 7))
+    pose[:, 0], pose[:, 6] = np.arange(40), 1.0
+    frames = FrameTable.build(np.arange(1, 41) * 10**9, paths, pose=pose)
+    vpr_map = build_map("corridor40", frames, load_image_file, clusters=16, local_features="xfeat")
+    return vpr_map.save(tmp_path_factory.mktemp("maps") / "corridor40")
+
+
+@pytest.fixture
+def graph(request):
+    """A context, an executor and a helper that starts a LocalizerNode with parameter overrides."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    nodes = []
+
+    def start(**params):
+        node = LocalizerNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        nodes.append(node)
+        executor.add_node(node)
+        return node
+
+    probe = rclpy.create_node("vpr_test_probe", context=context)
+    executor.add_node(probe)
+    try:
+        yield start, probe, executor
+    finally:
+        executor.shutdown()
+        for node in nodes + [probe]:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def listen(probe, msg_type, topic, qos=RELIABLE) -> list:
+    received = []
+    probe.create_subscription(msg_type, topic, received.append, qos)
+    return received
+
+
+def test_params_file_lists_every_parameter_with_its_default():
+    params = yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["vpr_localizer"]["ros__parameters"]
+    assert set(params) == set(PARAMETERS)
+    for name, value in params.items():
+        assert value == PARAMETERS[name][0] and type(value) is type(PARAMETERS[name][0]), name
+
+
+def test_launch_file_declares_its_arguments():
+    pytest.importorskip("launch_ros", reason="launch/launch_ros are not installable from PyPI; a robot's ROS has them")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("localize_launch", REPO / "launch" / "localize.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = {a.name for a in module.generate_launch_description().get_launch_arguments()}
+    assert {"params_file", "map_path", "image_topic", "mode"} <= names
+
+
+@needs_interfaces
+def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, map_dir, images):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    start, probe, executor = graph
+    node = start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", qos_depth=20,
+                 queue_size=10, rerank="xfeat-mnn", accept_min_inliers=30, accept_min_similarity=0.0,
+                 diagnostics_period_s=0.2)
+    hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+    loops = listen(probe, MSGS.LoopClosure, "vpr/loop_closure")
+    poses = listen(probe, PoseWithCovarianceStamped, "vpr/pose")
+    diags = listen(probe, DiagnosticArray, "/diagnostics")
+    pub = probe.create_publisher(Image, "/test/image", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+    _, queries = images
+    good = image_msg(queries[20], 100 * 10**9)
+    bad = [image_msg(queries[0], 1, encoding="bayer_rggb8"),  # unsupported encoding
+           Image(height=0, width=0, encoding="rgb8", step=0),  # empty
+           image_msg(queries[0], 2)]
+    bad[2].step = 100  # step smaller than a row
+    for msg in bad + [good]:
+        pub.publish(msg)
+        spin_until(executor, lambda: False, 0.05)
+    assert spin_until(executor, lambda: hyps and loops and poses, 30), (node.counts, len(hyps))
+    out = hyps[-1]
+    assert out.header.stamp.sec == 100 and out.map_name == "corridor40" and out.map_size == 40
+    best = out.hypotheses[0]
+    assert abs(best.map_key - 20) <= 2 and best.verified and best.inlier_count >= 30 and best.rank == 0
+    assert best.has_pose and best.map_pose.position.x == best.map_key and np.isnan(best.probability)
+    assert {t.stage for t in out.timing} >= {"descriptor", "search", "local_features", "match", "verify"}
+    loop = loops[-1]
+    assert loop.match_key == best.map_key and loop.method == MSGS.LoopClosure.METHOD_FUNDAMENTAL
+    assert loop.match_stamp.sec == best.map_key + 1 and not loop.translation_scale_known
+    assert poses[-1].pose.pose.position.x == best.map_key and poses[-1].header.frame_id == "map"
+    assert node.counts["bad_frames"] == 3 and node.counts["processed"] == 1
+    assert spin_until(executor, lambda: any(kv.key == "bad_frames" and kv.value == "3"
+                                            for d in diags for s in d.status for kv in s.values), 5)
+
+
+@needs_interfaces
+def test_corrupt_compressed_frames_are_skipped(graph, map_dir, images):
+    start, probe, executor = graph
+    node = start(map_path=str(map_dir), image_topic="/test/image/compressed", image_transport="compressed",
+                 qos_reliability="reliable", queue_size=10)
+    hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+    pub = probe.create_publisher(CompressedImage, "/test/image/compressed", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+    corrupt = jpeg_msg(images[1][5], 1)
+    corrupt.data = bytes(corrupt.data[:200])
+    for msg in (corrupt, CompressedImage(format="jpeg"), jpeg_msg(images[1][5], 2 * 10**9)):
+        pub.publish(msg)
+        spin_until(executor, lambda: False, 0.05)
+    assert spin_until(executor, lambda: hyps, 30)
+    assert node.counts["bad_frames"] == 2 and abs(hyps[-1].hypotheses[0].map_key - 5) <= 2
+
+
+@needs_interfaces
+def test_a_flood_keeps_latency_bounded_and_counts_drops(graph, map_dir, images):
+    start, probe, executor = graph
+    node = start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", qos_depth=100)
+    arrival = {}
+    probe.create_subscription(MSGS.PlaceHypotheses, "vpr/hypotheses",
+                              lambda m: arrival.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
+                                                           time.monotonic()), RELIABLE)
+    pub = probe.create_publisher(Image, "/test/image", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+    sent = {}
+    for i in range(60):  # 100 Hz, several times faster than the node processes
+        stamp = (1000 + i) * 10**7
+        sent[stamp] = time.monotonic()
+        pub.publish(image_msg(images[1][i % 40], stamp))
+        spin_until(executor, lambda: False, 0.01)
+    last = max(sent)
+    assert spin_until(executor, lambda: last in arrival, 20), "the newest frame must always be processed"
+    latency = [arrival[s] - sent[s] for s in arrival]
+    assert node.counts["received"] == 60 and node.counts["dropped"] > 20, node.counts
+    assert len(arrival) == node.counts["processed"] < 40
+    assert max(latency) < 2.0, f"latency grew to {max(latency):.2f} s under a flood"
+
+
+@needs_interfaces
+def test_load_and_save_map_services(graph, map_dir, tmp_path):
+    start, probe, executor = graph
+    start(map_path=str(map_dir), image_topic="/test/image")
+    load = probe.create_client(MSGS.LoadMap, "vpr/load_map")
+    save = probe.create_client(MSGS.SaveMap, "vpr/save_map")
+    assert spin_until(executor, lambda: load.service_is_ready() and save.service_is_ready(), 10)
+
+    def call(client, request):
+        future = client.call_async(request)
+        assert spin_until(executor, future.done, 30)
+        return future.result()
+
+    broken = call(load, MSGS.LoadMap.Request(map_path=str(tmp_path / "absent")))
+    assert not broken.success and "current map stays" in broken.message
+    reloaded = call(load, MSGS.LoadMap.Request(map_path=str(map_dir)))
+    assert reloaded.success and reloaded.map_name == "corridor40" and reloaded.map_size == 40
+    saved = call(save, MSGS.SaveMap.Request(map_path=str(tmp_path / "copy"), overwrite=False))
+    assert saved.success and saved.map_size == 40
+    again = call(save, MSGS.SaveMap.Request(map_path=str(tmp_path / "copy"), overwrite=False))
+    assert not again.success and "overwrite" in again.message
+    from vpr_ros.core.map_store import VPRMap
+
+    assert len(VPRMap.load(saved.map_path)) == 40
+
+
+@needs_interfaces
+def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_path):
+    start, probe, executor = graph
+    node = start(mode="slam", image_topic="/test/image", qos_reliability="reliable", qos_depth=100, queue_size=100,
+                 rerank="xfeat-mnn", bootstrap_frames=20, exclude_recent_s=15.0, exclude_recent_frames=5,
+                 accept_min_inliers=40, accept_min_similarity=0.0, temporal_window=1, temporal_tolerance=3,
+                 publish_loop_array=True, save_map_path=str(tmp_path / "online"))
+    from std_msgs.msg import Float64MultiArray
+
+    loops = listen(probe, MSGS.LoopClosure, "vpr/loop_closure")
+    arrays = listen(probe, Float64MultiArray, "vpr/loop_closure_detection")
+    hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+    pub = probe.create_publisher(Image, "/test/image", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+    refs, queries = images
+    # one pass along the corridor, then the other traversal's images of frames 10-17, 300 s later
+    sequence = [(refs[i], (i + 1) * 10**9) for i in range(30)] + [(queries[i], (300 + i) * 10**9) for i in range(10, 18)]
+    for i, (rgb, stamp) in enumerate(sequence):  # paced: slam must see every keyframe
+        pub.publish(image_msg(rgb, stamp))
+        assert spin_until(executor, lambda: node.counts["processed"] > i, 30), node.counts
+    assert spin_until(executor, lambda: len(hyps) == len(sequence), 10), (len(hyps), node.counts)
+    for out in hyps:  # never a hypothesis among the newest frames
+        query_key = out.query_id
+        assert all(h.map_key <= query_key - 5 and out.header.stamp.sec - h.map_stamp.sec >= 15 for h in out.hypotheses)
+    revisit = [loop for loop in loops if loop.header.stamp.sec >= 300]
+    assert len(revisit) >= 4, [(loop.header.stamp.sec, loop.match_key) for loop in loops]
+    for loop in revisit:  # the revisit closes on the start of the corridor (ground truth: +-2 frames)
+        assert abs(int(loop.match_key) - (loop.header.stamp.sec - 300)) <= 3, (loop.header.stamp.sec, loop.match_key)
+        assert loop.query_key >= 30 and loop.method == MSGS.LoopClosure.METHOD_FUNDAMENTAL
+    assert arrays and arrays[-1].data[0] >= 300 and arrays[-1].data[1] < 25
+    save = probe.create_client(MSGS.SaveMap, "vpr/save_map")
+    assert spin_until(executor, save.service_is_ready, 10)
+    future = save.call_async(MSGS.SaveMap.Request())
+    assert spin_until(executor, future.done, 30) and future.result().success, future.result()
+    from vpr_ros.core.map_store import VPRMap
+
+    saved = VPRMap.load(tmp_path / "online")
+    assert len(saved) == 38 and saved.local is not None
+
+
+def test_console_script_runs_with_the_params_file_and_rejects_bad_parameters(map_dir, images, tmp_path):
+    script = Path(sys.executable).parent / "vpr_localizer"
+    env = dict(os.environ)
+    bad = subprocess.run([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
+                          "-p", f"map_path:={map_dir}", "-p", "top_k:=0"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert bad.returncode == 2 and "top_k" in bad.stdout + bad.stderr
+    missing = subprocess.run([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml")],
+                             capture_output=True, text=True, timeout=120, env=env)
+    assert missing.returncode == 2 and "needs map_path" in missing.stdout + missing.stderr
+    if MSGS is None:
+        pytest.skip("vpr_ros_interfaces is not built: no hypotheses topic to listen to")
+    proc = subprocess.Popen([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
+                             "-p", f"map_path:={map_dir}", "-p", "image_topic:=/cli/image", "-p",
+                             "qos_reliability:=reliable"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    from rclpy.executors import SingleThreadedExecutor
+
+    probe = rclpy.create_node("vpr_cli_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    try:
+        hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+        pub = probe.create_publisher(Image, "/cli/image", RELIABLE)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 60), "the node did not come up"
+        deadline = time.monotonic() + 60
+        while not hyps and time.monotonic() < deadline:
+            pub.publish(image_msg(images[1][20], 5 * 10**9))
+            spin_until(executor, lambda: bool(hyps), 2)
+        assert hyps and min(abs(h.map_key - 20) for h in hyps[0].hypotheses[:3]) <= 2, hyps[0].hypotheses
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert proc.returncode == 0, out

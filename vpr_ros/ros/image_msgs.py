@@ -1,0 +1,56 @@
+"""sensor_msgs/Image and CompressedImage -> numpy, with every field checked (no cv_bridge needed).
+
+Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3 (read as bgr8), 8UC4 (bgra8),
+mono16, 16UC1. Anything else, a zero size, a step too small for the width, or a data buffer of the
+wrong length raises ImageError naming the problem; the caller skips the frame.
+"""
+
+import cv2
+import numpy as np
+
+from vpr_ros.core.images import ImageError
+
+# encoding -> (dtype, channels, conversion to RGB(A) or None)
+ENCODINGS = {
+    "rgb8": (np.uint8, 3, None), "bgr8": (np.uint8, 3, cv2.COLOR_BGR2RGB), "8UC3": (np.uint8, 3, cv2.COLOR_BGR2RGB),
+    "rgba8": (np.uint8, 4, None), "bgra8": (np.uint8, 4, cv2.COLOR_BGRA2RGBA), "8UC4": (np.uint8, 4, cv2.COLOR_BGRA2RGBA),
+    "mono8": (np.uint8, 1, None), "8UC1": (np.uint8, 1, None),
+    "mono16": (np.uint16, 1, None), "16UC1": (np.uint16, 1, None),
+}
+
+
+def image_to_array(msg) -> np.ndarray:
+    """sensor_msgs/Image -> H x W (mono) or H x W x 3/4 RGB(A) array (uint8 or uint16)."""
+    if msg.encoding not in ENCODINGS:
+        raise ImageError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
+    dtype, channels, convert = ENCODINGS[msg.encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height == 0 or width == 0:
+        raise ImageError(f"empty image ({width}x{height})")
+    row_bytes = width * channels * np.dtype(dtype).itemsize
+    if step < row_bytes:
+        raise ImageError(f"step {step} is smaller than a {msg.encoding} row of width {width} ({row_bytes} bytes)")
+    data = np.frombuffer(msg.data, np.uint8)
+    if data.size != step * height:
+        raise ImageError(f"image data has {data.size} bytes; {height} rows of step {step} need {step * height}")
+    rows = data.reshape(height, step)[:, :row_bytes]
+    image = np.ascontiguousarray(rows).view(dtype)
+    if np.dtype(dtype).itemsize > 1 and bool(msg.is_bigendian) != (np.little_endian is False):
+        image = image.byteswap()
+    image = image.reshape(height, width, channels) if channels > 1 else image.reshape(height, width)
+    return cv2.cvtColor(image, convert) if convert is not None else image
+
+
+def compressed_to_array(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg, png, ...) -> H x W or H x W x 3/4 RGB(A) array."""
+    data = np.frombuffer(msg.data, np.uint8)
+    if data.size == 0:
+        raise ImageError("compressed image has no data")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
