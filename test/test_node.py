@@ -311,3 +311,30 @@ def test_console_script_runs_with_the_params_file_and_rejects_bad_parameters(map
             proc.kill()
             out, _ = proc.communicate()
     assert proc.returncode == 0, out
+
+
+def test_image_messages_convert_exactly_and_reject_bad_fields():
+    from vpr_ros.core.images import ImageError
+    from vpr_ros.ros.image_msgs import compressed_to_array, image_to_array
+
+    rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    padded = Image(height=40, width=50, encoding="bgr8", step=160)  # 10 bytes of row padding
+    rows = np.zeros((40, 160), np.uint8)
+    rows[:, :150] = rgb[:, :, ::-1].reshape(40, 150)
+    padded.data = rows.tobytes()
+    np.testing.assert_array_equal(image_to_array(padded), rgb)
+    depth = np.arange(40 * 50, dtype=np.uint16).reshape(40, 50)
+    big = Image(height=40, width=50, encoding="16UC1", step=100, is_bigendian=1, data=depth.astype(">u2").tobytes())
+    np.testing.assert_array_equal(image_to_array(big), depth)
+    mono = Image(height=40, width=50, encoding="mono8", step=50, data=rgb[:, :, 0].tobytes())
+    np.testing.assert_array_equal(image_to_array(mono), rgb[:, :, 0])
+    np.testing.assert_array_equal(compressed_to_array(jpeg_msg(rgb, 0)).shape, (40, 50, 3))
+    for msg, message in [
+        (Image(height=40, width=50, encoding="yuv422", step=100, data=bytes(4000)), "unsupported image encoding"),
+        (Image(height=0, width=50, encoding="rgb8", step=150), "empty image"),
+        (Image(height=40, width=50, encoding="rgb8", step=149, data=bytes(149 * 40)), "smaller than"),
+        (Image(height=40, width=50, encoding="rgb8", step=150, data=bytes(100)), "need 6000"),
+        (CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg"), "cannot decode"),
+    ]:
+        with pytest.raises(ImageError, match=message):
+            (compressed_to_array if isinstance(msg, CompressedImage) else image_to_array)(msg)
