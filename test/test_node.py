@@ -338,3 +338,58 @@ def test_image_messages_convert_exactly_and_reject_bad_fields():
     ]:
         with pytest.raises(ImageError, match=message):
             (compressed_to_array if isinstance(msg, CompressedImage) else image_to_array)(msg)
+
+
+BLOCK_INTERFACES = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "vpr_ros_interfaces":
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked for this test)")
+        return None
+sys.meta_path.insert(0, Block())
+from vpr_ros.ros.node import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_the_interface_package_the_node_serves_standard_topics(map_dir, images):
+    """vpr_ros_interfaces made unimportable in a second process: one warning, then pose and diagnostics."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+    from rclpy.executors import SingleThreadedExecutor
+
+    proc = subprocess.Popen([sys.executable, "-c", BLOCK_INTERFACES, "--ros-args", "-p", f"map_path:={map_dir}",
+                             "-p", "image_topic:=/bare/image", "-p", "qos_reliability:=reliable",
+                             "-p", "accept_min_similarity:=0.0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node("vpr_bare_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    try:
+        poses = listen(probe, PoseWithCovarianceStamped, "vpr/pose")
+        diags = listen(probe, DiagnosticArray, "/diagnostics")
+        pub = probe.create_publisher(Image, "/bare/image", RELIABLE)
+        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 60), "the node did not come up"
+        deadline = time.monotonic() + 60
+        while not poses and time.monotonic() < deadline:
+            pub.publish(image_msg(images[1][20], 7 * 10**9))
+            spin_until(executor, lambda: bool(poses), 2)
+        assert poses and poses[0].header.frame_id == "map"
+        assert spin_until(executor, lambda: diags, 10)
+        assert probe.get_topic_names_and_types() and not any(
+            name.endswith("vpr/hypotheses") for name, _ in probe.get_topic_names_and_types())
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert out.count("vpr_ros_interfaces is not available") == 1, out
+    assert proc.returncode == 0, out

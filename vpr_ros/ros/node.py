@@ -377,7 +377,13 @@ class LocalizerNode(Node):
         accepted = result.loop is not None
         match.color = ColorRGBA(r=0.1 if accepted else 1.0, g=0.9, b=0.1, a=0.9)
         markers.markers.append(match)
-        if query_pose is not None:  # query (odometry) and match in one frame: draw the link
+        if query_pose is not None:  # the query's odometry pose, and a line to its match (one frame assumed)
+            query = Marker(ns="vpr_query", id=2, type=Marker.SPHERE, action=Marker.ADD)
+            query.header = match.header
+            query.pose = _pose_msg(query_pose)
+            query.scale.x = query.scale.y = query.scale.z = 0.5
+            query.color = ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.9)
+            markers.markers.append(query)
             link = Marker(ns="vpr_link", id=1, type=Marker.LINE_LIST, action=Marker.ADD)
             link.header = match.header
             link.pose.orientation.w = 1.0
