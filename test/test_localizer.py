@@ -70,6 +70,11 @@ def test_reranking_needs_a_map_with_matching_features(ref_map):
         Localizer(LocalizerConfig())
     with pytest.raises(ValueError, match="mode must be one of"):
         LocalizerConfig(mode="mapping")
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+            Localizer(LocalizerConfig(device="cuda"), ref_map)
 
 
 def test_slam_closes_a_loop_on_a_revisit(refs, queries):

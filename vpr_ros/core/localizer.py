@@ -103,6 +103,12 @@ class Localizer:
         self.config = config
         if config.mode == "localize" and vpr_map is None:
             raise ValueError("localize mode needs a map")
+        if config.device != "cpu":
+            import torch
+
+            if config.device.startswith("cuda") and not torch.cuda.is_available():
+                raise ValueError(f"device {config.device!r} was asked for but torch sees no CUDA GPU here; "
+                                 "set device to cpu")
         self.reranker = None
         if config.rerank:
             verifier = GeometricVerifier(min_inliers=config.min_inliers, min_inlier_ratio=config.min_inlier_ratio)
@@ -123,6 +129,7 @@ class Localizer:
         """Swap in another map (reload); raises ValueError, keeping the current map, if it cannot serve."""
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
+        vpr_map.descriptor.to(self.config.device)
         self.vpr_map = vpr_map
         self._recent_best.clear()
 
