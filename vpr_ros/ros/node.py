@@ -64,7 +64,7 @@ PARAMETERS = {
     "min_distance_m": (0.0, "with odometry: process a frame after this much motion (0: off)", (0.0, 1000.0)),
     "min_rotation_deg": (0.0, "with odometry: ... or this much rotation (0: off)", (0.0, 180.0)),
     "top_k": (5, "hypotheses per frame (re-ranked ones when rerank is set)", (1, 100)),
-    "rerank": ("", "matcher for re-ranking (empty: global retrieval only)", ("",) + tuple(MATCHERS)),
+    "rerank": ("", "matcher for re-ranking (empty or off: global retrieval only)", ("", "off") + tuple(MATCHERS)),
     "skip_margin": (-1.0, "verify only the first candidate when it leads by this cosine margin (<0: off)",
                     (-1.0, 2.0)),
     "min_inliers": (15, "inliers a verified candidate needs", (4, 100000)),
@@ -123,7 +123,9 @@ def _pose_msg(pose7) -> Pose:
 class LocalizerNode(Node):
     """Parameters, subscriptions, the worker thread and the publishers around a core Localizer."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, start_worker: bool = True, **kwargs):
+        """start_worker=False leaves the processing loop to the caller (`run_worker`, on the main
+        thread: torch runs about 1.5x slower on a secondary thread here, measured on LighterGlue)."""
         super().__init__("vpr_localizer", **kwargs)
         for name, (default, description, spec) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, default, description, spec))
@@ -132,7 +134,7 @@ class LocalizerNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         p = self.params
         self.config = LocalizerConfig(
-            mode=p["mode"], top_k=p["top_k"], rerank=p["rerank"] or None,
+            mode=p["mode"], top_k=p["top_k"], rerank=p["rerank"] if p["rerank"] not in ("", "off") else None,
             skip_margin=p["skip_margin"] if p["skip_margin"] >= 0 else None, min_inliers=p["min_inliers"],
             min_inlier_ratio=p["min_inlier_ratio"], accept_min_inliers=p["accept_min_inliers"],
             accept_min_similarity=p["accept_min_similarity"], temporal_window=p["temporal_window"],
@@ -178,12 +180,14 @@ class LocalizerNode(Node):
         self._cv = threading.Condition()
         self._map_lock = threading.Lock()
         self._running = True
-        self._worker = threading.Thread(target=self._work, name="vpr_worker", daemon=True)
-        self._worker.start()
+        self._worker = None
+        if start_worker:
+            self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True)
+            self._worker.start()
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
         size = len(self.localizer.vpr_map) if self.localizer.vpr_map is not None else 0
         self.get_logger().info(f"vpr_localizer: mode {p['mode']}, map {self.localizer.map_name or '(none yet)'} "
-                               f"({size} frames), rerank {p['rerank'] or 'off'}, images on {p['image_topic']} "
+                               f"({size} frames), rerank {self.config.rerank or 'off'}, images on {p['image_topic']} "
                                f"({p['image_transport']}, {p['qos_reliability']} QoS)")
 
     # ---- parameters -------------------------------------------------------------------------
@@ -237,7 +241,8 @@ class LocalizerNode(Node):
             self._cv.notify()
 
     # ---- worker -----------------------------------------------------------------------------
-    def _work(self) -> None:
+    def run_worker(self) -> None:
+        """Process queued frames until stop_worker() (or destroy_node)."""
         while self._running:
             with self._cv:
                 while self._running and not self._queue:
@@ -454,12 +459,16 @@ class LocalizerNode(Node):
         response.success, response.message, response.map_path, response.map_size = True, "saved", str(saved), size
         return response
 
-    def destroy_node(self) -> None:
-        if hasattr(self, "_worker"):  # construction may have failed before the worker started
+    def stop_worker(self) -> None:
+        if hasattr(self, "_cv"):  # construction may have failed before the queue existed
             self._running = False
             with self._cv:
                 self._cv.notify_all()
+        if getattr(self, "_worker", None) is not None:
             self._worker.join(timeout=5.0)
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
         super().destroy_node()
 
 
@@ -469,7 +478,11 @@ def _qos_fields(profile) -> dict:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # e.g. a malformed --ros-args rule; rcl says which
+        print(f"vpr_localizer: error: {exc}")
+        return 2
     try:
         node = LocalizerNode()
     except (ValueError, MapError, FileNotFoundError, ParameterException) as exc:
@@ -478,12 +491,25 @@ def main(args: list[str] | None = None) -> int:
         return 2
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except ExternalShutdownException:
+            pass
+        finally:
+            node.stop_worker()  # shutdown (e.g. SIGINT through rclpy's handler) ends the processing loop
+
+    # ROS callbacks on a background thread, the models on the main thread (faster, see __init__)
+    spinner = threading.Thread(target=spin, name="vpr_executor", daemon=True)
+    spinner.start()
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+        node.run_worker()
+    except KeyboardInterrupt:
         pass
     finally:
         executor.shutdown()
+        spinner.join(timeout=5.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
