@@ -189,16 +189,18 @@ def test_a_flood_keeps_latency_bounded_and_counts_drops(graph, map_dir, images):
     pub = probe.create_publisher(Image, "/test/image", RELIABLE)
     assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
     sent = {}
-    for i in range(60):  # 100 Hz, several times faster than the node processes
+    for i in range(60):  # a burst of 60 frames in about 0.3 s, far faster than the node processes
         stamp = (1000 + i) * 10**7
         sent[stamp] = time.monotonic()
         pub.publish(image_msg(images[1][i % 40], stamp))
-        spin_until(executor, lambda: False, 0.01)
+        time.sleep(0.005)
+        if i % 10 == 9:
+            executor.spin_once(timeout_sec=0.0)
     last = max(sent)
     assert spin_until(executor, lambda: last in arrival, 20), "the newest frame must always be processed"
     latency = [arrival[s] - sent[s] for s in arrival]
-    assert node.counts["received"] == 60 and node.counts["dropped"] > 20, node.counts
-    assert len(arrival) == node.counts["processed"] < 40
+    assert node.counts["received"] == 60 and node.counts["dropped"] >= 30, node.counts
+    assert len(arrival) == node.counts["processed"] <= 30
     assert max(latency) < 2.0, f"latency grew to {max(latency):.2f} s under a flood"
 
 
