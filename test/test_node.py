@@ -395,3 +395,28 @@ def test_without_the_interface_package_the_node_serves_standard_topics(map_dir, 
             out, _ = proc.communicate()
     assert out.count("vpr_ros_interfaces is not available") == 1, out
     assert proc.returncode == 0, out
+
+
+def test_fastdds_shared_memory_profile_loads_and_carries_images():
+    """config/fastdds_shm.xml: Fast DDS parses it (a broken profile prints XMLPARSER errors) and a
+    640x480 image crosses between two participants that use it."""
+    code = """
+import time, rclpy
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import Image
+rclpy.init()
+a, b = rclpy.create_node("shm_a"), rclpy.create_node("shm_b")
+got = []
+b.create_subscription(Image, "shm_image", got.append, 10)
+pub = a.create_publisher(Image, "shm_image", 10)
+ex = SingleThreadedExecutor(); ex.add_node(a); ex.add_node(b)
+deadline = time.time() + 20
+while not got and time.time() < deadline:
+    pub.publish(Image(height=480, width=640, encoding="rgb8", step=1920, data=bytes(921600)))
+    ex.spin_once(timeout_sec=0.1)
+print("received", len(got[0].data) if got else 0)
+"""
+    env = dict(os.environ, FASTDDS_DEFAULT_PROFILES_FILE=str(REPO / "config" / "fastdds_shm.xml"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert "XMLPARSER" not in out.stdout + out.stderr, out.stderr
+    assert "received 921600" in out.stdout, out.stdout + out.stderr
