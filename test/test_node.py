@@ -5,6 +5,7 @@ under test runs in-process (its worker thread publishes) or as its console scrip
 process; a test node publishes Corridor images and listens.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -101,6 +102,46 @@ def listen(probe, msg_type, topic, qos=RELIABLE) -> list:
     received = []
     probe.create_subscription(msg_type, topic, received.append, qos)
     return received
+
+
+@contextlib.contextmanager
+def node_process(command: list[str]):
+    """The node started by `command` in its own process, and a probe node in a fresh context. On exit the
+    probe goes and the node gets SIGINT; `ended` then holds its returncode and output."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node("vpr_process_probe", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    ended = {}
+    try:
+        yield probe, executor, ended
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        proc.send_signal(signal.SIGINT)
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        ended.update(returncode=proc.returncode, output=output)
+
+
+def publish_until(probe, executor, topic: str, msg, answered, timeout_s: float = 60) -> None:
+    """Publish `msg` on `topic` every 2 s until answered() holds (the node in another process may still
+    be loading its models); fail after timeout_s."""
+    pub = probe.create_publisher(type(msg), topic, RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0, timeout_s), "the node did not come up"
+    deadline = time.monotonic() + timeout_s
+    while not answered() and time.monotonic() < deadline:
+        pub.publish(msg)
+        spin_until(executor, lambda: bool(answered()), 2)
+    assert answered(), f"no answer on the node's outputs within {timeout_s} s"
 
 
 def test_params_file_lists_every_parameter_with_its_default():
@@ -270,49 +311,22 @@ def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_pat
     assert len(saved) == 38 and saved.local is not None
 
 
-def test_console_script_runs_with_the_params_file_and_rejects_bad_parameters(map_dir, images, tmp_path):
+def test_console_script_runs_with_the_params_file_and_rejects_bad_parameters(map_dir, images):
     script = Path(sys.executable).parent / "vpr_localizer"
-    env = dict(os.environ)
-    bad = subprocess.run([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
-                          "-p", f"map_path:={map_dir}", "-p", "top_k:=0"], capture_output=True, text=True,
-                         timeout=120, env=env)
-    assert bad.returncode == 2 and "top_k" in bad.stdout + bad.stderr
-    missing = subprocess.run([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml")],
-                             capture_output=True, text=True, timeout=120, env=env)
-    assert missing.returncode == 2 and "needs map_path" in missing.stdout + missing.stderr
+    params = [str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml")]
+    for extra, message in [(["-p", f"map_path:={map_dir}", "-p", "top_k:=0"], "top_k"),  # out of range
+                           (["-p", f"map_path:={map_dir}", "-p", "mode:=mapping"], "must be one of"),
+                           ([], "needs map_path")]:
+        bad = subprocess.run(params + extra, capture_output=True, text=True, timeout=120)
+        assert bad.returncode == 2 and message in bad.stdout + bad.stderr, (extra, bad.stdout, bad.stderr)
     if MSGS is None:
         pytest.skip("vpr_ros_interfaces is not built: no hypotheses topic to listen to")
-    proc = subprocess.Popen([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
-                             "-p", f"map_path:={map_dir}", "-p", "image_topic:=/cli/image", "-p",
-                             "qos_reliability:=reliable"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    from rclpy.executors import SingleThreadedExecutor
-
-    probe = rclpy.create_node("vpr_cli_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    try:
+    with node_process(params + ["-p", f"map_path:={map_dir}", "-p", "image_topic:=/cli/image",
+                       "-p", "qos_reliability:=reliable"]) as (probe, executor, ended):
         hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
-        pub = probe.create_publisher(Image, "/cli/image", RELIABLE)
-        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 60), "the node did not come up"
-        deadline = time.monotonic() + 60
-        while not hyps and time.monotonic() < deadline:
-            pub.publish(image_msg(images[1][20], 5 * 10**9))
-            spin_until(executor, lambda: bool(hyps), 2)
-        assert hyps and min(abs(h.map_key - 20) for h in hyps[0].hypotheses[:3]) <= 2, hyps[0].hypotheses
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    assert proc.returncode == 0, out
+        publish_until(probe, executor, "/cli/image", image_msg(images[1][20], 5 * 10**9), lambda: hyps)
+        assert min(abs(h.map_key - 20) for h in hyps[0].hypotheses[:3]) <= 2, hyps[0].hypotheses
+    assert ended["returncode"] == 0, ended["output"]
 
 
 def test_image_messages_convert_exactly_and_reject_bad_fields():
@@ -359,42 +373,19 @@ def test_without_the_interface_package_the_node_serves_standard_topics(map_dir, 
     """vpr_ros_interfaces made unimportable in a second process: one warning, then pose and diagnostics."""
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
-    from rclpy.executors import SingleThreadedExecutor
 
-    proc = subprocess.Popen([sys.executable, "-c", BLOCK_INTERFACES, "--ros-args", "-p", f"map_path:={map_dir}",
-                             "-p", "image_topic:=/bare/image", "-p", "qos_reliability:=reliable",
-                             "-p", "accept_min_similarity:=0.0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node("vpr_bare_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    try:
+    with node_process([sys.executable, "-c", BLOCK_INTERFACES, "--ros-args", "-p", f"map_path:={map_dir}",
+                       "-p", "image_topic:=/bare/image", "-p", "qos_reliability:=reliable",
+                       "-p", "accept_min_similarity:=0.0"]) as (probe, executor, ended):
         poses = listen(probe, PoseWithCovarianceStamped, "vpr/pose")
         diags = listen(probe, DiagnosticArray, "/diagnostics")
-        pub = probe.create_publisher(Image, "/bare/image", RELIABLE)
-        assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 60), "the node did not come up"
-        deadline = time.monotonic() + 60
-        while not poses and time.monotonic() < deadline:
-            pub.publish(image_msg(images[1][20], 7 * 10**9))
-            spin_until(executor, lambda: bool(poses), 2)
-        assert poses and poses[0].header.frame_id == "map"
+        publish_until(probe, executor, "/bare/image", image_msg(images[1][20], 7 * 10**9), lambda: poses)
+        assert poses[0].header.frame_id == "map"
         assert spin_until(executor, lambda: diags, 10)
         assert probe.get_topic_names_and_types() and not any(
             name.endswith("vpr/hypotheses") for name, _ in probe.get_topic_names_and_types())
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-        proc.send_signal(signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-    assert out.count("vpr_ros_interfaces is not available") == 1, out
-    assert proc.returncode == 0, out
+    assert ended["output"].count("vpr_ros_interfaces is not available") == 1, ended["output"]
+    assert ended["returncode"] == 0, ended["output"]
 
 
 def test_fastdds_shared_memory_profile_loads_and_carries_images():

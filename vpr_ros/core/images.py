@@ -45,6 +45,15 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, :, :3])
 
 
+def opencv_to_rgb(image: np.ndarray) -> np.ndarray:
+    """An OpenCV-decoded image (BGR or BGRA channel order) -> RGB or RGBA; gray passes through."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    return image
+
+
 def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize H x W x 3 to size=(width, height): area averaging when shrinking, bilinear otherwise."""
     width, height = size

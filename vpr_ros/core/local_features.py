@@ -61,6 +61,13 @@ class LocalExtractor:
             self.net = (ALIKED(max_num_keypoints=self.max_keypoints, detection_threshold=0.01) if name == "aliked"
                         else DISK(max_num_keypoints=self.max_keypoints)).eval().to(self.device)
 
+    @classmethod
+    def for_config(cls, conf: dict, device: str = "cpu", current: "LocalExtractor | None" = None) -> "LocalExtractor":
+        """An extractor set up as `conf` (a config() dict, e.g. a map's); `current` is kept when it already is."""
+        if current is not None and current.config() == conf:
+            return current
+        return cls(conf["extractor"], conf["max_keypoints"], tuple(conf["input_size"]), device)
+
     def config(self) -> dict:
         return {"extractor": self.name, "max_keypoints": self.max_keypoints, "input_size": list(self.input_size),
                 "dim": self.dim}

@@ -22,6 +22,7 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors import GlobalDescriptor
 from vpr_ros.core.frames import FrameTable
 from vpr_ros.core.geometry import GeometricVerifier, Verification
+from vpr_ros.core.images import to_rgb8
 from vpr_ros.core.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
 from vpr_ros.core.map_store import Hypothesis, VPRMap
 from vpr_ros.core.recognizer import describe_map
@@ -199,9 +200,7 @@ class Localizer:
         conf = self.vpr_map.local_conf
         if self.reranker is not None:
             return self.reranker.extractor_for(conf)
-        if self._map_extractor is None or self._map_extractor.config() != conf:
-            self._map_extractor = LocalExtractor(conf["extractor"], conf["max_keypoints"],
-                                                 tuple(conf["input_size"]), self.config.device)
+        self._map_extractor = LocalExtractor.for_config(conf, self.config.device, self._map_extractor)
         return self._map_extractor
 
     def _add(self, descriptor: np.ndarray, stamp_ns: int, pose, features: LocalFeatures | None) -> int:
@@ -214,8 +213,6 @@ class Localizer:
         return key
 
     def _collect(self, image, stamp_ns, pose, frame_id) -> FrameResult:
-        from vpr_ros.core.images import to_rgb8
-
         rgb = to_rgb8(image)  # validates now, so a bad frame never poisons the vocabulary
         self._bootstrap.append((rgb, stamp_ns, pose))
         self.frames_processed += 1

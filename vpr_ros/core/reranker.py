@@ -86,9 +86,7 @@ class Reranker:
     def extractor_for(self, local_conf: dict) -> LocalExtractor:
         """The extractor for query images, configured as the map's features were extracted."""
         self.check_map(local_conf)
-        if self._extractor is None or self._extractor.config() != local_conf:
-            self._extractor = LocalExtractor(local_conf["extractor"], local_conf["max_keypoints"],
-                                             tuple(local_conf["input_size"]), str(self.matcher.device))
+        self._extractor = LocalExtractor.for_config(local_conf, str(self.matcher.device), self._extractor)
         return self._extractor
 
     def rerank(self, query: LocalFeatures, ids: np.ndarray, similarities: np.ndarray, map_local: LocalFeatureTable,

@@ -8,7 +8,7 @@ wrong length raises ImageError naming the problem; the caller skips the frame.
 import cv2
 import numpy as np
 
-from vpr_ros.core.images import ImageError
+from vpr_ros.core.images import ImageError, opencv_to_rgb
 
 # encoding -> (dtype, channels, conversion to RGB(A) or None)
 ENCODINGS = {
@@ -49,8 +49,4 @@ def compressed_to_array(msg) -> np.ndarray:
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    return image
+    return opencv_to_rgb(image)

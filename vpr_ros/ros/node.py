@@ -16,6 +16,7 @@ vpr_ros_interfaces package the node runs and publishes the standard topics only.
 """
 
 import collections
+import copy
 import math
 import threading
 import time
@@ -90,15 +91,16 @@ PARAMETERS = {
 
 
 def _descriptor(name: str, default, description: str, spec) -> ParameterDescriptor:
+    """rclpy enforces the type of `default` and a numeric range; choices of a string are checked by the node."""
     desc = ParameterDescriptor(name=name, description=description)
-    if isinstance(spec, tuple) and len(spec) == 2 and all(isinstance(v, (int, float)) for v in spec) \
-            and not isinstance(default, (bool, str)):
-        if isinstance(default, int):
-            desc.integer_range = [IntegerRange(from_value=int(spec[0]), to_value=int(spec[1]), step=1)]
-        else:
-            desc.floating_point_range = [FloatingPointRange(from_value=float(spec[0]), to_value=float(spec[1]))]
-    elif isinstance(spec, tuple):
+    if spec is None:
+        return desc
+    if isinstance(default, str):
         desc.additional_constraints = f"one of {list(spec)}"
+    elif isinstance(default, int):
+        desc.integer_range = [IntegerRange(from_value=int(spec[0]), to_value=int(spec[1]), step=1)]
+    else:
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec[0]), to_value=float(spec[1]))]
     return desc
 
 
@@ -159,7 +161,8 @@ class LocalizerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         if p["qos_reliability"] == "sensor_data":
-            qos = QoSProfile(**{**_qos_fields(qos_profile_sensor_data), "depth": p["qos_depth"]})
+            qos = copy.copy(qos_profile_sensor_data)
+            qos.depth = p["qos_depth"]
         else:
             qos = QoSProfile(depth=p["qos_depth"], reliability=ReliabilityPolicy.RELIABLE,
                              history=HistoryPolicy.KEEP_LAST)
@@ -193,16 +196,11 @@ class LocalizerNode(Node):
     # ---- parameters -------------------------------------------------------------------------
     @staticmethod
     def _check_parameters(values: dict) -> None:
+        """What the declarations cannot express (types and ranges are enforced by rclpy at declaration)."""
         for name, value in values.items():
             default, _, spec = PARAMETERS[name]
-            if isinstance(default, bool) != isinstance(value, bool) or (
-                    isinstance(default, (int, float)) and not isinstance(value, (int, float))) or (
-                    isinstance(default, str) and not isinstance(value, str)):
-                raise ValueError(f"parameter {name} must be a {type(default).__name__}, got {value!r}")
-            if isinstance(spec, tuple) and isinstance(default, str) and value not in spec:
+            if isinstance(default, str) and spec is not None and value not in spec:
                 raise ValueError(f"parameter {name} must be one of {list(spec)}, got {value!r}")
-            if isinstance(spec, tuple) and not isinstance(default, (str, bool)) and not spec[0] <= value <= spec[1]:
-                raise ValueError(f"parameter {name} must lie in [{spec[0]}, {spec[1]}], got {value!r}")
         if values["mode"] == "localize" and not values["map_path"]:
             raise ValueError("mode localize needs map_path (a map directory built with vpr_build_map)")
 
@@ -470,11 +468,6 @@ class LocalizerNode(Node):
     def destroy_node(self) -> None:
         self.stop_worker()
         super().destroy_node()
-
-
-def _qos_fields(profile) -> dict:
-    return {"history": profile.history, "depth": profile.depth, "reliability": profile.reliability,
-            "durability": profile.durability}
 
 
 def main(args: list[str] | None = None) -> int:
