@@ -7,6 +7,11 @@ Two modes:
   like the query because they were just seen). Without a starting map, the first
   `bootstrap_frames` keyframes are buffered to fit the preset's vocabulary, then the map starts.
 
+When the map carries an uncertainty model (vpr_train_uncertainty), every hypothesis gets the BayesCap
+uncertainty of the query and of its map frame and a calibrated probability of being the query's
+place; the best one is then accepted when its probability reaches `accept_min_probability` (the
+similarity and inlier thresholds apply only to maps without a calibrator for the ranking in use).
+
 A hypothesis is accepted as a loop closure when it passes the thresholds below and, with
 `temporal_window` M > 0, when the best candidates of the previous M frames lay within
 `temporal_tolerance` map keys of it (a place is recognised over consecutive frames).
@@ -43,6 +48,7 @@ class LocalizerConfig:
     min_inlier_ratio: float = 0.25
     accept_min_inliers: int = 30  # loop closure: inliers of the best hypothesis (with re-ranking)
     accept_min_similarity: float = 0.5  # loop closure: global similarity of the best hypothesis
+    accept_min_probability: float = 0.9  # loop closure, calibrated maps: probability of the best hypothesis
     temporal_window: int = 0  # M previous frames whose best candidates must agree (0: off)
     temporal_tolerance: int = 5  # ... within this many map keys
     exclude_recent_s: float = 20.0  # slam: ignore map frames this recent
@@ -61,6 +67,8 @@ class LocalizerConfig:
             raise ValueError("temporal_window and temporal_tolerance must be >= 0")
         if self.exclude_recent_s < 0 or self.exclude_recent_frames < 0:
             raise ValueError("exclude_recent_s and exclude_recent_frames must be >= 0")
+        if not 0.0 <= self.accept_min_probability <= 1.0:
+            raise ValueError(f"accept_min_probability must lie in [0, 1], got {self.accept_min_probability}")
 
 
 @dataclass
@@ -72,6 +80,8 @@ class PlaceResult:
     rerank_score: float = float("nan")
     match_count: int = 0
     verification: Verification | None = None
+    probability: float = float("nan")  # calibrated probability of being the query's place (NaN: no calibrator)
+    map_uncertainty: float = float("nan")  # BayesCap uncertainty of the map frame's descriptor
 
     @property
     def verified(self) -> bool:
@@ -95,6 +105,7 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     map_key: int | None = None  # slam: key this frame got in the online map
     status: str = ""  # e.g. "bootstrapping 12/30", "empty map"
+    query_uncertainty: float = float("nan")  # BayesCap uncertainty of the query descriptor
 
 
 class Localizer:
@@ -131,6 +142,11 @@ class Localizer:
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
         vpr_map.descriptor.to(self.config.device)
+        model = vpr_map.uncertainty
+        if model is not None and model.calibrator_for(self.config.rerank) is None:
+            LOGGER.warning("map %s has no calibrator for %s: probabilities stay NaN and loop closures use the "
+                           "similarity/inlier thresholds; run vpr_train_uncertainty --rerank %s", vpr_map.name,
+                           self.config.rerank or "global retrieval", self.config.rerank or "")
         self.vpr_map = vpr_map
         self._recent_best.clear()
 
@@ -166,12 +182,31 @@ class Localizer:
                                                  rank, cand.score, cand.match_count, cand.verification))
         else:
             result.places = [PlaceResult(h, h.rank) for h in vpr_map.hypotheses(ids, sims)]
+        if vpr_map.uncertainty is not None and result.places:
+            t0 = time.perf_counter()
+            self._score(vpr_map, answer.descriptors, result)
+            result.timings_ms["uncertainty"] = (time.perf_counter() - t0) * 1e3
         result.loop = self._accept(result.places)
         if self.config.mode == "slam":
             result.map_key = self._add(answer.descriptors, stamp_ns, pose, query_features)
         self.frames_processed += 1
         result.timings_ms["pipeline"] = (time.perf_counter() - start) * 1e3
         return result
+
+    def _score(self, vpr_map: VPRMap, query_descriptor: np.ndarray, result: FrameResult) -> None:
+        """BayesCap uncertainties and calibrated probabilities of the frame's hypotheses."""
+        model = vpr_map.uncertainty
+        keys = np.array([p.hypothesis.key for p in result.places])
+        result.query_uncertainty = float(model.uncertainty(query_descriptor)[0])
+        map_u = model.uncertainty(vpr_map.descriptors[keys])
+        inliers = None
+        if self.reranker is not None:
+            inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in result.places])
+        probabilities = model.probabilities(np.array([p.hypothesis.similarity for p in result.places]),
+                                            result.query_uncertainty, map_u, inliers,
+                                            self.config.rerank if self.reranker is not None else None)
+        for place, u, prob in zip(result.places, map_u, probabilities):
+            place.map_uncertainty, place.probability = float(u), float(prob)
 
     def _excluded_suffix(self, stamp_ns: int) -> int:
         """slam: how many of the newest map frames a query must not match."""
@@ -183,9 +218,12 @@ class Localizer:
 
     def _accept(self, places: list[PlaceResult]) -> PlaceResult | None:
         best = places[0] if places else None
-        ok = best is not None and best.hypothesis.similarity >= self.config.accept_min_similarity
-        if ok and self.reranker is not None:
-            ok = best.verified and best.verification.inlier_count >= self.config.accept_min_inliers
+        if best is not None and np.isfinite(best.probability):
+            ok = best.probability >= self.config.accept_min_probability
+        else:
+            ok = best is not None and best.hypothesis.similarity >= self.config.accept_min_similarity
+            if ok and self.reranker is not None:
+                ok = best.verified and best.verification.inlier_count >= self.config.accept_min_inliers
         window = self.config.temporal_window
         if ok and window > 0:
             previous = list(self._recent_best)

@@ -137,3 +137,29 @@ def frames_from_folder(folder: str | Path, poses_csv: str | Path | None = None) 
 def load_image_file(source: str) -> np.ndarray:
     """`load` for frames_from_folder sources."""
     return read_image(Path(source))
+
+
+class SourceLoader:
+    """`load(source)` for any map source: an image file path, or a bag reference `bag:topic@log_ns`.
+
+    Used to re-read a map's images after it was built (e.g. to train its uncertainty model); raises
+    FileNotFoundError when the file or bag is no longer there.
+    """
+
+    def __init__(self):
+        self._bags = {}
+
+    def __call__(self, source: str) -> np.ndarray:
+        path = Path(source)
+        if path.is_file():
+            return read_image(path)
+        head, at, stamp = source.rpartition("@")
+        split = head.rfind(":/")
+        if at and stamp.isdigit() and split > 0 and Path(head[:split]).exists():
+            from vpr_ros.core.bag_source import BagFrames
+
+            key = (head[:split], head[split + 1:])
+            if key not in self._bags:
+                self._bags[key] = BagFrames(Path(key[0]), key[1], FrameTable()).loader()
+            return self._bags[key](source)
+        raise FileNotFoundError(f"map image {source} is not available (file or bag moved or deleted)")

@@ -13,6 +13,8 @@
                             keypoints (local_keypoints N x M x 2 float32, local_descriptors N x M x D
                             float16, local_scores N x M float16, local_counts N, local_image_size
                             N x 2); map.json's `local_features` names the extractor and M
+    <map>/uncertainty.*     optional: the BayesCap head and calibrators (uncertainty.py); map.json's
+                            `uncertainty` is true when they are present
 
 A map is written to a temporary sibling directory and renamed into place, so a half-written map
 never appears under its name. Loading checks the format version, every file's size and checksum,
@@ -36,6 +38,7 @@ from vpr_ros.core.frames import FrameTable
 from vpr_ros.core.index import DescriptorIndex
 from vpr_ros.core.local_features import LocalFeatureTable
 from vpr_ros.core.recognizer import PlaceRecognizer, QueryResult
+from vpr_ros.core.uncertainty import HEAD_FILE, META_FILE, UncertaintyModel
 
 FORMAT = "vpr_ros.map"
 FORMAT_VERSION = 1
@@ -70,6 +73,7 @@ class VPRMap:
     frame_id: str = "map"  # coordinate frame of the poses
     local: LocalFeatureTable | None = None  # per-frame local features for re-ranking (optional)
     local_conf: dict | None = None  # LocalExtractor.config() of `local`
+    uncertainty: UncertaintyModel | None = None  # BayesCap head and calibrators (optional)
 
     @classmethod
     def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,
@@ -160,12 +164,15 @@ class VPRMap:
             for name, column in LOCAL_FILES.items():
                 np.save(folder / name, np.ascontiguousarray(getattr(self.local, column)), allow_pickle=False)
             files += list(LOCAL_FILES)
+        if self.uncertainty is not None:
+            files += self.uncertainty.save(folder)
         meta = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
             "preset": self.descriptor.preset, "preset_conf": self.descriptor.conf,
             "fingerprint": self.descriptor.fingerprint(), "dim": self.descriptor.dim,
             "index_factory": self.index.factory, "search_params": self.index.search_params,
             "num_frames": len(self), "frame_id": self.frame_id, "local_features": self.local_conf,
+            "uncertainty": self.uncertainty is not None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
                       for name in files},
@@ -186,7 +193,8 @@ class VPRMap:
             raise MapError(f"map {path} was built with preset {meta['preset']!r}, not {preset!r}; "
                            "rebuild the map or run with its preset")
         local_conf = meta.get("local_features")
-        names = list(FILES) + (list(LOCAL_FILES) if local_conf else [])
+        names = list(FILES) + (list(LOCAL_FILES) if local_conf else []) + (
+            [HEAD_FILE, META_FILE] if meta.get("uncertainty") else [])
         for name in names:
             file = path / name
             if not file.is_file():
@@ -232,8 +240,14 @@ class VPRMap:
                                      use_gpu)
         if len(index) != meta["num_frames"]:
             raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
+        uncertainty = None
+        if meta.get("uncertainty"):
+            try:
+                uncertainty = UncertaintyModel.load(path, meta["dim"], meta["fingerprint"])
+            except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+                raise MapError(f"map {path}: its uncertainty model cannot be used: {exc}") from exc
         return cls(meta["name"], descriptor, descriptors, frames, index, meta["frame_id"], local,
-                   local_conf or None)
+                   local_conf or None, uncertainty)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ from std_msgs.msg import ColorRGBA, Float64MultiArray, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from vpr_ros.core.images import ImageError
+from vpr_ros.core.confidence import position_covariance
 from vpr_ros.core.localizer import FrameGate, FrameResult, Localizer, LocalizerConfig
 from vpr_ros.core.map_store import MapError, VPRMap
 from vpr_ros.core.matchers import MATCHERS
@@ -72,6 +73,8 @@ PARAMETERS = {
     "min_inlier_ratio": (0.25, "share of matches that must be inliers", (0.0, 1.0)),
     "accept_min_inliers": (30, "loop closure: inliers of the best hypothesis (with re-ranking)", (0, 100000)),
     "accept_min_similarity": (0.5, "loop closure: global similarity of the best hypothesis", (-1.0, 1.0)),
+    "accept_min_probability": (0.9, "loop closure, maps with a calibrator: probability of the best hypothesis "
+                               "(replaces the similarity and inlier thresholds)", (0.0, 1.0)),
     "temporal_window": (0, "loop closure: previous frames whose best candidates must agree (0: off)", (0, 100)),
     "temporal_tolerance": (5, "... within this many map keys", (0, 100000)),
     "exclude_recent_s": (20.0, "slam: ignore map frames this recent", (0.0, 1e6)),
@@ -82,7 +85,8 @@ PARAMETERS = {
     "device": ("cpu", "torch device for the models (cpu, cuda)", None),
     "map_frame_id": ("", "frame of the map poses (empty: the map's own)", None),
     "publish_pose": (True, "localize mode: publish vpr/pose for accepted hypotheses with a map pose", None),
-    "pose_sigma_m": (2.0, "standard deviation (m) of vpr/pose's position", (0.0, 1e6)),
+    "pose_sigma_m": (2.0, "standard deviation (m) of vpr/pose's position; with probabilities, doubt among "
+                     "the hypotheses' poses widens it", (0.0, 1e6)),
     "publish_loop_array": (False, "publish vpr/loop_closure_detection (Float64MultiArray [t_query, t_match])",
                            None),
     "save_map_path": ("", "default directory for vpr/save_map when the request has none", None),
@@ -139,7 +143,8 @@ class LocalizerNode(Node):
             mode=p["mode"], top_k=p["top_k"], rerank=p["rerank"] if p["rerank"] not in ("", "off") else None,
             skip_margin=p["skip_margin"] if p["skip_margin"] >= 0 else None, min_inliers=p["min_inliers"],
             min_inlier_ratio=p["min_inlier_ratio"], accept_min_inliers=p["accept_min_inliers"],
-            accept_min_similarity=p["accept_min_similarity"], temporal_window=p["temporal_window"],
+            accept_min_similarity=p["accept_min_similarity"],
+            accept_min_probability=p["accept_min_probability"], temporal_window=p["temporal_window"],
             temporal_tolerance=p["temporal_tolerance"], exclude_recent_s=p["exclude_recent_s"],
             exclude_recent_frames=p["exclude_recent_frames"], bootstrap_frames=p["bootstrap_frames"],
             preset=p["preset"], max_keypoints=p["max_keypoints"], device=p["device"])
@@ -292,12 +297,9 @@ class LocalizerNode(Node):
                 out = PoseWithCovarianceStamped()
                 out.header.stamp, out.header.frame_id = header.stamp, self._map_frame(vpr_map)
                 out.pose.pose = _pose_msg(best.pose)
-                var = self.params["pose_sigma_m"] ** 2
-                out.pose.covariance = [0.0] * 36
-                for i in range(3):
-                    out.pose.covariance[i * 7] = var
-                for i in range(3, 6):  # the map frame's orientation is not the query's
-                    out.pose.covariance[i * 7] = UNKNOWN_VARIANCE
+                cov = np.diag([UNKNOWN_VARIANCE] * 6)  # the map frame's orientation is not the query's
+                cov[:3, :3] = _position_covariance(result.places, self.params["pose_sigma_m"])
+                out.pose.covariance = cov.ravel().tolist()
                 self.pose_pub.publish(out)
         if result.places:
             self.marker_pub.publish(self._markers(header, result, vpr_map, query_pose))
@@ -312,7 +314,7 @@ class LocalizerNode(Node):
             out.descriptor = vpr_map.descriptor.preset
         out.map_frame_id = self._map_frame(vpr_map)
         out.backend = f"torch-{self.config.device}"
-        out.query_uncertainty = NAN
+        out.query_uncertainty = result.query_uncertainty
         for place in result.places:
             h, v = place.hypothesis, place.verification
             item = m.PlaceHypothesis()
@@ -329,7 +331,8 @@ class LocalizerNode(Node):
             item.inlier_count = v.inlier_count if v is not None else 0
             item.inlier_ratio = v.inlier_ratio if v is not None else NAN
             item.verification_note = "" if place.verified else place.note
-            item.query_uncertainty = item.map_uncertainty = item.probability = NAN
+            item.query_uncertainty = result.query_uncertainty
+            item.map_uncertainty, item.probability = place.map_uncertainty, place.probability
             out.hypotheses.append(item)
         out.timing = [m.StageTiming(stage=stage, ms=float(ms)) for stage, ms in result.timings_ms.items()]
         return out
@@ -344,7 +347,7 @@ class LocalizerNode(Node):
         out.query_stamp = ns_to_stamp(result.stamp_ns)
         out.match_key, out.match_stamp = place.hypothesis.key, ns_to_stamp(max(place.hypothesis.stamp_ns, 0))
         out.map_name = vpr_map.name if vpr_map is not None else ""
-        out.probability, out.global_similarity = NAN, place.hypothesis.similarity
+        out.probability, out.global_similarity = place.probability, place.hypothesis.similarity
         out.inlier_count = v.inlier_count if v is not None else 0
         cov = np.diag([UNKNOWN_VARIANCE] * 6)
         out.relative_pose.orientation.w = 1.0
@@ -510,3 +513,13 @@ def main(args: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _position_covariance(places, sigma_m: float) -> np.ndarray:
+    """3 x 3 position covariance about the best hypothesis: sigma_m² I, widened by the calibrated doubt
+    among the posed hypotheses (confidence.position_covariance) when probabilities exist."""
+    posed = [p for p in places if p.hypothesis.pose is not None]
+    if not posed or posed[0] is not places[0] or not np.isfinite(places[0].probability):
+        return sigma_m ** 2 * np.eye(3)
+    return position_covariance(np.array([p.hypothesis.pose[:3] for p in posed]),
+                               np.array([p.probability for p in posed]), sigma_m)

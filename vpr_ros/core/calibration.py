@@ -1,0 +1,122 @@
+"""Calibrators: confidence features of a hypothesis -> probability that it shows the query's place.
+
+`logistic`: L2-regularised logistic regression on standardised features (Platt scaling when there is
+one feature). `isotonic`: the logistic score, then a monotone step function fitted by pool-adjacent-
+violators, for when the logistic curve's shape is wrong; it needs more pairs to be stable.
+
+A calibrator is plain numbers (to_json / from_json), stored in the map's uncertainty.json.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+KINDS = ("logistic", "isotonic")
+
+
+@dataclass
+class Calibrator:
+    features: list[str]  # names of the feature columns, in order
+    kind: str = "logistic"
+    l2: float = 1e-2  # ridge weight on the (standardised) coefficients
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    std: np.ndarray = field(default_factory=lambda: np.ones(0))
+    coef: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    intercept: float = 0.0
+    iso_x: np.ndarray = field(default_factory=lambda: np.zeros(0))  # isotonic: logit breakpoints
+    iso_y: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ... and probabilities there
+    fitted_on: int = 0  # pairs it was fitted on
+    positive_rate: float = float("nan")
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown calibrator kind {self.kind!r}; choose one of {KINDS}")
+        if not self.features:
+            raise ValueError("a calibrator needs at least one feature")
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "Calibrator":
+        """x: P x F feature rows (finite), y: P booleans (is a true match)."""
+        x = self._check(x)
+        y = np.asarray(y, bool).reshape(-1)
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} feature rows for {len(y)} labels")
+        if y.all() or not y.any():
+            raise ValueError(f"calibration needs true and false matches; got {int(y.sum())} true of {len(y)} pairs")
+        self.mean, self.std = x.mean(axis=0), x.std(axis=0)
+        self.std = np.where(self.std > 1e-9, self.std, 1.0)  # a constant feature gets weight ~0, not NaN
+        xs = torch.from_numpy((x - self.mean) / self.std)
+        target = torch.from_numpy(y.astype(np.float64))
+        w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+        optimizer = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
+
+        def closure():
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(xs @ w[:-1] + w[-1], target) + self.l2 * w[:-1].square().sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        self.coef, self.intercept = w[:-1].detach().numpy().copy(), float(w[-1].detach())
+        if self.kind == "isotonic":
+            self.iso_x, self.iso_y = _pool_adjacent_violators(self._logit(x), y)
+        self.fitted_on, self.positive_rate = int(len(y)), float(y.mean())
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P x F features -> P probabilities; rows with a NaN feature give NaN."""
+        x = np.asarray(x, np.float64).reshape(-1, len(self.features))
+        logit = self._logit(np.nan_to_num(x))
+        if self.kind == "isotonic":
+            prob = np.interp(logit, self.iso_x, self.iso_y)
+        else:
+            prob = 1.0 / (1.0 + np.exp(-np.clip(logit, -500, 500)))
+        return np.where(np.isfinite(x).all(axis=1), prob, np.nan)
+
+    def _logit(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std) @ self.coef + self.intercept
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(f"expected P x {len(self.features)} features {self.features}, got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("calibration features contain NaN or infinite values")
+        return x
+
+    def to_json(self) -> dict:
+        return {"features": self.features, "kind": self.kind, "l2": self.l2, "mean": self.mean.tolist(),
+                "std": self.std.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
+                "iso_x": self.iso_x.tolist(), "iso_y": self.iso_y.tolist(), "fitted_on": self.fitted_on,
+                "positive_rate": self.positive_rate}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Calibrator":
+        arrays = {k: np.asarray(data[k], np.float64) for k in ("mean", "std", "coef", "iso_x", "iso_y")}
+        out = cls(list(data["features"]), data["kind"], float(data["l2"]), **arrays,
+                  intercept=float(data["intercept"]), fitted_on=int(data["fitted_on"]),
+                  positive_rate=float(data["positive_rate"]))
+        n = len(out.features)
+        if any(len(arrays[k]) != n for k in ("mean", "std", "coef")) or len(out.iso_x) != len(out.iso_y):
+            raise ValueError(f"calibrator arrays do not match its {n} features")
+        if out.kind == "isotonic" and len(out.iso_x) == 0:
+            raise ValueError("isotonic calibrator without breakpoints")
+        return out
+
+
+def _pool_adjacent_violators(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-decreasing step fit of y on score; returns breakpoints (block centres) and their values."""
+    order = np.argsort(score, kind="stable")
+    s, t = score[order], y[order].astype(np.float64)
+    values, weights, lefts, rights = [], [], [], []
+    for i in range(len(s)):
+        values.append(t[i]), weights.append(1.0), lefts.append(s[i]), rights.append(s[i])
+        while len(values) > 1 and values[-2] >= values[-1]:
+            v, w, r = values.pop(), weights.pop(), rights.pop()
+            lefts.pop()
+            values[-1] = (values[-1] * weights[-1] + v * w) / (weights[-1] + w)
+            weights[-1] += w
+            rights[-1] = r
+    centres = (np.asarray(lefts) + np.asarray(rights)) / 2
+    return centres, np.asarray(values)

@@ -1,0 +1,100 @@
+"""Confidence of place hypotheses: the calibrator's features and the baselines it is measured against.
+
+Per hypothesis (the features a calibrator combines):
+- `similarity`: global cosine similarity to the query.
+- `margin`: similarity minus the best similarity among the query's other hypotheses (s1 - s2 for
+  the best one; negative for the others): how distinctive the match is.
+- `first`: 1 for the published best hypothesis, else 0 (the best is chosen, so it is right more
+  often than its similarity alone says).
+- `log_query_uncertainty`, `log_map_uncertainty`: log of the BayesCap mean predicted variance of the
+  query's and the map frame's descriptors.
+- `log_inliers`: log(1 + geometrically verified inliers), when re-ranking ran.
+
+Baselines, per query, for its best hypothesis (higher = more confident):
+- `l2`: minus the L2 distance of the top-1 descriptors, -sqrt(2 - 2 s1).
+- `pa`: 1 - d1 / d2, the PA-score (ratio of the first to the second descriptor distance).
+- `sue`: minus the spatial spread of the top-K map positions (trace of their covariance, weighted by
+  softmax(similarity / SUE_TEMPERATURE)). Positions are map poses; for maps without poses, the frame
+  key stands in as a 1-D position along the route (a map built from one traversal in order).
+- `inliers`: inlier count of the top-1 (with re-ranking).
+- `bayescap`: minus the query's BayesCap uncertainty.
+"""
+
+import numpy as np
+
+GLOBAL_FEATURES = ["similarity", "margin", "first", "log_query_uncertainty", "log_map_uncertainty"]
+RERANK_FEATURES = GLOBAL_FEATURES + ["log_inliers"]
+BASELINES = ("l2", "pa", "sue", "inliers", "bayescap")
+SUE_TEMPERATURE = 0.02  # cosine-similarity units; top-K within ~0.02 of each other weigh alike
+TINY = 1e-12
+
+
+def hypothesis_features(similarities: np.ndarray, query_uncertainty: float, map_uncertainty: np.ndarray,
+                        inliers: np.ndarray | None = None) -> np.ndarray:
+    """One query's K hypotheses -> K x F features (F = len(GLOBAL_FEATURES), +1 with inliers).
+
+    similarities, map_uncertainty, inliers: K values in the hypotheses' (published) order.
+    """
+    sims = np.asarray(similarities, np.float64).reshape(-1)
+    k = len(sims)
+    if k == 0:
+        return np.zeros((0, len(RERANK_FEATURES if inliers is not None else GLOBAL_FEATURES)))
+    others_best = np.array([np.max(np.delete(sims, i)) if k > 1 else -1.0 for i in range(k)])
+    columns = [sims, sims - others_best, (np.arange(k) == 0).astype(np.float64),
+               np.full(k, np.log(max(query_uncertainty, TINY)) if np.isfinite(query_uncertainty) else np.nan),
+               np.log(np.maximum(np.asarray(map_uncertainty, np.float64).reshape(k), TINY))]
+    if inliers is not None:
+        columns.append(np.log1p(np.asarray(inliers, np.float64).reshape(k)))
+    return np.stack(columns, axis=1)
+
+
+def spatial_spread(similarities: np.ndarray, positions: np.ndarray) -> float:
+    """SUE: trace of the similarity-weighted covariance of the candidates' positions (K x P)."""
+    sims = np.asarray(similarities, np.float64).reshape(-1)
+    positions = np.asarray(positions, np.float64).reshape(len(sims), -1)
+    if len(sims) < 2:
+        return 0.0
+    w = np.exp((sims - sims.max()) / SUE_TEMPERATURE)
+    w /= w.sum()
+    centre = w @ positions
+    return float(w @ np.square(positions - centre).sum(axis=1))
+
+
+def baseline_scores(similarities: np.ndarray, positions: np.ndarray, query_uncertainty: float = float("nan"),
+                    inliers_top1: float | None = None) -> dict[str, float]:
+    """One query's baseline confidences (BASELINES) from its top-K similarities (best first)."""
+    sims = np.asarray(similarities, np.float64).reshape(-1)
+    distance = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
+    out = {"l2": -float(distance[0]),
+           "pa": 1.0 - float(distance[0] / max(distance[1], TINY)) if len(sims) > 1 else 0.0,
+           "sue": -spatial_spread(sims, positions),
+           "bayescap": -float(query_uncertainty)}
+    if inliers_top1 is not None:
+        out["inliers"] = float(inliers_top1)
+    return out
+
+
+def map_positions(frames, keys: np.ndarray) -> np.ndarray:
+    """K x 3 positions of map frames for SUE: their poses, or (key, 0, 0) when the map has no poses."""
+    keys = np.asarray(keys, np.int64)
+    if frames.has_pose[keys].all():
+        return frames.pose[keys, :3]
+    return np.stack([keys.astype(np.float64), np.zeros(len(keys)), np.zeros(len(keys))], axis=1)
+
+
+def position_covariance(positions: np.ndarray, probabilities: np.ndarray, sigma_m: float) -> np.ndarray:
+    """3 x 3 covariance of the place about the best hypothesis's position (row 0), as the second moment
+    of a mixture: each hypothesis is the place with its probability (the rest of the best's share
+    spread over the others in proportion to theirs), each known to `sigma_m`. A confident best
+    hypothesis gives sigma_m² I; doubt among distant candidates inflates it along their spread."""
+    positions = np.asarray(positions, np.float64).reshape(-1, 3)
+    p = np.clip(np.nan_to_num(np.asarray(probabilities, np.float64).reshape(-1)), 0.0, 1.0)
+    weights = np.zeros(len(positions))
+    weights[0] = p[0]
+    rest = p[1:].sum()
+    if len(positions) > 1:
+        weights[1:] = (1.0 - p[0]) * (p[1:] / rest if rest > 0 else np.full(len(p) - 1, 1.0 / (len(p) - 1)))
+    else:
+        weights[0] = 1.0
+    offsets = positions - positions[0]
+    return sigma_m ** 2 * np.eye(3) + (weights[:, None, None] * offsets[:, :, None] * offsets[:, None, :]).sum(axis=0)
