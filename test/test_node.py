@@ -203,6 +203,37 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
 
 
 @needs_interfaces
+def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(graph, map_dir, images, tmp_path):
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    from vpr_ros.core.geometry import GeometricVerifier
+    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.core.reranker import Reranker
+    from vpr_ros.core.uncertainty_training import train_uncertainty
+
+    vpr_map = VPRMap.load(map_dir)
+    vpr_map.uncertainty = train_uncertainty(vpr_map, {"epochs": 3, "views": 1, "positive_distance_m": 2.0},
+                                            [Reranker("xfeat-mnn", GeometricVerifier())])
+    calibrated = vpr_map.save(tmp_path / "calibrated")
+    start, probe, executor = graph
+    start(map_path=str(calibrated), image_topic="/test/image", qos_reliability="reliable", rerank="xfeat-mnn",
+          accept_min_probability=0.0, accept_min_similarity=1.0, pose_sigma_m=1.0)
+    hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+    loops = listen(probe, MSGS.LoopClosure, "vpr/loop_closure")
+    poses = listen(probe, PoseWithCovarianceStamped, "vpr/pose")
+    _, queries = images
+    publish_until(probe, executor, "/test/image", image_msg(queries[20], 5 * 10**9), lambda: hyps and loops and poses)
+    out = hyps[-1]
+    assert np.isfinite(out.query_uncertainty) and out.query_uncertainty > 0
+    for h in out.hypotheses:
+        assert 0.0 <= h.probability <= 1.0 and np.isfinite(h.map_uncertainty)
+        assert h.query_uncertainty == out.query_uncertainty
+    assert loops[-1].probability == out.hypotheses[0].probability  # accepted by probability (similarity gate 1.0)
+    cov = np.array(poses[-1].pose.covariance).reshape(6, 6)
+    assert cov[0, 0] >= 1.0 and cov[1, 1] == pytest.approx(1.0) and cov[3, 3] > 1e5
+
+
+@needs_interfaces
 def test_corrupt_compressed_frames_are_skipped(graph, map_dir, images):
     start, probe, executor = graph
     node = start(map_path=str(map_dir), image_topic="/test/image/compressed", image_transport="compressed",

@@ -1,0 +1,261 @@
+"""BayesCap head, calibrators, confidence metrics and the trained uncertainty model on real Corridor images."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vpr_ros.core.bayescap import BayesCapHead, bayescap_loss, descriptor_uncertainty, generalized_gaussian_nll, variance
+from vpr_ros.core.calibration import Calibrator
+from vpr_ros.core.confidence import baseline_scores, hypothesis_features, position_covariance, spatial_spread
+from vpr_ros.core.frames import FrameTable
+from vpr_ros.core.metrics import auroc, average_precision, precision_at_recall, reliability
+
+FAST = {"epochs": 5, "views": 2, "positive_distance_m": 2.0}
+
+
+# ---- the loss and the head ------------------------------------------------------------------------
+def test_power_form_is_the_generalized_gaussian_likelihood():
+    r = torch.tensor([0.0, 0.3, 1.0, 2.5], dtype=torch.float64)
+    alpha, beta = torch.tensor(0.7, dtype=torch.float64), torch.tensor(1.6, dtype=torch.float64)
+    nll = generalized_gaussian_nll(r, torch.zeros_like(r), alpha.expand(4), beta.expand(4))
+    # density beta / (2 alpha Gamma(1/beta)) exp(-(|r|/alpha)^beta); the loss drops log 2
+    log_pdf = torch.log(beta / (2 * alpha)) - torch.lgamma(1 / beta) - (r.abs() / alpha) ** beta
+    assert torch.allclose(nll, -log_pdf - math.log(2), atol=1e-5)  # eps in log(r + eps) is the only change
+    # beta = 2 is a Gaussian with variance alpha^2 / 2; beta = 1 a Laplace with variance 2 alpha^2
+    assert torch.isclose(variance(alpha, torch.tensor(2.0, dtype=torch.float64)), alpha ** 2 / 2)
+    assert torch.isclose(variance(alpha, torch.tensor(1.0, dtype=torch.float64)), 2 * alpha ** 2)
+
+
+def test_loss_is_finite_with_gradients_on_identical_and_extreme_inputs():
+    head = BayesCapHead(32, hidden=16)
+    y = torch.nn.functional.normalize(torch.randn(4, 32), dim=1)
+    for other in (y.clone(), -y * 1e3, torch.zeros_like(y)):
+        loss = bayescap_loss(head(y), y, other)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters())
+        head.zero_grad()
+    mean, alpha, beta = head(y)
+    assert mean.shape == alpha.shape == beta.shape == (4, 32) and (alpha > 0).all() and (beta >= 0.2).all()
+    with pytest.raises(ValueError, match="B x 32"):
+        head(torch.zeros(2, 31))
+
+
+def test_uncertainty_of_a_nan_descriptor_is_nan_not_an_error():
+    head = BayesCapHead(16, hidden=8)
+    rows = np.ones((3, 16), np.float32) / 4
+    rows[1, 3] = np.nan
+    u = descriptor_uncertainty(head, rows)
+    assert np.isfinite(u[[0, 2]]).all() and np.isnan(u[1])
+
+
+# ---- calibrators and metrics --------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["logistic", "isotonic"])
+def test_calibrator_learns_a_monotone_probability_and_round_trips(kind):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 2))
+    y = rng.random(600) < 1 / (1 + np.exp(-(2 * x[:, 0] - 1)))
+    cal = Calibrator(["a", "b"], kind).fit(x, y)
+    grid = np.stack([np.linspace(-3, 3, 50), np.zeros(50)], axis=1)
+    p = cal.predict(grid)
+    assert (np.diff(p) >= -1e-12).all() and p[0] < 0.1 and p[-1] > 0.9
+    assert abs(cal.predict(x).mean() - y.mean()) < 0.05
+    again = Calibrator.from_json(json.loads(json.dumps(cal.to_json())))
+    assert np.allclose(again.predict(grid), p)
+    assert np.isnan(cal.predict(np.array([[np.nan, 0.0]]))).all()
+
+
+def test_calibrator_refuses_one_class_and_bad_shapes():
+    with pytest.raises(ValueError, match="true and false"):
+        Calibrator(["a"]).fit(np.zeros((5, 1)), np.ones(5, bool))
+    with pytest.raises(ValueError, match="P x 1"):
+        Calibrator(["a"]).fit(np.zeros((5, 2)), np.r_[True, False, True, False, True])
+    with pytest.raises(ValueError, match="unknown calibrator kind"):
+        Calibrator(["a"], "platt")
+    # a constant feature is not an error: it just carries no weight
+    cal = Calibrator(["a"]).fit(np.ones((6, 1)), np.r_[True, True, True, True, False, False])
+    assert abs(cal.predict(np.ones((1, 1)))[0] - 4 / 6) < 0.02
+
+
+def test_ranking_and_calibration_metrics_on_hand_computed_cases():
+    correct = np.array([1, 1, 0, 1, 0], bool)
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.1])
+    assert average_precision(score, correct) == pytest.approx((1 + 1 + 0.75) / 3)
+    assert auroc(score, correct) == pytest.approx(5 / 6)
+    assert precision_at_recall(score, correct, 1.0) == pytest.approx(0.75)
+    assert precision_at_recall(score, correct, 0.6) == pytest.approx(1.0)
+    assert auroc(-score, correct) == pytest.approx(1 / 6)
+    # ties form one threshold: a constant score ranks nothing
+    assert auroc(np.ones(5), correct) == pytest.approx(0.5)
+    assert average_precision(np.ones(5), correct) == pytest.approx(0.6)
+    # perfectly calibrated bins give ECE 0; a confident wrong answer gives ECE 1
+    probs = np.r_[np.full(8, 0.25), np.full(8, 0.75)]
+    labels = np.r_[np.arange(8) < 2, np.arange(8) < 6]
+    assert reliability(probs, labels)["ece"] == pytest.approx(0.0)
+    assert reliability(np.array([1.0]), np.array([False]))["ece"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        average_precision(np.array([np.nan, 1.0]), np.array([True, False]))
+
+
+def test_features_and_baselines():
+    sims = np.array([0.8, 0.6, 0.59])
+    f = hypothesis_features(sims, 1e-4, np.array([1e-4, 2e-4, 3e-4]), inliers=np.array([100, 3, 0]))
+    assert f.shape == (3, 6)
+    assert np.allclose(f[:, 1], [0.2, -0.2, -0.21]) and np.allclose(f[:, 2], [1, 0, 0])
+    assert np.allclose(f[:, 5], np.log1p([100, 3, 0]))
+    positions = np.array([[0.0, 0, 0], [50, 0, 0], [51, 0, 0]])
+    b = baseline_scores(sims, positions, 1e-4, 100)
+    assert b["l2"] == pytest.approx(-math.sqrt(0.4)) and b["inliers"] == 100
+    assert b["pa"] == pytest.approx(1 - math.sqrt(0.4) / math.sqrt(0.8))
+    assert spatial_spread(sims, positions) < 1.0 < 100 < spatial_spread(np.array([0.6, 0.6, 0.6]), positions)
+    # a confident best keeps sigma^2; doubt towards a place 50 m away widens x only
+    sure = position_covariance(positions, np.array([1.0, 0.0, 0.0]), 2.0)
+    doubt = position_covariance(positions, np.array([0.5, 0.4, 0.1]), 2.0)
+    assert np.allclose(sure, 4 * np.eye(3))
+    assert doubt[0, 0] > 1000 and doubt[1, 1] == pytest.approx(4.0)
+
+
+def test_positive_pairs_from_poses_and_from_route_order():
+    from vpr_ros.core.uncertainty_training import positive_pairs, same_place
+
+    pose = np.zeros((6, 7))
+    pose[:, 0] = [0, 1, 2, 10, 11, 0.5]
+    pose[:, 6] = 1.0
+    pose[5, 3:] = [0, 0, 1, 0]  # frame 5: close to frame 0 but facing the other way
+    frames = FrameTable.build(np.arange(6), list("abcdef"), pose=pose)
+    pairs, how = positive_pairs(frames, 1.5, 45.0, 2)
+    assert how == "poses" and {tuple(p) for p in pairs} == {(0, 1), (1, 2), (3, 4)}
+    assert same_place(frames, 0, np.array([1, 2, 5]), how, 1.5, 45.0, 2).tolist() == [True, False, False]
+    unposed = FrameTable.build(np.arange(5), list("abcde"))
+    pairs, how = positive_pairs(unposed, 1.5, 45.0, 2)
+    assert how == "route order" and len(pairs) == 4 + 3
+
+
+# ---- a trained model on a real map --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_map(corridor_dir):
+    """40 Corridor references with poses 1 m apart and XFeat local features (images still readable)."""
+    from vpr_ros.core.map_builder import build_map, load_image_file
+
+    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
+    pose = np.zeros((40, 7))
+    pose[:, 0], pose[:, 6] = np.arange(40), 1.0
+    frames = FrameTable.build(np.arange(1, 41) * 10**9, paths, pose=pose)
+    return build_map("corridor40", frames, load_image_file, clusters=16, local_features="xfeat")
+
+
+@pytest.fixture(scope="module")
+def trained(small_map):
+    from vpr_ros.core.geometry import GeometricVerifier
+    from vpr_ros.core.reranker import Reranker
+    from vpr_ros.core.uncertainty_training import train_uncertainty
+
+    model = train_uncertainty(small_map, FAST, [Reranker("xfeat-mnn", GeometricVerifier())])
+    return small_map, model
+
+
+def test_training_yields_calibrated_probabilities_for_both_rankings(trained):
+    vpr_map, model = trained
+    t = model.training
+    assert t["positives"] == "poses" and t["calibration_views"].startswith("synthetic views")
+    assert t["calibration_queries"] == 2 * 12 and np.isfinite(t["train_loss"])
+    assert {"global", "rerank:xfeat-mnn", "baseline:l2"} <= set(model.calibrators)
+    u = model.uncertainty(vpr_map.descriptors)
+    assert u.shape == (40,) and np.isfinite(u).all() and (u > 0).all()
+    sims = vpr_map.descriptors[3] @ vpr_map.descriptors[[3, 4, 30]].T
+    p = model.probabilities(sims, u[3], u[[3, 4, 30]])
+    assert ((p >= 0) & (p <= 1)).all() and p[0] > p[2]
+    p_rr = model.probabilities(sims, u[3], u[[3, 4, 30]], inliers=np.array([200, 150, 0]), matcher="xfeat-mnn")
+    assert np.isfinite(p_rr).all()
+    assert np.isnan(model.probabilities(sims, u[3], u[[3, 4, 30]], np.zeros(3), matcher="disk-lightglue")).all()
+
+
+def test_model_round_trips_with_the_map_and_damage_is_refused(trained, tmp_path):
+    from vpr_ros.core.map_store import MapError, VPRMap
+
+    vpr_map, model = trained
+    vpr_map.uncertainty = model
+    try:
+        path = vpr_map.save(tmp_path / "m")
+    finally:
+        vpr_map.uncertainty = None
+    loaded = VPRMap.load(path)
+    assert loaded.uncertainty is not None
+    assert np.allclose(loaded.uncertainty.uncertainty(loaded.descriptors), model.uncertainty(vpr_map.descriptors))
+    assert json.loads((path / "map.json").read_text())["uncertainty"] is True
+    # a modified head file fails its checksum
+    broken = shutil.copytree(path, tmp_path / "broken")
+    with (broken / "uncertainty.pt").open("r+b") as handle:
+        handle.seek(200)
+        handle.write(b"\x00" * 16)
+    with pytest.raises(MapError, match="checksum"):
+        VPRMap.load(broken)
+    # a model for other descriptors is refused by name even with valid checksums
+    from vpr_ros.core.uncertainty import UncertaintyModel
+
+    with pytest.raises(ValueError, match="retrain"):
+        UncertaintyModel.load(path, 4096, model.fingerprint)
+
+
+def test_training_refuses_maps_it_cannot_learn_from(small_map):
+    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.core.uncertainty_training import train_uncertainty
+
+    tiny = VPRMap.create("tiny", small_map.descriptor, small_map.descriptors[:6], small_map.frames.select(np.arange(6)))
+    with pytest.raises(ValueError, match="at least 10"):
+        train_uncertainty(tiny, FAST)
+    same = VPRMap.create("same", small_map.descriptor, np.repeat(small_map.descriptors[:1], 20, axis=0),
+                         small_map.frames.select(np.arange(20)))
+    with pytest.raises(ValueError, match="identical"):
+        train_uncertainty(same, FAST)
+    far = small_map.frames.select(np.arange(20))
+    far.pose[:, 0] = np.arange(20) * 100.0  # no two frames within 2 m: no positive pairs
+    lonely = VPRMap.create("lonely", small_map.descriptor, small_map.descriptors[:20], far)
+    with pytest.raises(ValueError, match="positive pairs"):
+        train_uncertainty(lonely, FAST)
+
+
+def test_without_images_it_calibrates_on_stored_descriptors_and_says_so(small_map):
+    from vpr_ros.core.uncertainty_training import train_uncertainty
+
+    model = train_uncertainty(small_map, {**FAST, "positive_distance_m": 3.0}, load=False)
+    assert model.training["calibration_views"] == "stored descriptors"
+    assert model.training["calibration_queries"] == 12
+
+
+def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor_dir):
+    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.localizer import Localizer, LocalizerConfig
+
+    vpr_map, model = trained
+    vpr_map.uncertainty = model
+    try:
+        query = read_image(sorted((corridor_dir / "query").glob("*.jpg"))[20])
+        eager = Localizer(LocalizerConfig(accept_min_probability=0.0, accept_min_similarity=1.0), vpr_map)
+        result = eager.process(query, 1)
+        assert np.isfinite(result.query_uncertainty) and "uncertainty" in result.timings_ms
+        probs = [p.probability for p in result.places]
+        assert all(0 <= p <= 1 for p in probs) and all(np.isfinite(p.map_uncertainty) for p in result.places)
+        assert result.loop is result.places[0]  # accepted by probability although the similarity gate says no
+        strict = Localizer(LocalizerConfig(accept_min_probability=1.0, accept_min_similarity=-1.0), vpr_map)
+        assert strict.process(query, 1).loop is None
+        reranked = Localizer(LocalizerConfig(rerank="xfeat-mnn"), vpr_map).process(query, 1)
+        assert all(np.isfinite(p.probability) for p in reranked.places)
+        unknown = Localizer(LocalizerConfig(rerank="xfeat-lighterglue", top_k=2), vpr_map).process(query, 1)
+        assert all(np.isnan(p.probability) for p in unknown.places)  # no calibrator for that matcher
+    finally:
+        vpr_map.uncertainty = None
+
+
+def test_train_uncertainty_console_script(small_map, tmp_path):
+    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.tools.train_uncertainty import main
+
+    path = small_map.save(tmp_path / "m")
+    assert main([str(path), "--epochs", "3", "--views", "1", "--positive-distance", "2", "--quiet"]) == 0
+    assert VPRMap.load(path).uncertainty.training["epochs"] == 3
+    assert main([str(tmp_path / "missing"), "--quiet"]) == 2
