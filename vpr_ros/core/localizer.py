@@ -197,8 +197,8 @@ class Localizer:
         """BayesCap uncertainties and calibrated probabilities of the frame's hypotheses."""
         model = vpr_map.uncertainty
         keys = np.array([p.hypothesis.key for p in result.places])
-        result.query_uncertainty = float(model.uncertainty(query_descriptor)[0])
-        map_u = model.uncertainty(vpr_map.descriptors[keys])
+        both = model.uncertainty(np.concatenate([query_descriptor.reshape(1, -1), vpr_map.descriptors[keys]]))
+        result.query_uncertainty, map_u = float(both[0]), both[1:]  # one forward pass for all
         inliers = None
         if self.reranker is not None:
             inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in result.places])
