@@ -29,6 +29,8 @@ setup(
             "vpr_build_map = vpr_ros.tools.build_map:main",
             "vpr_train_uncertainty = vpr_ros.tools.train_uncertainty:main",
             "vpr_localizer = vpr_ros.ros.node:main",
+            "vpr_sim = vpr_ros.tools.sim:main",
+            "vpr_folder_to_bag = vpr_ros.tools.folder_to_bag:main",
         ],
     },
 )

@@ -192,3 +192,15 @@ def read_bag_frames(path: str | Path, image_topic: str, pose_topic: str | None =
     frames = FrameTable.build(query, [f"{path}:{image_topic}@{t}" for t in log_stamps],
                               pose=series(pose_ns, poses, 7), gps=series(gps_ns, fixes, 3))
     return BagFrames(path, image_topic, frames)
+
+
+def read_camera_matrix(path: str | Path, topic: str) -> np.ndarray:
+    """The 3 x 3 intrinsic matrix K of the first sensor_msgs/CameraInfo on `topic`."""
+    with _open(Path(path)) as reader:
+        conns = _connections(reader, topic, ("sensor_msgs/msg/CameraInfo",))
+        for conn, _, raw in reader.messages(connections=conns):
+            K = np.asarray(reader.deserialize(raw, conn.msgtype).k, np.float64).reshape(3, 3)
+            if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+                raise ValueError(f"the CameraInfo on {topic} has no usable intrinsics: K = {K.tolist()}")
+            return K
+    raise ValueError(f"the bag has no message on {topic!r}")

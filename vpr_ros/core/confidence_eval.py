@@ -40,21 +40,27 @@ def evaluate_confidence(model: UncertaintyModel, vpr_map, descriptors: np.ndarra
             scores.setdefault(name, []).append(float(value))
     if not correct:
         raise ValueError("no query has a hypothesis to evaluate")
-    correct = np.asarray(correct)
+    return {"methods": report_methods(scores, np.asarray(correct), model), "correct": list(correct),
+            "top1_accuracy": float(np.mean(correct)), "queries": int(len(correct)), "matcher": matcher,
+            "training": model.training}
+
+
+def report_methods(scores: dict[str, list[float]], correct: np.ndarray, model: UncertaintyModel | None) -> dict:
+    """Per method (name -> one score per query, higher = more likely correct) the confidence report;
+    "combined" holds probabilities already, a baseline gets its probability from the map's calibrator."""
     methods = {}
     for name, values in scores.items():
-        values = np.asarray(values)
+        values = np.asarray(values, np.float64)
         if not np.isfinite(values).all():
             methods[name] = {"skipped": "no calibrator for this ranking" if name == "combined" else "not finite"}
             continue
         if name == "combined":
             probability = values
         else:
-            calibrator = model.calibrators.get(f"baseline:{name}")
+            calibrator = model.calibrators.get(f"baseline:{name}") if model is not None else None
             probability = calibrator.predict(values[:, None]) if calibrator is not None else None
         report = confidence_report(values, correct, probability)
         report["scores"] = values.tolist()
         report["probabilities"] = None if probability is None else probability.tolist()
         methods[name] = report
-    return {"methods": methods, "correct": correct.tolist(), "top1_accuracy": float(correct.mean()),
-            "queries": int(len(correct)), "matcher": matcher, "training": model.training}
+    return methods

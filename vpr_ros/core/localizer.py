@@ -43,6 +43,7 @@ class LocalizerConfig:
     mode: str = "localize"
     top_k: int = 5  # hypotheses per frame (re-ranked when `rerank` is set)
     rerank: str | None = None  # matcher name, or None for global retrieval only
+    rerank_top_k: int = 0  # re-rank only the first this-many hypotheses, the rest follow in global order (0: all)
     skip_margin: float | None = None  # verify only the first candidate when it leads by this margin
     min_inliers: int = 15  # verified needs this many inliers (and min_inlier_ratio of the matches)
     min_inlier_ratio: float = 0.25
@@ -61,6 +62,8 @@ class LocalizerConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.rerank_top_k < 0:
+            raise ValueError(f"rerank_top_k must be >= 0 (0: all of top_k), got {self.rerank_top_k}")
         if self.top_k < 1 or self.bootstrap_frames < 2 or self.max_keypoints < 1:
             raise ValueError("top_k >= 1, bootstrap_frames >= 2 and max_keypoints >= 1 are required")
         if self.temporal_window < 0 or self.temporal_tolerance < 0:
@@ -174,12 +177,16 @@ class Localizer:
             query_features = self._extractor().extract([image])[0]
             result.timings_ms["local_features"] = (time.perf_counter() - t0) * 1e3
         if self.reranker is not None and len(ids):
-            rerank = self.reranker.rerank(query_features, ids, sims, vpr_map.local, camera_K, camera_K)
+            first = self.config.rerank_top_k or len(ids)
+            rerank = self.reranker.rerank(query_features, ids[:first], sims[:first], vpr_map.local, camera_K, camera_K)
             result.timings_ms.update(rerank.timings_ms)
             for rank, cand in enumerate(rerank.candidates):
                 result.places.append(PlaceResult(Hypothesis.of(vpr_map.frames, cand.key, cand.global_rank,
                                                                cand.global_similarity),
                                                  rank, cand.score, cand.match_count, cand.verification))
+            for rank in range(len(result.places), len(ids)):  # beyond rerank_top_k: global order, not re-ranked
+                result.places.append(PlaceResult(Hypothesis.of(vpr_map.frames, int(ids[rank]), rank, float(sims[rank])),
+                                                 rank))
         else:
             result.places = [PlaceResult(h, h.rank) for h in vpr_map.hypotheses(ids, sims)]
         if vpr_map.uncertainty is not None and result.places:

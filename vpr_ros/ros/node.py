@@ -67,6 +67,8 @@ PARAMETERS = {
     "min_rotation_deg": (0.0, "with odometry: ... or this much rotation (0: off)", (0.0, 180.0)),
     "top_k": (5, "hypotheses per frame (re-ranked ones when rerank is set)", (1, 100)),
     "rerank": ("", "matcher for re-ranking (empty or off: global retrieval only)", ("", "off") + tuple(MATCHERS)),
+    "rerank_top_k": (0, "re-rank only the first this-many of the top_k hypotheses, the rest follow in global "
+                     "order (0: all)", (0, 100)),
     "skip_margin": (-1.0, "verify only the first candidate when it leads by this cosine margin (<0: off)",
                     (-1.0, 2.0)),
     "min_inliers": (15, "inliers a verified candidate needs", (4, 100000)),
@@ -140,7 +142,8 @@ class LocalizerNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         p = self.params
         self.config = LocalizerConfig(
-            mode=p["mode"], top_k=p["top_k"], rerank=p["rerank"] if p["rerank"] not in ("", "off") else None,
+            mode=p["mode"], top_k=p["top_k"], rerank_top_k=p["rerank_top_k"],
+            rerank=p["rerank"] if p["rerank"] not in ("", "off") else None,
             skip_margin=p["skip_margin"] if p["skip_margin"] >= 0 else None, min_inliers=p["min_inliers"],
             min_inlier_ratio=p["min_inlier_ratio"], accept_min_inliers=p["accept_min_inliers"],
             accept_min_similarity=p["accept_min_similarity"],

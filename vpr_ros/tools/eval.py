@@ -24,6 +24,7 @@ from vpr_ros.core.frames import FrameTable
 from vpr_ros.core.map_builder import build_map, load_image_file
 from vpr_ros.core.metrics import latency_summary, recall_at_n
 from vpr_ros.core.geometry import GeometricVerifier
+from vpr_ros.core.localizer import LocalizerConfig
 from vpr_ros.core.map_store import VPRMap
 from vpr_ros.core.matchers import MATCHERS
 from vpr_ros.core.reranker import Reranker
@@ -130,61 +131,147 @@ def evaluate_dataset(root: Path, preset: str, top_k: int = 10, progress: bool = 
     }
 
 
-def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str | None,
-                     tf_frames: tuple[str, str] | None, distance_m: float, top_k: int = 10,
-                     reranker: Reranker | None = None, uncertainty: bool = False) -> dict:
-    """Query every image of a bag against a map; a candidate is correct within `distance_m` of the query."""
+def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):
+    """The bag's images as (stamp_ns, true pose or None, loader) in bag order, and their frame table."""
     from vpr_ros.core.bag_source import read_bag_frames
 
-    vpr_map = VPRMap.load(map_dir)
-    if reranker is not None:
-        reranker.check_map(vpr_map.local_conf)
-    if not vpr_map.frames.has_pose.any():
-        raise ValueError(f"map {map_dir} has no poses; a bag evaluation needs them for ground truth")
-    if uncertainty and vpr_map.uncertainty is None:
-        raise ValueError(f"map {map_dir} has no uncertainty model; train one with vpr_train_uncertainty")
     queries = read_bag_frames(bag, image_topic, pose_topic, tf_frames)
-    if not queries.frames.has_pose.any():
-        raise ValueError("the query bag yields no poses; pass --pose-topic or --tf-frames")
-    posed = queries.frames.select(np.flatnonzero(queries.frames.has_pose))
-    map_xyz = np.where(vpr_map.frames.has_pose[:, None], vpr_map.frames.pose[:, :3], np.inf)
-    positives = [set(np.flatnonzero(np.linalg.norm(map_xyz - xyz, axis=1) <= distance_m).tolist())
-                 for xyz in posed.pose[:, :3]]
-    load = queries.loader()
-    answers = query_each(vpr_map, (load(source) for source in posed.sources), top_k, reranker)
-    extra = {"confidence": _confidence(vpr_map, answers, positives, reranker)} if uncertainty else {}
-    return {
-        "map": str(map_dir), "bag": str(bag), "preset": vpr_map.descriptor.preset,
+    frames, load = queries.frames, queries.loader()
+    items = [(int(frames.stamp_ns[i]), frames.pose[i] if frames.has_pose[i] else None,
+              (lambda source=frames.sources[i]: load(source))) for i in range(len(frames))]
+    return items, frames
+
+
+def ground_truth(vpr_map: VPRMap, queries: FrameTable, distance_m: float, frame_tolerance: int | None,
+                 table_path: Path | None) -> tuple[list[set[int]], dict]:
+    """Per query the map keys of its place, and a description of the criterion."""
+    from vpr_ros.core import evaluation
+
+    if table_path is not None:
+        table = json.loads(Path(table_path).read_text())
+        pairs = {int(q): [int(s) for s in refs] for q, refs in zip(table["query_stamps_ns"], table["matching_stamps_ns"])}
+        return evaluation.by_stamps(vpr_map.frames, queries.stamp_ns, pairs), {"ground_truth": str(table_path)}
+    if not queries.has_pose.any():
+        raise ValueError("the query bag yields no poses; pass --pose-topic or --tf-frames, or --ground-truth")
+    if frame_tolerance is not None:
+        return (evaluation.by_frames(vpr_map.frames, queries.pose, frame_tolerance, distance_m),
+                {"frame_tolerance": frame_tolerance, "distance_m": distance_m})
+    return evaluation.by_distance(vpr_map.frames, queries.pose, distance_m), {"distance_m": distance_m}
+
+
+def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str | None,
+                     tf_frames: tuple[str, str] | None, distance_m: float, config: LocalizerConfig,
+                     frame_tolerance: int | None = None, ground_truth_path: Path | None = None,
+                     camera_info_topic: str | None = None, through_node: dict | None = None,
+                     progress: bool = True) -> tuple[dict, list, VPRMap]:
+    """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
+    ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map)."""
+    from vpr_ros.core.bag_source import read_camera_matrix
+    from vpr_ros.core.evaluation import evaluate_replay
+    from vpr_ros.core.replay import replay_core
+
+    vpr_map = VPRMap.load(map_dir)
+    items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
+    positives, criterion = ground_truth(vpr_map, queries, distance_m, frame_tolerance, ground_truth_path)
+    K = read_camera_matrix(bag, camera_info_topic) if camera_info_topic else None
+    if through_node is None:
+        records = replay_core(vpr_map, items, config, K, progress)
+        how = "core"
+    else:
+        from vpr_ros.ros.replay import replay_through_node
+
+        records = replay_through_node(map_dir, items, config, K, progress=progress, **through_node)
+        how = "node"
+    report = {
+        "map": str(map_dir), "bag": str(bag), "replay": how, "preset": vpr_map.descriptor.preset,
         "descriptor_dim": vpr_map.descriptor.dim, "fingerprint": vpr_map.descriptor.fingerprint(),
-        "num_queries": len(positives), "map_size": len(vpr_map), "distance_m": distance_m,
-        "queries_without_true_match": sum(1 for p in positives if not p),
-        **_recalls(answers, positives, reranker, top_k),
-        **extra,
+        "map_size": len(vpr_map), "num_queries": len(records), **criterion,
+        "config": {k: v for k, v in vars(config).items()},
+        "calibrated": vpr_map.uncertainty is not None,
+        **evaluate_replay(records, positives, vpr_map),
+        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+                    "cuda": torch.cuda.is_available()},
     }
+    if through_node is not None:
+        report["node"] = {k: v for k, v in through_node.items()}
+    return report, records, vpr_map
+
+
+def _print_replay(report: dict) -> None:
+    frames = report["frames"]
+    print(f"{report['bag']} -> {report['map']} ({report['replay']} replay)  preset {report['preset']}  "
+          f"{report['num_queries']} frames / {report['map_size']} map frames")
+    print(f"  frames: {frames['processed']} processed, {frames['dropped']} dropped, {frames['bad']} bad, "
+          f"{frames['without_true_match']} without a true match in the map")
+    truth = (f"within {report['frame_tolerance']} frames" if "frame_tolerance" in report
+             else f"within {report['distance_m']} m" if "distance_m" in report else "by the ground-truth table")
+    fmt = lambda rec: "  ".join(f"R@{n} {'  n/a' if rec[str(n)] is None else format(rec[str(n)], '.3f')}"
+                                for n in RECALL_NS)
+    if "recall_global" in report:
+        print(f"  global    {fmt(report['recall_global'])}   ({truth})")
+        print(f"  reranked  {fmt(report['recall'])}")
+    else:
+        print(f"  global    {fmt(report['recall'])}   ({truth})")
+    loop = report["loop_closure"]
+    p = "n/a" if loop["precision"] is None else f"{loop['precision']:.3f}"
+    r = "n/a" if loop["recall"] is None else f"{loop['recall']:.3f}"
+    print(f"  loop closures: {loop['accepted']} accepted, {loop['false']} false; precision {p}, recall {r}")
+    if "top1" in report:
+        top1 = report["top1"]
+        print(f"  top-1 by {top1['confidence']}: AUC-PR {top1['auc_pr']:.3f}, recall at 100 % precision "
+              f"{top1['recall_at_precision_100']:.3f}")
+    for stage in ("descriptor", "search", "local_features", "match", "verify", "uncertainty", "total", "end_to_end"):
+        if stage in report["latency_ms"]:
+            lat = report["latency_ms"][stage]
+            print(f"  {stage:14} p50 {lat['p50']:7.1f} ms  p95 {lat['p95']:7.1f} ms  max {lat['max']:7.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpr_eval", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="image-folder dataset: query/, ref/, ground_truth.csv")
-    source.add_argument("--map", type=Path, help="map directory to query with the images of --bag")
-    parser.add_argument("--bag", type=Path, help="with --map: bag of query images with poses")
+    source.add_argument("--map", type=Path, help="map directory to replay the images of --bag against")
+    parser.add_argument("--bag", type=Path, help="with --map: bag of query images (with ground truth)")
     add_bag_topic_arguments(parser)
-    parser.add_argument("--distance", type=float, default=25.0,
-                        help="with --map: a match within this many metres is correct (25 m as in the VPR literature)")
+    parser.add_argument("--camera-info-topic", help="with --bag: CameraInfo topic (intrinsics for relative poses)")
+    truth = parser.add_argument_group("ground truth (with --map)")
+    truth.add_argument("--distance", type=float, default=25.0,
+                       help="a map frame within this many metres of the query is its place (25 m as in the VPR "
+                            "literature; with --frame-tolerance: the farthest a nearest map frame may be)")
+    truth.add_argument("--frame-tolerance", type=int,
+                       help="instead: the map frame nearest the query and this many keys either side")
+    truth.add_argument("--ground-truth", type=Path,
+                       help="instead: JSON table of query stamps -> map frame stamps (vpr_folder_to_bag writes it)")
+    parser.add_argument("--through-node", action="store_true",
+                        help="with --map: replay through a running vpr_localizer (a real ROS graph) instead of the core")
+    parser.add_argument("--rate", type=float, default=1.0,
+                        help="with --through-node: playback speed (1: the bag's rate; 0: one frame at a time, "
+                             "waiting for each answer)")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
     parser.add_argument("--top-k", type=int, default=10,
-                        help="candidates per query (re-ranked ones with --rerank; at least 10 are retrieved)")
+                        help="hypotheses per query (re-ranked ones with --rerank; --dataset retrieves at least 10)")
     parser.add_argument("--rerank", choices=sorted(MATCHERS), help="re-rank the top-k by local matching")
+    parser.add_argument("--rerank-top-k", type=int, default=0,
+                        help="with --map and --rerank: re-rank only the first this-many of --top-k (0: all)")
     parser.add_argument("--max-keypoints", type=int, default=512, help="with --rerank and --dataset: keypoints per image")
     parser.add_argument("--min-inliers", type=int, default=GeometricVerifier().min_inliers,
                         help="with --rerank: inliers a verified candidate needs")
     parser.add_argument("--skip-margin", type=float,
                         help="with --rerank: verify only the first candidate when it leads by this cosine margin")
+    defaults = LocalizerConfig()
+    parser.add_argument("--accept-min-similarity", type=float, default=defaults.accept_min_similarity,
+                        help="with --map: loop closure threshold on the global similarity (maps without a calibrator)")
+    parser.add_argument("--accept-min-inliers", type=int, default=defaults.accept_min_inliers,
+                        help="with --map and --rerank: loop closure threshold on inliers (maps without a calibrator)")
+    parser.add_argument("--accept-min-probability", type=float, default=defaults.accept_min_probability,
+                        help="with --map: loop closure threshold on the calibrated probability")
+    parser.add_argument("--temporal-window", type=int, default=0, help="with --map: loop closure temporal check")
     parser.add_argument("--uncertainty", action="store_true",
                         help="report how well each confidence tells a correct top-1 from a wrong one (with "
-                             "--dataset: train the map's uncertainty model first; with --map: use the map's)")
+                             "--dataset: train the map's uncertainty model first; with --map: automatic when the "
+                             "map has one)")
     parser.add_argument("--json", type=Path, help="write the full report to this JSON file")
+    parser.add_argument("--html", type=Path, help="with --map: write a self-contained HTML report with plots")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder (with --uncertainty)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
@@ -193,21 +280,51 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--top-k must be positive")
     if args.map and not (args.bag and args.image_topic):
         parser.error("--map needs --bag and --image-topic")
+    if args.through_node and not args.map:
+        parser.error("--through-node replays a bag: it needs --map and --bag")
+    if args.rate < 0:
+        parser.error("--rate must be >= 0")
     try:
-        reranker = (Reranker(args.rerank, GeometricVerifier(min_inliers=args.min_inliers), skip_margin=args.skip_margin)
-                    if args.rerank else None)
         if args.dataset:
+            reranker = (Reranker(args.rerank, GeometricVerifier(min_inliers=args.min_inliers),
+                                 skip_margin=args.skip_margin) if args.rerank else None)
             report = evaluate_dataset(args.dataset, args.preset, args.top_k, not args.quiet, reranker,
                                       args.max_keypoints, {} if args.uncertainty else None)
         else:
-            report = evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
-                                      tuple(args.tf_frames) if args.tf_frames else None, args.distance,
-                                      args.top_k, reranker, args.uncertainty)
-    except (FileNotFoundError, ValueError) as exc:
+            config = LocalizerConfig(top_k=args.top_k, rerank=args.rerank, rerank_top_k=args.rerank_top_k,
+                                     skip_margin=args.skip_margin, min_inliers=args.min_inliers,
+                                     accept_min_inliers=args.accept_min_inliers,
+                                     accept_min_similarity=args.accept_min_similarity,
+                                     accept_min_probability=args.accept_min_probability,
+                                     temporal_window=args.temporal_window)
+            node = {"rate": args.rate} if args.through_node else None
+            report, records, vpr_map = evaluate_map_bag(
+                args.map, args.bag, args.image_topic, args.pose_topic,
+                tuple(args.tf_frames) if args.tf_frames else None, args.distance, config, args.frame_tolerance,
+                args.ground_truth, args.camera_info_topic, node, not args.quiet)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vpr_eval: error: {exc}", file=sys.stderr)
         return 2
+    if args.map:
+        _print_replay(report)
+        if args.html:
+            from vpr_ros.tools.report import write_html
+
+            write_html(args.html, report, records, vpr_map)
+            print(f"  html report: {args.html}")
+    else:
+        _print_dataset(report, args.plots)
+    _print_confidence(report, args.plots)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"  report: {args.json}")
+    return 0
+
+
+def _print_dataset(report: dict, plots: Path | None) -> None:
     recall = "  ".join(f"R@{n} {report['recall'][str(n)]:.3f}" for n in RECALL_NS)
-    print(f"{report.get('dataset') or report['bag']}  preset {report['preset']} ({report['descriptor_dim']}-d)  "
+    print(f"{report['dataset']}  preset {report['preset']} ({report['descriptor_dim']}-d)  "
           f"{report['num_queries']} queries / {report['map_size']} map frames")
     print(f"  global    {recall}")
     if "rerank" in report:
@@ -218,24 +335,23 @@ def main(argv: list[str] | None = None) -> int:
               f"{rerank['queries_skipped']} queries verified their first candidate only)")
     for stage, lat in report["latency_ms"].items():
         print(f"  {stage:11} p50 {lat['p50']:7.1f} ms  p95 {lat['p95']:7.1f} ms")
-    if "confidence" in report:
-        conf = report["confidence"]
-        print(f"  confidence of the top-1 ({conf['top1_accuracy']:.3f} of {conf['queries']} correct):")
-        for name, m in conf["methods"].items():
-            if "skipped" in m:
-                print(f"    {name:9} skipped: {m['skipped']}")
-                continue
-            print(f"    {name:9} AUC-PR {m['auc_pr']:.3f}  AUROC {m['auroc']:.3f}  P@R100 "
-                  f"{m['precision_at_recall_100']:.3f}  P@R90 {m['precision_at_recall_90']:.3f}"
-                  + (f"  ECE {m['ece']:.3f}" if "ece" in m else ""))
-        if args.plots:
-            for path in confidence_plots(conf, args.plots, Path(report.get("dataset") or report["bag"]).name):
-                print(f"  plot: {path}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"  report: {args.json}")
-    return 0
+
+
+def _print_confidence(report: dict, plots: Path | None) -> None:
+    if "confidence" not in report:
+        return
+    conf = report["confidence"]
+    print(f"  confidence of the top-1 ({conf['top1_accuracy']:.3f} of {conf['queries']} correct):")
+    for name, m in conf["methods"].items():
+        if "skipped" in m:
+            print(f"    {name:9} skipped: {m['skipped']}")
+            continue
+        print(f"    {name:9} AUC-PR {m['auc_pr']:.3f}  AUROC {m['auroc']:.3f}  P@R100 "
+              f"{m['precision_at_recall_100']:.3f}  P@R90 {m['precision_at_recall_90']:.3f}"
+              + (f"  ECE {m['ece']:.3f}" if "ece" in m else ""))
+    if plots:
+        for path in confidence_plots(conf, plots, Path(report.get("dataset") or report["bag"]).name):
+            print(f"  plot: {path}")
 
 
 if __name__ == "__main__":
