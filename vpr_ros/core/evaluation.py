@@ -125,6 +125,12 @@ def evaluate_replay(records: list[QueryRecord], positives: list[set[int]], vpr_m
         for stage, ms in r.timings_ms.items():
             stages.setdefault(stage, []).append(ms)
     report["latency_ms"] = {stage: latency_summary(v) for stage, v in stages.items()}
+    report["per_frame"] = [
+        {"index": r.index, "stamp_ns": r.stamp_ns, "status": r.status,
+         "top1": int(r.keys[0]) if len(r.keys) else None,
+         "correct": (int(r.keys[0]) in p) if len(r.keys) and p else None,
+         "loop": r.loop_key if r.loop_key >= 0 else None,
+         "total_ms": r.timings_ms.get("total")} for r, p in zip(records, positives)]
     return report
 
 

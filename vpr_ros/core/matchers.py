@@ -111,8 +111,9 @@ class Matcher:
         return out
 
     def _inputs(self, features: LocalFeatures) -> dict[str, torch.Tensor]:
-        return {"keypoints": torch.from_numpy(features.keypoints)[None].to(self.device),
-                "descriptors": torch.from_numpy(features.descriptors)[None].to(self.device),
+        # map features may be read-only memory maps: torch.as_tensor copies those (a few KB) instead of warning
+        return {"keypoints": torch.as_tensor(np.array(features.keypoints))[None].to(self.device),
+                "descriptors": torch.as_tensor(np.array(features.descriptors))[None].to(self.device),
                 "image_size": torch.tensor([features.image_size], dtype=torch.float32, device=self.device)}
 
     def _mutual_nearest(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Matches]:

@@ -514,9 +514,6 @@ def main(args: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
 
 def _position_covariance(places, sigma_m: float) -> np.ndarray:
     """3 x 3 position covariance about the best hypothesis: sigma_m² I, widened by the calibrated doubt
@@ -526,3 +523,7 @@ def _position_covariance(places, sigma_m: float) -> np.ndarray:
         return sigma_m ** 2 * np.eye(3)
     return position_covariance(np.array([p.hypothesis.pose[:3] for p in posed]),
                                np.array([p.probability for p in posed]), sigma_m)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
