@@ -42,6 +42,16 @@ class QueryRecord:
         return self.keys[np.argsort(self.global_ranks, kind="stable")]
 
 
+def stage_timings(timings_ms: dict) -> dict:
+    """The Localizer's stage timings with the map query's own "total" renamed "retrieval" and "total"
+    set to the whole pipeline."""
+    out = dict(timings_ms)
+    if "total" in out:
+        out["retrieval"] = out.pop("total")
+    out["total"] = out.get("pipeline", float("nan"))
+    return out
+
+
 def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult, reranked: bool) -> QueryRecord:
     places = result.places
     return QueryRecord(
@@ -55,7 +65,7 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         map_uncertainty=np.array([p.map_uncertainty for p in places], np.float64),
         query_uncertainty=result.query_uncertainty,
         loop_key=result.loop.hypothesis.key if result.loop is not None else -1,
-        timings_ms=dict(result.timings_ms))
+        timings_ms=stage_timings(result.timings_ms))
 
 
 def _pose(pose) -> np.ndarray:
@@ -80,7 +90,6 @@ def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.n
             continue
         record = record_from_result(index, stamp_ns, pose, result, localizer.reranker is not None)
         record.timings_ms["decode"] = decode_ms
-        record.timings_ms["total"] = decode_ms + result.timings_ms.get("pipeline", 0.0)
         records.append(record)
         if progress and (index + 1) % 25 == 0:
             print(f"\r  replayed {index + 1} frames", end="", flush=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from vpr_ros.core.images import to_rgb8
 from vpr_ros.core.localizer import LocalizerConfig
-from vpr_ros.core.replay import DROPPED, PROCESSED, QueryRecord
+from vpr_ros.core.replay import DROPPED, PROCESSED, QueryRecord, stage_timings
 
 IMAGE_TOPIC, INFO_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info"
 
@@ -46,9 +46,8 @@ def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool) -> l
 
 def _record(index: int, stamp_ns: int, pose, msg, sent: float, received: float) -> QueryRecord:
     h = msg.hypotheses
-    timings = {t.stage: float(t.ms) for t in msg.timing}
-    timings["end_to_end"] = (received - sent) * 1e3
-    timings.setdefault("total", timings.get("pipeline", float("nan")))
+    timings = stage_timings({t.stage: float(t.ms) for t in msg.timing})
+    timings["end_to_end"] = (received - sent) * 1e3  # published -> answer received, through the graph
     return QueryRecord(
         index, stamp_ns, np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64), PROCESSED,
         keys=np.array([p.map_key for p in h], np.int64), global_ranks=np.array([p.global_rank for p in h], np.int64),

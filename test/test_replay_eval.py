@@ -1,0 +1,162 @@
+"""Bag replay and evaluation: ground truth, metrics on known records, core vs node replay of a simulated
+run, the HTML report, the image-folder converter on Corridor, and the demo command."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from vpr_ros.core.evaluation import by_distance, by_frames, by_stamps, evaluate_replay
+from vpr_ros.core.frames import FrameTable
+from vpr_ros.core.localizer import LocalizerConfig
+from vpr_ros.core.map_store import VPRMap
+from vpr_ros.core.replay import BAD, DROPPED, QueryRecord
+from vpr_ros.tools import build_map, eval as vpr_eval, folder_to_bag, sim
+
+TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]
+
+
+def _line_frames(n: int) -> FrameTable:
+    pose = np.zeros((n, 7))
+    pose[:, 0], pose[:, 6] = np.arange(n, dtype=float), 1.0
+    return FrameTable.build(np.arange(n) * 10, [f"f{i}" for i in range(n)], pose=pose)
+
+
+def test_ground_truth_criteria():
+    frames = _line_frames(10)
+    queries = np.zeros((3, 7))
+    queries[:, 0] = [2.2, 9.6, np.nan]
+    assert by_distance(frames, queries, 1.0) == [{2, 3}, {9}, set()]
+    assert by_frames(frames, queries, 1) == [{1, 2, 3}, {8, 9}, set()]
+    far = queries.copy()
+    far[0, 1] = 100.0
+    assert by_frames(frames, far, 1, max_distance_m=25.0)[0] == set()
+    assert by_stamps(frames, np.array([5, 6]), {5: [0, 10, 999], 6: []}) == [{0, 1}, set()]
+    with pytest.raises(ValueError, match="positive"):
+        by_distance(frames, queries, 0.0)
+
+
+class _Map:  # what evaluate_replay reads of a map
+    def __init__(self, frames):
+        self.frames, self.uncertainty = frames, None
+
+
+def _record(i, keys, ranks, loop=-1, status="processed"):
+    n = len(keys)
+    return QueryRecord(i, i, np.full(7, np.nan), status, keys=np.array(keys), global_ranks=np.array(ranks),
+                       similarities=np.linspace(0.9, 0.5, n), probabilities=np.full(n, np.nan),
+                       inliers=np.zeros(n, int), verified=np.zeros(n, bool), reranked=ranks != sorted(ranks),
+                       loop_key=loop, timings_ms={"total": 10.0 * (i + 1)})
+
+
+def test_evaluate_replay_on_known_records():
+    records = [_record(0, [1, 2], [1, 0], loop=1),  # re-ranked: right first, global order had it second
+               _record(1, [5, 6], [0, 1], loop=5),  # wrong, accepted: a false loop closure
+               _record(2, [3, 4], [0, 1]),  # right at rank 2
+               QueryRecord(3, 3, np.full(7, np.nan), DROPPED), QueryRecord(4, 4, np.full(7, np.nan), BAD),
+               _record(5, [7, 8], [0, 1])]  # no true match in the map
+    positives = [{1}, {9}, {4}, {1}, {1}, set()]
+    report = evaluate_replay(records, positives, _Map(_line_frames(10)))
+    assert report["frames"] == {"total": 6, "processed": 4, "dropped": 1, "bad": 1, "without_true_match": 1}
+    assert report["recall"] == {"1": pytest.approx(1 / 3), "5": None, "10": None}
+    assert report["recall_global"]["1"] == 0.0
+    assert "top_k" in report["recall_note"]
+    assert report["loop_closure"] == {"accepted": 2, "correct": 1, "false": 1, "precision": 0.5,
+                                      "recall": pytest.approx(1 / 3)}
+    assert report["top1"]["confidence"] == "global similarity" and report["top1"]["queries"] == 4
+    assert report["latency_ms"]["total"]["max"] == 60.0 and report["latency_ms"]["total"]["count"] == 4
+    assert [f["correct"] for f in report["per_frame"]] == [True, False, False, None, None, None]
+    with pytest.raises(ValueError, match="ground-truth"):
+        evaluate_replay(records, positives[:2], _Map(_line_frames(10)))
+
+
+@pytest.fixture(scope="module")
+def sim_map(tmp_path_factory):
+    """A 30-frame simulated run (two laps, 320 x 240) and a map of its first lap."""
+    root = tmp_path_factory.mktemp("simrun")
+    assert sim.main([str(root / "run"), "--frames", "30", "--width", "320", "--height", "240", "--quiet"]) == 0
+    assert build_map.main([str(root / "map"), "--bag", str(root / "run" / "lap_1"), *TOPICS, "--quiet"]) == 0
+    return root
+
+
+def test_core_and_node_replays_agree(sim_map):
+    config = LocalizerConfig(top_k=10)
+    bag = sim_map / "run" / "lap_2"
+    core, core_records, _ = vpr_eval.evaluate_map_bag(sim_map / "map", bag, "/camera/image_raw", "/odom", None,
+                                                      5.0, config, progress=False)
+    node, node_records, _ = vpr_eval.evaluate_map_bag(
+        sim_map / "map", bag, "/camera/image_raw", "/odom", None, 5.0, config, progress=False,
+        through_node={"rate": 0.0, "domain_id": int(os.environ["ROS_DOMAIN_ID"])})
+    assert core["frames"]["processed"] == 30 and node["frames"]["processed"] == 30 and node["frames"]["dropped"] == 0
+    same = np.mean([a.keys[0] == b.keys[0] for a, b in zip(core_records, node_records)])
+    assert same >= 0.95, same
+    assert abs(core["recall"]["1"] - node["recall"]["1"]) <= 0.05
+    assert 0.0 < core["recall"]["10"] <= 1.0 and core["recall"]["1"] <= core["recall"]["10"]
+    assert node["latency_ms"]["end_to_end"]["p50"] >= node["latency_ms"]["total"]["p50"] > 0
+    assert node["replay"] == "node" and core["replay"] == "core"
+
+
+def test_vpr_eval_cli_writes_json_and_html(sim_map, tmp_path, capsys):
+    status = vpr_eval.main(["--map", str(sim_map / "map"), "--bag", str(sim_map / "run" / "lap_2"), *TOPICS,
+                            "--camera-info-topic", "/camera/camera_info", "--frame-tolerance", "2", "--quiet",
+                            "--json", str(tmp_path / "r.json"), "--html", str(tmp_path / "r.html")])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "R@1" in out and "loop closures" in out and "html report" in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["frame_tolerance"] == 2 and len(report["per_frame"]) == 30
+    page = (tmp_path / "r.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and len(re.findall(r"data:image/png;base64,", page)) >= 3
+    assert "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_vpr_eval_refuses_bad_input(sim_map, tmp_path, capsys):
+    assert vpr_eval.main(["--map", str(sim_map / "map"), "--bag", str(tmp_path / "missing"), *TOPICS, "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert vpr_eval.main(["--map", str(sim_map / "map"), "--bag", str(sim_map / "run" / "lap_2"),
+                          "--image-topic", "/camera/image_raw", "--quiet"]) == 2
+    assert "no poses" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        vpr_eval.main(["--dataset", str(tmp_path), "--through-node"])
+
+
+def test_folder_dataset_replays_like_the_folder(corridor_dir, tmp_path):
+    """Corridor through vpr_folder_to_bag: a map from the ref bag and the query bag scored with the
+    ground-truth table give the recall of the image-folder evaluation."""
+    assert folder_to_bag.main([str(corridor_dir), str(tmp_path / "bags")]) == 0
+    assert build_map.main([str(tmp_path / "map"), "--bag", str(tmp_path / "bags" / "ref"),
+                           "--image-topic", "/camera/image_raw", "--quiet"]) == 0
+    assert len(VPRMap.load(tmp_path / "map")) == 111
+    report, _, _ = vpr_eval.evaluate_map_bag(tmp_path / "map", tmp_path / "bags" / "query", "/camera/image_raw",
+                                             None, None, 25.0, LocalizerConfig(top_k=10),
+                                             ground_truth_path=tmp_path / "bags" / "ground_truth.json", progress=False)
+    folder = vpr_eval.evaluate_dataset(corridor_dir, "default", progress=False)
+    assert report["frames"]["without_true_match"] == 0
+    for n in ("1", "5", "10"):
+        assert report["recall"][n] == pytest.approx(folder["recall"][n], abs=1e-9)
+
+
+def test_folder_to_bag_passthrough_keeps_bytes(corridor_dir, tmp_path):
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    assert folder_to_bag.main([str(corridor_dir / "ref"), str(tmp_path / "out"), "--image-format", "passthrough"]) == 0
+    first = sorted((corridor_dir / "ref").iterdir())[0]
+    with AnyReader([tmp_path / "out" / "images"], default_typestore=get_typestore(Stores.LATEST)) as reader:
+        conn, _, raw = next(reader.messages())
+        assert conn.topic == "/camera/image_raw/compressed"
+        assert bytes(reader.deserialize(raw, conn.msgtype).data) == first.read_bytes()
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    from vpr_ros import demo
+
+    status = demo.main(["--out", str(tmp_path / "demo"), "--frames", "30", "--rerank", "off", "--skip-doctor"])
+    assert status == 0
+    out = capsys.readouterr().out
+    assert "Demo finished" in out and str(tmp_path / "demo" / "report.html") in out
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["replay"] == "node" and report["calibrated"] and report["frames"]["processed"] > 0
+    assert "confidence" in report
