@@ -42,20 +42,22 @@ def test_ros_module_classifier(name, expected):
 
 
 def test_core_sources_import_no_ros():
-    files = sorted(CORE.rglob("*.py"))
+    files = sorted(CORE.rglob("*.py")) + sorted((CORE.parent / "sim").rglob("*.py"))  # the simulator too
     assert files, f"no sources under {CORE}"
     offenders = [f"{path.relative_to(CORE.parent.parent)}:{line}: {name}"
                  for path in files
                  for line, name in imported_names(ast.parse(path.read_text(), str(path)))
                  if is_ros_module(name)]
-    assert not offenders, "vpr_ros.core imports ROS:\n" + "\n".join(offenders)
+    assert not offenders, "vpr_ros.core or vpr_ros.sim imports ROS:\n" + "\n".join(offenders)
 
 
 def test_importing_core_loads_no_ros_module():
     code = (
         "import importlib, pkgutil, sys\n"
         "import vpr_ros.core as core\n"
-        "for info in pkgutil.walk_packages(core.__path__, 'vpr_ros.core.'):\n"
+        "import vpr_ros.sim as sim\n"
+        "for info in [*pkgutil.walk_packages(core.__path__, 'vpr_ros.core.'),\n"
+        "             *pkgutil.walk_packages(sim.__path__, 'vpr_ros.sim.')]:\n"
         "    importlib.import_module(info.name)\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {ROS_MODULES!r}"
         f" or m.split('.')[0].endswith({MSG_SUFFIXES!r}) or m.startswith('vpr_ros.ros'))\n"
