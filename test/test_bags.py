@@ -88,7 +88,8 @@ def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
     assert eval_main(["--map", str(map_dir), "--bag", str(runs / "query"), "--image-topic",
                       "/camera/image/compressed", "--pose-topic", "/odom", "--distance", "2.5",
                       "--json", str(out), "--quiet", *rerank]) == 0
-    report = json.loads(out.read_text())["rerank"]
-    assert report["matcher"] == "xfeat-lighterglue" and report["top_k"] == 3
+    report = json.loads(out.read_text())
+    assert report["config"]["rerank"] == "xfeat-lighterglue" and report["config"]["top_k"] == 3
     assert report["recall"]["1"] >= 0.75, report["recall"]
-    assert 0 < report["matcher_ms_per_pair"]["p50"] < 5000
+    assert "recall_global" in report and report["recall"]["10"] is None  # 3 hypotheses published
+    assert 0 < report["latency_ms"]["match"]["p50"] < 5000
