@@ -442,3 +442,16 @@ print("received", len(got[0].data) if got else 0)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert "XMLPARSER" not in out.stdout + out.stderr, out.stderr
     assert "received 921600" in out.stdout, out.stdout + out.stderr
+
+
+@needs_interfaces
+def test_the_node_runs_the_descriptor_on_onnxruntime(graph, map_dir, images, tmp_path, monkeypatch):
+    monkeypatch.setenv("VPR_ROS_CACHE", str(tmp_path / "cache"))
+    start, probe, executor = graph
+    start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", backend="onnxruntime")
+    hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+    pub = probe.create_publisher(Image, "/test/image", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+    pub.publish(image_msg(images[1][12], 5 * 10**9))
+    assert spin_until(executor, lambda: hyps, 60)
+    assert hyps[0].backend == "onnxruntime/cpu" and abs(hyps[0].hypotheses[0].map_key - 12) <= 2

@@ -58,8 +58,13 @@ class LocalizerConfig:
     preset: str = "default"  # slam without a map: descriptor preset
     max_keypoints: int = 512  # slam without a map: local features per keyframe (with re-ranking)
     device: str = "cpu"
+    backend: str = "torch"  # descriptor backend: torch or onnxruntime (backends.BACKENDS)
 
     def __post_init__(self):
+        from vpr_ros.core.backends import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.rerank_top_k < 0:
@@ -145,6 +150,7 @@ class Localizer:
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
         vpr_map.descriptor.to(self.config.device)
+        vpr_map.backend = self._backend(vpr_map.descriptor)
         model = vpr_map.uncertainty
         if model is not None and model.calibrator_for(self.config.rerank) is None:
             LOGGER.warning("map %s has no calibrator for %s: probabilities stay NaN and loop closures use the "
@@ -215,6 +221,19 @@ class Localizer:
         for place, u, prob in zip(result.places, map_u, probabilities):
             place.map_uncertainty, place.probability = float(u), float(prob)
 
+    def _backend(self, descriptor: GlobalDescriptor):
+        """The configured descriptor backend (None: the torch module as is)."""
+        if self.config.backend == "torch":
+            return None
+        from vpr_ros.core.backends import make_backend
+
+        return make_backend(self.config.backend, descriptor, self.config.device)
+
+    @property
+    def backend_label(self) -> str:
+        backend = self.vpr_map.backend if self.vpr_map is not None else None
+        return backend.label if backend is not None else f"torch/{self.config.device}"
+
     def _excluded_suffix(self, stamp_ns: int) -> int:
         """slam: how many of the newest map frames a query must not match."""
         if self.config.mode != "slam" or self.vpr_map is None or len(self.vpr_map) == 0:
@@ -283,6 +302,7 @@ class Localizer:
                                             extractor.dim)
             local_conf = extractor.config()
         self.vpr_map = VPRMap.create("online", descriptor, descriptors, table, local=local, local_conf=local_conf)
+        self.vpr_map.backend = self._backend(descriptor)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
 

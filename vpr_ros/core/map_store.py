@@ -74,6 +74,7 @@ class VPRMap:
     local: LocalFeatureTable | None = None  # per-frame local features for re-ranking (optional)
     local_conf: dict | None = None  # LocalExtractor.config() of `local`
     uncertainty: UncertaintyModel | None = None  # BayesCap head and calibrators (optional)
+    backend: object | None = None  # backends.TorchBackend/OnnxRuntimeBackend running `descriptor`; None: torch as is
 
     @classmethod
     def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,
@@ -121,7 +122,7 @@ class VPRMap:
 
     def query(self, images: list[np.ndarray], k: int = 10) -> QueryResult:
         """Images (batched) -> top-k candidates with their frame metadata and per-stage timings."""
-        result = PlaceRecognizer(self.descriptor, self.index).query(images, k)
+        result = PlaceRecognizer(self.backend or self.descriptor, self.index).query(images, k)
         result.hypotheses = [self.hypotheses(ids, sims) for ids, sims in zip(result.ids, result.similarities)]
         return result
 

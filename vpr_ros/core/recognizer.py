@@ -56,7 +56,8 @@ class QueryResult:
 class PlaceRecognizer:
     """A fitted descriptor and the index of a map's descriptors."""
 
-    def __init__(self, descriptor: GlobalDescriptor, index: DescriptorIndex):
+    def __init__(self, descriptor, index: DescriptorIndex):
+        """descriptor: a GlobalDescriptor or a backend running one (anything with describe, input_size, dim)."""
         if descriptor.dim != index.dim:
             raise ValueError(f"descriptor dimension {descriptor.dim} does not match the index's {index.dim}")
         self.descriptor, self.index = descriptor, index

@@ -85,6 +85,8 @@ PARAMETERS = {
     "preset": ("default", "slam without a map: descriptor preset", None),
     "max_keypoints": (512, "slam without a map: local features per keyframe (with rerank)", (16, 8192)),
     "device": ("cpu", "torch device for the models (cpu, cuda)", None),
+    "backend": ("torch", "descriptor backend: torch, or onnxruntime (exports the map's descriptor to the cache "
+                "on first use)", ("torch", "onnxruntime")),
     "map_frame_id": ("", "frame of the map poses (empty: the map's own)", None),
     "publish_pose": (True, "localize mode: publish vpr/pose for accepted hypotheses with a map pose", None),
     "pose_sigma_m": (2.0, "standard deviation (m) of vpr/pose's position; with probabilities, doubt among "
@@ -150,7 +152,8 @@ class LocalizerNode(Node):
             accept_min_probability=p["accept_min_probability"], temporal_window=p["temporal_window"],
             temporal_tolerance=p["temporal_tolerance"], exclude_recent_s=p["exclude_recent_s"],
             exclude_recent_frames=p["exclude_recent_frames"], bootstrap_frames=p["bootstrap_frames"],
-            preset=p["preset"], max_keypoints=p["max_keypoints"], device=p["device"])
+            preset=p["preset"], max_keypoints=p["max_keypoints"], device=p["device"],
+            backend=p["backend"])
         vpr_map = self._load_map(p["map_path"]) if p["map_path"] else None
         self.localizer = Localizer(self.config, vpr_map)
         self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
@@ -316,7 +319,7 @@ class LocalizerNode(Node):
             out.map_name, out.map_size = vpr_map.name, len(vpr_map)
             out.descriptor = vpr_map.descriptor.preset
         out.map_frame_id = self._map_frame(vpr_map)
-        out.backend = f"torch-{self.config.device}"
+        out.backend = self.localizer.backend_label
         out.query_uncertainty = result.query_uncertainty
         for place in result.places:
             h, v = place.hypothesis, place.verification
@@ -413,7 +416,8 @@ class LocalizerNode(Node):
         vpr_map = self.localizer.vpr_map
         values = {"mode": self.config.mode, "map": self.localizer.map_name,
                   "map_size": len(vpr_map) if vpr_map is not None else 0,
-                  "backend": "torch", "device": self.config.device, "rerank": self.config.rerank or "off",
+                  "backend": self.localizer.backend_label, "device": self.config.device,
+                  "rerank": self.config.rerank or "off",
                   "input_rate_hz": f"{rate(self._arrivals):.2f}", "processed_rate_hz": f"{rate(self._processed_at):.2f}",
                   **{k: self.counts[k] for k in ("received", "processed", "gated", "dropped", "bad_frames", "errors",
                                                  "loop_closures")}}
