@@ -105,3 +105,46 @@ def test_vpr_export_cli(fitted_map, tmp_path, capsys):
     assert "map images" in out
     assert export.main([str(tmp_path / "nomap")]) == 2
     assert "vpr_export: error" in capsys.readouterr().err
+
+
+def test_tensorrt_is_refused_clearly_where_it_cannot_run(fitted_map):
+    from vpr_ros.core.tensorrt_engine import tensorrt_available
+
+    vpr_map, _ = fitted_map
+    usable, why = tensorrt_available()
+    if usable:
+        pytest.skip("TensorRT and CUDA exist here; the refusal is for machines without them")
+    with pytest.raises(ValueError, match="tensorrt backend was asked for but"):
+        make_backend("tensorrt", vpr_map.descriptor, "cuda")
+    assert why
+
+
+def test_tensorrt_engine_agrees_with_torch_and_is_cached(fitted_map, tmp_path):
+    from vpr_ros.core.tensorrt_engine import TensorRTBackend, tensorrt_available
+
+    usable, why = tensorrt_available()
+    if not usable:
+        pytest.skip(f"TensorRT cannot run here: {why}")
+    vpr_map, queries = fitted_map
+    engine = TensorRTBackend(vpr_map.descriptor, "cuda", "fp16", max_batch=4)
+    tensor = batch_to_tensor(queries[:6], vpr_map.descriptor.input_size)  # 6 > max_batch: runs in chunks
+    got, want = engine.describe(tensor), vpr_map.descriptor.cpu().describe(tensor)
+    assert got.shape == want.shape and _relative(got, want).max() < 2e-2  # FP16
+    mtime = engine.path.stat().st_mtime_ns
+    again = TensorRTBackend(vpr_map.descriptor, "cuda", "fp16", max_batch=4)
+    assert again.path == engine.path and engine.path.stat().st_mtime_ns == mtime  # cached, not rebuilt
+    meta = engine.path.with_suffix(".json")
+    meta.write_text(meta.read_text().replace('"tensorrt": "', '"tensorrt": "0.0-'))
+    with pytest.raises(ValueError, match="built for another tensorrt"):
+        TensorRTBackend(vpr_map.descriptor, "cuda", "fp16", max_batch=4, rebuild=False)
+    TensorRTBackend(vpr_map.descriptor, "cuda", "fp16", max_batch=4)  # rebuilt
+    assert engine.path.stat().st_mtime_ns != mtime
+
+
+def test_auto_device_picks_the_gpu_when_there_is_one(fitted_map):
+    vpr_map, queries = fitted_map
+    localizer = Localizer(LocalizerConfig(device="auto"), vpr_map)
+    assert localizer.config.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert localizer.backend_label == f"torch/{localizer.config.device}"
+    assert localizer.process(queries[0], 0).places
+    vpr_map.descriptor.cpu()

@@ -1,5 +1,5 @@
-"""Descriptor backends: the same fitted descriptor run by torch or by ONNX Runtime (TensorRT: the
-acceleration issue's next step). Each takes B x 3 x H x W float images in [0, 1] and returns B x D
+"""Descriptor backends: the same fitted descriptor run by torch, by ONNX Runtime, or as a TensorRT
+engine (tensorrt_engine.py). Each takes B x 3 x H x W float images in [0, 1] and returns B x D
 float32 unit vectors, and raises ValueError on non-finite output, as GlobalDescriptor.describe does.
 
 Asking for a device the backend cannot use here (CUDA without a GPU or without onnxruntime-gpu) is
@@ -14,7 +14,7 @@ import torch
 from vpr_ros.core.descriptors import GlobalDescriptor
 from vpr_ros.core.export import ensure_onnx, read_export_metadata
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 class TorchBackend:
@@ -81,4 +81,8 @@ def make_backend(name: str, descriptor: GlobalDescriptor, device: str = "cpu", c
         return TorchBackend(descriptor, device)
     if name == "onnxruntime":
         return OnnxRuntimeBackend(ensure_onnx(descriptor, cache), descriptor.fingerprint(), device)
+    if name == "tensorrt":
+        from vpr_ros.core.tensorrt_engine import TensorRTBackend
+
+        return TensorRTBackend(descriptor, device, cache=cache)
     raise ValueError(f"unknown descriptor backend {name!r}; choose one of {BACKENDS}")

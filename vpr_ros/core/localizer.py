@@ -57,8 +57,8 @@ class LocalizerConfig:
     bootstrap_frames: int = 30  # slam without a map: keyframes buffered to fit the vocabulary
     preset: str = "default"  # slam without a map: descriptor preset
     max_keypoints: int = 512  # slam without a map: local features per keyframe (with re-ranking)
-    device: str = "cpu"
-    backend: str = "torch"  # descriptor backend: torch or onnxruntime (backends.BACKENDS)
+    device: str = "cpu"  # torch device: cpu, cuda[:N], or auto (cuda when torch sees a GPU, else cpu)
+    backend: str = "torch"  # descriptor backend: torch, onnxruntime or tensorrt (backends.BACKENDS)
 
     def __post_init__(self):
         from vpr_ros.core.backends import BACKENDS
@@ -120,6 +120,12 @@ class Localizer:
     """Process frames one at a time against a map (localize) or an online map (slam)."""
 
     def __init__(self, config: LocalizerConfig, vpr_map: VPRMap | None = None):
+        if config.device == "auto":  # the explicit override is any other value
+            import dataclasses
+
+            import torch
+
+            config = dataclasses.replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
         self.config = config
         if config.mode == "localize" and vpr_map is None:
             raise ValueError("localize mode needs a map")

@@ -84,9 +84,11 @@ PARAMETERS = {
     "bootstrap_frames": (30, "slam without a map: keyframes collected to fit the vocabulary", (2, 100000)),
     "preset": ("default", "slam without a map: descriptor preset", None),
     "max_keypoints": (512, "slam without a map: local features per keyframe (with rerank)", (16, 8192)),
-    "device": ("cpu", "torch device for the models (cpu, cuda)", None),
-    "backend": ("torch", "descriptor backend: torch, or onnxruntime (exports the map's descriptor to the cache "
-                "on first use)", ("torch", "onnxruntime")),
+    "device": ("auto", "torch device for the models: auto (cuda when a GPU is visible, else cpu), cpu or cuda[:N]; "
+               "cuda without a GPU is an error", None),
+    "backend": ("torch", "descriptor backend: torch, onnxruntime, or tensorrt (with device cuda); the map's "
+                "descriptor is exported (and the engine built) into the cache on first use",
+                ("torch", "onnxruntime", "tensorrt")),
     "map_frame_id": ("", "frame of the map poses (empty: the map's own)", None),
     "publish_pose": (True, "localize mode: publish vpr/pose for accepted hypotheses with a map pose", None),
     "pose_sigma_m": (2.0, "standard deviation (m) of vpr/pose's position; with probabilities, doubt among "
@@ -416,7 +418,7 @@ class LocalizerNode(Node):
         vpr_map = self.localizer.vpr_map
         values = {"mode": self.config.mode, "map": self.localizer.map_name,
                   "map_size": len(vpr_map) if vpr_map is not None else 0,
-                  "backend": self.localizer.backend_label, "device": self.config.device,
+                  "backend": self.localizer.backend_label, "device": self.localizer.config.device,
                   "rerank": self.config.rerank or "off",
                   "input_rate_hz": f"{rate(self._arrivals):.2f}", "processed_rate_hz": f"{rate(self._processed_at):.2f}",
                   **{k: self.counts[k] for k in ("received", "processed", "gated", "dropped", "bad_frames", "errors",
