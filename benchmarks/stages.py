@@ -69,7 +69,7 @@ def main() -> None:
     tensor = batch_to_tensor([query], size)
     for device in devices:
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        for name in ("torch", "onnxruntime"):
+        for name in ("torch", "onnxruntime", "tensorrt"):
             try:
                 backend = make_backend(name, descriptor, device)
             except ValueError as exc:
