@@ -160,3 +160,26 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["replay"] == "node" and report["calibrated"] and report["frames"]["processed"] > 0
     assert "confidence" in report
+
+
+def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
+    from vpr_ros.core.bag_source import read_bag_frames
+    from vpr_ros.core.bag_writer import BagWriter
+
+    lap = read_bag_frames(sim_map / "run" / "lap_2", "/camera/image_raw", "/odom")
+    load = lap.loader()
+    bag = tmp_path / "broken"
+    with BagWriter(bag, "jpeg") as writer:
+        for i in (3, 4, 5):
+            pose = lap.frames.pose[i]
+            if i == 4:
+                writer.write_frame(int(lap.frames.stamp_ns[i]), encoded=("jpeg", b"not a jpeg"), pose7=pose)
+            else:
+                writer.write_frame(int(lap.frames.stamp_ns[i]), load(lap.frames.sources[i]), pose7=pose)
+    for through_node in (None, {"rate": 0.0, "domain_id": int(os.environ["ROS_DOMAIN_ID"])}):
+        report, records, _ = vpr_eval.evaluate_map_bag(
+            sim_map / "map", bag, "/camera/image_raw/compressed", "/odom", None, 5.0, LocalizerConfig(top_k=5),
+            through_node=through_node, progress=False)
+        assert [r.status for r in records] == ["processed", "bad", "processed"], through_node
+        assert report["frames"]["bad"] == 1 and report["frames"]["processed"] == 2
+        assert records[1].note

@@ -80,7 +80,8 @@ def make_backend(name: str, descriptor: GlobalDescriptor, device: str = "cpu", c
     if name == "torch":
         return TorchBackend(descriptor, device)
     if name == "onnxruntime":
-        return OnnxRuntimeBackend(ensure_onnx(descriptor, cache), descriptor.fingerprint(), device)
+        fingerprint = descriptor.fingerprint()
+        return OnnxRuntimeBackend(ensure_onnx(descriptor, cache, fingerprint), fingerprint, device)
     if name == "tensorrt":
         from vpr_ros.core.tensorrt_engine import TensorRTBackend
 

@@ -13,9 +13,10 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from rosbags.highlevel import AnyReader
-from rosbags.image import message_to_cvimage
+from rosbags.image import ImageError as BagImageError, message_to_cvimage
 from rosbags.typesys import Stores, get_typestore
 
 from vpr_ros.core.frames import FrameTable
@@ -128,7 +129,11 @@ class _SequentialImageLoader:
             self._last = timestamp
             if timestamp == log_ns:
                 msg = self._reader.deserialize(raw, conn.msgtype)
-                return message_to_cvimage(msg, "rgb8")
+                try:
+                    return message_to_cvimage(msg, "rgb8")
+                except (AssertionError, BagImageError, cv2.error, ValueError) as exc:  # rosbags asserts on bad data
+                    raise ValueError(f"image {source} in {self.path} cannot be decoded "
+                                     f"({type(exc).__name__}: {exc or 'no detail'})") from exc
         raise ValueError(f"image {source} not found in {self.path}")
 
 

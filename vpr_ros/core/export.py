@@ -75,11 +75,13 @@ def export_onnx(descriptor: GlobalDescriptor, path: Path | None = None, opset: i
     return path
 
 
-def ensure_onnx(descriptor: GlobalDescriptor, folder: Path | None = None) -> Path:
-    """The cached export of this descriptor, exported first when missing or unreadable."""
-    path = onnx_path(descriptor.fingerprint(), folder)
+def ensure_onnx(descriptor: GlobalDescriptor, folder: Path | None = None, fingerprint: str | None = None) -> Path:
+    """The cached export of this descriptor (fingerprint: its precomputed fingerprint), exported first
+    when missing or unreadable."""
+    fingerprint = fingerprint or descriptor.fingerprint()
+    path = onnx_path(fingerprint, folder)
     try:
-        if read_export_metadata(path)["fingerprint"] == descriptor.fingerprint():
+        if read_export_metadata(path)["fingerprint"] == fingerprint:
             return path
     except (FileNotFoundError, ValueError, json.JSONDecodeError):
         pass

@@ -228,17 +228,17 @@ class Localizer:
             place.map_uncertainty, place.probability = float(u), float(prob)
 
     def _backend(self, descriptor: GlobalDescriptor):
-        """The configured descriptor backend (None: the torch module as is)."""
-        if self.config.backend == "torch":
-            return None
+        """The configured descriptor backend running `descriptor`."""
         from vpr_ros.core.backends import make_backend
 
         return make_backend(self.config.backend, descriptor, self.config.device)
 
     @property
     def backend_label(self) -> str:
-        backend = self.vpr_map.backend if self.vpr_map is not None else None
-        return backend.label if backend is not None else f"torch/{self.config.device}"
+        """e.g. "onnxruntime/cpu"; before a slam map exists, the configured backend and device."""
+        if self.vpr_map is not None and self.vpr_map.backend is not None:
+            return self.vpr_map.backend.label
+        return f"{self.config.backend}/{self.config.device}"
 
     def _excluded_suffix(self, stamp_ns: int) -> int:
         """slam: how many of the newest map frames a query must not match."""

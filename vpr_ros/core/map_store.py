@@ -74,7 +74,7 @@ class VPRMap:
     local: LocalFeatureTable | None = None  # per-frame local features for re-ranking (optional)
     local_conf: dict | None = None  # LocalExtractor.config() of `local`
     uncertainty: UncertaintyModel | None = None  # BayesCap head and calibrators (optional)
-    backend: object | None = None  # backends.TorchBackend/OnnxRuntimeBackend running `descriptor`; None: torch as is
+    backend: object | None = None  # a backends.* backend running `descriptor` (None: the module itself)
 
     @classmethod
     def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,

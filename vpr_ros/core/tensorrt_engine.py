@@ -111,7 +111,7 @@ class TensorRTBackend:
                 differs = sorted(k for k in key if (stored or {}).get(k) != key[k])
                 raise ValueError(f"cached engine {path} was built for another {', '.join(differs)}; "
                                  "rebuild it (vpr_export --engine) or allow rebuilding")
-            build_engine(ensure_onnx(descriptor, cache), path, key, (3, height, width))
+            build_engine(ensure_onnx(descriptor, cache, fingerprint), path, key, (3, height, width))
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         with torch.cuda.device(self.device):
             self.engine = runtime.deserialize_cuda_engine(path.read_bytes())

@@ -158,6 +158,7 @@ class LocalizerNode(Node):
             backend=p["backend"])
         vpr_map = self._load_map(p["map_path"]) if p["map_path"] else None
         self.localizer = Localizer(self.config, vpr_map)
+        self.config = self.localizer.config  # with device "auto" resolved
         self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
         self.msgs = load_interfaces(self.get_logger())
 
@@ -418,7 +419,7 @@ class LocalizerNode(Node):
         vpr_map = self.localizer.vpr_map
         values = {"mode": self.config.mode, "map": self.localizer.map_name,
                   "map_size": len(vpr_map) if vpr_map is not None else 0,
-                  "backend": self.localizer.backend_label, "device": self.localizer.config.device,
+                  "backend": self.localizer.backend_label, "device": self.config.device,
                   "rerank": self.config.rerank or "off",
                   "input_rate_hz": f"{rate(self._arrivals):.2f}", "processed_rate_hz": f"{rate(self._processed_at):.2f}",
                   **{k: self.counts[k] for k in ("received", "processed", "gated", "dropped", "bad_frames", "errors",

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_ros.core.images import to_rgb8
+from vpr_ros.core.images import ImageError, to_rgb8
 from vpr_ros.core.localizer import LocalizerConfig
-from vpr_ros.core.replay import DROPPED, PROCESSED, QueryRecord, stage_timings
+from vpr_ros.core.replay import BAD, DROPPED, PROCESSED, QueryRecord, stage_timings
 
 IMAGE_TOPIC, INFO_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info"
 
@@ -33,13 +33,11 @@ def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool) -> l
               "min_inliers": config.min_inliers, "min_inlier_ratio": config.min_inlier_ratio,
               "accept_min_inliers": config.accept_min_inliers, "accept_min_similarity": config.accept_min_similarity,
               "accept_min_probability": config.accept_min_probability, "temporal_window": config.temporal_window,
-              "temporal_tolerance": config.temporal_tolerance, "device": config.device,
+              "temporal_tolerance": config.temporal_tolerance, "device": config.device, "backend": config.backend,
               "camera_info_topic": INFO_TOPIC if with_info else ""}
     args = ["--ros-args"]
     for name, value in params.items():
-        text = f'"{value}"' if isinstance(value, str) and value == "" else str(value)
-        if isinstance(value, float):
-            text = repr(value)
+        text = '""' if value == "" else repr(value) if isinstance(value, float) else str(value)  # "" stays a string
         args += ["-p", f"{name}:={text}"]
     return args
 
@@ -106,6 +104,7 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     sent: dict[int, float] = {}
+    bad: dict[int, str] = {}  # images that cannot be published (undecodable): recorded, not fatal
     try:
         deadline = time.monotonic() + startup_timeout_s
         while image_pub.get_subscription_count() == 0 or player.count_publishers("/vpr/hypotheses") == 0:
@@ -117,7 +116,11 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
         time.sleep(0.5)  # let discovery of the answering topics settle
         start, first = time.perf_counter(), items[0][0] if items else 0
         for index, (stamp_ns, _, load) in enumerate(items):
-            rgb = to_rgb8(load())
+            try:
+                rgb = to_rgb8(load())
+            except (ImageError, ValueError) as exc:
+                bad[stamp_ns] = str(exc)
+                continue
             image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
                           step=rgb.shape[1] * 3, data=rgb.tobytes())
             image.header.stamp, image.header.frame_id = ns_to_stamp(stamp_ns), "camera_optical"
@@ -170,6 +173,6 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
             record.loop_key = loops.get(stamp_ns, -1)
         else:
             record = QueryRecord(index, stamp_ns, np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64),
-                                 DROPPED, note="no answer from the node")
+                                 BAD if stamp_ns in bad else DROPPED, note=bad.get(stamp_ns, "no answer from the node"))
         records.append(record)
     return records

@@ -186,14 +186,14 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
         "map": str(map_dir), "bag": str(bag), "replay": how, "preset": vpr_map.descriptor.preset,
         "descriptor_dim": vpr_map.descriptor.dim, "fingerprint": vpr_map.descriptor.fingerprint(),
         "map_size": len(vpr_map), "num_queries": len(records), **criterion,
-        "config": {k: v for k, v in vars(config).items()},
+        "config": dict(vars(config)),
         "calibrated": vpr_map.uncertainty is not None,
         **evaluate_replay(records, positives, vpr_map),
         "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
                     "cuda": torch.cuda.is_available()},
     }
     if through_node is not None:
-        report["node"] = {k: v for k, v in through_node.items()}
+        report["node"] = dict(through_node)
     return report, records, vpr_map
 
 
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             write_html(args.html, report, records, vpr_map)
             print(f"  html report: {args.html}")
     else:
-        _print_dataset(report, args.plots)
+        _print_dataset(report)
     _print_confidence(report, args.plots)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_dataset(report: dict, plots: Path | None) -> None:
+def _print_dataset(report: dict) -> None:
     recall = "  ".join(f"R@{n} {report['recall'][str(n)]:.3f}" for n in RECALL_NS)
     print(f"{report['dataset']}  preset {report['preset']} ({report['descriptor_dim']}-d)  "
           f"{report['num_queries']} queries / {report['map_size']} map frames")
