@@ -1,19 +1,28 @@
-"""Per-stage latency of one query frame for every descriptor backend and device present, and search
-against maps of 10k / 100k / 1M frames. Prints a table of medians.
+"""Per-stage latency of one query frame for every descriptor backend and device present, search
+against maps of 10k / 100k / 1M frames, and the whole Localizer end to end on a 100k-frame map.
+Prints a table of medians (and writes it as JSON with --json).
 
-Stages: preprocess (decode-free resize and tensor), descriptor (per backend and device), search
-(faiss flat inner product; torch matmul top-k on a GPU), local features, matcher per pair (each
-matcher), verification per pair, and the total of a frame with top-`--pairs` re-ranking. Every figure
-is the median of `--repeats` runs after `--warmup` runs, with the device synchronised before each
-clock read. Maps at 10k+ frames use the preset's PCA (256-d), so their descriptors here are random
-unit vectors of that size: search time depends on the size and dimension, not on the values.
+Stages: preprocess (resize and tensor), descriptor (each backend, device, precision, with and without
+CUDA graphs), search (the project's DescriptorIndex: faiss flat on the CPU, torch matmul top-k or
+faiss-gpu on a GPU), descriptor + search together, local features, matcher (per pair on the CPU;
+one batched call for all pairs on CUDA), verification (per pair, and all pairs in parallel threads),
+and `Localizer.process` end to end with top-`--pairs` re-ranking. Every figure is the median of
+`--repeats` runs after `--warmup` runs, with the device synchronised before each clock read.
 
-    .venv/bin/python benchmarks/stages.py [--sizes 10000,100000,1000000] [--repeats 30]
+Maps at 10k+ frames use the preset's PCA (256-d), fitted here on random vectors (as a real map's
+would be on its own descriptors), so search time depends on the size and dimension, not on values.
+The end-to-end map holds the first 40 Corridor reference frames (real descriptors and local
+features) among random unit vectors up to 100k frames; its local feature table is a sparse file
+on disk, so only the 40 real rows take space.
+
+    .venv/bin/python benchmarks/stages.py [--sizes 10000,100000,1000000] [--repeats 30] [--json F]
 """
 
 import argparse
+import json
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,104 +33,187 @@ import torch
 from vpr_ros.core.backends import make_backend
 from vpr_ros.core.datasets import list_images, read_image
 from vpr_ros.core.descriptors import GlobalDescriptor
+from vpr_ros.core.devices import synchronize
+from vpr_ros.core.frames import FrameTable
 from vpr_ros.core.geometry import GeometricVerifier
 from vpr_ros.core.images import batch_to_tensor
-from vpr_ros.core.local_features import LocalExtractor
+from vpr_ros.core.index import DescriptorIndex
+from vpr_ros.core.local_features import LocalExtractor, LocalFeatureTable
+from vpr_ros.core.localizer import Localizer, LocalizerConfig
+from vpr_ros.core.map_store import VPRMap
 from vpr_ros.core.matchers import Matcher
+from vpr_ros.core.reranker import Reranker
 
 CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
 
 
-def timed(fn, warmup: int, repeats: int, sync=lambda: None) -> float:
+def timed(fn, warmup: int, repeats: int, device: str = "cpu") -> float:
+    """Median milliseconds of fn() over `repeats` runs after `warmup`, the device synchronised."""
     for _ in range(warmup):
         fn()
-    sync()
+    synchronize(device)
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        sync()
+        synchronize(device)
         samples.append((time.perf_counter() - start) * 1e3)
     return statistics.median(samples)
 
 
+def unit_rows(rng, n: int, dim: int) -> np.ndarray:
+    data = rng.standard_normal((n, dim), dtype=np.float32)
+    return data / np.linalg.norm(data, axis=1, keepdims=True)
+
+
+def fitted_descriptor(refs: list[np.ndarray]) -> GlobalDescriptor:
+    """The default preset with its vocabulary from `refs` and a 256-d PCA, as maps of >= 1000 frames get."""
+    descriptor = GlobalDescriptor("default")
+    descriptor.fit_vocabulary([batch_to_tensor(refs, descriptor.input_size)])
+    descriptor.fit_projection(unit_rows(np.random.default_rng(0), 1200, descriptor.dim))
+    return descriptor
+
+
+def descriptor_variants(device: str) -> list[dict]:
+    if device == "cpu":
+        return [{"name": "torch"}, {"name": "onnxruntime"}]
+    return [{"name": "torch", "precision": "fp32", "cuda_graphs": False},
+            {"name": "torch", "precision": "fp32", "cuda_graphs": True},
+            {"name": "torch", "precision": "fp16", "cuda_graphs": False},
+            {"name": "torch", "precision": "fp16", "cuda_graphs": True},
+            {"name": "onnxruntime"}, {"name": "tensorrt"}]
+
+
+def large_map(descriptor: GlobalDescriptor, refs: list[np.ndarray], extractor: LocalExtractor, size: int,
+              folder: Path) -> VPRMap:
+    """`size` frames: the real refs first (descriptors, local features), then random unit vectors."""
+    real = descriptor.describe(batch_to_tensor(refs, descriptor.input_size))
+    descriptors = np.concatenate([real, unit_rows(np.random.default_rng(2), size - len(refs), descriptor.dim)])
+    conf = extractor.config()
+    m, d = conf["max_keypoints"], conf["dim"]
+    columns = {"keypoints": ((size, m, 2), np.float32), "descriptors": ((size, m, d), np.float16),
+               "scores": ((size, m), np.float16), "counts": ((size,), np.int32), "image_size": ((size, 2), np.int32)}
+    arrays = {name: np.lib.format.open_memmap(folder / f"{name}.npy", "w+", dtype, shape)
+              for name, (shape, dtype) in columns.items()}  # sparse files: untouched rows take no disk
+    table = LocalFeatureTable(**arrays)
+    real_table = LocalFeatureTable.build(extractor.extract(refs), m, d)
+    for name in LocalFeatureTable.COLUMNS:
+        getattr(table, name)[:len(refs)] = getattr(real_table, name)
+    frames = FrameTable.build(np.arange(size), [f"frame{i}" for i in range(size)])
+    return VPRMap.create(f"bench-{size}", descriptor, descriptors, frames, local=table, local_conf=conf)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=CORRIDOR, help="the Corridor images (ref/, query/)")
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--dim", type=int, default=256, help="descriptor dimension of the large maps (PCA)")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--pairs", type=int, default=5, help="re-ranked candidates per frame in the total")
+    parser.add_argument("--pairs", type=int, default=10, help="re-ranked candidates per frame")
+    parser.add_argument("--e2e-size", type=int, default=100000, help="map frames of the end-to-end run (0: skip)")
     parser.add_argument("--matchers", default="xfeat-lighterglue,xfeat-mnn")
+    parser.add_argument("--devices", default="", help="comma-separated (default: cpu, and cuda when present)")
+    parser.add_argument("--json", type=Path, help="write the rows and the machine here")
     args = parser.parse_args()
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    print(f"machine: {platform.machine()}, {torch.get_num_threads()} torch threads, CUDA "
-          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}, faiss {faiss.__version__}")
-    refs = [read_image(p) for p in list_images(CORRIDOR / "ref")[:30]]
-    query = read_image(list_images(CORRIDOR / "query")[10])
-    rows = []
-    descriptor = GlobalDescriptor("default")
-    descriptor.fit_vocabulary([batch_to_tensor(refs, descriptor.input_size)])
-    raw = np.random.default_rng(0).standard_normal((1200, descriptor.dim)).astype(np.float32)
-    descriptor.fit_projection(raw / np.linalg.norm(raw, axis=1, keepdims=True))  # a 256-d PCA, as maps >= 1000 frames get
+    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    machine = (f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads, "
+               f"GPU {gpu}, torch {torch.__version__}, faiss {faiss.__version__}")
+    print(f"machine: {machine}", flush=True)
+    refs = [read_image(p) for p in list_images(args.data / "ref")[:40]]
+    query = read_image(list_images(args.data / "query")[10])
+    rows: list[tuple[str, str, float]] = []
+
+    def row(stage: str, device: str, ms: float) -> None:
+        rows.append((stage, device, ms))
+        print(f"  {stage:60} {device:5} {ms:9.3f} ms", flush=True)
+
+    descriptor = fitted_descriptor(refs[:30])
     size = descriptor.input_size
-    rows.append(("preprocess (640x480)", "cpu", timed(lambda: batch_to_tensor([query], size), args.warmup, args.repeats)))
+    row("preprocess (640x480 -> tensor)", "cpu", timed(lambda: batch_to_tensor([query], size), args.warmup, args.repeats))
     tensor = batch_to_tensor([query], size)
+    backends = {}
     for device in devices:
-        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        for name in ("torch", "onnxruntime", "tensorrt"):
+        for variant in descriptor_variants(device):
+            options = {k: v for k, v in variant.items() if k != "name"}
             try:
-                backend = make_backend(name, descriptor, device)
-            except ValueError as exc:
-                print(f"  {name}/{device}: skipped ({exc})")
+                backend = make_backend(variant["name"], descriptor, device, **options)
+            except (ValueError, ImportError) as exc:
+                print(f"  {variant['name']}/{device}: skipped ({exc})", flush=True)
                 continue
-            with torch.inference_mode():
-                rows.append((f"descriptor {backend.label}", device,
-                             timed(lambda: backend.describe(tensor), args.warmup, args.repeats, sync)))
+            backends[backend.label] = backend
+            row(f"descriptor {backend.label}", device, timed(lambda: backend.describe(tensor), args.warmup,
+                                                             args.repeats, device))
+    descriptor.to("cpu")
     rng = np.random.default_rng(1)
-    q = rng.standard_normal((1, args.dim)).astype(np.float32)
-    q /= np.linalg.norm(q)
-    search_ms = {}
+    query_vector = unit_rows(rng, 1, args.dim)
     for n in (int(s) for s in args.sizes.split(",")):
-        data = rng.standard_normal((n, args.dim), dtype=np.float32)
-        data /= np.linalg.norm(data, axis=1, keepdims=True)
-        index = faiss.IndexFlatIP(args.dim)
-        index.add(data)
-        search_ms[n] = timed(lambda: index.search(q, 10), args.warmup, args.repeats)
-        rows.append((f"search {n // 1000}k x {args.dim}-d (faiss flat)", "cpu", search_ms[n]))
-        if torch.cuda.is_available():
-            gpu = torch.from_numpy(data).cuda().half()
-            qg = torch.from_numpy(q).cuda().half()
-            rows.append((f"search {n // 1000}k x {args.dim}-d (matmul top-k fp16)", "cuda",
-                         timed(lambda: torch.topk(gpu @ qg.T, 10, dim=0), args.warmup, args.repeats,
-                               torch.cuda.synchronize)))
-        del data, index
-    extractor = LocalExtractor("xfeat", 512)
-    rows.append(("local features (xfeat, 512)", "cpu", timed(lambda: extractor.extract([query]), 2, 10)))
-    q_feat, m_feat = extractor.extract([query])[0], extractor.extract([refs[10]])[0]
+        data = unit_rows(rng, n, args.dim)
+        for device in devices:
+            index = DescriptorIndex(args.dim, device=device)
+            index.add(data)
+            row(f"search {n // 1000}k x {args.dim}-d top-10 ({index.label})", device,
+                timed(lambda: index.search(query_vector, 10), args.warmup, args.repeats, device))
+            if n == 100000 and device != "cpu":
+                best = min((b for label, b in backends.items() if f"/{device}" in label),
+                           key=lambda b: timed(lambda: b.describe(tensor), 2, 10, device), default=None)
+                if best is not None:
+                    row(f"descriptor + search 100k ({best.label})", device,
+                        timed(lambda: index.search(best.describe(tensor), 10), args.warmup, args.repeats, device))
+                    row(f"preprocess + descriptor + search 100k ({best.label})", device,
+                        timed(lambda: index.search(best.describe(batch_to_tensor([query], size)), 10),
+                              args.warmup, args.repeats, device))
+            del index
+        del data
     verifier = GeometricVerifier()
-    per_pair = {}
-    for name in args.matchers.split(","):
-        matcher = Matcher(name)
-        with torch.inference_mode():
-            ms = timed(lambda: matcher.match(q_feat, [m_feat] * args.pairs), 2, 10) / args.pairs
-        per_pair[name] = ms
-        rows.append((f"matcher {name} per pair", "cpu", ms))
-    with torch.inference_mode():
-        matches = Matcher(args.matchers.split(",")[0]).match(q_feat, [m_feat])[0]
-    verify_ms = timed(lambda: verifier.verify(q_feat.keypoints[matches.query_idx], m_feat.keypoints[matches.map_idx],
-                                              q_feat.image_size, m_feat.image_size), 2, 20)
-    rows.append((f"verification per pair ({len(matches)} matches)", "cpu", verify_ms))
-    print(f"\n{'stage':52} {'device':6} {'median ms':>10}")
+    for device in devices:
+        extractor = LocalExtractor("xfeat", 512, device=device)
+        row("local features (xfeat, 512)", device, timed(lambda: extractor.extract([query]), 3, 15, device))
+        q_feat = extractor.extract([query])[0]
+        cands = extractor.extract(refs[:args.pairs])
+        for name in args.matchers.split(","):
+            matcher = Matcher(name, device=device)
+            ms = timed(lambda: matcher.match(q_feat, cands), 2, 10, device)
+            row(f"matcher {name}, {len(cands)} pairs in one call ({matcher.precision})", device, ms)
+            row(f"matcher {name} per pair", device, ms / len(cands))
+        matches = Matcher(args.matchers.split(",")[0], device=device).match(q_feat, cands)
+        if device == "cpu":
+            m = matches[0]
+            row(f"verification per pair ({len(m)} matches)", "cpu",
+                timed(lambda: verifier.verify(q_feat.keypoints[m.query_idx], cands[0].keypoints[m.map_idx],
+                                              q_feat.image_size, cands[0].image_size), 2, 20))
+            reranker = Reranker(Matcher("xfeat-mnn"), verifier)
+            pairs = list(zip(cands, matches))
+            row(f"verification, {len(pairs)} pairs in {reranker.verify_workers} threads", "cpu",
+                timed(lambda: reranker.verify_pairs(q_feat, pairs), 2, 10))
+    if args.e2e_size:
+        with tempfile.TemporaryDirectory(prefix="vpr_bench_") as folder:
+            vpr_map = large_map(descriptor, refs, LocalExtractor("xfeat", 512), args.e2e_size, Path(folder))
+            for device in devices:
+                config = LocalizerConfig(top_k=args.pairs, rerank="xfeat-lighterglue", device=device)
+                localizer = Localizer(config, vpr_map)
+                stages: dict[str, list[float]] = {}
+
+                def process():
+                    result = localizer.process(query, 0)
+                    for stage, ms in result.timings_ms.items():
+                        stages.setdefault(stage, []).append(ms)
+
+                total = timed(process, args.warmup, args.repeats, device)
+                label = f"{localizer.backend_label}; {vpr_map.index.label}"
+                for stage in ("descriptor", "search", "local_features", "match", "verify"):
+                    if stage in stages:
+                        row(f"  e2e stage {stage}", device, statistics.median(stages[stage][args.warmup:]))
+                row(f"end to end, {args.e2e_size // 1000}k map, top-{args.pairs} LighterGlue ({label})", device, total)
+                vpr_map.index.to_device("cpu")
+                vpr_map.descriptor.to("cpu")
+                vpr_map.backend = None
+    print(f"\n{'stage':82} {'device':6} {'median ms':>10}")
     for stage, device, ms in rows:
-        print(f"{stage:52} {device:6} {ms:10.2f}")
-    desc_cpu = next(ms for stage, device, ms in rows if stage == "descriptor torch/cpu")
-    pre = rows[0][2]
-    local = next(ms for stage, _, ms in rows if stage.startswith("local features"))
-    for n, s in search_ms.items():
-        for name, pair in per_pair.items():
-            total = pre + desc_cpu + s + local + args.pairs * (pair + verify_ms)
-            print(f"total, torch/cpu, {n // 1000}k map, top-{args.pairs} {name}: {total:.0f} ms")
+        print(f"{stage:82} {device:6} {ms:10.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("VPR_ROS_DATA", REPO.parent / "shared" / "data"))  # override: a copy elsewhere
 CORRIDOR = SHARED_DATA / "corridor"
 
 _ROS_TMP = tempfile.mkdtemp(prefix="vpr_ros_test_ros_")

@@ -169,11 +169,13 @@ def test_vpr_eval_reports_a_bad_dataset(tmp_path, capsys):
 
 
 def test_gpu_search_without_gpu_is_a_clear_error():
-    import faiss
+    import torch
 
-    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-        index = DescriptorIndex(8, use_gpu=True)  # where a GPU exists, it must really be used
-        assert index.use_gpu
-        return
-    with pytest.raises(RuntimeError, match="faiss GPU search was asked for"):
-        DescriptorIndex(8, use_gpu=True)
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present here: test_cuda.py checks GPU search against the CPU index")
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        DescriptorIndex(8, device="cuda")
+    index = DescriptorIndex(8)
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        index.to_device("cuda")
+    assert index.label == "faiss Flat/cpu"

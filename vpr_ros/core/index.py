@@ -4,12 +4,20 @@ The index is described by a faiss `index_factory` string: "Flat" (exact, the def
 "IVF<n>,PQ<m>" (compressed, for very large maps; needs training) or "HNSW<M>" (graph). Search-time
 parameters (`nprobe` for IVF, `efSearch` for HNSW) are applied by name. Indexes are saved with
 faiss's own binary format (faiss.write_index), never with pickle.
+
+Search on a GPU (`device="cuda"`): faiss's own GPU index where the installed faiss has GPU support;
+otherwise, for a "Flat" index, the map's vectors as one float32 matrix on the GPU and an exact
+matrix-vector product with top-k in torch (100k x 256-d is 100 MB; the product reads it once). A
+quantised or graph index without faiss-gpu is refused with what to install. The CPU index is kept
+alongside, so the map can still be written and moved back.
 """
 
 import faiss
 import numpy as np
+import torch
 
 from vpr_ros.core import LOGGER
+from vpr_ros.core.devices import resolve_device
 
 
 def _as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -21,11 +29,46 @@ def _as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     return vectors
 
 
+def faiss_has_gpu() -> bool:
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+class TorchFlatSearch:
+    """Exact inner-product top-k over float32 vectors held on a torch device, growable."""
+
+    def __init__(self, vectors: np.ndarray, device: str):
+        self.device = torch.device(device)
+        self.size = len(vectors)
+        self.matrix = torch.empty((max(2 * len(vectors), 1024), vectors.shape[1]), dtype=torch.float32,
+                                  device=self.device)
+        self.matrix[:self.size] = torch.from_numpy(vectors).to(self.device)
+
+    def add(self, vectors: np.ndarray) -> None:
+        need = self.size + len(vectors)
+        if need > len(self.matrix):  # double the capacity: online maps grow one keyframe at a time
+            grown = torch.empty((2 * need, self.matrix.shape[1]), dtype=torch.float32, device=self.device)
+            grown[:self.size] = self.matrix[:self.size]
+            self.matrix = grown
+        self.matrix[self.size:need] = torch.from_numpy(vectors).to(self.device)
+        self.size = need
+
+    @torch.inference_mode()
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = torch.from_numpy(queries).to(self.device, non_blocking=True)
+        sims = q @ self.matrix[:self.size].T  # Q x N
+        top = torch.topk(sims, min(k, self.size), dim=1)
+        values, ids = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        if values.shape[1] < k:  # fewer map frames than k: pad as faiss does
+            pad = k - values.shape[1]
+            values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return values.astype(np.float32), ids.astype(np.int64)
+
+
 class DescriptorIndex:
     """A faiss index with growing add, top-k search and optional GPU placement."""
 
-    def __init__(self, dim: int, factory: str = "Flat", search_params: dict | None = None,
-                 use_gpu: bool = False):
+    def __init__(self, dim: int, factory: str = "Flat", search_params: dict | None = None, device: str = "cpu"):
         if dim <= 0:
             raise ValueError(f"descriptor dimension must be positive, got {dim}")
         self.dim, self.factory = dim, factory
@@ -34,18 +77,43 @@ class DescriptorIndex:
             self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ValueError(f"invalid faiss index_factory string {factory!r}: {exc}") from exc
-        self.use_gpu = False
-        if use_gpu:
-            self.to_gpu()
+        self._init_device(device)
 
-    def to_gpu(self) -> None:
-        """Move the index to GPU 0; a clear error where faiss has no GPU."""
-        if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
-            raise RuntimeError("faiss GPU search was asked for but faiss has no GPU here "
-                               "(install faiss-gpu on a machine with CUDA, or set use_gpu false)")
-        self._gpu_resources = faiss.StandardGpuResources()
-        self.index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
-        self.use_gpu = True
+    def _init_device(self, device: str) -> None:
+        self.device, self.search_backend = "cpu", "faiss"
+        self._cpu_index, self._torch = None, None
+        if device != "cpu":
+            self.to_device(device)
+
+    def to_device(self, device: str) -> None:
+        """Search on `device` ("cpu", "cuda[:N]" or "auto"); see the module docstring for how."""
+        device = resolve_device(device)
+        cpu_index = self._cpu_index if self._cpu_index is not None else self.index
+        self.index, self._cpu_index, self._torch = cpu_index, None, None
+        self.device, self.search_backend = "cpu", "faiss"
+        if device == "cpu":
+            return
+        gpu = int(device.partition(":")[2] or 0)
+        if faiss_has_gpu():
+            self._gpu_resources = faiss.StandardGpuResources()
+            self._cpu_index, self.index = cpu_index, faiss.index_cpu_to_gpu(self._gpu_resources, gpu, cpu_index)
+            self.search_backend = "faiss-gpu"
+        elif self.factory == "Flat":
+            self._torch = TorchFlatSearch(self._vectors(cpu_index), device)
+            self.search_backend = "torch-matmul"
+        else:
+            raise ValueError(f"GPU search with index {self.factory!r} needs faiss with GPU support (faiss-gpu), "
+                             "which is not installed here; use a Flat index or search on the cpu")
+        self.device = device
+
+    @staticmethod
+    def _vectors(index) -> np.ndarray:
+        return index.reconstruct_n(0, index.ntotal) if index.ntotal else np.zeros((0, index.d), np.float32)
+
+    @property
+    def label(self) -> str:
+        """e.g. "faiss Flat/cpu", "torch-matmul Flat/cuda"."""
+        return f"{self.search_backend} {self.factory}/{self.device}"
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
@@ -68,6 +136,10 @@ class DescriptorIndex:
         if not self.index.is_trained:
             raise RuntimeError(f"faiss index {self.factory!r} must be trained before adding vectors")
         self.index.add(vectors)
+        if self._cpu_index is not None:  # faiss-gpu: keep the CPU copy that write() saves
+            self._cpu_index.add(vectors)
+        if self._torch is not None:
+            self._torch.add(vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: (Q x k similarities, Q x k ids), id -1 where the map has fewer."""
@@ -76,6 +148,8 @@ class DescriptorIndex:
             raise ValueError(f"k must be positive, got {k}")
         if len(self) == 0:
             return (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64))
+        if self._torch is not None:
+            return self._torch.search(queries, k)
         self._apply_search_params()
         sims, ids = self.index.search(queries, k)
         sims[ids < 0] = -np.inf
@@ -86,17 +160,15 @@ class DescriptorIndex:
             faiss.ParameterSpace().set_index_parameter(self.index, name, value)
 
     def write(self, path) -> None:
-        index = faiss.index_gpu_to_cpu(self.index) if self.use_gpu else self.index
-        faiss.write_index(index, str(path))
+        faiss.write_index(self._cpu_index if self._cpu_index is not None else self.index, str(path))
 
     @classmethod
     def read(cls, path, dim: int, factory: str, search_params: dict | None = None,
-             use_gpu: bool = False) -> "DescriptorIndex":
+             device: str = "cpu") -> "DescriptorIndex":
         index = faiss.read_index(str(path))
         if index.d != dim:
             raise ValueError(f"index {path} has dimension {index.d}, expected {dim}")
         obj = cls.__new__(cls)
-        obj.dim, obj.factory, obj.search_params, obj.index, obj.use_gpu = dim, factory, dict(search_params or {}), index, False
-        if use_gpu:
-            obj.to_gpu()
+        obj.dim, obj.factory, obj.search_params, obj.index = dim, factory, dict(search_params or {}), index
+        obj._init_device(device)
         return obj

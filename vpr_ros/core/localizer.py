@@ -25,6 +25,7 @@ import numpy as np
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors import GlobalDescriptor
+from vpr_ros.core.devices import PRECISIONS, resolve_device, resolve_precision
 from vpr_ros.core.frames import FrameTable
 from vpr_ros.core.geometry import GeometricVerifier, Verification
 from vpr_ros.core.images import to_rgb8
@@ -57,7 +58,8 @@ class LocalizerConfig:
     bootstrap_frames: int = 30  # slam without a map: keyframes buffered to fit the vocabulary
     preset: str = "default"  # slam without a map: descriptor preset
     max_keypoints: int = 512  # slam without a map: local features per keyframe (with re-ranking)
-    device: str = "cpu"  # torch device: cpu, cuda[:N], or auto (cuda when torch sees a GPU, else cpu)
+    device: str = "cpu"  # descriptor, local features, matcher and search: cpu, cuda[:N], or auto (cuda when torch sees a GPU)
+    precision: str = "auto"  # fp32 or fp16 for torch on CUDA (auto: fp16 on CUDA, fp32 on the CPU)
     backend: str = "torch"  # descriptor backend: torch, onnxruntime or tensorrt (backends.BACKENDS)
 
     def __post_init__(self):
@@ -65,6 +67,8 @@ class LocalizerConfig:
 
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.rerank_top_k < 0:
@@ -120,25 +124,18 @@ class Localizer:
     """Process frames one at a time against a map (localize) or an online map (slam)."""
 
     def __init__(self, config: LocalizerConfig, vpr_map: VPRMap | None = None):
-        if config.device == "auto":  # the explicit override is any other value
-            import dataclasses
-
-            import torch
-
-            config = dataclasses.replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
-        self.config = config
         if config.mode == "localize" and vpr_map is None:
             raise ValueError("localize mode needs a map")
-        if config.device != "cpu":
-            import torch
+        import dataclasses
 
-            if config.device.startswith("cuda") and not torch.cuda.is_available():
-                raise ValueError(f"device {config.device!r} was asked for but torch sees no CUDA GPU here; "
-                                 "set device to cpu")
+        device = resolve_device(config.device)  # "auto" picks; an explicit cuda without a GPU raises
+        config = dataclasses.replace(config, device=device, precision=resolve_precision(config.precision, device))
+        self.config = config
         self.reranker = None
         if config.rerank:
             verifier = GeometricVerifier(min_inliers=config.min_inliers, min_inlier_ratio=config.min_inlier_ratio)
-            self.reranker = Reranker(config.rerank, verifier, skip_margin=config.skip_margin, device=config.device)
+            self.reranker = Reranker(config.rerank, verifier, skip_margin=config.skip_margin, device=config.device,
+                                     precision=config.precision)
         self.vpr_map: VPRMap | None = None
         self._map_extractor: LocalExtractor | None = None
         self._bootstrap: list[tuple[np.ndarray, int, np.ndarray | None]] = []
@@ -155,8 +152,8 @@ class Localizer:
         """Swap in another map (reload); raises ValueError, keeping the current map, if it cannot serve."""
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
-        vpr_map.descriptor.to(self.config.device)
         vpr_map.backend = self._backend(vpr_map.descriptor)
+        self._place_index(vpr_map)
         model = vpr_map.uncertainty
         if model is not None and model.calibrator_for(self.config.rerank) is None:
             LOGGER.warning("map %s has no calibrator for %s: probabilities stay NaN and loop closures use the "
@@ -231,7 +228,16 @@ class Localizer:
         """The configured descriptor backend running `descriptor`."""
         from vpr_ros.core.backends import make_backend
 
-        return make_backend(self.config.backend, descriptor, self.config.device)
+        return make_backend(self.config.backend, descriptor, self.config.device, precision=self.config.precision)
+
+    def _place_index(self, vpr_map: VPRMap) -> None:
+        """Search on the configured device; an index the GPU cannot hold here stays on the CPU, said once."""
+        if vpr_map.index.device == self.config.device:
+            return
+        try:
+            vpr_map.index.to_device(self.config.device)
+        except ValueError as exc:
+            LOGGER.warning("map %s: search stays on the cpu: %s", vpr_map.name, exc)
 
     @property
     def backend_label(self) -> str:
@@ -309,6 +315,7 @@ class Localizer:
             local_conf = extractor.config()
         self.vpr_map = VPRMap.create("online", descriptor, descriptors, table, local=local, local_conf=local_conf)
         self.vpr_map.backend = self._backend(descriptor)
+        self._place_index(self.vpr_map)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
 

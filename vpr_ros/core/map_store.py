@@ -78,7 +78,7 @@ class VPRMap:
 
     @classmethod
     def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,
-               frame_id: str = "map", search_params: dict | None = None, use_gpu: bool = False,
+               frame_id: str = "map", search_params: dict | None = None, device: str = "cpu",
                local: LocalFeatureTable | None = None, local_conf: dict | None = None) -> "VPRMap":
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
         if len(descriptors) != len(frames):
@@ -90,7 +90,7 @@ class VPRMap:
                 local.validate(len(frames), local_conf["max_keypoints"], local_conf["dim"])
             except ValueError as exc:
                 raise MapError(f"local features do not fit the map: {exc}") from exc
-        index = DescriptorIndex(descriptor.dim, descriptor.conf["index"], search_params, use_gpu)
+        index = DescriptorIndex(descriptor.dim, descriptor.conf["index"], search_params, device)
         if len(descriptors):
             index.train(descriptors)
             index.add(descriptors)
@@ -186,7 +186,7 @@ class VPRMap:
     @classmethod
     def load(cls, path: str | Path, preset: str | None = None, fingerprint: str | None = None,
              verify_checksums: bool = True, search_params: dict | None = None,
-             use_gpu: bool = False) -> "VPRMap":
+             device: str = "cpu") -> "VPRMap":
         """Read and check a map directory; preset/fingerprint, when given, must match the map's."""
         path = Path(path)
         meta = read_metadata(path)
@@ -238,7 +238,7 @@ class VPRMap:
                            f"({meta['num_frames']}, {meta['dim']})")
         index = DescriptorIndex.read(path / "index.faiss", meta["dim"], meta["index_factory"],
                                      search_params if search_params is not None else meta["search_params"],
-                                     use_gpu)
+                                     device)
         if len(index) != meta["num_frames"]:
             raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
         uncertainty = None

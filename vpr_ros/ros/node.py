@@ -84,8 +84,10 @@ PARAMETERS = {
     "bootstrap_frames": (30, "slam without a map: keyframes collected to fit the vocabulary", (2, 100000)),
     "preset": ("default", "slam without a map: descriptor preset", None),
     "max_keypoints": (512, "slam without a map: local features per keyframe (with rerank)", (16, 8192)),
-    "device": ("auto", "torch device for the models: auto (cuda when a GPU is visible, else cpu), cpu or cuda[:N]; "
-               "cuda without a GPU is an error", None),
+    "device": ("auto", "device of the descriptor, local features, matcher and search: auto (cuda when a GPU is "
+               "visible, else cpu), cpu or cuda[:N]; cuda without a GPU is an error", None),
+    "precision": ("auto", "torch on CUDA: fp16 (backbone and matcher under autocast) or fp32; auto is fp16 on "
+                  "CUDA and fp32 on the CPU", ("auto", "fp16", "fp32")),
     "backend": ("torch", "descriptor backend: torch, onnxruntime, or tensorrt (with device cuda); the map's "
                 "descriptor is exported (and the engine built) into the cache on first use",
                 ("torch", "onnxruntime", "tensorrt")),
@@ -155,7 +157,7 @@ class LocalizerNode(Node):
             temporal_tolerance=p["temporal_tolerance"], exclude_recent_s=p["exclude_recent_s"],
             exclude_recent_frames=p["exclude_recent_frames"], bootstrap_frames=p["bootstrap_frames"],
             preset=p["preset"], max_keypoints=p["max_keypoints"], device=p["device"],
-            backend=p["backend"])
+            precision=p["precision"], backend=p["backend"])
         vpr_map = self._load_map(p["map_path"]) if p["map_path"] else None
         self.localizer = Localizer(self.config, vpr_map)
         self.config = self.localizer.config  # with device "auto" resolved
@@ -420,6 +422,7 @@ class LocalizerNode(Node):
         values = {"mode": self.config.mode, "map": self.localizer.map_name,
                   "map_size": len(vpr_map) if vpr_map is not None else 0,
                   "backend": self.localizer.backend_label, "device": self.config.device,
+                  "search": vpr_map.index.label if vpr_map is not None else "",
                   "rerank": self.config.rerank or "off",
                   "input_rate_hz": f"{rate(self._arrivals):.2f}", "processed_rate_hz": f"{rate(self._processed_at):.2f}",
                   **{k: self.counts[k] for k in ("received", "processed", "gated", "dropped", "bad_frames", "errors",

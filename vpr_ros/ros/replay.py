@@ -33,7 +33,8 @@ def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool) -> l
               "min_inliers": config.min_inliers, "min_inlier_ratio": config.min_inlier_ratio,
               "accept_min_inliers": config.accept_min_inliers, "accept_min_similarity": config.accept_min_similarity,
               "accept_min_probability": config.accept_min_probability, "temporal_window": config.temporal_window,
-              "temporal_tolerance": config.temporal_tolerance, "device": config.device, "backend": config.backend,
+              "temporal_tolerance": config.temporal_tolerance, "device": config.device, "precision": config.precision,
+              "backend": config.backend,
               "camera_info_topic": INFO_TOPIC if with_info else ""}
     args = ["--ros-args"]
     for name, value in params.items():

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vpr_ros.core.backends import BACKENDS
 from vpr_ros.core.datasets import ImageFolderDataset, read_image
 from vpr_ros.core.descriptors import PRESETS
+from vpr_ros.core.devices import PRECISIONS
 from vpr_ros.core.frames import FrameTable
 from vpr_ros.core.map_builder import build_map, load_image_file
 from vpr_ros.core.metrics import latency_summary, recall_at_n
@@ -270,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="report how well each confidence tells a correct top-1 from a wrong one (with "
                              "--dataset: train the map's uncertainty model first; with --map: automatic when the "
                              "map has one)")
+    parser.add_argument("--device", default="auto",
+                        help="with --map: device of the models and search, auto (cuda when a GPU is visible), cpu "
+                             "or cuda[:N]")
+    parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS,
+                        help="with --map: descriptor backend")
+    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
+                        help="with --map: torch precision on CUDA (auto: fp16 there, fp32 on the CPU)")
     parser.add_argument("--json", type=Path, help="write the full report to this JSON file")
     parser.add_argument("--html", type=Path, help="with --map: write a self-contained HTML report with plots")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder (with --uncertainty)")
@@ -296,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                                      accept_min_inliers=args.accept_min_inliers,
                                      accept_min_similarity=args.accept_min_similarity,
                                      accept_min_probability=args.accept_min_probability,
-                                     temporal_window=args.temporal_window)
+                                     temporal_window=args.temporal_window, device=args.device,
+                                     backend=args.backend, precision=args.precision)
             node = {"rate": args.rate} if args.through_node else None
             report, records, vpr_map = evaluate_map_bag(
                 args.map, args.bag, args.image_topic, args.pose_topic,

