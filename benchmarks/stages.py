@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--matchers", default="xfeat-lighterglue,xfeat-mnn")
     parser.add_argument("--devices", default="", help="comma-separated (default: cpu, and cuda when present)")
     parser.add_argument("--json", type=Path, help="write the rows and the machine here")
+    parser.add_argument("--profile", action="store_true", help="print a torch profile of the end-to-end frames")
     args = parser.parse_args()
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
@@ -202,9 +203,16 @@ def main() -> None:
 
                 total = timed(process, args.warmup, args.repeats, device)
                 label = f"{localizer.backend_label}; {vpr_map.index.label}"
-                for stage in ("descriptor", "search", "local_features", "match", "verify"):
-                    if stage in stages:
-                        row(f"  e2e stage {stage}", device, statistics.median(stages[stage][args.warmup:]))
+                for stage, samples in stages.items():
+                    row(f"  e2e stage {stage}", device, statistics.median(samples[args.warmup:]))
+                if args.profile and device != "cpu":
+                    from torch.profiler import ProfilerActivity, profile
+
+                    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device != "cpu" else [])
+                    with profile(activities=activities) as prof:
+                        for _ in range(5):
+                            process()
+                    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=30), flush=True)
                 row(f"end to end, {args.e2e_size // 1000}k map, top-{args.pairs} LighterGlue ({label})", device, total)
                 vpr_map.index.to_device("cpu")
                 vpr_map.descriptor.to("cpu")

@@ -46,7 +46,9 @@ class TorchBackend:
         return f"torch/{self.device}" + (extra if self.device.startswith("cuda") else "")
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.precision == "fp16"):
+        fp16 = self.precision == "fp16"  # fp32 means fp32: no TF32 convolutions either
+        with torch.autocast("cuda", dtype=torch.float16, enabled=fp16), \
+                torch.backends.cudnn.flags(enabled=True, allow_tf32=fp16):
             feats = self.descriptor.backbone(images)
         return self.descriptor.projection(self.descriptor.aggregation(feats.float()))
 

@@ -12,17 +12,21 @@ networks are built without their packaged loaders. On the CPU LightGlue runs one
 its adaptive point pruning, which is what makes it fast there, works per pair. On CUDA LightGlue does
 not prune below ~1000 keypoints (its own threshold), so the candidates with as many keypoints as
 each other run as one batch, in fp16 under autocast by default (`precision`), which spends one set of
-kernel launches on all K pairs. Mutual nearest neighbours is batched over all candidates in one
-matrix product.
+kernel launches on all K pairs. LighterGlue on CUDA goes further (`cuda_graphs`, the default there):
+all K pairs are padded to one keypoint count with validity masks and its dense pass (projection,
+positional encoding, the 6 attention layers, the dual-softmax assignment and the mutual check) is
+one captured CUDA graph per (K, padded count), replayed for every frame. Mutual nearest neighbours is
+batched over all candidates in one matrix product.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.devices import resolve_device, resolve_precision
+from vpr_ros.core.devices import GraphedCall, resolve_device, resolve_precision
 from vpr_ros.core.local_features import LocalFeatures
 from vpr_ros.core.weights import load_state_dict
 
@@ -73,7 +77,7 @@ class Matcher:
     """Match one query's local features against candidates' with the named method."""
 
     def __init__(self, name: str = DEFAULT_MATCHER, min_confidence: float = 0.1, min_cosine: float = 0.82,
-                 device: str = "cpu", precision: str = "auto"):
+                 device: str = "cpu", precision: str = "auto", cuda_graphs: bool = True):
         if name not in MATCHERS:
             raise ValueError(f"unknown matcher {name!r}; choose one of {sorted(MATCHERS)}")
         self.name = name
@@ -101,6 +105,9 @@ class Matcher:
             if unexpected:  # the DISK file carries unused `log_assignment.N.r` entries
                 LOGGER.debug("%s: ignoring unused weights %s", weights, unexpected)
             self.net.eval().to(self.device)
+        self._graphed = None
+        if name == "xfeat-lighterglue" and cuda_graphs and self.device.type == "cuda":
+            self._graphed = GraphedLightGlue(self.net, mixed, self.min_confidence)
 
     @torch.inference_mode()
     def match(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Matches]:
@@ -109,6 +116,10 @@ class Matcher:
             return self._mutual_nearest(query, candidates)
         out = [Matches.none() for _ in candidates]
         todo = [i for i, cand in enumerate(candidates) if len(query) and len(cand)]
+        if self._graphed is not None and todo:
+            for i, matches in zip(todo, self._graphed.match(query, [candidates[i] for i in todo])):
+                out[i] = matches
+            return out
         for group in self._batches(query, candidates, todo):
             stacked = [self._inputs(candidates[i]) for i in group]
             image1 = {key: torch.cat([s[key] for s in stacked]) for key in stacked[0]}
@@ -164,4 +175,67 @@ class Matcher:
             score = sim[b, idx0, idx1]
             keep = (best_query[b, idx1] == idx0) & (score > self.min_cosine)
             out.append(Matches(idx0[keep].numpy(), idx1[keep].numpy(), score[keep].numpy().astype(np.float32)))
+        return out
+
+
+class GraphedLightGlue:
+    """LightGlue's dense pass for K pairs padded to L keypoints, one CUDA graph per (K, L).
+
+    Padded keypoints are masked out of every attention and get -1e4 logits in the dual softmax, so a
+    padded pair computes what it computes unpadded. L is the largest count rounded up to 128, which
+    keeps the number of captured shapes small.
+    """
+
+    PAD = 128
+    MASKED = -1e4
+
+    def __init__(self, net, mixed: bool, threshold: float):
+        self.net, self.mixed, self.threshold = net, mixed, float(threshold)
+        self.call = GraphedCall(self._dense)
+        self.device = next(net.parameters()).device
+
+    def _dense(self, kpts0, desc0, valid0, kpts1, desc1, valid1) -> torch.Tensor:
+        """B x L inputs -> 2 x B x L: the matched index in image 1 (-1: none) and the score, per keypoint."""
+        net = self.net
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.mixed):
+            d0, d1 = net.input_proj(desc0), net.input_proj(desc1)
+            e0, e1 = net.posenc(kpts0), net.posenc(kpts1)
+            m0, m1 = valid0[:, None, :, None], valid1[:, None, :, None]  # broadcast over the heads
+            for layer in net.transformers:
+                d0, d1 = layer(d0, d1, e0, e1, mask0=m0, mask1=m1)
+            assign = net.log_assignment[-1]
+            md0, md1 = assign.final_proj(d0).float(), assign.final_proj(d1).float()
+            z0, z1 = assign.matchability(d0).float(), assign.matchability(d1).float()
+        scale = md0.shape[-1] ** 0.25
+        sim = (md0 / scale) @ (md1 / scale).transpose(1, 2)
+        sim = sim.masked_fill(~(valid0[:, :, None] & valid1[:, None, :]), self.MASKED)
+        scores = (F.log_softmax(sim, 2) + F.log_softmax(sim, 1) + F.logsigmoid(z0)
+                  + F.logsigmoid(z1).transpose(1, 2))
+        best0, best1 = scores.max(2), scores.max(1)
+        rows = torch.arange(scores.shape[1], device=scores.device)[None]
+        mutual = rows == best1.indices.gather(1, best0.indices)
+        score = torch.where(mutual, best0.values.exp(), torch.zeros_like(best0.values))
+        keep = mutual & (score > self.threshold) & valid0 & valid1.gather(1, best0.indices)
+        return torch.stack([torch.where(keep, best0.indices, -1).float(), score])
+
+    def _pack(self, features: list[LocalFeatures], length: int):
+        dim = features[0].descriptors.shape[1]
+        kpts = np.zeros((len(features), length, 2), np.float32)
+        desc = np.zeros((len(features), length, dim), np.float32)
+        valid = np.zeros((len(features), length), bool)
+        for i, f in enumerate(features):
+            size = np.asarray(f.image_size, np.float32)  # normalised as LightGlue does: (k - size/2) / (max/2)
+            kpts[i, :len(f)] = (np.asarray(f.keypoints) - size / 2) / (size.max() / 2)
+            desc[i, :len(f)], valid[i, :len(f)] = f.descriptors, True
+        return [torch.from_numpy(a).to(self.device, non_blocking=True) for a in (kpts, desc, valid)]
+
+    def match(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Matches]:
+        longest = max(len(query), *(len(c) for c in candidates))
+        length = -(-longest // self.PAD) * self.PAD
+        packed = self._pack([query] * len(candidates), length) + self._pack(candidates, length)
+        index, score = self.call(*packed).cpu().numpy()
+        out = []
+        for row in range(len(candidates)):
+            q = np.flatnonzero(index[row] >= 0)
+            out.append(Matches(q.astype(np.int64), index[row, q].astype(np.int64), score[row, q].astype(np.float32)))
         return out
