@@ -191,9 +191,11 @@ def main() -> None:
     if args.e2e_size:
         with tempfile.TemporaryDirectory(prefix="vpr_bench_") as folder:
             vpr_map = large_map(descriptor, refs, LocalExtractor("xfeat", 512), args.e2e_size, Path(folder))
-            for device in devices:
+            for device, workers in [(d, w) for d in devices for w in ((0, 1) if d != "cpu" else (0,))]:
                 config = LocalizerConfig(top_k=args.pairs, rerank="xfeat-lighterglue", device=device)
                 localizer = Localizer(config, vpr_map)
+                if workers:  # verification on the calling thread, for comparison with the thread pool
+                    localizer.reranker.verify_workers = workers
                 stages: dict[str, list[float]] = {}
 
                 def process():
@@ -202,10 +204,11 @@ def main() -> None:
                         stages.setdefault(stage, []).append(ms)
 
                 total = timed(process, args.warmup, args.repeats, device)
-                label = f"{localizer.backend_label}; {vpr_map.index.label}"
+                label = (f"{localizer.backend_label}; {vpr_map.index.label}; "
+                         f"{localizer.reranker.verify_workers} verify threads")
                 for stage, samples in stages.items():
                     row(f"  e2e stage {stage}", device, statistics.median(samples[args.warmup:]))
-                if args.profile and device != "cpu":
+                if args.profile and device != "cpu" and not workers:
                     from torch.profiler import ProfilerActivity, profile
 
                     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device != "cpu" else [])

@@ -15,6 +15,7 @@ import torch
 from vpr_ros.core.descriptors import GlobalDescriptor
 from vpr_ros.core.devices import GraphedCall, resolve_device, resolve_precision
 from vpr_ros.core.export import ensure_onnx, read_export_metadata
+from vpr_ros.core.images import to_float_nchw
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -46,6 +47,7 @@ class TorchBackend:
         return f"torch/{self.device}" + (extra if self.device.startswith("cuda") else "")
 
     def _forward(self, images: torch.Tensor) -> torch.Tensor:
+        images = to_float_nchw(images)  # a uint8 batch is converted inside the graph
         fp16 = self.precision == "fp16"  # fp32 means fp32: no TF32 convolutions either
         with torch.autocast("cuda", dtype=torch.float16, enabled=fp16), \
                 torch.backends.cudnn.flags(enabled=True, allow_tf32=fp16):
@@ -56,7 +58,7 @@ class TorchBackend:
     def describe(self, images: torch.Tensor) -> np.ndarray:
         if not self.device.startswith("cuda"):
             return self.descriptor.describe(images)
-        if images.device.type == "cpu":  # pinned staging makes the upload asynchronous and ~2x faster
+        if images.device.type == "cpu":  # pinned staging makes the upload asynchronous and faster
             key = (tuple(images.shape), images.dtype)
             if key not in self._pinned:
                 self._pinned[key] = torch.empty(images.shape, dtype=images.dtype, pin_memory=True)
@@ -102,7 +104,7 @@ class OnnxRuntimeBackend:
         return f"onnxruntime/{self.device}"
 
     def describe(self, images: torch.Tensor) -> np.ndarray:
-        array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
+        array = np.ascontiguousarray(to_float_nchw(images.detach().cpu()).numpy(), dtype=np.float32)
         out = self.session.run(None, {"images": array})[0]
         if not np.isfinite(out).all():
             raise ValueError("descriptor is not finite (NaN or infinity); the input image is unusable")

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from vpr_ros.core import LOGGER
+from vpr_ros.core.images import to_float_nchw
 from vpr_ros.core.weights import load_state_dict
 
 PRESETS: dict[str, dict] = {
@@ -188,9 +189,10 @@ class GlobalDescriptor(nn.Module):
 
     @torch.inference_mode()
     def describe(self, images: torch.Tensor) -> np.ndarray:
-        """B x 3 x H x W in [0, 1] -> B x D float32 numpy; raises ValueError on non-finite output."""
+        """B x 3 x H x W in [0, 1] (or images.batch_to_uint8's B x H x W x 3 uint8) -> B x D float32
+        numpy; raises ValueError on non-finite output."""
         device = next(self.parameters()).device
-        out = self(images.to(device)).float().cpu().numpy()
+        out = self(to_float_nchw(images.to(device))).float().cpu().numpy()
         if not np.isfinite(out).all():
             raise ValueError("descriptor is not finite (NaN or infinity); the input image is unusable")
         return out

@@ -63,9 +63,20 @@ def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
-def batch_to_tensor(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
-    """Images (any accepted format) -> B x 3 x height x width float tensor in [0, 1]."""
+def batch_to_uint8(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """Images (any accepted format) -> B x height x width x 3 uint8 tensor (4x fewer bytes to upload)."""
     if not images:
         raise ImageError("no images given")
-    rgb = np.stack([resize(to_rgb8(image), size) for image in images])
-    return torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.stack([resize(to_rgb8(image), size) for image in images]))
+
+
+def to_float_nchw(batch: torch.Tensor) -> torch.Tensor:
+    """A batch_to_uint8 batch -> B x 3 x H x W float in [0, 1] on the same device; float NCHW passes through."""
+    if batch.dtype == torch.uint8:
+        return batch.permute(0, 3, 1, 2).float().div_(255.0)
+    return batch
+
+
+def batch_to_tensor(images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    """Images (any accepted format) -> B x 3 x height x width float tensor in [0, 1]."""
+    return to_float_nchw(batch_to_uint8(images, size))

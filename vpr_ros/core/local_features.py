@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from vpr_ros.core.images import batch_to_tensor
+from vpr_ros.core.images import batch_to_uint8, to_float_nchw
 from vpr_ros.core.weights import load_state_dict, require_safe_torch_load
 
 EXTRACTORS = {"xfeat": 64, "aliked": 128, "disk": 128}  # name -> descriptor dimension
@@ -75,7 +75,8 @@ class LocalExtractor:
     @torch.inference_mode()
     def extract(self, images: list[np.ndarray]) -> list[LocalFeatures]:
         """Images (any format images.py accepts) -> their local features, in the images' own pixels."""
-        tensor = batch_to_tensor(images, self.input_size).to(self.device)  # validates every image
+        # validates every image; uploaded as uint8 and converted on the device
+        tensor = to_float_nchw(batch_to_uint8(images, self.input_size).to(self.device))
         sizes = [(image.shape[1], image.shape[0]) for image in images]
         if self.name == "xfeat":
             raw = [(f["keypoints"], f["descriptors"], f["scores"]) for f in self.net.detectAndCompute(tensor)]

@@ -165,14 +165,15 @@ class Matcher:
             valid[i, :len(cand)] = True
         q = torch.from_numpy(query.descriptors).to(self.device)
         sim = torch.einsum("md,bnd->bmn", q, stacked.to(self.device))  # B x M x N
-        sim = sim.masked_fill(~valid[:, None, :].to(self.device), -2.0).cpu()
+        sim = sim.masked_fill(~valid[:, None, :].to(self.device), -2.0)
         best_map = sim.argmax(dim=2)  # B x M
-        best_query = sim.argmax(dim=1)  # B x N
+        best_query = sim.argmax(dim=1).cpu()  # B x N
+        scores = sim.gather(2, best_map[..., None])[..., 0].float().cpu()  # B x M; only these leave the device
+        best_map = best_map.cpu()
         out = []
         for b in range(len(candidates)):
             idx0 = torch.arange(len(query))
-            idx1 = best_map[b]
-            score = sim[b, idx0, idx1]
+            idx1, score = best_map[b], scores[b]
             keep = (best_query[b, idx1] == idx0) & (score > self.min_cosine)
             out.append(Matches(idx0[keep].numpy(), idx1[keep].numpy(), score[keep].numpy().astype(np.float32)))
         return out

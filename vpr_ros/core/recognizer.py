@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from vpr_ros.core.descriptors import GlobalDescriptor
-from vpr_ros.core.images import batch_to_tensor
+from vpr_ros.core.images import batch_to_tensor, batch_to_uint8
 from vpr_ros.core.index import DescriptorIndex
 
 
@@ -65,7 +65,7 @@ class PlaceRecognizer:
     def query(self, images: Sequence[np.ndarray], k: int = 10) -> QueryResult:
         """Images (batched) -> top-k candidates; timings for preprocess, descriptor, search, total."""
         t0 = time.perf_counter()
-        tensor = batch_to_tensor(list(images), self.descriptor.input_size)
+        tensor = batch_to_uint8(list(images), self.descriptor.input_size)  # converted where the model runs
         t1 = time.perf_counter()
         desc = self.descriptor.describe(tensor)
         t2 = time.perf_counter()

@@ -21,6 +21,7 @@ import torch
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors import GlobalDescriptor
 from vpr_ros.core.export import cache_dir, ensure_onnx
+from vpr_ros.core.images import to_float_nchw
 
 PRECISIONS = ("fp16", "fp32")
 WORKSPACE_BYTES = 2 << 30
@@ -130,6 +131,7 @@ class TensorRTBackend:
         return f"tensorrt-{self.precision}/{self.device}"
 
     def describe(self, images: torch.Tensor) -> np.ndarray:
+        images = to_float_nchw(images.to(self.device, non_blocking=True))
         batch = images.shape[0]
         out = []
         for start in range(0, batch, self.max_batch):  # batches above the profile run in chunks
