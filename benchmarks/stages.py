@@ -148,7 +148,6 @@ def main() -> None:
             backends[backend.label] = backend
             row(f"descriptor {backend.label}", device, timed(lambda: backend.describe(tensor), args.warmup,
                                                              args.repeats, device))
-    descriptor.to("cpu")
     rng = np.random.default_rng(1)
     query_vector = unit_rows(rng, 1, args.dim)
     for n in (int(s) for s in args.sizes.split(",")):
@@ -227,7 +226,6 @@ def main() -> None:
                     row(f"end to end, frames at 10 Hz ({localizer.backend_label})", device,
                         timed(process, 2, 10, device, gap_s=0.1))
                 vpr_map.index.to_device("cpu")
-                vpr_map.descriptor.to("cpu")
                 vpr_map.backend = None
     print(f"\n{'stage':82} {'device':6} {'median ms':>10}")
     for stage, device, ms in rows:

@@ -147,4 +147,5 @@ def test_auto_device_picks_the_gpu_when_there_is_one(fitted_map):
     assert localizer.config.device == ("cuda" if torch.cuda.is_available() else "cpu")
     assert localizer.backend_label.startswith(f"torch/{localizer.config.device}")
     assert localizer.process(queries[0], 0).places
-    vpr_map.descriptor.cpu()
+    vpr_map.index.to_device("cpu")  # the module-scoped map goes back to the CPU index and torch module
+    vpr_map.backend = None

@@ -10,6 +10,8 @@ capture afterwards: one launch for the whole network instead of one per layer, w
 single-frame pipeline on a fast GPU is bound by.
 """
 
+import re
+
 import torch
 
 from vpr_ros.core import LOGGER
@@ -23,7 +25,7 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
-    if not device.startswith("cuda") or (device != "cuda" and not device[5:].lstrip(":").isdigit()):
+    if not re.fullmatch(r"cuda(:\d+)?", device):
         raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
     if not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but torch sees no CUDA GPU here "

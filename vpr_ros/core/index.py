@@ -8,8 +8,8 @@ faiss's own binary format (faiss.write_index), never with pickle.
 Search on a GPU (`device="cuda"`): faiss's own GPU index where the installed faiss has GPU support;
 otherwise, for a "Flat" index, the map's vectors as one float32 matrix on the GPU and an exact
 matrix-vector product with top-k in torch (100k x 256-d is 100 MB; the product reads it once). A
-quantised or graph index without faiss-gpu is refused with what to install. The CPU index is kept
-alongside, so the map can still be written and moved back.
+quantised or graph index without faiss-gpu is refused with what to install. The CPU index stays the
+map's own (training, adding, writing); the GPU copy mirrors it.
 """
 
 import faiss
@@ -80,26 +80,23 @@ class DescriptorIndex:
         self._init_device(device)
 
     def _init_device(self, device: str) -> None:
-        self.device, self.search_backend = "cpu", "faiss"
-        self._cpu_index, self._torch = None, None
+        self.device, self.search_backend, self._gpu = "cpu", "faiss", None
         if device != "cpu":
             self.to_device(device)
 
     def to_device(self, device: str) -> None:
-        """Search on `device` ("cpu", "cuda[:N]" or "auto"); see the module docstring for how."""
+        """Search on `device` ("cpu", "cuda[:N]" or "auto"); see the module docstring for how. The CPU
+        index stays the map's own (train, add, write); a GPU search copy mirrors it."""
         device = resolve_device(device)
-        cpu_index = self._cpu_index if self._cpu_index is not None else self.index
-        self.index, self._cpu_index, self._torch = cpu_index, None, None
-        self.device, self.search_backend = "cpu", "faiss"
+        self.device, self.search_backend, self._gpu = "cpu", "faiss", None
         if device == "cpu":
             return
-        gpu = int(device.partition(":")[2] or 0)
         if faiss_has_gpu():
             self._gpu_resources = faiss.StandardGpuResources()
-            self._cpu_index, self.index = cpu_index, faiss.index_cpu_to_gpu(self._gpu_resources, gpu, cpu_index)
+            self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, int(device.partition(":")[2] or 0), self.index)
             self.search_backend = "faiss-gpu"
         elif self.factory == "Flat":
-            self._torch = TorchFlatSearch(self._vectors(cpu_index), device)
+            self._gpu = TorchFlatSearch(self._vectors(self.index), device)
             self.search_backend = "torch-matmul"
         else:
             raise ValueError(f"GPU search with index {self.factory!r} needs faiss with GPU support (faiss-gpu), "
@@ -129,6 +126,8 @@ class DescriptorIndex:
         vectors = _as_matrix(vectors, self.dim, "training vectors")
         LOGGER.info("training faiss %s on %d vectors", self.factory, len(vectors))
         self.index.train(vectors)
+        if self._gpu is not None:  # the GPU copy was made of the untrained index: copy it again
+            self.to_device(self.device)
 
     def add(self, vectors: np.ndarray) -> None:
         """Append vectors; their ids continue from len(self)."""
@@ -136,10 +135,8 @@ class DescriptorIndex:
         if not self.index.is_trained:
             raise RuntimeError(f"faiss index {self.factory!r} must be trained before adding vectors")
         self.index.add(vectors)
-        if self._cpu_index is not None:  # faiss-gpu: keep the CPU copy that write() saves
-            self._cpu_index.add(vectors)
-        if self._torch is not None:
-            self._torch.add(vectors)
+        if self._gpu is not None:
+            self._gpu.add(vectors)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: (Q x k similarities, Q x k ids), id -1 where the map has fewer."""
@@ -148,19 +145,17 @@ class DescriptorIndex:
             raise ValueError(f"k must be positive, got {k}")
         if len(self) == 0:
             return (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64))
-        if self._torch is not None:
-            return self._torch.search(queries, k)
-        self._apply_search_params()
-        sims, ids = self.index.search(queries, k)
+        if isinstance(self._gpu, TorchFlatSearch):
+            return self._gpu.search(queries, k)
+        index = self._gpu if self._gpu is not None else self.index
+        for name, value in self.search_params.items():
+            faiss.ParameterSpace().set_index_parameter(index, name, value)
+        sims, ids = index.search(queries, k)
         sims[ids < 0] = -np.inf
         return sims, ids
 
-    def _apply_search_params(self) -> None:
-        for name, value in self.search_params.items():
-            faiss.ParameterSpace().set_index_parameter(self.index, name, value)
-
     def write(self, path) -> None:
-        faiss.write_index(self._cpu_index if self._cpu_index is not None else self.index, str(path))
+        faiss.write_index(self.index, str(path))
 
     @classmethod
     def read(cls, path, dim: int, factory: str, search_params: dict | None = None,

@@ -17,6 +17,7 @@ A hypothesis is accepted as a loop closure when it passes the thresholds below a
 `temporal_tolerance` map keys of it (a place is recognised over consecutive frames).
 """
 
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -126,8 +127,6 @@ class Localizer:
     def __init__(self, config: LocalizerConfig, vpr_map: VPRMap | None = None):
         if config.mode == "localize" and vpr_map is None:
             raise ValueError("localize mode needs a map")
-        import dataclasses
-
         device = resolve_device(config.device)  # "auto" picks; an explicit cuda without a GPU raises
         config = dataclasses.replace(config, device=device, precision=resolve_precision(config.precision, device))
         self.config = config

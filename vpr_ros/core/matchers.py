@@ -196,8 +196,11 @@ class GraphedLightGlue:
         self.device = next(net.parameters()).device
 
     def _dense(self, kpts0, desc0, valid0, kpts1, desc1, valid1) -> torch.Tensor:
-        """B x L inputs -> 2 x B x L: the matched index in image 1 (-1: none) and the score, per keypoint."""
+        """The query's 1 x L and the candidates' B x L inputs -> 2 x B x L: the matched index in image 1
+        (-1: none) and the score, per query keypoint."""
         net = self.net
+        batch = len(kpts1)
+        kpts0, desc0, valid0 = (t.expand(batch, *t.shape[1:]) for t in (kpts0, desc0, valid0))
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.mixed):
             d0, d1 = net.input_proj(desc0), net.input_proj(desc1)
             e0, e1 = net.posenc(kpts0), net.posenc(kpts1)
@@ -233,7 +236,7 @@ class GraphedLightGlue:
     def match(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Matches]:
         longest = max(len(query), *(len(c) for c in candidates))
         length = -(-longest // self.PAD) * self.PAD
-        packed = self._pack([query] * len(candidates), length) + self._pack(candidates, length)
+        packed = self._pack([query], length) + self._pack(candidates, length)  # the query goes up once
         index, score = self.call(*packed).cpu().numpy()
         out = []
         for row in range(len(candidates)):
