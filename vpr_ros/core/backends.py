@@ -23,8 +23,8 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 class TorchBackend:
     """The descriptor module itself on a torch device.
 
-    On CUDA: the backbone runs in `precision` (fp16 by default, under autocast; the aggregation and
-    PCA stay float32) and, with `cuda_graphs`, each batch size is captured once as a CUDA graph and
+    On CUDA: the backbone runs in `precision` (fp16 by default, under autocast; the aggregation
+    (VLAD, GeM, optimal transport, ...) and PCA stay float32) and, with `cuda_graphs`, each batch size is captured once as a CUDA graph and
     replayed, the input staged through pinned host memory. On the CPU it is the plain module in fp32.
     """
 
@@ -51,8 +51,9 @@ class TorchBackend:
         fp16 = self.precision == "fp16"  # fp32 means fp32: no TF32 convolutions either
         with torch.autocast("cuda", dtype=torch.float16, enabled=fp16), \
                 torch.backends.cudnn.flags(enabled=True, allow_tf32=fp16):
-            feats = self.descriptor.backbone(images)
-        return self.descriptor.projection(self.descriptor.aggregation(feats.float()))
+            feats = self.descriptor.features(images)
+        feats = tuple(f.float() for f in feats) if isinstance(feats, tuple) else feats.float()
+        return self.descriptor.aggregate(feats)
 
     @torch.inference_mode()
     def describe(self, images: torch.Tensor) -> np.ndarray:

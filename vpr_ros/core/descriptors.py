@@ -8,6 +8,8 @@ Presets (measured on ../shared/data/corridor, see docs/benchmarks.md):
 - `default`: dense XFeat features (64-d, 1/8 resolution) aggregated by VLAD with hard assignment,
   power and intra normalisation; vocabulary from the map's own images (faiss spherical k-means).
 - `effnet-gem`: EfficientNet-Lite0 (ImageNet) features with GeM pooling; the cheap alternative.
+- published models (`cosplace-r50-2048`, `salad-dinov2-8448`, ...; models/__init__.py lists them):
+  the architectures of the VPR literature, run from a checkpoint file the user gives.
 
 PCA-whitening is fitted only when the map has at least `min_frames_for_pca` frames: fitted on the
 111 Corridor references it cost 4 to 34 points of Recall@1 (few samples make the whitened axes noise).
@@ -17,6 +19,7 @@ import copy
 import hashlib
 import json
 from collections.abc import Iterable
+from pathlib import Path
 
 import faiss
 import numpy as np
@@ -26,6 +29,8 @@ from torch.nn import functional as F
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.images import to_float_nchw
+from vpr_ros.core.models import PUBLISHED_PRESETS, RELEASED_FILES, build_model
+from vpr_ros.core.models.checkpoints import load_checkpoint
 from vpr_ros.core.weights import load_state_dict
 
 PRESETS: dict[str, dict] = {
@@ -51,7 +56,10 @@ PRESETS: dict[str, dict] = {
         "min_frames_for_pca": 1000,
         "index": "Flat",
     },
+    **PUBLISHED_PRESETS,
 }
+# configuration keys that locate things rather than define them: left out of the fingerprint
+LOCATION_KEYS = ("checkpoint",)
 
 
 def preset_config(name: str, **overrides) -> dict:
@@ -148,25 +156,59 @@ class Projection(nn.Module):
         return F.normalize((x - self.mean) @ self.matrix, dim=1)
 
 
+def _published_net(preset: str, conf: dict) -> nn.Module:
+    """A published architecture with its checkpoint loaded (or seeded random weights when asked)."""
+    if conf["checkpoint"] is None and not conf["random_weights"]:
+        raise ValueError(
+            f"preset {preset!r} needs a checkpoint: pass checkpoint=PATH (--checkpoint, node parameter "
+            f"`checkpoint`) to the authors' {RELEASED_FILES[preset]} or your own fine-tune; vpr_ros never "
+            "downloads weights (random_weights=True builds it untrained, for tests and benchmarks only)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(conf["seed"])
+        net = build_model(conf)
+    if conf["checkpoint"] is not None:
+        load_checkpoint(net, conf["model"], conf["checkpoint"], preset)
+    else:
+        LOGGER.warning("preset %s runs with untrained random weights (seed %d): its descriptors are "
+                       "meaningless for recognition", preset, conf["seed"])
+    return net.eval()
+
+
 class GlobalDescriptor(nn.Module):
-    """One preset's descriptor: B x 3 x H x W images in [0, 1] -> B x D unit vectors."""
+    """One preset's descriptor: B x 3 x H x W images in [0, 1] -> B x D unit vectors.
+
+    Two stages, so that a backend can run them at different precisions: `features` (normalisation
+    and backbone) and `aggregate` (pooling, and PCA when fitted).
+    """
 
     def __init__(self, preset: str = "default", **overrides):
         super().__init__()
         self.preset = preset
         self.conf = preset_config(preset, **overrides)
-        if self.conf["backbone"] == "xfeat":
-            self.backbone = XFeatBackbone()
-        elif self.conf["backbone"] == "efficientnet-lite0":
-            self.backbone = EfficientNetBackbone()
+        if self.published:
+            if self.conf["checkpoint"] is not None:
+                self.conf["checkpoint"] = str(Path(self.conf["checkpoint"]).expanduser().resolve())
+            self.net = _published_net(preset, self.conf)
+            self.register_buffer("pixel_mean", torch.tensor(self.conf["mean"]).reshape(1, 3, 1, 1), persistent=False)
+            self.register_buffer("pixel_std", torch.tensor(self.conf["std"]).reshape(1, 3, 1, 1), persistent=False)
         else:
-            raise ValueError(f"unknown backbone {self.conf['backbone']!r}")
-        if self.conf["aggregation"] == "vlad":
-            self.aggregation = VLAD(self.conf["clusters"], self.backbone.dim)
-        else:
-            self.aggregation = GeM(self.conf["gem_p"])
+            if self.conf["backbone"] == "xfeat":
+                self.backbone = XFeatBackbone()
+            elif self.conf["backbone"] == "efficientnet-lite0":
+                self.backbone = EfficientNetBackbone()
+            else:
+                raise ValueError(f"unknown backbone {self.conf['backbone']!r}")
+            if self.conf["aggregation"] == "vlad":
+                self.aggregation = VLAD(self.conf["clusters"], self.backbone.dim)
+            else:
+                self.aggregation = GeM(self.conf["gem_p"])
         self.projection = Projection()
         self.eval()
+
+    @property
+    def published(self) -> bool:
+        """A published architecture run from a checkpoint (models/), not one of vpr_ros's own presets."""
+        return "model" in self.conf
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -174,18 +216,31 @@ class GlobalDescriptor(nn.Module):
 
     @property
     def needs_vocabulary(self) -> bool:
-        return isinstance(self.aggregation, VLAD)
+        return not self.published and isinstance(self.aggregation, VLAD)
 
     @property
     def dim(self) -> int:
         if self.projection.fitted:
             return self.projection.matrix.shape[1]
+        if self.published:
+            return self.net.dim
         if isinstance(self.aggregation, VLAD):
             return self.aggregation.centroids.numel()
         return self.backbone.dim
 
+    def features(self, images: torch.Tensor):
+        """Images in [0, 1] -> the backbone's output (a tensor, or a (patch map, class token) pair)."""
+        if self.published:
+            return self.net.features((images - self.pixel_mean) / self.pixel_std)
+        return self.backbone(images)
+
+    def aggregate(self, feats) -> torch.Tensor:
+        """The backbone's output -> B x D unit vectors."""
+        pooled = self.net.aggregate(feats) if self.published else self.aggregation(feats)
+        return self.projection(pooled)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.aggregation(self.backbone(images)))
+        return self.aggregate(self.features(images))
 
     @torch.inference_mode()
     def describe(self, images: torch.Tensor) -> np.ndarray:
@@ -199,7 +254,9 @@ class GlobalDescriptor(nn.Module):
 
     @torch.inference_mode()
     def local_features(self, images: torch.Tensor) -> torch.Tensor:
-        """The backbone's dense features flattened: B x N x D."""
+        """The backbone's dense features flattened: B x N x D (vpr_ros's own presets)."""
+        if self.published:
+            raise ValueError(f"preset {self.preset!r} learns nothing from the map's local features")
         device = next(self.parameters()).device
         return self.backbone(images.to(device)).flatten(2).transpose(1, 2).float().cpu()
 
@@ -229,6 +286,8 @@ class GlobalDescriptor(nn.Module):
     def fit_projection(self, descriptors: np.ndarray) -> bool:
         """Fit PCA-whitening on the map's (unprojected) descriptors; False when the map is too small."""
         count, dim_in = descriptors.shape
+        if not self.conf["pca_dim"]:
+            return False
         if count < self.conf["min_frames_for_pca"]:
             LOGGER.info("PCA skipped: %d map frames < min_frames_for_pca=%d; keeping %d-d descriptors",
                         count, self.conf["min_frames_for_pca"], dim_in)
@@ -252,8 +311,10 @@ class GlobalDescriptor(nn.Module):
         self.load_state_dict(state, strict=True)
 
     def fingerprint(self) -> str:
-        """sha256 over the preset, its configuration and every weight and buffer (vocabulary, PCA)."""
-        digest = hashlib.sha256(json.dumps({"preset": self.preset, "conf": self.conf}, sort_keys=True,
+        """sha256 over the preset, its configuration (not where its checkpoint lies) and every weight and
+        buffer (vocabulary, PCA)."""
+        conf = {k: v for k, v in self.conf.items() if k not in LOCATION_KEYS}
+        digest = hashlib.sha256(json.dumps({"preset": self.preset, "conf": conf}, sort_keys=True,
                                            default=list).encode())
         for key, value in sorted(self.state_dict().items()):
             digest.update(key.encode())
