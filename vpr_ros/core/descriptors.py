@@ -58,8 +58,8 @@ PRESETS: dict[str, dict] = {
     },
     **PUBLISHED_PRESETS,
 }
-# configuration keys that locate things rather than define them: left out of the fingerprint
-LOCATION_KEYS = ("checkpoint",)
+# where a published model's weights come from: left out of the fingerprint, which hashes the weights themselves
+WEIGHT_SOURCE_KEYS = ("checkpoint", "random_weights", "seed")
 
 
 def preset_config(name: str, **overrides) -> dict:
@@ -311,9 +311,9 @@ class GlobalDescriptor(nn.Module):
         self.load_state_dict(state, strict=True)
 
     def fingerprint(self) -> str:
-        """sha256 over the preset, its configuration (not where its checkpoint lies) and every weight and
+        """sha256 over the preset, its configuration (not where the weights came from) and every weight and
         buffer (vocabulary, PCA)."""
-        conf = {k: v for k, v in self.conf.items() if k not in LOCATION_KEYS}
+        conf = {k: v for k, v in self.conf.items() if k not in WEIGHT_SOURCE_KEYS}
         digest = hashlib.sha256(json.dumps({"preset": self.preset, "conf": conf}, sort_keys=True,
                                            default=list).encode())
         for key, value in sorted(self.state_dict().items()):

@@ -58,6 +58,7 @@ class LocalizerConfig:
     exclude_recent_frames: int = 10  # slam: ignore the last this-many keyframes
     bootstrap_frames: int = 30  # slam without a map: keyframes buffered to fit the vocabulary
     preset: str = "default"  # slam without a map: descriptor preset
+    checkpoint: str = ""  # weights file of a published-model preset (a map's own path when empty)
     max_keypoints: int = 512  # slam without a map: local features per keyframe (with re-ranking)
     device: str = "cpu"  # descriptor, local features, matcher and search: cpu, cuda[:N], or auto (cuda when torch sees a GPU)
     precision: str = "auto"  # fp32 or fp16 for torch on CUDA (auto: fp16 on CUDA, fp32 on the CPU)
@@ -302,7 +303,8 @@ class Localizer:
 
     def _start_online_map(self) -> None:
         config, frames = self.config, self._bootstrap
-        descriptor = GlobalDescriptor(config.preset).to(config.device)
+        overrides = {"checkpoint": config.checkpoint} if config.checkpoint else {}
+        descriptor = GlobalDescriptor(config.preset, **overrides).to(config.device)
         descriptors = describe_map(descriptor, list(range(len(frames))), lambda i: frames[i][0])
         table = FrameTable.build([f[1] for f in frames], [f"online:{f[1]}" for f in frames],
                                  pose=np.stack([_pose_or_nan(f[2]) for f in frames]))

@@ -186,8 +186,12 @@ class VPRMap:
     @classmethod
     def load(cls, path: str | Path, preset: str | None = None, fingerprint: str | None = None,
              verify_checksums: bool = True, search_params: dict | None = None,
-             device: str = "cpu") -> "VPRMap":
-        """Read and check a map directory; preset/fingerprint, when given, must match the map's."""
+             device: str = "cpu", checkpoint: str | Path | None = None) -> "VPRMap":
+        """Read and check a map directory; preset/fingerprint, when given, must match the map's.
+
+        checkpoint: for a map of a published model, its weights file when it is no longer where the map
+        records it (the fingerprint still checks that the weights are the ones the map was built with).
+        """
         path = Path(path)
         meta = read_metadata(path)
         if preset is not None and meta["preset"] != preset:
@@ -209,7 +213,18 @@ class VPRMap:
             if verify_checksums and _sha256(file) != want["sha256"]:
                 raise MapError(f"map file {file} does not match its checksum (corrupt or modified)")
 
-        descriptor = GlobalDescriptor(meta["preset"], **meta["preset_conf"])
+        conf = dict(meta["preset_conf"])
+        if checkpoint:
+            if "checkpoint" not in conf:
+                raise MapError(f"map {path} uses preset {meta['preset']!r}, which takes no checkpoint "
+                               f"(given {checkpoint})")
+            conf["checkpoint"] = str(checkpoint)
+        try:
+            descriptor = GlobalDescriptor(meta["preset"], **conf)
+        except (OSError, ValueError) as exc:  # a moved or unfitting checkpoint: say which and how to fix it
+            raise MapError(f"map {path}: its {meta['preset']} descriptor cannot be built: {exc}"
+                           + ("" if checkpoint or "checkpoint" not in conf else
+                              "; pass the weights file as checkpoint (--checkpoint)")) from exc
         try:
             with np.load(path / "descriptor.npz", allow_pickle=False) as buffers:
                 state = descriptor.state_dict()
@@ -229,7 +244,8 @@ class VPRMap:
         frames.validate()
         if descriptor.fingerprint() != meta["fingerprint"]:
             raise MapError(f"map {path}: the descriptor rebuilt from its files has another fingerprint than "
-                           "the map records (different shipped weights or a modified map)")
+                           "the map records (different weights: another checkpoint or shipped version, or a "
+                           "modified map)")
         if fingerprint is not None and meta["fingerprint"] != fingerprint:
             raise MapError(f"map {path} has descriptor fingerprint {meta['fingerprint'][:12]}, "
                            f"expected {fingerprint[:12]}: it was built with another vocabulary or weights")

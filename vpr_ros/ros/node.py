@@ -83,6 +83,8 @@ PARAMETERS = {
     "exclude_recent_frames": (10, "slam: ignore the newest this-many keyframes", (0, 100000)),
     "bootstrap_frames": (30, "slam without a map: keyframes collected to fit the vocabulary", (2, 100000)),
     "preset": ("default", "slam without a map: descriptor preset", None),
+    "checkpoint": ("", "weights file of a published-model preset (cosplace-*, salad-*, ...): for slam without a "
+                   "map, or for a map whose weights moved (empty: the path the map records)", None),
     "max_keypoints": (512, "slam without a map: local features per keyframe (with rerank)", (16, 8192)),
     "device": ("auto", "device of the descriptor, local features, matcher and search: auto (cuda when a GPU is "
                "visible, else cpu), cpu or cuda[:N]; cuda without a GPU is an error", None),
@@ -156,7 +158,7 @@ class LocalizerNode(Node):
             accept_min_probability=p["accept_min_probability"], temporal_window=p["temporal_window"],
             temporal_tolerance=p["temporal_tolerance"], exclude_recent_s=p["exclude_recent_s"],
             exclude_recent_frames=p["exclude_recent_frames"], bootstrap_frames=p["bootstrap_frames"],
-            preset=p["preset"], max_keypoints=p["max_keypoints"], device=p["device"],
+            preset=p["preset"], checkpoint=p["checkpoint"], max_keypoints=p["max_keypoints"], device=p["device"],
             precision=p["precision"], backend=p["backend"])
         vpr_map = self._load_map(p["map_path"]) if p["map_path"] else None
         self.localizer = Localizer(self.config, vpr_map)
@@ -229,7 +231,7 @@ class LocalizerNode(Node):
         return SetParametersResult(successful=True)
 
     def _load_map(self, path: str) -> VPRMap:
-        return VPRMap.load(Path(path).expanduser())
+        return VPRMap.load(Path(path).expanduser(), checkpoint=self.config.checkpoint or None)
 
     # ---- inputs -----------------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:

@@ -34,7 +34,7 @@ def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool) -> l
               "accept_min_inliers": config.accept_min_inliers, "accept_min_similarity": config.accept_min_similarity,
               "accept_min_probability": config.accept_min_probability, "temporal_window": config.temporal_window,
               "temporal_tolerance": config.temporal_tolerance, "device": config.device, "precision": config.precision,
-              "backend": config.backend,
+              "backend": config.backend, "checkpoint": config.checkpoint,
               "camera_info_topic": INFO_TOPIC if with_info else ""}
     args = ["--ros-args"]
     for name, value in params.items():

@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poses", type=Path, help="with --images: CSV of image, stamp, pose and/or GPS")
     add_bag_topic_arguments(parser)
     parser.add_argument("--gps-topic", help="with --bag: sensor_msgs/NavSatFix topic")
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), metavar="PRESET",
+                        help=f"descriptor preset, one of {', '.join(sorted(PRESETS))}")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="weights file of a published-model preset (cosplace-*, salad-*, ...); the map records "
+                             "its path and checks the weights by fingerprint when loaded")
     parser.add_argument("--index", help="faiss index_factory string (default: the preset's)")
     parser.add_argument("--local-features", choices=sorted(EXTRACTORS),
                         help="also store each keyframe's local features for re-ranking (xfeat for the "
@@ -65,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             frames, load = bag.frames, bag.loader()
             frame_id = args.frame_id or (args.tf_frames[0] if args.tf_frames else "map")
         overrides = {"index": args.index} if args.index else {}
+        if args.checkpoint:
+            overrides["checkpoint"] = str(args.checkpoint)
         vpr_map = build_map(args.name or args.output.name, frames, load, args.preset, policy, frame_id,
                             progress=not args.quiet, local_features=args.local_features,
                             max_keypoints=args.max_keypoints, **overrides)

@@ -104,15 +104,17 @@ def _confidence(vpr_map: VPRMap, answers: dict, positives, reranker: Reranker | 
 
 def evaluate_dataset(root: Path, preset: str, top_k: int = 10, progress: bool = True,
                      reranker: Reranker | None = None, max_keypoints: int = 512,
-                     uncertainty: dict | None = None) -> dict:
+                     uncertainty: dict | None = None, checkpoint: str | None = None) -> dict:
     """Build a map from the dataset's references, query every query image, return the report dict.
     With `uncertainty` (training options, {} for the defaults), train the map's uncertainty model
-    first and report the confidence metrics."""
+    first and report the confidence metrics. `checkpoint`: the weights of a published-model preset."""
     dataset = ImageFolderDataset.load(root)
     frames = FrameTable.build(np.zeros(len(dataset.refs), np.int64), dataset.refs)
     start = time.perf_counter()
+    overrides = {"checkpoint": checkpoint} if checkpoint else {}
     vpr_map = build_map(root.name, frames, load_image_file, preset, progress=progress,
-                        local_features=reranker.matcher.features if reranker else None, max_keypoints=max_keypoints)
+                        local_features=reranker.matcher.features if reranker else None, max_keypoints=max_keypoints,
+                        **overrides)
     build_s = time.perf_counter() - start
     if uncertainty is not None:
         vpr_map.uncertainty = train_uncertainty(vpr_map, uncertainty, [reranker] if reranker else [])
@@ -172,7 +174,7 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     from vpr_ros.core.evaluation import evaluate_replay
     from vpr_ros.core.replay import replay_core
 
-    vpr_map = VPRMap.load(map_dir)
+    vpr_map = VPRMap.load(map_dir, checkpoint=config.checkpoint or None)
     items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
     positives, criterion = ground_truth(vpr_map, queries, distance_m, frame_tolerance, ground_truth_path)
     K = read_camera_matrix(bag, camera_info_topic) if camera_info_topic else None
@@ -249,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1.0,
                         help="with --through-node: playback speed (1: the bag's rate; 0: one frame at a time, "
                              "waiting for each answer)")
-    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), help="descriptor preset")
+    parser.add_argument("--preset", default="default", choices=sorted(PRESETS), metavar="PRESET",
+                        help=f"with --dataset: descriptor preset, one of {', '.join(sorted(PRESETS))}")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="weights file of a published-model preset (cosplace-*, salad-*, ...): with --dataset, "
+                             "the preset's weights; with --map, where the map's weights are now")
     parser.add_argument("--top-k", type=int, default=10,
                         help="hypotheses per query (re-ranked ones with --rerank; --dataset retrieves at least 10)")
     parser.add_argument("--rerank", choices=sorted(MATCHERS), help="re-rank the top-k by local matching")
@@ -298,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             reranker = (Reranker(args.rerank, GeometricVerifier(min_inliers=args.min_inliers),
                                  skip_margin=args.skip_margin) if args.rerank else None)
             report = evaluate_dataset(args.dataset, args.preset, args.top_k, not args.quiet, reranker,
-                                      args.max_keypoints, {} if args.uncertainty else None)
+                                      args.max_keypoints, {} if args.uncertainty else None,
+                                      str(args.checkpoint) if args.checkpoint else None)
         else:
             config = LocalizerConfig(top_k=args.top_k, rerank=args.rerank, rerank_top_k=args.rerank_top_k,
                                      skip_margin=args.skip_margin, min_inliers=args.min_inliers,
@@ -306,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                                      accept_min_similarity=args.accept_min_similarity,
                                      accept_min_probability=args.accept_min_probability,
                                      temporal_window=args.temporal_window, device=args.device,
-                                     backend=args.backend, precision=args.precision)
+                                     backend=args.backend, precision=args.precision,
+                                     checkpoint=str(args.checkpoint) if args.checkpoint else "")
             node = {"rate": args.rate} if args.through_node else None
             report, records, vpr_map = evaluate_map_bag(
                 args.map, args.bag, args.image_topic, args.pose_topic,

@@ -58,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest relative difference allowed (ONNX)")
     parser.add_argument("--engine", action="store_true", help="also build the TensorRT engine (needs TensorRT and CUDA)")
     parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="with --engine")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="maps of a published-model preset: its weights file, when not where the map records it")
     args = parser.parse_args(argv)
     try:
-        vpr_map = VPRMap.load(args.map)
+        vpr_map = VPRMap.load(args.map, checkpoint=args.checkpoint)
         path = export_onnx(vpr_map.descriptor, args.out or onnx_path(vpr_map.descriptor.fingerprint()))
         print(f"{args.map}: descriptor {vpr_map.descriptor.preset} ({vpr_map.descriptor.dim}-d, fingerprint "
               f"{vpr_map.descriptor.fingerprint()[:12]}) -> {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=d["seed"])
     parser.add_argument("--stored-descriptors", action="store_true",
                         help="do not read the map's images; calibrate on stored descriptors (optimistic)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="maps of a published-model preset: its weights file, when not where the map records it")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                "calibration_fraction": args.calibration_fraction, "calibrator": args.calibrator,
                "epochs": args.epochs, "top_k": args.top_k, "seed": args.seed}
     try:
-        vpr_map = VPRMap.load(args.map)
+        vpr_map = VPRMap.load(args.map, checkpoint=args.checkpoint)
         progress = None if args.quiet else (lambda epoch, stats: print(
             f"  epoch {epoch:3d}  train loss {stats['train_loss'][-1]:.2f}"
             + (f"  val loss {stats['val_loss'][-1]:.2f}" if stats["val_loss"] else "")))

@@ -48,10 +48,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as exc:
-            if "weights only" not in str(exc).lower():
-                raise CheckpointError(f"checkpoint {path} is not a readable torch file: {exc}") from exc
+            found = [line.strip() for line in str(exc).splitlines() if "unsupported global" in line.lower()]
+            if not found:  # not a refused object: a corrupt or foreign file
+                raise CheckpointError(f"checkpoint {path} is not a readable torch file: {str(exc).splitlines()[-1]}"
+                                      ) from exc
             raise CheckpointError(
-                f"checkpoint {path} holds Python objects besides tensors, and vpr_ros reads weights with "
+                f"checkpoint {path} holds Python objects besides tensors ({found[0]}), and vpr_ros reads weights with "
                 "weights_only=True. Extract the state dict once, on a machine where you trust the file: "
                 "python -c \"import torch; c = torch.load('IN', weights_only=False); "
                 "torch.save(c.get('state_dict', c), 'OUT.pth')\"") from exc
