@@ -19,11 +19,13 @@ import numpy as np
 import torch
 
 from vpr_ros.core.descriptors import PRESETS, GlobalDescriptor
+from vpr_ros.core.models import PUBLISHED_PRESETS
 from vpr_ros.core.images import batch_to_tensor
 from vpr_ros.core.index import DescriptorIndex
 from vpr_ros.core.metrics import latency_summary
 
 CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
+OWN_PRESETS = [p for p in PRESETS if p not in PUBLISHED_PRESETS]  # published ones: benchmarks/published_models.py
 
 
 def timed(fn, repeats: int, warmup: int = 3) -> dict:
@@ -44,7 +46,7 @@ def corridor_recall() -> None:
         print(f"corridor: skipped ({CORRIDOR} not found)")
         return
     print("corridor (global retrieval only)")
-    for preset in PRESETS:
+    for preset in OWN_PRESETS:
         report = evaluate_dataset(CORRIDOR, preset, progress=False)
         r = report["recall"]
         print(f"  {preset:12} {report['descriptor_dim']:5d}-d  R@1 {r['1']:.3f}  R@5 {r['5']:.3f}  R@10 {r['10']:.3f}")
@@ -54,7 +56,7 @@ def frame_latency(repeats: int) -> None:
     print("one 640x480 frame (batch 1): p50 / p95 ms")
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-    for preset in PRESETS:
+    for preset in OWN_PRESETS:
         descriptor = GlobalDescriptor(preset)
         if descriptor.needs_vocabulary:
             descriptor.fit_vocabulary([batch_to_tensor([frame] * 4, descriptor.input_size)])

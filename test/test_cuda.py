@@ -176,3 +176,20 @@ def test_padded_lightglue_pass_equals_kornia_unpruned(corridor_dir):
     for row, w in enumerate(want):
         q = np.flatnonzero(index[row] >= 0)
         assert set(zip(q, index[row, q].astype(int))) == set(zip(w.query_idx, w.map_idx)) and len(w) > 50
+
+
+@needs_cuda
+@pytest.mark.parametrize("preset", ["cosplace-r50-2048", "salad-dinov2-8448", "boq-dinov2-12288"])
+@pytest.mark.parametrize("precision, min_cosine", [("fp32", 0.999), ("fp16", 0.99)])
+def test_published_model_on_cuda_agrees_with_the_cpu(corridor_map, preset, precision, min_cosine):
+    """The backbone (a ViT's (patch map, class token) pair included) under autocast and a CUDA graph,
+    the aggregation (optimal transport, BoQ's attention) in fp32; untrained weights."""
+    from vpr_ros.core.descriptors import GlobalDescriptor
+
+    _, queries = corridor_map
+    descriptor = GlobalDescriptor(preset, random_weights=True)
+    tensor = batch_to_tensor(queries[:4], descriptor.input_size)
+    reference = descriptor.describe(tensor)
+    got = TorchBackend(descriptor, "cuda", precision, cuda_graphs=True).describe(tensor)
+    assert got.shape == reference.shape
+    assert _cosine(got, reference).min() >= min_cosine
