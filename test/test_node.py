@@ -455,3 +455,30 @@ def test_the_node_runs_the_descriptor_on_onnxruntime(graph, map_dir, images, tmp
     pub.publish(image_msg(images[1][12], 5 * 10**9))
     assert spin_until(executor, lambda: hyps, 60)
     assert hyps[0].backend == "onnxruntime/cpu" and abs(hyps[0].hypotheses[0].map_key - 12) <= 2
+
+
+@needs_interfaces
+def test_the_node_runs_a_published_model_map_whose_checkpoint_moved(graph, corridor_dir, images, tmp_path):
+    """A map of a published preset records its checkpoint; the `checkpoint` parameter points to where the
+    file is now (untrained CosPlace weights: a map frame itself must come back first)."""
+    import torch
+
+    from vpr_ros.core.descriptors import GlobalDescriptor
+    from vpr_ros.core.frames import FrameTable
+    from vpr_ros.core.map_builder import build_map, load_image_file
+
+    weights = tmp_path / "ResNet18_512_cosplace.pth"
+    torch.save(GlobalDescriptor("cosplace-r18-512", random_weights=True, seed=4).net.state_dict(), weights)
+    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:20]
+    frames = FrameTable.build(np.arange(1, 21) * 10**9, paths)
+    map_dir = build_map("cosplace20", frames, load_image_file, "cosplace-r18-512",
+                        checkpoint=str(weights)).save(tmp_path / "cosplace20")
+    moved = weights.rename(tmp_path / "moved.pth")
+    start, probe, executor = graph
+    start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", checkpoint=str(moved))
+    hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+    pub = probe.create_publisher(Image, "/test/image", RELIABLE)
+    assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)
+    pub.publish(image_msg(images[0][7], 5 * 10**9))
+    assert spin_until(executor, lambda: hyps, 60)
+    assert hyps[0].descriptor == "cosplace-r18-512" and hyps[0].hypotheses[0].map_key == 7

@@ -53,10 +53,7 @@ def export_onnx(descriptor: GlobalDescriptor, path: Path | None = None, opset: i
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{time.monotonic_ns()}")
     device = next(descriptor.parameters()).device
     start = time.perf_counter()
-    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
-        # torch's fused transformer-layer kernel (BoQ's encoder layers in eval) has no ONNX form
-        torch.backends.mha.set_fastpath_enabled(False)
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # tracing bakes in Python branches such as "PCA fitted?": right, since an export is per fingerprint
             warnings.simplefilter("ignore")
@@ -71,7 +68,6 @@ def export_onnx(descriptor: GlobalDescriptor, path: Path | None = None, opset: i
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
         tmp.rename(path)
     finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
         tmp.unlink(missing_ok=True)
         descriptor.to(device)
     LOGGER.info("exported descriptor %s (%s, %d-d) to %s in %.1f s", fingerprint[:12], descriptor.preset,
