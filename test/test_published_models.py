@@ -146,13 +146,17 @@ def test_preprocessing_is_part_of_the_preset():
         assert torch.allclose(d(images), d.net(normalised), atol=1e-6)
 
 
-def test_mixvpr_refuses_another_input_size():
-    descriptor = GlobalDescriptor("mixvpr-r50-4096", random_weights=True, input_size=(640, 480))
+def test_input_sizes_the_architecture_cannot_take_are_refused_at_construction():
     with pytest.raises(ValueError, match="320x320"):
-        descriptor.describe(torch.rand(1, 3, 480, 640))
+        GlobalDescriptor("mixvpr-r50-4096", random_weights=True, input_size=(640, 480))
+    for size in ((320, 320), (112, 112)):  # not multiples of 14; too few patches for 64 clusters
+        with pytest.raises(ValueError, match="multiples of 14 pixels and more than 64 patches"):
+            GlobalDescriptor("salad-dinov2-8448", random_weights=True, input_size=size)
+    wide = GlobalDescriptor("megaloc-dinov2-8448", random_weights=True, input_size=(448, 336))  # any multiple
+    assert wide.describe(torch.rand(1, 3, 336, 448)).shape == (1, 8448)
 
 
-def test_vit_refuses_sizes_that_are_not_patch_multiples():
+def test_vit_refuses_images_that_are_not_patch_multiples():
     descriptor = _random("salad-dinov2-8448")
     with pytest.raises(ValueError, match="multiple of 14"):
         descriptor.describe(torch.rand(1, 3, 320, 320))

@@ -23,6 +23,7 @@ from vpr_ros.core.models.boq import BoQNet
 from vpr_ros.core.models.gem_fc import RELEASED_DIMS, GeMFCNet
 from vpr_ros.core.models.mixvpr import MixVPRNet
 from vpr_ros.core.models.salad import MegaLocNet, SaladNet
+from vpr_ros.core.models.vit import PATCH
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,8 +72,20 @@ def _presets() -> tuple[dict[str, dict], dict[str, str]]:
 PUBLISHED_PRESETS, RELEASED_FILES = _presets()
 
 
+def check_input_size(conf: dict) -> None:
+    """Refuse an input size the architecture cannot take (a preset override), before any image arrives."""
+    width, height = conf["input_size"]
+    uses_vit = conf["model"] in ("salad", "megaloc") or conf.get("backbone") == "dinov2"
+    if uses_vit and (width % PATCH or height % PATCH or (width // PATCH) * (height // PATCH) <= 64):
+        raise ValueError(f"{conf['model']} input_size {width}x{height}: a DINOv2 backbone needs multiples of "
+                         f"{PATCH} pixels and more than 64 patches (e.g. 322x322)")
+    if conf["model"] == "mixvpr" and (width, height) != (320, 320):
+        raise ValueError(f"mixvpr input_size {width}x{height}: its mixers are fixed to a 20x20 map, i.e. 320x320")
+
+
 def build_model(conf: dict) -> nn.Module:
     """The architecture a published preset's configuration names, with fresh (random) weights."""
+    check_input_size(conf)
     model = conf["model"]
     if model in ("cosplace", "eigenplaces"):
         return GeMFCNet(conf["backbone"], conf["output_dim"])
