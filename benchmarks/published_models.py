@@ -25,27 +25,14 @@ import torch
 from vpr_ros.core.backends import OnnxRuntimeBackend, TorchBackend
 from vpr_ros.core.datasets import read_image
 from vpr_ros.core.descriptors import GlobalDescriptor
-from vpr_ros.core.devices import synchronize
 from vpr_ros.core.export import export_onnx
 from vpr_ros.core.images import batch_to_tensor
-from vpr_ros.core.metrics import latency_summary
+
+from retrieval import timed  # a sibling script (benchmarks/ is on sys.path); describe() returns host arrays, so it syncs
 
 CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
 DEFAULT_PRESETS = ["cosplace-r18-512", "cosplace-r50-2048", "cosplace-r101-2048", "mixvpr-r50-4096",
                    "salad-dinov2-8448", "boq-r50-16384", "boq-dinov2-12288", "megaloc-dinov2-8448"]
-
-
-def timed(fn, repeats: int, warmup: int = 2, device: str = "cpu") -> dict:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return latency_summary(samples)
 
 
 def frame() -> np.ndarray:
@@ -60,20 +47,20 @@ def measure(preset: str, repeats: int, device: str | None) -> dict:
     images = batch_to_tensor([frame()], descriptor.input_size)
     row = {"preset": preset, "dim": descriptor.dim, "input_size": list(descriptor.input_size),
            "params_m": sum(p.numel() for p in descriptor.parameters()) / 1e6,
-           "torch_cpu_ms": timed(lambda: descriptor.describe(images), repeats)}
+           "torch_cpu_ms": timed(lambda: descriptor.describe(images), repeats, warmup=2)}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         path = export_onnx(descriptor, Path(folder) / "descriptor.onnx")
         row["export_s"] = time.perf_counter() - start
         row["onnx_mb"] = path.stat().st_size / 1e6
         backend = OnnxRuntimeBackend(path, descriptor.fingerprint())
-        row["onnxruntime_cpu_ms"] = timed(lambda: backend.describe(images), repeats)
+        row["onnxruntime_cpu_ms"] = timed(lambda: backend.describe(images), repeats, warmup=2)
         got, want = backend.describe(images), descriptor.describe(images)
         row["onnx_rel_diff"] = float(np.linalg.norm(got - want) / np.linalg.norm(want))
         del backend
     if device:
         gpu = TorchBackend(descriptor, device, "auto", cuda_graphs=True)
-        row["torch_gpu_ms"] = timed(lambda: gpu.describe(images), repeats * 5, warmup=5, device=device)
+        row["torch_gpu_ms"] = timed(lambda: gpu.describe(images), repeats * 5, warmup=5)
         row["gpu_cosine_to_cpu"] = float((gpu.describe(images) * descriptor.describe(images)).sum())
     return row
 

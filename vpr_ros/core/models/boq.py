@@ -20,6 +20,7 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from vpr_ros.core.models.base import VPRNet
 from vpr_ros.core.models.vit import DinoViT, tokens_to_map
 
 
@@ -128,7 +129,7 @@ class DinoTrunk(nn.Module):
         return tokens_to_map(self.dino(images)[:, 1:], *images.shape[-2:])
 
 
-class BoQNet(nn.Module):
+class BoQNet(VPRNet):
     """BoQ: images (normalised) -> B x (proj * rows) unit vectors; backbone `resnet50` or `dinov2`."""
 
     def __init__(self, backbone: str = "resnet50", rows: int = 32):
@@ -141,12 +142,3 @@ class BoQNet(nn.Module):
             raise ValueError(f"unknown BoQ backbone {backbone!r}; choose resnet50 or dinov2")
         self.aggregator = BoQAggregator(self.backbone.channels, proj, rows=rows)
         self.dim = proj * rows
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
-
-    def aggregate(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.aggregator(feats)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.aggregate(self.features(images))

@@ -54,9 +54,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                                       ) from exc
             raise CheckpointError(
                 f"checkpoint {path} holds Python objects besides tensors ({found[0]}), and vpr_ros reads weights with "
-                "weights_only=True. Extract the state dict once, on a machine where you trust the file: "
-                "python -c \"import torch; c = torch.load('IN', weights_only=False); "
-                "torch.save(c.get('state_dict', c), 'OUT.pth')\"") from exc
+                "weights_only=True and never unpickles code. Save the weights alone where the model was trained "
+                "(torch.save(model.state_dict(), 'weights.pth')), or as safetensors") from exc
         except (RuntimeError, EOFError, OSError) as exc:
             raise CheckpointError(f"checkpoint {path} is not a readable torch file: {exc}") from exc
     for _ in range(2):  # Lightning: {"state_dict": {...}}; some scripts nest once more

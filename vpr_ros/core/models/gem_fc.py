@@ -16,6 +16,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from vpr_ros.core.models.base import VPRNet
+
 TRUNK_CHANNELS = {"resnet18": 512, "resnet50": 2048, "resnet101": 2048}
 RELEASED_DIMS = {  # what the authors released per backbone (their hubconf files)
     "cosplace": {"resnet18": (32, 64, 128, 256, 512), "resnet50": (32, 64, 128, 256, 512, 1024, 2048),
@@ -52,7 +54,7 @@ def resnet_trunk(depth: str) -> nn.Sequential:
     return nn.Sequential(*list(resnet.children())[:-2])
 
 
-class GeMFCNet(nn.Module):
+class GeMFCNet(VPRNet):
     """CosPlace/EigenPlaces network: images B x 3 x H x W (normalised) -> B x out_dim unit vectors."""
 
     def __init__(self, backbone: str = "resnet50", out_dim: int = 2048):
@@ -62,11 +64,5 @@ class GeMFCNet(nn.Module):
                                          nn.Linear(TRUNK_CHANNELS[backbone], out_dim), ChannelNorm())
         self.dim = out_dim
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
-
     def aggregate(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.aggregation(feats)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.aggregate(self.features(images))
+        return self.aggregation(feats)  # the released files name this stage `aggregation`

@@ -15,6 +15,8 @@ import torchvision
 from torch import nn
 from torch.nn import functional as F
 
+from vpr_ros.core.models.base import VPRNet
+
 
 class ResNetWithoutHead(nn.Module):
     """torchvision ResNet-50 with layer4, avgpool and fc removed: B x 3 x H x W -> B x 1024 x H/16 x W/16."""
@@ -64,7 +66,7 @@ class MixVPRAggregator(nn.Module):
         return F.normalize(self.row_proj(x).flatten(1), dim=1)  # B x C' x rows -> channel-major
 
 
-class MixVPRNet(nn.Module):
+class MixVPRNet(VPRNet):
     """MixVPR: images B x 3 x 320 x 320 (normalised) -> B x 4096 unit vectors."""
 
     def __init__(self, out_channels: int = 1024, out_rows: int = 4, depth: int = 4):
@@ -72,12 +74,3 @@ class MixVPRNet(nn.Module):
         self.backbone = ResNetWithoutHead()
         self.aggregator = MixVPRAggregator(1024, (20, 20), out_channels, depth, 1.0, out_rows)
         self.dim = out_channels * out_rows
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(images)
-
-    def aggregate(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.aggregator(feats)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.aggregate(self.features(images))

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vpr_ros.core.models.base import VPRNet
 from vpr_ros.core.models.vit import DinoViT, tokens_to_map
 
 SINKHORN_ITERATIONS = 3
@@ -87,7 +88,7 @@ class DinoFeatures(nn.Module):
         return tokens_to_map(tokens[:, 1:], *images.shape[-2:]), tokens[:, 0]
 
 
-class SaladNet(nn.Module):
+class SaladNet(VPRNet):
     """DINOv2-SALAD: images B x 3 x H x W (normalised, multiples of 14) -> B x 8448 unit vectors."""
 
     def __init__(self, arch: str = "vitb14", clusters: int = 64, cluster_dim: int = 128, token_dim: int = 256):
@@ -96,14 +97,6 @@ class SaladNet(nn.Module):
         self.aggregator = OptimalTransportAggregator(self.backbone.model.dim, clusters, cluster_dim, token_dim)
         self.dim = self.aggregator.dim
 
-    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.backbone(images)
-
-    def aggregate(self, feats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return self.aggregator(feats)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.aggregate(self.features(images))
 
 
 class MegaLocAggregator(nn.Module):
@@ -118,7 +111,7 @@ class MegaLocAggregator(nn.Module):
         return self.linear(self.agg(inputs))
 
 
-class MegaLocNet(nn.Module):
+class MegaLocNet(VPRNet):
     """MegaLoc: images B x 3 x H x W (normalised, multiples of 14) -> B x 8448 unit vectors."""
 
     def __init__(self, out_dim: int = 8448, clusters: int = 64, cluster_dim: int = 256, token_dim: int = 256):
@@ -133,6 +126,3 @@ class MegaLocNet(nn.Module):
 
     def aggregate(self, feats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return F.normalize(self.aggregator(feats), dim=-1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.aggregate(self.features(images))
