@@ -1,32 +1,43 @@
-"""Start vpr_localizer: `ros2 launch vpr_ros localize.launch.py map_path:=/path/to/map`.
+"""Start vpr_localizer: `ros2 launch vpr_ros localize.launch.py params_file:=my.yaml [map_path:=...]`.
 
-Parameters come from `params_file` (default: the installed config/localize.yaml); the launch
-arguments below override their namesakes in it. Every other parameter is set in the params file.
+The params file (default: the installed config/localize.yaml) is the configuration. A launch argument
+overrides its namesake parameter only when given; left out, the file's value holds. `rerank:=off`
+turns re-ranking off. `fastdds_shm:=false` keeps Fast DDS's default transports (see
+vpr_ros/ros/launch_args.py, where this logic lives and is tested).
 """
 
+import os
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-# launch argument -> (default, description); each overrides the parameter of the same name
-OVERRIDES = {
-    "mode": ("localize", "localize (prebuilt map) or slam (online loop closure)"),
-    "map_path": ("", "map directory built with vpr_build_map (required in localize mode)"),
-    "image_topic": ("/camera/image_raw", "camera image topic"),
-    "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)"),
-    "rerank": ("", "re-ranking matcher, e.g. xfeat-lighterglue (empty: global retrieval only)"),
-}
+from vpr_ros.ros.launch_args import OVERRIDES, fastdds_environment, parameter_overrides
+
+
+def _node(context):
+    params_file = LaunchConfiguration("params_file").perform(context)
+    given = {name: LaunchConfiguration(name).perform(context) for name in OVERRIDES}
+    overrides = parameter_overrides(given)
+    profile = PathJoinSubstitution([FindPackageShare("vpr_ros"), "config", "fastdds_shm.xml"]).perform(context)
+    env = fastdds_environment(LaunchConfiguration("fastdds_shm").perform(context), dict(os.environ), profile)
+    return [Node(package="vpr_ros", executable="vpr_localizer", name="vpr_localizer", output="screen",
+                 parameters=[params_file, overrides] if overrides else [params_file],
+                 additional_env=env or None)]
 
 
 def generate_launch_description() -> LaunchDescription:
-    params_file = DeclareLaunchArgument(
-        "params_file", default_value=PathJoinSubstitution([FindPackageShare("vpr_ros"), "config", "localize.yaml"]),
-        description="ROS 2 parameter file for vpr_localizer")
-    arguments = [DeclareLaunchArgument(name, default_value=default, description=description)
-                 for name, (default, description) in OVERRIDES.items()]
-    node = Node(
-        package="vpr_ros", executable="vpr_localizer", name="vpr_localizer", output="screen",
-        parameters=[LaunchConfiguration("params_file"), {name: LaunchConfiguration(name) for name in OVERRIDES}])
-    return LaunchDescription([params_file, *arguments, node])
+    arguments = [
+        DeclareLaunchArgument(
+            "params_file", default_value=PathJoinSubstitution([FindPackageShare("vpr_ros"), "config", "localize.yaml"]),
+            description="ROS 2 parameter file for vpr_localizer"),
+        DeclareLaunchArgument(
+            "fastdds_shm", default_value="true",
+            description="Fast DDS with a 32 MB shared-memory segment for images (config/fastdds_shm.xml), unless "
+                        "FASTDDS_DEFAULT_PROFILES_FILE is set or another RMW is selected"),
+        *[DeclareLaunchArgument(name, default_value="", description=description)
+          for name, description in OVERRIDES.items()],
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_node)])

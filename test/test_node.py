@@ -26,7 +26,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from vpr_ros.ros.interfaces import load_interfaces  # noqa: E402
-from vpr_ros.ros.node import PARAMETERS, LocalizerNode  # noqa: E402
+from vpr_ros.ros.node import LocalizerNode  # noqa: E402
+from vpr_ros.ros.parameters import PARAMETERS, params_file_text  # noqa: E402
 
 MSGS = load_interfaces()
 needs_interfaces = pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built")
@@ -149,6 +150,14 @@ def test_params_file_lists_every_parameter_with_its_default():
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         assert value == PARAMETERS[name][0] and type(value) is type(PARAMETERS[name][0]), name
+    assert (REPO / "config" / "localize.yaml").read_text() == params_file_text()
+
+
+def test_matcher_names_of_the_parameters_are_the_cores():
+    from vpr_ros.core.matchers import MATCHERS
+    from vpr_ros.ros.parameters import MATCHER_NAMES
+
+    assert MATCHER_NAMES == tuple(MATCHERS)
 
 
 def test_launch_file_declares_its_arguments():

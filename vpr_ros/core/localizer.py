@@ -20,6 +20,7 @@ A hypothesis is accepted as a loop closure when it passes the thresholds below a
 import dataclasses
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,6 +142,7 @@ class Localizer:
         self._bootstrap: list[tuple[np.ndarray, int, np.ndarray | None]] = []
         self._recent_best: deque[int | None] = deque(maxlen=max(config.temporal_window, 1))
         self.frames_processed = 0
+        self.pose_frame_id = "map"  # slam: frame of the keyframe poses (the node sets its odometry's frame)
         if vpr_map is not None:
             self.set_map(vpr_map)
 
@@ -314,7 +316,8 @@ class Localizer:
             local = LocalFeatureTable.build(extractor.extract([f[0] for f in frames]), config.max_keypoints,
                                             extractor.dim)
             local_conf = extractor.config()
-        self.vpr_map = VPRMap.create("online", descriptor, descriptors, table, local=local, local_conf=local_conf)
+        self.vpr_map = VPRMap.create("online", descriptor, descriptors, table, frame_id=self.pose_frame_id,
+                                     local=local, local_conf=local_conf)
         self.vpr_map.backend = self._backend(descriptor)
         self._place_index(self.vpr_map)
         self._bootstrap = []
@@ -325,11 +328,13 @@ class Localizer:
 class FrameGate:
     """Which incoming frames get processed: at least `min_interval_s` after the last processed one,
     and, when the frame has an odometry pose, at least `min_distance_m` or `min_rotation_deg` away
-    from it (0 turns a threshold off)."""
+    from it (0 turns a threshold off). A frame without a stamp (0 or negative: a driver that never
+    sets it) is timed by `clock` (monotonic nanoseconds) instead, so unset stamps never freeze the gate."""
 
     min_interval_s: float = 0.0
     min_distance_m: float = 0.0
     min_rotation_deg: float = 0.0
+    clock: Callable[[], int] = time.monotonic_ns
     _last_stamp: int | None = None
     _last_pose: np.ndarray | None = None
 
@@ -339,6 +344,10 @@ class FrameGate:
 
     def admit(self, stamp_ns: int, pose: np.ndarray | None = None) -> bool:
         """True (and remember the frame) when the frame should be processed."""
+        if stamp_ns <= 0:
+            stamp_ns = self.clock()
+        if pose is not None and not np.isfinite(pose).all():
+            pose = None  # a NaN pose gates nothing (and must not become the reference)
         if self._last_stamp is not None:
             elapsed = stamp_ns - self._last_stamp
             if 0 <= elapsed < self.min_interval_s * 1e9:  # time going back (a replayed bag) resets the gate

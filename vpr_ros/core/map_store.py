@@ -132,10 +132,21 @@ class VPRMap:
                 for rank, (i, s) in enumerate(zip(ids, similarities)) if i >= 0]
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
-        """Write the map directory atomically; returns its absolute path."""
-        path = Path(path).absolute()
-        if path.exists() and not overwrite:
-            raise FileExistsError(f"map directory {path} exists; pass overwrite to replace it")
+        """Write the map directory atomically; returns its absolute path (`..` resolved).
+
+        With `overwrite`, only an existing vpr_ros map directory is replaced; anything else at the path
+        (a plain file, a directory that is not a map) raises FileExistsError and is left untouched."""
+        path = Path(os.path.normpath(Path(path).expanduser().absolute()))
+        if path.exists() or path.is_symlink():
+            if not overwrite:
+                raise FileExistsError(f"map directory {path} exists; pass overwrite to replace it")
+            if path.is_symlink() or not path.is_dir():
+                raise FileExistsError(f"{path} exists and is not a map directory; refusing to replace it")
+            try:
+                read_metadata(path)
+            except MapError as exc:
+                raise FileExistsError(f"{path} exists and is not a vpr_ros map ({exc}); refusing to replace "
+                                      "it, choose another path") from exc
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
         tmp.mkdir()
@@ -144,8 +155,12 @@ class VPRMap:
             if path.exists():
                 old = path.parent / f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}"
                 path.rename(old)
-                tmp.rename(path)
-                shutil.rmtree(old)
+                try:
+                    tmp.rename(path)
+                except OSError:
+                    old.rename(path)  # put the previous map back
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
             else:
                 tmp.rename(path)
         finally:
@@ -221,7 +236,7 @@ class VPRMap:
             conf["checkpoint"] = str(checkpoint)
         try:
             descriptor = GlobalDescriptor(meta["preset"], **conf)
-        except (OSError, ValueError) as exc:  # a moved or unfitting checkpoint: say which and how to fix it
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # a moved or unfitting checkpoint, a bad preset_conf
             raise MapError(f"map {path}: its {meta['preset']} descriptor cannot be built: {exc}"
                            + ("" if checkpoint or "checkpoint" not in conf else
                               "; pass the weights file as checkpoint (--checkpoint)")) from exc
@@ -239,7 +254,7 @@ class VPRMap:
                 local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
                                              for name, c in LOCAL_FILES.items()})
                 local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
-        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise MapError(f"map {path} cannot be read: {exc}") from exc
         frames.validate()
         if descriptor.fingerprint() != meta["fingerprint"]:
@@ -252,9 +267,12 @@ class VPRMap:
         if descriptors.shape != (meta["num_frames"], meta["dim"]) or descriptor.dim != meta["dim"]:
             raise MapError(f"map {path}: descriptors have shape {descriptors.shape}, expected "
                            f"({meta['num_frames']}, {meta['dim']})")
-        index = DescriptorIndex.read(path / "index.faiss", meta["dim"], meta["index_factory"],
-                                     search_params if search_params is not None else meta["search_params"],
-                                     device)
+        try:
+            index = DescriptorIndex.read(path / "index.faiss", meta["dim"], meta["index_factory"],
+                                         search_params if search_params is not None else meta["search_params"],
+                                         device)
+        except (RuntimeError, ValueError, TypeError) as exc:  # faiss raises RuntimeError on a file it cannot parse
+            raise MapError(f"map {path}: index.faiss cannot be read: {str(exc).strip().splitlines()[0]}") from exc
         if len(index) != meta["num_frames"]:
             raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
         uncertainty = None
@@ -263,7 +281,7 @@ class VPRMap:
                 uncertainty = UncertaintyModel.load(path, meta["dim"], meta["fingerprint"])
             except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
                 raise MapError(f"map {path}: its uncertainty model cannot be used: {exc}") from exc
-        return cls(meta["name"], descriptor, descriptors, frames, index, meta["frame_id"], local,
+        return cls(meta["name"], descriptor, descriptors, frames, index, meta.get("frame_id", "map"), local,
                    local_conf or None, uncertainty)
 
 
@@ -301,7 +319,48 @@ def read_metadata(path: Path) -> dict:
     if meta.get("format_version") != FORMAT_VERSION:
         raise MapError(f"{meta_path} has format version {meta.get('format_version')}; this vpr_ros "
                        f"reads version {FORMAT_VERSION}")
-    missing = {"preset", "preset_conf", "fingerprint", "dim", "index_factory", "num_frames", "files"} - set(meta)
-    if missing:
-        raise MapError(f"{meta_path} lacks {sorted(missing)}")
+    _check_fields(meta, meta_path)
     return meta
+
+
+# map.json field -> (accepted types, required); bool is excluded where an int is meant
+_FIELDS = {
+    "name": (str, True), "preset": (str, True), "preset_conf": (dict, True), "fingerprint": (str, True),
+    "dim": (int, True), "index_factory": (str, True), "num_frames": (int, True), "files": (dict, True),
+    "search_params": ((dict, type(None)), False), "frame_id": (str, False),
+    "local_features": ((dict, type(None)), False), "uncertainty": (bool, False),
+}
+_LOCAL_FIELDS = {"max_keypoints": int, "dim": int, "extractor": str}
+
+
+def _type_names(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = {"str": "a string", "dict": "an object", "int": "an integer", "bool": "true or false",
+             "NoneType": "null"}
+    return " or ".join(names.get(t.__name__, t.__name__) for t in types)
+
+
+def _check_fields(meta: dict, meta_path: Path) -> None:
+    """Every field the loader reads is present and of the right type, before anything uses it."""
+    missing = sorted(name for name, (_, required) in _FIELDS.items() if required and name not in meta)
+    if missing:
+        raise MapError(f"{meta_path} lacks {missing}")
+    for name, (types, _) in _FIELDS.items():
+        if name not in meta:
+            continue
+        value = meta[name]
+        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
+            raise MapError(f"{meta_path}: field {name!r} must be {_type_names(types)}, got {json.dumps(value)[:60]}")
+    if meta["dim"] <= 0 or meta["num_frames"] < 0:
+        raise MapError(f"{meta_path}: dim must be > 0 and num_frames >= 0 (got {meta['dim']}, {meta['num_frames']})")
+    for file, entry in meta["files"].items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or isinstance(entry["bytes"], bool)
+                or not isinstance(entry.get("sha256"), str)):
+            raise MapError(f"{meta_path}: files[{file!r}] must be an object with an integer 'bytes' and a string "
+                           f"'sha256', got {json.dumps(entry)[:80]}")
+    local = meta.get("local_features")
+    if local:
+        for name, kind in _LOCAL_FIELDS.items():
+            if not isinstance(local.get(name), kind) or isinstance(local.get(name), bool):
+                raise MapError(f"{meta_path}: local_features.{name} must be {_type_names(kind)}, "
+                               f"got {json.dumps(local.get(name))}")

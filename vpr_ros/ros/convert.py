@@ -11,10 +11,12 @@ def stamp_to_ns(stamp: Time) -> int:
 
 
 def ns_to_stamp(ns: int) -> Time:
-    """Integer nanoseconds since the epoch (>= 0) -> builtin_interfaces/Time."""
-    if ns < 0:
-        raise ValueError(f"a ROS time cannot be negative: {ns} ns")
+    """Integer nanoseconds since the epoch -> builtin_interfaces/Time. Never raises: a negative time
+    keeps its value (sec < 0, nanosec in [0, 1e9), as rclpy's Time does), and a time past the int32
+    seconds of the message is clamped to its range."""
     sec, nanosec = divmod(int(ns), NS_PER_S)
     if sec >= 2**31:
-        raise ValueError(f"{ns} ns is past the range of builtin_interfaces/Time (int32 seconds)")
+        sec, nanosec = 2**31 - 1, NS_PER_S - 1
+    elif sec < -(2**31):
+        sec, nanosec = -(2**31), 0
     return Time(sec=sec, nanosec=nanosec)

@@ -1,14 +1,17 @@
 """sensor_msgs/Image and CompressedImage -> numpy, with every field checked (no cv_bridge needed).
 
 Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3 (read as bgr8), 8UC4 (bgra8),
-mono16, 16UC1. Anything else, a zero size, a step too small for the width, or a data buffer of the
-wrong length raises ImageError naming the problem; the caller skips the frame.
+mono16, 16UC1. Anything else, a zero size, a side outside the pipeline's bounds, a step too small
+for the width, or a data buffer of the wrong length raises ImageError naming the problem before any
+pixel is copied; the caller skips the frame. Compressed images (PNG, JPEG) have their size read from
+the header and checked before decoding, so a small file that decodes to a huge image is refused
+without allocating it.
 """
 
 import cv2
 import numpy as np
 
-from vpr_ros.core.images import ImageError, opencv_to_rgb
+from vpr_ros.core.images import ImageError, check_size, encoded_size, opencv_to_rgb
 
 # encoding -> (dtype, channels, conversion to RGB(A) or None)
 ENCODINGS = {
@@ -25,8 +28,7 @@ def image_to_array(msg) -> np.ndarray:
         raise ImageError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
     dtype, channels, convert = ENCODINGS[msg.encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height == 0 or width == 0:
-        raise ImageError(f"empty image ({width}x{height})")
+    check_size(width, height)
     row_bytes = width * channels * np.dtype(dtype).itemsize
     if step < row_bytes:
         raise ImageError(f"step {step} is smaller than a {msg.encoding} row of width {width} ({row_bytes} bytes)")
@@ -46,6 +48,11 @@ def compressed_to_array(msg) -> np.ndarray:
     data = np.frombuffer(msg.data, np.uint8)
     if data.size == 0:
         raise ImageError("compressed image has no data")
+    try:
+        size = encoded_size(data)
+    except ImageError as exc:
+        raise ImageError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes): {exc}") from exc
+    check_size(*size)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")

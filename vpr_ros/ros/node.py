@@ -1,25 +1,33 @@
 """`vpr_localizer`: the ROS 2 node. Thin: parameters, topics and services around core.localizer.
 
-Images arrive on `image_topic` (sensor_msgs/Image, or CompressedImage with image_transport
-"compressed"). The callback only gates and queues them; a worker thread converts and processes the
-newest queued frame (the queue holds `queue_size` frames, older ones are dropped and counted), so
-latency stays bounded when frames come faster than they can be processed.
+Images arrive on `image_topic` (sensor_msgs/Image), or on `<image_topic>/compressed`
+(CompressedImage) with image_transport "compressed", as image_transport's republishers name it.
+The subscription callback only gates and queues frames; one processing loop converts and processes
+them: `main()` runs it on the main thread and the ROS callbacks on an executor thread. With
+`queue_size` 1 the newest frame wins (latency stays bounded when frames come faster than they are
+processed; the others are dropped and counted); a larger queue keeps frames in arrival order.
 
 Publishes (relative names, remappable): `vpr/hypotheses` (PlaceHypotheses, every processed frame),
-`vpr/loop_closure` (LoopClosure, accepted hypotheses), `vpr/loop_closure_detection`
-(Float64MultiArray [t_query, t_match] for LIO-SAM-style back-ends, optional), `vpr/pose`
-(PoseWithCovarianceStamped of the best verified map pose, localize mode), `vpr/markers`
-(MarkerArray for RViz) and `/diagnostics`. Services: `vpr/load_map`, `vpr/save_map`. Without the
-vpr_ros_interfaces package the node runs and publishes the standard topics only.
+`vpr/loop_closure` (LoopClosure, accepted hypotheses; its header names the query camera frame),
+`vpr/loop_closure_detection` (Float64MultiArray [t_query, t_match] for LIO-SAM-style back-ends,
+optional), `vpr/pose` (PoseWithCovarianceStamped of the accepted map pose, localize mode),
+`vpr/markers` (MarkerArray for RViz) and `/diagnostics`. Services: `vpr/load_map`, `vpr/save_map`.
+Without the vpr_ros_interfaces package the node runs and publishes the standard topics only.
+
+Nothing a sender or a user provides stops the node: a bad frame, camera info, odometry message or
+map is refused with a log line and a counter; an exception in any callback is logged, counted and
+answered. `main()` exits 0 after a requested shutdown, 2 on a bad configuration, 1 on an internal
+failure that stopped it.
 
     vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=maps/office
 """
 
-import collections
-import copy
+import logging
 import math
+import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -36,72 +44,22 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Float64MultiArray, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from vpr_ros.core.images import ImageError
+from vpr_ros.core import LOGGER
+from vpr_ros.core.camera import IntrinsicsError, intrinsics_for
 from vpr_ros.core.confidence import position_covariance
+from vpr_ros.core.images import ImageError, rescale_bit_depth
 from vpr_ros.core.localizer import FrameGate, FrameResult, Localizer, LocalizerConfig
 from vpr_ros.core.map_store import MapError, VPRMap
-from vpr_ros.core.matchers import MATCHERS
 from vpr_ros.core.metrics import latency_summary
 from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
+from vpr_ros.ros.health import ERROR, OK, WARN, Health
 from vpr_ros.ros.image_msgs import compressed_to_array, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
+from vpr_ros.ros.parameters import PARAMETERS, RERANK_OFF, check_parameters
 
 NAN = float("nan")
 UNKNOWN_VARIANCE = 1e6  # covariance entry for a degree of freedom the measurement does not constrain
-
-# name -> (default, description, range (lo, hi) or choices, or None)
-PARAMETERS = {
-    "mode": ("localize", "localize: against a prebuilt map; slam: online loop closure", ("localize", "slam")),
-    "map_path": ("", "map directory (localize: required; slam: optional starting map)", None),
-    "image_topic": ("/camera/image_raw", "camera image topic", None),
-    "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage)",
-                        ("raw", "compressed")),
-    "camera_info_topic": ("", "sensor_msgs/CameraInfo topic for intrinsics (relative pose); empty: none", None),
-    "odom_topic": ("", "nav_msgs/Odometry topic: keyframe motion gate and slam keyframe poses; empty: none", None),
-    "qos_reliability": ("sensor_data", "image subscription QoS: sensor_data (best effort) or reliable",
-                        ("sensor_data", "reliable")),
-    "qos_depth": (5, "image subscription queue depth", (1, 100)),
-    "queue_size": (1, "frames waiting for the worker; the newest wins, older ones are dropped", (1, 100)),
-    "min_interval_s": (0.0, "process at most one frame per this many seconds", (0.0, 3600.0)),
-    "min_distance_m": (0.0, "with odometry: process a frame after this much motion (0: off)", (0.0, 1000.0)),
-    "min_rotation_deg": (0.0, "with odometry: ... or this much rotation (0: off)", (0.0, 180.0)),
-    "top_k": (5, "hypotheses per frame (re-ranked ones when rerank is set)", (1, 100)),
-    "rerank": ("", "matcher for re-ranking (empty or off: global retrieval only)", ("", "off") + tuple(MATCHERS)),
-    "rerank_top_k": (0, "re-rank only the first this-many of the top_k hypotheses, the rest follow in global "
-                     "order (0: all)", (0, 100)),
-    "skip_margin": (-1.0, "verify only the first candidate when it leads by this cosine margin (<0: off)",
-                    (-1.0, 2.0)),
-    "min_inliers": (15, "inliers a verified candidate needs", (4, 100000)),
-    "min_inlier_ratio": (0.25, "share of matches that must be inliers", (0.0, 1.0)),
-    "accept_min_inliers": (30, "loop closure: inliers of the best hypothesis (with re-ranking)", (0, 100000)),
-    "accept_min_similarity": (0.5, "loop closure: global similarity of the best hypothesis", (-1.0, 1.0)),
-    "accept_min_probability": (0.9, "loop closure, maps with a calibrator: probability of the best hypothesis "
-                               "(replaces the similarity and inlier thresholds)", (0.0, 1.0)),
-    "temporal_window": (0, "loop closure: previous frames whose best candidates must agree (0: off)", (0, 100)),
-    "temporal_tolerance": (5, "... within this many map keys", (0, 100000)),
-    "exclude_recent_s": (20.0, "slam: ignore map frames this recent", (0.0, 1e6)),
-    "exclude_recent_frames": (10, "slam: ignore the newest this-many keyframes", (0, 100000)),
-    "bootstrap_frames": (30, "slam without a map: keyframes collected to fit the vocabulary", (2, 100000)),
-    "preset": ("default", "slam without a map: descriptor preset", None),
-    "checkpoint": ("", "weights file of a published-model preset (cosplace-*, salad-*, ...): for slam without a "
-                   "map, or for a map whose weights moved (empty: the path the map records)", None),
-    "max_keypoints": (512, "slam without a map: local features per keyframe (with rerank)", (16, 8192)),
-    "device": ("auto", "device of the descriptor, local features, matcher and search: auto (cuda when a GPU is "
-               "visible, else cpu), cpu or cuda[:N]; cuda without a GPU is an error", None),
-    "precision": ("auto", "torch on CUDA: fp16 (backbone and matcher under autocast) or fp32; auto is fp16 on "
-                  "CUDA and fp32 on the CPU", ("auto", "fp16", "fp32")),
-    "backend": ("torch", "descriptor backend: torch, onnxruntime, or tensorrt (with device cuda); the map's "
-                "descriptor is exported (and the engine built) into the cache on first use",
-                ("torch", "onnxruntime", "tensorrt")),
-    "map_frame_id": ("", "frame of the map poses (empty: the map's own)", None),
-    "publish_pose": (True, "localize mode: publish vpr/pose for accepted hypotheses with a map pose", None),
-    "pose_sigma_m": (2.0, "standard deviation (m) of vpr/pose's position; with probabilities, doubt among "
-                     "the hypotheses' poses widens it", (0.0, 1e6)),
-    "publish_loop_array": (False, "publish vpr/loop_closure_detection (Float64MultiArray [t_query, t_match])",
-                           None),
-    "save_map_path": ("", "default directory for vpr/save_map when the request has none", None),
-    "diagnostics_period_s": (1.0, "period of /diagnostics", (0.1, 3600.0)),
-}
+LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 
 def _descriptor(name: str, default, description: str, spec) -> ParameterDescriptor:
@@ -116,6 +74,67 @@ def _descriptor(name: str, default, description: str, spec) -> ParameterDescript
     else:
         desc.floating_point_range = [FloatingPointRange(from_value=float(spec[0]), to_value=float(spec[1]))]
     return desc
+
+
+class _RosoutHandler(logging.Handler):
+    """Forwards the core's `logging` records (logger "vpr_ros") to the node's logger, hence /rosout."""
+
+    def __init__(self, ros_logger):
+        super().__init__(logging.INFO)
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.levelno >= logging.ERROR:
+                self.ros_logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self.ros_logger.warning(text)
+            elif record.levelno >= logging.INFO:
+                self.ros_logger.info(text)
+            else:
+                self.ros_logger.debug(text)
+        except Exception:  # a log line must never break the caller (e.g. after the context is gone)
+            pass
+
+
+class FrameQueue:
+    """Frames waiting for the processing loop. maxlen 1: the newest replaces the waiting one; more:
+    first in, first out, the oldest dropped when full. put() returns how many frames were dropped."""
+
+    def __init__(self, maxlen: int):
+        self._items: deque = deque()
+        self.maxlen = maxlen
+        self._cv = threading.Condition()
+        self.closed = False
+
+    def put(self, item) -> int:
+        with self._cv:
+            dropped = 0
+            while len(self._items) >= self.maxlen:
+                self._items.popleft()
+                dropped += 1
+            self._items.append(item)
+            self._cv.notify()
+            return dropped
+
+    def get(self, timeout: float = 0.5):
+        """The next frame, or None when closed (or after `timeout` without one)."""
+        with self._cv:
+            if not self._items and not self.closed:
+                self._cv.wait(timeout)
+            if self.closed or not self._items:
+                return None
+            return self._items.popleft()
+
+    def close(self) -> None:
+        with self._cv:
+            self.closed = True
+            self._cv.notify_all()
+
+    def __len__(self) -> int:
+        with self._cv:
+            return len(self._items)
 
 
 def _quaternion(rotation: np.ndarray) -> Quaternion:
@@ -137,21 +156,25 @@ def _pose_msg(pose7) -> Pose:
 
 
 class LocalizerNode(Node):
-    """Parameters, subscriptions, the worker thread and the publishers around a core Localizer."""
+    """Parameters, subscriptions, one processing loop and the publishers around a core Localizer."""
 
     def __init__(self, start_worker: bool = True, **kwargs):
-        """start_worker=False leaves the processing loop to the caller (`run_worker`, on the main
-        thread: torch runs about 1.5x slower on a secondary thread here, measured on LighterGlue)."""
+        """start_worker=True runs the processing loop on a thread of its own (in-process use);
+        `main()` passes False and runs `run_worker` on the main thread. Either way there is one loop."""
         super().__init__("vpr_localizer", **kwargs)
         for name, (default, description, spec) in PARAMETERS.items():
             self.declare_parameter(name, default, _descriptor(name, default, description, spec))
         self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self._check_parameters(self.params)
+        check_parameters(self.params)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._log_handler = _RosoutHandler(self.get_logger())
+        LOGGER.addHandler(self._log_handler)
+        LOGGER.setLevel(logging.INFO)
+        LOGGER.propagate = False  # one copy of each line: through the node's logger (console and /rosout)
         p = self.params
         self.config = LocalizerConfig(
             mode=p["mode"], top_k=p["top_k"], rerank_top_k=p["rerank_top_k"],
-            rerank=p["rerank"] if p["rerank"] not in ("", "off") else None,
+            rerank=p["rerank"] if p["rerank"] not in RERANK_OFF else None,
             skip_margin=p["skip_margin"] if p["skip_margin"] >= 0 else None, min_inliers=p["min_inliers"],
             min_inlier_ratio=p["min_inlier_ratio"], accept_min_inliers=p["accept_min_inliers"],
             accept_min_similarity=p["accept_min_similarity"],
@@ -160,10 +183,12 @@ class LocalizerNode(Node):
             exclude_recent_frames=p["exclude_recent_frames"], bootstrap_frames=p["bootstrap_frames"],
             preset=p["preset"], checkpoint=p["checkpoint"], max_keypoints=p["max_keypoints"], device=p["device"],
             precision=p["precision"], backend=p["backend"])
-        vpr_map = self._load_map(p["map_path"]) if p["map_path"] else None
+        self.map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
+        vpr_map = self._load_map(self.map_path) if self.map_path else None
         self.localizer = Localizer(self.config, vpr_map)
         self.config = self.localizer.config  # with device "auto" resolved
         self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
+        self.health = Health(p["diagnostics_window_s"], p["image_timeout_s"])
         self.msgs = load_interfaces(self.get_logger())
 
         self.hypotheses_pub = self.loop_pub = None
@@ -179,49 +204,44 @@ class LocalizerNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
         if p["qos_reliability"] == "sensor_data":
-            qos = copy.copy(qos_profile_sensor_data)
-            qos.depth = p["qos_depth"]
+            qos = QoSProfile(depth=p["qos_depth"], reliability=qos_profile_sensor_data.reliability,
+                             history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability)
         else:
             qos = QoSProfile(depth=p["qos_depth"], reliability=ReliabilityPolicy.RELIABLE,
                              history=HistoryPolicy.KEEP_LAST)
-        msg_type = CompressedImage if p["image_transport"] == "compressed" else Image
-        self.create_subscription(msg_type, p["image_topic"], self._on_image, qos)
-        self.camera_K = None
+        if p["image_transport"] == "compressed":
+            self.image_topic = p["image_topic"].rstrip("/") + "/compressed"
+            self.create_subscription(CompressedImage, self.image_topic, self._on_image, qos)
+        else:
+            self.image_topic = p["image_topic"]
+            self.create_subscription(Image, self.image_topic, self._on_image, qos)
+        self._camera_info = None  # (row-major K, (width, height)) of the last valid CameraInfo
+        self._camera_K: dict[tuple, np.ndarray | None] = {}  # image size -> K for it (None: rejected)
+        self._warned: set[str] = set()
         if p["camera_info_topic"]:
-            self.create_subscription(CameraInfo, p["camera_info_topic"], self._on_camera_info, qos)
-        self.odom_pose = None
+            self.create_subscription(CameraInfo, p["camera_info_topic"], self._guarded(self._on_camera_info), qos)
+        self._odom = None  # (pose 7, monotonic arrival, frame id) of the last valid odometry
         if p["odom_topic"]:
-            self.create_subscription(Odometry, p["odom_topic"], self._on_odom, 50)
+            self.create_subscription(Odometry, p["odom_topic"], self._guarded(self._on_odom), 50)
 
-        self.counts = collections.Counter()
-        self.stage_ms: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=200))
-        self._arrivals = collections.deque(maxlen=200)
-        self._processed_at = collections.deque(maxlen=200)
-        self._queue: collections.deque = collections.deque(maxlen=p["queue_size"])
-        self._cv = threading.Condition()
+        self._queue = FrameQueue(p["queue_size"])
         self._map_lock = threading.Lock()
-        self._running = True
+        self._loop_lock = threading.Lock()  # held by the one processing loop
         self._worker = None
         if start_worker:
             self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True)
             self._worker.start()
-        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+        self._diag_timer = self.create_timer(p["diagnostics_period_s"], self._guarded(self._publish_diagnostics))
         size = len(self.localizer.vpr_map) if self.localizer.vpr_map is not None else 0
         self.get_logger().info(f"vpr_localizer: mode {p['mode']}, map {self.localizer.map_name or '(none yet)'} "
-                               f"({size} frames), rerank {self.config.rerank or 'off'}, images on {p['image_topic']} "
-                               f"({p['image_transport']}, {p['qos_reliability']} QoS)")
+                               f"({size} frames), rerank {self.config.rerank or 'off'}, images on {self.image_topic} "
+                               f"({p['image_transport']}, {p['qos_reliability']} QoS), queue {p['queue_size']}")
+        if self.config.rerank is None and self.config.temporal_window == 0 and (
+                vpr_map is None or vpr_map.uncertainty is None):
+            self.get_logger().warning("loop closures rest on the global similarity alone (rerank off, no "
+                                      "calibrated map, temporal_window 0): expect false ones; see docs/benchmarks.md")
 
     # ---- parameters -------------------------------------------------------------------------
-    @staticmethod
-    def _check_parameters(values: dict) -> None:
-        """What the declarations cannot express (types and ranges are enforced by rclpy at declaration)."""
-        for name, value in values.items():
-            default, _, spec = PARAMETERS[name]
-            if isinstance(default, str) and spec is not None and value not in spec:
-                raise ValueError(f"parameter {name} must be one of {list(spec)}, got {value!r}")
-        if values["mode"] == "localize" and not values["map_path"]:
-            raise ValueError("mode localize needs map_path (a map directory built with vpr_build_map)")
-
     def _on_set_parameters(self, params) -> SetParametersResult:
         # Parameters are read at start; refuse changes rather than pretend they took effect.
         names = [p.name for p in params if p.name in PARAMETERS]
@@ -233,62 +253,142 @@ class LocalizerNode(Node):
     def _load_map(self, path: str) -> VPRMap:
         return VPRMap.load(Path(path).expanduser(), checkpoint=self.config.checkpoint or None)
 
+    def _guarded(self, callback):
+        """`callback` that logs and counts an exception instead of letting it end the executor; quiet
+        once the context is shutting down (a timer may fire after it)."""
+        def run(*args):
+            try:
+                return callback(*args)
+            except Exception as exc:
+                if not self.context.ok():
+                    return None
+                self.health.count("errors")
+                self.get_logger().error(f"{callback.__name__} failed: {type(exc).__name__}: {exc}",
+                                        throttle_duration_sec=5.0)
+                return None
+        run.__name__ = callback.__name__
+        return run
+
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.get_logger().warning(text)
+
     # ---- inputs -----------------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        k = np.asarray(msg.k, np.float64).reshape(3, 3)
-        self.camera_K = k if k[0, 0] > 0 and k[1, 1] > 0 else None
+        k = np.asarray(msg.k, np.float64)
+        size = (int(msg.width), int(msg.height))
+        roi = msg.roi
+        if roi.width and roi.height and (roi.width, roi.height) != size:  # a region of the calibrated sensor
+            k = k.reshape(3, 3).copy()
+            k[0, 2] -= roi.x_offset
+            k[1, 2] -= roi.y_offset
+            size = (int(roi.width), int(roi.height))
+        key = (k.tobytes(), size)
+        if self._camera_info is not None and (self._camera_info[0].tobytes(), self._camera_info[1]) == key:
+            return
+        if not np.isfinite(k).all() or k.size != 9:
+            self.health.count("bad_camera_info")
+            self._warn_once(f"info:{k.tobytes()}", f"camera info on {self.params['camera_info_topic']} ignored: K "
+                                                   "has NaN or infinite entries; frames are verified without a pose")
+            return
+        self._camera_info = (k.reshape(3, 3), size)
+        self._camera_K = {}
+
+    def _intrinsics(self, image_size: tuple[int, int]) -> np.ndarray | None:
+        """K for images of this size from the last camera info; None (warned once, counted) when it does not fit."""
+        info = self._camera_info
+        if info is None:
+            return None
+        if image_size not in self._camera_K:
+            try:
+                self._camera_K[image_size] = intrinsics_for(info[0], info[1], image_size)
+            except IntrinsicsError as exc:
+                self._camera_K[image_size] = None
+                self._warn_once(f"K:{info[0].tobytes()}:{info[1]}:{image_size}",
+                                f"camera info on {self.params['camera_info_topic']} rejected for "
+                                f"{image_size[0]}x{image_size[1]} frames: {exc}; frames are verified without a pose")
+        if self._camera_K[image_size] is None:
+            self.health.count("bad_camera_info")
+        return self._camera_K[image_size]
 
     def _on_odom(self, msg: Odometry) -> None:
         q, t = msg.pose.pose.orientation, msg.pose.pose.position
-        self.odom_pose = np.array([t.x, t.y, t.z, q.x, q.y, q.z, q.w])
+        pose = np.array([t.x, t.y, t.z, q.x, q.y, q.z, q.w])
+        norm = float(np.linalg.norm(pose[3:]))
+        if not np.isfinite(pose).all() or abs(norm - 1.0) > 1e-3:
+            self.health.count("bad_odometry")
+            self.get_logger().warning(f"odometry on {self.params['odom_topic']} ignored: "
+                                      + ("NaN or infinite pose" if not np.isfinite(pose).all()
+                                         else f"quaternion of norm {norm:.4f}"), throttle_duration_sec=5.0)
+            return
+        frame = msg.header.frame_id or "odom"
+        self._odom = (pose, time.monotonic(), frame)
+        if self.config.mode == "slam":
+            self.localizer.pose_frame_id = frame
+
+    def _fresh_odometry(self, now: float) -> np.ndarray | None:
+        if not self.params["odom_topic"]:
+            return None
+        odom = self._odom
+        if odom is None or now - odom[1] > self.params["odom_timeout_s"]:
+            self.health.count("stale_odometry")
+            age = "none received" if odom is None else f"the last is {now - odom[1]:.1f} s old"
+            self.get_logger().warning(f"no fresh odometry on {self.params['odom_topic']} ({age}): frames get no "
+                                      "pose and pass the motion gate on time alone", throttle_duration_sec=10.0)
+            return None
+        return odom[0].copy()
 
     def _on_image(self, msg) -> None:
-        now = time.monotonic()
-        self.counts["received"] += 1
-        self._arrivals.append(now)
-        stamp_ns = stamp_to_ns(msg.header.stamp)
-        if not self.gate.admit(stamp_ns, self.odom_pose):
-            self.counts["gated"] += 1
-            return
-        with self._cv:
-            if len(self._queue) == self._queue.maxlen:
-                self.counts["dropped"] += 1
-            self._queue.append((msg, now, None if self.odom_pose is None else self.odom_pose.copy()))
-            self._cv.notify()
+        try:
+            self._admit(msg)
+        except Exception as exc:  # never let one message end the executor
+            self.health.count("errors")
+            self.get_logger().error(f"image callback failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
-    # ---- worker -----------------------------------------------------------------------------
+    def _admit(self, msg) -> None:
+        now = time.monotonic()
+        self.health.count("received")
+        pose = self._fresh_odometry(now)
+        if not self.gate.admit(stamp_to_ns(msg.header.stamp), pose):
+            self.health.count("gated")
+            return
+        self.health.count("dropped", self._queue.put((msg, now, pose)))
+
+    # ---- the processing loop ----------------------------------------------------------------
     def run_worker(self) -> None:
-        """Process queued frames until stop_worker() (or destroy_node)."""
-        while self._running:
-            with self._cv:
-                while self._running and not self._queue:
-                    self._cv.wait(timeout=0.5)
-                if not self._running:
-                    return
-                msg, arrived, pose = self._queue.pop()  # newest
-                self.counts["dropped"] += len(self._queue)
-                self._queue.clear()
-            try:
-                self._process(msg, arrived, pose)
-            except ImageError as exc:
-                self.counts["bad_frames"] += 1
-                self.get_logger().warning(f"skipping a bad frame: {exc}", throttle_duration_sec=5.0)
-            except Exception as exc:  # keep serving: one frame must never stop the node
-                self.counts["errors"] += 1
-                self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+        """Process queued frames until stop_worker() (or destroy_node). One loop per node: a second
+        concurrent call raises RuntimeError."""
+        if not self._loop_lock.acquire(blocking=False):
+            raise RuntimeError("the processing loop is already running; a node has exactly one")
+        try:
+            while not self._queue.closed:
+                item = self._queue.get(timeout=0.5)
+                if item is None:
+                    continue
+                try:
+                    self._process(*item)
+                except ImageError as exc:
+                    self.health.count("bad_frames")
+                    self.get_logger().warning(f"skipping a bad frame: {exc}", throttle_duration_sec=5.0)
+                except Exception as exc:  # keep serving: one frame must never stop the node
+                    self.health.count("errors")
+                    self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+        finally:
+            self._loop_lock.release()
 
     def _process(self, msg, arrived: float, pose) -> None:
         image = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
+        image = rescale_bit_depth(image, self.params["bit_depth"])
         stamp_ns = stamp_to_ns(msg.header.stamp)
+        camera_K = self._intrinsics((image.shape[1], image.shape[0]))
         with self._map_lock:
-            result = self.localizer.process(image, stamp_ns, pose, self.camera_K)
+            result = self.localizer.process(image, stamp_ns, pose, camera_K)
             vpr_map = self.localizer.vpr_map
-        self.counts["processed"] += 1
-        self._processed_at.append(time.monotonic())
+        self.health.count("processed")
         result.timings_ms["queue_and_convert"] = ((time.monotonic() - arrived) * 1e3
                                                   - result.timings_ms.get("pipeline", 0.0))
-        for stage, ms in result.timings_ms.items():
-            self.stage_ms[stage].append(ms)
+        self.health.record_stages(result.timings_ms)
         self._publish(msg.header, result, vpr_map, pose)
 
     # ---- outputs ----------------------------------------------------------------------------
@@ -296,26 +396,31 @@ class LocalizerNode(Node):
         return self.params["map_frame_id"] or (vpr_map.frame_id if vpr_map is not None else "map")
 
     def _publish(self, header, result: FrameResult, vpr_map, query_pose) -> None:
+        """Build every message of the frame first, then publish them: a failure cannot leave half."""
+        out = []
         if self.hypotheses_pub is not None:
-            self.hypotheses_pub.publish(self._hypotheses_msg(header, result, vpr_map))
+            out.append((self.hypotheses_pub, self._hypotheses_msg(header, result, vpr_map)))
         if result.loop is not None:
-            self.counts["loop_closures"] += 1
             if self.loop_pub is not None:
-                self.loop_pub.publish(self._loop_msg(header, result, vpr_map))
+                out.append((self.loop_pub, self._loop_msg(header, result, vpr_map)))
             if self.loop_array_pub is not None:
-                self.loop_array_pub.publish(Float64MultiArray(
-                    data=[result.stamp_ns * 1e-9, result.loop.hypothesis.stamp_ns * 1e-9]))
+                out.append((self.loop_array_pub, Float64MultiArray(
+                    data=[result.stamp_ns * 1e-9, result.loop.hypothesis.stamp_ns * 1e-9])))
             best = result.loop.hypothesis
             if self.config.mode == "localize" and self.params["publish_pose"] and best.pose is not None:
-                out = PoseWithCovarianceStamped()
-                out.header.stamp, out.header.frame_id = header.stamp, self._map_frame(vpr_map)
-                out.pose.pose = _pose_msg(best.pose)
+                pose = PoseWithCovarianceStamped()
+                pose.header.stamp, pose.header.frame_id = header.stamp, self._map_frame(vpr_map)
+                pose.pose.pose = _pose_msg(best.pose)
                 cov = np.diag([UNKNOWN_VARIANCE] * 6)  # the map frame's orientation is not the query's
                 cov[:3, :3] = _position_covariance(result.places, self.params["pose_sigma_m"])
-                out.pose.covariance = cov.ravel().tolist()
-                self.pose_pub.publish(out)
+                pose.pose.covariance = cov.ravel().tolist()
+                out.append((self.pose_pub, pose))
         if result.places:
-            self.marker_pub.publish(self._markers(header, result, vpr_map, query_pose))
+            out.append((self.marker_pub, self._markers(header, result, vpr_map, query_pose)))
+        for publisher, msg in out:
+            publisher.publish(msg)
+        if result.loop is not None:
+            self.health.count("loop_closures")
 
     def _hypotheses_msg(self, header, result: FrameResult, vpr_map):
         m = self.msgs
@@ -331,7 +436,7 @@ class LocalizerNode(Node):
         for place in result.places:
             h, v = place.hypothesis, place.verification
             item = m.PlaceHypothesis()
-            item.map_key, item.map_stamp = h.key, ns_to_stamp(max(h.stamp_ns, 0))
+            item.map_key, item.map_stamp = h.key, ns_to_stamp(h.stamp_ns)
             item.has_pose = h.pose is not None
             if h.pose is not None:
                 item.map_pose = _pose_msg(h.pose)
@@ -355,10 +460,11 @@ class LocalizerNode(Node):
         place = result.loop
         v = place.verification
         out = m.LoopClosure()
-        out.header = Header(stamp=header.stamp, frame_id=self._map_frame(vpr_map))
+        # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it
+        out.header = Header(stamp=header.stamp, frame_id=header.frame_id)
         out.query_key = result.map_key if result.map_key is not None else result.frame_id
-        out.query_stamp = ns_to_stamp(result.stamp_ns)
-        out.match_key, out.match_stamp = place.hypothesis.key, ns_to_stamp(max(place.hypothesis.stamp_ns, 0))
+        out.query_stamp = header.stamp
+        out.match_key, out.match_stamp = place.hypothesis.key, ns_to_stamp(place.hypothesis.stamp_ns)
         out.map_name = vpr_map.name if vpr_map is not None else ""
         out.probability, out.global_similarity = place.probability, place.hypothesis.similarity
         out.inlier_count = v.inlier_count if v is not None else 0
@@ -396,7 +502,8 @@ class LocalizerNode(Node):
         accepted = result.loop is not None
         match.color = ColorRGBA(r=0.1 if accepted else 1.0, g=0.9, b=0.1, a=0.9)
         markers.markers.append(match)
-        if query_pose is not None:  # the query's odometry pose, and a line to its match (one frame assumed)
+        odom = self._odom
+        if query_pose is not None and odom is not None and odom[2] == frame:  # the query's pose, where it shares the frame
             query = Marker(ns="vpr_query", id=2, type=Marker.SPHERE, action=Marker.ADD)
             query.header = match.header
             query.pose = _pose_msg(query_pose)
@@ -414,52 +521,58 @@ class LocalizerNode(Node):
         return markers
 
     def _publish_diagnostics(self) -> None:
-        def rate(stamps) -> float:
-            now = time.monotonic()
-            recent = [t for t in stamps if now - t <= 5.0]
-            return len(recent) / 5.0
-
+        snap = self.health.snapshot()
         status = DiagnosticStatus(name="vpr_localizer: pipeline", hardware_id=self.get_name())
         vpr_map = self.localizer.vpr_map
         values = {"mode": self.config.mode, "map": self.localizer.map_name,
                   "map_size": len(vpr_map) if vpr_map is not None else 0,
                   "backend": self.localizer.backend_label, "device": self.config.device,
                   "search": vpr_map.index.label if vpr_map is not None else "",
-                  "rerank": self.config.rerank or "off",
-                  "input_rate_hz": f"{rate(self._arrivals):.2f}", "processed_rate_hz": f"{rate(self._processed_at):.2f}",
-                  **{k: self.counts[k] for k in ("received", "processed", "gated", "dropped", "bad_frames", "errors",
-                                                 "loop_closures")}}
-        for stage, samples in list(self.stage_ms.items()):
-            summary = latency_summary(list(samples))
+                  "rerank": self.config.rerank or "off", "image_topic": self.image_topic,
+                  "input_rate_hz": f"{snap['input_rate_hz']:.2f}", "processed_rate_hz": f"{snap['processed_rate_hz']:.2f}",
+                  "seconds_since_last_image": f"{snap['since_last_image_s']:.1f}", "queued": len(self._queue),
+                  **snap["totals"], **{f"recent_{k}": v for k, v in snap["recent"].items()}}
+        for stage, samples in snap["stages"].items():
+            summary = latency_summary(samples)
             values[f"{stage}_ms_p50"] = f"{summary['p50']:.1f}"
             values[f"{stage}_ms_p95"] = f"{summary['p95']:.1f}"
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        if self.counts["errors"]:
-            status.level, status.message = DiagnosticStatus.ERROR, f"{self.counts['errors']} frames failed"
-        elif self.counts["bad_frames"]:
-            status.level, status.message = DiagnosticStatus.WARN, f"{self.counts['bad_frames']} bad frames skipped"
-        else:
-            status.level, status.message = DiagnosticStatus.OK, "running"
+        level, status.message = self.health.level(snap)
+        status.level = LEVELS[level]
         out = DiagnosticArray(status=[status])
         out.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(out)
+        if self.context.ok():
+            self.diag_pub.publish(out)
 
     # ---- services ---------------------------------------------------------------------------
     def _load_map_service(self, request, response):
+        """Load request.map_path (empty: reload the configured map); the current map stays on any failure."""
+        path = request.map_path.strip() or self.map_path
+        if not path:
+            response.success, response.message = False, ("no map_path in the request and no map configured to "
+                                                         "reload (map_path parameter is empty)")
+            return response
+        path = os.path.normpath(Path(path).expanduser().absolute())
         try:
-            vpr_map = self._load_map(request.map_path)
+            vpr_map = self._load_map(path)
             with self._map_lock:
                 self.localizer.set_map(vpr_map)
-        except (MapError, ValueError, OSError) as exc:
-            response.success, response.message = False, f"map not loaded, the current map stays: {exc}"
+        except Exception as exc:  # noqa: BLE001: whatever a map file does, the caller gets an answer
+            if not isinstance(exc, (MapError, ValueError, OSError)):
+                self.health.count("errors")
+            response.success = False
+            response.message = f"map not loaded, the current map stays: {type(exc).__name__}: {exc}"
+            self.get_logger().error(f"vpr/load_map {path}: {response.message}")
             return response
+        self.map_path = path
         response.success, response.message = True, f"loaded {vpr_map.name}"
         response.map_name, response.map_size = vpr_map.name, len(vpr_map)
-        self.get_logger().info(f"loaded map {vpr_map.name} ({len(vpr_map)} frames) from {request.map_path}")
+        self.get_logger().info(f"loaded map {vpr_map.name} ({len(vpr_map)} frames) from {path}")
         return response
 
     def _save_map_service(self, request, response):
-        path = request.map_path or self.params["save_map_path"]
+        """Save the current map atomically; only an existing vpr_ros map is ever replaced."""
+        path = request.map_path.strip() or self.params["save_map_path"]
         if not path:
             response.success, response.message = False, "no map_path in the request and no save_map_path parameter"
             return response
@@ -467,64 +580,92 @@ class LocalizerNode(Node):
             with self._map_lock:
                 if self.localizer.vpr_map is None:
                     raise ValueError("no map yet (slam is still collecting its bootstrap frames)")
-                saved = self.localizer.vpr_map.save(Path(path).expanduser(), overwrite=request.overwrite)
+                saved = self.localizer.vpr_map.save(path, overwrite=request.overwrite)
                 size = len(self.localizer.vpr_map)
-        except (FileExistsError, ValueError, OSError) as exc:
-            response.success, response.message = False, str(exc)
+        except Exception as exc:  # noqa: BLE001: the caller gets the true outcome, the node keeps running
+            if not isinstance(exc, (FileExistsError, ValueError, OSError)):
+                self.health.count("errors")
+            response.success, response.message = False, f"{type(exc).__name__}: {exc}"
+            self.get_logger().error(f"vpr/save_map {path}: {response.message}")
             return response
         response.success, response.message, response.map_path, response.map_size = True, "saved", str(saved), size
+        self.get_logger().info(f"saved map ({size} frames) to {saved}")
         return response
 
     def stop_worker(self) -> None:
-        if hasattr(self, "_cv"):  # construction may have failed before the queue existed
-            self._running = False
-            with self._cv:
-                self._cv.notify_all()
+        if hasattr(self, "_queue"):  # construction may have failed before the queue existed
+            self._queue.close()
         if getattr(self, "_worker", None) is not None:
-            self._worker.join(timeout=5.0)
+            self._worker.join(timeout=10.0)
 
     def destroy_node(self) -> None:
         self.stop_worker()
+        if hasattr(self, "_log_handler"):
+            LOGGER.removeHandler(self._log_handler)
+            if not LOGGER.handlers:
+                LOGGER.propagate = True
         super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
+    """The console script: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration,
+    1 when an internal failure stopped the node."""
     try:
         rclpy.init(args=args)
     except Exception as exc:  # e.g. a malformed --ros-args rule; rcl says which
-        print(f"vpr_localizer: error: {exc}")
+        print(f"vpr_localizer: error: {exc}", flush=True)
         return 2
+    node = None
     try:
-        node = LocalizerNode()
+        node = LocalizerNode(start_worker=False)
     except (ValueError, MapError, FileNotFoundError, ParameterException) as exc:
-        print(f"vpr_localizer: error: {exc}")
-        rclpy.try_shutdown()
+        print(f"vpr_localizer: error: {exc}", flush=True)
+        _cleanup(node)
         return 2
+    except Exception as exc:
+        print(f"vpr_localizer: error: failed to start: {type(exc).__name__}: {exc}", flush=True)
+        _cleanup(node)
+        return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    failure: list[BaseException] = []
 
     def spin() -> None:
         try:
             executor.spin()
-        except ExternalShutdownException:
+        except (ExternalShutdownException, KeyboardInterrupt):
             pass
+        except Exception as exc:  # the executor itself failed: nothing can be received any more
+            failure.append(exc)
+            node.get_logger().fatal(f"the executor stopped: {type(exc).__name__}: {exc}")
         finally:
-            node.stop_worker()  # shutdown (e.g. SIGINT through rclpy's handler) ends the processing loop
+            node.stop_worker()  # shutdown (SIGINT/SIGTERM through rclpy's handler) ends the processing loop
 
-    # ROS callbacks on a background thread, the models on the main thread (faster, see __init__)
+    # the ROS callbacks on a background thread, the one processing loop on the main thread
     spinner = threading.Thread(target=spin, name="vpr_executor", daemon=True)
     spinner.start()
     try:
         node.run_worker()
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        failure.append(exc)
+        node.get_logger().fatal(f"the processing loop stopped: {type(exc).__name__}: {exc}")
     finally:
-        executor.shutdown()
+        node.destroy_timer(node._diag_timer)
+        executor.shutdown(timeout_sec=5.0)
         spinner.join(timeout=5.0)
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+        _cleanup(node)
+    return 1 if failure else 0
 
+
+def _cleanup(node) -> None:
+    if node is not None:
+        try:
+            node.destroy_node()
+        except Exception:  # noqa: BLE001: shutting down anyway
+            pass
+    rclpy.try_shutdown()
 
 
 def _position_covariance(places, sigma_m: float) -> np.ndarray:

@@ -1,0 +1,56 @@
+"""The argument logic of launch/localize.launch.py, as plain functions (no `launch` import needed).
+
+The params file is the configuration; a launch argument overrides its namesake only when the user
+gives it (`ros2 launch vpr_ros localize.launch.py params_file:=my.yaml` keeps every value of
+my.yaml). An argument left at its empty default is not given. `rerank:=off` turns re-ranking off
+(`ros2 launch` rejects an empty `rerank:=`).
+
+`fastdds_shm` (default true) points the node's Fast DDS participant at config/fastdds_shm.xml, a
+32 MB shared-memory segment for camera images, unless that is not safe or not wanted: another
+middleware is selected (RMW_IMPLEMENTATION), or the user already set FASTDDS_DEFAULT_PROFILES_FILE.
+"""
+
+# launch argument -> description; each overrides the node parameter of the same name when given
+OVERRIDES = {
+    "mode": "localize (prebuilt map) or slam (online loop closure); default: the params file's",
+    "map_path": "map directory built with vpr_build_map; default: the params file's",
+    "image_topic": "camera image topic (the base topic: compressed transport adds /compressed); default: the "
+                   "params file's",
+    "image_transport": "raw or compressed; default: the params file's",
+    "rerank": "re-ranking matcher (xfeat-mnn, xfeat-lighterglue, ...) or off; default: the params file's",
+    "camera_info_topic": "sensor_msgs/CameraInfo topic; default: the params file's",
+    "odom_topic": "nav_msgs/Odometry topic; default: the params file's",
+}
+FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parameter_overrides(given: dict[str, str]) -> dict[str, str]:
+    """The launch arguments' values -> the parameters that override the params file: only those the
+    user gave (non-empty). Raises ValueError for an unknown name or a value the node would refuse."""
+    from vpr_ros.ros.parameters import PARAMETERS, check_choice
+
+    overrides = {}
+    for name, value in given.items():
+        if name not in OVERRIDES:
+            raise ValueError(f"unknown launch argument {name!r}; known: {sorted(OVERRIDES)}")
+        value = "" if value is None else str(value).strip()
+        if not value:
+            continue
+        check_choice(name, value)
+        overrides[name] = value
+    assert set(overrides) <= set(PARAMETERS)
+    return overrides
+
+
+def fastdds_environment(enabled: str, environ: dict[str, str], profile: str) -> dict[str, str]:
+    """Environment the node process gets for `fastdds_shm:=<enabled>`: {} or {FASTDDS_DEFAULT_PROFILES_FILE: profile}."""
+    flag = str(enabled).strip().lower()
+    if flag not in TRUE + FALSE:
+        raise ValueError(f"fastdds_shm must be true or false, got {enabled!r}")
+    if flag in FALSE or environ.get(FASTDDS_PROFILE_VARIABLE):
+        return {}
+    rmw = environ.get("RMW_IMPLEMENTATION", "")
+    if rmw and rmw not in ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"):
+        return {}
+    return {FASTDDS_PROFILE_VARIABLE: profile}
