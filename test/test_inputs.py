@@ -168,3 +168,19 @@ def test_saving_over_something_that_is_not_a_map_is_refused_and_leaves_it(tiny_m
     assert saved == tmp_path / "real"
     assert vpr_map.save(saved, overwrite=True) == saved and len(VPRMap.load(saved)) == 40
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "photos", "real"]
+
+
+def test_a_decompression_bomb_is_refused_before_decoding():
+    """A few-kB PNG that would decode to 20000 x 20000 x 3 (1.2 GB): refused from its header."""
+    import resource
+
+    pytest.importorskip("rclpy")
+    from sensor_msgs.msg import CompressedImage
+
+    from vpr_ros.ros.image_msgs import compressed_to_array
+
+    bomb = CompressedImage(format="png", data=png_header_only(20000, 20000))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageError, match="20000x20000 px is outside the supported"):
+        compressed_to_array(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # kB: nothing was decoded

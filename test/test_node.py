@@ -179,7 +179,7 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
     start, probe, executor = graph
     node = start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", qos_depth=20,
                  queue_size=10, rerank="xfeat-mnn", accept_min_inliers=30, accept_min_similarity=0.0,
-                 diagnostics_period_s=0.2)
+                 temporal_window=0, diagnostics_period_s=0.2)
     hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
     loops = listen(probe, MSGS.LoopClosure, "vpr/loop_closure")
     poses = listen(probe, PoseWithCovarianceStamped, "vpr/pose")
@@ -195,7 +195,7 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
     for msg in bad + [good]:
         pub.publish(msg)
         spin_until(executor, lambda: False, 0.05)
-    assert spin_until(executor, lambda: hyps and loops and poses, 30), (node.counts, len(hyps))
+    assert spin_until(executor, lambda: hyps and loops and poses, 30), (node.health.counts, len(hyps))
     out = hyps[-1]
     assert out.header.stamp.sec == 100 and out.map_name == "corridor40" and out.map_size == 40
     best = out.hypotheses[0]
@@ -206,7 +206,7 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
     assert loop.match_key == best.map_key and loop.method == MSGS.LoopClosure.METHOD_FUNDAMENTAL
     assert loop.match_stamp.sec == best.map_key + 1 and not loop.translation_scale_known
     assert poses[-1].pose.pose.position.x == best.map_key and poses[-1].header.frame_id == "map"
-    assert node.counts["bad_frames"] == 3 and node.counts["processed"] == 1
+    assert node.health.counts["bad_frames"] == 3 and node.health.counts["processed"] == 1
     assert spin_until(executor, lambda: any(kv.key == "bad_frames" and kv.value == "3"
                                             for d in diags for s in d.status for kv in s.values), 5)
 
@@ -226,7 +226,7 @@ def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(
     calibrated = vpr_map.save(tmp_path / "calibrated")
     start, probe, executor = graph
     start(map_path=str(calibrated), image_topic="/test/image", qos_reliability="reliable", rerank="xfeat-mnn",
-          accept_min_probability=0.0, accept_min_similarity=1.0, pose_sigma_m=1.0)
+          accept_min_probability=0.0, accept_min_similarity=1.0, pose_sigma_m=1.0, temporal_window=0)
     hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
     loops = listen(probe, MSGS.LoopClosure, "vpr/loop_closure")
     poses = listen(probe, PoseWithCovarianceStamped, "vpr/pose")
@@ -245,7 +245,8 @@ def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(
 @needs_interfaces
 def test_corrupt_compressed_frames_are_skipped(graph, map_dir, images):
     start, probe, executor = graph
-    node = start(map_path=str(map_dir), image_topic="/test/image/compressed", image_transport="compressed",
+    # the image_transport convention: base topic /test/image, compressed frames on /test/image/compressed
+    node = start(map_path=str(map_dir), image_topic="/test/image", image_transport="compressed",
                  qos_reliability="reliable", queue_size=10)
     hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
     pub = probe.create_publisher(CompressedImage, "/test/image/compressed", RELIABLE)
@@ -256,13 +257,14 @@ def test_corrupt_compressed_frames_are_skipped(graph, map_dir, images):
         pub.publish(msg)
         spin_until(executor, lambda: False, 0.05)
     assert spin_until(executor, lambda: hyps, 30)
-    assert node.counts["bad_frames"] == 2 and abs(hyps[-1].hypotheses[0].map_key - 5) <= 2
+    assert node.health.counts["bad_frames"] == 2 and abs(hyps[-1].hypotheses[0].map_key - 5) <= 2
 
 
 @needs_interfaces
 def test_a_flood_keeps_latency_bounded_and_counts_drops(graph, map_dir, images):
     start, probe, executor = graph
-    node = start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", qos_depth=100)
+    node = start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", qos_depth=100,
+                 rerank="off")
     arrival = {}
     probe.create_subscription(MSGS.PlaceHypotheses, "vpr/hypotheses",
                               lambda m: arrival.setdefault(m.header.stamp.sec * 10**9 + m.header.stamp.nanosec,
@@ -280,8 +282,8 @@ def test_a_flood_keeps_latency_bounded_and_counts_drops(graph, map_dir, images):
     last = max(sent)
     assert spin_until(executor, lambda: last in arrival, 20), "the newest frame must always be processed"
     latency = [arrival[s] - sent[s] for s in arrival]
-    assert node.counts["received"] == 60 and node.counts["dropped"] >= 30, node.counts
-    assert len(arrival) == node.counts["processed"] <= 30
+    assert node.health.counts["received"] == 60 and node.health.counts["dropped"] >= 30, node.health.counts
+    assert len(arrival) == node.health.counts["processed"] <= 30
     assert max(latency) < 2.0, f"latency grew to {max(latency):.2f} s under a flood"
 
 
@@ -330,8 +332,8 @@ def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_pat
     sequence = [(refs[i], (i + 1) * 10**9) for i in range(30)] + [(queries[i], (300 + i) * 10**9) for i in range(10, 18)]
     for i, (rgb, stamp) in enumerate(sequence):  # paced: slam must see every keyframe
         pub.publish(image_msg(rgb, stamp))
-        assert spin_until(executor, lambda: node.counts["processed"] > i, 30), node.counts
-    assert spin_until(executor, lambda: len(hyps) == len(sequence), 10), (len(hyps), node.counts)
+        assert spin_until(executor, lambda: node.health.counts["processed"] > i, 30), node.health.counts
+    assert spin_until(executor, lambda: len(hyps) == len(sequence), 10), (len(hyps), node.health.counts)
     for out in hyps:  # never a hypothesis among the newest frames
         query_key = out.query_id
         assert all(h.map_key <= query_key - 5 and out.header.stamp.sec - h.map_stamp.sec >= 15 for h in out.hypotheses)
@@ -416,7 +418,7 @@ def test_without_the_interface_package_the_node_serves_standard_topics(map_dir, 
 
     with node_process([sys.executable, "-c", BLOCK_INTERFACES, "--ros-args", "-p", f"map_path:={map_dir}",
                        "-p", "image_topic:=/bare/image", "-p", "qos_reliability:=reliable",
-                       "-p", "accept_min_similarity:=0.0"]) as (probe, executor, ended):
+                       "-p", "accept_min_similarity:=0.0", "-p", "temporal_window:=0"]) as (probe, executor, ended):
         poses = listen(probe, PoseWithCovarianceStamped, "vpr/pose")
         diags = listen(probe, DiagnosticArray, "/diagnostics")
         publish_until(probe, executor, "/bare/image", image_msg(images[1][20], 7 * 10**9), lambda: poses)
@@ -484,7 +486,8 @@ def test_the_node_runs_a_published_model_map_whose_checkpoint_moved(graph, corri
                         checkpoint=str(weights)).save(tmp_path / "cosplace20")
     moved = weights.rename(tmp_path / "moved.pth")
     start, probe, executor = graph
-    start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", checkpoint=str(moved))
+    start(map_path=str(map_dir), image_topic="/test/image", qos_reliability="reliable", checkpoint=str(moved),
+          rerank="off")  # the map stores no local features
     hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
     pub = probe.create_publisher(Image, "/test/image", RELIABLE)
     assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 10)

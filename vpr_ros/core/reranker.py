@@ -86,7 +86,7 @@ class Reranker:
         """Raise ValueError unless the map stores the local features this matcher needs."""
         if not local_conf:
             raise ValueError(f"the map stores no local features; rebuild it with --local-features "
-                             f"{self.matcher.features} to re-rank with {self.matcher.name}")
+                             f"{self.matcher.features} to re-rank with {self.matcher.name}, or turn re-ranking off (rerank: off)")
         if local_conf["extractor"] != self.matcher.features:
             raise ValueError(f"the map stores {local_conf['extractor']} local features; matcher "
                              f"{self.matcher.name} needs {self.matcher.features}")
