@@ -1,0 +1,70 @@
+"""Loop-closure precision and recall of node configurations on Corridor (real images), through the
+core Localizer the node runs. Prints figures. By default it compares the shipped defaults of
+config/localize.yaml with the previous shipped defaults (global similarity >= 0.5 alone).
+
+    .venv/bin/python benchmarks/loop_precision.py [--corridor ../shared/data/corridor]
+
+A loop closure is correct when its map frame is one of the query's matching references
+(ground_truth.csv); recall is correct loop closures over queries.
+"""
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shipped() -> dict:
+    return yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["vpr_localizer"]["ros__parameters"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corridor", type=Path, default=REPO.parent / "shared" / "data" / "corridor")
+    args = parser.parse_args()
+    if not (args.corridor / "ground_truth.csv").is_file():
+        print(f"skipped: {args.corridor} not found")
+        return 0
+    from vpr_ros.core.datasets import list_images, read_image
+    from vpr_ros.core.frames import FrameTable
+    from vpr_ros.core.localizer import Localizer, LocalizerConfig
+    from vpr_ros.core.map_builder import build_map, load_image_file
+
+    refs = list_images(args.corridor / "ref")
+    frames = FrameTable.build(np.arange(1, len(refs) + 1) * 10**9, refs)
+    vpr_map = build_map("corridor", frames, load_image_file, local_features="xfeat")
+    index = {Path(r).name: i for i, r in enumerate(refs)}
+    with open(args.corridor / "ground_truth.csv") as handle:
+        truth = {row["query"]: {index[Path(r).name] for r in row["matching_refs"].split()} for row in csv.DictReader(handle)}
+    queries = sorted(truth)
+    p = shipped()
+    configs = {
+        "shipped defaults": LocalizerConfig(
+            top_k=p["top_k"], rerank=None if p["rerank"] in ("", "off") else p["rerank"],
+            accept_min_similarity=p["accept_min_similarity"], accept_min_inliers=p["accept_min_inliers"],
+            temporal_window=p["temporal_window"], temporal_tolerance=p["temporal_tolerance"], device="cpu"),
+        "previous defaults (rerank off, temporal_window 0)": LocalizerConfig(
+            top_k=5, rerank=None, accept_min_similarity=0.5, temporal_window=0, device="cpu"),
+    }
+    images = [read_image(args.corridor / q) for q in queries]
+    print(f"Corridor: {len(refs)} map frames, {len(queries)} queries in order")
+    for name, config in configs.items():
+        localizer = Localizer(config, vpr_map)
+        accepted = correct = 0
+        for i, (query, image) in enumerate(zip(queries, images)):
+            result = localizer.process(image, (1000 + i) * 10**9)
+            if result.loop is not None:
+                accepted += 1
+                correct += result.loop.hypothesis.key in truth[query]
+        precision = correct / accepted if accepted else float("nan")
+        print(f"  {name:50} loop closures {accepted:3d}, false {accepted - correct:2d}, "
+              f"precision {precision:.3f}, recall {correct / len(queries):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
