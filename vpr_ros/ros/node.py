@@ -22,6 +22,7 @@ failure that stopped it.
     vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=maps/office
 """
 
+import faulthandler
 import logging
 import math
 import os
@@ -610,6 +611,7 @@ class LocalizerNode(Node):
 def main(args: list[str] | None = None) -> int:
     """The console script: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration,
     1 when an internal failure stopped the node."""
+    faulthandler.enable()  # a crash in a native library prints every thread's Python stack to stderr
     try:
         rclpy.init(args=args)
     except Exception as exc:  # e.g. a malformed --ros-args rule; rcl says which
@@ -652,10 +654,15 @@ def main(args: list[str] | None = None) -> int:
         failure.append(exc)
         node.get_logger().fatal(f"the processing loop stopped: {type(exc).__name__}: {exc}")
     finally:
-        node.destroy_timer(node._diag_timer)
-        executor.shutdown(timeout_sec=5.0)
-        spinner.join(timeout=5.0)
-        _cleanup(node)
+        # the executor thread first: nothing of the node may be destroyed while it can still run a callback
+        executor.shutdown(timeout_sec=10.0)
+        spinner.join(timeout=30.0)
+        if spinner.is_alive():
+            failure.append(RuntimeError("executor thread did not stop"))
+            node.get_logger().fatal("the executor thread did not stop within 30 s; exiting without destroying the node")
+            rclpy.try_shutdown()
+        else:
+            _cleanup(node)
     return 1 if failure else 0
 
 
