@@ -6,7 +6,7 @@ SETUP_INPUTS := requirements.txt requirements-nodeps.txt setup.py setup.cfg pack
 	scripts/setup_env.sh scripts/build_interfaces.py \
 	$(wildcard vpr_ros_interfaces/*.txt vpr_ros_interfaces/*.xml vpr_ros_interfaces/msg/*.msg vpr_ros_interfaces/srv/*.srv)
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-jazzy clean
 
 setup: $(STAMP)
 
@@ -20,5 +20,11 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest test
 
+# CI's second pass: the node, interface and bag tests against ROS 2 Jazzy wheels (.venv-jazzy).
+JAZZY_TESTS := test/test_interfaces.py test/test_bags.py test/test_node.py test/test_node_robot.py
+test-jazzy: setup
+	bash scripts/setup_jazzy_env.sh
+	.venv-jazzy/bin/python -m pytest $(JAZZY_TESTS)
+
 clean:
-	rm -rf $(VENV) build
+	rm -rf $(VENV) .venv-jazzy build

@@ -1,137 +1,175 @@
-"""End-to-end latency of vpr_localizer: image published -> PlaceHypotheses received. Prints figures.
+"""Is the node as fast as the core it wraps? Per-stage times of vpr_localizer against the same frames
+through Localizer.process in a plain process, and the node's end-to-end latency, in one run. Prints
+figures.
 
-Builds a map of the Corridor references (with XFeat local features) in a temporary folder, starts
-`vpr_localizer` as its own process (the console script, loopback only, a private domain), publishes
-the Corridor query images upscaled to 640x480 at --rate Hz (below the processing rate, so the
-figures are the pipeline's, not queueing), and times each hypotheses message against its image's
-publish time. Runs once per configuration: global retrieval only, and re-ranking with each matcher
-given in --rerank.
+For each input rate (default 2 Hz and 30 Hz): first a plain Python process (no ROS) runs
+Localizer.process on the frames a camera would have delivered, newest first when it falls behind
+(what the node's queue_size 1 does); then vpr_localizer is started from its console script with
+the shipped params file (map, topic and --rerank set) and a camera stand-in in this process publishes
+640x480 rgb8 at the rate. End to end is image published -> PlaceHypotheses received; processing
+is the node's own `pipeline` stage (Localizer.process). Figures are after 3 warm-up frames.
 
-    .venv/bin/python benchmarks/node_latency.py [--frames 60] [--rate 2] [--rerank xfeat-lighterglue,xfeat-mnn]
+    .venv/bin/python benchmarks/node_latency.py [--rates 2,30] [--seconds 30] [--rerank xfeat-mnn]
+        [--params-file config/localize.yaml] [--no-fastdds-shm]
+
+To measure another checkout (e.g. before a change), run this script with PYTHONPATH=<checkout> and
+--params-file <checkout>/config/localize.yaml: the node and the plain process then run its code.
 """
 
 import argparse
-import os
-import random
+import json
+import math
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
+import yaml
 
-CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
-REPO = Path(__file__).resolve().parents[1]
+from node_harness import (CORRIDOR, REPO, Camera, Process, camera_frames, corridor_map, isolate_ros, localizer_config,
+                          node_command, out_of_order, params_file)
 
-
-def build_map(folder: Path) -> Path:
-    from vpr_ros.core.datasets import list_images
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map as build, load_image_file
-
-    refs = list_images(CORRIDOR / "ref")
-    frames = FrameTable.build(np.arange(len(refs)) * 10**9, refs)
-    return build("corridor", frames, load_image_file, local_features="xfeat").save(folder / "corridor")
+STAGES = ("descriptor", "local_features", "match", "verify", "uncertainty", "pipeline")
 
 
-def run(map_dir: Path, rerank: str, frames: int, rate: float, qos_name: str) -> dict:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from vpr_ros_interfaces.msg import PlaceHypotheses
+def plain(map_dir: str, params: dict, rate: float, seconds: float) -> dict:
+    """Localizer.process in this (ROS-free) process on frames arriving at `rate`, newest first."""
+    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.map_store import VPRMap
 
-    from vpr_ros.core.datasets import list_images, read_image
-    from vpr_ros.core.metrics import latency_summary
-
-    script = Path(sys.executable).parent / "vpr_localizer"
-    node = subprocess.Popen([str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
-                             "-p", f"map_path:={map_dir}", "-p", "image_topic:=/bench/image",
-                             "-p", f"qos_reliability:={qos_name}", *(["-p", f"rerank:={rerank}"] if rerank else [])],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node("vpr_latency_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    received: dict[int, float] = {}
+    config = localizer_config(params)
+    localizer = Localizer(config, VPRMap.load(map_dir, device=config.device if config.device != "auto" else "cpu"))
+    frames = camera_frames()
+    for i in range(3):
+        localizer.process(frames[i], 10**12 + i * 10**9)
     stages: dict[str, list[float]] = {}
+    period, start, last = 1.0 / rate, time.perf_counter(), -1
+    while True:
+        index = int((time.perf_counter() - start) / period)
+        if index * period >= seconds:
+            break
+        if index == last:  # caught up: wait for the next frame like an idle node
+            time.sleep(max(0.0, start + (index + 1) * period - time.perf_counter()))
+            continue
+        last = index
+        result = localizer.process(frames[index % len(frames)], 2 * 10**12 + round(index * period * 1e9))
+        for stage, ms in result.timings_ms.items():
+            stages.setdefault(stage, []).append(ms)
+    return {"stages": stages}
 
-    def on_hypotheses(msg):
-        received[msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec] = time.perf_counter()
-        for t in msg.timing:
-            stages.setdefault(t.stage, []).append(t.ms)
 
-    probe.create_subscription(PlaceHypotheses, "vpr/hypotheses", on_hypotheses, qos)
-    pub = probe.create_publisher(Image, "/bench/image", qos)
-    queries = [cv2.resize(read_image(p), (640, 480)) for p in list_images(CORRIDOR / "query")]
-    sent: dict[int, float] = {}
-    # the probe spins on its own thread and sleeps between frames: a spin_once polling loop costs
-    # enough CPU on 2 cores to slow the node under test by 1.5-2x
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    try:
-        deadline = time.monotonic() + 120
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        warmup = 3
-        for i in range(frames + warmup):
-            rgb = queries[i % len(queries)]
-            msg = Image(height=480, width=640, encoding="rgb8", step=640 * 3, data=rgb.tobytes())
-            stamp = (1000 + i) * 10**9
-            msg.header.stamp.sec = stamp // 10**9
-            if i >= warmup:
-                sent[stamp] = time.perf_counter()
-            pub.publish(msg)
-            time.sleep(1.0 / rate)
-        until = time.monotonic() + 10
-        while not set(sent) <= set(received) and time.monotonic() < until:
-            time.sleep(0.05)
-    finally:
-        executor.shutdown()
-        spinner.join(timeout=5)
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-        node.terminate()
-        node.wait(timeout=30)
-    latency = [(received[s] - sent[s]) * 1e3 for s in sent if s in received]
-    return {"e2e": latency_summary(latency), "lost": len(sent) - len(latency),
-            "stages": {k: latency_summary(v[3:]) for k, v in stages.items()}}
+SINK = """
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node("vpr_bench_sink")
+node.create_subscription(Image, "/bench/image", lambda msg: None, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+try:
+    rclpy.spin(node)
+except BaseException:
+    pass
+"""
+
+
+def run_plain(map_dir: Path, params_path: Path, rate: float, seconds: float) -> dict:
+    """The plain process, while the camera stand-in streams at `rate` to a subscriber that only
+    receives (the same inter-process load as in the node run)."""
+    with Process([sys.executable, "-c", SINK], params_path.parent / "sink.log"):
+        camera = Camera("/bench/image")
+        try:
+            if not camera.wait_for_node(60):
+                raise RuntimeError("the image sink did not subscribe")
+            plain = subprocess.Popen([sys.executable, __file__, "--plain", str(map_dir), "--params-file",
+                                      str(params_path), "--rates", str(rate), "--seconds", str(seconds)],
+                                     stdout=subprocess.PIPE, text=True)
+            camera.stream(camera.messages(camera_frames()), rate, 3600, until=lambda: plain.poll() is not None)
+            out, _ = plain.communicate()
+        finally:
+            camera.close()
+    if plain.returncode != 0:
+        raise RuntimeError(f"the plain process failed with exit code {plain.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_node(params_path: Path, rate: float, seconds: float, log: Path) -> dict:
+    with Process(node_command(params_path), log) as node:
+        camera = Camera("/bench/image")
+        try:
+            if not camera.wait_for_node():
+                raise RuntimeError(f"the node did not subscribe; see {log}")
+            messages = camera.messages(camera_frames())
+            camera.stream(messages[:3], 1.0, 120, first_stamp_ns=10**12, until=lambda: len(camera.answers) >= 3)
+            time.sleep(2.0)
+            camera.answers.clear()
+            camera.sent.clear()
+            published = camera.stream(messages, rate, seconds, first_stamp_ns=2 * 10**12)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (not camera.answers or camera.answers[-1].stamp_ns < max(camera.sent)):
+                time.sleep(0.05)
+            time.sleep(1.0)
+        finally:
+            camera.close()
+    answers = [a for a in camera.answers if a.stamp_ns in camera.sent]
+    stages: dict[str, list[float]] = {}
+    for a in answers:
+        for stage, ms in a.stages.items():
+            stages.setdefault(stage, []).append(ms)
+    return {"stages": stages, "e2e": [(a.received - camera.sent[a.stamp_ns]) * 1e3 for a in answers],
+            "published": published, "answered": len(answers), "out_of_order": out_of_order(answers),
+            "returncode": node.returncode}
+
+
+def pct(values, q) -> float:
+    return float(np.percentile(values, q)) if len(values) else math.nan
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--rate", type=float, default=2.0, help="images per second")
-    parser.add_argument("--rerank", default="xfeat-lighterglue,xfeat-mnn")
-    parser.add_argument("--qos", default="reliable", choices=("reliable", "sensor_data"),
-                        help="QoS of the node's image subscription (the publisher is reliable)")
-    parser.add_argument("--fastdds-shm", action="store_true",
-                        help="both processes use config/fastdds_shm.xml (32 MB shared-memory segment)")
+    parser.add_argument("--rates", default="2,30", help="camera rates, Hz, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30.0, help="streaming time per rate")
+    parser.add_argument("--rerank", default="xfeat-mnn", help="re-ranking (off: global retrieval only)")
+    parser.add_argument("--params-file", type=Path, default=REPO / "config" / "localize.yaml",
+                        help="the shipped params file of the checkout under test")
+    parser.add_argument("--no-fastdds-shm", action="store_true", help="default Fast DDS (UDP) instead of shared memory")
+    parser.add_argument("--plain", metavar="MAP", help=argparse.SUPPRESS)  # internal: the plain-process half
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    if args.plain:
+        params = yaml.safe_load(args.params_file.read_text())["vpr_localizer"]["ros__parameters"]
+        print(json.dumps(plain(args.plain, params, rates[0], args.seconds)))
+        return 0
     if not (CORRIDOR / "ground_truth.csv").is_file():
         print(f"skipped: {CORRIDOR} not found")
         return 0
-    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
-    os.environ["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
-    os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="vpr_bench_log_"))
-    if args.fastdds_shm:
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_shm.xml")
+    isolate_ros(shm=not args.no_fastdds_shm)
     with tempfile.TemporaryDirectory() as tmp:
-        map_dir = build_map(Path(tmp))
-        print(f"vpr_localizer end to end, 640x480 rgb8 at {args.rate} Hz, {args.frames} frames, map of 111 frames, "
-              f"{args.qos} QoS{', Fast DDS shared memory 32 MB' if args.fastdds_shm else ''}")
-        for rerank in ["", *[r for r in args.rerank.split(",") if r]]:
-            out = run(map_dir, rerank, args.frames, args.rate, args.qos)
-            e2e = out["e2e"]
-            stages = "  ".join(f"{k} {v['p50']:.0f}" for k, v in out["stages"].items()
-                               if k in ("descriptor", "local_features", "match", "verify", "pipeline"))
-            print(f"  rerank {rerank or 'off':18} p50 {e2e['p50']:6.1f} ms  p95 {e2e['p95']:6.1f} ms  "
-                  f"(lost {out['lost']})   stage p50 ms: {stages}")
+        tmp = Path(tmp)
+        map_dir = corridor_map(tmp)
+        path = params_file(tmp, args.params_file, {"map_path": str(map_dir), "image_topic": "/bench/image",
+                                                   "qos_reliability": "reliable", "rerank": args.rerank})
+        import vpr_ros
+
+        print(f"vpr_localizer vs Localizer.process in a plain process: vpr_ros from {Path(vpr_ros.__file__).parent}, "
+              f"params {args.params_file}, rerank {args.rerank}, 640x480 rgb8, {args.seconds:.0f} s per rate, "
+              f"Fast DDS {'UDP' if args.no_fastdds_shm else 'shared memory 32 MB'}")
+        header = "  ".join(f"{s:>14}" for s in STAGES)
+        for rate in rates:
+            ref = run_plain(map_dir, path, rate, args.seconds)
+            node = run_node(path, rate, args.seconds, tmp / f"node_{rate:g}.log")
+            print(f"\n{rate:g} Hz: stage p50 ms {header}")
+            for name, out in (("plain process", ref), ("node", node)):
+                print(f"  {name:22}" + "  ".join(f"{pct(out['stages'].get(s, []), 50):14.1f}" for s in STAGES))
+            ratios = [pct(node["stages"].get(s, []), 50) / pct(ref["stages"].get(s, []), 50) for s in STAGES]
+            print(f"  {'node / plain':22}" + "  ".join(f"{r:14.2f}" for r in ratios))
+            e2e, proc = node["e2e"], node["stages"].get("pipeline", [])
+            print(f"  node end to end p50 {pct(e2e, 50):.0f} ms, p95 {pct(e2e, 95):.0f} ms, max {pct(e2e, 100):.0f} ms; "
+                  f"processing p95 {pct(proc, 95):.0f} ms; e2e p95 / processing p95 {pct(e2e, 95) / pct(proc, 95):.2f}")
+            print(f"  answered {node['answered']} of {node['published']} published (newest wins), "
+                  f"{node['out_of_order']} out of order; plain process answered {len(ref['stages'].get('pipeline', []))}; "
+                  f"node exit code {node['returncode']}")
     return 0
 
 
