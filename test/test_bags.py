@@ -65,7 +65,7 @@ def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
 
     map_dir = tmp_path / "lap1"
     assert build_main([str(map_dir), "--bag", str(runs / "ref"), "--image-topic", "/camera/image_raw",
-                       "--pose-topic", "/odom", "--min-distance", "1.5", "--quiet"]) == 0
+                       "--pose-topic", "/odom", "--min-distance", "1.5", "--local-features", "none", "--quiet"]) == 0
     vpr_map = VPRMap.load(map_dir)
     assert len(vpr_map) == 30 and vpr_map.frames.has_pose.all()  # every second frame at 1.5 m spacing
     np.testing.assert_allclose(vpr_map.frames.pose[:3, 0], [0, 2, 4])
@@ -83,8 +83,8 @@ def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
                       "/camera/image/compressed", "--pose-topic", "/odom", "--quiet", *rerank]) == 2
     assert "--local-features xfeat" in capsys.readouterr().err
     assert build_main([str(map_dir), "--bag", str(runs / "ref"), "--image-topic", "/camera/image_raw",
-                       "--pose-topic", "/odom", "--min-distance", "1.5", "--local-features", "xfeat",
-                       "--overwrite", "--quiet"]) == 0
+                       "--pose-topic", "/odom", "--min-distance", "1.5", "--overwrite", "--quiet"]) == 0
+    assert VPRMap.load(map_dir).local is not None, "XFeat local features by default (the node's defaults need them)"
     assert eval_main(["--map", str(map_dir), "--bag", str(runs / "query"), "--image-topic",
                       "/camera/image/compressed", "--pose-topic", "/odom", "--distance", "2.5",
                       "--json", str(out), "--quiet", *rerank]) == 0

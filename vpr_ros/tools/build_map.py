@@ -1,8 +1,10 @@
 """`vpr_build_map`: build a vpr_ros map directory from an image folder or a rosbag.
 
     vpr_build_map maps/office --images run1/ --poses run1/poses.csv
-    vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom \
-        --local-features xfeat
+    vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom
+
+XFeat local features are stored by default (the node's shipped re-ranking needs them);
+`--local-features none` builds a global-only map.
 """
 
 import argparse
@@ -33,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="weights file of a published-model preset (cosplace-*, salad-*, ...); the map records "
                              "its path and checks the weights by fingerprint when loaded")
     parser.add_argument("--index", help="faiss index_factory string (default: the preset's)")
-    parser.add_argument("--local-features", choices=sorted(EXTRACTORS),
-                        help="also store each keyframe's local features for re-ranking (xfeat for the "
-                             "default LighterGlue matcher)")
+    parser.add_argument("--local-features", choices=[*sorted(EXTRACTORS), "none"], default="xfeat",
+                        help="also store each keyframe's local features for re-ranking (default xfeat: what the "
+                             "node's shipped re-ranking, xfeat-mnn, and the LighterGlue matcher need; none: a "
+                             "global-only map, for rerank: off)")
     parser.add_argument("--max-keypoints", type=int, default=512, help="with --local-features: keypoints per frame")
     parser.add_argument("--min-distance", type=float, default=0.0, help="keyframe every N metres (0: off)")
     parser.add_argument("--min-interval", type=float, default=0.0, help="keyframe every N seconds (0: off)")
@@ -72,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.checkpoint:
             overrides["checkpoint"] = str(args.checkpoint)
         vpr_map = build_map(args.name or args.output.name, frames, load, args.preset, policy, frame_id,
-                            progress=not args.quiet, local_features=args.local_features,
+                            progress=not args.quiet, local_features=None if args.local_features == "none" else args.local_features,
                             max_keypoints=args.max_keypoints, **overrides)
         path = vpr_map.save(args.output, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError, MapError) as exc:
         print(f"vpr_build_map: error: {exc}", file=sys.stderr)
         return 2
-    local = f", {args.local_features} local features" if args.local_features else ""
+    local = f", {args.local_features} local features" if args.local_features != "none" else ""
     print(f"map {vpr_map.name}: {len(vpr_map)} frames, {vpr_map.descriptor.dim}-d "
           f"{vpr_map.descriptor.preset} descriptors{local}, {int(vpr_map.frames.has_pose.sum())} with poses "
           f"-> {path}")
