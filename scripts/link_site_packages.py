@@ -36,6 +36,14 @@ def top_level_entries(dist: importlib.metadata.Distribution) -> set[str]:
     return entries
 
 
+def _dist_info(dist: importlib.metadata.Distribution) -> str:
+    """The name of the distribution's .dist-info folder, from its RECORD."""
+    for file in dist.files or []:
+        if file.name == "RECORD":
+            return file.parts[0]
+    return ""
+
+
 def normalised(dist: importlib.metadata.Distribution) -> str:
     return dist.metadata["Name"].lower().replace("_", "-")
 
@@ -52,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     target = Path(sysconfig.get_paths()["purelib"])
     if source == target:
         raise SystemExit("error: run this with the second environment's interpreter")
-    present = {normalised(d) for d in importlib.metadata.distributions(path=[str(target)])}
+    for entry in target.iterdir():  # links of an earlier run whose package the main environment no longer has
+        if entry.is_symlink() and not entry.exists():
+            entry.unlink()
+    # the target's own installs (not the links of an earlier run)
+    present = {normalised(d) for d in importlib.metadata.distributions(path=[str(target)])
+               if not Path(str(d.locate_file(""))).joinpath(_dist_info(d)).is_symlink()}
     wanted: list[set[str]] = []
     excluded: set[str] = set()
     kept = 0
