@@ -58,6 +58,7 @@ def test_interpolation_leaves_gaps_unposed():
     assert np.isnan(out[2]).all() and np.isnan(out[3]).all()
 
 
+@pytest.mark.slow
 def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
     from vpr_ros.core.map_store import VPRMap
     from vpr_ros.tools.build_map import main as build_main

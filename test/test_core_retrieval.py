@@ -147,6 +147,7 @@ def test_recall_and_latency_summary():
         recall_at_n(ranked, [{1}])
 
 
+@pytest.mark.slow
 def test_vpr_eval_on_corridor(corridor_dir, tmp_path):
     """The issue's command: vpr_eval --dataset corridor --preset default --json out.json."""
     from vpr_ros.tools.eval import main

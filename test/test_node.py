@@ -171,6 +171,7 @@ def test_launch_file_declares_its_arguments():
     assert {"params_file", "map_path", "image_topic", "mode"} <= names
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, map_dir, images):
     from diagnostic_msgs.msg import DiagnosticArray
@@ -211,6 +212,7 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
                                             for d in diags for s in d.status for kv in s.values), 5)
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(graph, map_dir, images, tmp_path):
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -242,6 +244,7 @@ def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(
     assert cov[0, 0] >= 1.0 and cov[1, 1] == pytest.approx(1.0) and cov[3, 3] > 1e5
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_corrupt_compressed_frames_are_skipped(graph, map_dir, images):
     start, probe, executor = graph
@@ -260,6 +263,7 @@ def test_corrupt_compressed_frames_are_skipped(graph, map_dir, images):
     assert node.health.counts["bad_frames"] == 2 and abs(hyps[-1].hypotheses[0].map_key - 5) <= 2
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_a_flood_keeps_latency_bounded_and_counts_drops(graph, map_dir, images):
     start, probe, executor = graph
@@ -287,6 +291,7 @@ def test_a_flood_keeps_latency_bounded_and_counts_drops(graph, map_dir, images):
     assert max(latency) < 2.0, f"latency grew to {max(latency):.2f} s under a flood"
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_load_and_save_map_services(graph, map_dir, tmp_path):
     start, probe, executor = graph
@@ -313,6 +318,7 @@ def test_load_and_save_map_services(graph, map_dir, tmp_path):
     assert len(VPRMap.load(saved.map_path)) == 40
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_path):
     start, probe, executor = graph
@@ -353,6 +359,7 @@ def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_pat
     assert len(saved) == 38 and saved.local is not None
 
 
+@pytest.mark.slow
 def test_console_script_runs_with_the_params_file_and_rejects_bad_parameters(map_dir, images):
     script = Path(sys.executable).parent / "vpr_localizer"
     params = [str(script), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml")]
@@ -411,6 +418,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_without_the_interface_package_the_node_serves_standard_topics(map_dir, images):
     """vpr_ros_interfaces made unimportable in a second process: one warning, then pose and diagnostics."""
     from diagnostic_msgs.msg import DiagnosticArray
@@ -430,6 +438,7 @@ def test_without_the_interface_package_the_node_serves_standard_topics(map_dir, 
     assert ended["returncode"] == 0, ended["output"]
 
 
+@pytest.mark.slow
 def test_fastdds_shared_memory_profile_loads_and_carries_images():
     """config/fastdds_shm.xml: Fast DDS parses it (a broken profile prints XMLPARSER errors) and a
     640x480 image crosses between two participants that use it."""
@@ -455,6 +464,7 @@ print("received", len(got[0].data) if got else 0)
     assert "received 921600" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_the_node_runs_the_descriptor_on_onnxruntime(graph, map_dir, images, tmp_path, monkeypatch):
     monkeypatch.setenv("VPR_ROS_CACHE", str(tmp_path / "cache"))
@@ -468,6 +478,7 @@ def test_the_node_runs_the_descriptor_on_onnxruntime(graph, map_dir, images, tmp
     assert hyps[0].backend == "onnxruntime/cpu" and abs(hyps[0].hypotheses[0].map_key - 12) <= 2
 
 
+@pytest.mark.slow
 @needs_interfaces
 def test_the_node_runs_a_published_model_map_whose_checkpoint_moved(graph, corridor_dir, images, tmp_path):
     """A map of a published preset records its checkpoint; the `checkpoint` parameter points to where the

@@ -47,6 +47,7 @@ def call(probe, executor, srv_type, name, request, timeout_s=60):
     return future.result()
 
 
+@pytest.mark.slow
 def test_console_script_runs_one_loop_in_order_with_the_params_file(map_dir, images, tmp_path):
     """queue_size 20 from the file: a burst of 12 frames is answered completely and in order (two
     processing loops answered out of order), the file's values are in force over the graph, and
@@ -76,6 +77,7 @@ def test_console_script_runs_one_loop_in_order_with_the_params_file(map_dir, ima
         assert noise not in ended["output"], ended["output"]
 
 
+@pytest.mark.slow
 def test_a_bad_map_is_refused_by_name_and_the_node_keeps_serving(map_dir, images, tmp_path):
     """vpr/load_map with maps whose map.json lies: each answered with the field named, the current map
     stays, the node answers images afterwards; an empty path reloads the configured map."""
@@ -113,6 +115,7 @@ def test_a_bad_map_is_refused_by_name_and_the_node_keeps_serving(map_dir, images
     assert "Traceback" not in ended["output"], ended["output"]
 
 
+@pytest.mark.slow
 def test_save_map_never_replaces_what_is_not_a_map_and_says_so(map_dir, tmp_path):
     """overwrite=True onto a photo folder and onto a plain file: refused, both untouched; a path with
     `..` is normalised; the core's own log line reaches /rosout."""
@@ -146,6 +149,7 @@ def _camera_info(k, width, height) -> CameraInfo:
     return info
 
 
+@pytest.mark.slow
 def test_camera_info_odometry_stamps_and_images_a_careless_sender_publishes(map_dir, images, tmp_path):
     """NaN K, a 1e-9 focal length, a negative stamp, a 20000x20000 raw image header,
     stale odometry: each refused or handled, logged and counted; the answers keep coming."""
@@ -195,6 +199,7 @@ def test_camera_info_odometry_stamps_and_images_a_careless_sender_publishes(map_
     assert "field of view" in out and "outside the supported" in out and "no fresh odometry" in out, out
 
 
+@pytest.mark.slow
 def test_no_images_is_a_warning_and_it_clears(map_dir, images, tmp_path):
     """A node that receives nothing says so; one bad frame raises WARN only while it is recent."""
     from diagnostic_msgs.msg import DiagnosticArray
@@ -220,6 +225,7 @@ def test_no_images_is_a_warning_and_it_clears(map_dir, images, tmp_path):
     assert ended["returncode"] == 0, ended["output"]
 
 
+@pytest.mark.slow
 def test_a_sixteen_bit_twelve_bit_camera_is_not_black(map_dir, images, tmp_path):
     """mono16 from a 12-bit sensor, bit_depth 12: the same place comes back as from the 8-bit frame."""
     file = params_file(tmp_path, map_path=str(map_dir), image_topic="/robot/image", qos_reliability="reliable",
@@ -237,6 +243,7 @@ def test_a_sixteen_bit_twelve_bit_camera_is_not_black(map_dir, images, tmp_path)
     assert ended["returncode"] == 0, ended["output"]
 
 
+@pytest.mark.slow
 def test_a_node_that_cannot_start_exits_non_zero(tmp_path):
     """A map that does not exist, or a default rerank on a map without local features: exit code 2 and
     a message that says what to do."""

@@ -116,6 +116,7 @@ def test_megaloc_has_no_mask_token_and_salad_does():
 
 # ---- forward contract ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", sorted(PUBLISHED_PRESETS))
 def test_forward_shape_and_unit_norm_on_real_images(preset, corridor_batches):
     descriptor = _random(preset)
@@ -127,6 +128,7 @@ def test_forward_shape_and_unit_norm_on_real_images(preset, corridor_batches):
     assert not np.allclose(out[0], out[1])  # the images differ, and so do their descriptors
 
 
+@pytest.mark.slow
 def test_batch_of_one_equals_batch_member(corridor_batches):
     descriptor = _random("salad-dinov2-8448")
     batch = corridor_batches(descriptor.input_size)
@@ -164,6 +166,7 @@ def test_vit_refuses_images_that_are_not_patch_multiples():
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", FAMILIES)
 def test_state_dict_round_trip_through_a_checkpoint_file(preset, tmp_path, corridor_batches):
     source = _random(preset, seed=3)
@@ -190,6 +193,7 @@ def test_wrapped_prefixed_and_safetensors_checkpoints_load(tmp_path):
         assert GlobalDescriptor("cosplace-r18-512", checkpoint=str(path)).fingerprint() == source.fingerprint()
 
 
+@pytest.mark.slow
 def test_megaloc_first_release_layout_is_renamed(tmp_path):
     source = _random("megaloc-dinov2-8448", seed=2)
     state = source.net.state_dict()
@@ -249,6 +253,7 @@ def test_checkpoints_never_unpickle_code(tmp_path):
 
 # ---- ONNX ----------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", FAMILIES)
 def test_onnx_export_agrees_with_torch_on_real_images(preset, tmp_path, corridor_batches):
     from vpr_ros.core.backends import OnnxRuntimeBackend
@@ -325,6 +330,7 @@ def test_a_checkpoint_for_a_map_of_an_own_preset_is_refused(tmp_path, corridor_d
         VPRMap.load(path, checkpoint=tmp_path / "weights.pth")
 
 
+@pytest.mark.slow
 def test_vpr_eval_measures_a_published_model_from_its_checkpoint(tmp_path, cosplace_checkpoint, corridor_dir, capsys):
     from vpr_ros.tools.eval import main
 

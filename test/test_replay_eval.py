@@ -81,6 +81,7 @@ def sim_map(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_core_and_node_replays_agree(sim_map):
     config = LocalizerConfig(top_k=10)
     bag = sim_map / "run" / "lap_2"
@@ -98,6 +99,7 @@ def test_core_and_node_replays_agree(sim_map):
     assert node["replay"] == "node" and core["replay"] == "core"
 
 
+@pytest.mark.slow
 def test_vpr_eval_cli_writes_json_and_html(sim_map, tmp_path, capsys):
     status = vpr_eval.main(["--map", str(sim_map / "map"), "--bag", str(sim_map / "run" / "lap_2"), *TOPICS,
                             "--camera-info-topic", "/camera/camera_info", "--frame-tolerance", "2", "--quiet",
@@ -122,6 +124,7 @@ def test_vpr_eval_refuses_bad_input(sim_map, tmp_path, capsys):
         vpr_eval.main(["--dataset", str(tmp_path), "--through-node"])
 
 
+@pytest.mark.slow
 def test_folder_dataset_replays_like_the_folder(corridor_dir, tmp_path):
     """Corridor through vpr_folder_to_bag: a map from the ref bag and the query bag scored with the
     ground-truth table give the recall of the image-folder evaluation."""
@@ -150,6 +153,7 @@ def test_folder_to_bag_passthrough_keeps_bytes(corridor_dir, tmp_path):
         assert bytes(reader.deserialize(raw, conn.msgtype).data) == first.read_bytes()
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     from vpr_ros import demo
 
@@ -162,6 +166,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "confidence" in report
 
 
+@pytest.mark.slow
 def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
     from vpr_ros.core.bag_source import read_bag_frames
     from vpr_ros.core.bag_writer import BagWriter

@@ -117,6 +117,7 @@ def corridor_triplets(corridor_dir):
              read_image(corridor_dir / "ref" / f"{(q + 50) % 111:07d}.jpg")) for q in (5, 30, 90)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MATCHERS))
 def test_matchers_verify_the_same_place_and_reject_a_far_one(corridor_triplets, name):
     matcher = Matcher(name)

