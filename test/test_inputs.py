@@ -12,7 +12,7 @@ import pytest
 
 from vpr_ros.core.camera import IntrinsicsError, intrinsics_for
 from vpr_ros.core.images import ImageError, encoded_size, rescale_bit_depth, to_rgb8
-from vpr_ros.core.localizer import FrameGate
+from vpr_ros.core.gate import FrameGate
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from vpr_ros.core.images import ImageError
-from vpr_ros.core.localizer import FrameGate, Localizer, LocalizerConfig
+from vpr_ros.core.gate import FrameGate
+from vpr_ros.core.localizer import Localizer, LocalizerConfig
 
 
 @pytest.fixture(scope="module")

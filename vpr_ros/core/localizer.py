@@ -20,7 +20,6 @@ A hypothesis is accepted as a loop closure when it passes the thresholds below a
 import dataclasses
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -322,46 +321,6 @@ class Localizer:
         self._place_index(self.vpr_map)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
-
-
-@dataclass
-class FrameGate:
-    """Which incoming frames get processed: at least `min_interval_s` after the last processed one,
-    and, when the frame has an odometry pose, at least `min_distance_m` or `min_rotation_deg` away
-    from it (0 turns a threshold off). A frame without a stamp (0 or negative: a driver that never
-    sets it) is timed by `clock` (monotonic nanoseconds) instead, so unset stamps never freeze the gate."""
-
-    min_interval_s: float = 0.0
-    min_distance_m: float = 0.0
-    min_rotation_deg: float = 0.0
-    clock: Callable[[], int] = time.monotonic_ns
-    _last_stamp: int | None = None
-    _last_pose: np.ndarray | None = None
-
-    def __post_init__(self):
-        if min(self.min_interval_s, self.min_distance_m, self.min_rotation_deg) < 0:
-            raise ValueError("frame gate thresholds must be >= 0")
-
-    def admit(self, stamp_ns: int, pose: np.ndarray | None = None) -> bool:
-        """True (and remember the frame) when the frame should be processed."""
-        if stamp_ns <= 0:
-            stamp_ns = self.clock()
-        if pose is not None and not np.isfinite(pose).all():
-            pose = None  # a NaN pose gates nothing (and must not become the reference)
-        if self._last_stamp is not None:
-            elapsed = stamp_ns - self._last_stamp
-            if 0 <= elapsed < self.min_interval_s * 1e9:  # time going back (a replayed bag) resets the gate
-                return False
-            if pose is not None and self._last_pose is not None:
-                moved = float(np.linalg.norm(pose[:3] - self._last_pose[:3]))
-                turned = float(np.degrees(2 * np.arccos(min(1.0, abs(float(np.dot(pose[3:], self._last_pose[3:])))))))
-                checks = [moved >= self.min_distance_m] if self.min_distance_m > 0 else []
-                checks += [turned >= self.min_rotation_deg] if self.min_rotation_deg > 0 else []
-                if checks and not any(checks):
-                    return False
-        self._last_stamp = stamp_ns
-        self._last_pose = None if pose is None else np.asarray(pose, np.float64)
-        return True
 
 
 def _pose_or_nan(pose) -> np.ndarray:

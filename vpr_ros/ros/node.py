@@ -28,7 +28,6 @@ import math
 import os
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,8 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.camera import IntrinsicsError, intrinsics_for
 from vpr_ros.core.confidence import position_covariance
 from vpr_ros.core.images import ImageError, rescale_bit_depth
-from vpr_ros.core.localizer import FrameGate, FrameResult, Localizer, LocalizerConfig
+from vpr_ros.core.gate import FrameGate, FrameQueue
+from vpr_ros.core.localizer import FrameResult, Localizer, LocalizerConfig
 from vpr_ros.core.map_store import MapError, VPRMap
 from vpr_ros.core.metrics import latency_summary
 from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
@@ -97,45 +97,6 @@ class _RosoutHandler(logging.Handler):
                 self.ros_logger.debug(text)
         except Exception:  # a log line must never break the caller (e.g. after the context is gone)
             pass
-
-
-class FrameQueue:
-    """Frames waiting for the processing loop. maxlen 1: the newest replaces the waiting one; more:
-    first in, first out, the oldest dropped when full. put() returns how many frames were dropped."""
-
-    def __init__(self, maxlen: int):
-        self._items: deque = deque()
-        self.maxlen = maxlen
-        self._cv = threading.Condition()
-        self.closed = False
-
-    def put(self, item) -> int:
-        with self._cv:
-            dropped = 0
-            while len(self._items) >= self.maxlen:
-                self._items.popleft()
-                dropped += 1
-            self._items.append(item)
-            self._cv.notify()
-            return dropped
-
-    def get(self, timeout: float = 0.5):
-        """The next frame, or None when closed (or after `timeout` without one)."""
-        with self._cv:
-            if not self._items and not self.closed:
-                self._cv.wait(timeout)
-            if self.closed or not self._items:
-                return None
-            return self._items.popleft()
-
-    def close(self) -> None:
-        with self._cv:
-            self.closed = True
-            self._cv.notify_all()
-
-    def __len__(self) -> int:
-        with self._cv:
-            return len(self._items)
 
 
 def _quaternion(rotation: np.ndarray) -> Quaternion:
