@@ -64,19 +64,6 @@ def params_file(folder: Path, base: Path, values: dict) -> Path:
     return path
 
 
-def localizer_config(params: dict):
-    """The LocalizerConfig the node builds from these parameters (for the plain-process reference)."""
-    from dataclasses import fields
-
-    from vpr_ros.core.localizer import LocalizerConfig
-
-    values = {f.name: params[f.name] for f in fields(LocalizerConfig) if f.name in params}
-    values["rerank"] = None if params.get("rerank") in ("", "off", "none") else params.get("rerank")
-    if "skip_margin" in values and values["skip_margin"] < 0:
-        values["skip_margin"] = None
-    return LocalizerConfig(**values)
-
-
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and its descendants, MiB (0 when it is gone)."""
     pids, total = {pid}, 0.0
@@ -132,13 +119,14 @@ class Answer:
 
 
 class Camera:
-    """A probe node: publishes frames on `topic` (reliable, depth 1 like a camera driver's default
-    sensor queue), records each frame's publish time by stamp, and the node's PlaceHypotheses."""
+    """A probe node: publishes frames on `topic` (reliable QoS, depth 10), records each frame's publish
+    time by stamp, and receives the node's PlaceHypotheses."""
 
     def __init__(self, topic: str):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
         from vpr_ros_interfaces.msg import PlaceHypotheses
 
         self.context = rclpy.Context()
@@ -146,8 +134,6 @@ class Camera:
         self.node = rclpy.create_node("vpr_bench_camera", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        from sensor_msgs.msg import Image
-
         self._Image = Image
         self.pub = self.node.create_publisher(Image, topic, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
         self.sent: dict[int, float] = {}
@@ -194,6 +180,14 @@ class Camera:
             if delay > 0:
                 time.sleep(delay)
         return i
+
+    def warm_up(self, messages: list, frames: int = 3) -> None:
+        """Frames at 1 Hz until the node has answered `frames` of them (its models are loaded and run
+        once), then forget them: what is measured starts after."""
+        self.stream(messages[:frames], 1.0, 120, first_stamp_ns=10**12, until=lambda: len(self.answers) >= frames)
+        time.sleep(2.0)
+        self.answers.clear()
+        self.sent.clear()
 
     def close(self) -> None:
         import rclpy

@@ -12,8 +12,10 @@ is the node's own `pipeline` stage (Localizer.process). Figures are after 3 warm
     .venv/bin/python benchmarks/node_latency.py [--rates 2,30] [--seconds 30] [--rerank xfeat-mnn]
         [--params-file config/localize.yaml] [--no-fastdds-shm]
 
-To measure another checkout (e.g. before a change), run this script with PYTHONPATH=<checkout> and
---params-file <checkout>/config/localize.yaml: the node and the plain process then run its code.
+To measure another checkout (one that has vpr_ros.ros.parameters.localizer_config; the figures for
+3619809 in docs/benchmarks.md were taken with an earlier copy of this script), run it with
+PYTHONPATH=<checkout> and --params-file <checkout>/config/localize.yaml: the node and the plain
+process then run that checkout's code.
 """
 
 import argparse
@@ -28,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from node_harness import (CORRIDOR, REPO, Camera, Process, camera_frames, corridor_map, isolate_ros, localizer_config,
-                          node_command, out_of_order, params_file)
+from node_harness import (CORRIDOR, REPO, Camera, Process, camera_frames, corridor_map, isolate_ros, node_command,
+                          out_of_order, params_file)
+from vpr_ros.ros.parameters import localizer_config
 
 STAGES = ("descriptor", "local_features", "match", "verify", "uncertainty", "pipeline")
 
@@ -40,7 +43,7 @@ def plain(map_dir: str, params: dict, rate: float, seconds: float) -> dict:
     from vpr_ros.core.map_store import VPRMap
 
     config = localizer_config(params)
-    localizer = Localizer(config, VPRMap.load(map_dir, device=config.device if config.device != "auto" else "cpu"))
+    localizer = Localizer(config, VPRMap.load(map_dir, checkpoint=config.checkpoint or None))  # as the node loads it
     frames = camera_frames()
     for i in range(3):
         localizer.process(frames[i], 10**12 + i * 10**9)
@@ -101,10 +104,7 @@ def run_node(params_path: Path, rate: float, seconds: float, log: Path) -> dict:
             if not camera.wait_for_node():
                 raise RuntimeError(f"the node did not subscribe; see {log}")
             messages = camera.messages(camera_frames())
-            camera.stream(messages[:3], 1.0, 120, first_stamp_ns=10**12, until=lambda: len(camera.answers) >= 3)
-            time.sleep(2.0)
-            camera.answers.clear()
-            camera.sent.clear()
+            camera.warm_up(messages)
             published = camera.stream(messages, rate, seconds, first_stamp_ns=2 * 10**12)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and (not camera.answers or camera.answers[-1].stamp_ns < max(camera.sent)):

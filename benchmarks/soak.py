@@ -33,8 +33,7 @@ def diagnostics_listener(camera: Camera) -> dict:
     def on_diagnostics(msg) -> None:
         for status in msg.status:
             if "vpr_localizer" in status.name:
-                latest.update({kv.key: kv.value for kv in status.values}, level=int.from_bytes(status.level, "little")
-                              if isinstance(status.level, bytes) else int(status.level), message=status.message)
+                latest.update({kv.key: kv.value for kv in status.values}, message=status.message)
 
     camera.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     return latest
@@ -67,9 +66,7 @@ def main() -> int:
                     print(f"the node did not subscribe:\n{log.read_text()}")
                     return 1
                 messages = camera.messages(camera_frames())
-                camera.stream(messages[:3], 1.0, 120, first_stamp_ns=10**12, until=lambda: len(camera.answers) >= 3)
-                camera.answers.clear()
-                camera.sent.clear()
+                camera.warm_up(messages)
                 seconds = args.minutes * 60
                 print(f"soak: vpr_localizer, 640x480 rgb8 at {args.rate:g} Hz for {args.minutes:g} min, "
                       f"Fast DDS {'UDP' if args.no_fastdds_shm else 'shared memory'}, node pid {node.proc.pid}")

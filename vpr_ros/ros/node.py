@@ -49,14 +49,14 @@ from vpr_ros.core.camera import IntrinsicsError, intrinsics_for
 from vpr_ros.core.confidence import position_covariance
 from vpr_ros.core.images import ImageError, rescale_bit_depth
 from vpr_ros.core.gate import FrameGate, FrameQueue
-from vpr_ros.core.localizer import FrameResult, Localizer, LocalizerConfig
+from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.map_store import MapError, VPRMap
 from vpr_ros.core.metrics import latency_summary
 from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
 from vpr_ros.ros.health import ERROR, OK, WARN, Health
 from vpr_ros.ros.image_msgs import compressed_to_array, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
-from vpr_ros.ros.parameters import PARAMETERS, RERANK_OFF, check_parameters
+from vpr_ros.ros.parameters import PARAMETERS, check_parameters, localizer_config
 
 NAN = float("nan")
 UNKNOWN_VARIANCE = 1e6  # covariance entry for a degree of freedom the measurement does not constrain
@@ -134,17 +134,7 @@ class LocalizerNode(Node):
         LOGGER.setLevel(logging.INFO)
         LOGGER.propagate = False  # one copy of each line: through the node's logger (console and /rosout)
         p = self.params
-        self.config = LocalizerConfig(
-            mode=p["mode"], top_k=p["top_k"], rerank_top_k=p["rerank_top_k"],
-            rerank=p["rerank"] if p["rerank"] not in RERANK_OFF else None,
-            skip_margin=p["skip_margin"] if p["skip_margin"] >= 0 else None, min_inliers=p["min_inliers"],
-            min_inlier_ratio=p["min_inlier_ratio"], accept_min_inliers=p["accept_min_inliers"],
-            accept_min_similarity=p["accept_min_similarity"],
-            accept_min_probability=p["accept_min_probability"], temporal_window=p["temporal_window"],
-            temporal_tolerance=p["temporal_tolerance"], exclude_recent_s=p["exclude_recent_s"],
-            exclude_recent_frames=p["exclude_recent_frames"], bootstrap_frames=p["bootstrap_frames"],
-            preset=p["preset"], checkpoint=p["checkpoint"], max_keypoints=p["max_keypoints"], device=p["device"],
-            precision=p["precision"], backend=p["backend"])
+        self.config = localizer_config(p)
         self.map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
         vpr_map = self._load_map(self.map_path) if self.map_path else None
         self.localizer = Localizer(self.config, vpr_map)

@@ -112,3 +112,21 @@ def params_file_text() -> str:
                  str(default).lower() if isinstance(default, bool) else repr(default))
         lines += [f"    # {description}{note}", f"    {name}: {value}"]
     return "\n".join(lines) + "\n"
+
+
+def localizer_config(p: dict):
+    """The core's LocalizerConfig from the node's parameter values (what the node runs; benchmarks that
+    run the same pipeline outside the node use it too)."""
+    from vpr_ros.core.localizer import LocalizerConfig  # here: importing this module must not import torch
+
+    return LocalizerConfig(
+        mode=p["mode"], top_k=p["top_k"], rerank_top_k=p["rerank_top_k"],
+        rerank=p["rerank"] if p["rerank"] not in RERANK_OFF else None,
+        skip_margin=p["skip_margin"] if p["skip_margin"] >= 0 else None, min_inliers=p["min_inliers"],
+        min_inlier_ratio=p["min_inlier_ratio"], accept_min_inliers=p["accept_min_inliers"],
+        accept_min_similarity=p["accept_min_similarity"],
+        accept_min_probability=p["accept_min_probability"], temporal_window=p["temporal_window"],
+        temporal_tolerance=p["temporal_tolerance"], exclude_recent_s=p["exclude_recent_s"],
+        exclude_recent_frames=p["exclude_recent_frames"], bootstrap_frames=p["bootstrap_frames"],
+        preset=p["preset"], checkpoint=p["checkpoint"], max_keypoints=p["max_keypoints"], device=p["device"],
+        precision=p["precision"], backend=p["backend"])
