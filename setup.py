@@ -23,12 +23,12 @@ setup(
     python_requires=">=3.10",
     entry_points={
         "console_scripts": [
-            "vpr_doctor = vpr_ros.doctor:main",
-            "vpr_demo = vpr_ros.demo:main",
+            "vpr_doctor = vpr_ros.tools.doctor:main",
+            "vpr_demo = vpr_ros.tools.demo:main",
             "vpr_eval = vpr_ros.tools.eval:main",
             "vpr_build_map = vpr_ros.tools.build_map:main",
             "vpr_train_uncertainty = vpr_ros.tools.train_uncertainty:main",
-            "vpr_localizer = vpr_ros.ros.node:main",
+            "vpr_localizer = vpr_ros.ros.main:main",
             "vpr_sim = vpr_ros.tools.sim:main",
             "vpr_export = vpr_ros.tools.export:main",
             "vpr_folder_to_bag = vpr_ros.tools.folder_to_bag:main",

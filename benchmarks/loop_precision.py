@@ -29,10 +29,12 @@ def main() -> int:
     if not (args.corridor / "ground_truth.csv").is_file():
         print(f"skipped: {args.corridor} not found")
         return 0
-    from vpr_ros.core.datasets import list_images, read_image
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.localizer import Localizer, LocalizerConfig
-    from vpr_ros.core.map_builder import build_map, load_image_file
+    from vpr_ros.core.inputs.images import list_images, read_image
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.ros.parameters import localizer_config
+    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
     refs = list_images(args.corridor / "ref")
     frames = FrameTable.build(np.arange(1, len(refs) + 1) * 10**9, refs)
@@ -43,12 +45,9 @@ def main() -> int:
     queries = sorted(truth)
     p = shipped()
     configs = {
-        "shipped defaults": LocalizerConfig(
-            top_k=p["top_k"], rerank=None if p["rerank"] in ("", "off") else p["rerank"],
-            accept_min_similarity=p["accept_min_similarity"], accept_min_inliers=p["accept_min_inliers"],
-            temporal_window=p["temporal_window"], temporal_tolerance=p["temporal_tolerance"], device="cpu"),
+        "shipped defaults": localizer_config({**p, "device": "cpu"}),
         "previous defaults (rerank off, temporal_window 0)": LocalizerConfig(
-            top_k=5, rerank=None, accept_min_similarity=0.5, temporal_window=0, device="cpu"),
+            top_k=5, rerank="off", accept_min_similarity=0.5, temporal_window=0, device="cpu"),
     }
     images = [read_image(args.corridor / q) for q in queries]
     print(f"Corridor: {len(refs)} map frames, {len(queries)} queries in order")

@@ -39,9 +39,9 @@ def isolate_ros(shm: bool) -> None:
 
 def corridor_map(folder: Path) -> Path:
     """A map of the 111 Corridor references with XFeat local features, saved under `folder`."""
-    from vpr_ros.core.datasets import list_images
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map, load_image_file
+    from vpr_ros.core.inputs.images import list_images
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
     refs = list_images(CORRIDOR / "ref")
     frames = FrameTable.build(np.arange(1, len(refs) + 1) * 10**9, refs)
@@ -50,7 +50,7 @@ def corridor_map(folder: Path) -> Path:
 
 def camera_frames(count: int = 30) -> list[np.ndarray]:
     """Corridor queries upscaled to 640x480 rgb8, as a camera would send them."""
-    from vpr_ros.core.datasets import list_images, read_image
+    from vpr_ros.core.inputs.images import list_images, read_image
 
     return [np.ascontiguousarray(cv2.resize(read_image(p), (640, 480))) for p in list_images(CORRIDOR / "query")[:count]]
 

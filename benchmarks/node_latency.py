@@ -40,7 +40,7 @@ STAGES = ("descriptor", "local_features", "match", "verify", "uncertainty", "pip
 def plain(map_dir: str, params: dict, rate: float, seconds: float) -> dict:
     """Localizer.process in this (ROS-free) process on frames arriving at `rate`, newest first."""
     from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.core.maps.map_store import VPRMap
 
     config = localizer_config(params)
     localizer = Localizer(config, VPRMap.load(map_dir, checkpoint=config.checkpoint or None))  # as the node loads it

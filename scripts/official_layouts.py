@@ -31,8 +31,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from vpr_ros.core.descriptors import GlobalDescriptor  # noqa: E402
-from vpr_ros.core.models.checkpoints import RENAMES  # noqa: E402
+from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor  # noqa: E402
+from vpr_ros.core.descriptors.models.checkpoints import RENAMES  # noqa: E402
 
 LAYOUT_DIR = REPO / "test" / "data" / "official_layouts"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bag_writer import write_run
-from vpr_ros.core.bag_source import interpolate_poses, read_bag_frames
+from vpr_ros.core.maps.bag_source import interpolate_poses, read_bag_frames
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_interpolation_leaves_gaps_unposed():
 
 @pytest.mark.slow
 def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
-    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.core.maps.map_store import VPRMap
     from vpr_ros.tools.build_map import main as build_main
     from vpr_ros.tools.eval import main as eval_main
 

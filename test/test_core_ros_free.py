@@ -35,7 +35,7 @@ def imported_names(tree: ast.AST) -> list[tuple[int, str]]:
 @pytest.mark.parametrize("name, expected", [
     ("rclpy.node", True), ("sensor_msgs.msg", True), ("vpr_ros_interfaces.msg", True),
     ("std_srvs.srv", True), ("vpr_ros.ros.convert", True), ("numpy", False), ("faiss", False),
-    ("vpr_ros.core.index", False), ("torch.nn", False),
+    ("vpr_ros.core.maps.index", False), ("torch.nn", False),
 ])
 def test_ros_module_classifier(name, expected):
     assert is_ros_module(name) is expected

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.backends import TorchBackend
-from vpr_ros.core.datasets import list_images, read_image
-from vpr_ros.core.devices import GraphedCall, resolve_device, resolve_precision
-from vpr_ros.core.frames import FrameTable
-from vpr_ros.core.images import batch_to_tensor
-from vpr_ros.core.index import DescriptorIndex
-from vpr_ros.core.local_features import LocalExtractor
-from vpr_ros.core.localizer import Localizer, LocalizerConfig
-from vpr_ros.core.map_builder import build_map, load_image_file
-from vpr_ros.core.matchers import Matcher
+from vpr_ros.core.runtime.backends import TorchBackend
+from vpr_ros.core.inputs.images import list_images, read_image
+from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.inputs.images import batch_to_tensor
+from vpr_ros.core.maps.index import DescriptorIndex
+from vpr_ros.core.matching.local_features import LocalExtractor
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.localizer import Localizer
+from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.matching.matchers import Matcher
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU on this machine")
 
@@ -106,7 +107,7 @@ def test_gpu_search_matches_faiss_on_the_cpu(tmp_path):
 
 @needs_cuda
 def test_quantised_index_without_faiss_gpu_is_refused_clearly():
-    from vpr_ros.core.index import faiss_has_gpu
+    from vpr_ros.core.maps.index import faiss_has_gpu
 
     if faiss_has_gpu():
         pytest.skip("this faiss has GPU support: IVF indexes do run on the GPU here")
@@ -159,8 +160,8 @@ def test_localizer_on_cuda_answers_like_the_cpu(corridor_map):
 def test_padded_lightglue_pass_equals_kornia_unpruned(corridor_dir):
     """The dense pass the CUDA graph captures, run eagerly on the CPU: padded and masked to 512
     keypoints it gives exactly kornia's own matches without point pruning (a 300-keypoint pair too)."""
-    from vpr_ros.core.local_features import LocalFeatures
-    from vpr_ros.core.matchers import GraphedLightGlue
+    from vpr_ros.core.matching.local_features import LocalFeatures
+    from vpr_ros.core.matching.matchers import GraphedLightGlue
 
     extractor = LocalExtractor("xfeat", 512)
     query = extractor.extract([read_image(list_images(corridor_dir / "query")[3])])[0]
@@ -184,7 +185,7 @@ def test_padded_lightglue_pass_equals_kornia_unpruned(corridor_dir):
 def test_published_model_on_cuda_agrees_with_the_cpu(corridor_map, preset, precision, min_cosine):
     """The backbone (a ViT's (patch map, class token) pair included) under autocast and a CUDA graph,
     the aggregation (optimal transport, BoQ's attention) in fp32; untrained weights."""
-    from vpr_ros.core.descriptors import GlobalDescriptor
+    from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 
     _, queries = corridor_map
     descriptor = GlobalDescriptor(preset, random_weights=True)

@@ -117,7 +117,7 @@ def test_interfaces_load_or_warn_once(monkeypatch, caplog):
 
 
 def test_doctor_passes_in_this_environment():
-    result = subprocess.run([sys.executable, "-m", "vpr_ros.doctor"], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "vpr_ros.tools.doctor"], capture_output=True, text=True,
                             cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("rclpy", "vpr_ros_interfaces", "ros graph", "torch", "faiss", "weights"):

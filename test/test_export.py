@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.backends import OnnxRuntimeBackend, TorchBackend, make_backend
-from vpr_ros.core.datasets import list_images, read_image
-from vpr_ros.core.export import export_onnx, onnx_path, read_export_metadata
-from vpr_ros.core.frames import FrameTable
-from vpr_ros.core.images import batch_to_tensor
-from vpr_ros.core.localizer import Localizer, LocalizerConfig
-from vpr_ros.core.map_builder import build_map, load_image_file
+from vpr_ros.core.runtime.backends import OnnxRuntimeBackend, TorchBackend, make_backend
+from vpr_ros.core.inputs.images import list_images, read_image
+from vpr_ros.core.runtime.export import export_onnx, onnx_path, read_export_metadata
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.inputs.images import batch_to_tensor
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.localizer import Localizer
+from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
 
 @pytest.fixture(autouse=True)
@@ -85,9 +86,9 @@ def test_asking_for_cuda_where_there_is_none_is_an_error(fitted_map):
 
 def test_localizer_on_onnxruntime_answers_like_torch(fitted_map):
     vpr_map, queries = fitted_map
-    torch_loc = Localizer(LocalizerConfig(top_k=5), vpr_map)
+    torch_loc = Localizer(LocalizerConfig(top_k=5, rerank="off"), vpr_map)
     torch_keys = [torch_loc.process(q, i).places[0].hypothesis.key for i, q in enumerate(queries[:10])]
-    ort_loc = Localizer(LocalizerConfig(top_k=5, backend="onnxruntime"), vpr_map)
+    ort_loc = Localizer(LocalizerConfig(top_k=5, rerank="off", backend="onnxruntime"), vpr_map)
     results = [ort_loc.process(q, i) for i, q in enumerate(queries[:10])]
     assert ort_loc.backend_label == "onnxruntime/cpu"
     assert [r.places[0].hypothesis.key for r in results] == torch_keys
@@ -108,7 +109,7 @@ def test_vpr_export_cli(fitted_map, tmp_path, capsys):
 
 
 def test_tensorrt_is_refused_clearly_where_it_cannot_run(fitted_map):
-    from vpr_ros.core.tensorrt_engine import tensorrt_available
+    from vpr_ros.core.runtime.tensorrt import tensorrt_available
 
     vpr_map, _ = fitted_map
     usable, why = tensorrt_available()
@@ -120,7 +121,7 @@ def test_tensorrt_is_refused_clearly_where_it_cannot_run(fitted_map):
 
 
 def test_tensorrt_engine_agrees_with_torch_and_is_cached(fitted_map, tmp_path):
-    from vpr_ros.core.tensorrt_engine import TensorRTBackend, tensorrt_available
+    from vpr_ros.core.runtime.tensorrt import TensorRTBackend, tensorrt_available
 
     usable, why = tensorrt_available()
     if not usable:
@@ -139,13 +140,3 @@ def test_tensorrt_engine_agrees_with_torch_and_is_cached(fitted_map, tmp_path):
         TensorRTBackend(vpr_map.descriptor, "cuda", "fp16", max_batch=4, rebuild=False)
     TensorRTBackend(vpr_map.descriptor, "cuda", "fp16", max_batch=4)  # rebuilt
     assert engine.path.stat().st_mtime_ns != mtime
-
-
-def test_auto_device_picks_the_gpu_when_there_is_one(fitted_map):
-    vpr_map, queries = fitted_map
-    localizer = Localizer(LocalizerConfig(device="auto"), vpr_map)
-    assert localizer.config.device == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert localizer.backend_label.startswith(f"torch/{localizer.config.device}")
-    assert localizer.process(queries[0], 0).places
-    vpr_map.index.to_device("cpu")  # the module-scoped map goes back to the CPU index and torch module
-    vpr_map.backend = None

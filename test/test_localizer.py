@@ -3,29 +3,30 @@
 import numpy as np
 import pytest
 
-from vpr_ros.core.images import ImageError
+from vpr_ros.core.inputs.images import ImageError
 from vpr_ros.core.gate import FrameGate
-from vpr_ros.core.localizer import Localizer, LocalizerConfig
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.localizer import Localizer
 
 
 @pytest.fixture(scope="module")
 def refs(corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
     return [read_image(p) for p in sorted((corridor_dir / "ref").glob("*.jpg"))[:60]]
 
 
 @pytest.fixture(scope="module")
 def queries(corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
     return [read_image(p) for p in sorted((corridor_dir / "query").glob("*.jpg"))[:20]]
 
 
 @pytest.fixture(scope="module")
 def ref_map(corridor_dir):
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map, load_image_file
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
     paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
     pose = np.zeros((40, 7))
@@ -35,10 +36,10 @@ def ref_map(corridor_dir):
 
 
 def test_localize_reranks_and_accepts_a_verified_place(ref_map, corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
     config = LocalizerConfig(mode="localize", top_k=5, rerank="xfeat-mnn", accept_min_inliers=30,
-                             accept_min_similarity=0.0)
+                             accept_min_similarity=0.0, temporal_window=0)
     localizer = Localizer(config, ref_map)
     result = localizer.process(read_image(corridor_dir / "query" / "0000020.jpg"), 5 * 10**9)
     best = result.places[0]
@@ -52,9 +53,9 @@ def test_localize_reranks_and_accepts_a_verified_place(ref_map, corridor_dir):
 
 
 def test_localize_without_reranking_and_temporal_consistency(ref_map, corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
-    config = LocalizerConfig(top_k=3, accept_min_similarity=0.0, temporal_window=2, temporal_tolerance=3)
+    config = LocalizerConfig(top_k=3, rerank="off", accept_min_similarity=0.0, temporal_window=2, temporal_tolerance=3)
     localizer = Localizer(config, ref_map)
     loops = [localizer.process(read_image(corridor_dir / "query" / f"{q:07d}.jpg"), q * 10**9).loop
              for q in (10, 11, 12, 30)]
@@ -78,9 +79,31 @@ def test_reranking_needs_a_map_with_matching_features(ref_map):
             Localizer(LocalizerConfig(device="cuda"), ref_map)
 
 
+@pytest.mark.parametrize("device", ["auto", "cpu"])
+def test_the_configured_device_reaches_every_stage(ref_map, corridor_dir, device):
+    """"auto" is resolved once and then used by the descriptor backend, the search, the local features
+    and the matcher alike (a stage that kept its own default would show up here on a GPU machine)."""
+    import torch
+    from vpr_ros.core.inputs.images import read_image
+
+    expected = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu"
+    localizer = Localizer(LocalizerConfig(rerank="xfeat-mnn", device=device), ref_map)
+    try:
+        result = localizer.process(read_image(corridor_dir / "query" / "0000020.jpg"), 10**9)
+        assert result.places[0].verification is not None
+        assert localizer.config.device == expected and localizer.backend_label.startswith(f"torch/{expected}")
+        assert ref_map.index.device == expected
+        assert localizer.reranker.matcher.device.type == expected
+        assert localizer._extractor().device.type == expected
+    finally:
+        ref_map.index.to_device("cpu")
+        ref_map.backend = None
+
+
 def test_slam_closes_a_loop_on_a_revisit(refs, queries):
     config = LocalizerConfig(mode="slam", top_k=3, rerank="xfeat-mnn", bootstrap_frames=20, exclude_recent_s=15,
-                             exclude_recent_frames=5, accept_min_inliers=40, accept_min_similarity=0.0)
+                             exclude_recent_frames=5, accept_min_inliers=40, accept_min_similarity=0.0,
+                             temporal_window=0)
     localizer = Localizer(config)
     first_pass = [localizer.process(image, i * 10**9) for i, image in enumerate(refs[:40])]
     assert first_pass[0].status == "bootstrapping 1/20" and first_pass[19].status.startswith("online map started")

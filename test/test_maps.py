@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-from vpr_ros.core.frames import FrameTable
-from vpr_ros.core.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
-from vpr_ros.core.map_store import MapError, VPRMap
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
+from vpr_ros.core.maps.map_store import MapError, VPRMap
 
 SMALL = {"clusters": 8, "input_size": (320, 240)}  # a quick vocabulary; the real preset runs in vpr_eval
 
@@ -52,7 +52,7 @@ def test_map_round_trip_and_query(corridor_map, tmp_path):
     for column in ("keypoints", "descriptors", "scores", "counts", "image_size"):
         np.testing.assert_array_equal(getattr(loaded.local, column), getattr(vpr_map.local, column))
     # a map frame's own image comes back first with similarity 1
-    from vpr_ros.core.recognizer import PlaceRecognizer
+    from vpr_ros.core.maps.recognizer import PlaceRecognizer
 
     image = load_image_file(loaded.frames.sources[17])
     result = PlaceRecognizer(loaded.descriptor, loaded.index).query([image, image], k=3)
@@ -80,7 +80,7 @@ def test_stored_local_features_are_real_keypoints(corridor_map):
     assert (frame.keypoints >= 0).all() and (frame.keypoints < [160, 120]).all()
     np.testing.assert_allclose(np.linalg.norm(frame.descriptors, axis=1), 1.0, atol=2e-3)
     # the same image extracted again gives the same features (float16 storage aside)
-    from vpr_ros.core.local_features import LocalExtractor
+    from vpr_ros.core.matching.local_features import LocalExtractor
 
     again = LocalExtractor("xfeat", 256).extract([load_image_file(vpr_map.frames.sources[7])])[0]
     np.testing.assert_allclose(again.keypoints, frame.keypoints, atol=1e-3)
@@ -88,8 +88,8 @@ def test_stored_local_features_are_real_keypoints(corridor_map):
 
 
 def test_local_features_of_textureless_and_odd_images():
-    from vpr_ros.core.images import ImageError
-    from vpr_ros.core.local_features import LocalExtractor, LocalFeatureTable
+    from vpr_ros.core.inputs.images import ImageError
+    from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 
     extractor = LocalExtractor("xfeat", 128)
     flat, gray16 = np.full((120, 160, 3), 128, np.uint8), (np.random.default_rng(0).integers(0, 65535, (96, 128))
@@ -156,7 +156,7 @@ def test_online_map_grows_and_empty_map_answers_nothing(corridor_map, tmp_path):
     _, vpr_map = corridor_map
     empty = VPRMap.create("online", vpr_map.descriptor, np.zeros((0, vpr_map.descriptor.dim)),
                           FrameTable.build([], []))
-    from vpr_ros.core.recognizer import PlaceRecognizer
+    from vpr_ros.core.maps.recognizer import PlaceRecognizer
 
     image = load_image_file(vpr_map.frames.sources[5])
     result = PlaceRecognizer(empty.descriptor, empty.index).query([image], k=2)

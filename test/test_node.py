@@ -51,7 +51,7 @@ def jpeg_msg(rgb: np.ndarray, stamp_ns: int) -> CompressedImage:
 
 @pytest.fixture(scope="module")
 def images(corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
     refs = [read_image(p) for p in sorted((corridor_dir / "ref").glob("*.jpg"))[:40]]
     queries = [read_image(p) for p in sorted((corridor_dir / "query").glob("*.jpg"))[:40]]
@@ -61,8 +61,8 @@ def images(corridor_dir):
 @pytest.fixture(scope="module")
 def map_dir(corridor_dir, tmp_path_factory):
     """A saved 40-frame Corridor map with poses 1 m apart and XFeat local features."""
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map, load_image_file
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
     paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
     pose = np.zeros((40, 7))
@@ -153,13 +153,6 @@ def test_params_file_lists_every_parameter_with_its_default():
     assert (REPO / "config" / "localize.yaml").read_text() == params_file_text()
 
 
-def test_matcher_names_of_the_parameters_are_the_cores():
-    from vpr_ros.core.matchers import MATCHERS
-    from vpr_ros.ros.parameters import MATCHER_NAMES
-
-    assert MATCHER_NAMES == tuple(MATCHERS)
-
-
 def test_launch_file_declares_its_arguments():
     pytest.importorskip("launch_ros", reason="launch/launch_ros are not installable from PyPI; a robot's ROS has them")
     import importlib.util
@@ -217,10 +210,10 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
 def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(graph, map_dir, images, tmp_path):
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
-    from vpr_ros.core.geometry import GeometricVerifier
-    from vpr_ros.core.map_store import VPRMap
-    from vpr_ros.core.reranker import Reranker
-    from vpr_ros.core.uncertainty_training import train_uncertainty
+    from vpr_ros.core.matching.geometry import GeometricVerifier
+    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.matching.reranker import Reranker
+    from vpr_ros.core.uncertainty.training import train_uncertainty
 
     vpr_map = VPRMap.load(map_dir)
     vpr_map.uncertainty = train_uncertainty(vpr_map, {"epochs": 3, "views": 1, "positive_distance_m": 2.0},
@@ -313,7 +306,7 @@ def test_load_and_save_map_services(graph, map_dir, tmp_path):
     assert saved.success and saved.map_size == 40
     again = call(save, MSGS.SaveMap.Request(map_path=str(tmp_path / "copy"), overwrite=False))
     assert not again.success and "overwrite" in again.message
-    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.core.maps.map_store import VPRMap
 
     assert len(VPRMap.load(saved.map_path)) == 40
 
@@ -353,7 +346,7 @@ def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_pat
     assert spin_until(executor, save.service_is_ready, 10)
     future = save.call_async(MSGS.SaveMap.Request())
     assert spin_until(executor, future.done, 30) and future.result().success, future.result()
-    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.core.maps.map_store import VPRMap
 
     saved = VPRMap.load(tmp_path / "online")
     assert len(saved) == 38 and saved.local is not None
@@ -379,7 +372,7 @@ def test_console_script_runs_with_the_params_file_and_rejects_bad_parameters(map
 
 
 def test_image_messages_convert_exactly_and_reject_bad_fields():
-    from vpr_ros.core.images import ImageError
+    from vpr_ros.core.inputs.images import ImageError
     from vpr_ros.ros.image_msgs import compressed_to_array, image_to_array
 
     rgb = np.random.default_rng(0).integers(0, 255, (40, 50, 3), dtype=np.uint8)
@@ -413,7 +406,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError(f"No module named {name!r} (blocked for this test)")
         return None
 sys.meta_path.insert(0, Block())
-from vpr_ros.ros.node import main
+from vpr_ros.ros.main import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -485,9 +478,9 @@ def test_the_node_runs_a_published_model_map_whose_checkpoint_moved(graph, corri
     file is now (untrained CosPlace weights: a map frame itself must come back first)."""
     import torch
 
-    from vpr_ros.core.descriptors import GlobalDescriptor
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map, load_image_file
+    from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
     weights = tmp_path / "ResNet18_512_cosplace.pth"
     torch.save(GlobalDescriptor("cosplace-r18-512", random_weights=True, seed=4).net.state_dict(), weights)

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.datasets import read_image
-from vpr_ros.core.descriptors import GlobalDescriptor
-from vpr_ros.core.images import batch_to_tensor
-from vpr_ros.core.map_store import MapError, VPRMap
-from vpr_ros.core.models import PUBLISHED_PRESETS, RELEASED_FILES, build_model
-from vpr_ros.core.models.checkpoints import RENAMES, CheckpointError, layout, read_state_dict
+from vpr_ros.core.inputs.images import read_image
+from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.inputs.images import batch_to_tensor
+from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.descriptors.models import PUBLISHED_PRESETS, RELEASED_FILES, build_model
+from vpr_ros.core.descriptors.models.checkpoints import RENAMES, CheckpointError, layout, read_state_dict
 
 LAYOUTS = Path(__file__).parent / "data" / "official_layouts"
 # one preset per architecture family; ONNX and round trips run on these
@@ -256,8 +256,8 @@ def test_checkpoints_never_unpickle_code(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", FAMILIES)
 def test_onnx_export_agrees_with_torch_on_real_images(preset, tmp_path, corridor_batches):
-    from vpr_ros.core.backends import OnnxRuntimeBackend
-    from vpr_ros.core.export import export_onnx, read_export_metadata
+    from vpr_ros.core.runtime.backends import OnnxRuntimeBackend
+    from vpr_ros.core.runtime.export import export_onnx, read_export_metadata
 
     descriptor = _random(preset)
     path = export_onnx(descriptor, tmp_path / "descriptor.onnx")
@@ -293,8 +293,8 @@ def _subset(corridor_dir: Path, folder: Path, queries: int = 12) -> Path:
 
 
 def test_map_of_a_published_model_records_and_checks_its_checkpoint(tmp_path, cosplace_checkpoint, corridor_dir):
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map
 
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))[:8]
     frames = FrameTable.build(np.arange(len(refs), dtype=np.int64), [str(p) for p in refs])
@@ -319,8 +319,8 @@ def test_map_of_a_published_model_records_and_checks_its_checkpoint(tmp_path, co
 
 
 def test_a_checkpoint_for_a_map_of_an_own_preset_is_refused(tmp_path, corridor_dir):
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map
 
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))[:20]
     frames = FrameTable.build(np.arange(len(refs), dtype=np.int64), [str(p) for p in refs])

@@ -8,11 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from vpr_ros.core.evaluation import by_distance, by_frames, by_stamps, evaluate_replay
-from vpr_ros.core.frames import FrameTable
-from vpr_ros.core.localizer import LocalizerConfig
-from vpr_ros.core.map_store import VPRMap
-from vpr_ros.core.replay import BAD, DROPPED, QueryRecord
+from vpr_ros.core.evaluation.scoring import by_distance, by_frames, by_stamps, evaluate_replay
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.evaluation.replay import BAD, DROPPED, QueryRecord
 from vpr_ros.tools import build_map, eval as vpr_eval, folder_to_bag, sim
 
 TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]
@@ -155,7 +155,7 @@ def test_folder_to_bag_passthrough_keeps_bytes(corridor_dir, tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    from vpr_ros import demo
+    from vpr_ros.tools import demo
 
     status = demo.main(["--out", str(tmp_path / "demo"), "--frames", "30", "--rerank", "off", "--skip-doctor"])
     assert status == 0
@@ -168,8 +168,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
-    from vpr_ros.core.bag_source import read_bag_frames
-    from vpr_ros.core.bag_writer import BagWriter
+    from vpr_ros.core.maps.bag_source import read_bag_frames
+    from vpr_ros.sim.bag_writer import BagWriter
 
     lap = read_bag_frames(sim_map / "run" / "lap_2", "/camera/image_raw", "/odom")
     load = lap.loader()

@@ -4,10 +4,10 @@ import cv2
 import numpy as np
 import pytest
 
-from vpr_ros.core.geometry import GeometricVerifier
-from vpr_ros.core.local_features import LocalExtractor, LocalFeatures
-from vpr_ros.core.matchers import MATCHERS, Matcher
-from vpr_ros.core.reranker import Reranker
+from vpr_ros.core.matching.geometry import GeometricVerifier
+from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures
+from vpr_ros.core.matching.matchers import MATCHERS, Matcher
+from vpr_ros.core.matching.reranker import Reranker
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 SIZE = (640, 480)
@@ -111,7 +111,7 @@ def test_verifier_rejects_bad_settings_and_shapes():
 
 @pytest.fixture(scope="module")
 def corridor_triplets(corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
     return [(read_image(corridor_dir / "query" / f"{q:07d}.jpg"), read_image(corridor_dir / "ref" / f"{q:07d}.jpg"),
              read_image(corridor_dir / "ref" / f"{(q + 50) % 111:07d}.jpg")) for q in (5, 30, 90)]
@@ -153,8 +153,8 @@ def test_matcher_handles_empty_features():
 @pytest.fixture(scope="module")
 def small_map(corridor_dir):
     """The first 40 Corridor references with XFeat local features."""
-    from vpr_ros.core.frames import FrameTable
-    from vpr_ros.core.map_builder import build_map, load_image_file
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
     frames = FrameTable.build(np.zeros(len(refs), np.int64), refs)
@@ -163,7 +163,7 @@ def small_map(corridor_dir):
 
 
 def test_reranker_orders_verified_first_and_explains_the_rest(small_map, corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
     reranker = Reranker("xfeat-lighterglue")
     extractor = reranker.extractor_for(small_map.local_conf)
@@ -188,7 +188,7 @@ def test_reranker_orders_verified_first_and_explains_the_rest(small_map, corrido
 
 
 def test_confident_queries_verify_only_their_first_candidate(small_map, corridor_dir):
-    from vpr_ros.core.datasets import read_image
+    from vpr_ros.core.inputs.images import read_image
 
     query = read_image(small_map.frames.sources[12])  # a map image: its first candidate leads clearly
     answer = small_map.query([query], k=5)

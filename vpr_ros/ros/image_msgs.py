@@ -11,7 +11,7 @@ without allocating it.
 import cv2
 import numpy as np
 
-from vpr_ros.core.images import ImageError, check_size, encoded_size, opencv_to_rgb
+from vpr_ros.core.inputs.images import ImageError, check_size, encoded_size, opencv_to_rgb
 
 # encoding -> (dtype, channels, conversion to RGB(A) or None)
 ENCODINGS = {

@@ -1,120 +1,43 @@
-"""`vpr_localizer`: the ROS 2 node. Thin: parameters, topics and services around core.localizer.
+"""`vpr_localizer`: parameters, topics and services around a core Localizer (docs/node.md).
 
-Images arrive on `image_topic` (sensor_msgs/Image), or on `<image_topic>/compressed`
-(CompressedImage) with image_transport "compressed", as image_transport's republishers name it.
-The subscription callback only gates and queues frames; one processing loop converts and processes
-them: `main()` runs it on the main thread and the ROS callbacks on an executor thread. With
-`queue_size` 1 the newest frame wins (latency stays bounded when frames come faster than they are
-processed; the others are dropped and counted); a larger queue keeps frames in arrival order.
-
-Publishes (relative names, remappable): `vpr/hypotheses` (PlaceHypotheses, every processed frame),
-`vpr/loop_closure` (LoopClosure, accepted hypotheses; its header names the query camera frame),
-`vpr/loop_closure_detection` (Float64MultiArray [t_query, t_match] for LIO-SAM-style back-ends,
-optional), `vpr/pose` (PoseWithCovarianceStamped of the accepted map pose, localize mode),
-`vpr/markers` (MarkerArray for RViz) and `/diagnostics`. Services: `vpr/load_map`, `vpr/save_map`.
-Without the vpr_ros_interfaces package the node runs and publishes the standard topics only.
-
-Nothing a sender or a user provides stops the node: a bad frame, camera info, odometry message or
-map is refused with a log line and a counter; an exception in any callback is logged, counted and
-answered. `main()` exits 0 after a requested shutdown, 2 on a bad configuration, 1 on an internal
-failure that stopped it.
-
-    vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=maps/office
+The image callback only gates and queues frames (core.gate); one processing loop converts and
+processes them (ros.main runs it on the main thread, the callbacks on an executor thread). Messages
+are built in ros.messages, the map services are ros.map_services. A bad frame, camera info,
+odometry message or map is refused with a log line and a counter; an exception in any callback is
+logged, counted and answered, never the end of the node.
 """
 
-import faulthandler
 import logging
-import math
-import os
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import rclpy
-from rclpy.exceptions import ParameterException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, Pose, PoseWithCovarianceStamped, Quaternion
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import ColorRGBA, Float64MultiArray, Header
-from visualization_msgs.msg import Marker, MarkerArray
+from std_msgs.msg import Float64MultiArray
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseWithCovarianceStamped
+from visualization_msgs.msg import MarkerArray
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.camera import IntrinsicsError, intrinsics_for
-from vpr_ros.core.confidence import position_covariance
-from vpr_ros.core.images import ImageError, rescale_bit_depth
+from vpr_ros.core.evaluation.metrics import latency_summary
 from vpr_ros.core.gate import FrameGate, FrameQueue
+from vpr_ros.core.inputs.camera import CameraIntrinsics
+from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
 from vpr_ros.core.localizer import FrameResult, Localizer
-from vpr_ros.core.map_store import MapError, VPRMap
-from vpr_ros.core.metrics import latency_summary
-from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
-from vpr_ros.ros.health import ERROR, OK, WARN, Health
+from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.ros import map_services, messages
+from vpr_ros.ros.convert import stamp_to_ns
+from vpr_ros.ros.health import Health
 from vpr_ros.ros.image_msgs import compressed_to_array, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
-from vpr_ros.ros.parameters import PARAMETERS, check_parameters, localizer_config
-
-NAN = float("nan")
-UNKNOWN_VARIANCE = 1e6  # covariance entry for a degree of freedom the measurement does not constrain
-LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
-
-
-def _descriptor(name: str, default, description: str, spec) -> ParameterDescriptor:
-    """rclpy enforces the type of `default` and a numeric range; choices of a string are checked by the node."""
-    desc = ParameterDescriptor(name=name, description=description)
-    if spec is None:
-        return desc
-    if isinstance(default, str):
-        desc.additional_constraints = f"one of {list(spec)}"
-    elif isinstance(default, int):
-        desc.integer_range = [IntegerRange(from_value=int(spec[0]), to_value=int(spec[1]), step=1)]
-    else:
-        desc.floating_point_range = [FloatingPointRange(from_value=float(spec[0]), to_value=float(spec[1]))]
-    return desc
-
-
-class _RosoutHandler(logging.Handler):
-    """Forwards the core's `logging` records (logger "vpr_ros") to the node's logger, hence /rosout."""
-
-    def __init__(self, ros_logger):
-        super().__init__(logging.INFO)
-        self.ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-            if record.levelno >= logging.ERROR:
-                self.ros_logger.error(text)
-            elif record.levelno >= logging.WARNING:
-                self.ros_logger.warning(text)
-            elif record.levelno >= logging.INFO:
-                self.ros_logger.info(text)
-            else:
-                self.ros_logger.debug(text)
-        except Exception:  # a log line must never break the caller (e.g. after the context is gone)
-            pass
-
-
-def _quaternion(rotation: np.ndarray) -> Quaternion:
-    """3x3 rotation -> geometry_msgs/Quaternion."""
-    m = rotation
-    w = math.sqrt(max(0.0, 1.0 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + m[0, 0] - m[1, 1] - m[2, 2])) / 2, m[2, 1] - m[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - m[0, 0] + m[1, 1] - m[2, 2])) / 2, m[0, 2] - m[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - m[0, 0] - m[1, 1] + m[2, 2])) / 2, m[1, 0] - m[0, 1])
-    n = math.sqrt(w * w + x * x + y * y + z * z)
-    return Quaternion(x=x / n, y=y / n, z=z / n, w=w / n)
-
-
-def _pose_msg(pose7) -> Pose:
-    p = Pose()
-    p.position.x, p.position.y, p.position.z = (float(v) for v in pose7[:3])
-    p.orientation = Quaternion(x=float(pose7[3]), y=float(pose7[4]), z=float(pose7[5]), w=float(pose7[6]))
-    return p
+from vpr_ros.ros.parameters import PARAMETERS, check_parameters, descriptor, localizer_config
+from vpr_ros.ros.ros_logging import RosoutHandler
 
 
 class LocalizerNode(Node):
@@ -124,19 +47,19 @@ class LocalizerNode(Node):
         """start_worker=True runs the processing loop on a thread of its own (in-process use);
         `main()` passes False and runs `run_worker` on the main thread. Either way there is one loop."""
         super().__init__("vpr_localizer", **kwargs)
-        for name, (default, description, spec) in PARAMETERS.items():
-            self.declare_parameter(name, default, _descriptor(name, default, description, spec))
+        for name, (default, _, _) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor(name))
         self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
         check_parameters(self.params)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._log_handler = _RosoutHandler(self.get_logger())
+        self._log_handler = RosoutHandler(self.get_logger())
         LOGGER.addHandler(self._log_handler)
         LOGGER.setLevel(logging.INFO)
         LOGGER.propagate = False  # one copy of each line: through the node's logger (console and /rosout)
         p = self.params
         self.config = localizer_config(p)
         self.map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
-        vpr_map = self._load_map(self.map_path) if self.map_path else None
+        vpr_map = self.read_map(self.map_path) if self.map_path else None
         self.localizer = Localizer(self.config, vpr_map)
         self.config = self.localizer.config  # with device "auto" resolved
         self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
@@ -147,8 +70,8 @@ class LocalizerNode(Node):
         if self.msgs is not None:
             self.hypotheses_pub = self.create_publisher(self.msgs.PlaceHypotheses, "vpr/hypotheses", 10)
             self.loop_pub = self.create_publisher(self.msgs.LoopClosure, "vpr/loop_closure", 10)
-            self.create_service(self.msgs.LoadMap, "vpr/load_map", self._load_map_service)
-            self.create_service(self.msgs.SaveMap, "vpr/save_map", self._save_map_service)
+            self.create_service(self.msgs.LoadMap, "vpr/load_map", partial(map_services.load_map, self))
+            self.create_service(self.msgs.SaveMap, "vpr/save_map", partial(map_services.save_map, self))
         self.loop_array_pub = (self.create_publisher(Float64MultiArray, "vpr/loop_closure_detection", 10)
                                if p["publish_loop_array"] else None)
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "vpr/pose", 10)
@@ -167,8 +90,7 @@ class LocalizerNode(Node):
         else:
             self.image_topic = p["image_topic"]
             self.create_subscription(Image, self.image_topic, self._on_image, qos)
-        self._camera_info = None  # (row-major K, (width, height)) of the last valid CameraInfo
-        self._camera_K: dict[tuple, np.ndarray | None] = {}  # image size -> K for it (None: rejected)
+        self.camera = CameraIntrinsics()
         self._warned: set[str] = set()
         if p["camera_info_topic"]:
             self.create_subscription(CameraInfo, p["camera_info_topic"], self._guarded(self._on_camera_info), qos)
@@ -177,7 +99,7 @@ class LocalizerNode(Node):
             self.create_subscription(Odometry, p["odom_topic"], self._guarded(self._on_odom), 50)
 
         self._queue = FrameQueue(p["queue_size"])
-        self._map_lock = threading.Lock()
+        self.map_lock = threading.Lock()
         self._loop_lock = threading.Lock()  # held by the one processing loop
         self._worker = None
         if start_worker:
@@ -202,7 +124,7 @@ class LocalizerNode(Node):
                                                                 "(maps reload through vpr/load_map)")
         return SetParametersResult(successful=True)
 
-    def _load_map(self, path: str) -> VPRMap:
+    def read_map(self, path: str) -> VPRMap:
         return VPRMap.load(Path(path).expanduser(), checkpoint=self.config.checkpoint or None)
 
     def _guarded(self, callback):
@@ -228,41 +150,24 @@ class LocalizerNode(Node):
 
     # ---- inputs -----------------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        k = np.asarray(msg.k, np.float64)
-        size = (int(msg.width), int(msg.height))
         roi = msg.roi
-        if roi.width and roi.height and (roi.width, roi.height) != size:  # a region of the calibrated sensor
-            k = k.reshape(3, 3).copy()
-            k[0, 2] -= roi.x_offset
-            k[1, 2] -= roi.y_offset
-            size = (int(roi.width), int(roi.height))
-        key = (k.tobytes(), size)
-        if self._camera_info is not None and (self._camera_info[0].tobytes(), self._camera_info[1]) == key:
-            return
-        if not np.isfinite(k).all() or k.size != 9:
+        error = self.camera.update(msg.k, (int(msg.width), int(msg.height)),
+                                   (roi.x_offset, roi.y_offset, roi.width, roi.height))
+        if error is not None:
             self.health.count("bad_camera_info")
-            self._warn_once(f"info:{k.tobytes()}", f"camera info on {self.params['camera_info_topic']} ignored: K "
-                                                   "has NaN or infinite entries; frames are verified without a pose")
-            return
-        self._camera_info = (k.reshape(3, 3), size)
-        self._camera_K = {}
+            self._warn_once(f"info:{list(msg.k)}", f"camera info on {self.params['camera_info_topic']} ignored: "
+                                                   f"{error}; frames are verified without a pose")
 
     def _intrinsics(self, image_size: tuple[int, int]) -> np.ndarray | None:
         """K for images of this size from the last camera info; None (warned once, counted) when it does not fit."""
-        info = self._camera_info
-        if info is None:
-            return None
-        if image_size not in self._camera_K:
-            try:
-                self._camera_K[image_size] = intrinsics_for(info[0], info[1], image_size)
-            except IntrinsicsError as exc:
-                self._camera_K[image_size] = None
-                self._warn_once(f"K:{info[0].tobytes()}:{info[1]}:{image_size}",
-                                f"camera info on {self.params['camera_info_topic']} rejected for "
-                                f"{image_size[0]}x{image_size[1]} frames: {exc}; frames are verified without a pose")
-        if self._camera_K[image_size] is None:
+        K = self.camera.for_size(image_size)
+        if K is None and image_size in self.camera.rejected:
             self.health.count("bad_camera_info")
-        return self._camera_K[image_size]
+            self._warn_once(f"K:{self.camera.calibration[0].tobytes()}:{self.camera.calibration[1]}:{image_size}",
+                            f"camera info on {self.params['camera_info_topic']} rejected for {image_size[0]}x"
+                            f"{image_size[1]} frames: {self.camera.rejected[image_size]}; frames are verified "
+                            "without a pose")
+        return K
 
     def _on_odom(self, msg: Odometry) -> None:
         q, t = msg.pose.pose.orientation, msg.pose.pose.position
@@ -334,7 +239,7 @@ class LocalizerNode(Node):
         image = rescale_bit_depth(image, self.params["bit_depth"])
         stamp_ns = stamp_to_ns(msg.header.stamp)
         camera_K = self._intrinsics((image.shape[1], image.shape[0]))
-        with self._map_lock:
+        with self.map_lock:
             result = self.localizer.process(image, stamp_ns, pose, camera_K)
             vpr_map = self.localizer.vpr_map
         self.health.count("processed")
@@ -349,132 +254,31 @@ class LocalizerNode(Node):
 
     def _publish(self, header, result: FrameResult, vpr_map, query_pose) -> None:
         """Build every message of the frame first, then publish them: a failure cannot leave half."""
-        out = []
+        frame, out = self._map_frame(vpr_map), []
         if self.hypotheses_pub is not None:
-            out.append((self.hypotheses_pub, self._hypotheses_msg(header, result, vpr_map)))
+            out.append((self.hypotheses_pub, messages.hypotheses_msg(self.msgs, header, result, vpr_map, frame,
+                                                                     self.localizer.backend_label)))
         if result.loop is not None:
             if self.loop_pub is not None:
-                out.append((self.loop_pub, self._loop_msg(header, result, vpr_map)))
+                out.append((self.loop_pub, messages.loop_msg(self.msgs, header, result, vpr_map, self.config.rerank)))
             if self.loop_array_pub is not None:
                 out.append((self.loop_array_pub, Float64MultiArray(
                     data=[result.stamp_ns * 1e-9, result.loop.hypothesis.stamp_ns * 1e-9])))
-            best = result.loop.hypothesis
-            if self.config.mode == "localize" and self.params["publish_pose"] and best.pose is not None:
-                pose = PoseWithCovarianceStamped()
-                pose.header.stamp, pose.header.frame_id = header.stamp, self._map_frame(vpr_map)
-                pose.pose.pose = _pose_msg(best.pose)
-                cov = np.diag([UNKNOWN_VARIANCE] * 6)  # the map frame's orientation is not the query's
-                cov[:3, :3] = _position_covariance(result.places, self.params["pose_sigma_m"])
-                pose.pose.covariance = cov.ravel().tolist()
-                out.append((self.pose_pub, pose))
+            if (self.config.mode == "localize" and self.params["publish_pose"]
+                    and result.loop.hypothesis.pose is not None):
+                out.append((self.pose_pub, messages.localized_pose_msg(header, result, frame,
+                                                                       self.params["pose_sigma_m"])))
         if result.places:
-            out.append((self.marker_pub, self._markers(header, result, vpr_map, query_pose)))
+            odom = self._odom  # the query's marker only where its pose shares the map frame
+            shown = query_pose if odom is not None and odom[2] == frame else None
+            out.append((self.marker_pub, messages.markers_msg(header, result, frame, shown)))
         for publisher, msg in out:
             publisher.publish(msg)
         if result.loop is not None:
             self.health.count("loop_closures")
 
-    def _hypotheses_msg(self, header, result: FrameResult, vpr_map):
-        m = self.msgs
-        out = m.PlaceHypotheses()
-        out.header = header
-        out.query_id = result.frame_id
-        if vpr_map is not None:
-            out.map_name, out.map_size = vpr_map.name, len(vpr_map)
-            out.descriptor = vpr_map.descriptor.preset
-        out.map_frame_id = self._map_frame(vpr_map)
-        out.backend = self.localizer.backend_label
-        out.query_uncertainty = result.query_uncertainty
-        for place in result.places:
-            h, v = place.hypothesis, place.verification
-            item = m.PlaceHypothesis()
-            item.map_key, item.map_stamp = h.key, ns_to_stamp(h.stamp_ns)
-            item.has_pose = h.pose is not None
-            if h.pose is not None:
-                item.map_pose = _pose_msg(h.pose)
-            item.has_gps = h.gps is not None
-            item.latitude, item.longitude, item.altitude = h.gps if h.gps is not None else (NAN, NAN, NAN)
-            item.rank, item.global_rank, item.global_similarity = place.rank, h.rank, h.similarity
-            item.rerank_score = place.rerank_score
-            item.verified = place.verified
-            item.match_count = place.match_count
-            item.inlier_count = v.inlier_count if v is not None else 0
-            item.inlier_ratio = v.inlier_ratio if v is not None else NAN
-            item.verification_note = "" if place.verified else place.note
-            item.query_uncertainty = result.query_uncertainty
-            item.map_uncertainty, item.probability = place.map_uncertainty, place.probability
-            out.hypotheses.append(item)
-        out.timing = [m.StageTiming(stage=stage, ms=float(ms)) for stage, ms in result.timings_ms.items()]
-        return out
-
-    def _loop_msg(self, header, result: FrameResult, vpr_map):
-        m = self.msgs
-        place = result.loop
-        v = place.verification
-        out = m.LoopClosure()
-        # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it
-        out.header = Header(stamp=header.stamp, frame_id=header.frame_id)
-        out.query_key = result.map_key if result.map_key is not None else result.frame_id
-        out.query_stamp = header.stamp
-        out.match_key, out.match_stamp = place.hypothesis.key, ns_to_stamp(place.hypothesis.stamp_ns)
-        out.map_name = vpr_map.name if vpr_map is not None else ""
-        out.probability, out.global_similarity = place.probability, place.hypothesis.similarity
-        out.inlier_count = v.inlier_count if v is not None else 0
-        cov = np.diag([UNKNOWN_VARIANCE] * 6)
-        out.relative_pose.orientation.w = 1.0
-        out.translation_scale_known = False
-        if v is None or not v.verified:
-            out.method, out.method_detail = m.LoopClosure.METHOD_GLOBAL_DESCRIPTOR, "global descriptor only"
-        else:
-            out.method = {"fundamental": m.LoopClosure.METHOD_FUNDAMENTAL, "homography": m.LoopClosure.METHOD_HOMOGRAPHY,
-                          "essential": m.LoopClosure.METHOD_ESSENTIAL}.get(v.model, m.LoopClosure.METHOD_GLOBAL_DESCRIPTOR)
-            out.method_detail = f"{self.config.rerank}, {v.model}, {v.inlier_count} inliers" + (
-                f"; {v.note}" if v.note else "")
-            if v.rotation is not None:
-                out.relative_pose.orientation = _quaternion(v.rotation)
-                # about 1 degree at 100 inliers, growing as 1/sqrt(inliers)
-                rot_var = math.radians(1.0) ** 2 * 100.0 / max(v.inlier_count, 1)
-                cov[3:, 3:] = np.eye(3) * rot_var
-            if v.translation is not None:  # a unit direction: the scale stays unconstrained
-                out.relative_pose.position = Point(x=float(v.translation[0]), y=float(v.translation[1]),
-                                                   z=float(v.translation[2]))
-        out.covariance = cov.ravel().tolist()
-        return out
-
-    def _markers(self, header, result: FrameResult, vpr_map, query_pose) -> MarkerArray:
-        frame = self._map_frame(vpr_map)
-        markers = MarkerArray()
-        best = result.places[0]
-        if best.hypothesis.pose is None:
-            return markers
-        match = Marker(ns="vpr_match", id=0, type=Marker.SPHERE, action=Marker.ADD)
-        match.header.stamp, match.header.frame_id = header.stamp, frame
-        match.pose = _pose_msg(best.hypothesis.pose)
-        match.scale.x = match.scale.y = match.scale.z = 0.5
-        accepted = result.loop is not None
-        match.color = ColorRGBA(r=0.1 if accepted else 1.0, g=0.9, b=0.1, a=0.9)
-        markers.markers.append(match)
-        odom = self._odom
-        if query_pose is not None and odom is not None and odom[2] == frame:  # the query's pose, where it shares the frame
-            query = Marker(ns="vpr_query", id=2, type=Marker.SPHERE, action=Marker.ADD)
-            query.header = match.header
-            query.pose = _pose_msg(query_pose)
-            query.scale.x = query.scale.y = query.scale.z = 0.5
-            query.color = ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.9)
-            markers.markers.append(query)
-            link = Marker(ns="vpr_link", id=1, type=Marker.LINE_LIST, action=Marker.ADD)
-            link.header = match.header
-            link.pose.orientation.w = 1.0
-            link.scale.x = 0.05
-            link.color = match.color
-            link.points = [Point(x=float(query_pose[0]), y=float(query_pose[1]), z=float(query_pose[2])),
-                           match.pose.position]
-            markers.markers.append(link)
-        return markers
-
     def _publish_diagnostics(self) -> None:
         snap = self.health.snapshot()
-        status = DiagnosticStatus(name="vpr_localizer: pipeline", hardware_id=self.get_name())
         vpr_map = self.localizer.vpr_map
         values = {"mode": self.config.mode, "map": self.localizer.map_name,
                   "map_size": len(vpr_map) if vpr_map is not None else 0,
@@ -486,63 +290,12 @@ class LocalizerNode(Node):
                   **snap["totals"], **{f"recent_{k}": v for k, v in snap["recent"].items()}}
         for stage, samples in snap["stages"].items():
             summary = latency_summary(samples)
-            values[f"{stage}_ms_p50"] = f"{summary['p50']:.1f}"
-            values[f"{stage}_ms_p95"] = f"{summary['p95']:.1f}"
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        level, status.message = self.health.level(snap)
-        status.level = LEVELS[level]
-        out = DiagnosticArray(status=[status])
-        out.header.stamp = self.get_clock().now().to_msg()
+            values[f"{stage}_ms_p50"], values[f"{stage}_ms_p95"] = f"{summary['p50']:.1f}", f"{summary['p95']:.1f}"
+        level, message = self.health.level(snap)
+        out = messages.diagnostics_msg("vpr_localizer: pipeline", self.get_name(), level, message, values,
+                                       self.get_clock().now().to_msg())
         if self.context.ok():
             self.diag_pub.publish(out)
-
-    # ---- services ---------------------------------------------------------------------------
-    def _load_map_service(self, request, response):
-        """Load request.map_path (empty: reload the configured map); the current map stays on any failure."""
-        path = request.map_path.strip() or self.map_path
-        if not path:
-            response.success, response.message = False, ("no map_path in the request and no map configured to "
-                                                         "reload (map_path parameter is empty)")
-            return response
-        path = os.path.normpath(Path(path).expanduser().absolute())
-        try:
-            vpr_map = self._load_map(path)
-            with self._map_lock:
-                self.localizer.set_map(vpr_map)
-        except Exception as exc:  # noqa: BLE001: whatever a map file does, the caller gets an answer
-            if not isinstance(exc, (MapError, ValueError, OSError)):
-                self.health.count("errors")
-            response.success = False
-            response.message = f"map not loaded, the current map stays: {type(exc).__name__}: {exc}"
-            self.get_logger().error(f"vpr/load_map {path}: {response.message}")
-            return response
-        self.map_path = path
-        response.success, response.message = True, f"loaded {vpr_map.name}"
-        response.map_name, response.map_size = vpr_map.name, len(vpr_map)
-        self.get_logger().info(f"loaded map {vpr_map.name} ({len(vpr_map)} frames) from {path}")
-        return response
-
-    def _save_map_service(self, request, response):
-        """Save the current map atomically; only an existing vpr_ros map is ever replaced."""
-        path = request.map_path.strip() or self.params["save_map_path"]
-        if not path:
-            response.success, response.message = False, "no map_path in the request and no save_map_path parameter"
-            return response
-        try:
-            with self._map_lock:
-                if self.localizer.vpr_map is None:
-                    raise ValueError("no map yet (slam is still collecting its bootstrap frames)")
-                saved = self.localizer.vpr_map.save(path, overwrite=request.overwrite)
-                size = len(self.localizer.vpr_map)
-        except Exception as exc:  # noqa: BLE001: the caller gets the true outcome, the node keeps running
-            if not isinstance(exc, (FileExistsError, ValueError, OSError)):
-                self.health.count("errors")
-            response.success, response.message = False, f"{type(exc).__name__}: {exc}"
-            self.get_logger().error(f"vpr/save_map {path}: {response.message}")
-            return response
-        response.success, response.message, response.map_path, response.map_size = True, "saved", str(saved), size
-        self.get_logger().info(f"saved map ({size} frames) to {saved}")
-        return response
 
     def stop_worker(self) -> None:
         if hasattr(self, "_queue"):  # construction may have failed before the queue existed
@@ -557,84 +310,3 @@ class LocalizerNode(Node):
             if not LOGGER.handlers:
                 LOGGER.propagate = True
         super().destroy_node()
-
-
-def main(args: list[str] | None = None) -> int:
-    """The console script: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration,
-    1 when an internal failure stopped the node."""
-    faulthandler.enable()  # a crash in a native library prints every thread's Python stack to stderr
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # e.g. a malformed --ros-args rule; rcl says which
-        print(f"vpr_localizer: error: {exc}", flush=True)
-        return 2
-    node = None
-    try:
-        node = LocalizerNode(start_worker=False)
-    except (ValueError, MapError, FileNotFoundError, ParameterException) as exc:
-        print(f"vpr_localizer: error: {exc}", flush=True)
-        _cleanup(node)
-        return 2
-    except Exception as exc:
-        print(f"vpr_localizer: error: failed to start: {type(exc).__name__}: {exc}", flush=True)
-        _cleanup(node)
-        return 1
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    failure: list[BaseException] = []
-
-    def spin() -> None:
-        try:
-            executor.spin()
-        except (ExternalShutdownException, KeyboardInterrupt):
-            pass
-        except Exception as exc:  # the executor itself failed: nothing can be received any more
-            failure.append(exc)
-            node.get_logger().fatal(f"the executor stopped: {type(exc).__name__}: {exc}")
-        finally:
-            node.stop_worker()  # shutdown (SIGINT/SIGTERM through rclpy's handler) ends the processing loop
-
-    # the ROS callbacks on a background thread, the one processing loop on the main thread
-    spinner = threading.Thread(target=spin, name="vpr_executor", daemon=True)
-    spinner.start()
-    try:
-        node.run_worker()
-    except KeyboardInterrupt:
-        pass
-    except Exception as exc:
-        failure.append(exc)
-        node.get_logger().fatal(f"the processing loop stopped: {type(exc).__name__}: {exc}")
-    finally:
-        # the executor thread first: nothing of the node may be destroyed while it can still run a callback
-        executor.shutdown(timeout_sec=10.0)
-        spinner.join(timeout=30.0)
-        if spinner.is_alive():
-            failure.append(RuntimeError("executor thread did not stop"))
-            node.get_logger().fatal("the executor thread did not stop within 30 s; exiting without destroying the node")
-            rclpy.try_shutdown()
-        else:
-            _cleanup(node)
-    return 1 if failure else 0
-
-
-def _cleanup(node) -> None:
-    if node is not None:
-        try:
-            node.destroy_node()
-        except Exception:  # noqa: BLE001: shutting down anyway
-            pass
-    rclpy.try_shutdown()
-
-
-def _position_covariance(places, sigma_m: float) -> np.ndarray:
-    """3 x 3 position covariance about the best hypothesis: sigma_m² I, widened by the calibrated doubt
-    among the posed hypotheses (confidence.position_covariance) when probabilities exist."""
-    posed = [p for p in places if p.hypothesis.pose is not None]
-    if not posed or posed[0] is not places[0] or not np.isfinite(places[0].probability):
-        return sigma_m ** 2 * np.eye(3)
-    return position_covariance(np.array([p.hypothesis.pose[:3] for p in posed]),
-                               np.array([p.probability for p in posed]), sigma_m)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Replay a bag's images through a running `vpr_localizer` (a real ROS graph) and record its answers.
 
-The node runs as its own process (`python -m vpr_ros.ros.node`) on a private ROS domain over loopback,
+The node runs as its own process (`python -m vpr_ros.ros.main`) on a private ROS domain over loopback,
 subscribed reliably to the replayed images and camera info; this process publishes each image at
 its bag time divided by `rate` (rate 0: the next image only after the node answered the previous)
 and collects the PlaceHypotheses and LoopClosure messages. An image the node never answered (dropped
@@ -18,24 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_ros.core.images import ImageError, to_rgb8
-from vpr_ros.core.localizer import LocalizerConfig
-from vpr_ros.core.replay import BAD, DROPPED, PROCESSED, QueryRecord, stage_timings
+from vpr_ros.core.inputs.images import ImageError, to_rgb8
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord, stage_timings
 
 IMAGE_TOPIC, INFO_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info"
 
 
 def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool) -> list[str]:
     """`--ros-args` for a node that answers like the core Localizer with `config`."""
-    params = {"map_path": str(map_dir), "image_topic": IMAGE_TOPIC, "qos_reliability": "reliable", "qos_depth": 10,
-              "top_k": config.top_k, "rerank": config.rerank or "", "rerank_top_k": config.rerank_top_k,
-              "skip_margin": -1.0 if config.skip_margin is None else config.skip_margin,
-              "min_inliers": config.min_inliers, "min_inlier_ratio": config.min_inlier_ratio,
-              "accept_min_inliers": config.accept_min_inliers, "accept_min_similarity": config.accept_min_similarity,
-              "accept_min_probability": config.accept_min_probability, "temporal_window": config.temporal_window,
-              "temporal_tolerance": config.temporal_tolerance, "device": config.device, "precision": config.precision,
-              "backend": config.backend, "checkpoint": config.checkpoint,
-              "camera_info_topic": INFO_TOPIC if with_info else ""}
+    params = {**config.as_parameters(), "map_path": str(map_dir), "image_topic": IMAGE_TOPIC,
+              "qos_reliability": "reliable", "qos_depth": 10, "camera_info_topic": INFO_TOPIC if with_info else ""}
     args = ["--ros-args"]
     for name, value in params.items():
         text = '""' if value == "" else repr(value) if isinstance(value, float) else str(value)  # "" stays a string
@@ -76,7 +69,7 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
     domain = domain_id if domain_id is not None else random.randint(150, 230)
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
     log = tempfile.NamedTemporaryFile("w+", prefix="vpr_eval_node_", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.node",
+    process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.main",
                                 *node_arguments(Path(map_dir).resolve(), config, camera_K is not None)],
                                env=env, stdout=log, stderr=subprocess.STDOUT)
     context = rclpy.Context()

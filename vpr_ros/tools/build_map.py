@@ -12,10 +12,10 @@ import logging
 import sys
 from pathlib import Path
 
-from vpr_ros.core.descriptors import PRESETS
-from vpr_ros.core.local_features import EXTRACTORS
-from vpr_ros.core.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
-from vpr_ros.core.map_store import MapError
+from vpr_ros.core.descriptors.presets import PRESETS
+from vpr_ros.core.matching.local_features import EXTRACTORS
+from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
+from vpr_ros.core.maps.map_store import MapError
 from vpr_ros.tools import add_bag_topic_arguments
 
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             frames, load = frames_from_folder(args.images, args.poses), load_image_file
             frame_id = args.frame_id or "map"
         else:
-            from vpr_ros.core.bag_source import read_bag_frames
+            from vpr_ros.core.maps.bag_source import read_bag_frames
 
             bag = read_bag_frames(args.bag, args.image_topic, args.pose_topic,
                                   tuple(args.tf_frames) if args.tf_frames else None, args.gps_topic)

@@ -1,10 +1,12 @@
-"""`vpr_eval`: Recall@N and per-stage latency of a descriptor preset on an image-folder dataset.
+"""`vpr_eval`: Recall@N, loop-closure precision/recall, confidence and per-stage latency of the pipeline.
 
-The dataset is in the ../shared/data/corridor format (`query/`, `ref/`, `ground_truth.csv`). The
-references become the map (vocabulary and PCA fitted on them, as a robot's map would be); each query
-is then answered alone (batch of one, as on a robot) and timed per stage. With `--rerank MATCHER`,
-the first `--top-k` global candidates are re-ranked by local matching and geometric verification
-(the map stores the matcher's local features) and the re-ranked recalls are reported too.
+Two sources of queries, one pipeline: every query goes through core.localizer.Localizer.process,
+configured by the LocalizerConfig flags (the node's defaults unless told otherwise).
+- `--dataset DIR` (the ../shared/data/corridor format: `query/`, `ref/`, `ground_truth.csv`): the
+  references become the map (vocabulary and PCA fitted on them, as a robot's map would be); each
+  query is answered alone. Recall@N of the global order and, with re-ranking, of the re-ranked one.
+- `--map DIR --bag BAG`: the bag's images replayed against a map, by the core or through a running
+  vpr_localizer (`--through-node`), scored against the bag's poses or a ground-truth table.
 """
 
 import argparse
@@ -18,126 +20,129 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vpr_ros.core.backends import BACKENDS
-from vpr_ros.core.datasets import ImageFolderDataset, read_image
-from vpr_ros.core.descriptors import PRESETS
-from vpr_ros.core.devices import PRECISIONS
-from vpr_ros.core.frames import FrameTable
-from vpr_ros.core.map_builder import build_map, load_image_file
-from vpr_ros.core.metrics import latency_summary, recall_at_n
-from vpr_ros.core.geometry import GeometricVerifier
-from vpr_ros.core.localizer import LocalizerConfig
-from vpr_ros.core.map_store import VPRMap
-from vpr_ros.core.matchers import MATCHERS
-from vpr_ros.core.reranker import Reranker
-from vpr_ros.core.confidence_eval import evaluate_confidence
-from vpr_ros.core.uncertainty_training import train_uncertainty
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.descriptors.presets import PRESETS
+from vpr_ros.core.evaluation.confidence import evaluate_confidence
+from vpr_ros.core.evaluation.datasets import ImageFolderDataset
+from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
+from vpr_ros.core.evaluation.replay import stage_timings
+from vpr_ros.core.inputs.images import read_image
+from vpr_ros.core.localizer import FrameResult, Localizer
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.matching.matchers import MATCHERS
+from vpr_ros.core.uncertainty.training import train_uncertainty
 from vpr_ros.tools import add_bag_topic_arguments
+from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
 
 RECALL_NS = (1, 5, 10)
+DATASET_FLAGS = ("top_k", "rerank", "skip_margin", "min_inliers", "min_inlier_ratio", "max_keypoints", "device",
+                 "precision", "backend")
+MAP_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "min_inliers", "min_inlier_ratio",
+             "accept_min_inliers", "accept_min_similarity", "accept_min_probability", "temporal_window",
+             "temporal_tolerance", "device", "precision", "backend")
 
 
-def query_each(vpr_map: VPRMap, images, top_k: int, reranker: Reranker | None = None) -> dict:
-    """Answer each image alone (batch of one, as on a robot).
+def dataset_config(config: LocalizerConfig) -> LocalizerConfig:
+    """The dataset evaluation's pipeline: at least max(RECALL_NS) hypotheses for Recall@N of the global
+    order, of which the first `top_k` are re-ranked (the rest follow in global order)."""
+    import dataclasses
 
-    Returns `global` (Q x max(top_k, 10) ids), with a reranker `reranked` (the first top_k re-ranked,
-    the rest in global order), `latency_ms` per stage, and with a reranker `ms_per_pair` (matching and
-    verification per candidate pair) and `skipped` (queries whose confident first candidate alone was
-    verified).
-    """
-    extractor = reranker.extractor_for(vpr_map.local_conf) if reranker else None
+    first = min(config.rerank_top_k or config.top_k, config.top_k)
+    return dataclasses.replace(config, top_k=max(config.top_k, max(RECALL_NS)),
+                               rerank_top_k=first if config.rerank else 0)
+
+
+def _ranking(keys: np.ndarray, k: int) -> np.ndarray:
+    """`keys` padded with -1 to length k (a map smaller than k answers fewer)."""
+    return np.concatenate([keys, np.full(max(k - len(keys), 0), -1, np.int64)])[:k]
+
+
+def summarize(results: list[FrameResult], published_k: int, reranked: bool) -> dict:
+    """Per-query answers of Localizer.process -> the rankings, latencies and what was published.
+
+    Returns `global` (Q x K map keys in global order), `reranked` (Q x K, best first), `latency_ms`
+    per stage, `descriptors` (Q x D), `published` (per query the first `published_k` hypotheses'
+    keys, similarities and inlier counts, None without re-ranking), `ms_per_pair` and `skipped`."""
+    k = max(len(r.global_keys) for r in results) if results else 0
     stages: dict[str, list[float]] = {}
-    ranked, reranked, per_pair, skipped = [], [], [], 0
-    descriptors, similarities, published = [], [], []
-    for image in images:
-        result = vpr_map.query([image], k=max(top_k, max(RECALL_NS)))
-        ranked.append(result.ids[0])
-        descriptors.append(result.descriptors[0])
-        similarities.append(result.similarities[0])
-        ids, sims, inliers = result.ids[0, :top_k], result.similarities[0, :top_k], None
-        timings = dict(result.timings_ms)
-        if reranker is not None:
-            start = time.perf_counter()
-            features = extractor.extract([image])[0]
-            timings["local_features"] = (time.perf_counter() - start) * 1e3
-            rerank = reranker.rerank(features, result.ids[0, :top_k], result.similarities[0, :top_k], vpr_map.local)
-            timings.update(rerank.timings_ms)
-            timings["rerank_total"] = timings["local_features"] + timings["match"] + timings["verify"]
-            timings["total"] += timings["rerank_total"]
-            reranked.append(np.concatenate([rerank.ids, result.ids[0, len(rerank.ids):]]))
-            ids = rerank.ids
-            sims = np.array([c.global_similarity for c in rerank.candidates])
-            inliers = np.array([c.verification.inlier_count if c.verification else 0 for c in rerank.candidates])
-            if rerank.pairs_matched:
-                per_pair.append((rerank.timings_ms["match"] + rerank.timings_ms["verify"]) / rerank.pairs_matched)
-            skipped += rerank.skipped
-        published.append((ids, sims, inliers))
-        for stage, ms in timings.items():
+    per_pair, published = [], []
+    for r in results:
+        for stage, ms in stage_timings(r.timings_ms).items():
             stages.setdefault(stage, []).append(ms)
-    out = {"global": np.stack(ranked), "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
-           "descriptors": np.stack(descriptors), "similarities": np.stack(similarities), "published": published}
-    if reranker is not None:
-        out.update(reranked=np.stack(reranked), ms_per_pair=latency_summary(per_pair), skipped=skipped)
-    return out
+        if r.rerank_pairs:
+            per_pair.append((r.timings_ms["match"] + r.timings_ms["verify"]) / r.rerank_pairs)
+        head = r.places[:published_k]
+        inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in head]) if reranked else None
+        published.append((np.array([p.hypothesis.key for p in head], np.int64),
+                          np.array([p.hypothesis.similarity for p in head]), inliers))
+    return {"global": np.stack([_ranking(r.global_keys, k) for r in results]),
+            "reranked": np.stack([_ranking(np.array([p.hypothesis.key for p in r.places], np.int64), k)
+                                  for r in results]),
+            "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
+            "descriptors": np.concatenate([r.descriptor for r in results]), "published": published,
+            "ms_per_pair": latency_summary(per_pair), "skipped": sum(r.rerank_skipped for r in results)}
 
 
-def _recalls(answers: dict, positives, reranker: Reranker | None, top_k: int) -> dict:
+def _recalls(answers: dict, positives, config: LocalizerConfig) -> dict:
     report = {"recall": {str(n): r for n, r in recall_at_n(answers["global"], positives, RECALL_NS).items()},
               "latency_ms": answers["latency_ms"]}
-    if reranker is not None:
+    if config.rerank:
         report["rerank"] = {
-            "matcher": reranker.matcher.name, "top_k": top_k, "skip_margin": reranker.skip_margin,
-            "min_inliers": reranker.verifier.min_inliers,
+            "matcher": config.rerank, "top_k": config.rerank_top_k, "skip_margin": config.skip_margin,
+            "min_inliers": config.min_inliers,
             "recall": {str(n): r for n, r in recall_at_n(answers["reranked"], positives, RECALL_NS).items()},
             "matcher_ms_per_pair": answers["ms_per_pair"], "queries_skipped": answers["skipped"],
         }
     return report
 
 
-def _confidence(vpr_map: VPRMap, answers: dict, positives, reranker: Reranker | None) -> dict:
-    published = [(ids[ids >= 0], sims[ids >= 0], None if inl is None else inl[ids >= 0])
-                 for ids, sims, inl in answers["published"]]
-    return evaluate_confidence(vpr_map.uncertainty, vpr_map, answers["descriptors"], published, positives,
-                               reranker.matcher.name if reranker else None)
-
-
-def evaluate_dataset(root: Path, preset: str, top_k: int = 10, progress: bool = True,
-                     reranker: Reranker | None = None, max_keypoints: int = 512,
+def evaluate_dataset(root: Path, preset: str, config: LocalizerConfig, progress: bool = True,
                      uncertainty: dict | None = None, checkpoint: str | None = None) -> dict:
-    """Build a map from the dataset's references, query every query image, return the report dict.
-    With `uncertainty` (training options, {} for the defaults), train the map's uncertainty model
-    first and report the confidence metrics. `checkpoint`: the weights of a published-model preset."""
+    """Build a map from the dataset's references, answer every query through Localizer.process, return
+    the report dict. With `uncertainty` (training options, {} for the defaults), train the map's
+    uncertainty model first and report the confidence metrics. `checkpoint`: the weights of a
+    published-model preset."""
     dataset = ImageFolderDataset.load(root)
     frames = FrameTable.build(np.zeros(len(dataset.refs), np.int64), dataset.refs)
     start = time.perf_counter()
     overrides = {"checkpoint": checkpoint} if checkpoint else {}
     vpr_map = build_map(root.name, frames, load_image_file, preset, progress=progress,
-                        local_features=reranker.matcher.features if reranker else None, max_keypoints=max_keypoints,
-                        **overrides)
+                        local_features=MATCHERS[config.rerank][0] if config.rerank else None,
+                        max_keypoints=config.max_keypoints, **overrides)
     build_s = time.perf_counter() - start
+    published_k = config.top_k
+    config = dataset_config(config)
+    localizer = Localizer(config, vpr_map)
     if uncertainty is not None:
+        reranker = localizer.reranker
         vpr_map.uncertainty = train_uncertainty(vpr_map, uncertainty, [reranker] if reranker else [])
-    answers = query_each(vpr_map, (read_image(path) for path in dataset.queries), top_k, reranker)
-    extra = {"confidence": _confidence(vpr_map, answers, dataset.positives, reranker)} if uncertainty is not None else {}
+        localizer.set_map(vpr_map)
+    results = [localizer.process(read_image(path), stamp_ns=i) for i, path in enumerate(dataset.queries)]
+    answers = summarize(results, published_k, config.rerank is not None)
+    extra = {}
+    if uncertainty is not None:
+        extra["confidence"] = evaluate_confidence(vpr_map.uncertainty, vpr_map, answers["descriptors"],
+                                                  answers["published"], dataset.positives, config.rerank)
     return {
-        "dataset": str(root),
-        "preset": preset,
-        "descriptor_dim": vpr_map.descriptor.dim,
-        "fingerprint": vpr_map.descriptor.fingerprint(),
-        "num_queries": len(dataset.queries),
-        "map_size": len(vpr_map),
-        **_recalls(answers, dataset.positives, reranker, top_k),
-        **extra,
-        "map_build_s": build_s,
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "cuda": torch.cuda.is_available()},
+        "dataset": str(root), "preset": preset, "descriptor_dim": vpr_map.descriptor.dim,
+        "fingerprint": vpr_map.descriptor.fingerprint(), "num_queries": len(dataset.queries),
+        "map_size": len(vpr_map), "config": dict(vars(config)),
+        **_recalls(answers, dataset.positives, config), **extra,
+        "map_build_s": build_s, "machine": _machine(),
     }
+
+
+def _machine() -> dict:
+    return {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "cuda": torch.cuda.is_available()}
 
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):
     """The bag's images as (stamp_ns, true pose or None, loader) in bag order, and their frame table."""
-    from vpr_ros.core.bag_source import read_bag_frames
+    from vpr_ros.core.maps.bag_source import read_bag_frames
 
     queries = read_bag_frames(bag, image_topic, pose_topic, tf_frames)
     frames, load = queries.frames, queries.loader()
@@ -149,7 +154,7 @@ def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames
 def ground_truth(vpr_map: VPRMap, queries: FrameTable, distance_m: float, frame_tolerance: int | None,
                  table_path: Path | None) -> tuple[list[set[int]], dict]:
     """Per query the map keys of its place, and a description of the criterion."""
-    from vpr_ros.core import evaluation
+    from vpr_ros.core.evaluation import scoring as evaluation
 
     if table_path is not None:
         table = json.loads(Path(table_path).read_text())
@@ -170,9 +175,9 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                      progress: bool = True) -> tuple[dict, list, VPRMap]:
     """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
     ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map)."""
-    from vpr_ros.core.bag_source import read_camera_matrix
-    from vpr_ros.core.evaluation import evaluate_replay
-    from vpr_ros.core.replay import replay_core
+    from vpr_ros.core.maps.bag_source import read_camera_matrix
+    from vpr_ros.core.evaluation.scoring import evaluate_replay
+    from vpr_ros.core.evaluation.replay import replay_core
 
     vpr_map = VPRMap.load(map_dir, checkpoint=config.checkpoint or None)
     items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
@@ -193,8 +198,7 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
         "config": dict(vars(config)),
         "calibrated": vpr_map.uncertainty is not None,
         **evaluate_replay(records, positives, vpr_map),
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-                    "cuda": torch.cuda.is_available()},
+        "machine": _machine(),
     }
     if through_node is not None:
         report["node"] = dict(through_node)
@@ -230,7 +234,7 @@ def _print_replay(report: dict) -> None:
             print(f"  {stage:14} p50 {lat['p50']:7.1f} ms  p95 {lat['p95']:7.1f} ms  max {lat['max']:7.1f} ms")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vpr_eval", description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="image-folder dataset: query/, ref/, ground_truth.csv")
@@ -256,43 +260,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path,
                         help="weights file of a published-model preset (cosplace-*, salad-*, ...): with --dataset, "
                              "the preset's weights; with --map, where the map's weights are now")
-    parser.add_argument("--top-k", type=int, default=10,
-                        help="hypotheses per query (re-ranked ones with --rerank; --dataset retrieves at least 10)")
-    parser.add_argument("--rerank", choices=sorted(MATCHERS), help="re-rank the top-k by local matching")
-    parser.add_argument("--rerank-top-k", type=int, default=0,
-                        help="with --map and --rerank: re-rank only the first this-many of --top-k (0: all)")
-    parser.add_argument("--max-keypoints", type=int, default=512, help="with --rerank and --dataset: keypoints per image")
-    parser.add_argument("--min-inliers", type=int, default=GeometricVerifier().min_inliers,
-                        help="with --rerank: inliers a verified candidate needs")
-    parser.add_argument("--skip-margin", type=float,
-                        help="with --rerank: verify only the first candidate when it leads by this cosine margin")
-    defaults = LocalizerConfig()
-    parser.add_argument("--accept-min-similarity", type=float, default=defaults.accept_min_similarity,
-                        help="with --map: loop closure threshold on the global similarity (maps without a calibrator)")
-    parser.add_argument("--accept-min-inliers", type=int, default=defaults.accept_min_inliers,
-                        help="with --map and --rerank: loop closure threshold on inliers (maps without a calibrator)")
-    parser.add_argument("--accept-min-probability", type=float, default=defaults.accept_min_probability,
-                        help="with --map: loop closure threshold on the calibrated probability")
-    parser.add_argument("--temporal-window", type=int, default=0, help="with --map: loop closure temporal check")
     parser.add_argument("--uncertainty", action="store_true",
                         help="report how well each confidence tells a correct top-1 from a wrong one (with "
                              "--dataset: train the map's uncertainty model first; with --map: automatic when the "
                              "map has one)")
-    parser.add_argument("--device", default="auto",
-                        help="with --map: device of the models and search, auto (cuda when a GPU is visible), cpu "
-                             "or cuda[:N]")
-    parser.add_argument("--backend", default=defaults.backend, choices=BACKENDS,
-                        help="with --map: descriptor backend")
-    parser.add_argument("--precision", default=defaults.precision, choices=PRECISIONS,
-                        help="with --map: torch precision on CUDA (auto: fp16 there, fp32 on the CPU)")
     parser.add_argument("--json", type=Path, help="write the full report to this JSON file")
     parser.add_argument("--html", type=Path, help="with --map: write a self-contained HTML report with plots")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder (with --uncertainty)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_arguments(parser, tuple(dict.fromkeys(DATASET_FLAGS + MAP_FLAGS)))
+    return parser
+
+
+def _run_dataset(args) -> dict:
+    config = config_from_args(args, DATASET_FLAGS)
+    return evaluate_dataset(args.dataset, args.preset, config, not args.quiet, {} if args.uncertainty else None,
+                            str(args.checkpoint) if args.checkpoint else None)
+
+
+def _run_map(args) -> tuple[dict, list, VPRMap]:
+    config = config_from_args(args, MAP_FLAGS, checkpoint=str(args.checkpoint) if args.checkpoint else "")
+    node = {"rate": args.rate} if args.through_node else None
+    return evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
+                            tuple(args.tf_frames) if args.tf_frames else None, args.distance, config,
+                            args.frame_tolerance, args.ground_truth, args.camera_info_topic, node, not args.quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    if args.top_k < 1:
-        parser.error("--top-k must be positive")
     if args.map and not (args.bag and args.image_topic):
         parser.error("--map needs --bag and --image-topic")
     if args.through_node and not args.map:
@@ -301,25 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be >= 0")
     try:
         if args.dataset:
-            reranker = (Reranker(args.rerank, GeometricVerifier(min_inliers=args.min_inliers),
-                                 skip_margin=args.skip_margin) if args.rerank else None)
-            report = evaluate_dataset(args.dataset, args.preset, args.top_k, not args.quiet, reranker,
-                                      args.max_keypoints, {} if args.uncertainty else None,
-                                      str(args.checkpoint) if args.checkpoint else None)
+            report = _run_dataset(args)
         else:
-            config = LocalizerConfig(top_k=args.top_k, rerank=args.rerank, rerank_top_k=args.rerank_top_k,
-                                     skip_margin=args.skip_margin, min_inliers=args.min_inliers,
-                                     accept_min_inliers=args.accept_min_inliers,
-                                     accept_min_similarity=args.accept_min_similarity,
-                                     accept_min_probability=args.accept_min_probability,
-                                     temporal_window=args.temporal_window, device=args.device,
-                                     backend=args.backend, precision=args.precision,
-                                     checkpoint=str(args.checkpoint) if args.checkpoint else "")
-            node = {"rate": args.rate} if args.through_node else None
-            report, records, vpr_map = evaluate_map_bag(
-                args.map, args.bag, args.image_topic, args.pose_topic,
-                tuple(args.tf_frames) if args.tf_frames else None, args.distance, config, args.frame_tolerance,
-                args.ground_truth, args.camera_info_topic, node, not args.quiet)
+            report, records, vpr_map = _run_map(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vpr_eval: error: {exc}", file=sys.stderr)
         return 2
@@ -352,6 +333,8 @@ def _print_dataset(report: dict) -> None:
               f"{rerank['matcher_ms_per_pair']['p50']:.1f} ms per pair p50, "
               f"{rerank['queries_skipped']} queries verified their first candidate only)")
     for stage, lat in report["latency_ms"].items():
+        if stage == "pipeline":  # the same as total
+            continue
         print(f"  {stage:11} p50 {lat['p50']:7.1f} ms  p95 {lat['p95']:7.1f} ms")
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vpr_ros.core.backends import OnnxRuntimeBackend
-from vpr_ros.core.export import export_onnx, onnx_path
-from vpr_ros.core.images import batch_to_tensor
-from vpr_ros.core.map_builder import SourceLoader
-from vpr_ros.core.map_store import VPRMap
+from vpr_ros.core.runtime.backends import OnnxRuntimeBackend
+from vpr_ros.core.runtime.export import export_onnx, onnx_path
+from vpr_ros.core.inputs.images import batch_to_tensor
+from vpr_ros.core.maps.map_builder import SourceLoader
+from vpr_ros.core.maps.map_store import VPRMap
 
 
 def check_agreement(vpr_map: VPRMap, backend, count: int, seed: int = 0) -> dict:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             if not ok:
                 return 1
         if args.engine:
-            from vpr_ros.core.tensorrt_engine import TensorRTBackend
+            from vpr_ros.core.runtime.tensorrt import TensorRTBackend
 
             engine = TensorRTBackend(vpr_map.descriptor, "cuda", args.precision)
             print(f"  TensorRT {args.precision} engine: {engine.path}")

@@ -18,13 +18,12 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from vpr_ros.core.bag_writer import BagWriter
-from vpr_ros.core.datasets import ImageFolderDataset, list_images, read_image
-from vpr_ros.core.images import to_rgb8
-from vpr_ros.core.map_builder import frames_from_folder
+from vpr_ros.core.evaluation.datasets import ImageFolderDataset
+from vpr_ros.core.inputs.images import read_image, to_rgb8
+from vpr_ros.core.maps.map_builder import frames_from_folder
+from vpr_ros.sim.bag_writer import BagWriter
 
 START_NS = 1_700_000_000 * 10**9
 FORMATS = ("raw", "jpeg", "png", "passthrough")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_ros.core.metrics import precision_recall
+from vpr_ros.core.evaluation.metrics import precision_recall
 
 LABELS = {"combined": "calibrated combination", "bayescap": "BayesCap uncertainty", "l2": "L2 distance",
           "pa": "PA-score", "sue": "SUE (spatial spread)", "inliers": "inlier count"}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_ros.core.metrics import precision_recall
-from vpr_ros.core.replay import PROCESSED
+from vpr_ros.core.evaluation.metrics import precision_recall
+from vpr_ros.core.evaluation.replay import PROCESSED
 from vpr_ros.tools.plots import LABELS, _pyplot
 
 RECALL_NS = ("1", "5", "10")

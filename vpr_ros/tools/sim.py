@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from vpr_ros.core.bag_writer import IMAGE_FORMATS, BagWriter
+from vpr_ros.sim.bag_writer import IMAGE_FORMATS, BagWriter
 from vpr_ros.sim.render import APPEARANCES
 from vpr_ros.sim.run import RUN_DEFAULTS, SimRun
 

@@ -6,7 +6,7 @@
 Positive pairs come from the map's poses (within --positive-distance and --positive-heading); a map
 without poses uses its route order instead (frames at most --positive-frames keys apart). The
 calibration queries are synthetic views of held-out map frames when the map's images can still be
-read, else their stored descriptors (optimistic; reported). See vpr_ros/core/uncertainty_training.py.
+read, else their stored descriptors (optimistic; reported). See vpr_ros/core/uncertainty/training.py.
 """
 
 import argparse
@@ -14,12 +14,12 @@ import logging
 import sys
 from pathlib import Path
 
-from vpr_ros.core.calibration import KINDS
-from vpr_ros.core.geometry import GeometricVerifier
-from vpr_ros.core.map_store import MapError, VPRMap
-from vpr_ros.core.matchers import MATCHERS
-from vpr_ros.core.reranker import Reranker
-from vpr_ros.core.uncertainty_training import DEFAULT_TRAINING, train_uncertainty
+from vpr_ros.core.uncertainty.calibration import KINDS
+from vpr_ros.core.matching.geometry import GeometricVerifier
+from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.matching.matchers import MATCHERS
+from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.uncertainty.training import DEFAULT_TRAINING, train_uncertainty
 
 
 def main(argv: list[str] | None = None) -> int:

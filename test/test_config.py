@@ -1,0 +1,73 @@
+"""One source of configuration: LocalizerConfig, the node's parameters, config/localize.yaml and the
+tools' flags agree, and the config refuses what the node would refuse."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vpr_ros.core.config import BACKEND_NAMES, MATCHER_NAMES, LocalizerConfig, settings
+from vpr_ros.ros.parameters import NODE_PARAMETERS, PARAMETERS, localizer_config, params_file_text
+
+REPO = Path(__file__).resolve().parents[1]
+FIELDS = {f.name: f for f in dataclasses.fields(LocalizerConfig)}
+
+
+def shipped_params() -> dict:
+    return yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["vpr_localizer"]["ros__parameters"]
+
+
+def test_node_parameters_config_fields_and_shipped_yaml_agree():
+    shipped = shipped_params()
+    assert set(shipped) == set(PARAMETERS), "config/localize.yaml and the node's parameters differ"
+    assert not set(NODE_PARAMETERS) & set(FIELDS), "a pipeline setting is also declared by the node itself"
+    for name, f in FIELDS.items():
+        default, description, spec = PARAMETERS[name]
+        assert (default, description, spec) == (f.default, f.metadata["description"], f.metadata["spec"]), name
+        assert shipped[name] == f.default and type(shipped[name]) is type(f.default), name
+    # what the node runs from the shipped file is LocalizerConfig()
+    assert localizer_config(shipped) == LocalizerConfig()
+    assert (REPO / "config" / "localize.yaml").read_text() == params_file_text()
+
+
+def test_every_field_is_described_and_numeric_ones_have_a_range():
+    for name, (default, description, spec) in settings().items():
+        assert description.strip(), name
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert spec is not None and spec[0] <= default <= spec[1], name
+
+
+def test_plugin_names_in_the_config_are_the_registries():
+    from vpr_ros.core.matching.matchers import MATCHERS
+    from vpr_ros.core.runtime.backends import BACKENDS
+
+    assert MATCHER_NAMES == tuple(MATCHERS)
+    assert BACKEND_NAMES == tuple(BACKENDS)
+
+
+def test_off_values_round_trip_through_the_node_parameters():
+    off = LocalizerConfig(rerank="off", skip_margin=-1.0)
+    assert off.rerank is None and off.skip_margin is None
+    assert localizer_config({**shipped_params(), **off.as_parameters()}) == off
+    on = LocalizerConfig(rerank="xfeat-lighterglue", skip_margin=0.05, top_k=7)
+    assert localizer_config({**shipped_params(), **on.as_parameters()}) == on
+
+
+@pytest.mark.parametrize("field, value", [("top_k", 0), ("top_k", 101), ("min_inlier_ratio", 1.5),
+                                          ("accept_min_probability", -0.1), ("rerank", "sift"),
+                                          ("mode", "mapping"), ("backend", "openvino"), ("precision", "bf16"),
+                                          ("max_keypoints", 8), ("temporal_window", -1), ("top_k", "5")])
+def test_the_config_refuses_what_the_node_refuses(field, value):
+    with pytest.raises(ValueError, match=field):
+        LocalizerConfig(**{field: value})
+
+
+def test_tool_flags_default_to_the_config():
+    from vpr_ros.tools.eval import DATASET_FLAGS, MAP_FLAGS, _parser
+
+    args = _parser().parse_args(["--dataset", "x"])
+    for name in set(DATASET_FLAGS + MAP_FLAGS):
+        assert getattr(args, name) == FIELDS[name].default, name
+    args = _parser().parse_args(["--dataset", "x", "--rerank", "off", "--top-k", "9", "--skip-margin", "0.1"])
+    assert (args.rerank, args.top_k, args.skip_margin) == ("off", 9, 0.1)

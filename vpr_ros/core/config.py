@@ -1,0 +1,105 @@
+"""LocalizerConfig: every setting that decides what a frame yields, with its default, description and
+allowed values, in one place.
+
+The node declares one parameter per field (ros/parameters.py), `config/localize.yaml` is generated
+from the same table, and the tools' flags take their names, defaults and help from it
+(tools/config_args.py). The defaults are what a robot gets without tuning: re-ranking with geometric
+verification and agreement of the previous frame, so that published loop closures are ones a
+pose-graph back-end can take (docs/benchmarks.md has their precision and recall).
+
+This module imports no torch, so that the launch file and the parameter table can use it.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+
+MODES = ("localize", "slam")
+# Names of the plugin registries, written out so that importing this module does not import torch;
+# a test keeps each equal to its registry (matching.matchers.MATCHERS, runtime.backends.BACKENDS).
+MATCHER_NAMES = ("xfeat-lighterglue", "aliked-lightglue", "disk-lightglue", "xfeat-mnn")
+BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("auto", "fp16", "fp32")
+RERANK_OFF = ("off", "")
+
+
+def setting(default, description: str, spec=None):
+    """A config field: `spec` is a tuple of choices (strings) or an inclusive (low, high) range (numbers)."""
+    return field(default=default, metadata={"description": description, "spec": spec})
+
+
+@dataclass
+class LocalizerConfig:
+    """What the per-frame pipeline does; `rerank` "off" and a negative `skip_margin` become None."""
+
+    mode: str = setting("localize", "localize: against a prebuilt map; slam: online loop closure", MODES)
+    top_k: int = setting(5, "hypotheses per frame (re-ranked ones when rerank is set)", (1, 100))
+    rerank: str | None = setting(
+        "xfeat-mnn", "matcher for re-ranking with geometric verification, or off (global retrieval only: loop "
+        "closures then need a calibrated map or temporal agreement)", RERANK_OFF + MATCHER_NAMES)
+    rerank_top_k: int = setting(0, "re-rank only the first this-many of the top_k hypotheses, the rest follow "
+                                   "in global order (0: all)", (0, 100))
+    skip_margin: float | None = setting(-1.0, "verify only the first candidate when it leads by this cosine "
+                                              "margin (<0: off)", (-1.0, 2.0))
+    min_inliers: int = setting(15, "inliers a verified candidate needs", (4, 100000))
+    min_inlier_ratio: float = setting(0.25, "share of matches that must be inliers", (0.0, 1.0))
+    accept_min_inliers: int = setting(30, "loop closure: inliers of the best hypothesis (with re-ranking)",
+                                      (0, 100000))
+    accept_min_similarity: float = setting(0.5, "loop closure: global similarity of the best hypothesis",
+                                           (-1.0, 1.0))
+    accept_min_probability: float = setting(0.9, "loop closure, maps with a calibrator: probability of the best "
+                                                 "hypothesis (replaces the similarity and inlier thresholds)",
+                                            (0.0, 1.0))
+    temporal_window: int = setting(1, "loop closure: previous frames whose best candidates must agree (0: off)",
+                                   (0, 100))
+    temporal_tolerance: int = setting(5, "... within this many map keys", (0, 100000))
+    exclude_recent_s: float = setting(20.0, "slam: ignore map frames this recent", (0.0, 1e6))
+    exclude_recent_frames: int = setting(10, "slam: ignore the newest this-many keyframes", (0, 100000))
+    bootstrap_frames: int = setting(30, "slam without a map: keyframes collected to fit the vocabulary",
+                                    (2, 100000))
+    preset: str = setting("default", "slam without a map: descriptor preset")
+    checkpoint: str = setting("", "weights file of a published-model preset (cosplace-*, salad-*, ...): for slam "
+                                  "without a map, or for a map whose weights moved (empty: the path the map "
+                                  "records)")
+    max_keypoints: int = setting(512, "slam without a map: local features per keyframe (with rerank)", (16, 8192))
+    device: str = setting("auto", "device of the descriptor, local features, matcher and search: auto (cuda when "
+                                  "a GPU is visible, else cpu), cpu or cuda[:N]; cuda without a GPU is an error")
+    precision: str = setting("auto", "torch on CUDA: fp16 (backbone and matcher under autocast) or fp32; auto is "
+                                     "fp16 on CUDA and fp32 on the CPU", PRECISIONS)
+    backend: str = setting("torch", "descriptor backend: torch, onnxruntime, or tensorrt (with device cuda); the "
+                                    "map's descriptor is exported (and the engine built) into the cache on first "
+                                    "use", BACKEND_NAMES)
+
+    def __post_init__(self):
+        if self.rerank is None or self.rerank in RERANK_OFF:
+            self.rerank = None
+        if self.skip_margin is not None and self.skip_margin < 0:
+            self.skip_margin = None
+        for f in dataclasses.fields(self):
+            check_value(f, getattr(self, f.name))
+
+    def as_parameters(self) -> dict:
+        """The node parameter values that give this configuration (None back to "off" and -1)."""
+        values = dataclasses.asdict(self)
+        values["rerank"] = self.rerank or "off"
+        values["skip_margin"] = -1.0 if self.skip_margin is None else self.skip_margin
+        return values
+
+
+def check_value(f: dataclasses.Field, value) -> None:
+    """Raise ValueError unless `value` is allowed for config field `f` (None stands for an option that is off)."""
+    spec = f.metadata["spec"]
+    if value is None or spec is None:
+        return
+    if isinstance(f.default, str):
+        if value not in spec:
+            raise ValueError(f"{f.name} must be one of {list(spec)}, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{f.name} must be a number, got {value!r}")
+    elif not spec[0] <= value <= spec[1]:
+        raise ValueError(f"{f.name} must lie in [{spec[0]}, {spec[1]}], got {value!r}")
+
+
+def settings() -> dict[str, tuple]:
+    """name -> (default, description, spec) of every LocalizerConfig field, in declaration order."""
+    return {f.name: (f.default, f.metadata["description"], f.metadata["spec"])
+            for f in dataclasses.fields(LocalizerConfig)}

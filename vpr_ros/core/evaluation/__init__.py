@@ -1,0 +1,1 @@
+"""Scoring with ground truth: metrics, datasets, replays, confidence evaluation."""

@@ -1,0 +1,99 @@
+"""Replay a bag of query images through the core pipeline (the node's Localizer, no ROS graph) and keep,
+per image, what was published: the same QueryRecord that a replay through the running node yields.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vpr_ros.core import LOGGER
+from vpr_ros.core.inputs.images import ImageError
+from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.localizer import FrameResult, Localizer
+from vpr_ros.core.maps.map_store import VPRMap
+
+PROCESSED, DROPPED, BAD = "processed", "dropped", "bad"
+
+
+@dataclass
+class QueryRecord:
+    """One query image of a replay and what the pipeline answered for it."""
+
+    index: int  # position in the bag's image stream
+    stamp_ns: int
+    true_pose: np.ndarray  # 7 (NaN when the bag gave no pose)
+    status: str = PROCESSED  # processed, dropped (never answered), bad (refused image)
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # published hypotheses, best first
+    global_ranks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    similarities: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN without a calibrator
+    inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # 0 when not verified
+    verified: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    reranked: bool = False
+    map_uncertainty: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    query_uncertainty: float = float("nan")
+    loop_key: int = -1  # the accepted loop closure's map key, -1 for none
+    timings_ms: dict = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def global_order(self) -> np.ndarray:
+        """The published keys in the order global retrieval ranked them."""
+        return self.keys[np.argsort(self.global_ranks, kind="stable")]
+
+
+def stage_timings(timings_ms: dict) -> dict:
+    """The Localizer's stage timings with the map query's own "total" renamed "retrieval" and "total"
+    set to the whole pipeline."""
+    out = dict(timings_ms)
+    if "total" in out:
+        out["retrieval"] = out.pop("total")
+    out["total"] = out.get("pipeline", float("nan"))
+    return out
+
+
+def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult, reranked: bool) -> QueryRecord:
+    places = result.places
+    return QueryRecord(
+        index, stamp_ns, _pose(true_pose), PROCESSED,
+        keys=np.array([p.hypothesis.key for p in places], np.int64),
+        global_ranks=np.array([p.hypothesis.rank for p in places], np.int64),
+        similarities=np.array([p.hypothesis.similarity for p in places], np.float64),
+        probabilities=np.array([p.probability for p in places], np.float64),
+        inliers=np.array([p.verification.inlier_count if p.verification else 0 for p in places], np.int64),
+        verified=np.array([p.verified for p in places], bool), reranked=reranked,
+        map_uncertainty=np.array([p.map_uncertainty for p in places], np.float64),
+        query_uncertainty=result.query_uncertainty,
+        loop_key=result.loop.hypothesis.key if result.loop is not None else -1,
+        timings_ms=stage_timings(result.timings_ms))
+
+
+def _pose(pose) -> np.ndarray:
+    return np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64).reshape(7)
+
+
+def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.ndarray | None = None,
+                progress: bool = False) -> list[QueryRecord]:
+    """images: iterable of (stamp_ns, true pose or None, image loader callable). Every image is processed
+    (a bag replayed offline drops nothing); an image the pipeline refuses is recorded as bad."""
+    localizer = Localizer(config, vpr_map)
+    records = []
+    for index, (stamp_ns, pose, load) in enumerate(images):
+        start = time.perf_counter()
+        try:
+            image = load()
+            decode_ms = (time.perf_counter() - start) * 1e3
+            result = localizer.process(image, stamp_ns, camera_K=camera_K)
+        except (ImageError, ValueError) as exc:
+            LOGGER.warning("query %d (stamp %d): %s", index, stamp_ns, exc)
+            records.append(QueryRecord(index, stamp_ns, _pose(pose), BAD, note=str(exc)))
+            continue
+        record = record_from_result(index, stamp_ns, pose, result, localizer.reranker is not None)
+        record.timings_ms["decode"] = decode_ms
+        records.append(record)
+        if progress and (index + 1) % 25 == 0:
+            print(f"\r  replayed {index + 1} frames", end="", flush=True)
+    if progress:
+        print()
+    return records

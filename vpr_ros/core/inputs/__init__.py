@@ -1,0 +1,1 @@
+"""What the camera sends, checked: images (encodings, sizes, files) and intrinsics."""

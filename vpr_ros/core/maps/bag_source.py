@@ -1,0 +1,211 @@
+"""Read map frames from a rosbag2 (mcap or sqlite3) or rosbag1 with rosbags: images and their poses.
+
+Images: a `sensor_msgs/Image` or `sensor_msgs/CompressedImage` topic. Pose source (optional), one of:
+- a `geometry_msgs/PoseStamped`, `PoseWithCovarianceStamped` or `nav_msgs/Odometry` topic;
+- TF: the transform `parent -> child` read from /tf (and /tf_static), direct edges only;
+- a `sensor_msgs/NavSatFix` topic (GPS; fixes with status < 0 are ignored).
+Each image gets the pose interpolated at its header stamp between the two nearest pose samples
+(linear in position, normalised-linear in rotation); images farther than `max_pose_gap_s` from
+any sample get no pose.
+"""
+
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rosbags.highlevel import AnyReader
+from rosbags.image import ImageError as BagImageError, message_to_cvimage
+from rosbags.typesys import Stores, get_typestore
+
+from vpr_ros.core.maps.frames import FrameTable
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
+              "nav_msgs/msg/Odometry")
+GPS_TYPE = "sensor_msgs/msg/NavSatFix"
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _cdr_header_stamp_ns(raw: bytes) -> int:
+    """Stamp of a serialized ROS 2 message that starts with std_msgs/Header, without decoding the rest.
+
+    CDR data: a 4-byte encapsulation header (byte 1 odd: little endian), then stamp.sec (int32) and
+    stamp.nanosec (uint32).
+    """
+    if len(raw) < 12:
+        raise ValueError(f"a {len(raw)}-byte message is too short to hold a header")
+    sec, nanosec = struct.unpack("<iI" if raw[1] & 1 else ">iI", raw[4:12])
+    return sec * 1_000_000_000 + nanosec
+
+
+def _open(path: Path) -> AnyReader:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"bag {path} does not exist")
+    return AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
+
+
+def _connections(reader: AnyReader, topic: str, types: tuple[str, ...]):
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns:
+        topics = sorted({c.topic for c in reader.connections})
+        raise ValueError(f"topic {topic!r} is not in the bag; it has {topics}")
+    bad = [c.msgtype for c in conns if c.msgtype not in types]
+    if bad:
+        raise ValueError(f"topic {topic!r} has type {bad[0]}; expected one of {list(types)}")
+    return conns
+
+
+def interpolate_poses(sample_ns: np.ndarray, samples: np.ndarray, query_ns: np.ndarray,
+                      max_gap_ns: int) -> np.ndarray:
+    """Poses (M x 7, sorted by time) at query stamps -> Q x 7, NaN rows where no sample is near."""
+    out = np.full((len(query_ns), samples.shape[1] if samples.ndim == 2 else 7), np.nan)
+    if len(sample_ns) == 0:
+        return out
+    right = np.searchsorted(sample_ns, query_ns).clip(1, len(sample_ns) - 1) if len(sample_ns) > 1 else None
+    for i, t in enumerate(query_ns):
+        if right is None:
+            if abs(t - sample_ns[0]) <= max_gap_ns:
+                out[i] = samples[0]
+            continue
+        j = right[i]
+        t0, t1 = sample_ns[j - 1], sample_ns[j]
+        if t < t0 - max_gap_ns or t > t1 + max_gap_ns:
+            continue
+        if t0 < t < t1 and t1 - t0 > 2 * max_gap_ns:  # a hole in the samples: nearest one, if near
+            near = j - 1 if t - t0 <= t1 - t else j
+            if abs(t - sample_ns[near]) <= max_gap_ns:
+                out[i] = samples[near]
+            continue
+        w = float(np.clip((t - t0) / (t1 - t0), 0.0, 1.0)) if t1 > t0 else 0.0
+        a, b = samples[j - 1], samples[j]
+        row = (1 - w) * a + w * b
+        if samples.shape[1] == 7:
+            qb = b[3:] if np.dot(a[3:], b[3:]) >= 0 else -b[3:]
+            q = (1 - w) * a[3:] + w * qb
+            row[3:] = q / np.linalg.norm(q)
+        out[i] = row
+    return out
+
+
+@dataclass
+class BagFrames:
+    """Image references of a bag (one per image message) and their metadata."""
+
+    path: Path
+    topic: str
+    frames: FrameTable
+
+    def loader(self):
+        """A `load(source)` callable for describe_map that reads images in bag order, lazily."""
+        return _SequentialImageLoader(self.path, self.topic)
+
+
+class _SequentialImageLoader:
+    """Decodes the image with a given log-time; restarts the bag when asked for an earlier one."""
+
+    def __init__(self, path: Path, topic: str):
+        self.path, self.topic = path, topic
+        self._reader, self._messages = None, None
+
+    def _restart(self):
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = _open(self.path)
+        self._reader.open()
+        conns = _connections(self._reader, self.topic, IMAGE_TYPES)
+        self._messages = self._reader.messages(connections=conns)
+        self._last = -1
+
+    def __call__(self, source: str) -> np.ndarray:
+        log_ns = int(source.rsplit("@", 1)[1])
+        if self._messages is None or log_ns <= self._last:
+            self._restart()
+        for conn, timestamp, raw in self._messages:
+            self._last = timestamp
+            if timestamp == log_ns:
+                msg = self._reader.deserialize(raw, conn.msgtype)
+                try:
+                    return message_to_cvimage(msg, "rgb8")
+                except (AssertionError, BagImageError, cv2.error, ValueError) as exc:  # rosbags asserts on bad data
+                    raise ValueError(f"image {source} in {self.path} cannot be decoded "
+                                     f"({type(exc).__name__}: {exc or 'no detail'})") from exc
+        raise ValueError(f"image {source} not found in {self.path}")
+
+
+def read_bag_frames(path: str | Path, image_topic: str, pose_topic: str | None = None,
+                    tf_frames: tuple[str, str] | None = None, gps_topic: str | None = None,
+                    max_pose_gap_s: float = 0.5) -> BagFrames:
+    """Index the bag's images and attach poses and GPS from the chosen sources."""
+    path = Path(path)
+    image_stamps, log_stamps = [], []
+    pose_ns, poses, gps_ns, fixes = [], [], [], []
+    with _open(path) as reader:
+        image_conns = _connections(reader, image_topic, IMAGE_TYPES)
+        wanted = list(image_conns)
+        if pose_topic:
+            wanted += _connections(reader, pose_topic, POSE_TYPES)
+        if gps_topic:
+            wanted += _connections(reader, gps_topic, (GPS_TYPE,))
+        if tf_frames:
+            tf_conns = [c for c in reader.connections if c.topic in ("/tf", "/tf_static")]
+            if not tf_conns:
+                raise ValueError("TF poses were asked for but the bag has no /tf or /tf_static topic")
+            wanted += tf_conns
+        image_ids = {id(c) for c in image_conns}
+        for conn, timestamp, raw in reader.messages(connections=wanted):
+            if id(conn) in image_ids:  # only the stamp now; pixels are decoded when the map needs them
+                stamp = (_cdr_header_stamp_ns(raw) if reader.is2
+                         else _stamp_ns(reader.deserialize(raw, conn.msgtype).header))  # rosbag1: no CDR
+                image_stamps.append(stamp or timestamp)
+                log_stamps.append(timestamp)
+                continue
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.topic == pose_topic:
+                pose = msg.pose.pose if conn.msgtype != POSE_TYPES[0] else msg.pose
+                pose_ns.append(_stamp_ns(msg.header))
+                poses.append([pose.position.x, pose.position.y, pose.position.z, pose.orientation.x,
+                              pose.orientation.y, pose.orientation.z, pose.orientation.w])
+            elif conn.topic == gps_topic:
+                if msg.status.status >= 0:
+                    gps_ns.append(_stamp_ns(msg.header))
+                    fixes.append([msg.latitude, msg.longitude, msg.altitude])
+            else:
+                for tf in msg.transforms:
+                    if (tf.header.frame_id.lstrip("/"), tf.child_frame_id.lstrip("/")) == tf_frames:
+                        t, r = tf.transform.translation, tf.transform.rotation
+                        pose_ns.append(_stamp_ns(tf.header))
+                        poses.append([t.x, t.y, t.z, r.x, r.y, r.z, r.w])
+    if not image_stamps:
+        raise ValueError(f"the bag has no messages on {image_topic!r}")
+    if (pose_topic or tf_frames) and not poses:
+        raise ValueError(f"no poses found in the bag for {pose_topic or tf_frames}")
+    query = np.asarray(image_stamps, np.int64)
+    gap = int(max_pose_gap_s * 1e9)
+
+    def series(stamps, values, width):
+        if not values:
+            return None
+        order = np.argsort(stamps, kind="stable")
+        return interpolate_poses(np.asarray(stamps, np.int64)[order], np.asarray(values, np.float64)[order],
+                                 query, gap).reshape(len(query), width)
+
+    frames = FrameTable.build(query, [f"{path}:{image_topic}@{t}" for t in log_stamps],
+                              pose=series(pose_ns, poses, 7), gps=series(gps_ns, fixes, 3))
+    return BagFrames(path, image_topic, frames)
+
+
+def read_camera_matrix(path: str | Path, topic: str) -> np.ndarray:
+    """The 3 x 3 intrinsic matrix K of the first sensor_msgs/CameraInfo on `topic`."""
+    with _open(Path(path)) as reader:
+        conns = _connections(reader, topic, ("sensor_msgs/msg/CameraInfo",))
+        for conn, _, raw in reader.messages(connections=conns):
+            K = np.asarray(reader.deserialize(raw, conn.msgtype).k, np.float64).reshape(3, 3)
+            if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
+                raise ValueError(f"the CameraInfo on {topic} has no usable intrinsics: K = {K.tolist()}")
+            return K
+    raise ValueError(f"the bag has no message on {topic!r}")

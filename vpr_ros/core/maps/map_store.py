@@ -1,0 +1,366 @@
+"""The vpr_ros map: a directory of plain arrays, JSON and a faiss index; never pickle.
+
+    <map>/map.json          format name and version, preset and its configuration, descriptor
+                            fingerprint, dimension, index factory and search parameters, frame
+                            count, coordinate frame, and the size and sha256 of every file below
+    <map>/descriptors.npy   N x D float32 global descriptors (L2-normalised)
+    <map>/frames.npz        stamp_ns (N), pose (N x 7: x y z qx qy qz qw), has_pose, gps (N x 3:
+                            lat lon alt), has_gps
+    <map>/sources.json      N image references (file path, or bag path:topic@stamp)
+    <map>/descriptor.npz    the descriptor's fitted buffers (VLAD vocabulary, PCA)
+    <map>/index.faiss       the faiss index (faiss binary format)
+    <map>/local_*.npy       optional, for re-ranking: the map frames' local features, padded to M
+                            keypoints (local_keypoints N x M x 2 float32, local_descriptors N x M x D
+                            float16, local_scores N x M float16, local_counts N, local_image_size
+                            N x 2); map.json's `local_features` names the extractor and M
+    <map>/uncertainty.*     optional: the BayesCap head and calibrators (uncertainty.py); map.json's
+                            `uncertainty` is true when they are present
+
+A map is written to a temporary sibling directory and renamed into place, so a half-written map
+never appears under its name. Loading checks the format version, every file's size and checksum,
+and that the map's preset, fingerprint and dimension match what the caller runs.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vpr_ros.core import LOGGER
+from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.index import DescriptorIndex
+from vpr_ros.core.matching.local_features import LocalFeatureTable
+from vpr_ros.core.maps.recognizer import PlaceRecognizer, QueryResult
+from vpr_ros.core.uncertainty.model import HEAD_FILE, META_FILE, UncertaintyModel
+
+FORMAT = "vpr_ros.map"
+FORMAT_VERSION = 1
+FILES = ("descriptors.npy", "frames.npz", "sources.json", "descriptor.npz", "index.faiss")
+FRAME_COLUMNS = ("stamp_ns", "pose", "has_pose", "gps", "has_gps")
+LOCAL_FILES = {f"local_{c}.npy": c for c in LocalFeatureTable.COLUMNS}
+# Buffers learned from the map; the backbone comes from the shipped weights (checked by fingerprint).
+FITTED_BUFFERS = ("aggregation.centroids", "aggregation.p", "projection.mean", "projection.matrix")
+
+
+class MapError(ValueError):
+    """A map directory that cannot be used; the message names the file and the problem."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class VPRMap:
+    """A fitted descriptor, the map frames' descriptors and metadata, and their index."""
+
+    name: str
+    descriptor: GlobalDescriptor
+    descriptors: np.ndarray  # N x D float32
+    frames: FrameTable
+    index: DescriptorIndex
+    frame_id: str = "map"  # coordinate frame of the poses
+    local: LocalFeatureTable | None = None  # per-frame local features for re-ranking (optional)
+    local_conf: dict | None = None  # LocalExtractor.config() of `local`
+    uncertainty: UncertaintyModel | None = None  # BayesCap head and calibrators (optional)
+    backend: object | None = None  # a backends.* backend running `descriptor` (None: the module itself)
+
+    @classmethod
+    def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,
+               frame_id: str = "map", search_params: dict | None = None, device: str = "cpu",
+               local: LocalFeatureTable | None = None, local_conf: dict | None = None) -> "VPRMap":
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+        if len(descriptors) != len(frames):
+            raise MapError(f"{len(descriptors)} descriptors for {len(frames)} frames")
+        if (local is None) != (local_conf is None):
+            raise MapError("local features need their extractor configuration (local_conf), and vice versa")
+        if local is not None:
+            try:
+                local.validate(len(frames), local_conf["max_keypoints"], local_conf["dim"])
+            except ValueError as exc:
+                raise MapError(f"local features do not fit the map: {exc}") from exc
+        index = DescriptorIndex(descriptor.dim, descriptor.conf["index"], search_params, device)
+        if len(descriptors):
+            index.train(descriptors)
+            index.add(descriptors)
+        return cls(name, descriptor, descriptors.reshape(len(frames), descriptor.dim), frames, index, frame_id,
+                   local, local_conf)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def add(self, descriptors: np.ndarray, frames: FrameTable, local: LocalFeatureTable | None = None) -> None:
+        """Append frames (online maps); their keys continue from len(self). A map that stores local
+        features needs theirs too."""
+        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32).reshape(len(frames), self.index.dim)
+        if (self.local is None) != (local is None):
+            raise MapError("this map " + ("stores local features: pass the new frames' too" if self.local is not None
+                                          else "has no local features; add frames without them"))
+        if local is not None:
+            try:
+                local.validate(len(frames), self.local_conf["max_keypoints"], self.local_conf["dim"])
+            except ValueError as exc:
+                raise MapError(f"local features do not fit the map: {exc}") from exc
+        if not self.index.is_trained:
+            self.index.train(descriptors)
+        self.index.add(descriptors)
+        self.descriptors = np.concatenate([self.descriptors, descriptors])
+        self.frames.extend(frames)
+        if local is not None:
+            self.local.extend(local)
+
+    def query(self, images: list[np.ndarray], k: int = 10) -> QueryResult:
+        """Images (batched) -> top-k candidates with their frame metadata and per-stage timings."""
+        result = PlaceRecognizer(self.backend or self.descriptor, self.index).query(images, k)
+        result.hypotheses = [self.hypotheses(ids, sims) for ids, sims in zip(result.ids, result.similarities)]
+        return result
+
+    def hypotheses(self, ids: np.ndarray, similarities: np.ndarray) -> list["Hypothesis"]:
+        """One query's candidates (a row of QueryResult.ids / similarities) with their frame metadata."""
+        return [Hypothesis.of(self.frames, int(i), rank, float(s))
+                for rank, (i, s) in enumerate(zip(ids, similarities)) if i >= 0]
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write the map directory atomically; returns its absolute path (`..` resolved).
+
+        With `overwrite`, only an existing vpr_ros map directory is replaced; anything else at the path
+        (a plain file, a directory that is not a map) raises FileExistsError and is left untouched."""
+        path = Path(os.path.normpath(Path(path).expanduser().absolute()))
+        if path.exists() or path.is_symlink():
+            if not overwrite:
+                raise FileExistsError(f"map directory {path} exists; pass overwrite to replace it")
+            if path.is_symlink() or not path.is_dir():
+                raise FileExistsError(f"{path} exists and is not a map directory; refusing to replace it")
+            try:
+                read_metadata(path)
+            except MapError as exc:
+                raise FileExistsError(f"{path} exists and is not a vpr_ros map ({exc}); refusing to replace "
+                                      "it, choose another path") from exc
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+        tmp.mkdir()
+        try:
+            self._write_files(tmp)
+            if path.exists():
+                old = path.parent / f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+                path.rename(old)
+                try:
+                    tmp.rename(path)
+                except OSError:
+                    old.rename(path)  # put the previous map back
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        LOGGER.info("saved map %s (%d frames) to %s", self.name, len(self), path)
+        return path
+
+    def _write_files(self, folder: Path) -> None:
+        np.save(folder / "descriptors.npy", self.descriptors, allow_pickle=False)
+        np.savez(folder / "frames.npz", **{c: getattr(self.frames, c) for c in FRAME_COLUMNS})
+        (folder / "sources.json").write_text(json.dumps(self.frames.sources))
+        state = self.descriptor.state_dict()
+        np.savez(folder / "descriptor.npz", **{k: state[k].cpu().numpy() for k in FITTED_BUFFERS if k in state})
+        self.index.write(folder / "index.faiss")
+        files = list(FILES)
+        if self.local is not None:
+            for name, column in LOCAL_FILES.items():
+                np.save(folder / name, np.ascontiguousarray(getattr(self.local, column)), allow_pickle=False)
+            files += list(LOCAL_FILES)
+        if self.uncertainty is not None:
+            files += self.uncertainty.save(folder)
+        meta = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "name": self.name,
+            "preset": self.descriptor.preset, "preset_conf": self.descriptor.conf,
+            "fingerprint": self.descriptor.fingerprint(), "dim": self.descriptor.dim,
+            "index_factory": self.index.factory, "search_params": self.index.search_params,
+            "num_frames": len(self), "frame_id": self.frame_id, "local_features": self.local_conf,
+            "uncertainty": self.uncertainty is not None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+                      for name in files},
+        }
+        (folder / "map.json").write_text(json.dumps(meta, indent=2, default=list) + "\n")
+        for name in (*files, "map.json"):  # on disk before the rename makes the map visible
+            with (folder / name).open("rb") as handle:
+                os.fsync(handle.fileno())
+
+    @classmethod
+    def load(cls, path: str | Path, preset: str | None = None, fingerprint: str | None = None,
+             verify_checksums: bool = True, search_params: dict | None = None,
+             device: str = "cpu", checkpoint: str | Path | None = None) -> "VPRMap":
+        """Read and check a map directory; preset/fingerprint, when given, must match the map's.
+
+        checkpoint: for a map of a published model, its weights file when it is no longer where the map
+        records it (the fingerprint still checks that the weights are the ones the map was built with).
+        """
+        path = Path(path)
+        meta = read_metadata(path)
+        if preset is not None and meta["preset"] != preset:
+            raise MapError(f"map {path} was built with preset {meta['preset']!r}, not {preset!r}; "
+                           "rebuild the map or run with its preset")
+        local_conf = meta.get("local_features")
+        names = list(FILES) + (list(LOCAL_FILES) if local_conf else []) + (
+            [HEAD_FILE, META_FILE] if meta.get("uncertainty") else [])
+        for name in names:
+            file = path / name
+            if not file.is_file():
+                raise MapError(f"map {path} is missing {name}")
+            if name not in meta["files"]:
+                raise MapError(f"map {path}: map.json records no size and checksum for {name}")
+            want = meta["files"][name]
+            if file.stat().st_size != want["bytes"]:
+                raise MapError(f"map file {file} has {file.stat().st_size} bytes, expected {want['bytes']} "
+                               "(truncated or modified)")
+            if verify_checksums and _sha256(file) != want["sha256"]:
+                raise MapError(f"map file {file} does not match its checksum (corrupt or modified)")
+
+        conf = dict(meta["preset_conf"])
+        if checkpoint:
+            if "checkpoint" not in conf:
+                raise MapError(f"map {path} uses preset {meta['preset']!r}, which takes no checkpoint "
+                               f"(given {checkpoint})")
+            conf["checkpoint"] = str(checkpoint)
+        try:
+            descriptor = GlobalDescriptor(meta["preset"], **conf)
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # a moved or unfitting checkpoint, a bad preset_conf
+            raise MapError(f"map {path}: its {meta['preset']} descriptor cannot be built: {exc}"
+                           + ("" if checkpoint or "checkpoint" not in conf else
+                              "; pass the weights file as checkpoint (--checkpoint)")) from exc
+        try:
+            with np.load(path / "descriptor.npz", allow_pickle=False) as buffers:
+                state = descriptor.state_dict()
+                state.update({k: torch.from_numpy(buffers[k]) for k in buffers.files})
+            descriptor.load_fitted(state)
+            with np.load(path / "frames.npz", allow_pickle=False) as columns:
+                frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS},
+                                    sources=json.loads((path / "sources.json").read_text()))
+            descriptors = np.load(path / "descriptors.npy", allow_pickle=False)
+            local = None
+            if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
+                local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
+                                             for name, c in LOCAL_FILES.items()})
+                local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise MapError(f"map {path} cannot be read: {exc}") from exc
+        frames.validate()
+        if descriptor.fingerprint() != meta["fingerprint"]:
+            raise MapError(f"map {path}: the descriptor rebuilt from its files has another fingerprint than "
+                           "the map records (different weights: another checkpoint or shipped version, or a "
+                           "modified map)")
+        if fingerprint is not None and meta["fingerprint"] != fingerprint:
+            raise MapError(f"map {path} has descriptor fingerprint {meta['fingerprint'][:12]}, "
+                           f"expected {fingerprint[:12]}: it was built with another vocabulary or weights")
+        if descriptors.shape != (meta["num_frames"], meta["dim"]) or descriptor.dim != meta["dim"]:
+            raise MapError(f"map {path}: descriptors have shape {descriptors.shape}, expected "
+                           f"({meta['num_frames']}, {meta['dim']})")
+        try:
+            index = DescriptorIndex.read(path / "index.faiss", meta["dim"], meta["index_factory"],
+                                         search_params if search_params is not None else meta["search_params"],
+                                         device)
+        except (RuntimeError, ValueError, TypeError) as exc:  # faiss raises RuntimeError on a file it cannot parse
+            raise MapError(f"map {path}: index.faiss cannot be read: {str(exc).strip().splitlines()[0]}") from exc
+        if len(index) != meta["num_frames"]:
+            raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
+        uncertainty = None
+        if meta.get("uncertainty"):
+            try:
+                uncertainty = UncertaintyModel.load(path, meta["dim"], meta["fingerprint"])
+            except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
+                raise MapError(f"map {path}: its uncertainty model cannot be used: {exc}") from exc
+        return cls(meta["name"], descriptor, descriptors, frames, index, meta.get("frame_id", "map"), local,
+                   local_conf or None, uncertainty)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A candidate map frame for a query: its key (row in the map), rank, similarity and metadata."""
+
+    key: int
+    rank: int
+    similarity: float
+    stamp_ns: int
+    pose: tuple[float, ...] | None  # x y z qx qy qz qw in the map's frame_id, None when unknown
+    gps: tuple[float, float, float] | None  # latitude, longitude, altitude; None when unknown
+    source: str  # where the map image came from
+
+    @classmethod
+    def of(cls, frames: FrameTable, key: int, rank: int, similarity: float) -> "Hypothesis":
+        return cls(key, rank, similarity, int(frames.stamp_ns[key]),
+                   tuple(float(v) for v in frames.pose[key]) if frames.has_pose[key] else None,
+                   tuple(float(v) for v in frames.gps[key]) if frames.has_gps[key] else None,
+                   frames.sources[key])
+
+
+def read_metadata(path: Path) -> dict:
+    """map.json of a map directory, checked for format and version."""
+    meta_path = Path(path) / "map.json"
+    if not meta_path.is_file():
+        raise MapError(f"{path} is not a vpr_ros map: {meta_path.name} is missing")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MapError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise MapError(f"{meta_path} is not a vpr_ros map description")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise MapError(f"{meta_path} has format version {meta.get('format_version')}; this vpr_ros "
+                       f"reads version {FORMAT_VERSION}")
+    _check_fields(meta, meta_path)
+    return meta
+
+
+# map.json field -> (accepted types, required); bool is excluded where an int is meant
+_FIELDS = {
+    "name": (str, True), "preset": (str, True), "preset_conf": (dict, True), "fingerprint": (str, True),
+    "dim": (int, True), "index_factory": (str, True), "num_frames": (int, True), "files": (dict, True),
+    "search_params": ((dict, type(None)), False), "frame_id": (str, False),
+    "local_features": ((dict, type(None)), False), "uncertainty": (bool, False),
+}
+_LOCAL_FIELDS = {"max_keypoints": int, "dim": int, "extractor": str}
+
+
+def _type_names(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = {"str": "a string", "dict": "an object", "int": "an integer", "bool": "true or false",
+             "NoneType": "null"}
+    return " or ".join(names.get(t.__name__, t.__name__) for t in types)
+
+
+def _check_fields(meta: dict, meta_path: Path) -> None:
+    """Every field the loader reads is present and of the right type, before anything uses it."""
+    missing = sorted(name for name, (_, required) in _FIELDS.items() if required and name not in meta)
+    if missing:
+        raise MapError(f"{meta_path} lacks {missing}")
+    for name, (types, _) in _FIELDS.items():
+        if name not in meta:
+            continue
+        value = meta[name]
+        if not isinstance(value, types) or (types is int and isinstance(value, bool)):
+            raise MapError(f"{meta_path}: field {name!r} must be {_type_names(types)}, got {json.dumps(value)[:60]}")
+    if meta["dim"] <= 0 or meta["num_frames"] < 0:
+        raise MapError(f"{meta_path}: dim must be > 0 and num_frames >= 0 (got {meta['dim']}, {meta['num_frames']})")
+    for file, entry in meta["files"].items():
+        if (not isinstance(entry, dict) or not isinstance(entry.get("bytes"), int) or isinstance(entry["bytes"], bool)
+                or not isinstance(entry.get("sha256"), str)):
+            raise MapError(f"{meta_path}: files[{file!r}] must be an object with an integer 'bytes' and a string "
+                           f"'sha256', got {json.dumps(entry)[:80]}")
+    local = meta.get("local_features")
+    if local:
+        for name, kind in _LOCAL_FIELDS.items():
+            if not isinstance(local.get(name), kind) or isinstance(local.get(name), bool):
+                raise MapError(f"{meta_path}: local_features.{name} must be {_type_names(kind)}, "
+                               f"got {json.dumps(local.get(name))}")

@@ -1,0 +1,1 @@
+"""Re-ranking: local features, matchers, geometric verification."""

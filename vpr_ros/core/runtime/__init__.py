@@ -1,0 +1,1 @@
+"""Where and how descriptors run: torch, ONNX Runtime and TensorRT backends, export, devices."""

@@ -1,0 +1,1 @@
+"""Confidence: the BayesCap head, calibrators, hypothesis features, training from a map."""

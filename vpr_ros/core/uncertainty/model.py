@@ -1,0 +1,101 @@
+"""A map's uncertainty model: its BayesCap head and the calibrators that turn features into probabilities.
+
+Stored in the map directory (written by `vpr_train_uncertainty`, see uncertainty_training.py):
+
+    <map>/uncertainty.pt     the head's state dict (torch.save of tensors; loaded with weights_only=True)
+    <map>/uncertainty.json   head configuration, the descriptor fingerprint and dimension it was trained
+                             for, how its pairs were found, training statistics, and the calibrators:
+                             `global` (similarity, margin, BayesCap uncertainties) and `rerank:<matcher>`
+                             (the same plus inliers), and `baseline:<name>` (one feature each, for
+                             evaluation)
+
+A hypothesis gets a probability only from a calibrator fitted for how it was ranked: global retrieval
+uses `global`; a re-ranked list uses `rerank:<matcher>` for the matcher that ran, and without one
+the probabilities stay NaN (not measured) rather than borrowed from another ranking.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vpr_ros.core.uncertainty.bayescap import BayesCapHead, descriptor_uncertainty
+from vpr_ros.core.uncertainty.calibration import Calibrator
+from vpr_ros.core.uncertainty.features import hypothesis_features
+
+HEAD_FILE, META_FILE = "uncertainty.pt", "uncertainty.json"
+FORMAT = "vpr_ros.uncertainty"
+FORMAT_VERSION = 1
+
+
+def rerank_key(matcher: str) -> str:
+    return f"rerank:{matcher}"
+
+
+@dataclass
+class UncertaintyModel:
+    head: BayesCapHead
+    head_conf: dict  # BayesCapHead keyword arguments
+    fingerprint: str  # descriptor fingerprint of the map it was trained for
+    calibrators: dict[str, Calibrator] = field(default_factory=dict)
+    training: dict = field(default_factory=dict)  # pairs, thresholds, losses, calibration pairs
+
+    @property
+    def dim(self) -> int:
+        return self.head.dim
+
+    def uncertainty(self, descriptors: np.ndarray) -> np.ndarray:
+        """N x D descriptors -> N BayesCap uncertainties (mean predicted variance; NaN for NaN rows)."""
+        return descriptor_uncertainty(self.head, descriptors)
+
+    def calibrator_for(self, matcher: str | None) -> Calibrator | None:
+        return self.calibrators.get(rerank_key(matcher) if matcher else "global")
+
+    def probabilities(self, similarities: np.ndarray, query_uncertainty: float, map_uncertainty: np.ndarray,
+                      inliers: np.ndarray | None = None, matcher: str | None = None) -> np.ndarray:
+        """One query's K hypotheses (published order) -> K probabilities of being the query's place;
+        NaN where no calibrator fits the ranking or a feature is NaN."""
+        k = len(np.asarray(similarities).reshape(-1))
+        calibrator = self.calibrator_for(matcher)
+        if calibrator is None or k == 0:
+            return np.full(k, np.nan)
+        features = hypothesis_features(similarities, query_uncertainty, map_uncertainty,
+                                       inliers if matcher else None)
+        return calibrator.predict(features)
+
+    def save(self, folder: Path) -> list[str]:
+        """Write the two files into `folder`; returns their names."""
+        torch.save({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, folder / HEAD_FILE)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "head": self.head_conf,
+                "fingerprint": self.fingerprint, "dim": self.dim,
+                "calibrators": {name: c.to_json() for name, c in self.calibrators.items()},
+                "training": self.training}
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=_json_default) + "\n")
+        return [HEAD_FILE, META_FILE]
+
+    @classmethod
+    def load(cls, folder: Path, dim: int, fingerprint: str) -> "UncertaintyModel":
+        """Read and check the files; ValueError naming the problem when they do not fit this map."""
+        meta = json.loads((folder / META_FILE).read_text())
+        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{META_FILE} is not a vpr_ros uncertainty model of version {FORMAT_VERSION}")
+        if meta["dim"] != dim or meta["fingerprint"] != fingerprint:
+            raise ValueError(f"the uncertainty model was trained for {meta['dim']}-d descriptors with fingerprint "
+                             f"{meta['fingerprint'][:12]}, but the map has {dim}-d, {fingerprint[:12]}; "
+                             "retrain it with vpr_train_uncertainty")
+        head = BayesCapHead(dim, **meta["head"])
+        state = torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True)
+        head.load_state_dict(state, strict=True)
+        head.eval()
+        calibrators = {name: Calibrator.from_json(c) for name, c in meta["calibrators"].items()}
+        return cls(head, meta["head"], fingerprint, calibrators, meta.get("training", {}))
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value)} is not JSON serialisable")

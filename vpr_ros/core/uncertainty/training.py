@@ -1,0 +1,270 @@
+"""Train a map's uncertainty model from the map itself: cross-view BayesCap pairs, then calibration.
+
+1. **Positive pairs** (two views of one place): map frames whose poses lie within
+   `positive_distance_m` and `positive_heading_deg` of each other. A map without poses falls back to
+   its route order: frames at most `positive_frames` keys apart are the same place (right for a map
+   built from one traversal in order, as from a bag or an image sequence; wrong for a shuffled folder,
+   whose uncertainty is then meaningless). The fallback is recorded in uncertainty.json.
+2. **Split**: a seeded `calibration_fraction` of the frames is held out. The BayesCap head is trained
+   on pairs among the other frames (each view reconstructs itself and is scored against the other,
+   and vice versa); pairs that touch a held-out frame measure its validation loss.
+3. **Calibration queries**: each held-out frame becomes `views` queries. When the map's images can
+   still be read (sources.json), a view is the image under a seeded random change of viewpoint
+   (shift, rotation, scale), exposure, gamma, noise and sometimes an occluder, described afresh; a
+   query never sees its own map frame, so its true matches are its neighbours, as for a robot's
+   revisit. Without the images the held-out frame's stored descriptor is the query (one view): such
+   pairs are easier than real revisits and the calibration is optimistic (recorded as
+   `calibration_views: "stored descriptors"`).
+4. **Calibrators** (calibration.py) on the top-K hypotheses of every calibration query: `global`
+   from the global features, `rerank:<matcher>` with inliers for each reranker given (the map must
+   store local features), and a one-feature calibrator per baseline for evaluation (on the global
+   top-1; the inlier baseline with the first reranker).
+"""
+
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from vpr_ros.core import LOGGER
+from vpr_ros.core.uncertainty.bayescap import DEFAULT_CONF as HEAD_CONF, fit_head
+from vpr_ros.core.uncertainty.calibration import Calibrator
+from vpr_ros.core.uncertainty.features import (BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, baseline_scores,
+                                     hypothesis_features, map_positions)
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.inputs.images import batch_to_tensor, to_rgb8
+from vpr_ros.core.maps.map_builder import SourceLoader
+from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.uncertainty.model import UncertaintyModel, rerank_key
+
+DEFAULT_TRAINING = {
+    "positive_distance_m": 5.0,  # poses this close ...
+    "positive_heading_deg": 45.0,  # ... and this aligned show the same place
+    "positive_frames": 2,  # maps without poses: frames this many keys apart show the same place
+    "calibration_fraction": 0.3,  # frames held out from the head to fit the calibrators
+    "max_calibration_frames": 300,
+    "views": 3,  # calibration queries per held-out frame (needs the map's images)
+    "view_strength": 1.5,  # scale of the synthetic views' viewpoint change (see the module docstring)
+    "top_k": 5,  # hypotheses per calibration query (as the node publishes)
+    "calibrator": "logistic",  # or "isotonic"
+    "epochs": 60,
+    "max_pairs": 50000,  # training pairs are subsampled beyond this
+    "seed": 0,
+}
+MIN_PAIRS = 8  # fewer training pairs than this is no training set
+
+
+def positive_pairs(frames: FrameTable, distance_m: float, heading_deg: float, window: int,
+                   max_pairs: int | None = None, seed: int = 0) -> tuple[np.ndarray, str]:
+    """P x 2 key pairs (i < j) that show the same place, and how they were found ("poses"/"route order")."""
+    n = len(frames)
+    if frames.has_pose.any():
+        posed = np.flatnonzero(frames.has_pose)
+        xyz, quat = frames.pose[posed, :3], frames.pose[posed, 3:]
+        cos_half = np.cos(np.radians(heading_deg) / 2)
+        found = []
+        for start in range(0, len(posed), 1024):  # chunked: N x N would not fit for large maps
+            block = slice(start, start + 1024)
+            near = np.linalg.norm(xyz[block, None] - xyz[None], axis=2) <= distance_m
+            aligned = np.abs(quat[block] @ quat.T) >= cos_half
+            a, b = np.nonzero(near & aligned)
+            a += start
+            keep = a < b
+            found.append(np.stack([posed[a[keep]], posed[b[keep]]], axis=1))
+        pairs, how = np.concatenate(found), "poses"
+        if not frames.has_pose.all():
+            LOGGER.warning("%d of %d map frames have no pose and take no part in uncertainty training",
+                           n - len(posed), n)
+    else:
+        i, j = np.triu_indices(n, k=1)
+        keep = j - i <= window
+        pairs, how = np.stack([i[keep], j[keep]], axis=1), "route order"
+    if max_pairs is not None and len(pairs) > max_pairs:
+        pairs = pairs[np.sort(np.random.default_rng(seed).choice(len(pairs), max_pairs, replace=False))]
+    return pairs.astype(np.int64), how
+
+
+def same_place(frames: FrameTable, query_key: int, keys: np.ndarray, how: str, distance_m: float,
+               heading_deg: float, window: int) -> np.ndarray:
+    """Which `keys` show the place of map frame `query_key`, by the criterion the pairs used."""
+    keys = np.asarray(keys, np.int64)
+    if how == "route order":
+        return np.abs(keys - query_key) <= window
+    if not frames.has_pose[query_key]:
+        return np.zeros(len(keys), bool)
+    near = np.linalg.norm(frames.pose[keys, :3] - frames.pose[query_key, :3], axis=1) <= distance_m
+    aligned = np.abs(frames.pose[keys, 3:] @ frames.pose[query_key, 3:]) >= np.cos(np.radians(heading_deg) / 2)
+    return near & aligned & frames.has_pose[keys]
+
+
+def synthetic_view(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Another view of the same place: a perspective change (a step sideways or a turn), exposure,
+    gamma, blur, noise and sometimes an occluder. `strength` scales the geometric change."""
+    rgb = to_rgb8(image)
+    h, w = rgb.shape[:2]
+    corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    jitter = rng.uniform(-0.08, 0.08, (4, 2)) * (w, h)  # perspective
+    shift = (rng.uniform(-0.2, 0.2) * w, rng.uniform(-0.05, 0.05) * h)  # turn / step
+    zoom = rng.uniform(0.85, 1.2)  # forward / backward
+    centre = np.float32([w / 2, h / 2])
+    moved = (corners - centre) * (1 + (zoom - 1) * strength) + centre + strength * (jitter + shift)
+    matrix = cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
+    out = cv2.warpPerspective(rgb, matrix, (w, h), borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255
+    out = np.clip(out * rng.uniform(0.5, 1.5) + rng.uniform(-0.1, 0.1), 0, 1) ** rng.uniform(0.6, 1.6)
+    if rng.random() < 0.5:
+        sigma = rng.uniform(0.5, 1.5) * w / 640
+        out = cv2.GaussianBlur(out, (0, 0), sigma)
+    out = out * 255 + rng.normal(0, rng.uniform(0, 6), out.shape)
+    if rng.random() < 0.3:
+        oh, ow = int(h * rng.uniform(0.2, 0.45)), int(w * rng.uniform(0.15, 0.35))
+        y0, x0 = rng.integers(0, h - oh + 1), rng.integers(0, w - ow + 1)
+        out[y0:y0 + oh, x0:x0 + ow] = rng.uniform(0, 255, 3)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def train_uncertainty(vpr_map, options: dict | None = None, rerankers: list[Reranker] = (),
+                      load=None, head_conf: dict | None = None, progress=None) -> UncertaintyModel:
+    """Train the BayesCap head and fit the calibrators for `vpr_map` (a map_store.VPRMap).
+
+    load: reads a map source into an image (default: SourceLoader); pass False to use stored
+    descriptors only. Raises ValueError when the map cannot yield a training set.
+    """
+    opts = {**DEFAULT_TRAINING, **(options or {})}
+    unknown = set(opts) - set(DEFAULT_TRAINING)
+    if unknown:
+        raise ValueError(f"unknown uncertainty training option(s) {sorted(unknown)}; known: {sorted(DEFAULT_TRAINING)}")
+    head_conf = {**HEAD_CONF, **(head_conf or {})}
+    start = time.perf_counter()
+    descriptors, frames, n = vpr_map.descriptors, vpr_map.frames, len(vpr_map)
+    if not np.isfinite(descriptors).all():
+        raise ValueError("the map's descriptors contain NaN or infinite values")
+    if n < 10:
+        raise ValueError(f"the map has {n} frames; uncertainty training needs at least 10")
+    if np.ptp(descriptors, axis=0).max() < 1e-6:
+        raise ValueError("all map descriptors are identical: there is nothing to learn uncertainty from")
+    for reranker in rerankers:
+        reranker.check_map(vpr_map.local_conf)
+    rng = np.random.default_rng(opts["seed"])
+    criterion = (opts["positive_distance_m"], opts["positive_heading_deg"], opts["positive_frames"])
+    pairs, how = positive_pairs(frames, *criterion, max_pairs=opts["max_pairs"], seed=opts["seed"])
+    n_cal = min(max(int(round(n * opts["calibration_fraction"])), 1), opts["max_calibration_frames"])
+    held_out = np.sort(rng.choice(n, n_cal, replace=False))
+    is_held = np.zeros(n, bool)
+    is_held[held_out] = True
+    train_pairs = pairs[~is_held[pairs].any(axis=1)]
+    val_pairs = pairs[is_held[pairs].any(axis=1)]
+    if len(train_pairs) < MIN_PAIRS:
+        raise ValueError(f"only {len(train_pairs)} positive pairs ({how}) among the map's training frames; need "
+                         f"{MIN_PAIRS}. Map more of each place, or widen the positive thresholds")
+    LOGGER.info("uncertainty: %d positive pairs by %s (%d to train, %d to validate), %d frames held out",
+                len(pairs), how, len(train_pairs), len(val_pairs), n_cal)
+    head, stats = fit_head(descriptors, train_pairs, head_conf, epochs=opts["epochs"], seed=opts["seed"],
+                           val_pairs=val_pairs, log=progress)
+    model = UncertaintyModel(head, {k: head_conf[k] for k in ("hidden", "alpha_min", "beta_min", "beta_max")},
+                             vpr_map.descriptor.fingerprint())
+    map_u = model.uncertainty(descriptors)
+
+    queries = _calibration_queries(vpr_map, held_out, opts, rng, load, rerankers)
+    rows = _calibration_rows(vpr_map, model, queries, how, criterion, opts["top_k"], rerankers, map_u)
+    for name, (x, y) in rows.items():
+        try:
+            model.calibrators[name] = Calibrator(_feature_names(name), opts["calibrator"]).fit(x, y)
+        except ValueError as exc:
+            if name.startswith("baseline:"):
+                LOGGER.warning("uncertainty: no %s calibrator: %s", name, exc)
+                continue
+            raise ValueError(f"cannot calibrate ({name}): {exc}. The held-out queries' hypotheses are all "
+                             "right or all wrong; use a larger map or other positive thresholds") from exc
+    top1_y = rows["baseline:l2"][1]
+    model.training = {
+        "positives": how, "positive_distance_m": criterion[0], "positive_heading_deg": criterion[1],
+        "positive_frames": criterion[2], "pairs": int(len(pairs)), "train_pairs": int(len(train_pairs)),
+        "val_pairs": int(len(val_pairs)), "held_out_frames": int(n_cal), **{k: opts[k] for k in (
+            "views", "view_strength", "top_k", "calibrator", "epochs", "seed")},
+        "calibration_views": queries["kind"], "calibration_queries": int(len(queries["descriptors"])),
+        "calibration_top1_accuracy": float(np.mean(top1_y)),
+        "calibration_top1_similarity": float(np.mean(queries["top1_similarity"])),
+        "train_loss": stats["train_loss"][-1], "val_loss": stats["val_loss"][-1] if stats["val_loss"] else None,
+        "map_uncertainty_median": float(np.median(map_u)), "seconds": time.perf_counter() - start,
+    }
+    return model
+
+
+def _feature_names(calibrator: str) -> list[str]:
+    if calibrator == "global":
+        return GLOBAL_FEATURES
+    if calibrator.startswith("rerank:"):
+        return RERANK_FEATURES
+    return [calibrator.split(":", 1)[1]]
+
+
+def _calibration_queries(vpr_map, held_out: np.ndarray, opts: dict, rng, load, rerankers) -> dict:
+    """Descriptors (and local features) of the calibration queries, with the frame each one views."""
+    sources = vpr_map.frames.sources
+    loader = SourceLoader() if load is None else load
+    images = None
+    if loader:
+        try:
+            images = [loader(sources[i]) for i in held_out]
+        except (FileNotFoundError, ValueError) as exc:
+            LOGGER.warning("uncertainty: the map's images cannot be read (%s); calibrating on stored descriptors, "
+                           "which is optimistic", exc)
+    if images is None:
+        local = {r.matcher.features: [vpr_map.local[int(i)] for i in held_out] for r in rerankers}
+        return {"kind": "stored descriptors", "frame": held_out, "descriptors": vpr_map.descriptors[held_out],
+                "local": local}
+    views, frame = [], []
+    for key, image in zip(held_out, images):
+        for _ in range(opts["views"]):
+            views.append(synthetic_view(image, rng, opts["view_strength"]))
+            frame.append(key)
+    descriptor = vpr_map.descriptor
+    with torch.inference_mode():
+        desc = np.concatenate([descriptor.describe(batch_to_tensor(views[s:s + 8], descriptor.input_size))
+                               for s in range(0, len(views), 8)])
+    local = {}
+    for reranker in rerankers:  # matchers on the same features share one extraction
+        if reranker.matcher.features not in local:
+            extractor = reranker.extractor_for(vpr_map.local_conf)
+            local[reranker.matcher.features] = [extractor.extract([v])[0] for v in views]
+    return {"kind": "synthetic views of the map's images", "frame": np.asarray(frame), "descriptors": desc,
+            "local": local}
+
+
+def _calibration_rows(vpr_map, model: UncertaintyModel, queries: dict, how, criterion, top_k,
+                      rerankers, map_u) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Feature rows and labels for each calibrator, from every calibration query's top-K."""
+    frames, descriptors = vpr_map.frames, vpr_map.descriptors
+    query_u = model.uncertainty(queries["descriptors"])
+    sims_all = queries["descriptors"] @ descriptors.T
+    rows: dict[str, tuple[list, list]] = {"global": ([], [])}
+    for reranker in rerankers:
+        rows[rerank_key(reranker.matcher.name)] = ([], [])
+    rows.update({f"baseline:{b}": ([], []) for b in BASELINES if b != "inliers" or rerankers})
+    queries["top1_similarity"] = []
+    for q, key in enumerate(queries["frame"]):
+        sims = sims_all[q].copy()
+        sims[key] = -np.inf  # a revisit never sees its own map frame
+        ids = np.argsort(-sims, kind="stable")[:top_k]
+        labels = same_place(frames, int(key), ids, how, *criterion)
+        features = hypothesis_features(sims[ids], query_u[q], map_u[ids])
+        rows["global"][0].append(features)
+        rows["global"][1].append(labels)
+        queries["top1_similarity"].append(sims[ids[0]])
+        inliers_top1 = None
+        for reranker in rerankers:
+            ranked = reranker.rerank(queries["local"][reranker.matcher.features][q], ids, sims[ids], vpr_map.local)
+            rids = ranked.ids
+            inliers = np.array([c.verification.inlier_count if c.verification else 0 for c in ranked.candidates])
+            rsims = np.array([c.global_similarity for c in ranked.candidates])
+            name = rerank_key(reranker.matcher.name)
+            rows[name][0].append(hypothesis_features(rsims, query_u[q], map_u[rids], inliers))
+            rows[name][1].append(same_place(frames, int(key), rids, how, *criterion))
+            if inliers_top1 is None:  # the inlier baseline: the first matcher's count, in global order
+                inliers_top1 = float(inliers[list(rids).index(ids[0])])
+        scores = baseline_scores(sims[ids], map_positions(frames, ids), query_u[q], inliers_top1)
+        for name, value in scores.items():
+            rows[f"baseline:{name}"][0].append(np.array([[value]]))
+            rows[f"baseline:{name}"][1].append(labels[:1])
+    return {name: (np.concatenate(x), np.concatenate(y)) for name, (x, y) in rows.items()}

@@ -1,0 +1,89 @@
+"""`vpr_localizer`'s process: the console script and `python -m vpr_ros.ros.main`.
+
+The ROS callbacks run on an executor thread, the node's one processing loop on the main thread.
+Exit codes: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration, 1 when an
+internal failure stopped the node.
+
+    vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=maps/office
+"""
+
+import faulthandler
+import threading
+
+import rclpy
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from vpr_ros.core.maps.map_store import MapError
+from vpr_ros.ros.node import LocalizerNode
+
+
+def main(args: list[str] | None = None) -> int:
+    """The console script: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration,
+    1 when an internal failure stopped the node."""
+    faulthandler.enable()  # a crash in a native library prints every thread's Python stack to stderr
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # e.g. a malformed --ros-args rule; rcl says which
+        print(f"vpr_localizer: error: {exc}", flush=True)
+        return 2
+    node = None
+    try:
+        node = LocalizerNode(start_worker=False)
+    except (ValueError, MapError, FileNotFoundError, ParameterException) as exc:
+        print(f"vpr_localizer: error: {exc}", flush=True)
+        _cleanup(node)
+        return 2
+    except Exception as exc:
+        print(f"vpr_localizer: error: failed to start: {type(exc).__name__}: {exc}", flush=True)
+        _cleanup(node)
+        return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    failure: list[BaseException] = []
+
+    def spin() -> None:
+        try:
+            executor.spin()
+        except (ExternalShutdownException, KeyboardInterrupt):
+            pass
+        except Exception as exc:  # the executor itself failed: nothing can be received any more
+            failure.append(exc)
+            node.get_logger().fatal(f"the executor stopped: {type(exc).__name__}: {exc}")
+        finally:
+            node.stop_worker()  # shutdown (SIGINT/SIGTERM through rclpy's handler) ends the processing loop
+
+    # the ROS callbacks on a background thread, the one processing loop on the main thread
+    spinner = threading.Thread(target=spin, name="vpr_executor", daemon=True)
+    spinner.start()
+    try:
+        node.run_worker()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        failure.append(exc)
+        node.get_logger().fatal(f"the processing loop stopped: {type(exc).__name__}: {exc}")
+    finally:
+        # the executor thread first: nothing of the node may be destroyed while it can still run a callback
+        executor.shutdown(timeout_sec=10.0)
+        spinner.join(timeout=30.0)
+        if spinner.is_alive():
+            failure.append(RuntimeError("executor thread did not stop"))
+            node.get_logger().fatal("the executor thread did not stop within 30 s; exiting without destroying the node")
+            rclpy.try_shutdown()
+        else:
+            _cleanup(node)
+    return 1 if failure else 0
+
+
+def _cleanup(node) -> None:
+    if node is not None:
+        try:
+            node.destroy_node()
+        except Exception:  # noqa: BLE001: shutting down anyway
+            pass
+    rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""The node's outgoing messages, built from the core's results: place hypotheses, loop closures,
+the localized pose, RViz markers and diagnostics. No node state: each function takes what it needs."""
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose, PoseWithCovarianceStamped, Quaternion
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from vpr_ros.core.constraints import loop_constraint, pose_covariance
+from vpr_ros.core.localizer import FrameResult
+from vpr_ros.ros.convert import ns_to_stamp
+from vpr_ros.ros.health import ERROR, OK, WARN
+
+NAN = float("nan")
+LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
+MARKER_SIZE_M = 0.5
+
+
+def pose_msg(pose7) -> Pose:
+    """(x, y, z, qx, qy, qz, qw) -> geometry_msgs/Pose."""
+    p = Pose()
+    p.position.x, p.position.y, p.position.z = (float(v) for v in pose7[:3])
+    p.orientation = Quaternion(x=float(pose7[3]), y=float(pose7[4]), z=float(pose7[5]), w=float(pose7[6]))
+    return p
+
+
+def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, backend: str):
+    """vpr_ros_interfaces/PlaceHypotheses of one processed frame."""
+    out = msgs.PlaceHypotheses()
+    out.header = header
+    out.query_id = result.frame_id
+    if vpr_map is not None:
+        out.map_name, out.map_size = vpr_map.name, len(vpr_map)
+        out.descriptor = vpr_map.descriptor.preset
+    out.map_frame_id, out.backend = map_frame, backend
+    out.query_uncertainty = result.query_uncertainty
+    for place in result.places:
+        h, v = place.hypothesis, place.verification
+        item = msgs.PlaceHypothesis()
+        item.map_key, item.map_stamp = h.key, ns_to_stamp(h.stamp_ns)
+        item.has_pose = h.pose is not None
+        if h.pose is not None:
+            item.map_pose = pose_msg(h.pose)
+        item.has_gps = h.gps is not None
+        item.latitude, item.longitude, item.altitude = h.gps if h.gps is not None else (NAN, NAN, NAN)
+        item.rank, item.global_rank, item.global_similarity = place.rank, h.rank, h.similarity
+        item.rerank_score, item.verified, item.match_count = place.rerank_score, place.verified, place.match_count
+        item.inlier_count = v.inlier_count if v is not None else 0
+        item.inlier_ratio = v.inlier_ratio if v is not None else NAN
+        item.verification_note = "" if place.verified else place.note
+        item.query_uncertainty = result.query_uncertainty
+        item.map_uncertainty, item.probability = place.map_uncertainty, place.probability
+        out.hypotheses.append(item)
+    out.timing = [msgs.StageTiming(stage=stage, ms=float(ms)) for stage, ms in result.timings_ms.items()]
+    return out
+
+
+def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None):
+    """vpr_ros_interfaces/LoopClosure of the accepted hypothesis (core.constraints.loop_constraint)."""
+    place, methods = result.loop, msgs.LoopClosure
+    constraint = loop_constraint(place, matcher)
+    out = msgs.LoopClosure()
+    # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it
+    out.header = Header(stamp=header.stamp, frame_id=header.frame_id)
+    out.query_key = result.map_key if result.map_key is not None else result.frame_id
+    out.query_stamp = header.stamp
+    out.match_key, out.match_stamp = place.hypothesis.key, ns_to_stamp(place.hypothesis.stamp_ns)
+    out.map_name = vpr_map.name if vpr_map is not None else ""
+    out.probability, out.global_similarity = place.probability, place.hypothesis.similarity
+    out.inlier_count = constraint.inlier_count
+    out.method = {"fundamental": methods.METHOD_FUNDAMENTAL, "homography": methods.METHOD_HOMOGRAPHY,
+                  "essential": methods.METHOD_ESSENTIAL}.get(constraint.method, methods.METHOD_GLOBAL_DESCRIPTOR)
+    out.method_detail = constraint.detail
+    x, y, z, w = (float(v) for v in constraint.rotation_xyzw)
+    out.relative_pose.orientation = Quaternion(x=x, y=y, z=z, w=w)
+    out.relative_pose.position = Point(x=float(constraint.translation[0]), y=float(constraint.translation[1]),
+                                       z=float(constraint.translation[2]))
+    out.translation_scale_known = False
+    out.covariance = constraint.covariance.ravel().tolist()
+    return out
+
+
+def localized_pose_msg(header, result: FrameResult, map_frame: str, sigma_m: float) -> PoseWithCovarianceStamped:
+    """The accepted hypothesis's map pose with core.constraints.pose_covariance."""
+    pose = PoseWithCovarianceStamped()
+    pose.header.stamp, pose.header.frame_id = header.stamp, map_frame
+    pose.pose.pose = pose_msg(result.loop.hypothesis.pose)
+    pose.pose.covariance = pose_covariance(result.places, sigma_m).ravel().tolist()
+    return pose
+
+
+def _sphere(ns: str, marker_id: int, header, pose7, color: ColorRGBA) -> Marker:
+    marker = Marker(ns=ns, id=marker_id, type=Marker.SPHERE, action=Marker.ADD)
+    marker.header = header
+    marker.pose = pose_msg(pose7)
+    marker.scale.x = marker.scale.y = marker.scale.z = MARKER_SIZE_M
+    marker.color = color
+    return marker
+
+
+def markers_msg(header, result: FrameResult, map_frame: str, query_pose) -> MarkerArray:
+    """The best hypothesis (green when accepted, yellow otherwise) and, when the query's pose is in the
+    map frame, the query and a line to its match."""
+    markers = MarkerArray()
+    best = result.places[0]
+    if best.hypothesis.pose is None:
+        return markers
+    frame_header = Header(stamp=header.stamp, frame_id=map_frame)
+    color = ColorRGBA(r=0.1 if result.loop is not None else 1.0, g=0.9, b=0.1, a=0.9)
+    match = _sphere("vpr_match", 0, frame_header, best.hypothesis.pose, color)
+    markers.markers.append(match)
+    if query_pose is not None:
+        markers.markers.append(_sphere("vpr_query", 2, frame_header, query_pose,
+                                       ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.9)))
+        link = Marker(ns="vpr_link", id=1, type=Marker.LINE_LIST, action=Marker.ADD)
+        link.header = frame_header
+        link.pose.orientation.w = 1.0
+        link.scale.x = 0.05
+        link.color = color
+        link.points = [Point(x=float(query_pose[0]), y=float(query_pose[1]), z=float(query_pose[2])),
+                       match.pose.position]
+        markers.markers.append(link)
+    return markers
+
+
+def diagnostics_msg(name: str, hardware_id: str, level: str, message: str, values: dict, stamp) -> DiagnosticArray:
+    """One DiagnosticStatus (level one of health's OK, WARN, ERROR) with its key-value pairs."""
+    status = DiagnosticStatus(name=name, hardware_id=hardware_id, level=LEVELS[level], message=message)
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    out = DiagnosticArray(status=[status])
+    out.header.stamp = stamp
+    return out
