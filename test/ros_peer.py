@@ -1,6 +1,7 @@
-"""A second ROS 2 process for the tests: publishes the project's messages or serves its services.
+"""A second ROS 2 process for the tests: publishes the project's messages. (The services are tested
+against the real node in its own process: test_node_robot.py.)
 
-Run as `python ros_peer.py talk|serve --seconds S`. It prints "ready" once its entities exist and
+Run as `python ros_peer.py talk --seconds S`. It prints "ready" once its entities exist and
 exits by itself after S seconds, so a failed test never leaves it behind for long.
 """
 
@@ -68,31 +69,9 @@ def talk(node, seconds: float) -> None:
         time.sleep(0.1)
 
 
-def serve(node, seconds: float, executor) -> None:
-    from vpr_ros_interfaces.srv import LoadMap, SaveMap
-
-    def load_map(request, response):
-        response.success = request.map_path.startswith("/")
-        response.message = f"loaded {request.map_path}" if response.success else "relative path"
-        response.map_name, response.map_size = request.map_path.rsplit("/", 1)[-1], len(request.map_path)
-        return response
-
-    def save_map(request, response):
-        response.success, response.map_path = request.overwrite, request.map_path + "/"
-        response.message, response.map_size = "saved" if request.overwrite else "exists", 9
-        return response
-
-    node.create_service(LoadMap, "load_map", load_map)
-    node.create_service(SaveMap, "save_map", save_map)
-    print("ready", flush=True)
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        executor.spin_once(timeout_sec=0.1)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=["talk", "serve"])
+    parser.add_argument("role", choices=["talk"])
     parser.add_argument("--seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
 
@@ -104,10 +83,7 @@ def main(argv=None) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        if args.role == "talk":
-            talk(node, args.seconds)
-        else:
-            serve(node, args.seconds, executor)
+        talk(node, args.seconds)
     finally:
         executor.shutdown()
         node.destroy_node()

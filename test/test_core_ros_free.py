@@ -32,13 +32,29 @@ def imported_names(tree: ast.AST) -> list[tuple[int, str]]:
     return found
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("rclpy.node", True), ("sensor_msgs.msg", True), ("vpr_ros_interfaces.msg", True),
-    ("std_srvs.srv", True), ("vpr_ros.ros.convert", True), ("numpy", False), ("faiss", False),
-    ("vpr_ros.core.maps.index", False), ("torch.nn", False),
-])
-def test_ros_module_classifier(name, expected):
-    assert is_ros_module(name) is expected
+ENTRY_POINTS = {"__init__.py", "config.py", "constraints.py", "gate.py", "localizer.py"}
+STAGES = ("inputs", "descriptors", "runtime", "maps", "matching", "uncertainty", "evaluation")
+# stage -> the stages it must not import (a map or a matcher never needs the evaluation; inputs need nothing)
+FORBIDDEN = {"inputs": set(STAGES) - {"inputs"}, "descriptors": {"maps", "matching", "uncertainty", "evaluation"},
+             "runtime": {"maps", "matching", "uncertainty", "evaluation"}, "maps": {"evaluation"},
+             "matching": {"maps", "uncertainty", "evaluation"}, "uncertainty": {"evaluation"}}
+
+
+def test_core_is_split_by_stage_with_only_the_entry_points_at_its_top():
+    top = {p.name for p in CORE.glob("*.py")}
+    assert top == ENTRY_POINTS, f"modules at the top of core/ outside a stage: {sorted(top - ENTRY_POINTS)}"
+    packages = {p.parent.name for p in CORE.glob("*/__init__.py")}
+    assert packages == set(STAGES), packages
+    for stage in STAGES:
+        assert ast.get_docstring(ast.parse((CORE / stage / "__init__.py").read_text())), f"core/{stage} says nothing"
+    offenders = []
+    for stage, forbidden in FORBIDDEN.items():
+        for path in sorted((CORE / stage).rglob("*.py")):
+            for line, name in imported_names(ast.parse(path.read_text(), str(path))):
+                parts = name.split(".")
+                if parts[:2] == ["vpr_ros", "core"] and len(parts) > 2 and parts[2] in forbidden | {"localizer"}:
+                    offenders.append(f"{path.relative_to(CORE)}:{line}: {name}")
+    assert not offenders, "a stage imports a later one:\n" + "\n".join(offenders)
 
 
 def test_core_sources_import_no_ros():

@@ -73,27 +73,6 @@ def test_messages_cross_processes(ros_node, peer):
     assert received["loop"].method == LoopClosure.METHOD_ESSENTIAL
 
 
-@pytest.mark.parametrize("peer", ["serve"], indirect=True)
-def test_services_cross_processes(ros_node, peer):
-    from vpr_ros_interfaces.srv import LoadMap, SaveMap
-
-    node, executor = ros_node
-    load = node.create_client(LoadMap, "load_map")
-    save = node.create_client(SaveMap, "save_map")
-    assert spin_until(executor, lambda: load.service_is_ready() and save.service_is_ready(), 30.0)
-
-    future = load.call_async(LoadMap.Request(map_path="/maps/corridor"))
-    assert spin_until(executor, future.done, 10.0)
-    reply = future.result()
-    assert (reply.success, reply.map_name, reply.map_size) == (True, "corridor", len("/maps/corridor"))
-    assert reply.message == "loaded /maps/corridor"
-
-    future = save.call_async(SaveMap.Request(map_path="/tmp/online", overwrite=False))
-    assert spin_until(executor, future.done, 10.0)
-    reply = future.result()
-    assert (reply.success, reply.message, reply.map_path, reply.map_size) == (False, "exists", "/tmp/online/", 9)
-
-
 def test_rosbags_reads_interface_definitions(tmp_path):
     """Bags of the project's messages written with rosbags (from the .msg text) deserialize in rclpy."""
     from rclpy.serialization import deserialize_message

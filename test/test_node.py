@@ -153,15 +153,32 @@ def test_params_file_lists_every_parameter_with_its_default():
     assert (REPO / "config" / "localize.yaml").read_text() == params_file_text()
 
 
-def test_launch_file_declares_its_arguments():
-    pytest.importorskip("launch_ros", reason="launch/launch_ros are not installable from PyPI; a robot's ROS has them")
-    import importlib.util
+def test_launch_file_lets_the_params_file_rule():
+    """launch/localize.launch.py, read as source (launch is not on PyPI): every override argument
+    defaults to "" (= not given, the file's value holds), the params file comes first in the node's
+    parameters and the overrides after it, and the node is the installed console script."""
+    import ast
 
-    spec = importlib.util.spec_from_file_location("localize_launch", REPO / "launch" / "localize.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    names = {a.name for a in module.generate_launch_description().get_launch_arguments()}
-    assert {"params_file", "map_path", "image_topic", "mode"} <= names
+    from vpr_ros.ros.launch_args import OVERRIDES
+
+    tree = ast.parse((REPO / "launch" / "localize.launch.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    declared = {}
+    for call in (c for c in calls if c.func.id == "DeclareLaunchArgument"):
+        default = next(k.value for k in call.keywords if k.arg == "default_value")
+        name = call.args[0]
+        if isinstance(name, ast.Constant):
+            declared[name.value] = default
+        else:  # the comprehension over OVERRIDES
+            comp = next(n for n in ast.walk(tree) if isinstance(n, ast.ListComp) and call in ast.walk(n))
+            assert ast.unparse(comp.generators[0].iter) == "OVERRIDES.items()"
+            declared.update({o: default for o in OVERRIDES})
+    assert {"params_file", "fastdds_shm", *OVERRIDES} == set(declared)
+    assert all(isinstance(declared[o], ast.Constant) and declared[o].value == "" for o in OVERRIDES)
+    node = next(c for c in calls if c.func.id == "Node")
+    keywords = {k.arg: k.value for k in node.keywords}
+    assert ast.unparse(keywords["parameters"]) == "[params_file, overrides] if overrides else [params_file]"
+    assert (keywords["package"].value, keywords["executable"].value) == ("vpr_ros", "vpr_localizer")
 
 
 @pytest.mark.slow
