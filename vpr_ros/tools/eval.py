@@ -110,7 +110,7 @@ def evaluate_dataset(root: Path, preset: str, config: LocalizerConfig, progress:
     start = time.perf_counter()
     overrides = {"checkpoint": checkpoint} if checkpoint else {}
     vpr_map = build_map(root.name, frames, load_image_file, preset, progress=progress,
-                        local_features=MATCHERS[config.rerank][0] if config.rerank else None,
+                        local_features=MATCHERS[config.rerank].features if config.rerank else None,
                         max_keypoints=config.max_keypoints, **overrides)
     build_s = time.perf_counter() - start
     published_k = config.top_k

