@@ -25,6 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 CORRIDOR = REPO.parent / "shared" / "data" / "corridor"
 
 
+def corridor_available() -> bool:
+    """True when ../shared/data/corridor is there; otherwise says that the benchmark is skipped."""
+    if (CORRIDOR / "ground_truth.csv").is_file():
+        return True
+    print(f"skipped: {CORRIDOR} not found")
+    return False
+
+
 def isolate_ros(shm: bool) -> None:
     """Loopback only, a private domain and log folder; the shared-memory profile when asked. Call
     before rclpy.init (the middleware reads these when a participant is created)."""

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from node_harness import (CORRIDOR, REPO, Camera, Process, camera_frames, corridor_map, isolate_ros, node_command,
-                          out_of_order, params_file)
+from node_harness import (REPO, Camera, Process, camera_frames, corridor_available, corridor_map, isolate_ros,
+                          node_command, out_of_order, params_file)
 from vpr_ros.ros.parameters import localizer_config
 
 STAGES = ("descriptor", "local_features", "match", "verify", "uncertainty", "pipeline")
@@ -141,8 +141,7 @@ def main() -> int:
         params = yaml.safe_load(args.params_file.read_text())["vpr_localizer"]["ros__parameters"]
         print(json.dumps(plain(args.plain, params, rates[0], args.seconds)))
         return 0
-    if not (CORRIDOR / "ground_truth.csv").is_file():
-        print(f"skipped: {CORRIDOR} not found")
+    if not corridor_available():
         return 0
     isolate_ros(shm=not args.no_fastdds_shm)
     with tempfile.TemporaryDirectory() as tmp:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from node_harness import (CORRIDOR, REPO, Camera, Process, camera_frames, corridor_map, isolate_ros, node_command,
-                          out_of_order, params_file, rss_mib)
+from node_harness import (REPO, Camera, Process, camera_frames, corridor_available, corridor_map, isolate_ros,
+                          node_command, out_of_order, params_file, rss_mib)
 
 
 def diagnostics_listener(camera: Camera) -> dict:
@@ -47,8 +47,7 @@ def main() -> int:
     parser.add_argument("--params-file", type=Path, default=REPO / "config" / "localize.yaml")
     parser.add_argument("--no-fastdds-shm", action="store_true", help="default Fast DDS (UDP) instead of shared memory")
     args = parser.parse_args()
-    if not (CORRIDOR / "ground_truth.csv").is_file():
-        print(f"skipped: {CORRIDOR} not found")
+    if not corridor_available():
         return 0
     isolate_ros(shm=not args.no_fastdds_shm)
     with tempfile.TemporaryDirectory() as tmp:

@@ -55,116 +55,176 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
                         rate: float = 1.0, progress: bool = True, startup_timeout_s: float = 180.0,
                         answer_timeout_s: float = 60.0, domain_id: int | None = None) -> list[QueryRecord]:
     """items: (stamp_ns, true pose or None, image loader) in bag order -> one QueryRecord per item."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
-
-    from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
     from vpr_ros.ros.interfaces import load_interfaces
 
     msgs = load_interfaces(None)
     if msgs is None:
         raise RuntimeError("vpr_ros_interfaces is not importable; build it (scripts/build_interfaces.py) first")
     domain = domain_id if domain_id is not None else random.randint(150, 230)
-    env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-    log = tempfile.NamedTemporaryFile("w+", prefix="vpr_eval_node_", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.main",
-                                *node_arguments(Path(map_dir).resolve(), config, camera_K is not None)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    player = rclpy.create_node("vpr_eval_player", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(player)
-    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    answers: dict[int, tuple[object, float]] = {}
-    loops: dict[int, int] = {}
-    answered = threading.Condition()
-
-    def on_hypotheses(msg):
-        with answered:
-            answers[stamp_to_ns(msg.header.stamp)] = (msg, time.perf_counter())
-            answered.notify_all()
-
-    def on_loop(msg):
-        loops[stamp_to_ns(msg.query_stamp)] = int(msg.match_key)
-
-    big = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-    player.create_subscription(msgs.PlaceHypotheses, "/vpr/hypotheses", on_hypotheses, big)
-    player.create_subscription(msgs.LoopClosure, "/vpr/loop_closure", on_loop, big)
-    image_pub = player.create_publisher(Image, IMAGE_TOPIC, qos)
-    info_pub = player.create_publisher(CameraInfo, INFO_TOPIC, qos)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
-    sent: dict[int, float] = {}
-    bad: dict[int, str] = {}  # images that cannot be published (undecodable): recorded, not fatal
+    node, player = _NodeProcess(map_dir, config, camera_K is not None, domain), None
     try:
-        deadline = time.monotonic() + startup_timeout_s
-        while image_pub.get_subscription_count() == 0 or player.count_publishers("/vpr/hypotheses") == 0:
-            if process.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"vpr_localizer did not come up ({'exited' if process.poll() is not None else 'timed out'}); "
-                                   f"its log:\n{log.read()[-3000:]}")
+        player = _Player(msgs, domain)
+        node.wait_until_up(player, startup_timeout_s)
+        bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress)
+        player.wait_for_quiet(len(items), min(answer_timeout_s, 10.0))
+        if progress:
+            print(f"\r  published {len(items)} frames, {len(player.answers)} answered" + " " * 10)
+    finally:
+        node.stop()
+        if player is not None:
+            player.close()
+    return _records(items, player, bad)
+
+
+class _NodeProcess:
+    """vpr_localizer in its own process on a private domain over loopback, its output in a temporary log."""
+
+    def __init__(self, map_dir: Path, config: LocalizerConfig, with_info: bool, domain: int):
+        env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="vpr_eval_node_", suffix=".log", delete=False)
+        self.process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.main",
+                                         *node_arguments(Path(map_dir).resolve(), config, with_info)],
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def fail(self, what: str) -> RuntimeError:
+        self.log.seek(0)
+        return RuntimeError(f"vpr_localizer {what}; its log:\n{self.log.read()[-3000:]}")
+
+    def wait_until_up(self, player: "_Player", timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not player.connected():
+            if not self.alive() or time.monotonic() > deadline:
+                raise self.fail(f"did not come up ({'timed out' if self.alive() else 'exited'})")
             time.sleep(0.1)
         time.sleep(0.5)  # let discovery of the answering topics settle
-        start, first = time.perf_counter(), items[0][0] if items else 0
-        for index, (stamp_ns, _, load) in enumerate(items):
-            try:
-                rgb = to_rgb8(load())
-            except (ImageError, ValueError) as exc:
-                bad[stamp_ns] = str(exc)
-                continue
-            image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
-                          step=rgb.shape[1] * 3, data=rgb.tobytes())
-            image.header.stamp, image.header.frame_id = ns_to_stamp(stamp_ns), "camera_optical"
-            if rate > 0:
-                wait = start + (stamp_ns - first) / 1e9 / rate - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-            if camera_K is not None:
-                info = CameraInfo(height=rgb.shape[0], width=rgb.shape[1], distortion_model="plumb_bob",
-                                  k=np.asarray(camera_K, np.float64).reshape(-1).tolist())
-                info.header = image.header
-                info_pub.publish(info)
-            sent[stamp_ns] = time.perf_counter()
-            image_pub.publish(image)
-            if rate == 0:
-                with answered:
-                    answered.wait_for(lambda: stamp_ns in answers or process.poll() is not None, answer_timeout_s)
-            if progress and (index + 1) % 25 == 0:
-                print(f"\r  published {index + 1}/{len(items)} frames, {len(answers)} answered", end="", flush=True)
-            if process.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"vpr_localizer exited during the replay; its log:\n{log.read()[-3000:]}")
-        # the last frames: wait until answers stop coming
-        last = len(answers)
-        quiet_since = time.monotonic()
-        while len(answers) < len(items) and time.monotonic() - quiet_since < min(answer_timeout_s, 10.0):
-            time.sleep(0.2)
-            if len(answers) != last:
-                last, quiet_since = len(answers), time.monotonic()
-        time.sleep(0.5)  # loop closures follow their hypotheses
-        if progress:
-            print(f"\r  published {len(items)} frames, {len(answers)} answered" + " " * 10)
-    finally:
-        process.send_signal(2)
+
+    def stop(self) -> None:
+        self.process.send_signal(2)
         try:
-            process.wait(timeout=15)
+            self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        executor.shutdown()
-        player.destroy_node()
-        rclpy.try_shutdown(context=context)
-        log.close()
-        os.unlink(log.name)
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+class _Player:
+    """The replaying side: publishes images (and camera info), collects hypotheses and loop closures."""
+
+    def __init__(self, msgs, domain: int):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node("vpr_eval_player", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.answers: dict[int, tuple[object, float]] = {}  # stamp -> (PlaceHypotheses, arrival)
+        self.loops: dict[int, int] = {}  # stamp -> loop closure's map key
+        self.sent: dict[int, float] = {}  # stamp -> when its image was published
+        self.answered = threading.Condition()
+        qos, big = (QoSProfile(depth=d, reliability=ReliabilityPolicy.RELIABLE) for d in (10, 1000))
+        self.node.create_subscription(msgs.PlaceHypotheses, "/vpr/hypotheses", self._on_hypotheses, big)
+        self.node.create_subscription(msgs.LoopClosure, "/vpr/loop_closure", self._on_loop, big)
+        self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, INFO_TOPIC, qos)
+        self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self.spinner.start()
+
+    def _on_hypotheses(self, msg) -> None:
+        from vpr_ros.ros.convert import stamp_to_ns
+
+        with self.answered:
+            self.answers[stamp_to_ns(msg.header.stamp)] = (msg, time.perf_counter())
+            self.answered.notify_all()
+
+    def _on_loop(self, msg) -> None:
+        from vpr_ros.ros.convert import stamp_to_ns
+
+        self.loops[stamp_to_ns(msg.query_stamp)] = int(msg.match_key)
+
+    def connected(self) -> bool:
+        return self.image_pub.get_subscription_count() > 0 and self.node.count_publishers("/vpr/hypotheses") > 0
+
+    def wait_for_answer(self, stamp_ns: int, node: _NodeProcess, timeout_s: float) -> None:
+        with self.answered:
+            self.answered.wait_for(lambda: stamp_ns in self.answers or not node.alive(), timeout_s)
+
+    def wait_for_quiet(self, expected: int, quiet_s: float) -> None:
+        """Until every frame is answered or no answer came for quiet_s; then loop closures catch up."""
+        last, quiet_since = len(self.answers), time.monotonic()
+        while len(self.answers) < expected and time.monotonic() - quiet_since < quiet_s:
+            time.sleep(0.2)
+            if len(self.answers) != last:
+                last, quiet_since = len(self.answers), time.monotonic()
+        time.sleep(0.5)  # loop closures follow their hypotheses
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def _image_messages(rgb: np.ndarray, stamp_ns: int, camera_K: np.ndarray | None):
+    """(Image, CameraInfo or None) of an RGB frame, stamped, in the camera's optical frame."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from vpr_ros.ros.convert import ns_to_stamp
+
+    image = Image(height=rgb.shape[0], width=rgb.shape[1], encoding="rgb8", is_bigendian=0,
+                  step=rgb.shape[1] * 3, data=rgb.tobytes())
+    image.header.stamp, image.header.frame_id = ns_to_stamp(stamp_ns), "camera_optical"
+    if camera_K is None:
+        return image, None
+    info = CameraInfo(height=rgb.shape[0], width=rgb.shape[1], distortion_model="plumb_bob",
+                      k=np.asarray(camera_K, np.float64).reshape(-1).tolist())
+    info.header = image.header
+    return image, info
+
+
+def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: float, answer_timeout_s: float,
+          progress: bool) -> dict[int, str]:
+    """Publish every item at its bag time / rate (rate 0: after the previous answer); returns the stamps
+    of images that could not be published (undecodable), with why: recorded, not fatal."""
+    bad: dict[int, str] = {}
+    start, first = time.perf_counter(), items[0][0] if items else 0
+    for index, (stamp_ns, _, load) in enumerate(items):
+        try:
+            image, info = _image_messages(to_rgb8(load()), stamp_ns, camera_K)
+        except (ImageError, ValueError) as exc:
+            bad[stamp_ns] = str(exc)
+            continue
+        if rate > 0 and (wait := start + (stamp_ns - first) / 1e9 / rate - time.perf_counter()) > 0:
+            time.sleep(wait)
+        if info is not None:
+            player.info_pub.publish(info)
+        player.sent[stamp_ns] = time.perf_counter()
+        player.image_pub.publish(image)
+        if rate == 0:
+            player.wait_for_answer(stamp_ns, node, answer_timeout_s)
+        if progress and (index + 1) % 25 == 0:
+            print(f"\r  published {index + 1}/{len(items)} frames, {len(player.answers)} answered", end="", flush=True)
+        if not node.alive():
+            raise node.fail("exited during the replay")
+    return bad
+
+
+def _records(items: list, player: _Player, bad: dict[int, str]) -> list[QueryRecord]:
     records = []
     for index, (stamp_ns, pose, _) in enumerate(items):
-        if stamp_ns in answers:
-            msg, received = answers[stamp_ns]
-            record = _record(index, stamp_ns, pose, msg, sent[stamp_ns], received)
-            record.loop_key = loops.get(stamp_ns, -1)
+        if stamp_ns in player.answers:
+            msg, received = player.answers[stamp_ns]
+            record = _record(index, stamp_ns, pose, msg, player.sent[stamp_ns], received)
+            record.loop_key = player.loops.get(stamp_ns, -1)
         else:
             record = QueryRecord(index, stamp_ns, np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64),
                                  BAD if stamp_ns in bad else DROPPED, note=bad.get(stamp_ns, "no answer from the node"))

@@ -3,7 +3,7 @@
 import argparse
 
 
-def add_bag_topic_arguments(parser: argparse.ArgumentParser) -> None:
+def add_bag_topic_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """The options that pick images and poses out of a bag (shared by vpr_build_map and vpr_eval)."""
     parser.add_argument("--image-topic", help="with --bag: sensor_msgs/Image or CompressedImage topic")
     parser.add_argument("--pose-topic",

@@ -239,9 +239,6 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="image-folder dataset: query/, ref/, ground_truth.csv")
     source.add_argument("--map", type=Path, help="map directory to replay the images of --bag against")
-    parser.add_argument("--bag", type=Path, help="with --map: bag of query images (with ground truth)")
-    add_bag_topic_arguments(parser)
-    parser.add_argument("--camera-info-topic", help="with --bag: CameraInfo topic (intrinsics for relative poses)")
     truth = parser.add_argument_group("ground truth (with --map)")
     truth.add_argument("--distance", type=float, default=25.0,
                        help="a map frame within this many metres of the query is its place (25 m as in the VPR "
@@ -250,6 +247,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="instead: the map frame nearest the query and this many keys either side")
     truth.add_argument("--ground-truth", type=Path,
                        help="instead: JSON table of query stamps -> map frame stamps (vpr_folder_to_bag writes it)")
+    bag = parser.add_argument_group("query bag (with --map)")
+    bag.add_argument("--bag", type=Path, help="bag of query images (with ground truth)")
+    add_bag_topic_arguments(bag)
+    bag.add_argument("--camera-info-topic", help="with --bag: CameraInfo topic (intrinsics for relative poses)")
     parser.add_argument("--through-node", action="store_true",
                         help="with --map: replay through a running vpr_localizer (a real ROS graph) instead of the core")
     parser.add_argument("--rate", type=float, default=1.0,

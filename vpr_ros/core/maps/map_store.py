@@ -202,7 +202,8 @@ class VPRMap:
     def load(cls, path: str | Path, preset: str | None = None, fingerprint: str | None = None,
              verify_checksums: bool = True, search_params: dict | None = None,
              device: str = "cpu", checkpoint: str | Path | None = None) -> "VPRMap":
-        """Read and check a map directory; preset/fingerprint, when given, must match the map's.
+        """Read and check a map directory; preset/fingerprint, when given, must match the map's. Raises
+        MapError naming the file or field at fault.
 
         checkpoint: for a map of a published model, its weights file when it is no longer where the map
         records it (the fingerprint still checks that the weights are the ones the map was built with).
@@ -212,51 +213,9 @@ class VPRMap:
         if preset is not None and meta["preset"] != preset:
             raise MapError(f"map {path} was built with preset {meta['preset']!r}, not {preset!r}; "
                            "rebuild the map or run with its preset")
-        local_conf = meta.get("local_features")
-        names = list(FILES) + (list(LOCAL_FILES) if local_conf else []) + (
-            [HEAD_FILE, META_FILE] if meta.get("uncertainty") else [])
-        for name in names:
-            file = path / name
-            if not file.is_file():
-                raise MapError(f"map {path} is missing {name}")
-            if name not in meta["files"]:
-                raise MapError(f"map {path}: map.json records no size and checksum for {name}")
-            want = meta["files"][name]
-            if file.stat().st_size != want["bytes"]:
-                raise MapError(f"map file {file} has {file.stat().st_size} bytes, expected {want['bytes']} "
-                               "(truncated or modified)")
-            if verify_checksums and _sha256(file) != want["sha256"]:
-                raise MapError(f"map file {file} does not match its checksum (corrupt or modified)")
-
-        conf = dict(meta["preset_conf"])
-        if checkpoint:
-            if "checkpoint" not in conf:
-                raise MapError(f"map {path} uses preset {meta['preset']!r}, which takes no checkpoint "
-                               f"(given {checkpoint})")
-            conf["checkpoint"] = str(checkpoint)
-        try:
-            descriptor = GlobalDescriptor(meta["preset"], **conf)
-        except (OSError, ValueError, TypeError, KeyError) as exc:  # a moved or unfitting checkpoint, a bad preset_conf
-            raise MapError(f"map {path}: its {meta['preset']} descriptor cannot be built: {exc}"
-                           + ("" if checkpoint or "checkpoint" not in conf else
-                              "; pass the weights file as checkpoint (--checkpoint)")) from exc
-        try:
-            with np.load(path / "descriptor.npz", allow_pickle=False) as buffers:
-                state = descriptor.state_dict()
-                state.update({k: torch.from_numpy(buffers[k]) for k in buffers.files})
-            descriptor.load_fitted(state)
-            with np.load(path / "frames.npz", allow_pickle=False) as columns:
-                frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS},
-                                    sources=json.loads((path / "sources.json").read_text()))
-            descriptors = np.load(path / "descriptors.npy", allow_pickle=False)
-            local = None
-            if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
-                local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
-                                             for name, c in LOCAL_FILES.items()})
-                local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise MapError(f"map {path} cannot be read: {exc}") from exc
-        frames.validate()
+        _check_files(path, meta, verify_checksums)
+        descriptor = _build_descriptor(path, meta, checkpoint)
+        descriptors, frames, local = _read_arrays(path, meta, descriptor)
         if descriptor.fingerprint() != meta["fingerprint"]:
             raise MapError(f"map {path}: the descriptor rebuilt from its files has another fingerprint than "
                            "the map records (different weights: another checkpoint or shipped version, or a "
@@ -267,14 +226,7 @@ class VPRMap:
         if descriptors.shape != (meta["num_frames"], meta["dim"]) or descriptor.dim != meta["dim"]:
             raise MapError(f"map {path}: descriptors have shape {descriptors.shape}, expected "
                            f"({meta['num_frames']}, {meta['dim']})")
-        try:
-            index = DescriptorIndex.read(path / "index.faiss", meta["dim"], meta["index_factory"],
-                                         search_params if search_params is not None else meta["search_params"],
-                                         device)
-        except (RuntimeError, ValueError, TypeError) as exc:  # faiss raises RuntimeError on a file it cannot parse
-            raise MapError(f"map {path}: index.faiss cannot be read: {str(exc).strip().splitlines()[0]}") from exc
-        if len(index) != meta["num_frames"]:
-            raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
+        index = _read_index(path, meta, search_params, device)
         uncertainty = None
         if meta.get("uncertainty"):
             try:
@@ -282,7 +234,7 @@ class VPRMap:
             except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
                 raise MapError(f"map {path}: its uncertainty model cannot be used: {exc}") from exc
         return cls(meta["name"], descriptor, descriptors, frames, index, meta.get("frame_id", "map"), local,
-                   local_conf or None, uncertainty)
+                   meta.get("local_features") or None, uncertainty)
 
 
 @dataclass(frozen=True)
@@ -364,3 +316,71 @@ def _check_fields(meta: dict, meta_path: Path) -> None:
             if not isinstance(local.get(name), kind) or isinstance(local.get(name), bool):
                 raise MapError(f"{meta_path}: local_features.{name} must be {_type_names(kind)}, "
                                f"got {json.dumps(local.get(name))}")
+
+
+def _check_files(path: Path, meta: dict, verify_checksums: bool) -> None:
+    """Every file the map needs is there with the size (and checksum) map.json records."""
+    names = list(FILES) + (list(LOCAL_FILES) if meta.get("local_features") else []) + (
+        [HEAD_FILE, META_FILE] if meta.get("uncertainty") else [])
+    for name in names:
+        file = path / name
+        if not file.is_file():
+            raise MapError(f"map {path} is missing {name}")
+        if name not in meta["files"]:
+            raise MapError(f"map {path}: map.json records no size and checksum for {name}")
+        want = meta["files"][name]
+        if file.stat().st_size != want["bytes"]:
+            raise MapError(f"map file {file} has {file.stat().st_size} bytes, expected {want['bytes']} "
+                           "(truncated or modified)")
+        if verify_checksums and _sha256(file) != want["sha256"]:
+            raise MapError(f"map file {file} does not match its checksum (corrupt or modified)")
+
+
+def _build_descriptor(path: Path, meta: dict, checkpoint: str | Path | None) -> GlobalDescriptor:
+    """The map's preset with its recorded configuration (and a moved checkpoint), not yet fitted."""
+    conf = dict(meta["preset_conf"])
+    if checkpoint:
+        if "checkpoint" not in conf:
+            raise MapError(f"map {path} uses preset {meta['preset']!r}, which takes no checkpoint "
+                           f"(given {checkpoint})")
+        conf["checkpoint"] = str(checkpoint)
+    try:
+        return GlobalDescriptor(meta["preset"], **conf)
+    except (OSError, ValueError, TypeError, KeyError) as exc:  # a moved or unfitting checkpoint, a bad preset_conf
+        raise MapError(f"map {path}: its {meta['preset']} descriptor cannot be built: {exc}"
+                       + ("" if checkpoint or "checkpoint" not in conf else
+                          "; pass the weights file as checkpoint (--checkpoint)")) from exc
+
+
+def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor):
+    """The fitted buffers into `descriptor`; returns (descriptors N x D, frames, local features or None)."""
+    local_conf = meta.get("local_features")
+    try:
+        with np.load(path / "descriptor.npz", allow_pickle=False) as buffers:
+            state = descriptor.state_dict()
+            state.update({k: torch.from_numpy(buffers[k]) for k in buffers.files})
+        descriptor.load_fitted(state)
+        with np.load(path / "frames.npz", allow_pickle=False) as columns:
+            frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS},
+                                sources=json.loads((path / "sources.json").read_text()))
+        descriptors = np.load(path / "descriptors.npy", allow_pickle=False)
+        local = None
+        if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
+            local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
+                                         for name, c in LOCAL_FILES.items()})
+            local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise MapError(f"map {path} cannot be read: {exc}") from exc
+    frames.validate()
+    return descriptors, frames, local
+
+
+def _read_index(path: Path, meta: dict, search_params: dict | None, device: str) -> DescriptorIndex:
+    try:
+        index = DescriptorIndex.read(path / "index.faiss", meta["dim"], meta["index_factory"],
+                                     search_params if search_params is not None else meta["search_params"], device)
+    except (RuntimeError, ValueError, TypeError) as exc:  # faiss raises RuntimeError on a file it cannot parse
+        raise MapError(f"map {path}: index.faiss cannot be read: {str(exc).strip().splitlines()[0]}") from exc
+    if len(index) != meta["num_frames"]:
+        raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
+    return index
