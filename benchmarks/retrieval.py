@@ -41,6 +41,7 @@ def timed(fn, repeats: int, warmup: int = 3) -> dict:
 
 
 def corridor_recall() -> None:
+    from vpr_ros.core.config import LocalizerConfig
     from vpr_ros.tools.eval import evaluate_dataset
 
     if not (CORRIDOR / "ground_truth.csv").is_file():
@@ -48,7 +49,7 @@ def corridor_recall() -> None:
         return
     print("corridor (global retrieval only)")
     for preset in OWN_PRESETS:
-        report = evaluate_dataset(CORRIDOR, preset, progress=False)
+        report = evaluate_dataset(CORRIDOR, preset, LocalizerConfig(rerank="off", device="cpu"), progress=False)
         r = report["recall"]
         print(f"  {preset:12} {report['descriptor_dim']:5d}-d  R@1 {r['1']:.3f}  R@5 {r['5']:.3f}  R@10 {r['10']:.3f}")
 

@@ -11,6 +11,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,6 +33,18 @@ def corridor_dir() -> Path:
     if not (CORRIDOR / "ground_truth.csv").is_file():
         pytest.skip(f"real test images not found at {CORRIDOR} (shared data is absent on this machine)")
     return CORRIDOR
+
+
+def corridor40_map(corridor_dir: Path):
+    """A 40-frame map of the first Corridor references, poses 1 m apart along x, XFeat local features."""
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+
+    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
+    pose = np.zeros((40, 7))
+    pose[:, 0], pose[:, 6] = np.arange(40), 1.0
+    frames = FrameTable.build(np.arange(1, 41) * 10**9, paths, pose=pose)
+    return build_map("corridor40", frames, load_image_file, clusters=16, local_features="xfeat")
 
 
 @pytest.fixture

@@ -73,7 +73,7 @@ def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert eval_main(["--map", str(map_dir), "--bag", str(runs / "query"), "--image-topic",
                       "/camera/image/compressed", "--pose-topic", "/odom", "--distance", "2.5",
-                      "--json", str(out), "--quiet"]) == 0
+                      "--rerank", "off", "--top-k", "10", "--json", str(out), "--quiet"]) == 0
     report = json.loads(out.read_text())
     assert report["num_queries"] == 60 and report["map_size"] == 30
     assert report["recall"]["1"] >= 0.75, report["recall"]

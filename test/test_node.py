@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, spin_until
+from conftest import REPO, corridor40_map, spin_until
 
 rclpy = pytest.importorskip("rclpy")
 from rclpy.parameter import Parameter  # noqa: E402
@@ -61,14 +61,7 @@ def images(corridor_dir):
 @pytest.fixture(scope="module")
 def map_dir(corridor_dir, tmp_path_factory):
     """A saved 40-frame Corridor map with poses 1 m apart and XFeat local features."""
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
-
-    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
-    pose = np.zeros((40, 7))
-    pose[:, 0], pose[:, 6] = np.arange(40), 1.0
-    frames = FrameTable.build(np.arange(1, 41) * 10**9, paths, pose=pose)
-    vpr_map = build_map("corridor40", frames, load_image_file, clusters=16, local_features="xfeat")
+    vpr_map = corridor40_map(corridor_dir)
     return vpr_map.save(tmp_path_factory.mktemp("maps") / "corridor40")
 
 

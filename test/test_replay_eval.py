@@ -133,9 +133,9 @@ def test_folder_dataset_replays_like_the_folder(corridor_dir, tmp_path):
                            "--image-topic", "/camera/image_raw", "--quiet"]) == 0
     assert len(VPRMap.load(tmp_path / "map")) == 111
     report, _, _ = vpr_eval.evaluate_map_bag(tmp_path / "map", tmp_path / "bags" / "query", "/camera/image_raw",
-                                             None, None, 25.0, LocalizerConfig(top_k=10),
+                                             None, None, 25.0, LocalizerConfig(top_k=10, rerank="off"),
                                              ground_truth_path=tmp_path / "bags" / "ground_truth.json", progress=False)
-    folder = vpr_eval.evaluate_dataset(corridor_dir, "default", progress=False)
+    folder = vpr_eval.evaluate_dataset(corridor_dir, "default", LocalizerConfig(top_k=10, rerank="off"), progress=False)
     assert report["frames"]["without_true_match"] == 0
     for n in ("1", "5", "10"):
         assert report["recall"][n] == pytest.approx(folder["recall"][n], abs=1e-9)

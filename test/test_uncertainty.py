@@ -14,6 +14,8 @@ from vpr_ros.core.uncertainty.features import baseline_scores, hypothesis_featur
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.evaluation.metrics import auroc, average_precision, precision_at_recall, reliability
 
+from conftest import corridor40_map
+
 FAST = {"epochs": 5, "views": 2, "positive_distance_m": 2.0}
 
 
@@ -139,13 +141,7 @@ def test_positive_pairs_from_poses_and_from_route_order():
 @pytest.fixture(scope="module")
 def small_map(corridor_dir):
     """40 Corridor references with poses 1 m apart and XFeat local features (images still readable)."""
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
-
-    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
-    pose = np.zeros((40, 7))
-    pose[:, 0], pose[:, 6] = np.arange(40), 1.0
-    frames = FrameTable.build(np.arange(1, 41) * 10**9, paths, pose=pose)
-    return build_map("corridor40", frames, load_image_file, clusters=16, local_features="xfeat")
+    return corridor40_map(corridor_dir)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
 from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.matching.geometry import GeometricVerifier, Verification
+from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
 from vpr_ros.core.inputs.images import to_rgb8
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
@@ -37,7 +37,7 @@ from vpr_ros.core.maps.recognizer import describe_map
 from vpr_ros.core.matching.reranker import Reranker
 
 @dataclass
-class PlaceResult:
+class PlaceResult(Verifiable):
     """One hypothesis: the map frame's metadata plus what re-ranking found."""
 
     hypothesis: Hypothesis  # key, global rank, similarity, stamp, pose, GPS, source
@@ -49,14 +49,8 @@ class PlaceResult:
     map_uncertainty: float = float("nan")  # BayesCap uncertainty of the map frame's descriptor
 
     @property
-    def verified(self) -> bool:
-        return self.verification is not None and self.verification.verified
-
-    @property
     def note(self) -> str:
-        if self.verification is None:
-            return "not_reranked"
-        return self.verification.note
+        return "not_reranked" if self.verification is None else self.verification.note
 
 
 @dataclass

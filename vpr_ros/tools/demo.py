@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     status = vpr_eval.main([
         "--map", str(map_dir), "--bag", str(out / "run" / "lap_2"), *TOPICS, "--camera-info-topic",
         "/camera/camera_info", "--distance", str(args.distance), "--through-node", "--rate", str(args.rate),
-        "--top-k", "10", *(["--rerank", rerank, "--rerank-top-k", "5"] if rerank else []),
+        "--top-k", "10", "--temporal-window", "0", "--rerank", rerank or "off",
+        *(["--rerank-top-k", "5"] if rerank else []),
         "--json", str(out / "report.json"), "--html", str(out / "report.html")])
     if status != 0:
         return status

@@ -42,6 +42,16 @@ class Verification:
         return cls(False, "", 0, float("nan") if matches == 0 else 0.0, np.zeros(matches, bool), note)
 
 
+class Verifiable:
+    """A candidate that may carry a Verification (None: not matched)."""
+
+    verification: "Verification | None"
+
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None and self.verification.verified
+
+
 def _spread(points: np.ndarray) -> float:
     """The smaller standard deviation of a point set along its principal axes (pixels)."""
     centred = points - points.mean(axis=0)

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vpr_ros.core.matching.geometry import GeometricVerifier, Verification
+from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
 from vpr_ros.core.matching.matchers import DEFAULT_MATCHER, Matcher, Matches
 
 
 @dataclass
-class RankedCandidate:
+class RankedCandidate(Verifiable):
     """One map frame after re-ranking."""
 
     key: int
@@ -40,10 +40,6 @@ class RankedCandidate:
     score: float
     match_count: int = 0
     verification: Verification | None = None  # None when the candidate was not matched
-
-    @property
-    def verified(self) -> bool:
-        return self.verification is not None and self.verification.verified
 
     @property
     def note(self) -> str:
