@@ -43,17 +43,17 @@ class _Map:  # what evaluate_replay reads of a map
         self.frames, self.uncertainty = frames, None
 
 
-def _record(i, keys, ranks, loop=-1, status="processed"):
+def _record(i, keys, ranks, loop=-1, status="processed", method=""):
     n = len(keys)
     return QueryRecord(i, i, np.full(7, np.nan), status, keys=np.array(keys), global_ranks=np.array(ranks),
                        similarities=np.linspace(0.9, 0.5, n), probabilities=np.full(n, np.nan),
                        inliers=np.zeros(n, int), verified=np.zeros(n, bool), reranked=ranks != sorted(ranks),
-                       loop_key=loop, timings_ms={"total": 10.0 * (i + 1)})
+                       loop_key=loop, loop_method=method, timings_ms={"total": 10.0 * (i + 1)})
 
 
 def test_evaluate_replay_on_known_records():
-    records = [_record(0, [1, 2], [1, 0], loop=1),  # re-ranked: right first, global order had it second
-               _record(1, [5, 6], [0, 1], loop=5),  # wrong, accepted: a false loop closure
+    records = [_record(0, [1, 2], [1, 0], loop=1, method="fundamental"),  # re-ranked: right first (global: second)
+               _record(1, [5, 6], [0, 1], loop=5, method="global_descriptor"),  # wrong, accepted: a false loop closure
                _record(2, [3, 4], [0, 1]),  # right at rank 2
                QueryRecord(3, 3, np.full(7, np.nan), DROPPED), QueryRecord(4, 4, np.full(7, np.nan), BAD),
                _record(5, [7, 8], [0, 1])]  # no true match in the map
@@ -64,7 +64,8 @@ def test_evaluate_replay_on_known_records():
     assert report["recall_global"]["1"] == 0.0
     assert "top_k" in report["recall_note"]
     assert report["loop_closure"] == {"accepted": 2, "correct": 1, "false": 1, "precision": 0.5,
-                                      "recall": pytest.approx(1 / 3)}
+                                      "recall": pytest.approx(1 / 3),
+                                      "methods": {"fundamental": 1, "global_descriptor": 1}}
     assert report["top1"]["confidence"] == "global similarity" and report["top1"]["queries"] == 4
     assert report["latency_ms"]["total"]["max"] == 60.0 and report["latency_ms"]["total"]["count"] == 4
     assert [f["correct"] for f in report["per_frame"]] == [True, False, False, None, None, None]
@@ -97,6 +98,8 @@ def test_core_and_node_replays_agree(sim_map):
     assert 0.0 < core["recall"]["10"] <= 1.0 and core["recall"]["1"] <= core["recall"]["10"]
     assert node["latency_ms"]["end_to_end"]["p50"] >= node["latency_ms"]["total"]["p50"] > 0
     assert node["replay"] == "node" and core["replay"] == "core"
+    both = [(a, b) for a, b in zip(core_records, node_records) if a.loop_key >= 0 and a.loop_key == b.loop_key]
+    assert all(a.loop_method == b.loop_method != "" for a, b in both)  # the constraint the node publishes
 
 
 @pytest.mark.slow

@@ -127,7 +127,7 @@ class _Player:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.answers: dict[int, tuple[object, float]] = {}  # stamp -> (PlaceHypotheses, arrival)
-        self.loops: dict[int, int] = {}  # stamp -> loop closure's map key
+        self.loops: dict[int, tuple[int, str]] = {}  # stamp -> loop closure's map key and constraint method
         self.sent: dict[int, float] = {}  # stamp -> when its image was published
         self.answered = threading.Condition()
         qos, big = (QoSProfile(depth=d, reliability=ReliabilityPolicy.RELIABLE) for d in (10, 1000))
@@ -148,7 +148,9 @@ class _Player:
     def _on_loop(self, msg) -> None:
         from vpr_ros.ros.convert import stamp_to_ns
 
-        self.loops[stamp_to_ns(msg.query_stamp)] = int(msg.match_key)
+        methods = {msg.METHOD_FUNDAMENTAL: "fundamental", msg.METHOD_HOMOGRAPHY: "homography",
+                   msg.METHOD_ESSENTIAL: "essential"}
+        self.loops[stamp_to_ns(msg.query_stamp)] = (int(msg.match_key), methods.get(msg.method, "global_descriptor"))
 
     def connected(self) -> bool:
         return self.image_pub.get_subscription_count() > 0 and self.node.count_publishers("/vpr/hypotheses") > 0
@@ -224,7 +226,7 @@ def _records(items: list, player: _Player, bad: dict[int, str]) -> list[QueryRec
         if stamp_ns in player.answers:
             msg, received = player.answers[stamp_ns]
             record = _record(index, stamp_ns, pose, msg, player.sent[stamp_ns], received)
-            record.loop_key = player.loops.get(stamp_ns, -1)
+            record.loop_key, record.loop_method = player.loops.get(stamp_ns, (-1, ""))
         else:
             record = QueryRecord(index, stamp_ns, np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64),
                                  BAD if stamp_ns in bad else DROPPED, note=bad.get(stamp_ns, "no answer from the node"))

@@ -10,6 +10,7 @@ import numpy as np
 from vpr_ros.core import LOGGER
 from vpr_ros.core.inputs.images import ImageError
 from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.constraints import loop_constraint
 from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.maps.map_store import VPRMap
 
@@ -34,6 +35,7 @@ class QueryRecord:
     map_uncertainty: np.ndarray = field(default_factory=lambda: np.zeros(0))
     query_uncertainty: float = float("nan")
     loop_key: int = -1  # the accepted loop closure's map key, -1 for none
+    loop_method: str = ""  # its constraint's method (core.constraints.loop_constraint), "" for none
     timings_ms: dict = field(default_factory=dict)
     note: str = ""
 
@@ -53,7 +55,8 @@ def stage_timings(timings_ms: dict) -> dict:
     return out
 
 
-def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult, reranked: bool) -> QueryRecord:
+def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult,
+                       matcher: str | None) -> QueryRecord:
     places = result.places
     return QueryRecord(
         index, stamp_ns, _pose(true_pose), PROCESSED,
@@ -62,10 +65,11 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         similarities=np.array([p.hypothesis.similarity for p in places], np.float64),
         probabilities=np.array([p.probability for p in places], np.float64),
         inliers=np.array([p.verification.inlier_count if p.verification else 0 for p in places], np.int64),
-        verified=np.array([p.verified for p in places], bool), reranked=reranked,
+        verified=np.array([p.verified for p in places], bool), reranked=matcher is not None,
         map_uncertainty=np.array([p.map_uncertainty for p in places], np.float64),
         query_uncertainty=result.query_uncertainty,
         loop_key=result.loop.hypothesis.key if result.loop is not None else -1,
+        loop_method=loop_constraint(result.loop, matcher).method if result.loop is not None else "",
         timings_ms=stage_timings(result.timings_ms))
 
 
@@ -89,7 +93,7 @@ def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.n
             LOGGER.warning("query %d (stamp %d): %s", index, stamp_ns, exc)
             records.append(QueryRecord(index, stamp_ns, _pose(pose), BAD, note=str(exc)))
             continue
-        record = record_from_result(index, stamp_ns, pose, result, localizer.reranker is not None)
+        record = record_from_result(index, stamp_ns, pose, result, localizer.config.rerank)
         record.timings_ms["decode"] = decode_ms
         records.append(record)
         if progress and (index + 1) % 25 == 0:

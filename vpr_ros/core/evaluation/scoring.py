@@ -102,6 +102,7 @@ def evaluate_replay(records: list[QueryRecord], positives: list[set[int]], vpr_m
         "accepted": len(accepted), "correct": true_loops, "false": len(accepted) - true_loops,
         "precision": true_loops / len(accepted) if accepted else None,
         "recall": true_loops / len(with_truth) if with_truth else None,
+        "methods": {m: sum(r.loop_method == m for r, _ in accepted) for m in sorted({r.loop_method for r, _ in accepted})},
     }
     answered = [(r, p) for r, p in processed if len(r.keys)]
     if answered:
