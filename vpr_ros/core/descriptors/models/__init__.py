@@ -83,18 +83,20 @@ def check_input_size(conf: dict) -> None:
         raise ValueError(f"mixvpr input_size {width}x{height}: its mixers are fixed to a 20x20 map, i.e. 320x320")
 
 
+# model name -> the architecture, built from the preset's configuration (one file per family)
+MODELS = {
+    "cosplace": lambda conf: GeMFCNet(conf["backbone"], conf["output_dim"]),
+    "eigenplaces": lambda conf: GeMFCNet(conf["backbone"], conf["output_dim"]),
+    "mixvpr": lambda conf: MixVPRNet(),
+    "salad": lambda conf: SaladNet(),
+    "boq": lambda conf: BoQNet(conf["backbone"]),
+    "megaloc": lambda conf: MegaLocNet(),
+}
+
+
 def build_model(conf: dict) -> nn.Module:
     """The architecture a published preset's configuration names, with fresh (random) weights."""
+    if conf["model"] not in MODELS:
+        raise ValueError(f"unknown published model {conf['model']!r}; choose one of {sorted(MODELS)}")
     check_input_size(conf)
-    model = conf["model"]
-    if model in ("cosplace", "eigenplaces"):
-        return GeMFCNet(conf["backbone"], conf["output_dim"])
-    if model == "mixvpr":
-        return MixVPRNet()
-    if model == "salad":
-        return SaladNet()
-    if model == "boq":
-        return BoQNet(conf["backbone"])
-    if model == "megaloc":
-        return MegaLocNet()
-    raise ValueError(f"unknown published model {model!r}")
+    return MODELS[conf["model"]](conf)
