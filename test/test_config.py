@@ -71,3 +71,21 @@ def test_tool_flags_default_to_the_config():
         assert getattr(args, name) == FIELDS[name].default, name
     args = _parser().parse_args(["--dataset", "x", "--rerank", "off", "--top-k", "9", "--skip-margin", "0.1"])
     assert (args.rerank, args.top_k, args.skip_margin) == ("off", 9, 0.1)
+
+
+@pytest.mark.parametrize("config", [LocalizerConfig(), LocalizerConfig(rerank="off", skip_margin=0.05, device="cpu"),
+                                    LocalizerConfig(checkpoint="/w/model.pth", accept_min_similarity=0.0)])
+def test_a_replay_node_gets_the_config_it_replays(config, tmp_path):
+    """vpr_eval --through-node passes the config as -p name:=value, which ROS reads as YAML: every value
+    must come back with its type ("off" a string, not a boolean; 0.0 a float; "" a string)."""
+    from vpr_ros.ros.replay import node_arguments
+
+    args = node_arguments(tmp_path, config, with_info=False)
+    values = {}
+    for flag, rule in zip(args[1::2], args[2::2]):
+        assert flag == "-p"
+        name, _, text = rule.partition(":=")
+        values[name] = yaml.safe_load(text)
+    for name, value in config.as_parameters().items():
+        assert values[name] == value and type(values[name]) is type(PARAMETERS[name][0]), name
+    assert localizer_config(values) == config

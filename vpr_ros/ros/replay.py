@@ -7,6 +7,7 @@ and collects the PlaceHypotheses and LoopClosure messages. An image the node nev
 because frames came faster than it processed them, or refused as bad) is recorded as dropped.
 """
 
+import json
 import os
 import random
 import subprocess
@@ -31,7 +32,8 @@ def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool) -> l
               "qos_reliability": "reliable", "qos_depth": 10, "camera_info_topic": INFO_TOPIC if with_info else ""}
     args = ["--ros-args"]
     for name, value in params.items():
-        text = '""' if value == "" else repr(value) if isinstance(value, float) else str(value)  # "" stays a string
+        # values are read as YAML: a string is quoted ("off" would be a boolean, "" nothing), a float keeps its point
+        text = json.dumps(value) if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
         args += ["-p", f"{name}:={text}"]
     return args
 
