@@ -42,7 +42,7 @@ def timed(fn, repeats: int, warmup: int = 3) -> dict:
 
 def corridor_recall() -> None:
     from vpr_ros.core.config import LocalizerConfig
-    from vpr_ros.tools.eval import evaluate_dataset
+    from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset
 
     if not (CORRIDOR / "ground_truth.csv").is_file():
         print(f"corridor: skipped ({CORRIDOR} not found)")

@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset
 from vpr_ros.core.evaluation.scoring import by_distance, by_frames, by_stamps, evaluate_replay
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.config import LocalizerConfig
@@ -138,7 +139,7 @@ def test_folder_dataset_replays_like_the_folder(corridor_dir, tmp_path):
     report, _, _ = vpr_eval.evaluate_map_bag(tmp_path / "map", tmp_path / "bags" / "query", "/camera/image_raw",
                                              None, None, 25.0, LocalizerConfig(top_k=10, rerank="off"),
                                              ground_truth_path=tmp_path / "bags" / "ground_truth.json", progress=False)
-    folder = vpr_eval.evaluate_dataset(corridor_dir, "default", LocalizerConfig(top_k=10, rerank="off"), progress=False)
+    folder = evaluate_dataset(corridor_dir, "default", LocalizerConfig(top_k=10, rerank="off"), progress=False)
     assert report["frames"]["without_true_match"] == 0
     for n in ("1", "5", "10"):
         assert report["recall"][n] == pytest.approx(folder["recall"][n], abs=1e-9)

@@ -12,132 +12,24 @@ configured by the LocalizerConfig flags (the node's defaults unless told otherwi
 import argparse
 import json
 import logging
-import platform
 import sys
-import time
 from pathlib import Path
-
-import numpy as np
-import torch
 
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.presets import PRESETS
-from vpr_ros.core.evaluation.confidence import evaluate_confidence
-from vpr_ros.core.evaluation.datasets import ImageFolderDataset
-from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
-from vpr_ros.core.evaluation.replay import stage_timings
-from vpr_ros.core.inputs.images import read_image
-from vpr_ros.core.localizer import FrameResult, Localizer
+from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset, machine_info
+from vpr_ros.core.evaluation.scoring import RECALL_NS
 from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_builder import build_map, load_image_file
 from vpr_ros.core.maps.map_store import VPRMap
-from vpr_ros.core.matching.matchers import MATCHERS
-from vpr_ros.core.uncertainty.training import train_uncertainty
 from vpr_ros.tools import add_bag_topic_arguments
 from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
 
-RECALL_NS = (1, 5, 10)
 DATASET_FLAGS = ("top_k", "rerank", "skip_margin", "min_inliers", "min_inlier_ratio", "max_keypoints", "device",
                  "precision", "backend")
 MAP_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "min_inliers", "min_inlier_ratio",
              "accept_min_inliers", "accept_min_similarity", "accept_min_probability", "temporal_window",
              "temporal_tolerance", "device", "precision", "backend")
-
-
-def dataset_config(config: LocalizerConfig) -> LocalizerConfig:
-    """The dataset evaluation's pipeline: at least max(RECALL_NS) hypotheses for Recall@N of the global
-    order, of which the first `top_k` are re-ranked (the rest follow in global order)."""
-    import dataclasses
-
-    first = min(config.rerank_top_k or config.top_k, config.top_k)
-    return dataclasses.replace(config, top_k=max(config.top_k, max(RECALL_NS)),
-                               rerank_top_k=first if config.rerank else 0)
-
-
-def _ranking(keys: np.ndarray, k: int) -> np.ndarray:
-    """`keys` padded with -1 to length k (a map smaller than k answers fewer)."""
-    return np.concatenate([keys, np.full(max(k - len(keys), 0), -1, np.int64)])[:k]
-
-
-def summarize(results: list[FrameResult], published_k: int, reranked: bool) -> dict:
-    """Per-query answers of Localizer.process -> the rankings, latencies and what was published.
-
-    Returns `global` (Q x K map keys in global order), `reranked` (Q x K, best first), `latency_ms`
-    per stage, `descriptors` (Q x D), `published` (per query the first `published_k` hypotheses'
-    keys, similarities and inlier counts, None without re-ranking), `ms_per_pair` and `skipped`."""
-    k = max(len(r.global_keys) for r in results) if results else 0
-    stages: dict[str, list[float]] = {}
-    per_pair, published = [], []
-    for r in results:
-        for stage, ms in stage_timings(r.timings_ms).items():
-            stages.setdefault(stage, []).append(ms)
-        if r.rerank_pairs:
-            per_pair.append((r.timings_ms["match"] + r.timings_ms["verify"]) / r.rerank_pairs)
-        head = r.places[:published_k]
-        inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in head]) if reranked else None
-        published.append((np.array([p.hypothesis.key for p in head], np.int64),
-                          np.array([p.hypothesis.similarity for p in head]), inliers))
-    return {"global": np.stack([_ranking(r.global_keys, k) for r in results]),
-            "reranked": np.stack([_ranking(np.array([p.hypothesis.key for p in r.places], np.int64), k)
-                                  for r in results]),
-            "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
-            "descriptors": np.concatenate([r.descriptor for r in results]), "published": published,
-            "ms_per_pair": latency_summary(per_pair), "skipped": sum(r.rerank_skipped for r in results)}
-
-
-def _recalls(answers: dict, positives, config: LocalizerConfig) -> dict:
-    report = {"recall": {str(n): r for n, r in recall_at_n(answers["global"], positives, RECALL_NS).items()},
-              "latency_ms": answers["latency_ms"]}
-    if config.rerank:
-        report["rerank"] = {
-            "matcher": config.rerank, "top_k": config.rerank_top_k, "skip_margin": config.skip_margin,
-            "min_inliers": config.min_inliers,
-            "recall": {str(n): r for n, r in recall_at_n(answers["reranked"], positives, RECALL_NS).items()},
-            "matcher_ms_per_pair": answers["ms_per_pair"], "queries_skipped": answers["skipped"],
-        }
-    return report
-
-
-def evaluate_dataset(root: Path, preset: str, config: LocalizerConfig, progress: bool = True,
-                     uncertainty: dict | None = None, checkpoint: str | None = None) -> dict:
-    """Build a map from the dataset's references, answer every query through Localizer.process, return
-    the report dict. With `uncertainty` (training options, {} for the defaults), train the map's
-    uncertainty model first and report the confidence metrics. `checkpoint`: the weights of a
-    published-model preset."""
-    dataset = ImageFolderDataset.load(root)
-    frames = FrameTable.build(np.zeros(len(dataset.refs), np.int64), dataset.refs)
-    start = time.perf_counter()
-    overrides = {"checkpoint": checkpoint} if checkpoint else {}
-    vpr_map = build_map(root.name, frames, load_image_file, preset, progress=progress,
-                        local_features=MATCHERS[config.rerank].features if config.rerank else None,
-                        max_keypoints=config.max_keypoints, **overrides)
-    build_s = time.perf_counter() - start
-    published_k = config.top_k
-    config = dataset_config(config)
-    localizer = Localizer(config, vpr_map)
-    if uncertainty is not None:
-        reranker = localizer.reranker
-        vpr_map.uncertainty = train_uncertainty(vpr_map, uncertainty, [reranker] if reranker else [])
-        localizer.set_map(vpr_map)
-    results = [localizer.process(read_image(path), stamp_ns=i) for i, path in enumerate(dataset.queries)]
-    answers = summarize(results, published_k, config.rerank is not None)
-    extra = {}
-    if uncertainty is not None:
-        extra["confidence"] = evaluate_confidence(vpr_map.uncertainty, vpr_map, answers["descriptors"],
-                                                  answers["published"], dataset.positives, config.rerank)
-    return {
-        "dataset": str(root), "preset": preset, "descriptor_dim": vpr_map.descriptor.dim,
-        "fingerprint": vpr_map.descriptor.fingerprint(), "num_queries": len(dataset.queries),
-        "map_size": len(vpr_map), "config": dict(vars(config)),
-        **_recalls(answers, dataset.positives, config), **extra,
-        "map_build_s": build_s, "machine": _machine(),
-    }
-
-
-def _machine() -> dict:
-    return {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-            "cuda": torch.cuda.is_available()}
 
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):
@@ -198,7 +90,7 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
         "config": dict(vars(config)),
         "calibrated": vpr_map.uncertainty is not None,
         **evaluate_replay(records, positives, vpr_map),
-        "machine": _machine(),
+        "machine": machine_info(),
     }
     if through_node is not None:
         report["node"] = dict(through_node)
