@@ -66,6 +66,26 @@ class LocalizerNode(Node):
         self.health = Health(p["diagnostics_window_s"], p["image_timeout_s"])
         self.msgs = load_interfaces(self.get_logger())
 
+        self._create_publishers_and_services(p)
+        self._subscribe(p)
+        self._queue = FrameQueue(p["queue_size"])
+        self.map_lock = threading.Lock()
+        self._loop_lock = threading.Lock()  # held by the one processing loop
+        self._worker = None
+        if start_worker:
+            self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True)
+            self._worker.start()
+        self._diag_timer = self.create_timer(p["diagnostics_period_s"], self._guarded(self._publish_diagnostics))
+        size = len(self.localizer.vpr_map) if self.localizer.vpr_map is not None else 0
+        self.get_logger().info(f"vpr_localizer: mode {p['mode']}, map {self.localizer.map_name or '(none yet)'} "
+                               f"({size} frames), rerank {self.config.rerank or 'off'}, images on {self.image_topic} "
+                               f"({p['image_transport']}, {p['qos_reliability']} QoS), queue {p['queue_size']}")
+        if self.config.rerank is None and self.config.temporal_window == 0 and (
+                vpr_map is None or vpr_map.uncertainty is None):
+            self.get_logger().warning("loop closures rest on the global similarity alone (rerank off, no "
+                                      "calibrated map, temporal_window 0): expect false ones; see docs/benchmarks.md")
+
+    def _create_publishers_and_services(self, p: dict) -> None:
         self.hypotheses_pub = self.loop_pub = None
         if self.msgs is not None:
             self.hypotheses_pub = self.create_publisher(self.msgs.PlaceHypotheses, "vpr/hypotheses", 10)
@@ -78,6 +98,8 @@ class LocalizerNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, "vpr/markers", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
+    def _subscribe(self, p: dict) -> None:
+        """Images (raw or compressed) with the configured QoS, and the optional camera info and odometry."""
         if p["qos_reliability"] == "sensor_data":
             qos = QoSProfile(depth=p["qos_depth"], reliability=qos_profile_sensor_data.reliability,
                              history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability)
@@ -97,23 +119,6 @@ class LocalizerNode(Node):
         self._odom = None  # (pose 7, monotonic arrival, frame id) of the last valid odometry
         if p["odom_topic"]:
             self.create_subscription(Odometry, p["odom_topic"], self._guarded(self._on_odom), 50)
-
-        self._queue = FrameQueue(p["queue_size"])
-        self.map_lock = threading.Lock()
-        self._loop_lock = threading.Lock()  # held by the one processing loop
-        self._worker = None
-        if start_worker:
-            self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True)
-            self._worker.start()
-        self._diag_timer = self.create_timer(p["diagnostics_period_s"], self._guarded(self._publish_diagnostics))
-        size = len(self.localizer.vpr_map) if self.localizer.vpr_map is not None else 0
-        self.get_logger().info(f"vpr_localizer: mode {p['mode']}, map {self.localizer.map_name or '(none yet)'} "
-                               f"({size} frames), rerank {self.config.rerank or 'off'}, images on {self.image_topic} "
-                               f"({p['image_transport']}, {p['qos_reliability']} QoS), queue {p['queue_size']}")
-        if self.config.rerank is None and self.config.temporal_window == 0 and (
-                vpr_map is None or vpr_map.uncertainty is None):
-            self.get_logger().warning("loop closures rest on the global similarity alone (rerank off, no "
-                                      "calibrated map, temporal_window 0): expect false ones; see docs/benchmarks.md")
 
     # ---- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
