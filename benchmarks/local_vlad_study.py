@@ -17,12 +17,12 @@ import faiss
 import numpy as np
 import torch
 
-from vpr_ros.core.evaluation.datasets import ImageFolderDataset
-from vpr_ros.core.inputs.images import read_image
 from vpr_ros.core.descriptors.nets import VLAD
-from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
 from vpr_ros.core.descriptors.weights import require_safe_torch_load
+from vpr_ros.core.evaluation.datasets import ImageFolderDataset
+from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
+from vpr_ros.core.inputs.images import read_image
+from vpr_ros.core.inputs.images import batch_to_tensor
 
 CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
 

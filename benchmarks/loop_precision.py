@@ -29,12 +29,12 @@ def main() -> int:
     if not (args.corridor / "ground_truth.csv").is_file():
         print(f"skipped: {args.corridor} not found")
         return 0
-    from vpr_ros.core.inputs.images import list_images, read_image
-    from vpr_ros.core.maps.frames import FrameTable
     from vpr_ros.core.config import LocalizerConfig
-    from vpr_ros.ros.parameters import localizer_config
+    from vpr_ros.core.inputs.images import list_images, read_image
     from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.maps.frames import FrameTable
     from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.ros.parameters import localizer_config
 
     refs = list_images(args.corridor / "ref")
     frames = FrameTable.build(np.arange(1, len(refs) + 1) * 10**9, refs)

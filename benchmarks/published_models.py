@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vpr_ros.core.runtime.backends import OnnxRuntimeBackend, TorchBackend
-from vpr_ros.core.inputs.images import read_image
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.runtime.export import export_onnx
+from vpr_ros.core.inputs.images import read_image
 from vpr_ros.core.inputs.images import batch_to_tensor
+from vpr_ros.core.runtime.backends import OnnxRuntimeBackend, TorchBackend
+from vpr_ros.core.runtime.export import export_onnx
 
 from retrieval import timed  # a sibling script (benchmarks/ is on sys.path); describe() returns host arrays, so it syncs
 

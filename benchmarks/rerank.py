@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from vpr_ros.core.evaluation.datasets import ImageFolderDataset
+from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
 from vpr_ros.core.inputs.images import read_image
 from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.map_builder import build_map, load_image_file
 from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.local_features import LocalExtractor
-from vpr_ros.core.maps.map_builder import build_map, load_image_file
 from vpr_ros.core.matching.matchers import MATCHERS, Matcher
-from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
 from vpr_ros.core.matching.reranker import Reranker
 
 CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"

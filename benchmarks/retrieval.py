@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.descriptors.presets import PRESETS
 from vpr_ros.core.descriptors.models import PUBLISHED_PRESETS
+from vpr_ros.core.descriptors.presets import PRESETS
+from vpr_ros.core.evaluation.metrics import latency_summary
 from vpr_ros.core.inputs.images import batch_to_tensor
 from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.evaluation.metrics import latency_summary
 
 CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
 OWN_PRESETS = [p for p in PRESETS if p not in PUBLISHED_PRESETS]  # published ones: benchmarks/published_models.py

@@ -30,20 +30,20 @@ import faiss
 import numpy as np
 import torch
 
-from vpr_ros.core.runtime.backends import make_backend
-from vpr_ros.core.inputs.images import list_images, read_image
-from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.runtime.devices import synchronize
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.matching.geometry import GeometricVerifier
-from vpr_ros.core.inputs.images import batch_to_tensor, batch_to_uint8
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.inputs.images import list_images, read_image
+from vpr_ros.core.inputs.images import batch_to_tensor, batch_to_uint8
 from vpr_ros.core.localizer import Localizer
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.index import DescriptorIndex
 from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.matching.geometry import GeometricVerifier
+from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 from vpr_ros.core.matching.matchers import Matcher
 from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.runtime.backends import make_backend
+from vpr_ros.core.runtime.devices import synchronize
 
 CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
 

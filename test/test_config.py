@@ -64,10 +64,10 @@ def test_the_config_refuses_what_the_node_refuses(field, value):
 
 
 def test_tool_flags_default_to_the_config():
-    from vpr_ros.tools.eval import DATASET_FLAGS, MAP_FLAGS, _parser
+    from vpr_ros.tools.eval import CONFIG_FLAGS, _parser
 
     args = _parser().parse_args(["--dataset", "x"])
-    for name in set(DATASET_FLAGS + MAP_FLAGS):
+    for name in CONFIG_FLAGS:
         assert getattr(args, name) == FIELDS[name].default, name
     args = _parser().parse_args(["--dataset", "x", "--rerank", "off", "--top-k", "9", "--skip-margin", "0.1"])
     assert (args.rerank, args.top_k, args.skip_margin) == ("off", 9, 0.1)

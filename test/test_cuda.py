@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.runtime.backends import TorchBackend
-from vpr_ros.core.inputs.images import list_images, read_image
-from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.matching.local_features import LocalExtractor
 from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.inputs.images import list_images, read_image
+from vpr_ros.core.inputs.images import batch_to_tensor
 from vpr_ros.core.localizer import Localizer
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.index import DescriptorIndex
 from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.matching.local_features import LocalExtractor
 from vpr_ros.core.matching.matchers import Matcher
+from vpr_ros.core.runtime.backends import TorchBackend
+from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU on this machine")
 

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.runtime.backends import OnnxRuntimeBackend, TorchBackend, make_backend
-from vpr_ros.core.inputs.images import list_images, read_image
-from vpr_ros.core.runtime.export import export_onnx, onnx_path, read_export_metadata
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.inputs.images import batch_to_tensor
 from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.inputs.images import list_images, read_image
+from vpr_ros.core.inputs.images import batch_to_tensor
 from vpr_ros.core.localizer import Localizer
+from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.runtime.backends import OnnxRuntimeBackend, TorchBackend, make_backend
+from vpr_ros.core.runtime.export import export_onnx, onnx_path, read_export_metadata
 
 
 @pytest.fixture(autouse=True)

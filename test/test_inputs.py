@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from vpr_ros.core.gate import FrameGate
 from vpr_ros.core.inputs.camera import IntrinsicsError, intrinsics_for
 from vpr_ros.core.inputs.images import ImageError, encoded_size, rescale_bit_depth, to_rgb8
-from vpr_ros.core.gate import FrameGate
 
 
 def png_header_only(width: int, height: int) -> bytes:

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from vpr_ros.core.inputs.images import ImageError
-from vpr_ros.core.gate import FrameGate
 from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.gate import FrameGate
+from vpr_ros.core.inputs.images import ImageError
 from vpr_ros.core.localizer import Localizer
 
 

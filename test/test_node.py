@@ -220,8 +220,8 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
 def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(graph, map_dir, images, tmp_path):
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
-    from vpr_ros.core.matching.geometry import GeometricVerifier
     from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.matching.geometry import GeometricVerifier
     from vpr_ros.core.matching.reranker import Reranker
     from vpr_ros.core.uncertainty.training import train_uncertainty
 

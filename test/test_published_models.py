@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from vpr_ros.core.inputs.images import read_image
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.maps.map_store import MapError, VPRMap
 from vpr_ros.core.descriptors.models import PUBLISHED_PRESETS, RELEASED_FILES, build_model
 from vpr_ros.core.descriptors.models.checkpoints import RENAMES, CheckpointError, layout, read_state_dict
+from vpr_ros.core.inputs.images import read_image
+from vpr_ros.core.inputs.images import batch_to_tensor
+from vpr_ros.core.maps.map_store import MapError, VPRMap
 
 LAYOUTS = Path(__file__).parent / "data" / "official_layouts"
 # one preset per architecture family; ONNX and round trips run on these

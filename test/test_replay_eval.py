@@ -8,12 +8,12 @@ import re
 import numpy as np
 import pytest
 
+from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset
+from vpr_ros.core.evaluation.replay import BAD, DROPPED, QueryRecord
 from vpr_ros.core.evaluation.scoring import by_distance, by_frames, by_stamps, evaluate_replay
 from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.maps.map_store import VPRMap
-from vpr_ros.core.evaluation.replay import BAD, DROPPED, QueryRecord
 from vpr_ros.tools import build_map, eval as vpr_eval, folder_to_bag, sim
 
 TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from vpr_ros.core.evaluation.metrics import auroc, average_precision, precision_at_recall, reliability
+from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.uncertainty.bayescap import BayesCapHead, bayescap_loss, descriptor_uncertainty, generalized_gaussian_nll, variance
 from vpr_ros.core.uncertainty.calibration import Calibrator
 from vpr_ros.core.uncertainty.features import baseline_scores, hypothesis_features, position_covariance, spatial_spread
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.evaluation.metrics import auroc, average_precision, precision_at_recall, reliability
 
 from conftest import corridor40_map
 
@@ -225,8 +225,8 @@ def test_without_images_it_calibrates_on_stored_descriptors_and_says_so(small_ma
 
 
 def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor_dir):
-    from vpr_ros.core.inputs.images import read_image
     from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.inputs.images import read_image
     from vpr_ros.core.localizer import Localizer
 
     vpr_map, model = trained

@@ -27,14 +27,15 @@ import numpy as np
 from vpr_ros.core import LOGGER
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
 from vpr_ros.core.inputs.images import to_rgb8
-from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
+from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
+from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
+from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
 from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
+
 
 @dataclass
 class PlaceResult(Verifiable):

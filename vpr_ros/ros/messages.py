@@ -16,6 +16,13 @@ LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: Diagnosti
 MARKER_SIZE_M = 0.5
 
 
+def loop_methods(loop_closure_type) -> dict[str, int]:
+    """core.constraints' method names -> LoopClosure's METHOD_* constants."""
+    return {"global_descriptor": loop_closure_type.METHOD_GLOBAL_DESCRIPTOR,
+            "fundamental": loop_closure_type.METHOD_FUNDAMENTAL,
+            "homography": loop_closure_type.METHOD_HOMOGRAPHY, "essential": loop_closure_type.METHOD_ESSENTIAL}
+
+
 def pose_msg(pose7) -> Pose:
     """(x, y, z, qx, qy, qz, qw) -> geometry_msgs/Pose."""
     p = Pose()
@@ -57,7 +64,7 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
 
 def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None):
     """vpr_ros_interfaces/LoopClosure of the accepted hypothesis (core.constraints.loop_constraint)."""
-    place, methods = result.loop, msgs.LoopClosure
+    place = result.loop
     constraint = loop_constraint(place, matcher)
     out = msgs.LoopClosure()
     # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it
@@ -68,8 +75,7 @@ def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None):
     out.map_name = vpr_map.name if vpr_map is not None else ""
     out.probability, out.global_similarity = place.probability, place.hypothesis.similarity
     out.inlier_count = constraint.inlier_count
-    out.method = {"fundamental": methods.METHOD_FUNDAMENTAL, "homography": methods.METHOD_HOMOGRAPHY,
-                  "essential": methods.METHOD_ESSENTIAL}.get(constraint.method, methods.METHOD_GLOBAL_DESCRIPTOR)
+    out.method = loop_methods(msgs.LoopClosure).get(constraint.method, msgs.LoopClosure.METHOD_GLOBAL_DESCRIPTOR)
     out.method_detail = constraint.detail
     x, y, z, w = (float(v) for v in constraint.rotation_xyzw)
     out.relative_pose.orientation = Quaternion(x=x, y=y, z=z, w=w)

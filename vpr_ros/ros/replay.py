@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vpr_ros.core.inputs.images import ImageError, to_rgb8
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord, stage_timings
+from vpr_ros.core.inputs.images import ImageError, to_rgb8
 
 IMAGE_TOPIC, INFO_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info"
 
@@ -150,9 +150,10 @@ class _Player:
     def _on_loop(self, msg) -> None:
         from vpr_ros.ros.convert import stamp_to_ns
 
-        methods = {msg.METHOD_FUNDAMENTAL: "fundamental", msg.METHOD_HOMOGRAPHY: "homography",
-                   msg.METHOD_ESSENTIAL: "essential"}
-        self.loops[stamp_to_ns(msg.query_stamp)] = (int(msg.match_key), methods.get(msg.method, "global_descriptor"))
+        from vpr_ros.ros.messages import loop_methods
+
+        names = {constant: name for name, constant in loop_methods(type(msg)).items()}
+        self.loops[stamp_to_ns(msg.query_stamp)] = (int(msg.match_key), names.get(msg.method, "global_descriptor"))
 
     def connected(self) -> bool:
         return self.image_pub.get_subscription_count() > 0 and self.node.count_publishers("/vpr/hypotheses") > 0

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from vpr_ros.core.descriptors.presets import PRESETS
-from vpr_ros.core.matching.local_features import EXTRACTORS
 from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
 from vpr_ros.core.maps.map_store import MapError
+from vpr_ros.core.matching.local_features import EXTRACTORS
 from vpr_ros.tools import add_bag_topic_arguments
 
 

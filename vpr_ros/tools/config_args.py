@@ -11,15 +11,15 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...], prefix: str = "") -> None:
-    """One flag per named LocalizerConfig field; `prefix` is put before each help text ("with --map: ")."""
+def add_config_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """One flag per named LocalizerConfig field."""
     fields = {f.name: f for f in dataclasses.fields(LocalizerConfig)}
     group = parser.add_argument_group("pipeline (LocalizerConfig; the node's parameters of the same names)")
     for name in names:
         f = fields[name]
         spec = f.metadata["spec"]
         kwargs = {"default": f.default, "type": type(f.default),
-                  "help": f"{prefix}{f.metadata['description']} (default: {f.default})"}
+                  "help": f"{f.metadata['description']} (default: {f.default})"}
         if isinstance(f.default, str) and spec is not None:
             kwargs["choices"] = [c for c in spec if c]
         group.add_argument(flag(name), dest=name, **kwargs)

@@ -25,11 +25,10 @@ from vpr_ros.tools import add_bag_topic_arguments
 from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
 
-DATASET_FLAGS = ("top_k", "rerank", "skip_margin", "min_inliers", "min_inlier_ratio", "max_keypoints", "device",
-                 "precision", "backend")
-MAP_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "min_inliers", "min_inlier_ratio",
-             "accept_min_inliers", "accept_min_similarity", "accept_min_probability", "temporal_window",
-             "temporal_tolerance", "device", "precision", "backend")
+# the pipeline settings vpr_eval takes as flags (both sources; the loop-closure ones matter only with --map)
+CONFIG_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "min_inliers", "min_inlier_ratio",
+                "accept_min_inliers", "accept_min_similarity", "accept_min_probability", "temporal_window",
+                "temporal_tolerance", "max_keypoints", "device", "precision", "backend")
 
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):
@@ -67,9 +66,9 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                      progress: bool = True) -> tuple[dict, list, VPRMap]:
     """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
     ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map)."""
-    from vpr_ros.core.maps.bag_source import read_camera_matrix
-    from vpr_ros.core.evaluation.scoring import evaluate_replay
     from vpr_ros.core.evaluation.replay import replay_core
+    from vpr_ros.core.evaluation.scoring import evaluate_replay
+    from vpr_ros.core.maps.bag_source import read_camera_matrix
 
     vpr_map = VPRMap.load(map_dir, checkpoint=config.checkpoint or None)
     items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
@@ -161,18 +160,18 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--html", type=Path, help="with --map: write a self-contained HTML report with plots")
     parser.add_argument("--plots", type=Path, help="write PNG plots into this folder (with --uncertainty)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_config_arguments(parser, tuple(dict.fromkeys(DATASET_FLAGS + MAP_FLAGS)))
+    add_config_arguments(parser, CONFIG_FLAGS)
     return parser
 
 
 def _run_dataset(args) -> dict:
-    config = config_from_args(args, DATASET_FLAGS)
+    config = config_from_args(args, CONFIG_FLAGS)
     return evaluate_dataset(args.dataset, args.preset, config, not args.quiet, {} if args.uncertainty else None,
                             str(args.checkpoint) if args.checkpoint else None)
 
 
 def _run_map(args) -> tuple[dict, list, VPRMap]:
-    config = config_from_args(args, MAP_FLAGS, checkpoint=str(args.checkpoint) if args.checkpoint else "")
+    config = config_from_args(args, CONFIG_FLAGS, checkpoint=str(args.checkpoint) if args.checkpoint else "")
     node = {"rate": args.rate} if args.through_node else None
     return evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
                             tuple(args.tf_frames) if args.tf_frames else None, args.distance, config,

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vpr_ros.core.runtime.backends import OnnxRuntimeBackend
-from vpr_ros.core.runtime.export import export_onnx, onnx_path
 from vpr_ros.core.inputs.images import batch_to_tensor
 from vpr_ros.core.maps.map_builder import SourceLoader
 from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.runtime.backends import OnnxRuntimeBackend
+from vpr_ros.core.runtime.export import export_onnx, onnx_path
 
 
 def check_agreement(vpr_map: VPRMap, backend, count: int, seed: int = 0) -> dict:

@@ -14,11 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
-from vpr_ros.core.uncertainty.calibration import KINDS
-from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.matchers import MATCHERS
 from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.uncertainty.calibration import KINDS
 from vpr_ros.core.uncertainty.training import DEFAULT_TRAINING, train_uncertainty
 
 

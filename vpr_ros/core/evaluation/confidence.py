@@ -9,8 +9,8 @@ only on the ordering and not on those calibrators.
 
 import numpy as np
 
-from vpr_ros.core.uncertainty.features import baseline_scores, map_positions
 from vpr_ros.core.evaluation.metrics import confidence_report
+from vpr_ros.core.uncertainty.features import baseline_scores, map_positions
 from vpr_ros.core.uncertainty.model import UncertaintyModel
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.inputs.images import ImageError
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.constraints import loop_constraint
+from vpr_ros.core.inputs.images import ImageError
 from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.maps.map_store import VPRMap
 

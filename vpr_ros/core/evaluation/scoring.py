@@ -14,11 +14,11 @@ Ground truth, per query image, is the set of map keys showing its place:
 
 import numpy as np
 
-from vpr_ros.core.uncertainty.features import baseline_scores, map_positions
 from vpr_ros.core.evaluation.confidence import report_methods
-from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.evaluation.metrics import average_precision, latency_summary, precision_recall, recall_at_n
 from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord
+from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.uncertainty.features import baseline_scores, map_positions
 
 RECALL_NS = (1, 5, 10)
 

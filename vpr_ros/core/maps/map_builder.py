@@ -9,12 +9,12 @@ import numpy as np
 from tqdm import tqdm
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.maps.frames import POSE_FIELDS, FrameTable
-from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 from vpr_ros.core.maps.map_store import VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
+from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 
 
 @dataclass

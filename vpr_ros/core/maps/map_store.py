@@ -36,8 +36,8 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.matching.local_features import LocalFeatureTable
 from vpr_ros.core.maps.recognizer import PlaceRecognizer, QueryResult
+from vpr_ros.core.matching.local_features import LocalFeatureTable
 from vpr_ros.core.uncertainty.model import HEAD_FILE, META_FILE, UncertaintyModel
 
 FORMAT = "vpr_ros.map"

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from vpr_ros.core.inputs.images import batch_to_uint8, to_float_nchw
 from vpr_ros.core.descriptors.weights import load_state_dict, require_safe_torch_load
+from vpr_ros.core.inputs.images import batch_to_uint8, to_float_nchw
+
 
 @dataclass
 class LocalFeatures:

@@ -27,9 +27,9 @@ import torch
 from torch.nn import functional as F
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
-from vpr_ros.core.matching.local_features import LocalFeatures
 from vpr_ros.core.descriptors.weights import load_state_dict
+from vpr_ros.core.matching.local_features import LocalFeatures
+from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
 
 DEFAULT_MATCHER = "xfeat-lighterglue"
 
@@ -58,10 +58,11 @@ class MatcherSpec:
     features: str  # a local_features.EXTRACTORS name
     weights: str | None  # a weights.py name
     network: Callable[[float, bool], torch.nn.Module] | None  # (min_confidence, fp16) -> LightGlue-style net
+    cuda_graph: bool = False  # its dense pass can be captured padded as one CUDA graph (GraphedLightGlue)
 
 
 MATCHERS = {
-    "xfeat-lighterglue": MatcherSpec("xfeat", "lighterglue", _lighterglue),
+    "xfeat-lighterglue": MatcherSpec("xfeat", "lighterglue", _lighterglue, cuda_graph=True),
     "aliked-lightglue": MatcherSpec("aliked", "aliked-lightglue", _lightglue),
     "disk-lightglue": MatcherSpec("disk", "disk-lightglue", _lightglue),
     "xfeat-mnn": MatcherSpec("xfeat", None, None),
@@ -121,7 +122,7 @@ class Matcher:
                 LOGGER.debug("%s: ignoring unused weights %s", weights, unexpected)
             self.net.eval().to(self.device)
         self._graphed = None
-        if name == "xfeat-lighterglue" and cuda_graphs and self.device.type == "cuda":
+        if spec.cuda_graph and cuda_graphs and self.device.type == "cuda":
             self._graphed = GraphedLightGlue(self.net, mixed, self.min_confidence)
 
     @torch.inference_mode()

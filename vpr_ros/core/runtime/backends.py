@@ -13,9 +13,10 @@ import numpy as np
 import torch
 
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.inputs.images import to_float_nchw
 from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
 from vpr_ros.core.runtime.export import ensure_onnx, read_export_metadata
-from vpr_ros.core.inputs.images import to_float_nchw
+
 
 class TorchBackend:
     """The descriptor module itself on a torch device.

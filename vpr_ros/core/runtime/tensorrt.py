@@ -20,8 +20,8 @@ import torch
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.runtime.export import cache_dir, ensure_onnx
 from vpr_ros.core.inputs.images import to_float_nchw
+from vpr_ros.core.runtime.export import cache_dir, ensure_onnx
 
 PRECISIONS = ("fp16", "fp32")
 WORKSPACE_BYTES = 2 << 30

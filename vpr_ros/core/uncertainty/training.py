@@ -32,8 +32,8 @@ from vpr_ros.core.uncertainty.bayescap import DEFAULT_CONF as HEAD_CONF, fit_hea
 from vpr_ros.core.uncertainty.calibration import Calibrator
 from vpr_ros.core.uncertainty.features import (BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, baseline_scores,
                                      hypothesis_features, map_positions)
-from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.inputs.images import batch_to_tensor, to_rgb8
+from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_builder import SourceLoader
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.uncertainty.model import UncertaintyModel, rerank_key
