@@ -91,7 +91,10 @@ def test_the_configured_device_reaches_every_stage(ref_map, corridor_dir, device
     try:
         result = localizer.process(read_image(corridor_dir / "query" / "0000020.jpg"), 10**9)
         assert result.places[0].verification is not None
-        assert localizer.config.device == expected and localizer.backend_label.startswith(f"torch/{expected}")
+        # the default backend (auto) is ONNX Runtime's joint graph on the CPU, torch on CUDA
+        backend = "onnxruntime/cpu" if expected == "cpu" else f"torch/{expected}"
+        assert localizer.config.device == expected and localizer.backend_label.startswith(backend)
+        assert localizer.vpr_map.backend.max_keypoints == ref_map.local_conf["max_keypoints"]
         assert ref_map.index.device == expected
         assert localizer.reranker.matcher.device.type == expected
         assert localizer._extractor().device.type == expected

@@ -207,3 +207,19 @@ def test_map_features_must_fit_the_matcher(small_map):
         Reranker("xfeat-mnn").check_map(None)
     with pytest.raises(ValueError, match="needs aliked"):
         Reranker("aliked-lightglue").check_map(small_map.local_conf)
+
+
+def test_lighterglue_with_fewer_layers_still_matches_a_real_pair(corridor_dir):
+    """matcher_layers: the first N layers and that layer's own assignment head; out of range refused."""
+    from vpr_ros.core.inputs.images import read_image
+    from vpr_ros.core.matching.local_features import LocalExtractor
+    from vpr_ros.core.matching.matchers import Matcher
+
+    query, ref = (read_image(corridor_dir / sub / "0000010.jpg") for sub in ("query", "ref"))
+    features = LocalExtractor("xfeat", 512).extract([query, ref])
+    full, short = Matcher("xfeat-lighterglue"), Matcher("xfeat-lighterglue", layers=3)
+    assert (full.layers, short.layers, Matcher("xfeat-mnn").layers) == (6, 3, 0)
+    counts = [len(m.match(features[0], [features[1]])[0]) for m in (full, short)]
+    assert min(counts) >= 30 and abs(counts[0] - counts[1]) < 0.5 * counts[0], counts
+    with pytest.raises(ValueError, match="matcher_layers"):
+        Matcher("xfeat-lighterglue", layers=7)

@@ -259,3 +259,28 @@ def test_train_uncertainty_console_script(small_map, tmp_path):
     assert main([str(path), "--epochs", "3", "--views", "1", "--positive-distance", "2", "--quiet"]) == 0
     assert VPRMap.load(path).uncertainty.training["epochs"] == 3
     assert main([str(tmp_path / "missing"), "--quiet"]) == 2
+
+
+def test_confident_global_first_candidate_is_verified_alone(trained, corridor_dir):
+    """skip_min_probability: when the calibrated probability of the global first candidate reaches it,
+    only that pair is matched (and all of them again if it fails verification); off, all are matched."""
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.inputs.images import read_image
+    from vpr_ros.core.localizer import Localizer
+
+    vpr_map, model = trained
+    queries = [read_image(p) for p in sorted((corridor_dir / "query").glob("*.jpg"))[:30:6]]
+    vpr_map.uncertainty = model
+    try:
+        pairs = {}
+        for gate in (None, 0.0, 1.0):
+            localizer = Localizer(LocalizerConfig(rerank="xfeat-mnn", top_k=4, skip_min_probability=gate), vpr_map)
+            results = [localizer.process(q, 10**9 * (i + 1)) for i, q in enumerate(queries)]
+            pairs[gate] = [(r.rerank_pairs, r.rerank_skipped, r.places[0].verified) for r in results]
+        assert all((p, s) == (4, False) for p, s, _ in pairs[None]), pairs
+        assert pairs[1.0] == pairs[None]  # a probability of 1 is never reached
+        # probability >= 0: the first alone, unless it failed verification (then all four)
+        assert all((p, s) == ((1, True) if v else (4, False)) for p, s, v in pairs[0.0])
+        assert any(s for _, s, _ in pairs[0.0])
+    finally:
+        vpr_map.uncertainty = None

@@ -5,3 +5,9 @@ imports ROS; `vpr_ros.ros` converts between ROS messages and the core's numpy da
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# idle OpenMP threads sleep rather than spin, so that the node shares a busy CPU in proportion; it
+# must be in the environment before torch or faiss loads its OpenMP runtime (core/runtime/threads.py)
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -17,7 +17,7 @@ MODES = ("localize", "slam")
 # Names of the plugin registries, written out so that importing this module does not import torch;
 # a test keeps each equal to its registry (matching.matchers.MATCHERS, runtime.backends.BACKENDS).
 MATCHER_NAMES = ("xfeat-lighterglue", "aliked-lightglue", "disk-lightglue", "xfeat-mnn")
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp16", "fp32")
 RERANK_OFF = ("off", "")
 
@@ -40,6 +40,12 @@ class LocalizerConfig:
                                    "in global order (0: all)", (0, 100))
     skip_margin: float | None = setting(-1.0, "verify only the first candidate when it leads by this cosine "
                                               "margin (<0: off)", (-1.0, 2.0))
+    matcher_layers: int = setting(0, "LightGlue-style matchers: run only the first this-many attention layers (0: "
+                                     "all; each layer has a trained assignment head, fewer trade accuracy for time)",
+                                  (0, 9))
+    skip_min_probability: float | None = setting(
+        -1.0, "verify only the first candidate when the map's calibrated probability that the global first "
+              "candidate is right reaches this (maps with an uncertainty model; <0: off)", (-1.0, 1.0))
     min_inliers: int = setting(15, "inliers a verified candidate needs", (4, 100000))
     min_inlier_ratio: float = setting(0.25, "share of matches that must be inliers", (0.0, 1.0))
     accept_min_inliers: int = setting(30, "loop closure: inliers of the best hypothesis (with re-ranking)",
@@ -65,15 +71,21 @@ class LocalizerConfig:
                                   "a GPU is visible, else cpu), cpu or cuda[:N]; cuda without a GPU is an error")
     precision: str = setting("auto", "torch on CUDA: fp16 (backbone and matcher under autocast) or fp32; auto is "
                                      "fp16 on CUDA and fp32 on the CPU", PRECISIONS)
-    backend: str = setting("torch", "descriptor backend: torch, onnxruntime, or tensorrt (with device cuda); the "
-                                    "map's descriptor is exported (and the engine built) into the cache on first "
-                                    "use", BACKEND_NAMES)
+    backend: str = setting("auto", "descriptor backend: auto (onnxruntime on the CPU when it agrees with torch, "
+                                   "else torch), torch, onnxruntime, or tensorrt (with device cuda); the map's "
+                                   "descriptor is exported (and the engine built) into the cache on first use",
+                           BACKEND_NAMES)
+    cpu_threads: int = setting(0, "CPU threads of torch, ONNX Runtime, faiss and verification (0: every core "
+                                  "the process may use); fewer leave cores to the robot's other processes",
+                               (0, 1024))
 
     def __post_init__(self):
         if self.rerank is None or self.rerank in RERANK_OFF:
             self.rerank = None
         if self.skip_margin is not None and self.skip_margin < 0:
             self.skip_margin = None
+        if self.skip_min_probability is not None and self.skip_min_probability < 0:
+            self.skip_min_probability = None
         for f in dataclasses.fields(self):
             check_value(f, getattr(self, f.name))
 
@@ -82,6 +94,7 @@ class LocalizerConfig:
         values = dataclasses.asdict(self)
         values["rerank"] = self.rerank or "off"
         values["skip_margin"] = -1.0 if self.skip_margin is None else self.skip_margin
+        values["skip_min_probability"] = -1.0 if self.skip_min_probability is None else self.skip_min_probability
         return values
 
 

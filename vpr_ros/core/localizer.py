@@ -27,6 +27,7 @@ import numpy as np
 from vpr_ros.core import LOGGER
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.descriptors.joint import shares_backbone
 from vpr_ros.core.inputs.images import to_rgb8
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
@@ -34,7 +35,9 @@ from vpr_ros.core.maps.recognizer import describe_map
 from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
 from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.runtime.backends import Encoded, make_backend
 from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
+from vpr_ros.core.runtime.threads import set_cpu_threads
 
 
 @dataclass
@@ -82,11 +85,12 @@ class Localizer:
         device = resolve_device(config.device)  # "auto" picks; an explicit cuda without a GPU raises
         config = dataclasses.replace(config, device=device, precision=resolve_precision(config.precision, device))
         self.config = config
+        set_cpu_threads(config.cpu_threads)
         self.reranker = None
         if config.rerank:
             verifier = GeometricVerifier(min_inliers=config.min_inliers, min_inlier_ratio=config.min_inlier_ratio)
             self.reranker = Reranker(config.rerank, verifier, skip_margin=config.skip_margin, device=config.device,
-                                     precision=config.precision)
+                                     precision=config.precision, matcher_layers=config.matcher_layers)
         self.vpr_map: VPRMap | None = None
         self._map_extractor: LocalExtractor | None = None
         self._bootstrap: list[tuple[np.ndarray, int, np.ndarray | None]] = []
@@ -104,7 +108,7 @@ class Localizer:
         """Swap in another map (reload); raises ValueError, keeping the current map, if it cannot serve."""
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
-        vpr_map.backend = self._backend(vpr_map.descriptor)
+        vpr_map.backend = self._backend(vpr_map.descriptor, vpr_map.local_conf if self._joint_wanted(vpr_map) else None)
         self._place_index(vpr_map)
         model = vpr_map.uncertainty
         if model is not None and model.calibrator_for(self.config.rerank) is None:
@@ -122,11 +126,12 @@ class Localizer:
         if self.vpr_map is None:  # slam, still collecting frames for the vocabulary
             return self._collect(image, stamp_ns, pose, self.frames_processed)
         result = FrameResult(self.frames_processed, stamp_ns)
-        self._retrieve(image, stamp_ns, result)
-        features = self._local_features(image, result)
-        result.places = self._rank(features, camera_K, result)
-        if self.vpr_map.uncertainty is not None and result.places:
-            self._score(result)
+        encoded = self._retrieve(image, stamp_ns, result)
+        features = self._local_features(image, result, encoded)
+        uncertain = self._uncertainties(result)
+        result.places = self._rank(features, camera_K, result, self._confident(result, uncertain))
+        if uncertain is not None and result.places:
+            self._score(result, uncertain)
         result.loop = self._accept(result.places)
         if self.config.mode == "slam":
             result.map_key = self._add(result.descriptor, stamp_ns, pose, features)
@@ -134,8 +139,9 @@ class Localizer:
         result.timings_ms["pipeline"] = (time.perf_counter() - start) * 1e3
         return result
 
-    def _retrieve(self, image: np.ndarray, stamp_ns: int, result: FrameResult) -> None:
-        """Global retrieval: the query's descriptor and its top_k map keys (slam: recent frames left out)."""
+    def _retrieve(self, image: np.ndarray, stamp_ns: int, result: FrameResult) -> Encoded | None:
+        """Global retrieval: the query's descriptor and its top_k map keys (slam: recent frames left out);
+        returns the backend's output, which holds the local features when the backbone is shared."""
         excluded = self._excluded_suffix(stamp_ns)
         searchable = len(self.vpr_map) - excluded
         k = min(self.config.top_k, max(searchable, 0))
@@ -144,25 +150,56 @@ class Localizer:
         ids, sims = answer.ids[0], answer.similarities[0]
         keep = (ids >= 0) & (ids < searchable)
         result.descriptor, result.global_keys, result.global_similarities = answer.descriptors, ids[keep][:k], sims[keep][:k]
+        return answer.encoded
 
-    def _local_features(self, image: np.ndarray, result: FrameResult) -> LocalFeatures | None:
-        """The query's local features, when re-ranking has candidates or the slam map stores them."""
+    def _local_features(self, image: np.ndarray, result: FrameResult, encoded: Encoded | None) -> LocalFeatures | None:
+        """The query's local features, when re-ranking has candidates or the slam map stores them: from the
+        descriptor's own pass when the backbone is shared, else from the extractor."""
         stores = self.config.mode == "slam" and self.vpr_map.local is not None
         if not stores and (self.reranker is None or not len(result.global_keys)):
             return None
         t0 = time.perf_counter()
-        features = self._extractor().extract([image])[0]
+        if encoded is not None and encoded.has_local:
+            size = (image.shape[1], image.shape[0])
+            features = self._extractor().from_joint(encoded.keypoints[0], encoded.local_descriptors[0],
+                                                    encoded.scores[0], size)
+        else:
+            features = self._extractor().extract([image])[0]
         result.timings_ms["local_features"] = (time.perf_counter() - t0) * 1e3
         return features
 
+    def _uncertainties(self, result: FrameResult) -> dict[int, float] | None:
+        """BayesCap: the query's uncertainty (into result) and its global candidates' (key -> value), in one
+        forward pass; None when the map has no uncertainty model."""
+        model = self.vpr_map.uncertainty
+        if model is None or not len(result.global_keys):
+            return None
+        t0 = time.perf_counter()
+        keys = result.global_keys
+        both = model.uncertainty(np.concatenate([result.descriptor.reshape(1, -1), self.vpr_map.descriptors[keys]]))
+        result.query_uncertainty = float(both[0])
+        result.timings_ms["uncertainty"] = (time.perf_counter() - t0) * 1e3
+        return {int(key): float(u) for key, u in zip(keys, both[1:])}
+
+    def _confident(self, result: FrameResult, uncertain: dict[int, float] | None) -> bool:
+        """Whether the global first candidate's calibrated probability reaches skip_min_probability, so that
+        re-ranking verifies it alone (and all candidates only if it fails)."""
+        threshold, model = self.config.skip_min_probability, self.vpr_map.uncertainty
+        if threshold is None or uncertain is None or self.reranker is None:
+            return False
+        map_u = np.array([uncertain[int(key)] for key in result.global_keys])
+        probability = model.probabilities(result.global_similarities, result.query_uncertainty, map_u)[0]
+        return bool(np.isfinite(probability) and probability >= threshold)
+
     def _rank(self, features: LocalFeatures | None, camera_K: np.ndarray | None,
-              result: FrameResult) -> list[PlaceResult]:
+              result: FrameResult, confident: bool = False) -> list[PlaceResult]:
         """The hypotheses best first: re-ranked (the first rerank_top_k), the rest in global order."""
         frames, ids, sims = self.vpr_map.frames, result.global_keys, result.global_similarities
         if self.reranker is None or not len(ids):
             return [PlaceResult(h, h.rank) for h in self.vpr_map.hypotheses(ids, sims)]
         first = self.config.rerank_top_k or len(ids)
-        rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K, camera_K)
+        rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K, camera_K,
+                                      confident)
         result.timings_ms.update(rerank.timings_ms)
         result.rerank_pairs, result.rerank_skipped = rerank.pairs_matched, rerank.skipped
         places = [PlaceResult(Hypothesis.of(frames, c.key, c.global_rank, c.global_similarity), rank, c.score,
@@ -170,13 +207,11 @@ class Localizer:
         return places + [PlaceResult(Hypothesis.of(frames, int(ids[rank]), rank, float(sims[rank])), rank)
                          for rank in range(len(places), len(ids))]
 
-    def _score(self, result: FrameResult) -> None:
-        """BayesCap uncertainties and calibrated probabilities of the frame's hypotheses."""
+    def _score(self, result: FrameResult, uncertain: dict[int, float]) -> None:
+        """Calibrated probabilities of the frame's hypotheses (and their map frames' uncertainties)."""
         t0 = time.perf_counter()
-        vpr_map, model = self.vpr_map, self.vpr_map.uncertainty
-        keys = np.array([p.hypothesis.key for p in result.places])
-        both = model.uncertainty(np.concatenate([result.descriptor.reshape(1, -1), vpr_map.descriptors[keys]]))
-        result.query_uncertainty, map_u = float(both[0]), both[1:]  # one forward pass for all
+        model = self.vpr_map.uncertainty
+        map_u = np.array([uncertain[p.hypothesis.key] for p in result.places])
         inliers = None
         if self.reranker is not None:
             inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in result.places])
@@ -185,13 +220,18 @@ class Localizer:
                                             self.config.rerank if self.reranker is not None else None)
         for place, u, prob in zip(result.places, map_u, probabilities):
             place.map_uncertainty, place.probability = float(u), float(prob)
-        result.timings_ms["uncertainty"] = (time.perf_counter() - t0) * 1e3
+        result.timings_ms["uncertainty"] += (time.perf_counter() - t0) * 1e3
 
-    def _backend(self, descriptor: GlobalDescriptor):
-        """The configured descriptor backend running `descriptor`."""
-        from vpr_ros.core.runtime.backends import make_backend
+    def _backend(self, descriptor: GlobalDescriptor, local_conf: dict | None):
+        """The configured descriptor backend running `descriptor`; the joint graph (one XFeat pass for the
+        descriptor and the local features) when the map's local features allow it."""
+        max_keypoints = local_conf["max_keypoints"] if shares_backbone(descriptor, local_conf) else 0
+        return make_backend(self.config.backend, descriptor, self.config.device, precision=self.config.precision,
+                            max_keypoints=max_keypoints)
 
-        return make_backend(self.config.backend, descriptor, self.config.device, precision=self.config.precision)
+    def _joint_wanted(self, vpr_map: VPRMap) -> bool:
+        """Whether frames need local features against this map: to re-rank, or to store in the slam map."""
+        return vpr_map.local is not None and (self.reranker is not None or self.config.mode == "slam")
 
     def _place_index(self, vpr_map: VPRMap) -> None:
         """Search on the configured device; an index the GPU cannot hold here stays on the CPU, said once."""
@@ -279,7 +319,7 @@ class Localizer:
             local_conf = extractor.config()
         self.vpr_map = VPRMap.create("online", descriptor, descriptors, table, frame_id=self.pose_frame_id,
                                      local=local, local_conf=local_conf)
-        self.vpr_map.backend = self._backend(descriptor)
+        self.vpr_map.backend = self._backend(descriptor, local_conf)
         self._place_index(self.vpr_map)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))

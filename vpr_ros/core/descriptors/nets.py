@@ -21,9 +21,12 @@ class XFeatBackbone(nn.Module):
         self.net.load_state_dict(load_state_dict("xfeat"))
         self.net.eval()
 
+    def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """XFeat's raw outputs at 1/8 resolution: features B x 64, keypoint logits B x 65, reliability B x 1."""
+        return self.net(images)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        feats, _, _ = self.net(images)
-        return F.normalize(feats, dim=1)
+        return F.normalize(self.dense(images)[0], dim=1)
 
 
 class EfficientNetBackbone(nn.Module):

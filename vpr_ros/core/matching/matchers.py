@@ -101,7 +101,7 @@ class Matcher:
     """Match one query's local features against candidates' with the named method."""
 
     def __init__(self, name: str = DEFAULT_MATCHER, min_confidence: float = 0.1, min_cosine: float = 0.82,
-                 device: str = "cpu", precision: str = "auto", cuda_graphs: bool = True):
+                 device: str = "cpu", precision: str = "auto", cuda_graphs: bool = True, layers: int = 0):
         if name not in MATCHERS:
             raise ValueError(f"unknown matcher {name!r}; choose one of {sorted(MATCHERS)}")
         self.name = name
@@ -121,9 +121,23 @@ class Matcher:
             if unexpected:  # the DISK file carries unused `log_assignment.N.r` entries
                 LOGGER.debug("%s: ignoring unused weights %s", weights, unexpected)
             self.net.eval().to(self.device)
+            self._truncate(layers)
         self._graphed = None
         if spec.cuda_graph and cuda_graphs and self.device.type == "cuda":
             self._graphed = GraphedLightGlue(self.net, mixed, self.min_confidence)
+
+    def _truncate(self, layers: int) -> None:
+        """Run only the first `layers` attention layers (0: all). LightGlue's layers each have their own
+        trained assignment head (its early exit reads them), so a shallower net is still a trained one."""
+        full = len(self.net.transformers)
+        if not 0 <= layers <= full:
+            raise ValueError(f"{self.name} has {full} layers; matcher_layers must be 0 (all) to {full}, got {layers}")
+        self.net.conf.n_layers = layers or full
+
+    @property
+    def layers(self) -> int:
+        """The attention layers run (0 for mutual nearest neighbours)."""
+        return self.net.conf.n_layers if self.net is not None else 0
 
     @torch.inference_mode()
     def match(self, query: LocalFeatures, candidates: list[LocalFeatures]) -> list[Matches]:
@@ -221,9 +235,10 @@ class GraphedLightGlue:
             d0, d1 = net.input_proj(desc0), net.input_proj(desc1)
             e0, e1 = net.posenc(kpts0), net.posenc(kpts1)
             m0, m1 = valid0[:, None, :, None], valid1[:, None, :, None]  # broadcast over the heads
-            for layer in net.transformers:
+            layers = net.conf.n_layers  # Matcher(layers=...) may run fewer than all
+            for layer in net.transformers[:layers]:
                 d0, d1 = layer(d0, d1, e0, e1, mask0=m0, mask1=m1)
-            assign = net.log_assignment[-1]
+            assign = net.log_assignment[layers - 1]
             md0, md1 = assign.final_proj(d0).float(), assign.final_proj(d1).float()
             z0, z1 = assign.matchability(d0).float(), assign.matchability(d1).float()
         scale = md0.shape[-1] ** 0.25

@@ -12,10 +12,11 @@ place that verifies through repeated structure has few inliers. The map frames' 
 from the map (stored at build time). docs/maps.md and docs/benchmarks.md have the measurements
 behind the weight.
 
-With `skip_margin`, when the global first candidate leads the second by at least that cosine margin,
-only the first is matched and verified (the loop edge still gets its geometry); if it fails
-verification, all K are matched after all. Pairs are verified in parallel threads (OpenCV releases
-the GIL while it fits a model), at most `verify_workers` at a time (default: the CPU count).
+With `skip_margin`, when the global first candidate leads the second by at least that cosine margin
+(or when the caller says the first is confident, e.g. by its calibrated probability), only the first
+is matched and verified (the loop edge still gets its geometry); if it fails verification, all K are
+matched after all. Pairs are verified in parallel threads (OpenCV releases
+the GIL while it fits a model), at most `verify_workers` at a time (default: runtime.threads.cpu_threads()).
 """
 
 import os
@@ -28,6 +29,7 @@ import numpy as np
 from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
 from vpr_ros.core.matching.matchers import DEFAULT_MATCHER, Matcher, Matches
+from vpr_ros.core.runtime.threads import cpu_threads
 
 
 @dataclass
@@ -65,9 +67,11 @@ class Reranker:
 
     def __init__(self, matcher: Matcher | str = DEFAULT_MATCHER, verifier: GeometricVerifier | None = None,
                  similarity_weight: float = 25.0, skip_margin: float | None = None, device: str = "cpu",
-                 precision: str = "auto", verify_workers: int | None = None):
-        self.matcher = Matcher(matcher, device=device, precision=precision) if isinstance(matcher, str) else matcher
-        self.verify_workers = max(1, verify_workers or os.cpu_count() or 1)
+                 precision: str = "auto", verify_workers: int | None = None, matcher_layers: int = 0):
+        if isinstance(matcher, str):
+            matcher = Matcher(matcher, device=device, precision=precision, layers=matcher_layers)
+        self.matcher = matcher
+        self.verify_workers = max(1, verify_workers or cpu_threads())
         self._pool: ThreadPoolExecutor | None = None
         self.verifier = verifier or GeometricVerifier()
         self.similarity_weight = float(similarity_weight)
@@ -90,16 +94,17 @@ class Reranker:
         return self._extractor
 
     def rerank(self, query: LocalFeatures, ids: np.ndarray, similarities: np.ndarray, map_local: LocalFeatureTable,
-               query_K: np.ndarray | None = None, map_K: np.ndarray | None = None) -> RerankResult:
-        """Re-order one query's global candidates (a row of QueryResult.ids / similarities)."""
+               query_K: np.ndarray | None = None, map_K: np.ndarray | None = None,
+               confident: bool = False) -> RerankResult:
+        """Re-order one query's global candidates (a row of QueryResult.ids / similarities); `confident`:
+        the first candidate is very likely right, so verify it alone first."""
         rows = [(rank, int(i), float(s)) for rank, (i, s) in enumerate(zip(ids, similarities)) if i >= 0]
         candidates = [RankedCandidate(key, rank, sim, self.similarity_weight * sim) for rank, key, sim in rows]
         timings = {"match": 0.0, "verify": 0.0}
         if not candidates:
             return RerankResult([], timings_ms=timings)
-        confident = (self.skip_margin is not None and
-                     (len(candidates) == 1 or
-                      candidates[0].global_similarity - candidates[1].global_similarity >= self.skip_margin))
+        confident = confident or (self.skip_margin is not None and (
+            len(candidates) == 1 or candidates[0].global_similarity - candidates[1].global_similarity >= self.skip_margin))
         todo = candidates[:1] if confident else candidates
         self._match_and_verify(query, todo, map_local, query_K, map_K, timings)
         pairs = len(todo)

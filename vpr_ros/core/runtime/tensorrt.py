@@ -22,6 +22,7 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.inputs.images import to_float_nchw
 from vpr_ros.core.runtime.export import cache_dir, ensure_onnx
+from vpr_ros.core.runtime.backends import Encoded
 
 PRECISIONS = ("fp16", "fp32")
 WORKSPACE_BYTES = 2 << 30
@@ -129,6 +130,10 @@ class TensorRTBackend:
     @property
     def label(self) -> str:
         return f"tensorrt-{self.precision}/{self.device}"
+
+    def encode(self, images: torch.Tensor) -> Encoded:
+        """The descriptors only: the engine is the global descriptor's graph."""
+        return Encoded(self.describe(images))
 
     def describe(self, images: torch.Tensor) -> np.ndarray:
         images = to_float_nchw(images.to(self.device, non_blocking=True))
