@@ -33,12 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import vpr_ros  # noqa: F401  first, so that its OpenMP wait policy is set before torch and faiss load
+
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from node_harness import CORRIDOR, corridor_map  # noqa: E402
-
-import torch  # noqa: E402
 
 from vpr_ros.core.config import LocalizerConfig  # noqa: E402
 from vpr_ros.core.inputs.images import list_images, read_image  # noqa: E402

@@ -7,7 +7,9 @@ imports ROS; `vpr_ros.ros` converts between ROS messages and the core's numpy da
 __version__ = "0.1.0"
 
 import os as _os
+import sys as _sys
 
 # idle OpenMP threads sleep rather than spin, so that the node shares a busy CPU in proportion; it
 # must be in the environment before torch or faiss loads its OpenMP runtime (core/runtime/threads.py)
+OPENMP_LOADED_FIRST = "OMP_WAIT_POLICY" not in _os.environ and bool({"torch", "faiss"} & set(_sys.modules))
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -152,7 +152,8 @@ class Localizer:
         result.descriptor, result.global_keys, result.global_similarities = answer.descriptors, ids[keep][:k], sims[keep][:k]
         return answer.encoded
 
-    def _local_features(self, image: np.ndarray, result: FrameResult, encoded: Encoded | None) -> LocalFeatures | None:
+    def _local_features(self, image: np.ndarray, result: FrameResult,
+                        encoded: Encoded | None) -> LocalFeatures | None:
         """The query's local features, when re-ranking has candidates or the slam map stores them: from the
         descriptor's own pass when the backbone is shared, else from the extractor."""
         stores = self.config.mode == "slam" and self.vpr_map.local is not None

@@ -26,9 +26,10 @@ from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
 
 # the pipeline settings vpr_eval takes as flags (both sources; the loop-closure ones matter only with --map)
-CONFIG_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_probability", "min_inliers", "min_inlier_ratio",
-                "accept_min_inliers", "accept_min_similarity", "accept_min_probability", "temporal_window",
-                "temporal_tolerance", "max_keypoints", "matcher_layers", "device", "precision", "backend", "cpu_threads")
+CONFIG_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_probability", "min_inliers",
+                "min_inlier_ratio", "accept_min_inliers", "accept_min_similarity", "accept_min_probability",
+                "temporal_window", "temporal_tolerance", "max_keypoints", "matcher_layers", "device", "precision",
+                "backend", "cpu_threads")
 
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):

@@ -51,7 +51,8 @@ class _XFeat:
     def __call__(self, images: torch.Tensor) -> list[tuple]:
         height, width = images.shape[-2:]
         size = (height // 32 * 32, width // 32 * 32)  # XFeat's reference resizes to multiples of 32
-        resized = F.interpolate(images, size, mode="bilinear", align_corners=False) if size != (height, width) else images
+        resized = images if size == (height, width) else F.interpolate(images, size, mode="bilinear",
+                                                                        align_corners=False)
         if size not in self._heads:
             self._heads[size] = XFeatKeypoints(self.max_keypoints, *size).to(self.device)
         keypoints, descriptors, scores = self._heads[size](*self.net(resized))

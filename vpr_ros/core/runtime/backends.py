@@ -229,7 +229,8 @@ def agreement(reference, candidate, images: np.ndarray, min_cosine: float = 0.99
     returns and the smallest cosine between their local descriptors there; `agrees` applies the floors."""
     batch = torch.from_numpy(np.ascontiguousarray(images))  # B x H x W x 3 uint8, as images.batch_to_uint8 gives
     want, got = reference.encode(batch), candidate.encode(batch)
-    report = {"images": len(images), "min_cosine": round(float(np.min(np.sum(want.descriptors * got.descriptors, 1))), 6)}
+    cosine = float(np.min(np.sum(want.descriptors * got.descriptors, 1)))
+    report = {"images": len(images), "min_cosine": round(cosine, 6)}
     agrees = report["min_cosine"] >= min_cosine
     if want.has_local != got.has_local:
         return dict(report, agrees=False, local="only one backend returns local features")

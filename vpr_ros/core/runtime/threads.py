@@ -11,15 +11,18 @@ node fares there (docs/benchmarks.md, "CPU threads"):
   saves a wake-up per operator; beside a busy process the spinning threads take the cores the
   working thread needs, and LighterGlue ran 4-5x slower next to one busy single-threaded process.
   `vpr_ros/__init__.py` therefore makes OMP_WAIT_POLICY=PASSIVE the default before torch or faiss
-  load their OpenMP runtimes (an explicit value in the environment wins); ONNX Runtime sessions are
-  created without spinning (backends.py).
+  load their OpenMP runtimes (an explicit value in the environment wins; a process that imported
+  torch first is warned once); ONNX Runtime sessions are created without spinning (backends.py).
 """
 
 import os
+from contextlib import contextmanager
 
+import vpr_ros
 from vpr_ros.core import LOGGER
 
 _configured: int | None = None
+_warned = False
 
 
 def available_cores() -> int:
@@ -38,7 +41,7 @@ def cpu_threads() -> int:
 def set_cpu_threads(count: int = 0) -> int:
     """Use `count` threads (0: every available core) in torch, faiss and new ONNX Runtime sessions, and
     one per OpenCV call; returns the count used."""
-    global _configured
+    global _configured, _warned
     import cv2
     import faiss
     import torch
@@ -51,6 +54,24 @@ def set_cpu_threads(count: int = 0) -> int:
         torch.set_num_threads(count)
     faiss.omp_set_num_threads(count)
     cv2.setNumThreads(1)
+    if vpr_ros.OPENMP_LOADED_FIRST and not _warned:
+        _warned = True
+        LOGGER.warning("torch or faiss was imported before vpr_ros, so idle OpenMP threads spin and slow this "
+                       "process down beside busy ones; import vpr_ros first or set OMP_WAIT_POLICY=PASSIVE")
     LOGGER.debug("cpu threads: %d (OMP_WAIT_POLICY=%s)", count, os.environ.get("OMP_WAIT_POLICY", "unset"))
     return count
 
+
+
+@contextmanager
+def one_intra_op_thread():
+    """torch runs each operator on one thread inside the block (callers run work side by side instead:
+    LightGlue's many small operators lose more to OpenMP barriers than they gain from splitting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
