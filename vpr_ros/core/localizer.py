@@ -108,7 +108,8 @@ class Localizer:
         """Swap in another map (reload); raises ValueError, keeping the current map, if it cannot serve."""
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
-        vpr_map.backend = self._backend(vpr_map.descriptor, vpr_map.local_conf if self._joint_wanted(vpr_map) else None)
+        local_conf = vpr_map.local_conf if self._joint_wanted(vpr_map) else None
+        vpr_map.backend = self._backend(vpr_map.descriptor, local_conf)
         self._place_index(vpr_map)
         model = vpr_map.uncertainty
         if model is not None and model.calibrator_for(self.config.rerank) is None:
