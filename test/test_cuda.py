@@ -69,6 +69,23 @@ def test_cuda_descriptor_agrees_with_the_cpu(corridor_map, precision, min_cosine
 
 
 @needs_cuda
+@pytest.mark.parametrize("precision, min_cosine", [("fp32", 0.999), ("fp16", 0.995)])
+def test_joint_graph_on_cuda_is_one_capture_and_agrees_with_the_cpu(corridor_map, precision, min_cosine):
+    """The descriptor and XFeat's keypoints from one pass, captured as one CUDA graph (static shapes:
+    descriptors/xfeat_sparse.py), against the same joint module on the CPU."""
+    from vpr_ros.core.inputs.images import batch_to_uint8
+    from vpr_ros.core.runtime.backends import agreement
+
+    vpr_map, queries = corridor_map
+    images = np.stack([np.asarray(batch_to_uint8([q], vpr_map.descriptor.input_size)[0]) for q in queries[:4]])
+    graphed = TorchBackend(vpr_map.descriptor, "cuda", precision, cuda_graphs=True, max_keypoints=512)
+    report = agreement(TorchBackend(vpr_map.descriptor, "cpu", max_keypoints=512), graphed, images,
+                       min_cosine=min_cosine, min_shared_keypoints=0.8)
+    assert report["agrees"], report
+    assert len(graphed._graphed) == 1  # the whole joint pass is one capture
+
+
+@needs_cuda
 def test_graphed_call_replays_new_inputs():
     weight = torch.randn(64, 64, device="cuda")
     graphed = GraphedCall(lambda x: torch.relu(x @ weight).sum(dim=1))

@@ -53,11 +53,12 @@ def synchronize(device: str | torch.device) -> None:
 
 
 class GraphedCall:
-    """fn(*tensors) -> tensor, captured as a CUDA graph once per input shape and dtype, then replayed.
+    """fn(*tensors) -> a tensor (or a tuple of them), captured as a CUDA graph once per input shape and
+    dtype, then replayed.
 
     fn must be a pure function of its tensor inputs with no host synchronisation (no .item(), no
-    data-dependent shapes). The returned tensor is the capture's own output buffer: it is overwritten
-    by the next call, so copy it (e.g. .cpu()) before calling again. Graphs are kept per shape, so a
+    data-dependent shapes). What it returns is the capture's own output buffers: they are overwritten
+    by the next call, so copy them (e.g. .cpu()) before calling again. Graphs are kept per shape, so a
     new batch size costs one capture (a few warm-up runs).
     """
 
