@@ -63,7 +63,7 @@ def test_static_sparse_head_finds_the_reference_detectors_keypoints(images):
 def test_joint_graph_equals_the_two_passes_it_replaces(fitted, images):
     from vpr_ros.core.descriptors.joint import DescriptorWithKeypoints
     from vpr_ros.core.inputs.images import to_float_nchw
-    from vpr_ros.core.matching.local_features import LocalExtractor
+    from vpr_ros.core.matching.local_features import LocalExtractor, features_from_joint
 
     joint = DescriptorWithKeypoints(fitted, 512)
     batch = _uint8(images)
@@ -72,8 +72,8 @@ def test_joint_graph_equals_the_two_passes_it_replaces(fitted, images):
     assert np.allclose(global_d.numpy(), fitted.describe(batch), atol=1e-6)
     extractor = LocalExtractor("xfeat", 512)
     for b, features in enumerate(extractor.extract(images)):
-        got = extractor.from_joint(keypoints[b].numpy(), local_d[b].numpy(), scores[b].numpy(),
-                                   (images[b].shape[1], images[b].shape[0]))
+        got = features_from_joint(keypoints[b].numpy(), local_d[b].numpy(), scores[b].numpy(),
+                                   (images[b].shape[1], images[b].shape[0]), fitted.input_size)
         assert np.allclose(got.keypoints, features.keypoints) and np.allclose(got.descriptors, features.descriptors,
                                                                                atol=1e-5)
 
@@ -127,25 +127,26 @@ def test_auto_backend_is_onnxruntime_on_the_cpu_and_torch_stays_available(fitted
 
 
 def test_localizer_runs_xfeat_once_per_frame(ref_map_40, images):
-    """With the joint graph the extractor's own network never runs, and the answers equal the two-pass
-    path's (same candidates, same inliers)."""
+    """With the joint graph (torch or ONNX Runtime) no local feature extractor is even built, and the
+    answers equal the two-pass path's (descriptor, then the extractor's own XFeat pass)."""
     from vpr_ros.core.config import LocalizerConfig
     from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.runtime.backends import make_backend
 
     answers = {}
-    for backend in ("torch", "auto"):
+    for path in ("two passes", "torch", "auto"):
+        backend = "torch" if path == "two passes" else path
         localizer = Localizer(LocalizerConfig(rerank="xfeat-mnn", backend=backend, top_k=3), ref_map_40)
-        calls = []
-        extractor = localizer._extractor()
-        hook = extractor.net.net.register_forward_hook(lambda *a: calls.append(1))
-        try:
-            results = [localizer.process(image, 10**9 * (i + 1)) for i, image in enumerate(images)]
-        finally:
-            hook.remove()
-        assert localizer.vpr_map.backend.max_keypoints == 512 and not calls  # no second XFeat pass
-        answers[backend] = [[(p.hypothesis.key, p.verification.inlier_count if p.verification else -1)
-                             for p in r.places] for r in results]
-    assert answers["torch"] == answers["auto"]
+        if path == "two passes":
+            ref_map_40.backend = make_backend("torch", ref_map_40.descriptor, "cpu")  # descriptor only
+        results = [localizer.process(image, 10**9 * (i + 1)) for i, image in enumerate(images)]
+        joint = path != "two passes"
+        assert (localizer.vpr_map.backend.max_keypoints == 512) == joint
+        assert (localizer.reranker._extractor is None) == joint  # no second XFeat network, let alone a pass
+        answers[path] = [[(p.hypothesis.key, p.verification.inlier_count if p.verification else -1)
+                          for p in r.places] for r in results]
+    ref_map_40.backend = None
+    assert answers["two passes"] == answers["torch"] == answers["auto"]
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,8 @@ from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
 from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
-from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures, LocalFeatureTable
+from vpr_ros.core.matching.local_features import (LocalExtractor, LocalFeatures, LocalFeatureTable,
+                                                  features_from_joint)
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.runtime.backends import Encoded, make_backend
 from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
@@ -73,7 +74,8 @@ class FrameResult:
     global_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # top_k map keys, global order
     global_similarities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # ... their cosines
     rerank_pairs: int = 0  # candidate pairs matched and verified
-    rerank_skipped: bool = False  # only the confident global first candidate was verified (skip_margin)
+    rerank_skipped: bool = False  # only the confident global first candidate was verified (skip_margin or
+    #                               skip_min_probability)
 
 
 class Localizer:
@@ -163,8 +165,8 @@ class Localizer:
         t0 = time.perf_counter()
         if encoded is not None and encoded.has_local:
             size = (image.shape[1], image.shape[0])
-            features = self._extractor().from_joint(encoded.keypoints[0], encoded.local_descriptors[0],
-                                                    encoded.scores[0], size)
+            features = features_from_joint(encoded.keypoints[0], encoded.local_descriptors[0], encoded.scores[0],
+                                           size, self.vpr_map.backend.input_size)
         else:
             features = self._extractor().extract([image])[0]
         result.timings_ms["local_features"] = (time.perf_counter() - t0) * 1e3

@@ -43,10 +43,6 @@ class DescriptorWithKeypoints(nn.Module):
         self.keypoints = XFeatKeypoints(max_keypoints, height, width)
         self.eval()
 
-    @property
-    def max_keypoints(self) -> int:
-        return self.keypoints.top_k
-
     def dense(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The backbone's pass (the part a GPU may run in half precision)."""
         return self.descriptor.backbone.dense(images)

@@ -133,13 +133,15 @@ class LocalExtractor:
         sizes = [(image.shape[1], image.shape[0]) for image in images]
         return [_features(*out, size, self.input_size) for out, size in zip(self.net(tensor), sizes)]
 
-    def from_joint(self, keypoints: np.ndarray, descriptors: np.ndarray, scores: np.ndarray,
-                   image_size: tuple[int, int]) -> LocalFeatures:
-        """One image's slots of the joint descriptor graph (descriptors/joint.py, run at this extractor's
-        input size) -> its local features in the image's own pixels."""
-        valid = scores > 0
-        return _features(torch.from_numpy(keypoints[valid]), torch.from_numpy(descriptors[valid]),
-                         torch.from_numpy(scores[valid]), image_size, self.input_size)
+
+
+def features_from_joint(keypoints: np.ndarray, descriptors: np.ndarray, scores: np.ndarray,
+                        image_size: tuple[int, int], input_size: tuple[int, int]) -> LocalFeatures:
+    """One image's slots of the joint descriptor graph (descriptors/joint.py, run at `input_size`) -> its
+    local features in the image's own pixels; no extractor (and no second network) is needed."""
+    valid = scores > 0
+    return _features(torch.from_numpy(keypoints[valid]), torch.from_numpy(descriptors[valid]),
+                     torch.from_numpy(scores[valid]), image_size, input_size)
 
 
 def _features(kpts: torch.Tensor, desc: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int],

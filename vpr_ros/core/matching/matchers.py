@@ -126,7 +126,7 @@ class Matcher:
                 LOGGER.debug("%s: ignoring unused weights %s", weights, unexpected)
             self.net.eval().to(self.device)
             self._truncate(layers)
-        self._graphed, self._pool = None, None
+        self._graphed, self._pool, self._pool_size = None, None, 0
         self.side_by_side = True  # CPU: pairs in parallel threads (False: one after another, operators threaded)
         if spec.cuda_graph and cuda_graphs and self.device.type == "cuda":
             self._graphed = GraphedLightGlue(self.net, mixed, self.min_confidence)
@@ -182,8 +182,11 @@ class Matcher:
 
     def _side_by_side(self) -> ThreadPoolExecutor:
         """Threads that match pairs concurrently on the CPU, one per CPU thread the node may use."""
-        if self._pool is None or self._pool._max_workers != cpu_threads():
-            self._pool = ThreadPoolExecutor(cpu_threads(), thread_name_prefix="vpr_match")
+        if self._pool is None or self._pool_size != cpu_threads():
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)  # cpu_threads changed: no idle threads left behind
+            self._pool_size = cpu_threads()
+            self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="vpr_match")
         return self._pool
 
     def _batches(self, query: LocalFeatures, candidates: list[LocalFeatures], todo: list[int]) -> list[list[int]]:
