@@ -4,16 +4,21 @@ Every pair is padded to M matches with a validity mask, and the whole fit has st
 data-dependent Python control flow, so on CUDA it can be captured in a CUDA graph together with the
 matcher that produced the matches:
 
-1. Hypotheses: `hypotheses` minimal samples per pair, drawn without replacement and weighted by the
-   match scores (Efraimidis-Spirakis keys, top-s of u^(1/w)), all solved in one batch: the 8-point
-   fundamental matrix (uncalibrated), the 8-point essential matrix on normalised image coordinates
-   projected onto the essential manifold (calibrated), or the 4-point homography (DLT), each with
-   Hartley normalisation, the null vector from a batched symmetric eigen-decomposition.
-2. Scoring: Sampson error (epipolar models) or forward transfer error (homography) of every match
-   under every hypothesis, truncated at the threshold (MSAC); the best hypothesis per pair wins.
-3. Local optimisation: `lo_iterations` iteratively reweighted least-squares refits on all matches
-   with bisquare weights inside twice the threshold, each kept only where it lowers the MSAC loss.
+1. Hypotheses: `hypotheses` minimal samples per pair, drawn in proportion to the match scores, all
+   solved in one batch with Hartley normalisation: the 8-point fundamental matrix (uncalibrated), the
+   8-point essential matrix on normalised image coordinates (calibrated), or the 4-point homography.
+2. Preemptive scoring (Nister): every hypothesis on the same `preemptive_matches` random matches, the
+   best `preemptive_keep` projected onto their manifold (rank 2; two equal singular values) and scored
+   on every match: Sampson error (epipolar models) or forward transfer error (homography), truncated at
+   the threshold (MSAC).
+3. Local optimisation of the best `lo_candidates`: iteratively reweighted least-squares refits on all
+   matches (bisquare weights inside `lo_windows` thresholds, widest first), each kept only where it
+   lowers the MSAC loss; the best per pair wins.
 4. Inliers: error below the threshold.
+
+Every linear-algebra step is one that cannot read back from the device: the 8 x 8 solves use
+`solve_ex` (no error check), and the manifold projections are closed form (the smallest eigenvector of a
+3 x 3 from its characteristic cubic, the 2 x 2 matrix square root identity), not SVD or eigh.
 
 Thresholds are in the coordinates given (pixels, or normalised coordinates for the essential matrix),
 one per pair. The 8-point essential matrix is a weaker minimal solver than the 5-point one that
@@ -67,32 +72,80 @@ def _rows(x0: torch.Tensor, x1: torch.Tensor, model: str) -> torch.Tensor:
     return torch.stack([u * x, u * y, u, v * x, v * y, v, x, y, one], -1)
 
 
-def _null_vector(normal: torch.Tensor) -> torch.Tensor:
-    """... x 9 x 9 normal matrices (A'WA) -> ... x 3 x 3 models: the eigenvector of the smallest eigenvalue."""
-    _, vectors = torch.linalg.eigh(normal)
-    return vectors[..., :, 0].reshape(*normal.shape[:-2], 3, 3)
-
-
 def _minimal_null_vector(rows: torch.Tensor) -> torch.Tensor:
-    """... x 8 x 9 minimal systems -> ... x 3 x 3 models: with the last entry fixed to 1, an 8 x 8 solve
-    (an LU per sample is several times cheaper than an eigen-decomposition; a sample whose model has a
-    last entry near 0 is singular here and loses in scoring)."""
+    """... x 8 x 9 systems -> ... x 3 x 3 models: with the last entry fixed to 1, an 8 x 8 solve (an LU
+    per sample, several times cheaper than an eigen-decomposition, and without the error check that would
+    read back from the device; a singular sample gives a model that loses in scoring)."""
     solution = torch.linalg.solve_ex(rows[..., :8], -rows[..., 8:])[0][..., 0]
     vector = torch.cat([solution, torch.ones_like(solution[..., :1])], -1)
     return vector.nan_to_num(0.0, 0.0, 0.0).reshape(*rows.shape[:-2], 3, 3)
 
 
+def _weighted_null_vector(normal: torch.Tensor, steps: int = 3) -> torch.Tensor:
+    """... x 9 x 9 normal matrices (A'WA) -> ... x 3 x 3: the unit vector minimising |A f|, by inverse
+    iteration (`steps` 9 x 9 solves) from the solution with its last entry fixed to 1, which alone is
+    biased where that entry is small."""
+    vector = _minimal_null_vector(normal[..., :8, :]).flatten(-2)
+    ridge = 1e-12 * normal.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(1e-300)
+    shifted = normal + ridge[..., None, None] * torch.eye(9, dtype=normal.dtype, device=normal.device)
+    for _ in range(steps):
+        vector = vector / vector.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+        vector = torch.linalg.solve_ex(shifted, vector[..., None])[0][..., 0].nan_to_num(0.0, 0.0, 0.0)
+    vector = vector / vector.norm(dim=-1, keepdim=True).clamp_min(1e-300)
+    return vector.reshape(*normal.shape[:-2], 3, 3)
+
+
+def _cross_rows(matrix: torch.Tensor) -> torch.Tensor:
+    """... x 3 x 3 of rank 2 -> the unit vector of its null space: the longest cross product of two rows."""
+    r0, r1, r2 = matrix.unbind(-2)
+    candidates = torch.stack([torch.linalg.cross(r0, r1), torch.linalg.cross(r0, r2), torch.linalg.cross(r1, r2)], -2)
+    norms = candidates.norm(dim=-1)
+    best = candidates.gather(-2, norms.argmax(-1)[..., None, None].expand(*norms.shape[:-1], 1, 3))[..., 0, :]
+    return best / norms.amax(-1, keepdim=True).clamp_min(1e-300)
+
+
+def _det3(m: torch.Tensor) -> torch.Tensor:
+    """... x 3 x 3 -> determinants, written out (no LU)."""
+    return (m[..., 0, 0] * (m[..., 1, 1] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 1])
+            - m[..., 0, 1] * (m[..., 1, 0] * m[..., 2, 2] - m[..., 1, 2] * m[..., 2, 0])
+            + m[..., 0, 2] * (m[..., 1, 0] * m[..., 2, 1] - m[..., 1, 1] * m[..., 2, 0]))
+
+
+def _smallest_eigenvector(sym: torch.Tensor) -> torch.Tensor:
+    """... x 3 x 3 symmetric positive semi-definite -> the unit eigenvector of its smallest eigenvalue, in
+    closed form (the trigonometric solution of the characteristic cubic), elementwise: no solver call."""
+    q = sym.diagonal(dim1=-2, dim2=-1).sum(-1) / 3
+    off = sym[..., 0, 1] ** 2 + sym[..., 0, 2] ** 2 + sym[..., 1, 2] ** 2
+    diag = sym.diagonal(dim1=-2, dim2=-1) - q[..., None]
+    p = torch.sqrt(((diag ** 2).sum(-1) + 2 * off) / 6).clamp_min(1e-300)
+    eye = torch.eye(3, dtype=sym.dtype, device=sym.device)
+    half_det = _det3((sym - q[..., None, None] * eye) / p[..., None, None]) / 2
+    phi = torch.acos(half_det.clamp(-1, 1)) / 3
+    smallest = q + 2 * p * torch.cos(phi + 2 * math.pi / 3)
+    return _cross_rows(sym - smallest[..., None, None] * eye)
+
+
 def _project(models: torch.Tensor, model: str) -> torch.Tensor:
-    """Onto the model's manifold: rank 2 (fundamental), two equal singular values (essential)."""
+    """Onto the model's manifold, in closed form: rank 2 for the fundamental matrix (remove the direction
+    of its smallest singular value, v3), and for the essential matrix also two equal singular values
+    (G (G'G)^(-1/2) on the rank-2 part G, from the 2 x 2 matrix square-root identity)."""
     if model == "homography":
         return models
-    u, s, vh = torch.linalg.svd(models)
-    if model == "essential":
-        mean = 0.5 * (s[..., 0] + s[..., 1])
-        s = torch.stack([mean, mean, torch.zeros_like(mean)], -1)
-    else:
-        s = torch.cat([s[..., :2], torch.zeros_like(s[..., 2:])], -1)
-    return u @ torch.diag_embed(s) @ vh
+    v3 = _smallest_eigenvector(models.transpose(-1, -2) @ models)
+    eye = torch.eye(3, dtype=models.dtype, device=models.device)
+    keep = eye - v3[..., :, None] * v3[..., None, :]
+    rank2 = models @ keep
+    if model == "fundamental":
+        return rank2
+    gram = rank2.transpose(-1, -2) @ rank2  # V diag(a, b, 0) V'
+    g = gram
+    product = (g[..., 0, 0] * g[..., 1, 1] - g[..., 0, 1] ** 2 + g[..., 0, 0] * g[..., 2, 2] - g[..., 0, 2] ** 2
+               + g[..., 1, 1] * g[..., 2, 2] - g[..., 1, 2] ** 2)  # a b: the sum of the principal 2 x 2 minors
+    root_ab = product.clamp_min(0).sqrt()
+    trace_root = torch.sqrt((gram.diagonal(dim1=-2, dim2=-1).sum(-1) + 2 * root_ab).clamp_min(1e-300))
+    root = (gram + root_ab[..., None, None] * keep) / trace_root[..., None, None]  # V diag(sqrt a, sqrt b, 0) V'
+    inverse_root = (trace_root[..., None, None] * keep - root) / root_ab.clamp_min(1e-300)[..., None, None]
+    return rank2 @ inverse_root
 
 
 def _errors(models: torch.Tensor, q0: torch.Tensor, q1: torch.Tensor, model: str) -> torch.Tensor:
@@ -151,7 +204,9 @@ def ransac(pts0: torch.Tensor, pts1: torch.Tensor, valid: torch.Tensor, threshol
     hypotheses, size = int(conf["hypotheses"]), SAMPLE_SIZE[model]
     w = torch.ones_like(pts0[..., 0]) if weights is None else weights.to(dtype).nan_to_num(0.0).clamp_min(1e-6)
     w = torch.where(valid, w, torch.zeros_like(w)) + (~valid.any(1, keepdim=True)).to(dtype)  # no match: any
-    sample = torch.multinomial(w, hypotheses * size, replacement=True, generator=generator).view(batch, hypotheses, size)
+    cdf = w.cumsum(1)
+    draws = torch.rand(batch, hypotheses * size, generator=generator, device=pts0.device, dtype=dtype) * cdf[:, -1:]
+    sample = torch.searchsorted(cdf, draws).clamp_max(length - 1).view(batch, hypotheses, size)
     picked = rows[torch.arange(batch, device=rows.device)[:, None, None], sample]  # B x H x s (x 2) x 9
     picked = picked.flatten(2, -2) if model == "homography" else picked
     models = _minimal_null_vector(picked)  # projected onto the manifold once preemption has kept a few
@@ -160,19 +215,22 @@ def ransac(pts0: torch.Tensor, pts1: torch.Tensor, valid: torch.Tensor, threshol
     #    on the same random subset of matches, then the best `preemptive_keep` on every match
     scale0 = torch.diag_embed(torch.stack([s0, s0, torch.ones_like(s0)], -1)).to(solve)
     scale1 = torch.diag_embed(torch.stack([s1, s1, torch.ones_like(s1)], -1)).to(solve)
-    left = torch.linalg.inv(scale1) if model == "homography" else scale1
-    centred = (left[:, None] @ models @ scale0[:, None]).to(dtype)
-    centred = centred / centred.flatten(-2).norm(dim=-1).clamp_min(1e-30)[..., None, None]
+    inverse1 = torch.diag_embed(torch.stack([1 / s1, 1 / s1, torch.ones_like(s1)], -1)).to(solve)
+    left = inverse1 if model == "homography" else scale1
+    def to_centred(normalised: torch.Tensor) -> torch.Tensor:  # B x T x 3 x 3, unit Frobenius norm
+        centred = (left[:, None] @ normalised @ scale0[:, None]).to(dtype)
+        return centred / centred.flatten(-2).norm(dim=-1).clamp_min(1e-30)[..., None, None]
+
     keep = min(int(conf["preemptive_keep"]), hypotheses)
     if keep < hypotheses:
         subset_size = min(int(conf["preemptive_matches"]), length)
         order = torch.rand(batch, length, generator=generator, device=pts0.device, dtype=dtype)
         subset = order.masked_fill(~valid, -1.0).topk(subset_size, dim=1).indices  # B x S, valid ones first
         rows_b = torch.arange(batch, device=subset.device)[:, None]
-        quick = _msac(_errors(centred, q0[rows_b, subset], q1[rows_b, subset], model), valid[rows_b, subset], limit)
-        kept = quick.topk(keep, dim=1, largest=False).indices
-        centred = centred[rows_b, kept]
-    centred = _project(centred, model)
+        quick = _msac(_errors(to_centred(models), q0[rows_b, subset], q1[rows_b, subset], model),
+                      valid[rows_b, subset], limit)
+        models = models[rows_b, quick.topk(keep, dim=1, largest=False).indices]
+    centred = to_centred(_project(models, model))  # projected in normalised coordinates, in solve_dtype
     errors = _errors(centred, q0, q1, model)
     loss = _msac(errors, valid, limit)
     # 3. local optimisation of the `lo_candidates` best hypotheses: reweighted refits on all matches, each
@@ -187,9 +245,7 @@ def ransac(pts0: torch.Tensor, pts1: torch.Tensor, valid: torch.Tensor, threshol
             normal = torch.einsum("btm,bmri,bmrj->btij", weight.to(solve), rows, rows)
         else:
             normal = torch.einsum("btm,bmi,bmj->btij", weight.to(solve), rows, rows)
-        refit = _project(_null_vector(normal), model)
-        refit = (left[:, None] @ refit @ scale0[:, None]).to(dtype)
-        refit = refit / refit.flatten(-2).norm(dim=-1).clamp_min(1e-30)[..., None, None]
+        refit = to_centred(_project(_weighted_null_vector(normal), model))
         refit_err = _errors(refit, q0, q1, model)
         refit_loss = _msac(refit_err, valid, limit)
         better = refit_loss < best_loss
@@ -204,7 +260,7 @@ def ransac(pts0: torch.Tensor, pts1: torch.Tensor, valid: torch.Tensor, threshol
     # 4. the model in the caller's coordinates: q = p - c, so x1' M x0 with the centring undone
     shift0, shift1 = _translation(-c0), _translation(-c1)
     if model == "homography":
-        full = torch.linalg.inv(shift1) @ model_c @ shift0
+        full = _translation(c1) @ model_c @ shift0
     else:
         full = shift1.transpose(1, 2) @ model_c @ shift0
     return {"model": full, "inliers": inliers, "count": inliers.sum(1), "loss": best_loss}
