@@ -145,7 +145,7 @@ def _project(models: torch.Tensor, model: str) -> torch.Tensor:
     trace_root = torch.sqrt((gram.diagonal(dim1=-2, dim2=-1).sum(-1) + 2 * root_ab).clamp_min(1e-300))
     root = (gram + root_ab[..., None, None] * keep) / trace_root[..., None, None]  # V diag(sqrt a, sqrt b, 0) V'
     inverse_root = (trace_root[..., None, None] * keep - root) / root_ab.clamp_min(1e-300)[..., None, None]
-    return rank2 @ inverse_root
+    return rank2 @ inverse_root * (trace_root / 2)[..., None, None]  # singular values (s1 + s2) / 2, twice
 
 
 def _errors(models: torch.Tensor, q0: torch.Tensor, q1: torch.Tensor, model: str) -> torch.Tensor:
