@@ -19,6 +19,8 @@ MODES = ("localize", "slam")
 MATCHER_NAMES = ("xfeat-lighterglue", "aliked-lightglue", "disk-lightglue", "xfeat-mnn")
 BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp16", "fp32")
+VERIFIERS = ("auto", "opencv", "torch")
+SWITCHES = ("auto", "on", "off")
 RERANK_OFF = ("off", "")
 
 
@@ -46,6 +48,10 @@ class LocalizerConfig:
     skip_min_probability: float | None = setting(
         -1.0, "verify only the first candidate when the map's calibrated probability that the global first "
               "candidate is right reaches this (maps with an uncertainty model; <0: off)", (-1.0, 1.0))
+    verifier: str = setting("auto", "geometric verification of re-ranked candidates: opencv (MAGSAC++ per pair, pairs "
+                                    "in parallel threads), torch (batched RANSAC, all candidates in one call on the "
+                                    "configured device), auto (torch on CUDA, opencv on the CPU, where it is faster)",
+                            VERIFIERS)
     min_inliers: int = setting(15, "inliers a verified candidate needs", (4, 100000))
     min_inlier_ratio: float = setting(0.25, "share of matches that must be inliers", (0.0, 1.0))
     accept_min_inliers: int = setting(30, "loop closure: inliers of the best hypothesis (with re-ranking)",
@@ -75,6 +81,10 @@ class LocalizerConfig:
                                    "else torch), torch, onnxruntime, or tensorrt (with device cuda); the map's "
                                    "descriptor is exported (and the engine built) into the cache on first use",
                            BACKEND_NAMES)
+    device_query: str = setting("auto", "localize mode: keep the whole query on the device, read back once per frame "
+                                        "(joint XFeat descriptor graph, exact search, xfeat matcher, batched "
+                                        "verification; maps/device_query.py): on, off, or auto (on with CUDA when the "
+                                        "map and matcher allow it)", SWITCHES)
     cpu_threads: int = setting(0, "CPU threads of torch, ONNX Runtime, faiss and verification (0: every core "
                                   "the process may use); fewer leave cores to the robot's other processes",
                                (0, 1024))

@@ -29,12 +29,14 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.joint import shares_backbone
 from vpr_ros.core.inputs.images import to_rgb8
+from vpr_ros.core.maps.device_query import DeviceQuery, why_not
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
-from vpr_ros.core.matching.geometry import GeometricVerifier, Verifiable, Verification
+from vpr_ros.core.matching.geometry import Verifiable, Verification
 from vpr_ros.core.matching.local_features import (LocalExtractor, LocalFeatures, LocalFeatureTable,
                                                   features_from_joint)
+from vpr_ros.core.matching.ransac import make_verifier
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.runtime.backends import Encoded, make_backend
 from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
@@ -90,10 +92,12 @@ class Localizer:
         set_cpu_threads(config.cpu_threads)
         self.reranker = None
         if config.rerank:
-            verifier = GeometricVerifier(min_inliers=config.min_inliers, min_inlier_ratio=config.min_inlier_ratio)
+            verifier = make_verifier(config.verifier, config.device, min_inliers=config.min_inliers,
+                                     min_inlier_ratio=config.min_inlier_ratio)
             self.reranker = Reranker(config.rerank, verifier, skip_margin=config.skip_margin, device=config.device,
                                      precision=config.precision, matcher_layers=config.matcher_layers)
         self.vpr_map: VPRMap | None = None
+        self.device_query: DeviceQuery | None = None
         self._map_extractor: LocalExtractor | None = None
         self._bootstrap: list[tuple[np.ndarray, int, np.ndarray | None]] = []
         self._recent_best: deque[int | None] = deque(maxlen=max(config.temporal_window, 1))
@@ -113,12 +117,13 @@ class Localizer:
         local_conf = vpr_map.local_conf if self._joint_wanted(vpr_map) else None
         vpr_map.backend = self._backend(vpr_map.descriptor, local_conf)
         self._place_index(vpr_map)
+        device_query = self._device_query(vpr_map)
         model = vpr_map.uncertainty
         if model is not None and model.calibrator_for(self.config.rerank) is None:
             LOGGER.warning("map %s has no calibrator for %s: probabilities stay NaN and loop closures use the "
                            "similarity/inlier thresholds; run vpr_train_uncertainty --rerank %s", vpr_map.name,
                            self.config.rerank or "global retrieval", self.config.rerank or "")
-        self.vpr_map = vpr_map
+        self.vpr_map, self.device_query = vpr_map, device_query
         self._recent_best.clear()
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
@@ -129,10 +134,15 @@ class Localizer:
         if self.vpr_map is None:  # slam, still collecting frames for the vocabulary
             return self._collect(image, stamp_ns, pose, self.frames_processed)
         result = FrameResult(self.frames_processed, stamp_ns)
-        encoded = self._retrieve(image, stamp_ns, result)
-        features = self._local_features(image, result, encoded)
-        uncertain = self._uncertainties(result)
-        result.places = self._rank(features, camera_K, result, self._confident(result, uncertain))
+        if self.device_query is not None:
+            features, rerank = None, self._on_device(image, camera_K, result)
+            uncertain = self._uncertainties(result)
+        else:
+            encoded = self._retrieve(image, stamp_ns, result)
+            features = self._local_features(image, result, encoded)
+            uncertain = self._uncertainties(result)
+            rerank = None
+        result.places = self._rank(features, camera_K, result, self._confident(result, uncertain), rerank)
         if uncertain is not None and result.places:
             self._score(result, uncertain)
         result.loop = self._accept(result.places)
@@ -154,6 +164,27 @@ class Localizer:
         keep = (ids >= 0) & (ids < searchable)
         result.descriptor, result.global_keys, result.global_similarities = answer.descriptors, ids[keep][:k], sims[keep][:k]
         return answer.encoded
+
+    def _on_device(self, image: np.ndarray, camera_K: np.ndarray | None, result: FrameResult):
+        """Retrieval and re-ranking as one device chain read back once (maps/device_query.py)."""
+        answer = self.device_query(image, camera_K)
+        result.timings_ms.update(answer.timings_ms)
+        result.descriptor, result.global_keys, result.global_similarities = answer.descriptor, answer.ids, answer.similarities
+        return answer.rerank
+
+    def _device_query(self, vpr_map: VPRMap) -> DeviceQuery | None:
+        """The map's device chain when `device_query` asks for it: on (refused with the reason when the map or
+        settings do not allow it), auto (on CUDA in localize mode when they allow it) or off."""
+        switch = self.config.device_query
+        if switch == "off" or (switch == "auto" and not self.config.device.startswith("cuda")):
+            return None
+        reason = "slam maps grow every keyframe" if self.config.mode == "slam" else why_not(vpr_map, self.reranker)
+        if reason:
+            if switch == "on":
+                raise ValueError(f"device_query is on but the query cannot stay on the device: {reason}")
+            LOGGER.info("map %s: the query runs stage by stage (%s)", vpr_map.name, reason)
+            return None
+        return DeviceQuery(vpr_map, self.reranker, self.config.top_k, self.config.rerank_top_k)
 
     def _local_features(self, image: np.ndarray, result: FrameResult,
                         encoded: Encoded | None) -> LocalFeatures | None:
@@ -196,14 +227,16 @@ class Localizer:
         return bool(np.isfinite(probability) and probability >= threshold)
 
     def _rank(self, features: LocalFeatures | None, camera_K: np.ndarray | None,
-              result: FrameResult, confident: bool = False) -> list[PlaceResult]:
-        """The hypotheses best first: re-ranked (the first rerank_top_k), the rest in global order."""
+              result: FrameResult, confident: bool = False, rerank=None) -> list[PlaceResult]:
+        """The hypotheses best first: re-ranked (the first rerank_top_k; `rerank`: done on the device
+        already), the rest in global order."""
         frames, ids, sims = self.vpr_map.frames, result.global_keys, result.global_similarities
         if self.reranker is None or not len(ids):
             return [PlaceResult(h, h.rank) for h in self.vpr_map.hypotheses(ids, sims)]
         first = self.config.rerank_top_k or len(ids)
-        rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K, camera_K,
-                                      confident)
+        if rerank is None:
+            rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K, camera_K,
+                                          confident)
         result.timings_ms.update(rerank.timings_ms)
         result.rerank_pairs, result.rerank_skipped = rerank.pairs_matched, rerank.skipped
         places = [PlaceResult(Hypothesis.of(frames, c.key, c.global_rank, c.global_similarity), rank, c.score,

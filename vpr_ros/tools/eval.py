@@ -29,7 +29,7 @@ from vpr_ros.tools.plots import confidence_plots
 CONFIG_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_probability", "min_inliers",
                 "min_inlier_ratio", "accept_min_inliers", "accept_min_similarity", "accept_min_probability",
                 "temporal_window", "temporal_tolerance", "max_keypoints", "matcher_layers", "device", "precision",
-                "backend", "cpu_threads")
+                "backend", "cpu_threads", "verifier", "device_query")
 
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):

@@ -52,12 +52,15 @@ class TorchFlatSearch:
         self.matrix[self.size:need] = torch.from_numpy(vectors).to(self.device)
         self.size = need
 
+    def search_tensors(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q x D device tensor -> (Q x min(k, N) similarities, ids) on the device, nothing read back."""
+        top = torch.topk(queries.float() @ self.matrix[:self.size].T, min(k, self.size), dim=1)
+        return top.values, top.indices
+
     @torch.inference_mode()
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        q = torch.from_numpy(queries).to(self.device, non_blocking=True)
-        sims = q @ self.matrix[:self.size].T  # Q x N
-        top = torch.topk(sims, min(k, self.size), dim=1)
-        values, ids = top.values.cpu().numpy(), top.indices.cpu().numpy()
+        values, ids = self.search_tensors(torch.from_numpy(queries).to(self.device, non_blocking=True), k)
+        values, ids = values.cpu().numpy(), ids.cpu().numpy()
         if values.shape[1] < k:  # fewer map frames than k: pad as faiss does
             pad = k - values.shape[1]
             values = np.pad(values, ((0, 0), (0, pad)), constant_values=-np.inf)
@@ -102,6 +105,15 @@ class DescriptorIndex:
             raise ValueError(f"GPU search with index {self.factory!r} needs faiss with GPU support (faiss-gpu), "
                              "which is not installed here; use a Flat index or search on the cpu")
         self.device = device
+
+    def torch_search(self, device: str) -> TorchFlatSearch:
+        """Exact search whose results stay on `device` (the GPU copy when the index searches there; for a
+        Flat index elsewhere, a torch copy of its vectors made here); a quantised or graph index has none."""
+        if isinstance(self._gpu, TorchFlatSearch) and self._gpu.device == torch.device(device):
+            return self._gpu
+        if self.factory != "Flat":
+            raise ValueError(f"the {self.factory!r} index cannot search on the device in torch; use a Flat index")
+        return TorchFlatSearch(self._vectors(self.index), device)
 
     @staticmethod
     def _vectors(index) -> np.ndarray:

@@ -212,9 +212,7 @@ class Matcher:
             return []
         if len(query) == 0:
             return [Matches.none() for _ in candidates]
-        longest = max(len(c) for c in candidates)
-        if longest == 0:
-            return [Matches.none() for _ in candidates]
+        longest = max(1, max(len(c) for c in candidates))
         dim = query.descriptors.shape[1]
         stacked = torch.zeros(len(candidates), longest, dim)
         valid = torch.zeros(len(candidates), longest, dtype=torch.bool)
@@ -222,19 +220,30 @@ class Matcher:
             stacked[i, :len(cand)] = torch.from_numpy(cand.descriptors)
             valid[i, :len(cand)] = True
         q = torch.from_numpy(query.descriptors).to(self.device)
-        sim = torch.einsum("md,bnd->bmn", q, stacked.to(self.device))  # B x M x N
-        sim = sim.masked_fill(~valid[:, None, :].to(self.device), -2.0)
-        best_map = sim.argmax(dim=2)  # B x M
-        best_query = sim.argmax(dim=1).cpu()  # B x N
-        scores = sim.gather(2, best_map[..., None])[..., 0].float().cpu()  # B x M; only these leave the device
-        best_map = best_map.cpu()
+        index, score = mutual_nearest(q, torch.ones(len(q), dtype=torch.bool, device=self.device),
+                                      stacked.to(self.device), valid.to(self.device), self.min_cosine)
+        index, score = index.cpu().numpy(), score.float().cpu().numpy()  # only these leave the device
         out = []
-        for b in range(len(candidates)):
-            idx0 = torch.arange(len(query))
-            idx1, score = best_map[b], scores[b]
-            keep = (best_query[b, idx1] == idx0) & (score > self.min_cosine)
-            out.append(Matches(idx0[keep].numpy(), idx1[keep].numpy(), score[keep].numpy().astype(np.float32)))
+        for row in range(len(candidates)):
+            q_idx = np.flatnonzero(index[row] >= 0)
+            out.append(Matches(q_idx.astype(np.int64), index[row, q_idx].astype(np.int64),
+                               score[row, q_idx].astype(np.float32)))
         return out
+
+
+def mutual_nearest(desc0: torch.Tensor, valid0: torch.Tensor, desc1: torch.Tensor, valid1: torch.Tensor,
+                   min_cosine: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mutual nearest neighbours of one query's M descriptors (M x D, valid M) among B candidates' (B x N x D,
+    valid B x N), with a cosine floor -> (B x M: the matched candidate index, -1 for none; B x M: the
+    cosine, 0 for none). Static shapes, one matrix product for all candidates."""
+    sim = torch.einsum("md,bnd->bmn", desc0, desc1.to(desc0.dtype))
+    sim = sim.masked_fill(~(valid0[None, :, None] & valid1[:, None, :]), -2.0)
+    best_map = sim.argmax(dim=2)  # B x M
+    best_query = sim.argmax(dim=1)  # B x N
+    score = sim.gather(2, best_map[..., None])[..., 0]
+    rows = torch.arange(desc0.shape[0], device=desc0.device)[None]
+    keep = (best_query.gather(1, best_map) == rows) & (score > min_cosine) & valid0[None]
+    return torch.where(keep, best_map, -1), torch.where(keep, score, torch.zeros_like(score))
 
 
 class GraphedLightGlue:
@@ -250,16 +259,16 @@ class GraphedLightGlue:
 
     def __init__(self, net, mixed: bool, threshold: float):
         self.net, self.mixed, self.threshold = net, mixed, float(threshold)
-        self.call = GraphedCall(self._dense)
+        self.call = GraphedCall(self.dense)
         self.device = next(net.parameters()).device
 
-    def _dense(self, kpts0, desc0, valid0, kpts1, desc1, valid1) -> torch.Tensor:
+    def dense(self, kpts0, desc0, valid0, kpts1, desc1, valid1) -> torch.Tensor:
         """The query's 1 x L and the candidates' B x L inputs -> 2 x B x L: the matched index in image 1
         (-1: none) and the score, per query keypoint."""
         net = self.net
         batch = len(kpts1)
         kpts0, desc0, valid0 = (t.expand(batch, *t.shape[1:]) for t in (kpts0, desc0, valid0))
-        with torch.autocast("cuda", dtype=torch.float16, enabled=self.mixed):
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.mixed):
             d0, d1 = net.input_proj(desc0), net.input_proj(desc1)
             e0, e1 = net.posenc(kpts0), net.posenc(kpts1)
             m0, m1 = valid0[:, None, :, None], valid1[:, None, :, None]  # broadcast over the heads

@@ -120,7 +120,12 @@ class Reranker:
 
     def verify_pairs(self, query: LocalFeatures, pairs: list[tuple[LocalFeatures, Matches]],
                      query_K: np.ndarray | None = None, map_K: np.ndarray | None = None) -> list[Verification]:
-        """Verify each (candidate features, matches) pair, in parallel threads when there are several."""
+        """Verify each (candidate features, matches) pair: all in one call with a batched verifier, else in
+        parallel threads when there are several."""
+        if hasattr(self.verifier, "verify_batch"):
+            points = [(query.keypoints[m.query_idx], features.keypoints[m.map_idx], m.scores) for features, m in pairs]
+            return self.verifier.verify_batch(points, query.image_size, [f.image_size for f, _ in pairs], query_K, map_K)
+
         def verify(pair):
             features, m = pair
             return self.verifier.verify(query.keypoints[m.query_idx], features.keypoints[m.map_idx],

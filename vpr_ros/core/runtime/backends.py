@@ -69,7 +69,7 @@ class TorchBackend:
         self.joint = DescriptorWithKeypoints(self.descriptor, max_keypoints).to(device) if max_keypoints else None
         self.device, self.max_keypoints = device, int(max_keypoints)
         self.input_size, self.dim = descriptor.input_size, descriptor.dim
-        self._graphed = GraphedCall(self._forward) if cuda_graphs and device.startswith("cuda") else None
+        self._graphed = GraphedCall(self.forward) if cuda_graphs and device.startswith("cuda") else None
         self._pinned: dict[tuple, torch.Tensor] = {}
 
     @property
@@ -77,7 +77,9 @@ class TorchBackend:
         extra = f", {self.precision}" + (", CUDA graphs" if self._graphed is not None else "")
         return f"torch/{self.device}" + (extra if self.device.startswith("cuda") else "")
 
-    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """B x 3 x H x W (uint8 or float) on the backend's device -> its outputs as device tensors
+        (descriptors, then with the joint graph keypoints, local descriptors, scores), nothing read back."""
         images = to_float_nchw(images)  # a uint8 batch is converted inside the graph
         fp16 = self.precision == "fp16"  # fp32 means fp32: no TF32 convolutions either
         dense = self.joint.dense if self.joint is not None else self.descriptor.features
@@ -89,7 +91,8 @@ class TorchBackend:
             return self.joint.heads(*feats)
         return (self.descriptor.aggregate(feats),)
 
-    def _upload(self, images: torch.Tensor) -> torch.Tensor:
+    def upload(self, images: torch.Tensor) -> torch.Tensor:
+        """A host batch onto the backend's device (through pinned memory on CUDA, asynchronously)."""
         if not self.device.startswith("cuda"):
             return images
         if images.device.type == "cpu":  # pinned staging makes the upload asynchronous and faster
@@ -101,8 +104,8 @@ class TorchBackend:
 
     @torch.inference_mode()
     def encode(self, images: torch.Tensor) -> Encoded:
-        images = self._upload(images)
-        outputs = self._graphed(images) if self._graphed is not None else self._forward(images)
+        images = self.upload(images)
+        outputs = self._graphed(images) if self._graphed is not None else self.forward(images)
         return _encoded([out.float().cpu().numpy() for out in outputs])
 
     def describe(self, images: torch.Tensor) -> np.ndarray:

@@ -94,3 +94,27 @@ class GraphedCall:
             out = self.fn(*static)
         LOGGER.debug("captured a CUDA graph for inputs %s", [tuple(t.shape) for t in inputs])
         return graph, static, out
+
+
+class HostReader:
+    """Reads a dict of device tensors back to the host in one synchronisation: every copy is queued
+    non-blocking into pinned buffers (kept per name and shape, so a steady pipeline allocates nothing),
+    then the stream is waited on once. On the CPU the tensors are simply viewed as numpy."""
+
+    def __init__(self):
+        self._pinned: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, tensors: dict[str, torch.Tensor]) -> dict[str, "np.ndarray"]:
+        devices = {t.device for t in tensors.values()}
+        if all(d.type == "cpu" for d in devices):
+            return {name: t.detach().numpy() for name, t in tensors.items()}
+        staged = {}
+        for name, t in tensors.items():
+            key = (name, tuple(t.shape), t.dtype)
+            if key not in self._pinned:
+                self._pinned[key] = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            staged[name] = self._pinned[key].copy_(t, non_blocking=True)
+        for device in devices:
+            if device.type == "cuda":
+                torch.cuda.current_stream(device).synchronize()
+        return {name: t.numpy().copy() for name, t in staged.items()}  # the buffers are reused next frame
