@@ -77,3 +77,32 @@ def spin_until(executor, predicate, timeout_s: float) -> bool:
             return True
         executor.spin_once(timeout_sec=0.05)
     return predicate()
+
+
+class NoReadBack:
+    """A torch function mode that fails on every operation reading tensor values back to the host (a
+    device synchronisation on a GPU): item/tolist/numpy/cpu, truth values, nonzero-style ops and boolean
+    mask indexing (its shape depends on the data)."""
+
+    def __new__(cls):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        reads = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.__bool__,
+                 torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__, torch.nonzero,
+                 torch.Tensor.nonzero, torch.masked_select, torch.Tensor.masked_select, torch.unique,
+                 torch.Tensor.unique, torch.argwhere, torch.Tensor.argwhere}
+
+        def boolean_index(index) -> bool:
+            items = index if isinstance(index, tuple) else (index,)
+            return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                name = getattr(func, "__name__", str(func))
+                if func in reads or (func in (torch.Tensor.__getitem__, torch.Tensor.__setitem__)
+                                     and boolean_index(args[1])):
+                    raise AssertionError(f"{name} reads back from the device")
+                return func(*args, **(kwargs or {}))
+
+        return Mode()

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
+from conftest import NoReadBack
 
 from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.ransac import BatchedVerifier, _project, ransac
@@ -91,19 +91,6 @@ def test_degenerate_pairs_get_the_reference_reasons_beside_a_good_pair():
         BatchedVerifier().verify(np.zeros((3, 2)), np.zeros((2, 2)), SIZE, SIZE)
 
 
-class _NoReadBack(TorchFunctionMode):
-    """Fails on every tensor method that reads values back to the host (a device synchronisation)."""
-
-    READS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu, torch.Tensor.__bool__,
-             torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__, torch.nonzero, torch.Tensor.nonzero,
-             torch.masked_select, torch.Tensor.masked_select, torch.unique}
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.READS:
-            raise AssertionError(f"{getattr(func, '__name__', func)} reads back from the device inside the fit")
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("calibrated", [False, True])
 def test_fit_has_static_shapes_and_reads_nothing_back(calibrated):
     rng = np.random.default_rng(6)
@@ -115,7 +102,7 @@ def test_fit_has_static_shapes_and_reads_nothing_back(calibrated):
         pts0[i, :n], pts1[i, :n], valid[i, :n] = torch.from_numpy(q[:n]), torch.from_numpy(m[:n]), True
     kk = (K, K) if calibrated else (None, None)
     verifier = BatchedVerifier()
-    with _NoReadBack():
+    with NoReadBack():
         fitted = verifier.fit(pts0, pts1, valid, torch.ones(batch, length), SIZE, [SIZE] * batch, *kk)
     model = "essential" if calibrated else "fundamental"
     assert fitted[f"{model}_inliers"].shape == fitted["homography_inliers"].shape == (batch, length)
