@@ -190,7 +190,7 @@ def test_padded_lightglue_pass_equals_kornia_unpruned(corridor_dir):
     want = matcher.match(query, cands)
     dense = GraphedLightGlue(matcher.net, mixed=False, threshold=matcher.min_confidence)
     with torch.inference_mode():
-        index, _ = dense._dense(*dense._pack([query], 512), *dense._pack(cands, 512)).numpy()
+        index, _ = dense.dense(*dense._pack([query], 512), *dense._pack(cands, 512)).numpy()
     for row, w in enumerate(want):
         q = np.flatnonzero(index[row] >= 0)
         assert set(zip(q, index[row, q].astype(int))) == set(zip(w.query_idx, w.map_idx)) and len(w) > 50
@@ -211,3 +211,67 @@ def test_published_model_on_cuda_agrees_with_the_cpu(corridor_map, preset, preci
     got = TorchBackend(descriptor, "cuda", precision, cuda_graphs=True).describe(tensor)
     assert got.shape == reference.shape
     assert _cosine(got, reference).min() >= min_cosine
+
+
+@needs_cuda
+def test_batched_verifier_on_cuda_reads_nothing_back_and_agrees_with_the_cpu():
+    """The fit under torch's sync debug mode ("error": any host synchronisation raises), then its
+    decisions against the same fit on the CPU."""
+    from vpr_ros.core.matching.ransac import BatchedVerifier
+
+    rng = np.random.default_rng(0)
+    pts0 = torch.from_numpy(rng.uniform(0, 640, (6, 256, 2)).astype(np.float32))
+    shift = torch.from_numpy(rng.normal(0, 0.5, (6, 256, 2)).astype(np.float32))
+    pts1 = pts0 + torch.tensor([30.0, 5.0]) + shift  # a translation: a homography and a fundamental matrix fit
+    pts1[:, 150:] = torch.from_numpy(rng.uniform(0, 640, (6, 106, 2)).astype(np.float32))
+    valid = torch.ones(6, 256, dtype=torch.bool)
+    valid[3, 100:] = False
+    size = torch.tensor([640.0, 480.0])
+    cpu = BatchedVerifier()
+    want = cpu.decide(cpu.fit(pts0, pts1, valid, torch.ones(6, 256), size, size.expand(6, 2)))
+    gpu = BatchedVerifier(device="cuda")
+    args = [t.cuda() for t in (pts0, pts1, valid, torch.ones(6, 256), size, size.expand(6, 2))]
+    gpu.fit(*args)  # warm-up: library handles and workspaces
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fitted = gpu.fit(*args, own_generator=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    got = gpu.decide({k: v.cpu() for k, v in fitted.items()})
+    assert [g.verified for g in got] == [w.verified for w in want]
+    assert all(abs(g.inlier_count - w.inlier_count) <= 0.1 * max(w.inlier_count, 10) for g, w in zip(got, want))
+
+
+@needs_cuda
+@pytest.mark.parametrize("rerank", ["xfeat-lighterglue", "xfeat-mnn"])
+def test_device_chain_is_one_capture_and_answers_like_the_cpu_chain(corridor_map, rerank):
+    """The whole query (descriptor, search, gather, match, verification) captured as one CUDA graph and
+    read back once, against the same chain run eagerly on the CPU; the eager CUDA chain under the sync
+    debug mode first, so that a hidden synchronisation fails here rather than breaking the capture."""
+    vpr_map, queries = corridor_map
+    answers = {}
+    for device in ("cpu", "cuda"):
+        config = LocalizerConfig(top_k=5, rerank=rerank, device=device, backend="torch", verifier="torch",
+                                 device_query="on", temporal_window=0)
+        localizer = Localizer(config, vpr_map)
+        if device == "cuda":
+            chain = localizer.device_query
+            assert chain.graphed and chain.reranker.table.resident
+            from vpr_ros.core.inputs.images import batch_to_uint8
+
+            images = chain.backend.upload(batch_to_uint8([queries[0]], chain.backend.input_size))
+            size = torch.tensor([queries[0].shape[1], queries[0].shape[0]], dtype=torch.float32, device="cuda")
+            chain.chain(images, size)  # warm-up outside the debug mode
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                chain.chain(images, size)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        results = [localizer.process(q, i) for i, q in enumerate(queries)]
+        answers[device] = [(r.places[0].hypothesis.key, r.places[0].verified) for r in results]
+        if device == "cuda":
+            assert len(localizer.device_query._calls[False]) == 1  # one capture for the whole chain
+    agree = np.mean([a == b for a, b in zip(answers["cpu"], answers["cuda"])])
+    assert agree >= 0.9, answers
+    vpr_map.index.to_device("cpu")
+    vpr_map.backend = None

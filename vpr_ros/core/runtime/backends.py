@@ -55,13 +55,15 @@ class TorchBackend:
     On CUDA: the backbone runs in `precision` (fp16 by default, under autocast; the aggregation
     (VLAD, GeM, optimal transport, ...), the sparse head and PCA stay float32) and, with
     `cuda_graphs`, each batch size is captured once as a CUDA graph and replayed, the input staged
-    through pinned host memory. On the CPU it is the plain module in fp32.
+    through pinned host memory. On the CPU it is the plain module in fp32. With `compile` the pass is
+    compiled by torch.compile (Inductor) before capture; off by default until a GPU measurement shows it
+    faster than the captured eager pass (benchmarks/gpu_query.py compares the two).
     """
 
     name = "torch"
 
     def __init__(self, descriptor: GlobalDescriptor, device: str = "cpu", precision: str = "auto",
-                 cuda_graphs: bool = True, max_keypoints: int = 0):
+                 cuda_graphs: bool = True, max_keypoints: int = 0, compile: bool = False):
         device = resolve_device(device)
         self.precision = resolve_precision(precision, device)
         # on CUDA a private copy: a captured graph reads the weights at fixed addresses, so nobody else may move them
@@ -69,12 +71,16 @@ class TorchBackend:
         self.joint = DescriptorWithKeypoints(self.descriptor, max_keypoints).to(device) if max_keypoints else None
         self.device, self.max_keypoints = device, int(max_keypoints)
         self.input_size, self.dim = descriptor.input_size, descriptor.dim
+        if compile:  # Inductor kernels (Triton on CUDA, C++ on the CPU) for the whole pass; compiled on first call
+            self.forward = torch.compile(self.forward, mode="max-autotune-no-cudagraphs", dynamic=False)
+        self.compiled = bool(compile)
         self._graphed = GraphedCall(self.forward) if cuda_graphs and device.startswith("cuda") else None
         self._pinned: dict[tuple, torch.Tensor] = {}
 
     @property
     def label(self) -> str:
-        extra = f", {self.precision}" + (", CUDA graphs" if self._graphed is not None else "")
+        extra = (f", {self.precision}" + (", torch.compile" if self.compiled else "")
+                 + (", CUDA graphs" if self._graphed is not None else ""))
         return f"torch/{self.device}" + (extra if self.device.startswith("cuda") else "")
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:

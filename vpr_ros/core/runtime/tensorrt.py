@@ -138,6 +138,10 @@ class TensorRTBackend:
     def describe(self, images: torch.Tensor) -> np.ndarray:
         images = to_float_nchw(images.to(self.device, non_blocking=True))
         batch = images.shape[0]
+        # the images were made on the caller's stream: the engine's stream must not read them before that
+        # work is done, and their memory must not be reused while the engine's stream still copies them
+        self.stream.wait_stream(torch.cuda.current_stream(self.device))
+        images.record_stream(self.stream)
         out = []
         for start in range(0, batch, self.max_batch):  # batches above the profile run in chunks
             chunk = images[start:start + self.max_batch]
