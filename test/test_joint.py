@@ -154,3 +154,16 @@ def ref_map_40(corridor_dir):
     from conftest import corridor40_map
 
     return corridor40_map(corridor_dir)
+
+
+@pytest.mark.slow
+def test_compiled_joint_pass_agrees_with_the_eager_one(fitted, images):
+    """torch.compile (Inductor; C++ kernels here, Triton on CUDA) of the whole joint pass: the same
+    descriptors and keypoints on real images as the eager module (benchmarks/gpu_query.py times both)."""
+    from vpr_ros.core.runtime.backends import TorchBackend, agreement
+
+    eager = TorchBackend(fitted, "cpu", max_keypoints=256)
+    compiled = TorchBackend(fitted, "cpu", max_keypoints=256, compile=True)
+    assert compiled.label == "torch/cpu" and compiled.compiled
+    report = agreement(eager, compiled, np.asarray(_uint8(images[:2])), min_cosine=0.9999, min_shared_keypoints=0.98)
+    assert report["agrees"], report

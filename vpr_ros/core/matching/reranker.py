@@ -15,8 +15,9 @@ behind the weight.
 With `skip_margin`, when the global first candidate leads the second by at least that cosine margin
 (or when the caller says the first is confident, e.g. by its calibrated probability), only the first
 is matched and verified (the loop edge still gets its geometry); if it fails verification, all K are
-matched after all. Pairs are verified in parallel threads (OpenCV releases
-the GIL while it fits a model), at most `verify_workers` at a time (default: runtime.threads.cpu_threads()).
+matched after all. With OpenCV's verifier the pairs are verified in parallel threads (OpenCV releases
+the GIL while it fits a model), at most `verify_workers` at a time (default: runtime.threads.cpu_threads());
+with the batched one (ransac.BatchedVerifier) all pairs are fitted in one call on its device.
 """
 
 import os

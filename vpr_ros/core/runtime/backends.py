@@ -72,7 +72,7 @@ class TorchBackend:
         self.device, self.max_keypoints = device, int(max_keypoints)
         self.input_size, self.dim = descriptor.input_size, descriptor.dim
         if compile:  # Inductor kernels (Triton on CUDA, C++ on the CPU) for the whole pass; compiled on first call
-            self.forward = torch.compile(self.forward, mode="max-autotune-no-cudagraphs", dynamic=False)
+            self.forward = torch.compile(self.forward, dynamic=False)
         self.compiled = bool(compile)
         self._graphed = GraphedCall(self.forward) if cuda_graphs and device.startswith("cuda") else None
         self._pinned: dict[tuple, torch.Tensor] = {}
