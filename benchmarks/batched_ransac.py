@@ -9,7 +9,8 @@
    two OpenCV estimators (MAGSAC++ and GC-RANSAC, USAC_ACCURATE) and MAGSAC++ against itself on the
    same matches in another order (its random samples change with the order).
 3. Time for K candidate pairs of M matches: OpenCV one pair after another, OpenCV in the re-ranker's
-   threads, and one batched call on --device (after warm-up, synchronised, median of --repeats).
+   threads, kornia's torch RANSAC (fundamental, its defaults) one pair after another on --device, and
+   one batched call on --device (after warm-up, synchronised, median of --repeats).
 
     .venv/bin/python benchmarks/batched_ransac.py [--device cuda] [--pairs 10] [--matches 512] [--json F]
 """
@@ -151,7 +152,12 @@ def timing(device: str, pairs: int, matches: int, repeats: int) -> dict:
         return round(statistics.median(times), 2)
 
     points = [(q, m, None) for q, m, *_ in scenes]
-    return {"pairs": pairs, "matches": matches, "cpu_threads": cpu_threads(),
+    from kornia.geometry.ransac import RANSAC  # a published torch RANSAC: one pair per call
+
+    kornia_ransac = RANSAC("fundamental", inl_th=3.0, confidence=0.999)
+    kornia_points = [(torch.from_numpy(q).float().to(device), torch.from_numpy(m).float().to(device)) for q, m, _ in points]
+    return {"kornia_ransac_one_by_one_ms": clock(lambda: [kornia_ransac(q, m) for q, m in kornia_points]),
+            "pairs": pairs, "matches": matches, "cpu_threads": cpu_threads(),
             "opencv_sequential_ms": clock(lambda: [reference.verify(q, m, SIZE, SIZE) for q, m, _ in points]),
             "opencv_threads_ms": clock(lambda: list(pool.map(lambda p: reference.verify(p[0], p[1], SIZE, SIZE), points))),
             f"torch_batched_{device}_ms": clock(lambda: batched.verify_batch(points, SIZE, [SIZE] * pairs))}
