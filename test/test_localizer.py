@@ -136,3 +136,21 @@ def test_frame_gate():
     assert gate.admit(5 * 10**9) and gate.admit(10**9), "time going back (a replayed bag) resets the gate"
     with pytest.raises(ValueError):
         FrameGate(min_interval_s=-1)
+
+
+def test_small_and_stretched_images_are_named_once(ref_map, corridor_dir, caplog):
+    """A 64 x 32 thumbnail camera and a 1241 x 376 KITTI-shaped one: answered, and told once per size."""
+    import cv2
+    import logging
+
+    from vpr_ros.core.inputs.images import read_image
+
+    image = read_image(sorted((corridor_dir / "query").glob("*.jpg"))[5])
+    localizer = Localizer(LocalizerConfig(rerank="off", top_k=3), ref_map)
+    with caplog.at_level(logging.WARNING, logger="vpr_ros"):
+        for size in ((64, 32), (64, 32), (1241, 376), (1241, 376), (640, 480)):
+            assert len(localizer.process(cv2.resize(image, size), 0).places) == 3
+    upsampled = [m for m in caplog.messages if "upsampled" in m]
+    stretched = [m for m in caplog.messages if "stretched" in m]
+    assert len(upsampled) == 1 and "64x32" in upsampled[0] and "10.0x by 15.0x" in upsampled[0]
+    assert len(stretched) == 1 and "1241x376" in stretched[0]

@@ -132,3 +132,26 @@ def test_vpr_sim_compressed_images(tmp_path):
 def test_vpr_sim_refuses_bad_options(tmp_path, capsys):
     assert sim.main([str(tmp_path), "--frames", "0"]) == 2
     assert "frames >= 1" in capsys.readouterr().err
+
+
+def test_hard_conditions_and_another_robots_camera():
+    """night, rain, fog and snow laps render deterministically and differ from day the way they should;
+    camera_offsets move a lap's camera as if another robot drove it."""
+    conf = {"frames": 12, "laps": 5, "width": 160, "height": 120, "appearances": ("day", "night", "rain", "fog", "snow"),
+            "camera_offsets": ((0.0, 0.0, 0.0), (-0.7, 0.5, 6.0))}
+    run = SimRun(conf)
+    images = {run.appearance(lap).name: next(iter(run.frames(lap))).image.astype(np.float32) for lap in range(5)}
+    again = next(iter(SimRun(conf).frames(1))).image
+    assert (again == images["night"]).all()
+    day = images["day"]
+    assert images["night"].mean() < 0.6 * day.mean()
+    ground = slice(90, 120)  # the lower quarter: road
+    assert images["snow"][ground].mean() > day[ground].mean() + 40
+    for name in ("night", "rain", "fog", "snow"):
+        assert np.abs(images[name] - day).mean() > 10, name
+    _, day_pose, _ = run.trajectory(0)
+    _, other_pose, _ = run.trajectory(1)
+    assert other_pose[:, 2].mean() == pytest.approx(day_pose[:, 2].mean() - 0.7, abs=0.1)
+    assert run.describe()["laps"][1]["camera_offset"] == {"height_m": -0.7, "lateral_m": 0.5, "pitch_deg": 6.0}
+    with pytest.raises(ValueError, match="camera_offsets"):
+        SimRun({"camera_offsets": ((-1.6, 0.0, 0.0),)})

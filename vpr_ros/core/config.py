@@ -52,6 +52,14 @@ class LocalizerConfig:
                                     "in parallel threads), torch (batched RANSAC, all candidates in one call on the "
                                     "configured device), auto (torch on CUDA, opencv on the CPU, where it is faster)",
                             VERIFIERS)
+    sequence_length: int = setting(0, "sequence matching: rank map frames by how the last this-many processed frames "
+                                      "line up with an ordered map along a plausible velocity (0: off, single-image "
+                                      "ranking; maps/sequence.py); single-image until the window fills", (0, 200))
+    sequence_max_step: int = setting(3, "sequence matching: most map frames the robot may advance per processed frame "
+                                        "(its speed against the map's frame spacing; skipped frames widen it)", (1, 50))
+    accept_min_sequence_score: float = setting(
+        0.0, "loop closure with sequence matching, maps without a calibrator: mean normalised similarity (z-score "
+             "over the map) along the best hypothesis's alignment (0: off)", (0.0, 100.0))
     min_inliers: int = setting(15, "inliers a verified candidate needs", (4, 100000))
     min_inlier_ratio: float = setting(0.25, "share of matches that must be inliers", (0.0, 1.0))
     accept_min_inliers: int = setting(30, "loop closure: inliers of the best hypothesis (with re-ranking)",
@@ -98,6 +106,8 @@ class LocalizerConfig:
             self.skip_min_probability = None
         for f in dataclasses.fields(self):
             check_value(f, getattr(self, f.name))
+        if self.sequence_length == 1:
+            raise ValueError("sequence_length must be 0 (off) or at least 2 frames, got 1")
 
     def as_parameters(self) -> dict:
         """The node parameter values that give this configuration (None back to "off" and -1)."""

@@ -33,6 +33,7 @@ from vpr_ros.core.maps.device_query import DeviceQuery, why_not
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
+from vpr_ros.core.maps.sequence import CentredSimilarity, SequenceMatcher, map_segments, stamp_segments
 from vpr_ros.core.matching.geometry import Verifiable, Verification
 from vpr_ros.core.matching.local_features import (LocalExtractor, LocalFeatures, LocalFeatureTable,
                                                   features_from_joint)
@@ -54,6 +55,8 @@ class PlaceResult(Verifiable):
     verification: Verification | None = None
     probability: float = float("nan")  # calibrated probability of being the query's place (NaN: no calibrator)
     map_uncertainty: float = float("nan")  # BayesCap uncertainty of the map frame's descriptor
+    sequence_score: float = float("nan")  # mean normalised similarity along its best alignment (NaN: not used)
+    sequence_length: int = 0  # query frames that alignment spans (0: single-image ranking)
 
     @property
     def note(self) -> str:
@@ -75,6 +78,9 @@ class FrameResult:
     descriptor: np.ndarray | None = None  # 1 x D global descriptor of the query
     global_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # top_k map keys, global order
     global_similarities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # ... their cosines
+    sequence_scores: np.ndarray | None = None  # per global_keys entry, when sequence matching ranked them
+    sequence_length: int = 0  # frames in the sequence window that ranked global_keys (0: single-image)
+    single_keys: np.ndarray | None = None  # with sequence matching: the single-image top_k, for comparison
     rerank_pairs: int = 0  # candidate pairs matched and verified
     rerank_skipped: bool = False  # only the confident global first candidate was verified (skip_margin or
     #                               skip_min_probability)
@@ -98,10 +104,13 @@ class Localizer:
                                      precision=config.precision, matcher_layers=config.matcher_layers)
         self.vpr_map: VPRMap | None = None
         self.device_query: DeviceQuery | None = None
+        self.sequence: SequenceMatcher | None = None
+        self._centred: CentredSimilarity | None = None  # the sequence matcher's similarity rows
         self._map_extractor: LocalExtractor | None = None
         self._bootstrap: list[tuple[np.ndarray, int, np.ndarray | None]] = []
         self._recent_best: deque[int | None] = deque(maxlen=max(config.temporal_window, 1))
         self.frames_processed = 0
+        self._sizes_seen: set[tuple[int, int, int, int]] = set()
         self.pose_frame_id = "map"  # slam: frame of the keyframe poses (the node sets its odometry's frame)
         if vpr_map is not None:
             self.set_map(vpr_map)
@@ -118,12 +127,13 @@ class Localizer:
         vpr_map.backend = self._backend(vpr_map.descriptor, local_conf)
         self._place_index(vpr_map)
         device_query = self._device_query(vpr_map)
+        sequence = self._sequence(vpr_map)
         model = vpr_map.uncertainty
         if model is not None and model.calibrator_for(self.config.rerank) is None:
             LOGGER.warning("map %s has no calibrator for %s: probabilities stay NaN and loop closures use the "
                            "similarity/inlier thresholds; run vpr_train_uncertainty --rerank %s", vpr_map.name,
                            self.config.rerank or "global retrieval", self.config.rerank or "")
-        self.vpr_map, self.device_query = vpr_map, device_query
+        self.vpr_map, self.device_query, self.sequence = vpr_map, device_query, sequence
         self._recent_best.clear()
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
@@ -134,6 +144,7 @@ class Localizer:
         if self.vpr_map is None:  # slam, still collecting frames for the vocabulary
             return self._collect(image, stamp_ns, pose, self.frames_processed)
         result = FrameResult(self.frames_processed, stamp_ns)
+        self._check_size(image)
         if self.device_query is not None:
             features, rerank = None, self._on_device(image, camera_K, result)
             uncertain = self._uncertainties(result)
@@ -152,6 +163,25 @@ class Localizer:
         result.timings_ms["pipeline"] = (time.perf_counter() - start) * 1e3
         return result
 
+    def _check_size(self, image: np.ndarray) -> None:
+        """Say once per image size when frames are much smaller than the descriptor's input (upsampled: its
+        dense features carry little there) or of another shape (stretched to the input's aspect ratio)."""
+        if not hasattr(image, "shape") or len(image.shape) < 2:
+            return
+        (height, width), (in_w, in_h) = image.shape[:2], self.vpr_map.descriptor.input_size
+        if (width, height, in_w, in_h) in self._sizes_seen or not width or not height:
+            return
+        self._sizes_seen.add((width, height, in_w, in_h))
+        if width < in_w / 2 or height < in_h / 2:
+            LOGGER.warning("images of %dx%d are upsampled %.1fx by %.1fx to the descriptor's %dx%d input: its dense "
+                           "features carry little at this resolution; expect weak single-image recall (sequence "
+                           "matching, sequence_length, helps on such cameras)", width, height, in_w / width,
+                           in_h / height, in_w, in_h)
+        elif abs(np.log((width / height) / (in_w / in_h))) > np.log(1.1):
+            LOGGER.warning("images of %dx%d (aspect %.2f) are stretched to the descriptor's %dx%d input (aspect "
+                           "%.2f): shapes look distorted to it", width, height, width / height, in_w, in_h,
+                           in_w / in_h)
+
     def _retrieve(self, image: np.ndarray, stamp_ns: int, result: FrameResult) -> Encoded | None:
         """Global retrieval: the query's descriptor and its top_k map keys (slam: recent frames left out);
         returns the backend's output, which holds the local features when the backbone is shared."""
@@ -163,7 +193,41 @@ class Localizer:
         ids, sims = answer.ids[0], answer.similarities[0]
         keep = (ids >= 0) & (ids < searchable)
         result.descriptor, result.global_keys, result.global_similarities = answer.descriptors, ids[keep][:k], sims[keep][:k]
+        if self.sequence is not None and k > 0:
+            self._sequence_rank(result, stamp_ns, searchable, k)
         return answer.encoded
+
+    def _sequence_rank(self, result: FrameResult, stamp_ns: int, searchable: int, k: int) -> None:
+        """Sequence matching: add the frame's similarity row to the window and, once it is full, make the
+        candidates the top k map keys by sequence score (the single-image ones stay in single_keys)."""
+        t0 = time.perf_counter()
+        row = self._centred(result.descriptor)
+        score = self.sequence.update(row, stamp_ns, searchable)
+        if self.sequence.full:
+            top = np.argpartition(-score[:searchable], k - 1)[:k] if k < searchable else np.arange(searchable)
+            top = top[np.argsort(-score[top], kind="stable")]
+            result.single_keys = result.global_keys
+            cosines = self.vpr_map.descriptors[top] @ result.descriptor.reshape(-1).astype(np.float32)
+            result.global_keys, result.global_similarities = top.astype(np.int64), cosines
+            result.sequence_scores, result.sequence_length = score[top], self.sequence.count
+        result.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
+
+    def _sequence(self, vpr_map: VPRMap, ordered: bool = False) -> SequenceMatcher | None:
+        """The sequence matcher for `vpr_map` when sequence_length asks for one and the map has an order to align
+        with (said once when it has none: ranking stays single-image); `ordered`: a slam map, in keyframe order."""
+        if not self.config.sequence_length:
+            return None
+        if ordered:
+            starts, reason = stamp_segments(vpr_map.frames.stamp_ns), ""
+        else:
+            starts, reason = map_segments(vpr_map.descriptors, vpr_map.frames.stamp_ns)
+        if starts is None:
+            LOGGER.warning("map %s: sequence matching is off, ranking stays single-image: %s", vpr_map.name, reason)
+            return None
+        matcher = SequenceMatcher(self.config.sequence_length, self.config.sequence_max_step)
+        matcher.set_map(starts)
+        self._centred = CentredSimilarity(vpr_map.descriptors)
+        return matcher
 
     def _on_device(self, image: np.ndarray, camera_K: np.ndarray | None, result: FrameResult):
         """Retrieval and re-ranking as one device chain read back once (maps/device_query.py)."""
@@ -178,7 +242,9 @@ class Localizer:
         switch = self.config.device_query
         if switch == "off" or (switch == "auto" and not self.config.device.startswith("cuda")):
             return None
-        reason = "slam maps grow every keyframe" if self.config.mode == "slam" else why_not(vpr_map, self.reranker)
+        reason = ("slam maps grow every keyframe" if self.config.mode == "slam" else
+                  "sequence matching needs every map frame's similarity" if self.config.sequence_length else
+                  why_not(vpr_map, self.reranker))
         if reason:
             if switch == "on":
                 raise ValueError(f"device_query is on but the query cannot stay on the device: {reason}")
@@ -232,7 +298,7 @@ class Localizer:
         already), the rest in global order."""
         frames, ids, sims = self.vpr_map.frames, result.global_keys, result.global_similarities
         if self.reranker is None or not len(ids):
-            return [PlaceResult(h, h.rank) for h in self.vpr_map.hypotheses(ids, sims)]
+            return self._with_sequence(result, [PlaceResult(h, h.rank) for h in self.vpr_map.hypotheses(ids, sims)])
         first = self.config.rerank_top_k or len(ids)
         if rerank is None:
             rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K, camera_K,
@@ -241,8 +307,18 @@ class Localizer:
         result.rerank_pairs, result.rerank_skipped = rerank.pairs_matched, rerank.skipped
         places = [PlaceResult(Hypothesis.of(frames, c.key, c.global_rank, c.global_similarity), rank, c.score,
                               c.match_count, c.verification) for rank, c in enumerate(rerank.candidates)]
-        return places + [PlaceResult(Hypothesis.of(frames, int(ids[rank]), rank, float(sims[rank])), rank)
-                         for rank in range(len(places), len(ids))]
+        return self._with_sequence(result, places + [
+            PlaceResult(Hypothesis.of(frames, int(ids[rank]), rank, float(sims[rank])), rank)
+            for rank in range(len(places), len(ids))])
+
+    @staticmethod
+    def _with_sequence(result: FrameResult, places: list[PlaceResult]) -> list[PlaceResult]:
+        """Each hypothesis's sequence score and window length, when sequence matching ranked the candidates."""
+        if result.sequence_scores is not None:
+            scores = {int(key): float(v) for key, v in zip(result.global_keys, result.sequence_scores)}
+            for place in places:
+                place.sequence_score, place.sequence_length = scores[place.hypothesis.key], result.sequence_length
+        return places
 
     def _score(self, result: FrameResult, uncertain: dict[int, float]) -> None:
         """Calibrated probabilities of the frame's hypotheses (and their map frames' uncertainties)."""
@@ -302,6 +378,8 @@ class Localizer:
             ok = best is not None and best.hypothesis.similarity >= self.config.accept_min_similarity
             if ok and self.reranker is not None:
                 ok = best.verified and best.verification.inlier_count >= self.config.accept_min_inliers
+            if ok and self.config.accept_min_sequence_score > 0 and best.sequence_length:
+                ok = best.sequence_score >= self.config.accept_min_sequence_score
         window = self.config.temporal_window
         if ok and window > 0:
             previous = list(self._recent_best)
@@ -326,6 +404,9 @@ class Localizer:
             local = LocalFeatureTable.build([features], self.vpr_map.local_conf["max_keypoints"],
                                             self.vpr_map.local_conf["dim"])
         self.vpr_map.add(descriptor, _frame_row(stamp_ns, pose, f"online:{stamp_ns}"), local)
+        if self.sequence is not None:
+            self.sequence.grow(stamp_segments(self.vpr_map.frames.stamp_ns))
+            self._centred.grow(descriptor)
         return key
 
     def _collect(self, image, stamp_ns, pose, frame_id) -> FrameResult:
@@ -358,6 +439,7 @@ class Localizer:
                                      local=local, local_conf=local_conf)
         self.vpr_map.backend = self._backend(descriptor, local_conf)
         self._place_index(self.vpr_map)
+        self.sequence = self._sequence(self.vpr_map, ordered=True)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
 

@@ -51,6 +51,7 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
         item.has_gps = h.gps is not None
         item.latitude, item.longitude, item.altitude = h.gps if h.gps is not None else (NAN, NAN, NAN)
         item.rank, item.global_rank, item.global_similarity = place.rank, h.rank, h.similarity
+        item.sequence_score, item.sequence_length = place.sequence_score, place.sequence_length
         item.rerank_score, item.verified, item.match_count = place.rerank_score, place.verified, place.match_count
         item.inlier_count = v.inlier_count if v is not None else 0
         item.inlier_ratio = v.inlier_ratio if v is not None else NAN

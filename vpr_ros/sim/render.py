@@ -1,6 +1,7 @@
 """Render camera frames of a StreetWorld: per-column ray casting against the walls, floor casting for
-the ground, a sky with clouds, sun shading, haze, then camera effects (exposure, white balance, gamma,
-pitch and roll as an exact rotation homography, blur, sensor noise).
+the ground, a sky with clouds, sun shading, a light carried by the robot (headlights at night), haze and
+fog, snow on the ground and on roofs, then camera effects (exposure, white balance, gamma, pitch and
+roll as an exact rotation homography, raindrops on the lens, blur, sensor noise).
 
 A pinhole camera with no distortion. Poses are (x, y, z, yaw, pitch, roll) of the camera body in the
 world (x forward, y left, z up; rotation Rz(yaw) Ry(pitch) Rx(roll), so positive pitch looks down).
@@ -45,6 +46,12 @@ class Appearance:
     blur_sigma: float = 0.0  # px
     noise_sigma: float = 1.5  # grey levels
     seed: int = 0  # lit windows and clouds
+    headlight: float = 0.0  # light carried by the robot: added brightness at 0 m, falling with distance
+    headlight_m: float = 8.0  # ... to half at this distance
+    snow: float = 0.0  # share of the ground covered white, and of roofs' top band
+    snow_band_m: float = 1.2  # height of the snow band along each wall's top
+    ground_tint: tuple = (1.0, 1.0, 1.0)  # season colour of the ground (grass, leaves, mud)
+    raindrops: int = 0  # drops on the lens per frame (each a blurred, brightened disc)
 
 
 APPEARANCES = {
@@ -54,6 +61,26 @@ APPEARANCES = {
                        cloud_colour=(0.7, 0.5, 0.5), haze=(0.75, 0.6, 0.55), fog_m=150.0, exposure=0.7,
                        white_balance=(1.12, 1.0, 0.85), gamma=1.6, lit_windows=0.5, repaint=0.3, blur_sigma=1.2,
                        noise_sigma=8.0, seed=1),
+    "night": Appearance("night", sun_azimuth_deg=0.0, sun_elevation_deg=-10.0, ambient=0.07, diffuse=0.0,
+                        sky_top=(0.01, 0.015, 0.04), sky_horizon=(0.06, 0.06, 0.09), cloud_cover=0.3,
+                        cloud_colour=(0.08, 0.08, 0.1), haze=(0.04, 0.04, 0.06), fog_m=90.0, exposure=1.7,
+                        white_balance=(1.05, 1.0, 0.9), gamma=1.3, lit_windows=0.45, lit_colour=(1.0, 0.8, 0.45),
+                        repaint=0.1, blur_sigma=0.8, noise_sigma=12.0, seed=3, headlight=0.9, headlight_m=9.0),
+    "rain": Appearance("rain", sun_azimuth_deg=150.0, sun_elevation_deg=40.0, ambient=0.55, diffuse=0.08,
+                       sky_top=(0.45, 0.47, 0.5), sky_horizon=(0.62, 0.63, 0.65), cloud_cover=1.0,
+                       cloud_colour=(0.5, 0.5, 0.53), haze=(0.6, 0.61, 0.63), fog_m=70.0, exposure=1.0,
+                       white_balance=(0.95, 1.0, 1.08), gamma=1.1, lit_windows=0.15, repaint=0.1, blur_sigma=0.9,
+                       noise_sigma=5.0, seed=4, ground_tint=(0.55, 0.57, 0.62), raindrops=14),
+    "fog": Appearance("fog", sun_azimuth_deg=100.0, sun_elevation_deg=30.0, ambient=0.7, diffuse=0.05,
+                      sky_top=(0.78, 0.79, 0.8), sky_horizon=(0.82, 0.82, 0.83), cloud_cover=1.0,
+                      cloud_colour=(0.8, 0.8, 0.81), haze=(0.8, 0.8, 0.81), fog_m=28.0, exposure=1.0,
+                      white_balance=(1.0, 1.0, 1.02), gamma=1.0, lit_windows=0.08, repaint=0.1, blur_sigma=0.6,
+                      noise_sigma=3.0, seed=5),
+    "snow": Appearance("snow", sun_azimuth_deg=200.0, sun_elevation_deg=15.0, ambient=0.7, diffuse=0.3,
+                       sky_top=(0.55, 0.62, 0.75), sky_horizon=(0.85, 0.87, 0.9), cloud_cover=0.7,
+                       cloud_colour=(0.85, 0.86, 0.88), haze=(0.85, 0.87, 0.9), fog_m=140.0, exposure=0.9,
+                       white_balance=(0.95, 1.0, 1.1), gamma=1.0, lit_windows=0.1, repaint=0.2, blur_sigma=0.4,
+                       noise_sigma=3.0, seed=6, snow=0.85, ground_tint=(0.9, 0.85, 0.7)),
     "overcast": Appearance("overcast", sun_azimuth_deg=120.0, sun_elevation_deg=60.0, ambient=0.75, diffuse=0.1,
                            sky_top=(0.6, 0.62, 0.66), sky_horizon=(0.8, 0.8, 0.82), cloud_cover=0.95,
                            cloud_colour=(0.7, 0.7, 0.72), haze=(0.72, 0.73, 0.75), fog_m=120.0, exposure=1.1,
@@ -168,7 +195,7 @@ class Renderer:
         fwd, left = np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])
         rays = fwd[None] + lateral[:, None] * left[None]  # W x 2, forward component 1: t is the depth
         canvas = self._sky(look, yaw, lateral, height, cy, f)
-        self._draw_ground(canvas, look, x, y, z, rays, cy, f)
+        self._draw_ground(canvas, look, x, y, z, rays, cy, f, lateral)
         scenes = [_Scene(self.world.walls, self.world.textures)]
         if extra is not None and len(extra[0].a):
             scenes.append(_Scene(extra[0], self.world.textures + extra[1]))
@@ -194,7 +221,16 @@ class Renderer:
         sun = np.array([np.cos(az), np.sin(az)]) * np.cos(el)
         return look.ambient + look.diffuse * np.clip(normal @ sun, 0, None)
 
-    def _draw_ground(self, canvas, look, x, y, z, rays, cy, f) -> None:
+    @staticmethod
+    def _headlight(look: Appearance, depth: np.ndarray, lateral: np.ndarray) -> np.ndarray | float:
+        """Brightness the robot's own light adds at `depth` metres and `lateral` (tan of the ray's angle): a
+        cone of about 35 degrees half-width, falling to half at headlight_m."""
+        if look.headlight <= 0:
+            return 0.0
+        cone = np.exp(-(lateral / 0.7) ** 2)
+        return look.headlight * cone / (1 + (depth / look.headlight_m) ** 2)
+
+    def _draw_ground(self, canvas, look, x, y, z, rays, cy, f, lateral) -> None:
         height = canvas.shape[0]
         rows = np.arange(int(np.floor(cy)) + 1, height)
         if not len(rows):
@@ -210,8 +246,13 @@ class Renderer:
             tile = self._ground[lv]
             scale = texels / 2 ** lv
             colour = tile[(gy * scale).astype(np.int64) % tile.shape[0], (gx * scale).astype(np.int64) % tile.shape[1]]
+            colour = colour.astype(np.float32) / 255 * np.asarray(look.ground_tint, np.float32)
+            if look.snow > 0:  # patches of snow where the ground texture's own pattern is light enough
+                cover = np.clip((colour.mean(axis=-1, keepdims=True) - (0.6 - 0.6 * look.snow)) * 8, 0, 1) * look.snow
+                colour = colour * (1 - cover) + 0.93 * cover
             fog = (1 - np.exp(-d / look.fog_m))[..., None]
-            canvas[sel] = (colour.astype(np.float32) / 255 * light) * (1 - fog) + haze * fog
+            lit = light + self._headlight(look, d, lateral[None])[..., None] if look.headlight > 0 else light
+            canvas[sel] = (colour * lit) * (1 - fog) + haze * fog
 
     def _draw_walls(self, canvas, look, p, z, rays, scenes, cy, f) -> None:
         height, width = canvas.shape[:2]
@@ -272,6 +313,9 @@ class Renderer:
                     inside = (z_world >= 0) & (z_world <= wall_h[None])
                     along = walls.u0[segs] + uc * walls.length[segs]
                     shade = light_per_scene[sc][segs][None, :, None]
+                    if look.headlight > 0:
+                        ray_lateral = ((width - 1) / 2 - columns) / f
+                        shade = shade + np.asarray(self._headlight(look, tc, ray_lateral))[None, :, None]
                     fog = (1 - np.exp(-tc / look.fog_m))[None, :, None]
                     for lv in np.unique(level):
                         in_level = level == lv
@@ -281,10 +325,27 @@ class Renderer:
                                      0, img.shape[0] - 1)
                         tcol = np.clip((along[in_level] * scale).astype(np.int64), 0, img.shape[1] - 1)
                         colour = img[tr, np.broadcast_to(tcol[None], tr.shape)].astype(np.float32) / 255
+                        if look.snow > 0:  # the top band of every wall: roofs and ledges under snow
+                            band = (z_world[:, in_level] > wall_h[None, in_level] - look.snow_band_m)[..., None]
+                            colour = np.where(band, colour * (1 - look.snow) + 0.95 * look.snow, colour)
                         colour = colour * shade[:, in_level] * (1 - fog[:, in_level]) + haze * fog[:, in_level]
                         m = inside[:, in_level]
                         rr, cc = np.nonzero(m)
                         canvas[r0 + rr, columns[in_level][cc]] = colour[rr, cc]
+
+    @staticmethod
+    def _raindrops(image: np.ndarray, look: Appearance, rng: np.random.Generator) -> np.ndarray:
+        """Drops on the lens: discs where the scene shows strongly blurred and a little brighter."""
+        height, width = image.shape[:2]
+        smeared = cv2.GaussianBlur(image, (0, 0), max(width, height) / 60) * 1.08 + 0.03
+        mask = np.zeros((height, width), np.float32)
+        for _ in range(look.raindrops):
+            r = float(rng.uniform(0.01, 0.045)) * width
+            centre = (int(rng.uniform(0, width)), int(rng.uniform(0, height)))
+            axes = (max(int(r), 1), max(int(r * rng.uniform(0.7, 1.3)), 1))
+            cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+        mask = cv2.GaussianBlur(mask, (0, 0), 2.0)[..., None]
+        return image * (1 - mask) + np.clip(smeared, 0, 1) * mask
 
     def _camera_effects(self, canvas, look, pitch, roll, margin, rng) -> np.ndarray:
         image = canvas * (look.exposure * np.asarray(look.white_balance, np.float32))
@@ -298,6 +359,8 @@ class Renderer:
             homography = k_canvas @ relative @ np.linalg.inv(cam.K)  # output pixel -> canvas pixel
             image = cv2.warpPerspective(image, homography, (cam.width, cam.height),
                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        if look.raindrops > 0:
+            image = self._raindrops(image, look, rng if rng is not None else np.random.default_rng(0))
         if look.blur_sigma > 0:
             image = cv2.GaussianBlur(image, (0, 0), look.blur_sigma)
         image = image * 255

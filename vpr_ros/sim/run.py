@@ -6,6 +6,7 @@ along the route, with other parked cars, in the next appearance. Frames are rend
 10 000-frame run streams to its bag without holding images in memory.
 """
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
@@ -24,7 +25,9 @@ RUN_DEFAULTS = {
     "height": 480,
     "hfov_deg": 90.0,
     "camera_height_m": 1.6,
-    "appearances": ("day", "dusk", "overcast"),  # lap 1, lap 2, ... (cycling)
+    "appearances": ("day", "dusk", "overcast"),  # lap 1, lap 2, ... (cycling); also night, rain, fog, snow
+    "camera_offsets": ((0.0, 0.0, 0.0),),  # lap 1, 2, ... (cycling): height (m), lateral (m), pitch (deg)
+    #                                      added to the lap's camera, as if a different robot drove it
     "lateral_m": 2.5,  # laps after the first: amplitude of the smooth lateral wander
     "yaw_deg": 15.0,  # ... heading wander
     "pitch_deg": 2.0,
@@ -78,6 +81,11 @@ class SimRun:
         unknown = [a for a in c["appearances"] if a not in APPEARANCES]
         if unknown:
             raise ValueError(f"unknown appearances {unknown}; choose from {sorted(APPEARANCES)}")
+        offsets = c["camera_offsets"]
+        if not offsets or any(len(o) != 3 or not np.isfinite(o).all() for o in offsets):
+            raise ValueError(f"camera_offsets must be (height m, lateral m, pitch deg) triples, got {offsets}")
+        if any(c["camera_height_m"] + o[0] - c["height_m"] <= 0.1 or abs(o[2]) > 30 for o in offsets):
+            raise ValueError("camera_offsets must keep the camera above 0.1 m and pitch within 30 degrees")
         self.camera = Camera(c["width"], c["height"], c["hfov_deg"])
         self.world = StreetWorld(c["seed"], c["frames"] * c["spacing_m"])
         self.renderer = Renderer(self.world, self.camera)
@@ -89,6 +97,11 @@ class SimRun:
     def appearance(self, lap: int) -> Appearance:
         names = self.conf["appearances"]
         return APPEARANCES[names[lap % len(names)]]
+
+    def camera_offset(self, lap: int) -> tuple[float, float, float]:
+        """The lap's camera offset: height (m), lateral (m, left positive), pitch (degrees, down positive)."""
+        offsets = self.conf["camera_offsets"]
+        return tuple(float(v) for v in offsets[lap % len(offsets)])
 
     def trajectory(self, lap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Stamps (N, ns), poses (N x 6: x y z yaw pitch roll) and route arc lengths (N) of a lap."""
@@ -106,6 +119,11 @@ class SimRun:
             pose[:, 4] = np.radians(_wander(rng, s, c["pitch_deg"], route.length))
             pose[:, 5] = np.radians(_wander(rng, s, c["roll_deg"], route.length))
             pose[:, 2] += _wander(rng, s, c["height_m"], route.length)
+        height, lateral_offset, pitch = self.camera_offset(lap)
+        if lateral_offset:
+            xy = xy + lateral_offset * np.stack([-np.sin(heading), np.cos(heading)], 1)
+        pose[:, 2] += height
+        pose[:, 4] += np.radians(pitch)
         pose[:, :2], pose[:, 3] = xy, heading
         lap_ns = int((n / c["rate_hz"] + c["lap_gap_s"]) * 1e9)
         stamps = (int(c["start_s"] * 1e9) + lap * lap_ns + (np.arange(n) * 1e9 / c["rate_hz"]).astype(np.int64))
@@ -128,9 +146,11 @@ class SimRun:
     def describe(self) -> dict:
         """The run's configuration and derived facts, for run.json."""
         c = self.conf
-        return {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in c.items()},
+        return {"config": json.loads(json.dumps(c)),  # tuples as lists, as run.json reads back
                 "route_length_m": self.length_m, "speed_mps": c["spacing_m"] * c["rate_hz"],
                 "camera": {"width": self.camera.width, "height": self.camera.height, "hfov_deg": self.camera.hfov_deg,
                            "K": self.camera.K.tolist()},
-                "laps": [{"lap": lap + 1, "appearance": asdict(self.appearance(lap))} for lap in range(c["laps"])],
+                "laps": [{"lap": lap + 1, "appearance": asdict(self.appearance(lap)),
+                          "camera_offset": dict(zip(("height_m", "lateral_m", "pitch_deg"), self.camera_offset(lap)))}
+                         for lap in range(c["laps"])],
                 "walls": int(len(self.world.walls.a)), "textures": len(self.world.textures)}

@@ -10,6 +10,7 @@ configured by the LocalizerConfig flags (the node's defaults unless told otherwi
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -29,7 +30,8 @@ from vpr_ros.tools.plots import confidence_plots
 CONFIG_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_probability", "min_inliers",
                 "min_inlier_ratio", "accept_min_inliers", "accept_min_similarity", "accept_min_probability",
                 "temporal_window", "temporal_tolerance", "max_keypoints", "matcher_layers", "device", "precision",
-                "backend", "cpu_threads", "verifier", "device_query")
+                "backend", "cpu_threads", "verifier", "device_query", "sequence_length", "sequence_max_step",
+                "accept_min_sequence_score")
 
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):
@@ -83,6 +85,11 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
 
         records = replay_through_node(map_dir, items, config, K, progress=progress, **through_node)
         how = "node"
+        if config.sequence_length:  # the single-image answers, through the node too, for the side-by-side recall
+            single = replay_through_node(map_dir, items, dataclasses.replace(config, sequence_length=0), K,
+                                         progress=progress, **through_node)
+            for record, alone in zip(records, single):
+                record.single_keys = alone.global_order if alone.status == "processed" else None
     report = {
         "map": str(map_dir), "bag": str(bag), "replay": how, "preset": vpr_map.descriptor.preset,
         "descriptor_dim": vpr_map.descriptor.dim, "fingerprint": vpr_map.descriptor.fingerprint(),
@@ -107,6 +114,12 @@ def _print_replay(report: dict) -> None:
              else f"within {report['distance_m']} m" if "distance_m" in report else "by the ground-truth table")
     fmt = lambda rec: "  ".join(f"R@{n} {'  n/a' if rec[str(n)] is None else format(rec[str(n)], '.3f')}"
                                 for n in RECALL_NS)
+    if "sequence" in report:
+        seq = report["sequence"]
+        if "recall_single" in seq:
+            print(f"  single    {fmt(seq['recall_single'])}   ({truth}; each frame by its own image)")
+        print(f"  sequence  {fmt(seq['recall_sequence'])}   (last {seq['length']} frames; "
+              f"{seq['frames_ranked_by_sequence']} frames ranked by sequence)")
     if "recall_global" in report:
         print(f"  global    {fmt(report['recall_global'])}   ({truth})")
         print(f"  reranked  {fmt(report['recall'])}")
@@ -199,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.map:
         _print_replay(report)
+        if report["frames"]["processed"] == 0:  # a replay that answered nothing failed, whatever else it wrote
+            print(f"vpr_eval: error: none of the {report['frames']['total']} frames was answered "
+                  f"({report['frames']['dropped']} dropped, {report['frames']['bad']} refused); see the log above",
+                  file=sys.stderr)
+            return 1
         if args.html:
             from vpr_ros.tools.report import write_html
 
@@ -219,6 +237,11 @@ def _print_dataset(report: dict) -> None:
     print(f"{report['dataset']}  preset {report['preset']} ({report['descriptor_dim']}-d)  "
           f"{report['num_queries']} queries / {report['map_size']} map frames")
     print(f"  global    {recall}")
+    if "sequence" in report:
+        seq = report["sequence"]
+        recall = "  ".join(f"R@{n} {seq['recall'][str(n)]:.3f}" for n in RECALL_NS)
+        print(f"  sequence  {recall}  (last {seq['length']} frames, {seq['frames_ranked_by_sequence']} queries "
+              "ranked by sequence)")
     if "rerank" in report:
         rerank = report["rerank"]
         recall = "  ".join(f"R@{n} {rerank['recall'][str(n)]:.3f}" for n in RECALL_NS)

@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"appearance of lap 1, 2, ... (cycling), from {sorted(APPEARANCES)}")
     parser.add_argument("--lateral", type=float, default=d["lateral_m"],
                         help="laps after the first: amplitude (m) of the lateral wander off lap 1's path")
+    parser.add_argument("--camera-offsets", default="0,0,0",
+                        help="camera of lap 1, 2, ... (cycling) as 'height_m,lateral_m,pitch_deg' triples separated by "
+                             "';', added to the lap's camera as if another robot drove it (e.g. '0,0,0;-0.8,1.0,6')")
     parser.add_argument("--image-format", choices=IMAGE_FORMATS, default="raw",
                         help="raw: sensor_msgs/Image rgb8; jpeg/png: sensor_msgs/CompressedImage (10k-frame runs)")
     parser.add_argument("--overwrite", action="store_true", help="render again even if OUT holds this run")
@@ -106,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             "rate_hz": args.rate, "width": args.width, "height": args.height, "hfov_deg": args.hfov,
             "appearances": tuple(a.strip() for a in args.appearances.split(",") if a.strip()),
             "lateral_m": args.lateral}
+    try:
+        conf["camera_offsets"] = tuple(tuple(float(v) for v in part.split(",")) for part in args.camera_offsets.split(";"))
+    except ValueError:
+        parser.error(f"--camera-offsets: expected 'height,lateral,pitch' triples separated by ';', got {args.camera_offsets!r}")
     try:
         run = generate(args.out, conf, args.image_format, args.overwrite, not args.quiet)
     except (ValueError, FileExistsError, OSError) as exc:

@@ -57,6 +57,9 @@ def summarize(results: list[FrameResult], published_k: int, reranked: bool) -> d
         published.append((np.array([p.hypothesis.key for p in head], np.int64),
                           np.array([p.hypothesis.similarity for p in head]), inliers))
     return {"global": np.stack([_ranking(r.global_keys, k) for r in results]),
+            "single": np.stack([_ranking(r.global_keys if r.single_keys is None else r.single_keys, k)
+                                for r in results]),
+            "sequence_frames": sum(bool(r.sequence_length) for r in results),
             "reranked": np.stack([_ranking(np.array([p.hypothesis.key for p in r.places], np.int64), k)
                                   for r in results]),
             "latency_ms": {stage: latency_summary(v) for stage, v in stages.items()},
@@ -65,8 +68,13 @@ def summarize(results: list[FrameResult], published_k: int, reranked: bool) -> d
 
 
 def _recalls(answers: dict, positives, config: LocalizerConfig) -> dict:
-    report = {"recall": {str(n): r for n, r in recall_at_n(answers["global"], positives, RECALL_NS).items()},
+    report = {"recall": {str(n): r for n, r in recall_at_n(answers["single"], positives, RECALL_NS).items()},
               "latency_ms": answers["latency_ms"]}
+    if config.sequence_length:  # retrieval ranked by sequence once the window filled; "recall" stays single-image
+        report["sequence"] = {
+            "length": config.sequence_length, "max_step": config.sequence_max_step,
+            "frames_ranked_by_sequence": answers["sequence_frames"],
+            "recall": {str(n): r for n, r in recall_at_n(answers["global"], positives, RECALL_NS).items()}}
     if config.rerank:
         report["rerank"] = {
             "matcher": config.rerank, "top_k": config.rerank_top_k, "skip_margin": config.skip_margin,

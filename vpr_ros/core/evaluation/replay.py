@@ -38,6 +38,9 @@ class QueryRecord:
     loop_method: str = ""  # its constraint's method (core.constraints.loop_constraint), "" for none
     timings_ms: dict = field(default_factory=dict)
     note: str = ""
+    sequence_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN when ranked by the image alone
+    sequence_length: int = 0  # frames in the sequence window that ranked the hypotheses (0: single-image)
+    single_keys: np.ndarray | None = None  # with sequence matching, core replay: the single-image top_k
 
     @property
     def global_order(self) -> np.ndarray:
@@ -68,6 +71,9 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         verified=np.array([p.verified for p in places], bool), reranked=matcher is not None,
         map_uncertainty=np.array([p.map_uncertainty for p in places], np.float64),
         query_uncertainty=result.query_uncertainty,
+        sequence_scores=np.array([p.sequence_score for p in places], np.float64),
+        sequence_length=result.sequence_length,
+        single_keys=result.single_keys if result.single_keys is not None else result.global_keys,
         loop_key=result.loop.hypothesis.key if result.loop is not None else -1,
         loop_method=loop_constraint(result.loop, matcher).method if result.loop is not None else "",
         timings_ms=stage_timings(result.timings_ms))

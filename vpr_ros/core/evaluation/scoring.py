@@ -96,6 +96,8 @@ def evaluate_replay(records: list[QueryRecord], positives: list[set[int]], vpr_m
     if published < max(RECALL_NS):
         report["recall_note"] = (f"only {published} hypotheses were published per frame; Recall@N for larger N "
                                  "needs top_k >= N")
+    if any(r.sequence_length for r, _ in processed):
+        report["sequence"] = _sequence_report(with_truth, published)
     accepted = [(r, p) for r, p in processed if r.loop_key >= 0]
     true_loops = sum(r.loop_key in p for r, p in accepted)
     report["loop_closure"] = {
@@ -133,6 +135,19 @@ def evaluate_replay(records: list[QueryRecord], positives: list[set[int]], vpr_m
          "loop": r.loop_key if r.loop_key >= 0 else None,
          "total_ms": r.timings_ms.get("total")} for r, p in zip(records, positives)]
     return report
+
+
+def _sequence_report(with_truth: list, published: int) -> dict:
+    """Recall of single-image and of sequence ranking over the same queries (before re-ranking); the first
+    frames, before the window fills, are ranked by their image in both."""
+    rows = [r for r, _ in with_truth]
+    positives = [p for _, p in with_truth]
+    out = {"length": max(r.sequence_length for r in rows) if rows else 0,
+           "frames_ranked_by_sequence": sum(bool(r.sequence_length) for r in rows),
+           "recall_sequence": _recall([r.global_order for r in rows], positives, published)}
+    if rows and all(r.single_keys is not None for r in rows):
+        out["recall_single"] = _recall([np.asarray(r.single_keys) for r in rows], positives, published)
+    return out
 
 
 def _confidence(answered, correct: np.ndarray, vpr_map) -> dict:
