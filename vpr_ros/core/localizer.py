@@ -127,13 +127,13 @@ class Localizer:
         vpr_map.backend = self._backend(vpr_map.descriptor, local_conf)
         self._place_index(vpr_map)
         device_query = self._device_query(vpr_map)
-        sequence = self._sequence(vpr_map)
+        sequence, centred = self._sequence(vpr_map)
         model = vpr_map.uncertainty
         if model is not None and model.calibrator_for(self.config.rerank) is None:
             LOGGER.warning("map %s has no calibrator for %s: probabilities stay NaN and loop closures use the "
                            "similarity/inlier thresholds; run vpr_train_uncertainty --rerank %s", vpr_map.name,
                            self.config.rerank or "global retrieval", self.config.rerank or "")
-        self.vpr_map, self.device_query, self.sequence = vpr_map, device_query, sequence
+        self.vpr_map, self.device_query, self.sequence, self._centred = vpr_map, device_query, sequence, centred
         self._recent_best.clear()
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
@@ -212,22 +212,23 @@ class Localizer:
             result.sequence_scores, result.sequence_length = score[top], self.sequence.count
         result.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
 
-    def _sequence(self, vpr_map: VPRMap, ordered: bool = False) -> SequenceMatcher | None:
-        """The sequence matcher for `vpr_map` when sequence_length asks for one and the map has an order to align
-        with (said once when it has none: ranking stays single-image); `ordered`: a slam map, in keyframe order."""
+    def _sequence(self, vpr_map: VPRMap, ordered: bool = False
+                  ) -> tuple[SequenceMatcher, CentredSimilarity] | tuple[None, None]:
+        """The sequence matcher for `vpr_map` and the similarity rows it takes, when sequence_length asks for one
+        and the map has an order to align with (said once when it has none: ranking stays single-image);
+        `ordered`: a slam map, in keyframe order."""
         if not self.config.sequence_length:
-            return None
+            return None, None
         if ordered:
             starts, reason = stamp_segments(vpr_map.frames.stamp_ns), ""
         else:
             starts, reason = map_segments(vpr_map.descriptors, vpr_map.frames.stamp_ns)
         if starts is None:
             LOGGER.warning("map %s: sequence matching is off, ranking stays single-image: %s", vpr_map.name, reason)
-            return None
+            return None, None
         matcher = SequenceMatcher(self.config.sequence_length, self.config.sequence_max_step)
         matcher.set_map(starts)
-        self._centred = CentredSimilarity(vpr_map.descriptors)
-        return matcher
+        return matcher, CentredSimilarity(vpr_map.descriptors)
 
     def _on_device(self, image: np.ndarray, camera_K: np.ndarray | None, result: FrameResult):
         """Retrieval and re-ranking as one device chain read back once (maps/device_query.py)."""
@@ -439,7 +440,7 @@ class Localizer:
                                      local=local, local_conf=local_conf)
         self.vpr_map.backend = self._backend(descriptor, local_conf)
         self._place_index(self.vpr_map)
-        self.sequence = self._sequence(self.vpr_map, ordered=True)
+        self.sequence, self._centred = self._sequence(self.vpr_map, ordered=True)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
 

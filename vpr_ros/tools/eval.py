@@ -69,7 +69,7 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                      progress: bool = True) -> tuple[dict, list, VPRMap]:
     """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
     ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map)."""
-    from vpr_ros.core.evaluation.replay import replay_core
+    from vpr_ros.core.evaluation.replay import PROCESSED, replay_core
     from vpr_ros.core.evaluation.scoring import evaluate_replay
     from vpr_ros.core.maps.bag_source import read_camera_matrix
 
@@ -89,7 +89,7 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
             single = replay_through_node(map_dir, items, dataclasses.replace(config, sequence_length=0), K,
                                          progress=progress, **through_node)
             for record, alone in zip(records, single):
-                record.single_keys = alone.global_order if alone.status == "processed" else None
+                record.single_keys = alone.global_order if alone.status == PROCESSED else None
     report = {
         "map": str(map_dir), "bag": str(bag), "replay": how, "preset": vpr_map.descriptor.preset,
         "descriptor_dim": vpr_map.descriptor.dim, "fingerprint": vpr_map.descriptor.fingerprint(),
