@@ -8,7 +8,8 @@ import pytest
 
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.sequence import SequenceMatcher, map_segments, stamp_segments
+from vpr_ros.core.maps.sequence import (CentredSimilarity, PlainSimilarity, SequenceMatcher, map_segments,
+                                        stamp_segments)
 
 SECOND = 10**9
 
@@ -120,10 +121,32 @@ def corridor(corridor_dir):
     return vpr_map, queries, truth
 
 
+def test_centred_rows_see_through_a_change_of_condition():
+    """A new condition moves every query descriptor the same way (towards what some map frames look like):
+    plain cosines then rank those frames first for every query; the centred rows remove the shared shift."""
+    m = _route_map(n=300, seed=3)
+    rng = np.random.default_rng(2)
+    shift = m[40] + rng.normal(size=m.shape[1]).astype(np.float32) * 0.1  # dusk: like the map's shaded frames
+    truth = 150 + np.arange(80)
+    hits = {}
+    for rows in (PlainSimilarity(m), CentredSimilarity(m)):
+        matcher = SequenceMatcher(10, max_step=3)
+        matcher.set_map(np.zeros(len(m), np.int64))
+        right = []
+        for t, key in enumerate(truth):
+            q = m[key] * 0.8 + shift + rng.normal(size=m.shape[1]).astype(np.float32) * 0.05
+            score = matcher.update(rows(q / np.linalg.norm(q)), t * SECOND)
+            if matcher.full:
+                right.append(abs(int(np.argmax(score)) - key) <= 2)
+        hits[type(rows).__name__] = np.mean(right)
+    assert hits["CentredSimilarity"] >= 0.8 and hits["PlainSimilarity"] <= 0.2, hits  # 0.90 and 0.0
+
+
 def test_localizer_ranks_corridor_by_sequence(corridor):
     vpr_map, queries, truth = corridor
     length = 5
-    localizer = Localizer(LocalizerConfig(rerank="off", top_k=5, sequence_length=length, sequence_max_step=2),
+    localizer = Localizer(LocalizerConfig(rerank="off", top_k=5, sequence_length=length, sequence_max_step=2,
+                                          sequence_similarity="plain"),  # one corridor, its own conditions
                           vpr_map)
     assert localizer.sequence is not None
     results = [localizer.process(image, i * SECOND) for i, image in enumerate(queries)]

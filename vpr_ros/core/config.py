@@ -57,6 +57,11 @@ class LocalizerConfig:
                                       "ranking; maps/sequence.py); single-image until the window fills", (0, 200))
     sequence_max_step: int = setting(3, "sequence matching: most map frames the robot may advance per processed frame "
                                         "(its speed against the map's frame spacing; skipped frames widen it)", (1, 50))
+    sequence_similarity: str = setting(
+        "centred", "sequence matching: the similarity rows it aligns. centred (map mean removed from the map, the query "
+                   "stream's running mean from each query: for revisits under another light or season), plain "
+                   "(cosines: for revisits in the map's own conditions, or from another camera height)",
+        ("centred", "plain"))
     accept_min_sequence_score: float = setting(
         0.0, "loop closure with sequence matching, maps without a calibrator: mean normalised similarity (z-score "
              "over the map) along the best hypothesis's alignment (0: off)", (0.0, 100.0))

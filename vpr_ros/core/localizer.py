@@ -33,7 +33,7 @@ from vpr_ros.core.maps.device_query import DeviceQuery, why_not
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
-from vpr_ros.core.maps.sequence import CentredSimilarity, SequenceMatcher, map_segments, stamp_segments
+from vpr_ros.core.maps.sequence import CentredSimilarity, PlainSimilarity, SequenceMatcher, map_segments, stamp_segments
 from vpr_ros.core.matching.geometry import Verifiable, Verification
 from vpr_ros.core.matching.local_features import (LocalExtractor, LocalFeatures, LocalFeatureTable,
                                                   features_from_joint)
@@ -105,7 +105,7 @@ class Localizer:
         self.vpr_map: VPRMap | None = None
         self.device_query: DeviceQuery | None = None
         self.sequence: SequenceMatcher | None = None
-        self._centred: CentredSimilarity | None = None  # the sequence matcher's similarity rows
+        self._rows: CentredSimilarity | PlainSimilarity | None = None  # the sequence matcher's similarity rows
         self._map_extractor: LocalExtractor | None = None
         self._bootstrap: list[tuple[np.ndarray, int, np.ndarray | None]] = []
         self._recent_best: deque[int | None] = deque(maxlen=max(config.temporal_window, 1))
@@ -133,7 +133,7 @@ class Localizer:
             LOGGER.warning("map %s has no calibrator for %s: probabilities stay NaN and loop closures use the "
                            "similarity/inlier thresholds; run vpr_train_uncertainty --rerank %s", vpr_map.name,
                            self.config.rerank or "global retrieval", self.config.rerank or "")
-        self.vpr_map, self.device_query, self.sequence, self._centred = vpr_map, device_query, sequence, centred
+        self.vpr_map, self.device_query, self.sequence, self._rows = vpr_map, device_query, sequence, centred
         self._recent_best.clear()
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
@@ -201,7 +201,7 @@ class Localizer:
         """Sequence matching: add the frame's similarity row to the window and, once it is full, make the
         candidates the top k map keys by sequence score (the single-image ones stay in single_keys)."""
         t0 = time.perf_counter()
-        row = self._centred(result.descriptor)
+        row = self._rows(result.descriptor)
         score = self.sequence.update(row, stamp_ns, searchable)
         if self.sequence.full:
             top = np.argpartition(-score[:searchable], k - 1)[:k] if k < searchable else np.arange(searchable)
@@ -213,7 +213,7 @@ class Localizer:
         result.timings_ms["sequence"] = (time.perf_counter() - t0) * 1e3
 
     def _sequence(self, vpr_map: VPRMap, ordered: bool = False
-                  ) -> tuple[SequenceMatcher, CentredSimilarity] | tuple[None, None]:
+                  ) -> tuple[SequenceMatcher, CentredSimilarity | PlainSimilarity] | tuple[None, None]:
         """The sequence matcher for `vpr_map` and the similarity rows it takes, when sequence_length asks for one
         and the map has an order to align with (said once when it has none: ranking stays single-image);
         `ordered`: a slam map, in keyframe order."""
@@ -228,7 +228,9 @@ class Localizer:
             return None, None
         matcher = SequenceMatcher(self.config.sequence_length, self.config.sequence_max_step)
         matcher.set_map(starts)
-        return matcher, CentredSimilarity(vpr_map.descriptors)
+        # the session's own map (slam) was seen in the query's conditions: nothing to remove
+        rows = CentredSimilarity if self.config.sequence_similarity == "centred" and not ordered else PlainSimilarity
+        return matcher, rows(vpr_map.descriptors)
 
     def _on_device(self, image: np.ndarray, camera_K: np.ndarray | None, result: FrameResult):
         """Retrieval and re-ranking as one device chain read back once (maps/device_query.py)."""
@@ -407,7 +409,7 @@ class Localizer:
         self.vpr_map.add(descriptor, _frame_row(stamp_ns, pose, f"online:{stamp_ns}"), local)
         if self.sequence is not None:
             self.sequence.grow(stamp_segments(self.vpr_map.frames.stamp_ns))
-            self._centred.grow(descriptor)
+            self._rows.grow(descriptor)
         return key
 
     def _collect(self, image, stamp_ns, pose, frame_id) -> FrameResult:
@@ -440,7 +442,7 @@ class Localizer:
                                      local=local, local_conf=local_conf)
         self.vpr_map.backend = self._backend(descriptor, local_conf)
         self._place_index(self.vpr_map)
-        self.sequence, self._centred = self._sequence(self.vpr_map, ordered=True)
+        self.sequence, self._rows = self._sequence(self.vpr_map, ordered=True)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
 

@@ -11,6 +11,9 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+ALIASES = {"sequence_length": ("--sequence",)}  # shorter spellings of some flags
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     """One flag per named LocalizerConfig field."""
     fields = {f.name: f for f in dataclasses.fields(LocalizerConfig)}
@@ -22,7 +25,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]
                   "help": f"{f.metadata['description']} (default: {f.default})"}
         if isinstance(f.default, str) and spec is not None:
             kwargs["choices"] = [c for c in spec if c]
-        group.add_argument(flag(name), dest=name, **kwargs)
+        group.add_argument(flag(name), *ALIASES.get(name, ()), dest=name, **kwargs)
 
 
 def config_from_args(args: argparse.Namespace, names: tuple[str, ...], **fixed) -> LocalizerConfig:

@@ -31,7 +31,7 @@ CONFIG_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_prob
                 "min_inlier_ratio", "accept_min_inliers", "accept_min_similarity", "accept_min_probability",
                 "temporal_window", "temporal_tolerance", "max_keypoints", "matcher_layers", "device", "precision",
                 "backend", "cpu_threads", "verifier", "device_query", "sequence_length", "sequence_max_step",
-                "accept_min_sequence_score")
+                "sequence_similarity", "accept_min_sequence_score")
 
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):

@@ -34,8 +34,21 @@ MAX_GAP_FACTOR = 4  # a skipped-frame gap widens the step range by at most this 
 RESET_GAP_FACTOR = 50.0  # a stamp gap this many times the typical interval (or going back) restarts the window
 
 
-CENTRE_WINDOW = 100  # query frames the running mean follows (an exponential average of about this many)
-CENTRE_PRIOR = 20  # ... starting from the map's mean, weighted as this many query frames
+CENTRE_WINDOW = 50  # query frames the running mean follows (an exponential average of about this many)
+CENTRE_PRIOR = 5  # ... starting from the map's mean, weighted as this many query frames (it adapts within ~5 frames)
+
+
+class PlainSimilarity:
+    """Cosines of a query with every map frame (for revisits in the map's own conditions)."""
+
+    def __init__(self, descriptors: np.ndarray):
+        self.descriptors = np.asarray(descriptors, np.float32)
+
+    def grow(self, descriptors: np.ndarray) -> None:
+        self.descriptors = np.concatenate([self.descriptors, np.asarray(descriptors, np.float32)])
+
+    def __call__(self, query: np.ndarray) -> np.ndarray:
+        return self.descriptors @ np.asarray(query, np.float32).reshape(-1)
 
 
 class CentredSimilarity:
