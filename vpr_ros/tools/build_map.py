@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also store each keyframe's local features for re-ranking (default xfeat: what the "
                              "node's shipped re-ranking, xfeat-mnn, and the LighterGlue matcher need; none: a "
                              "global-only map, for rerank: off)")
+    parser.add_argument("--input-size", default="auto", type=_input_size, metavar="WxH|auto",
+                        help="network input (width x height, multiples of 32); auto: the preset's pixel count at "
+                             "the camera's aspect ratio, so that nothing is stretched (default: auto)")
     parser.add_argument("--max-keypoints", type=int, default=512, help="with --local-features: keypoints per frame")
     parser.add_argument("--min-distance", type=float, default=0.0, help="keyframe every N metres (0: off)")
     parser.add_argument("--min-interval", type=float, default=0.0, help="keyframe every N seconds (0: off)")
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides["checkpoint"] = str(args.checkpoint)
         vpr_map = build_map(args.name or args.output.name, frames, load, args.preset, policy, frame_id,
                             progress=not args.quiet, local_features=None if args.local_features == "none" else args.local_features,
-                            max_keypoints=args.max_keypoints, **overrides)
+                            max_keypoints=args.max_keypoints, input_size=args.input_size, **overrides)
         path = vpr_map.save(args.output, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError, MapError) as exc:
         print(f"vpr_build_map: error: {exc}", file=sys.stderr)
@@ -86,6 +89,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{vpr_map.descriptor.preset} descriptors{local}, {int(vpr_map.frames.has_pose.sum())} with poses "
           f"-> {path}")
     return 0
+
+
+def _input_size(text: str) -> tuple[int, int] | str:
+    if text == "auto":
+        return text
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT or auto, got {text!r}") from None
+    if width <= 0 or height <= 0 or width % 32 or height % 32:
+        raise argparse.ArgumentTypeError(f"input size {width}x{height}: both must be positive multiples of 32")
+    return width, height
 
 
 if __name__ == "__main__":

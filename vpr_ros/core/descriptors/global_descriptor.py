@@ -78,6 +78,11 @@ class GlobalDescriptor(nn.Module):
         return "model" in self.conf
 
     @property
+    def device(self) -> torch.device:
+        """Where its weights and buffers live (a thumbnail descriptor has only buffers)."""
+        return next(iter([*self.parameters(), *self.buffers()])).device
+
+    @property
     def input_size(self) -> tuple[int, int]:
         return tuple(self.conf["input_size"])
 
@@ -93,7 +98,7 @@ class GlobalDescriptor(nn.Module):
             return self.net.dim
         if isinstance(self.aggregation, VLAD):
             return self.aggregation.centroids.numel()
-        return self.backbone.dim
+        return getattr(self.aggregation, "dim", self.backbone.dim)
 
     def features(self, images: torch.Tensor):
         """Images in [0, 1] -> the backbone's output (a tensor, or a (patch map, class token) pair)."""
@@ -113,7 +118,7 @@ class GlobalDescriptor(nn.Module):
     def describe(self, images: torch.Tensor) -> np.ndarray:
         """B x 3 x H x W in [0, 1] (or images.batch_to_uint8's B x H x W x 3 uint8) -> B x D float32
         numpy; raises ValueError on non-finite output."""
-        device = next(self.parameters()).device
+        device = self.device
         out = self(to_float_nchw(images.to(device))).float().cpu().numpy()
         if not np.isfinite(out).all():
             raise ValueError("descriptor is not finite (NaN or infinity); the input image is unusable")
@@ -124,7 +129,7 @@ class GlobalDescriptor(nn.Module):
         """The backbone's dense features flattened: B x N x D (vpr_ros's own presets)."""
         if self.published:
             raise ValueError(f"preset {self.preset!r} learns nothing from the map's local features")
-        device = next(self.parameters()).device
+        device = self.device
         return self.backbone(images.to(device)).flatten(2).transpose(1, 2).float().cpu()
 
     def fit_vocabulary(self, batches: Iterable[torch.Tensor], seed: int = 0) -> None:

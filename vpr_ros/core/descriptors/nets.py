@@ -75,6 +75,34 @@ class GeM(nn.Module):
         return F.normalize(pooled, dim=1)
 
 
+class Thumbnail(nn.Module):
+    """The classic sequence-matching front end (SeqSLAM): the image, already area-downsampled to the preset's
+    small input size, in grey, each `patch` x `patch` block normalised to zero mean and unit variance (which
+    removes the block's brightness and contrast, the first things a change of light alters): B x 1 x h x w."""
+
+    dim = 1
+    patch = 8
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        grey = (images * images.new_tensor([0.299, 0.587, 0.114]).reshape(1, 3, 1, 1)).sum(1, keepdim=True)
+        mean = F.avg_pool2d(grey, self.patch)
+        var = (F.avg_pool2d(grey * grey, self.patch) - mean * mean).clamp(min=0.0)
+        up = lambda x: x.repeat_interleave(self.patch, dim=2).repeat_interleave(self.patch, dim=3)
+        return (grey - up(mean)) / up(torch.sqrt(var + 1e-4))
+
+
+class Flatten(nn.Module):
+    """B x C x h x w -> B x (C h w), L2-normalised (a thumbnail's pixels as its descriptor)."""
+
+    def __init__(self, conf: dict, channels: int):
+        super().__init__()
+        width, height = conf["input_size"]
+        self.dim = channels * width * height
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(feats.flatten(1), dim=1)
+
+
 class Projection(nn.Module):
     """PCA-whitening x -> normalize((x - mean) @ matrix); the identity while `matrix` is empty."""
 
@@ -94,5 +122,6 @@ class Projection(nn.Module):
 
 
 # name -> module class; a preset names its backbone and aggregation
-BACKBONES = {"xfeat": XFeatBackbone, "efficientnet-lite0": EfficientNetBackbone}
-AGGREGATIONS = {"vlad": lambda conf, dim: VLAD(conf["clusters"], dim), "gem": lambda conf, dim: GeM(conf["gem_p"])}
+BACKBONES = {"xfeat": XFeatBackbone, "efficientnet-lite0": EfficientNetBackbone, "thumbnail": Thumbnail}
+AGGREGATIONS = {"vlad": lambda conf, dim: VLAD(conf["clusters"], dim), "gem": lambda conf, dim: GeM(conf["gem_p"]),
+                "flatten": Flatten}

@@ -28,10 +28,35 @@ PRESETS: dict[str, dict] = {
         "min_frames_for_pca": 1000,
         "index": "Flat",
     },
+    "thumbnail": {  # for sequence matching on low-resolution cameras (down to 64x32) and under changing light
+        "backbone": "thumbnail",
+        "aggregation": "flatten",
+        "input_size": (64, 32),  # area-downsampled to this; patches of 8 x 8 pixels are normalised
+        "pca_dim": 256,
+        "whiten_shrinkage": 1.0,
+        "min_frames_for_pca": 1000,
+        "index": "Flat",
+    },
     **PUBLISHED_PRESETS,
 }
 # where a published model's weights come from: left out of the fingerprint, which hashes the weights themselves
 WEIGHT_SOURCE_KEYS = ("checkpoint", "random_weights", "seed")
+
+
+# presets whose networks take any input of multiples of 32 (the published ones keep their trained size)
+SIZE_FREE = {"default": 32, "effnet-gem": 32, "thumbnail": 8}  # ... in multiples of this
+
+
+def camera_input_size(preset: str, width: int, height: int) -> tuple[int, int]:
+    """The input size (width, height) for a camera's `width` x `height` images: the preset's pixel count at the
+    camera's aspect ratio, in the preset's multiples (32; 8 for thumbnails), so that nothing is stretched (1241x376 KITTI frames get 992x320,
+    not 640x480); the preset's own size for 4:3 cameras and for presets of a fixed input size."""
+    size = tuple(PRESETS[preset]["input_size"]) if preset in PRESETS else (640, 480)
+    if preset not in SIZE_FREE or width <= 0 or height <= 0:
+        return size
+    pixels, aspect, multiple = size[0] * size[1], width / height, SIZE_FREE[preset]
+    snap = lambda x: max(multiple, int(round(x / multiple)) * multiple)
+    return snap((pixels * aspect) ** 0.5), snap((pixels / aspect) ** 0.5)
 
 
 def preset_config(name: str, **overrides) -> dict:

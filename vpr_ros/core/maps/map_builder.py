@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.descriptors.presets import camera_input_size
 from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.maps.frames import POSE_FIELDS, FrameTable
 from vpr_ros.core.maps.map_store import VPRMap
@@ -65,14 +66,19 @@ class KeyframePolicy:
 def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], preset: str = "default",
               policy: KeyframePolicy | None = None, frame_id: str = "map", batch_size: int = 8,
               progress: bool = False, local_features: str | None = None, max_keypoints: int = 512,
-              **preset_overrides) -> VPRMap:
+              input_size: tuple[int, int] | str = "auto", **preset_overrides) -> VPRMap:
     """Select keyframes, fit the preset on them, describe them and index them; with `local_features`
-    (an extractor name), also store each keyframe's local features for re-ranking."""
+    (an extractor name), also store each keyframe's local features for re-ranking. `input_size`: (width,
+    height) the network sees, or "auto": the first image's aspect ratio (presets.camera_input_size), so
+    that a wide or tall camera's frames are not stretched."""
     policy = policy or KeyframePolicy()
     if len(frames) == 0:
         raise ValueError("no frames to build a map from")
     candidates = frames.select(policy.motion_candidates(frames))
-    descriptor = GlobalDescriptor(preset, **preset_overrides)
+    height, width = load(candidates.sources[0]).shape[:2]
+    if input_size == "auto":
+        input_size = camera_input_size(preset, width, height)
+    descriptor = GlobalDescriptor(preset, input_size=tuple(input_size), **preset_overrides)
     descriptors = describe_map(descriptor, candidates.sources, load, batch_size, progress)
     rows = policy.appearance_keyframes(descriptors)
     LOGGER.info("map %s: %d frames -> %d motion candidates -> %d keyframes", name, len(frames),
@@ -80,7 +86,8 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     keyframes = candidates.select(rows)
     local, local_conf = None, None
     if local_features is not None:
-        extractor = LocalExtractor(local_features, max_keypoints)
+        # local features at the default preset's resolution and the camera's aspect (the joint graph shares it)
+        extractor = LocalExtractor(local_features, max_keypoints, input_size=camera_input_size("default", width, height))
         extracted = []
         for batch in tqdm([keyframes.sources[i:i + batch_size] for i in range(0, len(keyframes), batch_size)],
                           desc="local features", unit="batch", disable=not progress):

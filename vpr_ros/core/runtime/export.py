@@ -61,7 +61,7 @@ def export_onnx(descriptor: GlobalDescriptor, path: Path | None = None, opset: i
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = descriptor.input_size
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{time.monotonic_ns()}")
-    device = next(descriptor.parameters()).device
+    device = descriptor.device
     start = time.perf_counter()
     try:
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
