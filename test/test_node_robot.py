@@ -284,3 +284,35 @@ def test_launch_file_uses_the_argument_logic():
     text = (REPO / "launch" / "localize.launch.py").read_text()
     assert "parameter_overrides(" in text and "fastdds_environment(" in text
     assert "{name: LaunchConfiguration(name) for name in" not in text
+
+
+@pytest.mark.slow
+def test_sequence_matching_from_the_params_file(map_dir, images, tmp_path):
+    """sequence_length 5 in the robot's params file: the first frames are ranked by their image alone
+    (sequence_length 0, no score), then every hypothesis carries the window's score and length, ranked by it;
+    a stamp that goes back (a bag replayed again) restarts the window, and the log says so."""
+    file = params_file(tmp_path, map_path=str(map_dir), image_topic="/robot/image", qos_reliability="reliable",
+                       qos_depth=50, queue_size=50, rerank="off", top_k=3, temporal_window=0, sequence_length=5,
+                       sequence_max_step=2, sequence_similarity="plain")
+    with node_process([console_script(), "--ros-args", "--params-file", file]) as (probe, executor, ended):
+        hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+        publish_until(probe, executor, "/robot/image", image_msg(images[1][0], 1000 * 10**9), lambda: hyps)
+        hyps.clear()
+        pub = probe.create_publisher(Image, "/robot/image", RELIABLE)
+        for i in range(40):  # the Corridor queries in traversal order, 1 s apart, stamps before the warm-up's
+            pub.publish(image_msg(images[1][i], (100 + i) * 10**9))
+            spin_until(executor, lambda: False, 0.02)
+        assert spin_until(executor, lambda: len(hyps) >= 40, 120), len(hyps)
+    assert ended["returncode"] == 0, ended["output"]
+    assert "Traceback" not in ended["output"], ended["output"]
+    assert "sequence window restarted: the stamp went back" in ended["output"], ended["output"]
+    assert [h.header.stamp.sec for h in hyps] == list(range(100, 140))
+    for i, h in enumerate(hyps):
+        lengths = {p.sequence_length for p in h.hypotheses}
+        scores = [p.sequence_score for p in h.hypotheses]
+        if i < 4:
+            assert lengths == {0} and all(np.isnan(scores)), (i, lengths, scores)
+        else:
+            assert lengths == {5} and np.isfinite(scores).all() and scores == sorted(scores, reverse=True), (i, scores)
+    right = [abs(int(h.hypotheses[0].map_key) - i) <= 2 for i, h in enumerate(hyps) if i >= 4]
+    assert np.mean(right) >= 0.8, np.mean(right)

@@ -120,6 +120,11 @@ def _print_replay(report: dict) -> None:
             print(f"  single    {fmt(seq['recall_single'])}   ({truth}; each frame by its own image)")
         print(f"  sequence  {fmt(seq['recall_sequence'])}   (last {seq['length']} frames; "
               f"{seq['frames_ranked_by_sequence']} frames ranked by sequence)")
+        if "top1" in seq:
+            t = seq["top1"]
+            print("  sequence top-1: " + "; ".join(
+                f"{name.replace('_', ' ')} AUC-PR {t[name]['auc_pr']:.3f}, recall at 100 % precision "
+                f"{t[name]['recall_at_precision_100']:.3f}" for name in ("sequence_score", "similarity")))
     if "recall_global" in report:
         print(f"  global    {fmt(report['recall_global'])}   ({truth})")
         print(f"  reranked  {fmt(report['recall'])}")

@@ -15,7 +15,7 @@ Ground truth, per query image, is the set of map keys showing its place:
 import numpy as np
 
 from vpr_ros.core.evaluation.confidence import report_methods
-from vpr_ros.core.evaluation.metrics import average_precision, latency_summary, precision_recall, recall_at_n
+from vpr_ros.core.evaluation.metrics import auroc, average_precision, latency_summary, precision_recall, recall_at_n
 from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.uncertainty.features import baseline_scores, map_positions
@@ -147,6 +147,19 @@ def _sequence_report(with_truth: list, published: int) -> dict:
            "recall_sequence": _recall([r.global_order for r in rows], positives, published)}
     if rows and all(r.single_keys is not None for r in rows):
         out["recall_single"] = _recall([np.asarray(r.single_keys) for r in rows], positives, published)
+    ranked = [(r, p) for r, p in with_truth if r.sequence_length and len(r.keys)]
+    if ranked:  # does the sequence score tell a right top-1 from a wrong one (better than its cosine does)?
+        first = [int(np.argmin(r.global_ranks)) for r, _ in ranked]
+        correct = np.array([int(r.keys[i]) in p for (r, p), i in zip(ranked, first)])
+        out["top1"] = {"queries": len(ranked), "accuracy": float(correct.mean())}
+        for name, values in (("sequence_score", [r.sequence_scores[i] for (r, _), i in zip(ranked, first)]),
+                             ("similarity", [r.similarities[i] for (r, _), i in zip(ranked, first)])):
+            values = np.asarray(values, np.float64)
+            precision, recall = precision_recall(values, correct)
+            perfect = recall[precision >= 1.0]
+            out["top1"][name] = {"auc_pr": average_precision(values, correct),
+                                 "auroc": auroc(values, correct) if 0 < correct.sum() < len(correct) else None,
+                                 "recall_at_precision_100": float(perfect.max()) if len(perfect) else 0.0}
     return out
 
 

@@ -27,6 +27,8 @@ that from the descriptors (adjacent keys are no more alike than random pairs) an
 
 import numpy as np
 
+from vpr_ros.core import LOGGER
+
 LOW = np.float32(-1e3)  # z of a map frame the query must not match (slam: the newest keyframes)
 ORDER_QUANTILE = 0.9  # an ordered map: the median adjacent-key cosine exceeds this quantile of random pairs
 SEGMENT_GAP = 10.0  # a new segment starts where the stamp interval exceeds this many times the median one
@@ -196,6 +198,9 @@ class SequenceMatcher:
         interval = stamp_ns - last
         typical = float(np.median(self.intervals)) if self.intervals else float(interval)
         if interval <= 0 or (typical > 0 and interval > RESET_GAP_FACTOR * typical):
+            if self.count:
+                LOGGER.info("sequence window restarted: the stamp %s by %.3f s (typical interval %.3f s)",
+                            "went back" if interval <= 0 else "jumped", abs(interval) / 1e9, typical / 1e9)
             self.count, self.intervals = 0, []
             return 1
         self.intervals = (self.intervals + [interval])[-32:]
