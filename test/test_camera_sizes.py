@@ -83,8 +83,7 @@ def test_a_64x32_camera_localizes_by_sequence_with_thumbnails(corridor_dir, capl
     assert vpr_map.descriptor.input_size == (64, 32)
     lines = (corridor_dir / "ground_truth.csv").read_text().splitlines()[1:]
     truth = [{int(Path(ref).stem) for ref in line.split(",")[1].split()} for line in lines]
-    config = LocalizerConfig(rerank="off", top_k=5, sequence_length=10, sequence_max_step=3,
-                             sequence_similarity="plain")
+    config = LocalizerConfig(rerank="off", top_k=5, sequence_length=15, sequence_max_step=3)
     with caplog.at_level(logging.WARNING, logger="vpr_ros"):
         localizer = Localizer(config, vpr_map)
         results = [localizer.process(small(corridor_dir / line.split(",")[0]), i * SECOND)
@@ -93,4 +92,4 @@ def test_a_64x32_camera_localizes_by_sequence_with_thumbnails(corridor_dir, capl
     ranked = [(r, t) for r, t in zip(results, truth) if r.sequence_length]
     single = np.mean([int(r.single_keys[0]) in t for r, t in ranked])
     sequence = np.mean([int(r.global_keys[0]) in t for r, t in ranked])
-    assert sequence >= single + 0.05, (single, sequence)  # 0.44 vs 0.35
+    assert sequence >= single + 0.05, (single, sequence)  # 0.47 vs 0.34

@@ -206,6 +206,9 @@ class Localizer:
         if self.sequence.full:
             top = np.argpartition(-score[:searchable], k - 1)[:k] if k < searchable else np.arange(searchable)
             top = top[np.argsort(-score[top], kind="stable")]
+            place = self.sequence.place(int(top[0]), searchable)  # the best alignment's line ends here
+            if place != top[0] and np.isfinite(score[place]):
+                top = np.concatenate([[place], top[top != place]])[:k]
             result.single_keys = result.global_keys
             cosines = self.vpr_map.descriptors[top] @ result.descriptor.reshape(-1).astype(np.float32)
             result.global_keys, result.global_similarities = top.astype(np.int64), cosines
