@@ -49,8 +49,9 @@ SIZE_FREE = {"default": 32, "effnet-gem": 32, "thumbnail": 8}  # ... in multiple
 
 def camera_input_size(preset: str, width: int, height: int) -> tuple[int, int]:
     """The input size (width, height) for a camera's `width` x `height` images: the preset's pixel count at the
-    camera's aspect ratio, in the preset's multiples (32; 8 for thumbnails), so that nothing is stretched (1241x376 KITTI frames get 992x320,
-    not 640x480); the preset's own size for 4:3 cameras and for presets of a fixed input size."""
+    camera's aspect ratio, in the preset's multiples (32; 8 for thumbnails), so that nothing is stretched
+    (1241x376 KITTI frames get 992x320, not 640x480); the preset's own size for 4:3 cameras and for presets
+    of a fixed input size."""
     size = tuple(PRESETS[preset]["input_size"]) if preset in PRESETS else (640, 480)
     if preset not in SIZE_FREE or width <= 0 or height <= 0:
         return size

@@ -87,7 +87,8 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     local, local_conf = None, None
     if local_features is not None:
         # local features at the default preset's resolution and the camera's aspect (the joint graph shares it)
-        extractor = LocalExtractor(local_features, max_keypoints, input_size=camera_input_size("default", width, height))
+        extractor = LocalExtractor(local_features, max_keypoints,
+                                   input_size=camera_input_size("default", width, height))
         extracted = []
         for batch in tqdm([keyframes.sources[i:i + batch_size] for i in range(0, len(keyframes), batch_size)],
                           desc="local features", unit="batch", disable=not progress):
