@@ -22,7 +22,7 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("VPR_ROS_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(scope="module", params=["default", "effnet-gem"])
+@pytest.fixture(scope="module", params=["default", "effnet-gem", "thumbnail"])
 def fitted_map(request, corridor_dir):
     """A 30-frame Corridor map of each preset (vocabulary fitted on it) and query images."""
     refs = list_images(corridor_dir / "ref")[:30]
