@@ -1,5 +1,6 @@
 """BayesCap head, calibrators, confidence metrics and the trained uncertainty model on real Corridor images."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -282,5 +283,59 @@ def test_confident_global_first_candidate_is_verified_alone(trained, corridor_di
         # probability >= 0: the first alone, unless it failed verification (then all four)
         assert all((p, s) == ((1, True) if v else (4, False)) for p, s, v in pairs[0.0])
         assert any(s for _, s, _ in pairs[0.0])
+    finally:
+        vpr_map.uncertainty = None
+
+
+@pytest.mark.slow
+def test_sequence_ranking_is_calibrated_on_another_session(trained, corridor_dir, caplog):
+    """The Corridor queries, a second traversal with poses, replayed against the map with sequence matching:
+    the sequence calibrator learns that a higher sequence score means the right place, and a node running
+    that window uses it; another window length falls back to the single-image calibrator and says so."""
+    import copy
+    import logging
+
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.evaluation.replay import replay_core
+    from vpr_ros.core.evaluation.scoring import by_distance
+    from vpr_ros.core.inputs.images import read_image
+    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.uncertainty.training import fit_session_calibrators
+
+    vpr_map, trained_model = trained
+    model = copy.deepcopy(trained_model)
+    paths = sorted((corridor_dir / "query").glob("*.jpg"))[:40]
+    poses = np.zeros((40, 7))
+    poses[:, 0], poses[:, 6] = np.arange(40), 1.0  # query i was taken beside reference i
+    items = [(i * 10**9, poses[i], (lambda path=path: read_image(path))) for i, path in enumerate(paths)]
+    config = LocalizerConfig(rerank="off", top_k=10, temporal_window=0, sequence_length=5, sequence_max_step=2,
+                             sequence_similarity="plain")
+    vpr_map.uncertainty = model
+    try:
+        records = replay_core(vpr_map, items, config)
+        fitted = fit_session_calibrators(model, {None: records}, by_distance(vpr_map.frames, poses, 2.0), 5, "plain",
+                                         session="corridor queries")
+        calibrator = model.calibrators["sequence:global"]
+        assert calibrator.features[-1] == "sequence_score" and fitted["length"] == 5
+        assert 0 < fitted["calibrators"]["sequence:global"]["right"] < fitted["calibrators"]["sequence:global"]["hypotheses"]
+        assert calibrator.coef[-1] > 0  # a higher sequence score: more likely the place
+        assert model.sequence_calibrator(None, 5, "plain") is calibrator
+        assert model.sequence_calibrator(None, 5, "centred") is None and model.sequence_calibrator(None, 6, "plain") is None
+        localizer = Localizer(config, vpr_map)
+        results = [localizer.process(load(), stamp) for stamp, _, load in items[:12]]
+        for r in results[4:]:  # ranked by sequence: the session's calibrator, with the sequence score
+            sims = np.array([p.hypothesis.similarity for p in r.places])
+            map_u = np.array([p.map_uncertainty for p in r.places])
+            scores = np.array([p.sequence_score for p in r.places])
+            got = np.array([p.probability for p in r.places])
+            assert np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u, None, None, scores,
+                                                        calibrator))
+            assert not np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="vpr_ros"):
+            other = Localizer(dataclasses.replace(config, sequence_length=6), vpr_map)
+            last = [other.process(load(), stamp) for stamp, _, load in items[:8]][-1]
+        assert last.sequence_length == 6 and all(np.isfinite(p.probability) for p in last.places)
+        assert sum("no calibrator for sequence ranking" in m for m in caplog.messages) == 1
     finally:
         vpr_map.uncertainty = None

@@ -106,6 +106,7 @@ class Localizer:
         self.device_query: DeviceQuery | None = None
         self.sequence: SequenceMatcher | None = None
         self._rows: CentredSimilarity | PlainSimilarity | None = None  # the sequence matcher's similarity rows
+        self._said_uncalibrated_sequence = False
         self._map_extractor: LocalExtractor | None = None
         self._bootstrap: list[tuple[np.ndarray, int, np.ndarray | None]] = []
         self._recent_best: deque[int | None] = deque(maxlen=max(config.temporal_window, 1))
@@ -334,9 +335,20 @@ class Localizer:
         inliers = None
         if self.reranker is not None:
             inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in result.places])
+        matcher = self.config.rerank if self.reranker is not None else None
+        calibrator, scores = None, None
+        if result.sequence_length:  # ranked by sequence: the calibrator fitted for it, when there is one
+            calibrator = model.sequence_calibrator(matcher, self.config.sequence_length,
+                                                   self.config.sequence_similarity)
+            scores = np.array([p.sequence_score for p in result.places])
+            if calibrator is None and not self._said_uncalibrated_sequence:
+                self._said_uncalibrated_sequence = True
+                LOGGER.warning("map %s has no calibrator for sequence ranking (sequence_length %d, %s rows): "
+                               "probabilities come from the single-image calibrator and do not include the "
+                               "sequence score; vpr_train_uncertainty --session BAG fits one from another session",
+                               self.vpr_map.name, self.config.sequence_length, self.config.sequence_similarity)
         probabilities = model.probabilities(np.array([p.hypothesis.similarity for p in result.places]),
-                                            result.query_uncertainty, map_u, inliers,
-                                            self.config.rerank if self.reranker is not None else None)
+                                            result.query_uncertainty, map_u, inliers, matcher, scores, calibrator)
         for place, u, prob in zip(result.places, map_u, probabilities):
             place.map_uncertainty, place.probability = float(u), float(prob)
         result.timings_ms["uncertainty"] += (time.perf_counter() - t0) * 1e3

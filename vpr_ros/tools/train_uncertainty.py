@@ -2,11 +2,17 @@
 
     vpr_train_uncertainty maps/lap1
     vpr_train_uncertainty maps/lap1 --rerank xfeat-lighterglue   # also calibrate re-ranked hypotheses
+    # also calibrate sequence ranking (sequence_length 10) on another session of the same route, with poses
+    vpr_train_uncertainty maps/lap1 --rerank xfeat-mnn --session runs/night --image-topic /camera/image_raw \
+        --pose-topic /odom --sequence-length 10
 
 Positive pairs come from the map's poses (within --positive-distance and --positive-heading); a map
 without poses uses its route order instead (frames at most --positive-frames keys apart). The
 calibration queries are synthetic views of held-out map frames when the map's images can still be
-read, else their stored descriptors (optimistic; reported). See vpr_ros/core/uncertainty/training.py.
+read, else their stored descriptors (optimistic; reported). With --session, hypotheses ranked by
+sequence get calibrators fitted on that bag replayed against the map (its poses within --session-distance
+of a map frame's make the right places); they apply to nodes running the same --sequence-length and
+--sequence-similarity. See vpr_ros/core/uncertainty/training.py.
 """
 
 import argparse
@@ -19,7 +25,7 @@ from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.matchers import MATCHERS
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.uncertainty.calibration import KINDS
-from vpr_ros.core.uncertainty.training import DEFAULT_TRAINING, train_uncertainty
+from vpr_ros.core.uncertainty.training import DEFAULT_TRAINING, fit_session_calibrators, train_uncertainty
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,8 +54,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="do not read the map's images; calibrate on stored descriptors (optimistic)")
     parser.add_argument("--checkpoint", type=Path,
                         help="maps of a published-model preset: its weights file, when not where the map records it")
+    session = parser.add_argument_group("sequence ranking, calibrated on another session")
+    session.add_argument("--session", type=Path, help="a bag of another traversal of the map's route, with poses")
+    session.add_argument("--image-topic", help="with --session: its image topic")
+    session.add_argument("--pose-topic", help="with --session: its PoseStamped/Odometry topic (the map's frame)")
+    session.add_argument("--session-distance", type=float, default=5.0,
+                         help="metres from a map frame within which a session frame shows its place")
+    session.add_argument("--sequence-length", type=int, default=10, help="the node's sequence_length")
+    session.add_argument("--sequence-max-step", type=int, default=3, help="the node's sequence_max_step")
+    session.add_argument("--sequence-similarity", choices=("centred", "plain"), default="centred",
+                         help="the node's sequence_similarity")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    if args.session and not (args.image_topic and args.pose_topic):
+        parser.error("--session needs --image-topic and --pose-topic")
+    if args.session and args.sequence_length < 2:
+        parser.error("--sequence-length must be >= 2 with --session")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.views < 1 or args.epochs < 1 or args.top_k < 2 or not 0 < args.calibration_fraction < 1:
         parser.error("--views and --epochs must be >= 1, --top-k >= 2, --calibration-fraction in (0, 1)")
@@ -66,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         rerankers = [Reranker(matcher, GeometricVerifier()) for matcher in dict.fromkeys(args.rerank)]
         model = train_uncertainty(vpr_map, options, rerankers, load=load, progress=progress)
         vpr_map.uncertainty = model
+        if args.session:
+            _calibrate_on_session(vpr_map, args)
         vpr_map.save(args.map, overwrite=True)
     except (FileNotFoundError, ValueError, MapError) as exc:
         print(f"vpr_train_uncertainty: error: {exc}", file=sys.stderr)
@@ -75,7 +97,31 @@ def main(argv: list[str] | None = None) -> int:
           f"{t['calibration_queries']} calibration queries ({t['calibration_views']}, top-1 right "
           f"{t['calibration_top1_accuracy']:.2f}), calibrators {sorted(model.calibrators)}, "
           f"{t['seconds']:.0f} s -> {args.map}")
+    for name, counts in t.get("sequence", {}).get("calibrators", {}).items():
+        print(f"  {name}: {counts['hypotheses']} hypotheses of the session ({counts['right']} right), "
+              f"sequence_length {t['sequence']['length']}, {t['sequence']['similarity']} rows")
     return 0
+
+
+def _calibrate_on_session(vpr_map: VPRMap, args) -> None:
+    """Replay --session against the map with sequence matching, once per ranking, and fit its calibrators."""
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.evaluation.replay import replay_core
+    from vpr_ros.tools.eval import ground_truth, replay_inputs
+
+    items, queries = replay_inputs(args.session, args.image_topic, args.pose_topic, None)
+    positives, _ = ground_truth(vpr_map, queries, args.session_distance, None, None)
+    replays = {}
+    for matcher in [None, *dict.fromkeys(args.rerank)]:
+        config = LocalizerConfig(rerank=matcher or "off", top_k=args.top_k, temporal_window=0,
+                                 sequence_length=args.sequence_length, sequence_max_step=args.sequence_max_step,
+                                 sequence_similarity=args.sequence_similarity)
+        if not args.quiet:
+            print(f"replaying {args.session} ({len(items)} frames), ranked by sequence"
+                  + (f", re-ranked by {matcher}" if matcher else ""))
+        replays[matcher] = replay_core(vpr_map, items, config, progress=not args.quiet)
+    fit_session_calibrators(vpr_map.uncertainty, replays, positives, args.sequence_length,
+                            args.sequence_similarity, args.calibrator, str(args.session))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ Per hypothesis (the features a calibrator combines):
 - `log_query_uncertainty`, `log_map_uncertainty`: log of the BayesCap mean predicted variance of the
   query's and the map frame's descriptors.
 - `log_inliers`: log(1 + geometrically verified inliers), when re-ranking ran.
+- `sequence_score`: with sequence ranking, the mean z-score along the hypothesis's best alignment
+  (maps/sequence.py); only calibrators fitted on a replayed session have it (training.py).
 
 Baselines, per query, for its best hypothesis (higher = more confident):
 - `l2`: minus the L2 distance of the top-1 descriptors, -sqrt(2 - 2 s1).
@@ -24,6 +26,7 @@ import numpy as np
 
 GLOBAL_FEATURES = ["similarity", "margin", "first", "log_query_uncertainty", "log_map_uncertainty"]
 RERANK_FEATURES = GLOBAL_FEATURES + ["log_inliers"]
+SEQUENCE_FEATURE = "sequence_score"
 BASELINES = ("l2", "pa", "sue", "inliers", "bayescap")
 SUE_TEMPERATURE = 0.02  # cosine-similarity units; top-K within ~0.02 of each other weigh alike
 TINY = 1e-12

@@ -23,7 +23,7 @@ import torch
 
 from vpr_ros.core.uncertainty.bayescap import BayesCapHead, descriptor_uncertainty
 from vpr_ros.core.uncertainty.calibration import Calibrator
-from vpr_ros.core.uncertainty.features import hypothesis_features
+from vpr_ros.core.uncertainty.features import SEQUENCE_FEATURE, hypothesis_features
 
 HEAD_FILE, META_FILE = "uncertainty.pt", "uncertainty.json"
 FORMAT = "vpr_ros.uncertainty"
@@ -32,6 +32,12 @@ FORMAT_VERSION = 1
 
 def rerank_key(matcher: str) -> str:
     return f"rerank:{matcher}"
+
+
+def ranking_key(matcher: str | None, sequence: bool = False) -> str:
+    """The calibrator name for hypotheses ranked globally or re-ranked by `matcher`, by sequence or not."""
+    key = rerank_key(matcher) if matcher else "global"
+    return f"sequence:{key}" if sequence else key
 
 
 @dataclass
@@ -51,18 +57,30 @@ class UncertaintyModel:
         return descriptor_uncertainty(self.head, descriptors)
 
     def calibrator_for(self, matcher: str | None) -> Calibrator | None:
-        return self.calibrators.get(rerank_key(matcher) if matcher else "global")
+        return self.calibrators.get(ranking_key(matcher))
+
+    def sequence_calibrator(self, matcher: str | None, length: int, similarity: str) -> Calibrator | None:
+        """The calibrator for hypotheses ranked by sequence (window `length`, `similarity` rows) and re-ranked
+        by `matcher`, when one was fitted on a replayed session with that window and those rows."""
+        fitted = self.training.get("sequence", {})
+        if fitted.get("length") != length or fitted.get("similarity") != similarity:
+            return None
+        return self.calibrators.get(ranking_key(matcher, sequence=True))
 
     def probabilities(self, similarities: np.ndarray, query_uncertainty: float, map_uncertainty: np.ndarray,
-                      inliers: np.ndarray | None = None, matcher: str | None = None) -> np.ndarray:
+                      inliers: np.ndarray | None = None, matcher: str | None = None,
+                      sequence_scores: np.ndarray | None = None, calibrator: Calibrator | None = None) -> np.ndarray:
         """One query's K hypotheses (published order) -> K probabilities of being the query's place;
-        NaN where no calibrator fits the ranking or a feature is NaN."""
+        NaN where no calibrator fits the ranking or a feature is NaN. With `sequence_scores` (and the
+        `calibrator` from sequence_calibrator) the sequence score is a feature too."""
         k = len(np.asarray(similarities).reshape(-1))
-        calibrator = self.calibrator_for(matcher)
+        calibrator = calibrator if calibrator is not None else self.calibrator_for(matcher)
         if calibrator is None or k == 0:
             return np.full(k, np.nan)
         features = hypothesis_features(similarities, query_uncertainty, map_uncertainty,
                                        inliers if matcher else None)
+        if SEQUENCE_FEATURE in calibrator.features:
+            features = np.concatenate([features, np.asarray(sequence_scores, np.float64).reshape(k, 1)], axis=1)
         return calibrator.predict(features)
 
     def save(self, folder: Path) -> list[str]:

@@ -19,6 +19,11 @@
    from the global features, `rerank:<matcher>` with inliers for each reranker given (the map must
    store local features), and a one-feature calibrator per baseline for evaluation (on the global
    top-1; the inlier baseline with the first reranker).
+5. **Sequence ranking** (`fit_session_calibrators`, optional): hypotheses ranked by sequence carry the
+   sequence score, which synthetic views of the map's own images cannot calibrate. Those views never
+   change the condition, and sequences are right on them almost always. Their calibrators
+   (`sequence:global`, `sequence:rerank:<matcher>`: the features above plus `sequence_score`) are
+   fitted on a replay of another session of the same place with poses, labelled by distance.
 """
 
 import time
@@ -30,13 +35,13 @@ import torch
 from vpr_ros.core import LOGGER
 from vpr_ros.core.uncertainty.bayescap import DEFAULT_CONF as HEAD_CONF, fit_head
 from vpr_ros.core.uncertainty.calibration import Calibrator
-from vpr_ros.core.uncertainty.features import (BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, baseline_scores,
-                                     hypothesis_features, map_positions)
+from vpr_ros.core.uncertainty.features import (BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, SEQUENCE_FEATURE,
+                                     baseline_scores, hypothesis_features, map_positions)
 from vpr_ros.core.inputs.images import batch_to_tensor, to_rgb8
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.map_builder import SourceLoader
 from vpr_ros.core.matching.reranker import Reranker
-from vpr_ros.core.uncertainty.model import UncertaintyModel, rerank_key
+from vpr_ros.core.uncertainty.model import UncertaintyModel, ranking_key, rerank_key
 
 DEFAULT_TRAINING = {
     "positive_distance_m": 5.0,  # poses this close ...
@@ -268,3 +273,40 @@ def _calibration_rows(vpr_map, model: UncertaintyModel, queries: dict, how, crit
             rows[f"baseline:{name}"][0].append(np.array([[value]]))
             rows[f"baseline:{name}"][1].append(labels[:1])
     return {name: (np.concatenate(x), np.concatenate(y)) for name, (x, y) in rows.items()}
+
+
+def fit_session_calibrators(model: UncertaintyModel, replays: dict, positives: list[set[int]], length: int,
+                            similarity: str, kind: str = "logistic", session: str = "") -> dict:
+    """Fit the sequence-ranking calibrators of `model` from replays of another session against its map.
+
+    replays: matcher name (None: global ranking) -> the session's QueryRecords (evaluation/replay.py) with
+    sequence matching on (window `length`, `similarity` rows); positives[i]: the map keys of query i's place.
+    Each hypothesis of a frame ranked by sequence is one row (the calibrator's features plus its sequence
+    score), labelled by whether it is the query's place. Returns what was fitted, for the model's record."""
+    fitted = {}
+    for matcher, records in replays.items():
+        if len(records) != len(positives):
+            raise ValueError(f"{len(records)} replayed frames for {len(positives)} ground-truth sets")
+        x, y = [], []
+        for record, places in zip(records, positives):
+            if not record.sequence_length or not len(record.keys) or not places:
+                continue
+            features = hypothesis_features(record.similarities, record.query_uncertainty, record.map_uncertainty,
+                                           record.inliers if matcher else None)
+            x.append(np.concatenate([features, record.sequence_scores.reshape(-1, 1)], axis=1))
+            y.append(np.array([int(key) in places for key in record.keys]))
+        name = ranking_key(matcher, sequence=True)
+        if not x:
+            raise ValueError(f"{name}: no frame of the session was ranked by sequence (is the session longer than "
+                             f"{length} frames, and the map in traversal order?)")
+        x, y = np.concatenate(x), np.concatenate(y)
+        keep = np.isfinite(x).all(axis=1)
+        features = (RERANK_FEATURES if matcher else GLOBAL_FEATURES) + [SEQUENCE_FEATURE]
+        try:
+            model.calibrators[name] = Calibrator(features, kind).fit(x[keep], y[keep])
+        except ValueError as exc:
+            raise ValueError(f"cannot calibrate {name} on the session: {exc}") from exc
+        fitted[name] = {"hypotheses": int(keep.sum()), "right": int(y[keep].sum())}
+    model.training["sequence"] = {"length": int(length), "similarity": similarity, "session": session,
+                                  "calibrators": fitted}
+    return model.training["sequence"]
