@@ -192,3 +192,33 @@ def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
         assert [r.status for r in records] == ["processed", "bad", "processed"], through_node
         assert report["frames"]["bad"] == 1 and report["frames"]["processed"] == 2
         assert records[1].note
+
+
+@pytest.mark.slow
+def test_train_uncertainty_calibrates_sequence_ranking_on_a_session_bag(sim_map, tmp_path, capsys):
+    """vpr_train_uncertainty --session: lap 2 (dusk) replayed against lap 1's map with sequence matching fits
+    the sequence calibrators into the map; vpr_eval with that window then publishes their probabilities."""
+    import shutil
+
+    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.tools import train_uncertainty
+
+    path = tmp_path / "map"
+    shutil.copytree(sim_map / "map", path)
+    bag = sim_map / "run" / "lap_2"
+    assert train_uncertainty.main([str(path), "--epochs", "3", "--views", "1", "--positive-distance", "3",
+                                   "--top-k", "8", "--session", str(bag), *TOPICS, "--sequence-length", "5",
+                                   "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "sequence:global:" in out and "sequence_length 5, centred rows" in out
+    model = VPRMap.load(path).uncertainty
+    assert model.training["sequence"]["length"] == 5 and model.training["sequence"]["session"] == str(bag)
+    assert model.calibrators["sequence:global"].features[-1] == "sequence_score"
+    assert model.sequence_calibrator(None, 5, "centred") is model.calibrators["sequence:global"]
+    report, records, _ = vpr_eval.evaluate_map_bag(path, bag, "/camera/image_raw", "/odom", None, 5.0,
+                                                   LocalizerConfig(rerank="off", top_k=8, sequence_length=5),
+                                                   progress=False)
+    ranked = [r for r in records if r.sequence_length]
+    assert len(ranked) == 26 and all(np.isfinite(r.probabilities).all() for r in ranked)
+    with pytest.raises(SystemExit):  # --session without its topics
+        train_uncertainty.main([str(path), "--session", str(bag), "--quiet"])
