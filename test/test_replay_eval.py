@@ -2,6 +2,7 @@
 run, the HTML report, the image-folder converter on Corridor, and the demo command."""
 
 import json
+import logging
 import os
 import re
 
@@ -195,7 +196,7 @@ def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_uncertainty_calibrates_sequence_ranking_on_a_session_bag(sim_map, tmp_path, capsys):
+def test_train_uncertainty_calibrates_sequence_ranking_on_a_session_bag(sim_map, tmp_path, capsys, caplog):
     """vpr_train_uncertainty --session: lap 2 (dusk) replayed against lap 1's map with sequence matching fits
     the sequence calibrators into the map; vpr_eval with that window then publishes their probabilities."""
     import shutil
@@ -206,11 +207,13 @@ def test_train_uncertainty_calibrates_sequence_ranking_on_a_session_bag(sim_map,
     path = tmp_path / "map"
     shutil.copytree(sim_map / "map", path)
     bag = sim_map / "run" / "lap_2"
-    assert train_uncertainty.main([str(path), "--epochs", "3", "--views", "1", "--positive-distance", "3",
-                                   "--top-k", "8", "--session", str(bag), *TOPICS, "--sequence-length", "5",
-                                   "--quiet"]) == 0
+    with caplog.at_level(logging.WARNING, logger="vpr_ros"):
+        assert train_uncertainty.main([str(path), "--epochs", "3", "--views", "1", "--positive-distance", "3",
+                                       "--top-k", "8", "--session", str(bag), *TOPICS, "--sequence-length", "5",
+                                       "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "sequence:global:" in out and "sequence_length 5, centred rows" in out
+    assert not any("no calibrator for sequence ranking" in m for m in caplog.messages)  # the fitting replays
     model = VPRMap.load(path).uncertainty
     assert model.training["sequence"]["length"] == 5 and model.training["sequence"]["session"] == str(bag)
     assert model.calibrators["sequence:global"].features[-1] == "sequence_score"

@@ -105,12 +105,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _calibrate_on_session(vpr_map: VPRMap, args) -> None:
     """Replay --session against the map with sequence matching, once per ranking, and fit its calibrators."""
-    from vpr_ros.core.config import LocalizerConfig
-    from vpr_ros.core.evaluation.replay import replay_core
     from vpr_ros.tools.eval import ground_truth, replay_inputs
 
     items, queries = replay_inputs(args.session, args.image_topic, args.pose_topic, None)
     positives, _ = ground_truth(vpr_map, queries, args.session_distance, None, None)
+    # the replays run before the calibrators they fit exist: their "no calibrator for sequence ranking" is noise
+    quiet = lambda record: "no calibrator for sequence ranking" not in record.getMessage()  # noqa: E731
+    logging.getLogger("vpr_ros").addFilter(quiet)
+    try:
+        replays = _replays(vpr_map, items, args)
+    finally:
+        logging.getLogger("vpr_ros").removeFilter(quiet)
+    fit_session_calibrators(vpr_map.uncertainty, replays, positives, args.sequence_length,
+                            args.sequence_similarity, args.calibrator, str(args.session))
+
+
+def _replays(vpr_map: VPRMap, items: list, args) -> dict:
+    """The session replayed with sequence matching: global ranking, and re-ranked by each --rerank matcher."""
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.evaluation.replay import replay_core
+
     replays = {}
     for matcher in [None, *dict.fromkeys(args.rerank)]:
         config = LocalizerConfig(rerank=matcher or "off", top_k=args.top_k, temporal_window=0,
@@ -120,8 +134,7 @@ def _calibrate_on_session(vpr_map: VPRMap, args) -> None:
             print(f"replaying {args.session} ({len(items)} frames), ranked by sequence"
                   + (f", re-ranked by {matcher}" if matcher else ""))
         replays[matcher] = replay_core(vpr_map, items, config, progress=not args.quiet)
-    fit_session_calibrators(vpr_map.uncertainty, replays, positives, args.sequence_length,
-                            args.sequence_similarity, args.calibrator, str(args.session))
+    return replays
 
 
 if __name__ == "__main__":
