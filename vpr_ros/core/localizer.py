@@ -340,8 +340,9 @@ class Localizer:
         if result.sequence_length:  # ranked by sequence: the calibrator fitted for it, when there is one
             calibrator = model.sequence_calibrator(matcher, self.config.sequence_length,
                                                    self.config.sequence_similarity)
-            scores = np.array([p.sequence_score for p in result.places])
-            if calibrator is None and not self._said_uncalibrated_sequence:
+            if calibrator is not None:
+                scores = np.array([p.sequence_score for p in result.places])
+            elif not self._said_uncalibrated_sequence:
                 self._said_uncalibrated_sequence = True
                 LOGGER.warning("map %s has no calibrator for sequence ranking (sequence_length %d, %s rows): "
                                "probabilities come from the single-image calibrator and do not include the "

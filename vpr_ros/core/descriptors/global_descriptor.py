@@ -7,6 +7,7 @@ fitted only when the map has at least the preset's `min_frames_for_pca` frames.
 """
 
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -80,7 +81,7 @@ class GlobalDescriptor(nn.Module):
     @property
     def device(self) -> torch.device:
         """Where its weights and buffers live (a thumbnail descriptor has only buffers)."""
-        return next(iter([*self.parameters(), *self.buffers()])).device
+        return next(itertools.chain(self.parameters(), self.buffers())).device
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -75,6 +75,13 @@ def auroc(confidence, correct) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
+def recall_at_full_precision(confidence, correct) -> float:
+    """Highest recall among thresholds that accept no wrong top-1 (0 when none does)."""
+    precision, recall = precision_recall(confidence, correct)
+    perfect = recall[precision >= 1.0]
+    return float(perfect.max()) if len(perfect) else 0.0
+
+
 def precision_at_recall(confidence, correct, recall_level: float) -> float:
     """Best precision among thresholds whose recall reaches `recall_level` (1.0: every correct top-1 kept)."""
     precision, recall = precision_recall(confidence, correct)

@@ -15,7 +15,8 @@ Ground truth, per query image, is the set of map keys showing its place:
 import numpy as np
 
 from vpr_ros.core.evaluation.confidence import report_methods
-from vpr_ros.core.evaluation.metrics import auroc, average_precision, latency_summary, precision_recall, recall_at_n
+from vpr_ros.core.evaluation.metrics import (auroc, average_precision, latency_summary, precision_recall, recall_at_n,
+                                             recall_at_full_precision)
 from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.uncertainty.features import baseline_scores, map_positions
@@ -113,11 +114,10 @@ def evaluate_replay(records: list[QueryRecord], positives: list[set[int]], vpr_m
         calibrated = bool(np.isfinite(probability).all())
         confidence = probability if calibrated else np.array([r.similarities[0] for r, _ in answered])
         precision, recall = precision_recall(confidence, correct)
-        perfect = recall[precision >= 1.0]
         report["top1"] = {
             "confidence": "probability" if calibrated else "global similarity", "queries": len(answered),
             "accuracy": float(correct.mean()), "auc_pr": average_precision(confidence, correct),
-            "recall_at_precision_100": float(perfect.max()) if len(perfect) else 0.0,
+            "recall_at_precision_100": recall_at_full_precision(confidence, correct),
             "pr_curve": {"precision": precision.tolist(), "recall": recall.tolist()},
             "correct": correct.tolist(), "scores": confidence.tolist(),
         }
@@ -155,11 +155,9 @@ def _sequence_report(with_truth: list, published: int) -> dict:
         for name, values in (("sequence_score", [r.sequence_scores[i] for (r, _), i in zip(ranked, first)]),
                              ("similarity", [r.similarities[i] for (r, _), i in zip(ranked, first)])):
             values = np.asarray(values, np.float64)
-            precision, recall = precision_recall(values, correct)
-            perfect = recall[precision >= 1.0]
             out["top1"][name] = {"auc_pr": average_precision(values, correct),
                                  "auroc": auroc(values, correct) if 0 < correct.sum() < len(correct) else None,
-                                 "recall_at_precision_100": float(perfect.max()) if len(perfect) else 0.0}
+                                 "recall_at_precision_100": recall_at_full_precision(values, correct)}
     return out
 
 

@@ -75,7 +75,8 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     if len(frames) == 0:
         raise ValueError("no frames to build a map from")
     candidates = frames.select(policy.motion_candidates(frames))
-    height, width = load(candidates.sources[0]).shape[:2]
+    if input_size == "auto" or local_features is not None:  # the camera's shape
+        height, width = load(candidates.sources[0]).shape[:2]
     if input_size == "auto":
         input_size = camera_input_size(preset, width, height)
     descriptor = GlobalDescriptor(preset, input_size=tuple(input_size), **preset_overrides)

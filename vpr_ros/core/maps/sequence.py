@@ -63,10 +63,6 @@ class CentredSimilarity:
         self.centred = _unit(d - self.map_mean)
         self.query_mean, self.queries = self.map_mean.copy(), 0
 
-    def grow(self, descriptors: np.ndarray) -> None:
-        """slam: new map frames, centred by the mean of the map they join (kept fixed)."""
-        self.centred = np.concatenate([self.centred, _unit(np.asarray(descriptors, np.float32) - self.map_mean)])
-
     def __call__(self, query: np.ndarray) -> np.ndarray:
         q = np.asarray(query, np.float32).reshape(-1)
         self.queries += 1
@@ -106,9 +102,18 @@ def stamp_segments(stamps_ns: np.ndarray) -> np.ndarray:
     steps = np.diff(np.asarray(stamps_ns, np.int64)).astype(np.float64)
     typical = np.median(steps[steps > 0]) if (steps > 0).any() else 0.0
     starts = np.zeros(len(stamps_ns), np.int64)
-    for b in (np.flatnonzero((steps <= 0) | (steps > SEGMENT_GAP * typical)) + 1 if typical > 0 else []):
-        starts[b:] = b
-    return starts
+    if typical > 0:
+        breaks = np.flatnonzero((steps <= 0) | (steps > SEGMENT_GAP * typical)) + 1
+        starts[breaks] = breaks
+    return np.maximum.accumulate(starts) if len(starts) else starts
+
+
+def _segment_ends(starts: np.ndarray) -> np.ndarray:
+    """Per key the last key of its segment."""
+    if not len(starts):
+        return starts.copy()
+    last = np.r_[np.flatnonzero(starts[1:] != starts[:-1]), len(starts) - 1]  # each segment's last key
+    return last[np.searchsorted(last, np.arange(len(starts)))]
 
 
 class SequenceMatcher:
@@ -120,18 +125,20 @@ class SequenceMatcher:
         if max_step < 1:
             raise ValueError(f"max_step must be >= 1 map frame per query frame, got {max_step}")
         self.length, self.max_step = int(length), int(max_step)
-        self.starts = np.zeros(0, np.int64)
+        self.starts = self.ends = np.zeros(0, np.int64)
         self.reset()
 
     def set_map(self, starts: np.ndarray) -> None:
         """A new map: per key the first key of its segment (map_segments). Restarts the window."""
         self.starts = np.asarray(starts, np.int64)
+        self.ends = _segment_ends(self.starts)
         self.reset()
 
     def grow(self, starts: np.ndarray) -> None:
         """slam: the map gained keys (appended at the end); the window goes on."""
         old, new = len(self.starts), len(starts)
         self.starts = np.asarray(starts, np.int64)
+        self.ends = _segment_ends(self.starts)
         if new == old:
             return
         pad = new - old
@@ -207,8 +214,7 @@ class SequenceMatcher:
         slope, intercept = np.polyfit(t, path.astype(np.float64), 1)
         n = len(self.starts)
         searchable = n if searchable is None else min(int(searchable), n)
-        later = np.flatnonzero(self.starts[key + 1:] != self.starts[key])
-        last = min(int(key) + int(later[0]) if len(later) else n - 1, searchable - 1)
+        last = min(int(self.ends[key]), searchable - 1)
         return int(np.clip(round(slope * t[-1] + intercept), self.starts[key], max(last, self.starts[key])))
 
     def _gap(self, stamp_ns: int) -> int:
