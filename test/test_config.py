@@ -55,7 +55,7 @@ def test_off_values_round_trip_through_the_node_parameters():
 
 
 @pytest.mark.parametrize("field, value", [("top_k", 0), ("top_k", 101), ("min_inlier_ratio", 1.5),
-                                          ("accept_min_probability", -0.1), ("rerank", "sift"),
+                                          ("accept_min_probability", -1.5), ("accept_min_probability", 1.1), ("rerank", "sift"),
                                           ("mode", "mapping"), ("backend", "openvino"), ("precision", "bf16"),
                                           ("max_keypoints", 8), ("temporal_window", -1), ("top_k", "5")])
 def test_the_config_refuses_what_the_node_refuses(field, value):

@@ -100,6 +100,36 @@ def test_degenerate_matches_are_unverified_with_a_reason(case, note):
         assert len(result.inliers) == len(a)
 
 
+def test_inliers_that_chance_explains_are_not_verified(scene):
+    """The a contrario test: the count chance leaves grows with the matches and with the threshold's share of
+    the image, so the same inlier count verifies among few matches and not among many random ones."""
+    from vpr_ros.core.matching.geometry import chance_rates, log10_nfa
+    from vpr_ros.core.matching.ransac import BatchedVerifier
+
+    chance = chance_rates(3.0, SIZE, SIZE)
+    assert chance["fundamental"] == pytest.approx(2 * 3 * 800 / (640 * 480))
+    assert log10_nfa("fundamental", 40, 15, chance["fundamental"]) > 0  # 15 of 40: chance does that
+    assert log10_nfa("fundamental", 20, 15, chance["fundamental"]) < 0
+    assert log10_nfa("fundamental", 400, 60, chance["fundamental"]) > log10_nfa("fundamental", 100, 60, chance["fundamental"])
+    # a tiny image: the same threshold covers more of it, and the same matches mean less
+    small = chance_rates(3.0, (160, 120), (160, 120))
+    assert log10_nfa("fundamental", 60, 25, small["fundamental"]) > log10_nfa("fundamental", 60, 25, chance["fundamental"])
+    # real geometry among outliers passes; 25 true matches hidden among 75 random ones pass the ratio and count
+    # rules (more than 15 inliers, over 25 %) only when chance cannot explain them
+    _, _, _, query, match = scene
+    rng = np.random.default_rng(3)
+    refused = 0
+    for kind in (GeometricVerifier, BatchedVerifier):
+        assert kind().verify(query, match, SIZE, SIZE).log_nfa < -50
+        loose = kind(min_inliers=8, min_inlier_ratio=0.1)  # count and ratio rules that random matches pass
+        for _ in range(5):
+            a, b = rng.uniform(0, 640, (60, 2)), rng.uniform(0, 640, (60, 2))
+            random = loose.verify(a, b, SIZE, SIZE)
+            assert not random.verified and random.log_nfa > 0, random
+            refused += "chance" in random.note
+    assert refused >= 5  # most of them fail on chance alone
+
+
 def test_verifier_rejects_bad_settings_and_shapes():
     with pytest.raises(ValueError, match="unknown geometric model"):
         GeometricVerifier(model="affine")

@@ -11,7 +11,8 @@ import torch
 
 from vpr_ros.core.evaluation.metrics import auroc, average_precision, precision_at_recall, reliability
 from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.uncertainty.bayescap import BayesCapHead, bayescap_loss, descriptor_uncertainty, generalized_gaussian_nll, variance
+from vpr_ros.core.uncertainty.bayescap import (BayesCapHead, bayescap_loss, descriptor_uncertainty, fit_head,
+                                               generalized_gaussian_nll, variance)
 from vpr_ros.core.uncertainty.calibration import Calibrator
 from vpr_ros.core.uncertainty.features import baseline_scores, hypothesis_features, position_covariance, spatial_spread
 
@@ -34,22 +35,57 @@ def test_power_form_is_the_generalized_gaussian_likelihood():
 
 
 def test_loss_is_finite_with_gradients_on_identical_and_extreme_inputs():
-    head = BayesCapHead(32, hidden=16)
+    head = BayesCapHead(32, rank=8, hidden=16)
+    head.fit_projection(torch.nn.functional.normalize(torch.randn(20, 32), dim=1).numpy())
     y = torch.nn.functional.normalize(torch.randn(4, 32), dim=1)
     for other in (y.clone(), -y * 1e3, torch.zeros_like(y)):
-        loss = bayescap_loss(head(y), y, other)
+        loss = bayescap_loss(head(y), head.project(other))
         loss.backward()
         assert torch.isfinite(loss)
-        assert all(torch.isfinite(p.grad).all() for p in head.parameters())
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.requires_grad)
         head.zero_grad()
-    mean, alpha, beta = head(y)
-    assert mean.shape == alpha.shape == beta.shape == (4, 32) and (alpha > 0).all() and (beta >= 0.2).all()
+    x, mean, alpha, beta = head(y)
+    assert x.shape == mean.shape == alpha.shape == beta.shape == (4, 8) and (alpha > 0).all() and (beta >= 0.2).all()
     with pytest.raises(ValueError, match="B x 32"):
         head(torch.zeros(2, 31))
+    assert BayesCapHead(16, rank=64).rank == 16  # the rank never exceeds the descriptor's dimension
+
+
+def test_low_rank_head_learns_which_directions_vary_between_views_and_scores_pairs():
+    """Synthetic places: views of a place differ along 4 'nuisance' directions of a 64-d space and agree on
+    the rest. The head, trained on views, must find the nuisance directions (larger predicted scale there)
+    and its pair likelihood must rank views of one place above different places."""
+    from vpr_ros.core.uncertainty.model import UncertaintyModel
+
+    rng = np.random.default_rng(0)
+    places = rng.normal(size=(60, 64))
+    nuisance = np.zeros(64)
+    nuisance[:4] = 1.0
+
+    def view(p):
+        return p + rng.normal(size=p.shape) * (0.05 + 1.5 * nuisance)
+
+    table = np.concatenate([view(places), view(places), view(places)]).astype(np.float32)
+    table /= np.linalg.norm(table, axis=1, keepdims=True)
+    n = len(places)
+    pairs = np.array([(i + a * n, i + b * n) for i in range(n) for a, b in ((0, 1), (0, 2), (1, 2))])
+    head, stats = fit_head(table, pairs, {"rank": 16, "hidden": 32}, epochs=60)
+    assert stats["rank"] == 16 and stats["train_loss"][-1] < stats["train_loss"][0]
+    model = UncertaintyModel(head, {}, "test")
+    fresh = np.stack([view(places), view(places)]).astype(np.float32)
+    fresh /= np.linalg.norm(fresh, axis=2, keepdims=True)
+    same = np.array([model.describe(fresh[0, i], fresh[1, [i]])[2][0] for i in range(n)])
+    other = np.array([model.describe(fresh[0, i], fresh[1, [(i + 7) % n]])[2][0] for i in range(n)])
+    assert auroc(np.r_[same, other], np.r_[np.ones(n, bool), np.zeros(n, bool)]) > 0.95
+    query_u, map_u, pair = model.describe(fresh[0, 0], fresh[1, :3])
+    assert np.isfinite(query_u) and map_u.shape == pair.shape == (3,)
+    nan_row = fresh[1, :2].copy()
+    nan_row[1, 0] = np.nan
+    assert np.isnan(model.describe(fresh[0, 0], nan_row)[2][1]) and np.isfinite(model.describe(fresh[0, 0], nan_row)[2][0])
 
 
 def test_uncertainty_of_a_nan_descriptor_is_nan_not_an_error():
-    head = BayesCapHead(16, hidden=8)
+    head = BayesCapHead(16, rank=4, hidden=8)
     rows = np.ones((3, 16), np.float32) / 4
     rows[1, 3] = np.nan
     u = descriptor_uncertainty(head, rows)
@@ -70,6 +106,33 @@ def test_calibrator_learns_a_monotone_probability_and_round_trips(kind):
     again = Calibrator.from_json(json.loads(json.dumps(cal.to_json())))
     assert np.allclose(again.predict(grid), p)
     assert np.isnan(cal.predict(np.array([[np.nan, 0.0]]))).all()
+
+
+def test_calibrator_is_monotone_in_the_evidence_even_when_the_fit_would_not_be():
+    """Two features that move together: unconstrained, the second gets a negative weight (more inliers would
+    lower the probability); declared increasing, its weight is held at 0 and the probability never falls."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=400)
+    b = a + rng.normal(size=400)
+    y = rng.random(400) < 1 / (1 + np.exp(-(3 * a - 1.5 * b)))
+    x = np.stack([a, b], axis=1)
+    free = Calibrator(["similarity", "log_inliers"]).fit(x, y)
+    assert free.coef[1] < 0
+    tied = Calibrator(["similarity", "log_inliers"], increasing=["similarity", "log_inliers"]).fit(x, y)
+    assert tied.coef[1] == 0.0 and tied.coef[0] > 0
+    grid = np.stack([np.zeros(30), np.linspace(-3, 3, 30)], axis=1)
+    assert (np.diff(tied.predict(grid)) >= 0).all()
+    again = Calibrator.from_json(json.loads(json.dumps(tied.to_json())))
+    assert again.increasing == ["similarity", "log_inliers"] and again.full_precision == tied.full_precision
+
+
+def test_full_precision_point_of_a_calibrated_curve():
+    from vpr_ros.core.uncertainty.calibration import full_precision_threshold
+
+    p = np.array([0.99, 0.95, 0.9, 0.8, 0.7])
+    assert full_precision_threshold(p, np.array([1, 1, 0, 1, 0], bool)) == 0.95
+    assert full_precision_threshold(p, np.array([0, 1, 1, 1, 1], bool)) == 1.0  # the most probable is wrong
+    assert full_precision_threshold(p, np.ones(5, bool)) == 0.7
 
 
 def test_calibrator_refuses_one_class_and_bad_shapes():
@@ -106,13 +169,14 @@ def test_ranking_and_calibration_metrics_on_hand_computed_cases():
 
 def test_features_and_baselines():
     sims = np.array([0.8, 0.6, 0.59])
-    f = hypothesis_features(sims, 1e-4, np.array([1e-4, 2e-4, 3e-4]), inliers=np.array([100, 3, 0]))
-    assert f.shape == (3, 6)
+    f = hypothesis_features(sims, 1e-4, np.array([1e-4, 2e-4, 3e-4]), np.array([-1.0, -2.0, -3.0]),
+                            inliers=np.array([100, 3, 0]))
+    assert f.shape == (3, 7)
     assert np.allclose(f[:, 1], [0.2, -0.2, -0.21]) and np.allclose(f[:, 2], [1, 0, 0])
-    assert np.allclose(f[:, 5], np.log1p([100, 3, 0]))
+    assert np.allclose(f[:, 5], [-1, -2, -3]) and np.allclose(f[:, 6], np.log1p([100, 3, 0]))
     positions = np.array([[0.0, 0, 0], [50, 0, 0], [51, 0, 0]])
-    b = baseline_scores(sims, positions, 1e-4, 100)
-    assert b["l2"] == pytest.approx(-math.sqrt(0.4)) and b["inliers"] == 100
+    b = baseline_scores(sims, positions, 1e-4, 100, -1.0)
+    assert b["l2"] == pytest.approx(-math.sqrt(0.4)) and b["inliers"] == 100 and b["pair_likelihood"] == -1.0
     assert b["pa"] == pytest.approx(1 - math.sqrt(0.4) / math.sqrt(0.8))
     assert spatial_spread(sims, positions) < 1.0 < 100 < spatial_spread(np.array([0.6, 0.6, 0.6]), positions)
     # a confident best keeps sigma^2; doubt towards a place 50 m away widens x only
@@ -161,15 +225,27 @@ def test_training_yields_calibrated_probabilities_for_both_rankings(trained):
     t = model.training
     assert t["positives"] == "poses" and t["calibration_views"].startswith("synthetic views")
     assert t["calibration_queries"] == 2 * 12 and np.isfinite(t["train_loss"])
-    assert {"global", "rerank:xfeat-mnn", "baseline:l2"} <= set(model.calibrators)
+    # views of the training frames add pairs to the map's own
+    assert t["view_pairs"] > t["train_pairs"] and t["rank"] <= 64
+    assert {"global", "rerank:xfeat-mnn", "baseline:l2", "baseline:pair_likelihood"} <= set(model.calibrators)
     u = model.uncertainty(vpr_map.descriptors)
     assert u.shape == (40,) and np.isfinite(u).all() and (u > 0).all()
+    query_u, map_u, pair = model.describe(vpr_map.descriptors[3], vpr_map.descriptors[[3, 4, 30]])
+    assert query_u == pytest.approx(u[3]) and np.allclose(map_u, u[[3, 4, 30]])
+    assert pair[0] > pair[2] and pair[1] > pair[2]  # the frame itself and its neighbour above a far frame
     sims = vpr_map.descriptors[3] @ vpr_map.descriptors[[3, 4, 30]].T
-    p = model.probabilities(sims, u[3], u[[3, 4, 30]])
+    p = model.probabilities(sims, query_u, map_u, pair)
     assert ((p >= 0) & (p <= 1)).all() and p[0] > p[2]
-    p_rr = model.probabilities(sims, u[3], u[[3, 4, 30]], inliers=np.array([200, 150, 0]), matcher="xfeat-mnn")
+    p_rr = model.probabilities(sims, query_u, map_u, pair, inliers=np.array([200, 150, 0]), matcher="xfeat-mnn")
     assert np.isfinite(p_rr).all()
-    assert np.isnan(model.probabilities(sims, u[3], u[[3, 4, 30]], np.zeros(3), matcher="disk-lightglue")).all()
+    # more inliers never lower the probability (the calibrators are monotone in their evidence)
+    more = model.probabilities(sims, query_u, map_u, pair, inliers=np.array([400, 300, 50]), matcher="xfeat-mnn")
+    assert (more >= p_rr).all()
+    for name in ("global", "rerank:xfeat-mnn"):
+        c = model.calibrators[name]
+        assert c.increasing and all(c.coef[c.features.index(f)] >= 0 for f in c.increasing)
+        assert 0 < c.full_precision <= 1
+    assert np.isnan(model.probabilities(sims, query_u, map_u, pair, np.zeros(3), matcher="disk-lightglue")).all()
 
 
 def test_model_round_trips_with_the_map_and_damage_is_refused(trained, tmp_path):
@@ -197,6 +273,32 @@ def test_model_round_trips_with_the_map_and_damage_is_refused(trained, tmp_path)
 
     with pytest.raises(ValueError, match="retrain"):
         UncertaintyModel.load(path, 4096, model.fingerprint)
+
+
+def test_a_model_of_an_older_format_is_refused_by_name_and_can_be_retrained(trained, tmp_path):
+    """A map whose uncertainty model predates this format (intact files, valid checksums) is refused with the
+    command that fixes it, and that command works on it."""
+    import hashlib
+
+    from vpr_ros.core.maps.map_store import MapError, VPRMap
+    from vpr_ros.tools.train_uncertainty import main
+
+    vpr_map, model = trained
+    vpr_map.uncertainty = model
+    try:
+        path = vpr_map.save(tmp_path / "old")
+    finally:
+        vpr_map.uncertainty = None
+    meta_file = path / "uncertainty.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "format_version": 1}))
+    record = json.loads((path / "map.json").read_text())
+    record["files"]["uncertainty.json"] = {"bytes": meta_file.stat().st_size,
+                                           "sha256": hashlib.sha256(meta_file.read_bytes()).hexdigest()}
+    (path / "map.json").write_text(json.dumps(record))
+    with pytest.raises(MapError, match="format version 1.*retrain it with vpr_train_uncertainty"):
+        VPRMap.load(path)
+    assert main([str(path), "--epochs", "2", "--views", "1", "--positive-distance", "2", "--quiet"]) == 0
+    assert VPRMap.load(path).uncertainty is not None
 
 
 def test_training_refuses_maps_it_cannot_learn_from(small_map):
@@ -240,7 +342,12 @@ def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor
         assert np.isfinite(result.query_uncertainty) and "uncertainty" in result.timings_ms
         probs = [p.probability for p in result.places]
         assert all(0 <= p <= 1 for p in probs) and all(np.isfinite(p.map_uncertainty) for p in result.places)
+        assert all(np.isfinite(p.pair_likelihood) for p in result.places)
         assert result.loop is result.places[0]  # accepted by probability although the similarity gate says no
+        # the default (< 0) takes the calibrator's own full-precision point, at least 0.9
+        auto = Localizer(LocalizerConfig(rerank="off", temporal_window=0), vpr_map).process(query, 1)
+        assert auto.accept_min_probability == max(0.9, model.calibrators["global"].full_precision)
+        assert (auto.loop is not None) == (auto.places[0].probability >= auto.accept_min_probability)
         strict = Localizer(LocalizerConfig(rerank="off", temporal_window=0, accept_min_probability=1.0,
                                            accept_min_similarity=-1.0), vpr_map)
         assert strict.process(query, 1).loop is None
@@ -326,11 +433,12 @@ def test_sequence_ranking_is_calibrated_on_another_session(trained, corridor_dir
         for r in results[4:]:  # ranked by sequence: the session's calibrator, with the sequence score
             sims = np.array([p.hypothesis.similarity for p in r.places])
             map_u = np.array([p.map_uncertainty for p in r.places])
+            pair = np.array([p.pair_likelihood for p in r.places])
             scores = np.array([p.sequence_score for p in r.places])
             got = np.array([p.probability for p in r.places])
-            assert np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u, None, None, scores,
+            assert np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u, pair, None, None, scores,
                                                         calibrator))
-            assert not np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u))
+            assert not np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u, pair))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="vpr_ros"):
             other = Localizer(dataclasses.replace(config, sequence_length=6), vpr_map)

@@ -8,9 +8,11 @@ Two modes:
   `bootstrap_frames` keyframes are buffered to fit the preset's vocabulary, then the map starts.
 
 When the map carries an uncertainty model (vpr_train_uncertainty), every hypothesis gets the BayesCap
-uncertainty of the query and of its map frame and a calibrated probability of being the query's
-place; the best one is then accepted when its probability reaches `accept_min_probability` (the
-similarity and inlier thresholds apply only to maps without a calibrator for the ranking in use).
+uncertainty of the query and of its map frame, their pair likelihood and a calibrated probability of
+being the query's place; the best one is then accepted when its probability reaches
+`accept_min_probability`, by default (< 0) the calibrator's own full-precision point, at least
+AUTO_MIN_PROBABILITY (the similarity and inlier thresholds apply only to maps without a calibrator
+for the ranking in use).
 
 A hypothesis is accepted as a loop closure when it passes the thresholds below and, with
 `temporal_window` M > 0, when the best candidates of the previous M frames lay within
@@ -25,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.config import LocalizerConfig
+from vpr_ros.core.config import AUTO_MIN_PROBABILITY, LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.joint import shares_backbone
 from vpr_ros.core.inputs.images import to_rgb8
@@ -55,6 +57,7 @@ class PlaceResult(Verifiable):
     verification: Verification | None = None
     probability: float = float("nan")  # calibrated probability of being the query's place (NaN: no calibrator)
     map_uncertainty: float = float("nan")  # BayesCap uncertainty of the map frame's descriptor
+    pair_likelihood: float = float("nan")  # BayesCap pair likelihood of query and map frame (NaN: no head)
     sequence_score: float = float("nan")  # mean normalised similarity along its best alignment (NaN: not used)
     sequence_length: int = 0  # query frames that alignment spans (0: single-image ranking)
 
@@ -78,6 +81,7 @@ class FrameResult:
     descriptor: np.ndarray | None = None  # 1 x D global descriptor of the query
     global_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # top_k map keys, global order
     global_similarities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # ... their cosines
+    accept_min_probability: float = float("nan")  # the probability a loop closure needed (NaN: no calibrator)
     sequence_scores: np.ndarray | None = None  # per global_keys entry, when sequence matching ranked them
     sequence_length: int = 0  # frames in the sequence window that ranked global_keys (0: single-image)
     single_keys: np.ndarray | None = None  # with sequence matching: the single-image top_k, for comparison
@@ -157,7 +161,7 @@ class Localizer:
         result.places = self._rank(features, camera_K, result, self._confident(result, uncertain), rerank)
         if uncertain is not None and result.places:
             self._score(result, uncertain)
-        result.loop = self._accept(result.places)
+        result.loop = self._accept(result.places, result.accept_min_probability)
         if self.config.mode == "slam":
             result.map_key = self._add(result.descriptor, stamp_ns, pose, features)
         self.frames_processed += 1
@@ -276,27 +280,27 @@ class Localizer:
         result.timings_ms["local_features"] = (time.perf_counter() - t0) * 1e3
         return features
 
-    def _uncertainties(self, result: FrameResult) -> dict[int, float] | None:
-        """BayesCap: the query's uncertainty (into result) and its global candidates' (key -> value), in one
-        forward pass; None when the map has no uncertainty model."""
+    def _uncertainties(self, result: FrameResult) -> dict[int, tuple[float, float]] | None:
+        """BayesCap: the query's uncertainty (into result) and, per global candidate (key -> values), its
+        uncertainty and pair likelihood with the query, in one forward pass; None when the map has no
+        uncertainty model."""
         model = self.vpr_map.uncertainty
         if model is None or not len(result.global_keys):
             return None
         t0 = time.perf_counter()
         keys = result.global_keys
-        both = model.uncertainty(np.concatenate([result.descriptor.reshape(1, -1), self.vpr_map.descriptors[keys]]))
-        result.query_uncertainty = float(both[0])
+        result.query_uncertainty, map_u, pair = model.describe(result.descriptor, self.vpr_map.descriptors[keys])
         result.timings_ms["uncertainty"] = (time.perf_counter() - t0) * 1e3
-        return {int(key): float(u) for key, u in zip(keys, both[1:])}
+        return {int(key): (float(u), float(p)) for key, u, p in zip(keys, map_u, pair)}
 
-    def _confident(self, result: FrameResult, uncertain: dict[int, float] | None) -> bool:
+    def _confident(self, result: FrameResult, uncertain: dict[int, tuple[float, float]] | None) -> bool:
         """Whether the global first candidate's calibrated probability reaches skip_min_probability, so that
         re-ranking verifies it alone (and all candidates only if it fails)."""
         threshold, model = self.config.skip_min_probability, self.vpr_map.uncertainty
         if threshold is None or uncertain is None or self.reranker is None:
             return False
-        map_u = np.array([uncertain[int(key)] for key in result.global_keys])
-        probability = model.probabilities(result.global_similarities, result.query_uncertainty, map_u)[0]
+        map_u, pair = np.array([uncertain[int(key)] for key in result.global_keys]).T
+        probability = model.probabilities(result.global_similarities, result.query_uncertainty, map_u, pair)[0]
         return bool(np.isfinite(probability) and probability >= threshold)
 
     def _rank(self, features: LocalFeatures | None, camera_K: np.ndarray | None,
@@ -327,11 +331,12 @@ class Localizer:
                 place.sequence_score, place.sequence_length = scores[place.hypothesis.key], result.sequence_length
         return places
 
-    def _score(self, result: FrameResult, uncertain: dict[int, float]) -> None:
-        """Calibrated probabilities of the frame's hypotheses (and their map frames' uncertainties)."""
+    def _score(self, result: FrameResult, uncertain: dict[int, tuple[float, float]]) -> None:
+        """Calibrated probabilities of the frame's hypotheses (and their map frames' uncertainties and pair
+        likelihoods)."""
         t0 = time.perf_counter()
         model = self.vpr_map.uncertainty
-        map_u = np.array([uncertain[p.hypothesis.key] for p in result.places])
+        map_u, pair = np.array([uncertain[p.hypothesis.key] for p in result.places]).reshape(-1, 2).T
         inliers = None
         if self.reranker is not None:
             inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in result.places])
@@ -348,10 +353,15 @@ class Localizer:
                                "probabilities come from the single-image calibrator and do not include the "
                                "sequence score; vpr_train_uncertainty --session BAG fits one from another session",
                                self.vpr_map.name, self.config.sequence_length, self.config.sequence_similarity)
+        calibrator = calibrator or model.calibrator_for(matcher)
         probabilities = model.probabilities(np.array([p.hypothesis.similarity for p in result.places]),
-                                            result.query_uncertainty, map_u, inliers, matcher, scores, calibrator)
-        for place, u, prob in zip(result.places, map_u, probabilities):
-            place.map_uncertainty, place.probability = float(u), float(prob)
+                                            result.query_uncertainty, map_u, pair, inliers, matcher, scores,
+                                            calibrator)
+        result.accept_min_probability = self.config.accept_min_probability
+        if result.accept_min_probability < 0 and calibrator is not None:  # the calibrated curve's own
+            result.accept_min_probability = max(AUTO_MIN_PROBABILITY, np.nan_to_num(calibrator.full_precision))
+        for place, u, likelihood, prob in zip(result.places, map_u, pair, probabilities):
+            place.map_uncertainty, place.pair_likelihood, place.probability = float(u), float(likelihood), float(prob)
         result.timings_ms["uncertainty"] += (time.perf_counter() - t0) * 1e3
 
     def _backend(self, descriptor: GlobalDescriptor, local_conf: dict | None):
@@ -389,10 +399,10 @@ class Localizer:
         by_time = int(np.count_nonzero(stamps > stamp_ns - int(self.config.exclude_recent_s * 1e9)))
         return min(len(stamps), max(by_time, self.config.exclude_recent_frames))
 
-    def _accept(self, places: list[PlaceResult]) -> PlaceResult | None:
+    def _accept(self, places: list[PlaceResult], min_probability: float) -> PlaceResult | None:
         best = places[0] if places else None
         if best is not None and np.isfinite(best.probability):
-            ok = best.probability >= self.config.accept_min_probability
+            ok = best.probability >= min_probability
         else:
             ok = best is not None and best.hypothesis.similarity >= self.config.accept_min_similarity
             if ok and self.reranker is not None:

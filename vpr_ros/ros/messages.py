@@ -57,7 +57,8 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
         item.inlier_ratio = v.inlier_ratio if v is not None else NAN
         item.verification_note = "" if place.verified else place.note
         item.query_uncertainty = result.query_uncertainty
-        item.map_uncertainty, item.probability = place.map_uncertainty, place.probability
+        item.map_uncertainty, item.pair_likelihood = place.map_uncertainty, place.pair_likelihood
+        item.probability = place.probability
         out.hypotheses.append(item)
     out.timing = [msgs.StageTiming(stage=stage, ms=float(ms)) for stage, ms in result.timings_ms.items()]
     return out

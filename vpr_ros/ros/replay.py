@@ -50,6 +50,7 @@ def _record(index: int, stamp_ns: int, pose, msg, sent: float, received: float) 
         inliers=np.array([p.inlier_count for p in h], np.int64), verified=np.array([p.verified for p in h], bool),
         reranked=any(p.verification_note != "not_reranked" for p in h),
         map_uncertainty=np.array([p.map_uncertainty for p in h], np.float64),
+        pair_likelihoods=np.array([p.pair_likelihood for p in h], np.float64),
         sequence_scores=np.array([p.sequence_score for p in h], np.float64),
         sequence_length=int(h[0].sequence_length) if len(h) else 0,
         query_uncertainty=float(msg.query_uncertainty), timings_ms=timings)

@@ -266,10 +266,10 @@ def _print_confidence(report: dict, plots: Path | None) -> None:
     print(f"  confidence of the top-1 ({conf['top1_accuracy']:.3f} of {conf['queries']} correct):")
     for name, m in conf["methods"].items():
         if "skipped" in m:
-            print(f"    {name:9} skipped: {m['skipped']}")
+            print(f"    {name:15} skipped: {m['skipped']}")
             continue
-        print(f"    {name:9} AUC-PR {m['auc_pr']:.3f}  AUROC {m['auroc']:.3f}  P@R100 "
-              f"{m['precision_at_recall_100']:.3f}  P@R90 {m['precision_at_recall_90']:.3f}"
+        print(f"    {name:15} AUC-PR {m['auc_pr']:.3f}  AUROC {m['auroc']:.3f}  R@P100 {m['recall_at_precision_100']:.3f}"
+              f"  P@R100 {m['precision_at_recall_100']:.3f}  P@R90 {m['precision_at_recall_90']:.3f}"
               + (f"  ECE {m['ece']:.3f}" if "ece" in m else ""))
     if plots:
         for path in confidence_plots(conf, plots, Path(report.get("dataset") or report["bag"]).name):

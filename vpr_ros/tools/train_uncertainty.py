@@ -20,6 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vpr_ros.core.config import AUTO_MIN_PROBABILITY
 from vpr_ros.core.maps.map_store import MapError, VPRMap
 from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.matchers import MATCHERS
@@ -43,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fit the calibrator for hypotheses re-ranked by this matcher (repeatable; "
                              "the map must store its local features)")
     parser.add_argument("--views", type=int, default=d["views"], help="calibration queries per held-out frame")
+    parser.add_argument("--train-views", type=int, default=d["train_views"],
+                        help="synthetic views per training frame that train the BayesCap head (0: the map's pairs only)")
     parser.add_argument("--view-strength", type=float, default=d["view_strength"],
-                        help="viewpoint change of the synthetic views (1: mild)")
+                        help="mean change of the synthetic views (each view draws 0.3-1.7 times it; 1: mild)")
     parser.add_argument("--calibration-fraction", type=float, default=d["calibration_fraction"])
     parser.add_argument("--calibrator", choices=KINDS, default=d["calibrator"])
     parser.add_argument("--epochs", type=int, default=d["epochs"])
@@ -71,14 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.session and args.sequence_length < 2:
         parser.error("--sequence-length must be >= 2 with --session")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    if args.views < 1 or args.epochs < 1 or args.top_k < 2 or not 0 < args.calibration_fraction < 1:
-        parser.error("--views and --epochs must be >= 1, --top-k >= 2, --calibration-fraction in (0, 1)")
+    if args.views < 1 or args.epochs < 1 or args.top_k < 2 or not 0 < args.calibration_fraction < 1 \
+            or args.train_views < 0:
+        parser.error("--views and --epochs must be >= 1, --train-views >= 0, --top-k >= 2, --calibration-fraction "
+                     "in (0, 1)")
     options = {"positive_distance_m": args.positive_distance, "positive_heading_deg": args.positive_heading,
-               "positive_frames": args.positive_frames, "views": args.views, "view_strength": args.view_strength,
+               "positive_frames": args.positive_frames, "views": args.views, "train_views": args.train_views,
+               "view_strength": args.view_strength,
                "calibration_fraction": args.calibration_fraction, "calibrator": args.calibrator,
                "epochs": args.epochs, "top_k": args.top_k, "seed": args.seed}
     try:
-        vpr_map = VPRMap.load(args.map, checkpoint=args.checkpoint)
+        vpr_map = VPRMap.load(args.map, checkpoint=args.checkpoint, with_uncertainty=False)
         progress = None if args.quiet else (lambda epoch, stats: print(
             f"  epoch {epoch:3d}  train loss {stats['train_loss'][-1]:.2f}"
             + (f"  val loss {stats['val_loss'][-1]:.2f}" if stats["val_loss"] else "")))
@@ -93,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vpr_train_uncertainty: error: {exc}", file=sys.stderr)
         return 2
     t = model.training
-    print(f"uncertainty model for map {vpr_map.name}: {t['train_pairs']} training pairs by {t['positives']}, "
-          f"{t['calibration_queries']} calibration queries ({t['calibration_views']}, top-1 right "
+    print(f"uncertainty model for map {vpr_map.name}: {t['train_pairs']} training pairs by {t['positives']} and "
+          f"{t['view_pairs']} with synthetic views (rank {t['rank']}), {t['calibration_queries']} calibration queries ({t['calibration_views']}, top-1 right "
           f"{t['calibration_top1_accuracy']:.2f}), calibrators {sorted(model.calibrators)}, "
           f"{t['seconds']:.0f} s -> {args.map}")
+    for name in ("global", *(f"rerank:{m}" for m in dict.fromkeys(args.rerank))):
+        print(f"  {name}: loop closures accepted from probability {max(AUTO_MIN_PROBABILITY, model.calibrators[name].full_precision):.3f} "
+              "(accept_min_probability < 0; no calibration hypothesis above it was wrong)")
     for name, counts in t.get("sequence", {}).get("calibrators", {}).items():
         print(f"  {name}: {counts['hypotheses']} hypotheses of the session ({counts['right']} right), "
               f"sequence_length {t['sequence']['length']}, {t['sequence']['similarity']} rows")

@@ -24,7 +24,6 @@ def evaluate_confidence(model: UncertaintyModel, vpr_map, descriptors: np.ndarra
     """
     if len(descriptors) != len(published) or len(published) != len(positives):
         raise ValueError(f"{len(descriptors)} descriptors, {len(published)} answers, {len(positives)} ground truths")
-    query_u = model.uncertainty(descriptors)
     scores: dict[str, list[float]] = {}
     correct = []
     for q, (ids, sims, inliers) in enumerate(published):
@@ -32,10 +31,10 @@ def evaluate_confidence(model: UncertaintyModel, vpr_map, descriptors: np.ndarra
         if len(ids) == 0:
             continue
         correct.append(int(ids[0]) in positives[q])
-        map_u = model.uncertainty(vpr_map.descriptors[ids])
-        combined = model.probabilities(sims, query_u[q], map_u, inliers, matcher)[0]
-        row = {"combined": combined, **baseline_scores(sims, map_positions(vpr_map.frames, ids), query_u[q],
-                                                       None if inliers is None else float(inliers[0]))}
+        query_u, map_u, pair = model.describe(descriptors[q], vpr_map.descriptors[ids])
+        combined = model.probabilities(sims, query_u, map_u, pair, inliers, matcher)[0]
+        row = {"combined": combined, **baseline_scores(sims, map_positions(vpr_map.frames, ids), query_u,
+                                                       None if inliers is None else float(inliers[0]), pair[0])}
         for name, value in row.items():
             scores.setdefault(name, []).append(float(value))
     if not correct:

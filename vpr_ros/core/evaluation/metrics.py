@@ -113,8 +113,10 @@ def reliability(probability, correct, bins: int = 10) -> dict:
 
 
 def confidence_report(confidence, correct, probability=None) -> dict:
-    """AUC-PR, AUROC, precision at 100 % and 90 % recall, and with probabilities ECE and reliability."""
+    """AUC-PR, AUROC, recall at 100 % precision (the loop-closure measure), precision at 100 % and 90 %
+    recall, and with probabilities ECE and reliability."""
     out = {"auc_pr": average_precision(confidence, correct), "auroc": auroc(confidence, correct),
+           "recall_at_precision_100": recall_at_full_precision(confidence, correct),
            "precision_at_recall_100": precision_at_recall(confidence, correct, 1.0),
            "precision_at_recall_90": precision_at_recall(confidence, correct, 0.9)}
     if probability is not None:

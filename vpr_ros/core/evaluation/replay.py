@@ -34,6 +34,7 @@ class QueryRecord:
     reranked: bool = False
     map_uncertainty: np.ndarray = field(default_factory=lambda: np.zeros(0))
     query_uncertainty: float = float("nan")
+    pair_likelihoods: np.ndarray = field(default_factory=lambda: np.zeros(0))  # BayesCap pair likelihoods
     loop_key: int = -1  # the accepted loop closure's map key, -1 for none
     loop_method: str = ""  # its constraint's method (core.constraints.loop_constraint), "" for none
     timings_ms: dict = field(default_factory=dict)
@@ -71,6 +72,7 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         verified=np.array([p.verified for p in places], bool), reranked=matcher is not None,
         map_uncertainty=np.array([p.map_uncertainty for p in places], np.float64),
         query_uncertainty=result.query_uncertainty,
+        pair_likelihoods=np.array([p.pair_likelihood for p in places], np.float64),
         sequence_scores=np.array([p.sequence_score for p in places], np.float64),
         sequence_length=result.sequence_length,
         single_keys=result.single_keys if result.single_keys is not None else result.global_keys,

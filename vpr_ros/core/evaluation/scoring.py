@@ -166,7 +166,8 @@ def _confidence(answered, correct: np.ndarray, vpr_map) -> dict:
     for r, _ in answered:
         row = {"combined": r.probabilities[0],
                **baseline_scores(r.similarities[np.argsort(r.global_ranks)], map_positions(vpr_map.frames, r.keys),
-                                 r.query_uncertainty, float(r.inliers[0]) if r.reranked else None)}
+                                 r.query_uncertainty, float(r.inliers[0]) if r.reranked else None,
+                                 float(r.pair_likelihoods[0]) if len(r.pair_likelihoods) else float("nan"))}
         for name, value in row.items():
             scores.setdefault(name, []).append(float(value))
     model = vpr_map.uncertainty

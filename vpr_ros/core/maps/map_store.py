@@ -201,12 +201,14 @@ class VPRMap:
     @classmethod
     def load(cls, path: str | Path, preset: str | None = None, fingerprint: str | None = None,
              verify_checksums: bool = True, search_params: dict | None = None,
-             device: str = "cpu", checkpoint: str | Path | None = None) -> "VPRMap":
+             device: str = "cpu", checkpoint: str | Path | None = None,
+             with_uncertainty: bool = True) -> "VPRMap":
         """Read and check a map directory; preset/fingerprint, when given, must match the map's. Raises
         MapError naming the file or field at fault.
 
         checkpoint: for a map of a published model, its weights file when it is no longer where the map
         records it (the fingerprint still checks that the weights are the ones the map was built with).
+        with_uncertainty: False skips the map's uncertainty model (to retrain one that no longer loads).
         """
         path = Path(path)
         meta = read_metadata(path)
@@ -228,7 +230,7 @@ class VPRMap:
                            f"({meta['num_frames']}, {meta['dim']})")
         index = _read_index(path, meta, search_params, device)
         uncertainty = None
-        if meta.get("uncertainty"):
+        if meta.get("uncertainty") and with_uncertainty:
             try:
                 uncertainty = UncertaintyModel.load(path, meta["dim"], meta["fingerprint"])
             except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:

@@ -12,7 +12,19 @@ camera's frame (x_query = R x_map + t), as LoopClosure.relative_pose carries it.
 
 The inlier threshold is given in pixels of a 640-pixel-wide image and scaled by the image's longer
 side, so the same setting works on 160x120 and 1280x720 cameras.
+
+Verified means: at least `min_inliers` inliers, at least `min_inlier_ratio` of the matches, and more
+inliers than chance explains (a contrario, as in ORSA / AC-RANSAC). The number of false alarms of k
+inliers among n matches is NFA = (n - s) C(n, k) C(k, s) a^(k - s): s points fix the model, and a is
+the probability that a point placed at random in the image lands within the threshold of where the
+model puts it (2 d t / area for an epipolar line of length up to the diagonal d, pi t^2 / area for a
+homography). log10 NFA must be at most `max_log_nfa` (0: less than one such pair expected by chance).
+The test scales with the matches and the image: 15 inliers among 40 matches are chance for a
+fundamental matrix, 15 among 20 are not, and a 2048-keypoint budget whose matches fill the image needs
+proportionally more inliers than a 512-keypoint one.
 """
+
+import math
 
 from dataclasses import dataclass, field
 
@@ -21,6 +33,7 @@ import numpy as np
 
 MODELS = ("fundamental", "homography")
 MIN_MATCHES = {"fundamental": 8, "homography": 4, "essential": 5}
+SAMPLE = {"fundamental": 7, "homography": 4, "essential": 5}  # points that fix each model
 REFERENCE_WIDTH = 640.0
 
 
@@ -36,6 +49,7 @@ class Verification:
     note: str = ""  # why unverified, or what limits the pose; empty when nothing to say
     rotation: np.ndarray | None = None  # 3 x 3, T_query_match; None without intrinsics
     translation: np.ndarray | None = None  # unit 3-vector (direction only); None when unknown
+    log_nfa: float = float("nan")  # log10 of the number of pairs expected to reach as many inliers by chance
 
     @classmethod
     def failed(cls, matches: int, note: str) -> "Verification":
@@ -58,6 +72,26 @@ def _spread(points: np.ndarray) -> float:
     return float(np.linalg.svd(centred / np.sqrt(len(points)), compute_uv=False)[-1])
 
 
+def chance_rates(threshold_px: float, query_size: tuple[int, int], map_size: tuple[int, int]) -> dict[str, float]:
+    """Per model kind, the probability that a random point falls within `threshold_px` of the model's
+    prediction, in images of these sizes (W, H): epipolar (a band around a line) or homography (a disc)."""
+    area = 0.5 * (query_size[0] * query_size[1] + map_size[0] * map_size[1])
+    diagonal = 0.5 * (math.hypot(*query_size) + math.hypot(*map_size))
+    epipolar = min(2.0 * threshold_px * diagonal / area, 1.0)
+    return {"fundamental": epipolar, "essential": epipolar,
+            "homography": min(math.pi * threshold_px ** 2 / area, 1.0)}
+
+
+def log10_nfa(model: str, matches: int, inliers: int, chance: float) -> float:
+    """log10 of the number of false alarms of `inliers` of `matches` fitting `model` (module docstring)."""
+    s = SAMPLE[model]
+    if inliers <= s or matches <= s:
+        return float("inf")
+    log_choose = (math.lgamma(matches + 1) - math.lgamma(inliers + 1) - math.lgamma(matches - inliers + 1)
+                  + math.lgamma(inliers + 1) - math.lgamma(s + 1) - math.lgamma(inliers - s + 1))
+    return (math.log(matches - s) + log_choose + (inliers - s) * math.log(max(chance, 1e-300))) / math.log(10)
+
+
 def _nearest_rotation(matrix: np.ndarray) -> tuple[np.ndarray, float]:
     """The rotation closest to a 3x3 matrix scaled to unit determinant, and how far from one it was."""
     det = np.linalg.det(matrix)
@@ -74,21 +108,22 @@ def _nearest_rotation(matrix: np.ndarray) -> tuple[np.ndarray, float]:
 class GeometricVerifier:
     """Fit a two-view model with MAGSAC++ and count inliers.
 
-    Verified needs `min_inliers` inliers making up at least `min_inlier_ratio` of the matches: 200
-    random correspondences leave about 15 fundamental-matrix inliers (7 %) at the default threshold,
-    so a count alone cannot tell a wrong place with many spurious matches from a right one.
+    Verified needs `min_inliers` inliers making up at least `min_inlier_ratio` of the matches (200
+    random correspondences leave about 15 fundamental-matrix inliers, 7 %, at the default threshold, so
+    a count alone cannot tell a wrong place with many spurious matches from a right one), and more
+    than chance explains for that many matches in images of that size (log10 NFA <= `max_log_nfa`).
     """
 
     def __init__(self, model: str = "fundamental", threshold_px: float = 3.0, confidence: float = 0.999,
                  max_iters: int = 2000, min_inliers: int = 15, min_inlier_ratio: float = 0.25,
-                 homography_ratio: float = 0.95):
+                 homography_ratio: float = 0.95, max_log_nfa: float = 0.0):
         if model not in MODELS:
             raise ValueError(f"unknown geometric model {model!r}; choose one of {MODELS}")
         if threshold_px <= 0 or not 0 < confidence < 1 or min_inliers < 1:
             raise ValueError("threshold_px > 0, 0 < confidence < 1 and min_inliers >= 1 are required")
         self.model, self.threshold_px, self.confidence = model, float(threshold_px), float(confidence)
         self.max_iters, self.min_inliers, self.homography_ratio = int(max_iters), int(min_inliers), homography_ratio
-        self.min_inlier_ratio = float(min_inlier_ratio)
+        self.min_inlier_ratio, self.max_log_nfa = float(min_inlier_ratio), float(max_log_nfa)
 
     def verify(self, query_pts: np.ndarray, map_pts: np.ndarray, query_size: tuple[int, int],
                map_size: tuple[int, int], query_K: np.ndarray | None = None,
@@ -109,14 +144,15 @@ class GeometricVerifier:
         scale0 = max(query_size) / REFERENCE_WIDTH
         scale1 = max(map_size) / REFERENCE_WIDTH
         threshold = self.threshold_px * 0.5 * (scale0 + scale1)
+        chance = chance_rates(threshold, query_size, map_size)
         if min(_spread(p0) / scale0, _spread(p1) / scale1) < self.threshold_px:
             return Verification.failed(n, "matched keypoints are (nearly) collinear or coincident: "
                                           "no two-view geometry can be fitted")
         try:
             if with_pose:
                 return self._essential(p0, p1, np.asarray(query_K, np.float64), np.asarray(map_K, np.float64),
-                                       threshold)
-            return self._uncalibrated(p0, p1, threshold)
+                                       threshold, chance)
+            return self._uncalibrated(p0, p1, threshold, chance)
         except cv2.error as exc:  # OpenCV rejects some degenerate configurations outright
             return Verification.failed(n, f"OpenCV could not fit a model: {str(exc).strip().splitlines()[-1]}")
 
@@ -125,30 +161,34 @@ class GeometricVerifier:
                                      confidence=self.confidence)
         return (mask.ravel() > 0) if h is not None and mask is not None else np.zeros(len(p0), bool), h
 
-    def _result(self, model, mask, note="", rotation=None, translation=None) -> Verification:
+    def _result(self, model, mask, chance, note="", rotation=None, translation=None) -> Verification:
         count = int(mask.sum())
         ratio = count / len(mask)
-        verified = count >= self.min_inliers and ratio >= self.min_inlier_ratio
+        nfa = log10_nfa(model, len(mask), count, chance[model])
+        verified = count >= self.min_inliers and ratio >= self.min_inlier_ratio and nfa <= self.max_log_nfa
         if count < self.min_inliers:
             note = f"{count} inliers, fewer than min_inliers={self.min_inliers}" + (f"; {note}" if note else "")
-        elif not verified:
+        elif ratio < self.min_inlier_ratio:
             note = (f"{count} inliers are {ratio:.0%} of the matches, under min_inlier_ratio="
                     f"{self.min_inlier_ratio:.0%}") + (f"; {note}" if note else "")
-        return Verification(verified, model, count, ratio, mask, note, rotation, translation)
+        elif not verified:
+            note = (f"{count} inliers of {len(mask)} matches are what chance gives (log10 NFA {nfa:.1f} > "
+                    f"{self.max_log_nfa:g})") + (f"; {note}" if note else "")
+        return Verification(verified, model, count, ratio, mask, note, rotation, translation, nfa)
 
-    def _uncalibrated(self, p0, p1, threshold) -> Verification:
+    def _uncalibrated(self, p0, p1, threshold, chance) -> Verification:
         h_mask, _ = self._homography_inliers(p0, p1, threshold)
         if self.model == "homography":
-            return self._result("homography", h_mask)
+            return self._result("homography", h_mask, chance)
         f, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, threshold, self.confidence, self.max_iters)
         f_mask = (mask.ravel() > 0) if f is not None and mask is not None else np.zeros(len(p0), bool)
         if h_mask.sum() >= self.homography_ratio * f_mask.sum():
             # F is not determined when a homography explains the matches; the homography's inliers count
-            return self._result("homography", h_mask, "a homography explains the matches (a plane, pure "
-                                                      "rotation or no motion)")
-        return self._result("fundamental", f_mask)
+            return self._result("homography", h_mask, chance, "a homography explains the matches (a plane, pure "
+                                                              "rotation or no motion)")
+        return self._result("fundamental", f_mask, chance)
 
-    def _essential(self, p0, p1, k0, k1, threshold) -> Verification:
+    def _essential(self, p0, p1, k0, k1, threshold, chance) -> Verification:
         n0 = cv2.undistortPoints(p0.reshape(-1, 1, 2), k0, None).reshape(-1, 2)
         n1 = cv2.undistortPoints(p1.reshape(-1, 1, 2), k1, None).reshape(-1, 2)
         focal = 0.25 * (k0[0, 0] + k0[1, 1] + k1[0, 0] + k1[1, 1])
@@ -163,13 +203,14 @@ class GeometricVerifier:
             rotation, error = _nearest_rotation(h)
             if error < 0.05:  # the homography is a rotation: the cameras did not translate measurably
                 # h maps query to map rays: x_map ~ R_mq x_query, so T_query_match has R_qm = R_mq^T
-                return self._result("homography", h_mask, "pure rotation or no motion: translation unknown",
+                return self._result("homography", h_mask, chance, "pure rotation or no motion: translation unknown",
                                     rotation.T, None)
         if not e_mask.any():
-            return self._result("essential", e_mask, "no essential matrix could be fitted")
+            return self._result("essential", e_mask, chance, "no essential matrix could be fitted")
         _, r, t, pose_mask = cv2.recoverPose(e, n0, n1, np.eye(3), mask=e_mask.astype(np.uint8).copy())
         # recoverPose: x_map = r x_query + t; invert for T_query_match
         rotation = r.T
         translation = -(r.T @ t).ravel()
         translation /= max(np.linalg.norm(translation), 1e-12)
-        return self._result("essential", e_mask, "translation direction only (scale unknown)", rotation, translation)
+        return self._result("essential", e_mask, chance, "translation direction only (scale unknown)", rotation,
+                            translation)

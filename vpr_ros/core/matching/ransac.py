@@ -338,9 +338,14 @@ class BatchedVerifier(GeometricVerifier):
         scale0 = torch.as_tensor(query_size, device=device).to(dtype).reshape(2).amax() / REFERENCE_WIDTH
         scale1 = torch.as_tensor(map_sizes, device=device).to(dtype).reshape(batch, 2).amax(1) / REFERENCE_WIDTH
         threshold = self.threshold_px * 0.5 * (scale0 + scale1)
+        wh0 = torch.as_tensor(query_size, device=device).to(dtype).reshape(1, 2)
+        wh1 = torch.as_tensor(map_sizes, device=device).to(dtype).reshape(batch, 2)
+        area = 0.5 * (wh0.prod(1) + wh1.prod(1))
+        diagonal = 0.5 * (wh0.norm(dim=1) + wh1.norm(dim=1))
+        chance = torch.stack([2.0 * threshold * diagonal / area, math.pi * threshold.square() / area], 1).clamp(max=1.0)
         finite = torch.isfinite(pts0).all(-1) & torch.isfinite(pts1).all(-1)
         clean0, clean1 = pts0.nan_to_num(0.0, 0.0, 0.0), pts1.nan_to_num(0.0, 0.0, 0.0)
-        out = {"matches": valid.sum(1), "finite": (finite | ~valid).all(1), "valid": valid,
+        out = {"matches": valid.sum(1), "finite": (finite | ~valid).all(1), "valid": valid, "chance": chance,
                "spread": torch.minimum(spread(clean0, valid) / scale0, spread(clean1, valid) / scale1)}
         with_pose = query_K is not None and map_K is not None
         if with_pose:
@@ -379,30 +384,32 @@ class BatchedVerifier(GeometricVerifier):
 
     def _decide_one(self, fitted, i, n, model) -> Verification:
         valid = fitted["valid"][i].numpy()
+        epipolar, homography = (float(v) for v in fitted["chance"][i])  # as geometry.chance_rates
+        chance = {"fundamental": epipolar, "essential": epipolar, "homography": homography}
         h_mask = fitted["homography_inliers"][i].numpy()[valid]
         if model == "homography":
-            return self._result("homography", h_mask)
+            return self._result("homography", h_mask, chance)
         mask = fitted[f"{model}_inliers"][i].numpy()[valid]
         if model == "fundamental":
             if h_mask.sum() >= self.homography_ratio * mask.sum():
-                return self._result("homography", h_mask, "a homography explains the matches (a plane, pure "
-                                                          "rotation or no motion)")
-            return self._result("fundamental", mask)
+                return self._result("homography", h_mask, chance, "a homography explains the matches (a plane, "
+                                                                  "pure rotation or no motion)")
+            return self._result("fundamental", mask, chance)
         h = fitted["homography_model"][i].double().numpy()
         if h_mask.sum() >= self.homography_ratio * mask.sum():
             rotation, error = _nearest_rotation(h)
             if error < 0.05:
-                return self._result("homography", h_mask, "pure rotation or no motion: translation unknown",
+                return self._result("homography", h_mask, chance, "pure rotation or no motion: translation unknown",
                                     rotation.T, None)
         if not mask.any():
-            return self._result("essential", mask, "no essential matrix could be fitted")
+            return self._result("essential", mask, chance, "no essential matrix could be fitted")
         n0 = fitted["points0"][i].double().numpy()[valid]
         n1 = fitted["points1"][i].double().numpy()[valid]
         e = fitted["essential_model"][i].double().numpy()
         _, r, t, _ = cv2.recoverPose(e, n0, n1, np.eye(3), mask=mask.astype(np.uint8).copy())
         translation = -(r.T @ t).ravel()
         translation /= max(np.linalg.norm(translation), 1e-12)
-        return self._result("essential", mask, "translation direction only (scale unknown)", r.T, translation)
+        return self._result("essential", mask, chance, "translation direction only (scale unknown)", r.T, translation)
 
 
 def make_verifier(name: str, device: str = "cpu", **settings) -> GeometricVerifier:

@@ -4,6 +4,11 @@
 one feature). `isotonic`: the logistic score, then a monotone step function fitted by pool-adjacent-
 violators, for when the logistic curve's shape is wrong; it needs more pairs to be stable.
 
+Monotone in the evidence: the coefficient of every feature named in `increasing` (similarity, inliers,
+pair likelihood, ...: features.INCREASING) is kept >= 0, so more evidence never lowers the probability.
+A fit that would give one a negative weight (features that move together, a small calibration set) is
+refitted with that weight held at 0 (an active set), and the isotonic step is monotone in the logit.
+
 A calibrator is plain numbers (to_json / from_json), stored in the map's uncertainty.json.
 """
 
@@ -29,12 +34,15 @@ class Calibrator:
     iso_y: np.ndarray = field(default_factory=lambda: np.zeros(0))  # ... and probabilities there
     fitted_on: int = 0  # pairs it was fitted on
     positive_rate: float = float("nan")
+    increasing: list[str] = field(default_factory=list)  # features whose coefficient stays >= 0
+    full_precision: float = float("nan")  # lowest probability above which no fitted hypothesis was wrong
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown calibrator kind {self.kind!r}; choose one of {KINDS}")
         if not self.features:
             raise ValueError("a calibrator needs at least one feature")
+        self.increasing = [f for f in self.increasing if f in self.features]
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> "Calibrator":
         """x: P x F feature rows (finite), y: P booleans (is a true match)."""
@@ -48,21 +56,35 @@ class Calibrator:
         self.std = np.where(self.std > 1e-9, self.std, 1.0)  # a constant feature gets weight ~0, not NaN
         xs = torch.from_numpy((x - self.mean) / self.std)
         target = torch.from_numpy(y.astype(np.float64))
-        w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+        constrained = np.array([f in self.increasing for f in self.features])
+        held = np.zeros(len(self.features), bool)  # coefficients fixed at 0
+        for _ in range(len(self.features) + 1):
+            coef, intercept = self._fit_logistic(xs, target, torch.from_numpy(~held))
+            wrong = constrained & ~held & (coef < 0)
+            if not wrong.any():
+                break
+            held |= wrong
+        self.coef, self.intercept = coef, intercept
+        if self.kind == "isotonic":
+            self.iso_x, self.iso_y = _pool_adjacent_violators(self._logit(x), y)
+        self.fitted_on, self.positive_rate = int(len(y)), float(y.mean())
+        self.full_precision = full_precision_threshold(self.predict(x), y)
+        return self
+
+    def _fit_logistic(self, xs: torch.Tensor, target: torch.Tensor, free: torch.Tensor) -> tuple[np.ndarray, float]:
+        """Ridge logistic regression on standardised features; coefficients outside `free` stay 0."""
+        w = torch.zeros(xs.shape[1] + 1, dtype=torch.float64, requires_grad=True)
         optimizer = torch.optim.LBFGS([w], max_iter=200, line_search_fn="strong_wolfe")
 
         def closure():
             optimizer.zero_grad()
-            loss = F.binary_cross_entropy_with_logits(xs @ w[:-1] + w[-1], target) + self.l2 * w[:-1].square().sum()
+            coef = w[:-1] * free
+            loss = F.binary_cross_entropy_with_logits(xs @ coef + w[-1], target) + self.l2 * coef.square().sum()
             loss.backward()
             return loss
 
         optimizer.step(closure)
-        self.coef, self.intercept = w[:-1].detach().numpy().copy(), float(w[-1].detach())
-        if self.kind == "isotonic":
-            self.iso_x, self.iso_y = _pool_adjacent_violators(self._logit(x), y)
-        self.fitted_on, self.positive_rate = int(len(y)), float(y.mean())
-        return self
+        return (w[:-1] * free).detach().numpy().copy(), float(w[-1].detach())
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P x F features -> P probabilities; rows with a NaN feature give NaN."""
@@ -89,20 +111,31 @@ class Calibrator:
         return {"features": self.features, "kind": self.kind, "l2": self.l2, "mean": self.mean.tolist(),
                 "std": self.std.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
                 "iso_x": self.iso_x.tolist(), "iso_y": self.iso_y.tolist(), "fitted_on": self.fitted_on,
-                "positive_rate": self.positive_rate}
+                "positive_rate": self.positive_rate, "increasing": self.increasing,
+                "full_precision": self.full_precision}
 
     @classmethod
     def from_json(cls, data: dict) -> "Calibrator":
         arrays = {k: np.asarray(data[k], np.float64) for k in ("mean", "std", "coef", "iso_x", "iso_y")}
         out = cls(list(data["features"]), data["kind"], float(data["l2"]), **arrays,
                   intercept=float(data["intercept"]), fitted_on=int(data["fitted_on"]),
-                  positive_rate=float(data["positive_rate"]))
+                  positive_rate=float(data["positive_rate"]), increasing=list(data["increasing"]),
+                  full_precision=float(data["full_precision"]))
         n = len(out.features)
         if any(len(arrays[k]) != n for k in ("mean", "std", "coef")) or len(out.iso_x) != len(out.iso_y):
             raise ValueError(f"calibrator arrays do not match its {n} features")
         if out.kind == "isotonic" and len(out.iso_x) == 0:
             raise ValueError("isotonic calibrator without breakpoints")
         return out
+
+
+def full_precision_threshold(probability: np.ndarray, correct: np.ndarray) -> float:
+    """The lowest probability p such that every hypothesis with probability >= p is right (1.0 when the most
+    probable one is wrong): where the calibrated curve reaches full precision on its fitting set."""
+    probability, correct = np.asarray(probability, np.float64), np.asarray(correct, bool)
+    wrong = probability[~correct]
+    above = probability[correct & (probability > (wrong.max() if len(wrong) else -np.inf))]
+    return float(above.min()) if len(above) else 1.0
 
 
 def _pool_adjacent_violators(score: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

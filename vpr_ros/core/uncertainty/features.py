@@ -8,6 +8,8 @@ Per hypothesis (the features a calibrator combines):
   often than its similarity alone says).
 - `log_query_uncertainty`, `log_map_uncertainty`: log of the BayesCap mean predicted variance of the
   query's and the map frame's descriptors.
+- `pair_likelihood`: the BayesCap pair likelihood of query and map frame (bayescap.pair_log_likelihood):
+  how well each descriptor lies where the other's generalized Gaussian expects a revisit.
 - `log_inliers`: log(1 + geometrically verified inliers), when re-ranking ran.
 - `sequence_score`: with sequence ranking, the mean z-score along the hypothesis's best alignment
   (maps/sequence.py); only calibrators fitted on a replayed session have it (training.py).
@@ -19,24 +21,27 @@ Baselines, per query, for its best hypothesis (higher = more confident):
   softmax(similarity / SUE_TEMPERATURE)). Positions are map poses; for maps without poses, the frame
   key stands in as a 1-D position along the route (a map built from one traversal in order).
 - `inliers`: inlier count of the top-1 (with re-ranking).
-- `bayescap`: minus the query's BayesCap uncertainty.
+- `bayescap`: minus the query's BayesCap uncertainty (the head's per-image variance).
+- `pair_likelihood`: the BayesCap pair likelihood of the top-1 (the head's score of the pair).
 """
 
 import numpy as np
 
-GLOBAL_FEATURES = ["similarity", "margin", "first", "log_query_uncertainty", "log_map_uncertainty"]
+GLOBAL_FEATURES = ["similarity", "margin", "first", "log_query_uncertainty", "log_map_uncertainty", "pair_likelihood"]
 RERANK_FEATURES = GLOBAL_FEATURES + ["log_inliers"]
 SEQUENCE_FEATURE = "sequence_score"
-BASELINES = ("l2", "pa", "sue", "inliers", "bayescap")
+# Evidence for the place: a calibrator's probability never falls when one of these rises (calibration.py)
+INCREASING = ("similarity", "margin", "first", "pair_likelihood", "log_inliers", SEQUENCE_FEATURE)
+BASELINES = ("l2", "pa", "sue", "inliers", "bayescap", "pair_likelihood")
 SUE_TEMPERATURE = 0.02  # cosine-similarity units; top-K within ~0.02 of each other weigh alike
 TINY = 1e-12
 
 
 def hypothesis_features(similarities: np.ndarray, query_uncertainty: float, map_uncertainty: np.ndarray,
-                        inliers: np.ndarray | None = None) -> np.ndarray:
+                        pair_likelihood: np.ndarray, inliers: np.ndarray | None = None) -> np.ndarray:
     """One query's K hypotheses -> K x F features (F = len(GLOBAL_FEATURES), +1 with inliers).
 
-    similarities, map_uncertainty, inliers: K values in the hypotheses' (published) order.
+    similarities, map_uncertainty, pair_likelihood, inliers: K values in the hypotheses' (published) order.
     """
     sims = np.asarray(similarities, np.float64).reshape(-1)
     k = len(sims)
@@ -45,7 +50,8 @@ def hypothesis_features(similarities: np.ndarray, query_uncertainty: float, map_
     others_best = np.array([np.max(np.delete(sims, i)) if k > 1 else -1.0 for i in range(k)])
     columns = [sims, sims - others_best, (np.arange(k) == 0).astype(np.float64),
                np.full(k, np.log(max(query_uncertainty, TINY)) if np.isfinite(query_uncertainty) else np.nan),
-               np.log(np.maximum(np.asarray(map_uncertainty, np.float64).reshape(k), TINY))]
+               np.log(np.maximum(np.asarray(map_uncertainty, np.float64).reshape(k), TINY)),
+               np.asarray(pair_likelihood, np.float64).reshape(k)]
     if inliers is not None:
         columns.append(np.log1p(np.asarray(inliers, np.float64).reshape(k)))
     return np.stack(columns, axis=1)
@@ -64,14 +70,14 @@ def spatial_spread(similarities: np.ndarray, positions: np.ndarray) -> float:
 
 
 def baseline_scores(similarities: np.ndarray, positions: np.ndarray, query_uncertainty: float = float("nan"),
-                    inliers_top1: float | None = None) -> dict[str, float]:
+                    inliers_top1: float | None = None, pair_likelihood_top1: float = float("nan")) -> dict[str, float]:
     """One query's baseline confidences (BASELINES) from its top-K similarities (best first)."""
     sims = np.asarray(similarities, np.float64).reshape(-1)
     distance = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
     out = {"l2": -float(distance[0]),
            "pa": 1.0 - float(distance[0] / max(distance[1], TINY)) if len(sims) > 1 else 0.0,
            "sue": -spatial_spread(sims, positions),
-           "bayescap": -float(query_uncertainty)}
+           "bayescap": -float(query_uncertainty), "pair_likelihood": float(pair_likelihood_top1)}
     if inliers_top1 is not None:
         out["inliers"] = float(inliers_top1)
     return out

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vpr_ros.core.uncertainty.bayescap import BayesCapHead, descriptor_uncertainty
+from vpr_ros.core.uncertainty.bayescap import (HEAD_KEYS, BayesCapHead, descriptor_uncertainty, pair_log_likelihood,
+                                               variance)
 from vpr_ros.core.uncertainty.calibration import Calibrator
 from vpr_ros.core.uncertainty.features import SEQUENCE_FEATURE, hypothesis_features
 
 HEAD_FILE, META_FILE = "uncertainty.pt", "uncertainty.json"
 FORMAT = "vpr_ros.uncertainty"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: low-rank head with its projection, pair likelihood feature, monotone calibrators
 
 
 def rerank_key(matcher: str) -> str:
@@ -56,6 +57,25 @@ class UncertaintyModel:
         """N x D descriptors -> N BayesCap uncertainties (mean predicted variance; NaN for NaN rows)."""
         return descriptor_uncertainty(self.head, descriptors)
 
+    def describe(self, query: np.ndarray, candidates: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """One query descriptor (D) and K candidate descriptors (K x D), in one pass of the head -> the
+        query's uncertainty, the K candidates' uncertainties and the K pair likelihoods
+        (bayescap.pair_log_likelihood); NaN where a descriptor has a NaN."""
+        rows = np.concatenate([np.asarray(query, np.float32).reshape(1, -1),
+                               np.asarray(candidates, np.float32).reshape(-1, self.dim)])
+        finite = np.isfinite(rows).all(axis=1)
+        u = np.full(len(rows), np.nan)
+        pair = np.full(len(rows) - 1, np.nan)
+        if finite.any():
+            with torch.inference_mode():
+                x, mean, alpha, beta = self.head(torch.from_numpy(np.where(finite[:, None], rows, 0.0)))
+                u = np.where(finite, variance(alpha.double(), beta.double()).mean(dim=1).numpy(), np.nan)
+                if finite[0]:
+                    pair = pair_log_likelihood(x[:1], (mean[:1], alpha[:1], beta[:1]), x[1:],
+                                               (mean[1:], alpha[1:], beta[1:])).double().numpy()
+                    pair = np.where(finite[1:], pair, np.nan)
+        return float(u[0]), u[1:], pair
+
     def calibrator_for(self, matcher: str | None) -> Calibrator | None:
         return self.calibrators.get(ranking_key(matcher))
 
@@ -68,7 +88,7 @@ class UncertaintyModel:
         return self.calibrators.get(ranking_key(matcher, sequence=True))
 
     def probabilities(self, similarities: np.ndarray, query_uncertainty: float, map_uncertainty: np.ndarray,
-                      inliers: np.ndarray | None = None, matcher: str | None = None,
+                      pair_likelihood: np.ndarray, inliers: np.ndarray | None = None, matcher: str | None = None,
                       sequence_scores: np.ndarray | None = None, calibrator: Calibrator | None = None) -> np.ndarray:
         """One query's K hypotheses (published order) -> K probabilities of being the query's place;
         NaN where no calibrator fits the ranking or a feature is NaN. With `sequence_scores` (and the
@@ -77,7 +97,7 @@ class UncertaintyModel:
         calibrator = calibrator if calibrator is not None else self.calibrator_for(matcher)
         if calibrator is None or k == 0:
             return np.full(k, np.nan)
-        features = hypothesis_features(similarities, query_uncertainty, map_uncertainty,
+        features = hypothesis_features(similarities, query_uncertainty, map_uncertainty, pair_likelihood,
                                        inliers if matcher else None)
         if SEQUENCE_FEATURE in calibrator.features:
             features = np.concatenate([features, np.asarray(sequence_scores, np.float64).reshape(k, 1)], axis=1)
@@ -97,13 +117,16 @@ class UncertaintyModel:
     def load(cls, folder: Path, dim: int, fingerprint: str) -> "UncertaintyModel":
         """Read and check the files; ValueError naming the problem when they do not fit this map."""
         meta = json.loads((folder / META_FILE).read_text())
-        if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{META_FILE} is not a vpr_ros uncertainty model of version {FORMAT_VERSION}")
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{META_FILE} is not a vpr_ros uncertainty model")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{META_FILE} is an uncertainty model of format version {meta.get('format_version')}; this "
+                             f"vpr_ros reads version {FORMAT_VERSION}: retrain it with vpr_train_uncertainty")
         if meta["dim"] != dim or meta["fingerprint"] != fingerprint:
             raise ValueError(f"the uncertainty model was trained for {meta['dim']}-d descriptors with fingerprint "
                              f"{meta['fingerprint'][:12]}, but the map has {dim}-d, {fingerprint[:12]}; "
                              "retrain it with vpr_train_uncertainty")
-        head = BayesCapHead(dim, **meta["head"])
+        head = BayesCapHead(dim, **{k: meta["head"][k] for k in HEAD_KEYS})
         state = torch.load(folder / HEAD_FILE, map_location="cpu", weights_only=True)
         head.load_state_dict(state, strict=True)
         head.eval()

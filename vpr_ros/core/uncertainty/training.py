@@ -5,21 +5,26 @@
    its route order: frames at most `positive_frames` keys apart are the same place (right for a map
    built from one traversal in order, as from a bag or an image sequence; wrong for a shuffled folder,
    whose uncertainty is then meaningless). The fallback is recorded in uncertainty.json.
-2. **Split**: a seeded `calibration_fraction` of the frames is held out. The BayesCap head is trained
-   on pairs among the other frames (each view reconstructs itself and is scored against the other,
-   and vice versa); pairs that touch a held-out frame measure its validation loss.
-3. **Calibration queries**: each held-out frame becomes `views` queries. When the map's images can
-   still be read (sources.json), a view is the image under a seeded random change of viewpoint
-   (shift, rotation, scale), exposure, gamma, noise and sometimes an occluder, described afresh; a
-   query never sees its own map frame, so its true matches are its neighbours, as for a robot's
-   revisit. Without the images the held-out frame's stored descriptor is the query (one view): such
-   pairs are easier than real revisits and the calibration is optimistic (recorded as
-   `calibration_views: "stored descriptors"`).
-4. **Calibrators** (calibration.py) on the top-K hypotheses of every calibration query: `global`
-   from the global features, `rerank:<matcher>` with inliers for each reranker given (the map must
-   store local features), and a one-feature calibrator per baseline for evaluation (on the global
-   top-1; the inlier baseline with the first reranker).
-5. **Sequence ranking** (`fit_session_calibrators`, optional): hypotheses ranked by sequence carry the
+2. **Split**: a seeded `calibration_fraction` of the frames is held out from the head.
+3. **Synthetic views** (when the map's images can still be read, sources.json): every frame is seen
+   again under a seeded random change of viewpoint (shift, rotation, scale), light (exposure, gamma,
+   low light, haze, colour cast), blur, noise and sometimes an occluder, described afresh. The
+   change's strength is drawn per view between 0.3 and 1.7 times `view_strength`, so the views run
+   from near-copies to revisits that global retrieval gets wrong.
+4. **BayesCap head** (bayescap.py, in the descriptors' leading principal directions) on the training
+   frames' pairs: map frame to map frame, and each view to every map frame of its place, both ways.
+   That is `train_views` views per frame on top of the map's own pairs: thousands of pairs where the
+   map alone gives hundreds. Pairs that touch a held-out frame measure its validation loss.
+5. **Calibration queries**: each held-out frame becomes `views` queries. A query never sees its own
+   map frame, so its true matches are its neighbours, as for a robot's revisit. Without the images
+   the held-out frame's stored descriptor is the query (one view): such pairs are easier than real
+   revisits and the calibration is optimistic (recorded as `calibration_views: "stored descriptors"`).
+6. **Calibrators** (calibration.py, monotone in the evidence) on the top-K hypotheses of every
+   calibration query: `global` from the global features, `rerank:<matcher>` with inliers for each
+   reranker given (the map must store local features), and a one-feature calibrator per baseline for
+   evaluation (on the global top-1; the inlier baseline with the first reranker). For each, the
+   training record keeps the smallest probability above which no calibration hypothesis was wrong.
+7. **Sequence ranking** (`fit_session_calibrators`, optional): hypotheses ranked by sequence carry the
    sequence score, which synthetic views of the map's own images cannot calibrate. Those views never
    change the condition, and sequences are right on them almost always. Their calibrators
    (`sequence:global`, `sequence:rerank:<matcher>`: the features above plus `sequence_score`) are
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.uncertainty.bayescap import DEFAULT_CONF as HEAD_CONF, fit_head
+from vpr_ros.core.uncertainty.bayescap import DEFAULT_CONF as HEAD_CONF, HEAD_KEYS, fit_head
 from vpr_ros.core.uncertainty.calibration import Calibrator
 from vpr_ros.core.uncertainty.features import (BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, SEQUENCE_FEATURE,
                                      baseline_scores, hypothesis_features, map_positions)
@@ -50,10 +55,12 @@ DEFAULT_TRAINING = {
     "calibration_fraction": 0.3,  # frames held out from the head to fit the calibrators
     "max_calibration_frames": 300,
     "views": 3,  # calibration queries per held-out frame (needs the map's images)
-    "view_strength": 1.5,  # scale of the synthetic views' viewpoint change (see the module docstring)
+    "train_views": 2,  # views per training frame that train the head (needs the map's images)
+    "max_view_frames": 300,  # at most this many training frames get views (seeded subset)
+    "view_strength": 1.5,  # mean scale of the synthetic views' change (see the module docstring)
     "top_k": 5,  # hypotheses per calibration query (as the node publishes)
     "calibrator": "logistic",  # or "isotonic"
-    "epochs": 60,
+    "epochs": 40,
     "max_pairs": 50000,  # training pairs are subsampled beyond this
     "seed": 0,
 }
@@ -104,8 +111,9 @@ def same_place(frames: FrameTable, query_key: int, keys: np.ndarray, how: str, d
 
 
 def synthetic_view(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
-    """Another view of the same place: a perspective change (a step sideways or a turn), exposure,
-    gamma, blur, noise and sometimes an occluder. `strength` scales the geometric change."""
+    """Another view of the same place: a perspective change (a step sideways or a turn), light (exposure,
+    gamma; sometimes low light, haze or a colour cast), blur, noise and sometimes an occluder. `strength`
+    scales the geometric change and the light's departure from the original."""
     rgb = to_rgb8(image)
     h, w = rgb.shape[:2]
     corners = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
@@ -117,6 +125,14 @@ def synthetic_view(image: np.ndarray, rng: np.random.Generator, strength: float 
     matrix = cv2.getPerspectiveTransform(corners, moved.astype(np.float32))
     out = cv2.warpPerspective(rgb, matrix, (w, h), borderMode=cv2.BORDER_REFLECT).astype(np.float32) / 255
     out = np.clip(out * rng.uniform(0.5, 1.5) + rng.uniform(-0.1, 0.1), 0, 1) ** rng.uniform(0.6, 1.6)
+    light = min(strength / 2.5, 1.0)  # how far the light may move from the map's
+    if rng.random() < 0.3 * light + 0.1:  # dusk or night: dark, flat and noisier
+        out = out * rng.uniform(1.0 - 0.8 * light, 1.0)
+    if rng.random() < 0.2 * light + 0.05:  # haze or fog: contrast lost towards a grey
+        veil = rng.uniform(0.0, 0.6 * light)
+        out = out * (1 - veil) + veil * rng.uniform(0.5, 0.9)
+    if rng.random() < 0.3:  # white balance
+        out = out * rng.uniform(1 - 0.15 * light, 1 + 0.15 * light, 3)
     if rng.random() < 0.5:
         sigma = rng.uniform(0.5, 1.5) * w / 640
         out = cv2.GaussianBlur(out, (0, 0), sigma)
@@ -162,19 +178,29 @@ def train_uncertainty(vpr_map, options: dict | None = None, rerankers: list[Rera
     if len(train_pairs) < MIN_PAIRS:
         raise ValueError(f"only {len(train_pairs)} positive pairs ({how}) among the map's training frames; need "
                          f"{MIN_PAIRS}. Map more of each place, or widen the positive thresholds")
-    LOGGER.info("uncertainty: %d positive pairs by %s (%d to train, %d to validate), %d frames held out",
-                len(pairs), how, len(train_pairs), len(val_pairs), n_cal)
-    head, stats = fit_head(descriptors, train_pairs, head_conf, epochs=opts["epochs"], seed=opts["seed"],
-                           val_pairs=val_pairs, log=progress)
-    model = UncertaintyModel(head, {k: head_conf[k] for k in ("hidden", "alpha_min", "beta_min", "beta_max")},
+    training = np.flatnonzero(~is_held)
+    viewed = np.sort(rng.choice(training, min(len(training), opts["max_view_frames"]), replace=False))
+    views = _synthetic_views(vpr_map, viewed, held_out, opts, rng, load, rerankers)
+    table, view_pairs = descriptors, np.zeros((0, 2), np.int64)
+    if views is not None:  # each training view is paired with every training map frame of its place
+        table = np.concatenate([descriptors, views["train_descriptors"]])
+        found = [np.stack([np.full(len(keys), n + v), keys], axis=1) for v, key in enumerate(views["train_frame"])
+                 if len(keys := training[same_place(frames, int(key), training, how, *criterion)])]
+        view_pairs = np.concatenate(found) if found else view_pairs
+        if len(view_pairs) > opts["max_pairs"]:
+            view_pairs = view_pairs[np.sort(rng.choice(len(view_pairs), opts["max_pairs"], replace=False))]
+    LOGGER.info("uncertainty: %d positive pairs by %s (%d to train, %d to validate), %d view pairs, %d frames held "
+                "out", len(pairs), how, len(train_pairs), len(val_pairs), len(view_pairs), n_cal)
+    head, stats = fit_head(table, np.concatenate([train_pairs, view_pairs]), head_conf, epochs=opts["epochs"],
+                           seed=opts["seed"], val_pairs=val_pairs, log=progress)
+    model = UncertaintyModel(head, {**{k: head_conf[k] for k in HEAD_KEYS}, "rank": head.rank},
                              vpr_map.descriptor.fingerprint())
-    map_u = model.uncertainty(descriptors)
-
-    queries = _calibration_queries(vpr_map, held_out, opts, rng, load, rerankers)
-    rows = _calibration_rows(vpr_map, model, queries, how, criterion, opts["top_k"], rerankers, map_u)
+    queries = views["calibration"] if views is not None else _stored_queries(vpr_map, held_out, rerankers)
+    rows = _calibration_rows(vpr_map, model, queries, how, criterion, opts["top_k"], rerankers)
     for name, (x, y) in rows.items():
         try:
-            model.calibrators[name] = Calibrator(_feature_names(name), opts["calibrator"]).fit(x, y)
+            names = _feature_names(name)
+            model.calibrators[name] = Calibrator(names, opts["calibrator"], increasing=names).fit(x, y)
         except ValueError as exc:
             if name.startswith("baseline:"):
                 LOGGER.warning("uncertainty: no %s calibrator: %s", name, exc)
@@ -185,13 +211,15 @@ def train_uncertainty(vpr_map, options: dict | None = None, rerankers: list[Rera
     model.training = {
         "positives": how, "positive_distance_m": criterion[0], "positive_heading_deg": criterion[1],
         "positive_frames": criterion[2], "pairs": int(len(pairs)), "train_pairs": int(len(train_pairs)),
-        "val_pairs": int(len(val_pairs)), "held_out_frames": int(n_cal), **{k: opts[k] for k in (
-            "views", "view_strength", "top_k", "calibrator", "epochs", "seed")},
+        "view_pairs": int(len(view_pairs)), "val_pairs": int(len(val_pairs)), "held_out_frames": int(n_cal),
+        "rank": head.rank, **{k: opts[k] for k in (
+            "views", "train_views", "view_strength", "top_k", "calibrator", "epochs", "seed")},
         "calibration_views": queries["kind"], "calibration_queries": int(len(queries["descriptors"])),
         "calibration_top1_accuracy": float(np.mean(top1_y)),
         "calibration_top1_similarity": float(np.mean(queries["top1_similarity"])),
         "train_loss": stats["train_loss"][-1], "val_loss": stats["val_loss"][-1] if stats["val_loss"] else None,
-        "map_uncertainty_median": float(np.median(map_u)), "seconds": time.perf_counter() - start,
+        "map_uncertainty_median": float(np.median(model.uncertainty(descriptors))),
+        "seconds": time.perf_counter() - start,
     }
     return model
 
@@ -204,44 +232,55 @@ def _feature_names(calibrator: str) -> list[str]:
     return [calibrator.split(":", 1)[1]]
 
 
-def _calibration_queries(vpr_map, held_out: np.ndarray, opts: dict, rng, load, rerankers) -> dict:
-    """Descriptors (and local features) of the calibration queries, with the frame each one views."""
+def _stored_queries(vpr_map, held_out: np.ndarray, rerankers) -> dict:
+    """Calibration queries without the map's images: the held-out frames' stored descriptors and features."""
+    local = {r.matcher.features: [vpr_map.local[int(i)] for i in held_out] for r in rerankers}
+    return {"kind": "stored descriptors", "frame": held_out, "descriptors": vpr_map.descriptors[held_out],
+            "local": local}
+
+
+def _synthetic_views(vpr_map, viewed: np.ndarray, held_out: np.ndarray, opts: dict, rng, load, rerankers
+                     ) -> dict | None:
+    """Views of the `viewed` training frames (train_views each, for the head) and of the held-out frames
+    (views each, the calibration queries, with local features for the rerankers); None when the map's
+    images cannot be read."""
     sources = vpr_map.frames.sources
     loader = SourceLoader() if load is None else load
-    images = None
-    if loader:
-        try:
-            images = [loader(sources[i]) for i in held_out]
-        except (FileNotFoundError, ValueError) as exc:
-            LOGGER.warning("uncertainty: the map's images cannot be read (%s); calibrating on stored descriptors, "
-                           "which is optimistic", exc)
-    if images is None:
-        local = {r.matcher.features: [vpr_map.local[int(i)] for i in held_out] for r in rerankers}
-        return {"kind": "stored descriptors", "frame": held_out, "descriptors": vpr_map.descriptors[held_out],
-                "local": local}
-    views, frame = [], []
-    for key, image in zip(held_out, images):
-        for _ in range(opts["views"]):
-            views.append(synthetic_view(image, rng, opts["view_strength"]))
-            frame.append(key)
+    if not loader:
+        return None
+    try:
+        images = {int(i): loader(sources[i]) for i in np.concatenate([held_out, viewed])}
+    except (FileNotFoundError, ValueError) as exc:
+        LOGGER.warning("uncertainty: the map's images cannot be read (%s); the head learns from the map's "
+                       "descriptors alone and the calibration uses them, which is optimistic", exc)
+        return None
+    low, high = 0.3 * opts["view_strength"], 1.7 * opts["view_strength"]
+    made, frame = [], []
+    for keys, count in ((viewed, opts["train_views"]), (held_out, opts["views"])):
+        for key in keys:
+            for _ in range(count):
+                made.append(synthetic_view(images[int(key)], rng, rng.uniform(low, high)))
+                frame.append(key)
     descriptor = vpr_map.descriptor
     with torch.inference_mode():
-        desc = np.concatenate([descriptor.describe(batch_to_tensor(views[s:s + 8], descriptor.input_size))
-                               for s in range(0, len(views), 8)])
+        desc = np.concatenate([descriptor.describe(batch_to_tensor(made[s:s + 8], descriptor.input_size))
+                               for s in range(0, len(made), 8)])
+    split = len(viewed) * opts["train_views"]
+    calibration = made[split:]
     local = {}
     for reranker in rerankers:  # matchers on the same features share one extraction
         if reranker.matcher.features not in local:
             extractor = reranker.extractor_for(vpr_map.local_conf)
-            local[reranker.matcher.features] = [extractor.extract([v])[0] for v in views]
-    return {"kind": "synthetic views of the map's images", "frame": np.asarray(frame), "descriptors": desc,
-            "local": local}
+            local[reranker.matcher.features] = [extractor.extract([v])[0] for v in calibration]
+    return {"train_descriptors": desc[:split], "train_frame": np.asarray(frame[:split], np.int64),
+            "calibration": {"kind": "synthetic views of the map's images", "frame": np.asarray(frame[split:]),
+                            "descriptors": desc[split:], "local": local}}
 
 
 def _calibration_rows(vpr_map, model: UncertaintyModel, queries: dict, how, criterion, top_k,
-                      rerankers, map_u) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                      rerankers) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Feature rows and labels for each calibrator, from every calibration query's top-K."""
     frames, descriptors = vpr_map.frames, vpr_map.descriptors
-    query_u = model.uncertainty(queries["descriptors"])
     sims_all = queries["descriptors"] @ descriptors.T
     rows: dict[str, tuple[list, list]] = {"global": ([], [])}
     for reranker in rerankers:
@@ -253,7 +292,8 @@ def _calibration_rows(vpr_map, model: UncertaintyModel, queries: dict, how, crit
         sims[key] = -np.inf  # a revisit never sees its own map frame
         ids = np.argsort(-sims, kind="stable")[:top_k]
         labels = same_place(frames, int(key), ids, how, *criterion)
-        features = hypothesis_features(sims[ids], query_u[q], map_u[ids])
+        query_u, map_u, pair = model.describe(queries["descriptors"][q], descriptors[ids])
+        features = hypothesis_features(sims[ids], query_u, map_u, pair)
         rows["global"][0].append(features)
         rows["global"][1].append(labels)
         queries["top1_similarity"].append(sims[ids[0]])
@@ -264,11 +304,12 @@ def _calibration_rows(vpr_map, model: UncertaintyModel, queries: dict, how, crit
             inliers = np.array([c.verification.inlier_count if c.verification else 0 for c in ranked.candidates])
             rsims = np.array([c.global_similarity for c in ranked.candidates])
             name = rerank_key(reranker.matcher.name)
-            rows[name][0].append(hypothesis_features(rsims, query_u[q], map_u[rids], inliers))
+            order = [list(ids).index(k) for k in rids]
+            rows[name][0].append(hypothesis_features(rsims, query_u, map_u[order], pair[order], inliers))
             rows[name][1].append(same_place(frames, int(key), rids, how, *criterion))
             if inliers_top1 is None:  # the inlier baseline: the first matcher's count, in global order
                 inliers_top1 = float(inliers[list(rids).index(ids[0])])
-        scores = baseline_scores(sims[ids], map_positions(frames, ids), query_u[q], inliers_top1)
+        scores = baseline_scores(sims[ids], map_positions(frames, ids), query_u, inliers_top1, pair[0])
         for name, value in scores.items():
             rows[f"baseline:{name}"][0].append(np.array([[value]]))
             rows[f"baseline:{name}"][1].append(labels[:1])
@@ -292,7 +333,7 @@ def fit_session_calibrators(model: UncertaintyModel, replays: dict, positives: l
             if not record.sequence_length or not len(record.keys) or not places:
                 continue
             features = hypothesis_features(record.similarities, record.query_uncertainty, record.map_uncertainty,
-                                           record.inliers if matcher else None)
+                                           record.pair_likelihoods, record.inliers if matcher else None)
             x.append(np.concatenate([features, record.sequence_scores.reshape(-1, 1)], axis=1))
             y.append(np.array([int(key) in places for key in record.keys]))
         name = ranking_key(matcher, sequence=True)
@@ -303,7 +344,7 @@ def fit_session_calibrators(model: UncertaintyModel, replays: dict, positives: l
         keep = np.isfinite(x).all(axis=1)
         features = (RERANK_FEATURES if matcher else GLOBAL_FEATURES) + [SEQUENCE_FEATURE]
         try:
-            model.calibrators[name] = Calibrator(features, kind).fit(x[keep], y[keep])
+            model.calibrators[name] = Calibrator(features, kind, increasing=features).fit(x[keep], y[keep])
         except ValueError as exc:
             raise ValueError(f"cannot calibrate {name} on the session: {exc}") from exc
         fitted[name] = {"hypotheses": int(keep.sum()), "right": int(y[keep].sum())}
