@@ -42,7 +42,7 @@ def test_loss_is_finite_with_gradients_on_identical_and_extreme_inputs():
         loss = bayescap_loss(head(y), head.project(other))
         loss.backward()
         assert torch.isfinite(loss)
-        assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.requires_grad)
+        assert all(torch.isfinite(p.grad).all() for p in head.parameters())
         head.zero_grad()
     x, mean, alpha, beta = head(y)
     assert x.shape == mean.shape == alpha.shape == beta.shape == (4, 8) and (alpha > 0).all() and (beta >= 0.2).all()
@@ -248,15 +248,20 @@ def test_training_yields_calibrated_probabilities_for_both_rankings(trained):
     assert np.isnan(model.probabilities(sims, query_u, map_u, pair, np.zeros(3), matcher="disk-lightglue")).all()
 
 
+def _saved_with(vpr_map, model, path):
+    """Save the map with `model` as its uncertainty model, leaving the shared map without one."""
+    vpr_map.uncertainty = model
+    try:
+        return vpr_map.save(path)
+    finally:
+        vpr_map.uncertainty = None
+
+
 def test_model_round_trips_with_the_map_and_damage_is_refused(trained, tmp_path):
     from vpr_ros.core.maps.map_store import MapError, VPRMap
 
     vpr_map, model = trained
-    vpr_map.uncertainty = model
-    try:
-        path = vpr_map.save(tmp_path / "m")
-    finally:
-        vpr_map.uncertainty = None
+    path = _saved_with(vpr_map, model, tmp_path / "m")
     loaded = VPRMap.load(path)
     assert loaded.uncertainty is not None
     assert np.allclose(loaded.uncertainty.uncertainty(loaded.descriptors), model.uncertainty(vpr_map.descriptors))
@@ -284,11 +289,7 @@ def test_a_model_of_an_older_format_is_refused_by_name_and_can_be_retrained(trai
     from vpr_ros.tools.train_uncertainty import main
 
     vpr_map, model = trained
-    vpr_map.uncertainty = model
-    try:
-        path = vpr_map.save(tmp_path / "old")
-    finally:
-        vpr_map.uncertainty = None
+    path = _saved_with(vpr_map, model, tmp_path / "old")
     meta_file = path / "uncertainty.json"
     meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "format_version": 1}))
     record = json.loads((path / "map.json").read_text())

@@ -167,7 +167,7 @@ def _confidence(answered, correct: np.ndarray, vpr_map) -> dict:
         row = {"combined": r.probabilities[0],
                **baseline_scores(r.similarities[np.argsort(r.global_ranks)], map_positions(vpr_map.frames, r.keys),
                                  r.query_uncertainty, float(r.inliers[0]) if r.reranked else None,
-                                 float(r.pair_likelihoods[0]) if len(r.pair_likelihoods) else float("nan"))}
+                                 float(r.pair_likelihoods[0]))}
         for name, value in row.items():
             scores.setdefault(name, []).append(float(value))
     model = vpr_map.uncertainty

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vpr_ros.core.matching.geometry import (MIN_MATCHES, REFERENCE_WIDTH, GeometricVerifier, Verification,
-                                            _nearest_rotation)
+                                            _nearest_rotation, chance_rates)
 
 # what one call does; every entry has a fixed effect on the shapes, none on control flow
 DEFAULT_CONF = {
@@ -338,14 +338,12 @@ class BatchedVerifier(GeometricVerifier):
         scale0 = torch.as_tensor(query_size, device=device).to(dtype).reshape(2).amax() / REFERENCE_WIDTH
         scale1 = torch.as_tensor(map_sizes, device=device).to(dtype).reshape(batch, 2).amax(1) / REFERENCE_WIDTH
         threshold = self.threshold_px * 0.5 * (scale0 + scale1)
-        wh0 = torch.as_tensor(query_size, device=device).to(dtype).reshape(1, 2)
-        wh1 = torch.as_tensor(map_sizes, device=device).to(dtype).reshape(batch, 2)
-        area = 0.5 * (wh0.prod(1) + wh1.prod(1))
-        diagonal = 0.5 * (wh0.norm(dim=1) + wh1.norm(dim=1))
-        chance = torch.stack([2.0 * threshold * diagonal / area, math.pi * threshold.square() / area], 1).clamp(max=1.0)
+        sizes = torch.cat([torch.as_tensor(query_size, device=device).to(dtype).reshape(1, 2).expand(batch, 2),
+                           torch.as_tensor(map_sizes, device=device).to(dtype).reshape(batch, 2)], 1)
         finite = torch.isfinite(pts0).all(-1) & torch.isfinite(pts1).all(-1)
         clean0, clean1 = pts0.nan_to_num(0.0, 0.0, 0.0), pts1.nan_to_num(0.0, 0.0, 0.0)
-        out = {"matches": valid.sum(1), "finite": (finite | ~valid).all(1), "valid": valid, "chance": chance,
+        out = {"matches": valid.sum(1), "finite": (finite | ~valid).all(1), "valid": valid,
+               "sizes": sizes, "threshold_px": threshold,
                "spread": torch.minimum(spread(clean0, valid) / scale0, spread(clean1, valid) / scale1)}
         with_pose = query_K is not None and map_K is not None
         if with_pose:
@@ -384,8 +382,8 @@ class BatchedVerifier(GeometricVerifier):
 
     def _decide_one(self, fitted, i, n, model) -> Verification:
         valid = fitted["valid"][i].numpy()
-        epipolar, homography = (float(v) for v in fitted["chance"][i])  # as geometry.chance_rates
-        chance = {"fundamental": epipolar, "essential": epipolar, "homography": homography}
+        w0, h0, w1, h1 = (float(v) for v in fitted["sizes"][i])
+        chance = chance_rates(float(fitted["threshold_px"][i]), (w0, h0), (w1, h1))
         h_mask = fitted["homography_inliers"][i].numpy()[valid]
         if model == "homography":
             return self._result("homography", h_mask, chance)

@@ -25,8 +25,8 @@ scales give finite values and gradients.
 **Pair likelihood.** What a loop closure needs is whether two descriptors show one place. Each
 head's distribution describes where the other view of its place lies, so the mean per-dimension
 log-likelihood of each embedding under the other's generalized Gaussian, averaged over both
-directions (`pair_log_likelihood`; per hypothesis: UncertaintyModel.describe), scores the pair: high when each lies where the other's head
-expects a revisit, low when either is outside.
+directions (`pair_log_likelihood`; per hypothesis: UncertaintyModel.describe), scores the pair: high
+when each lies where the other's head expects a revisit, low when either is outside.
 """
 
 import math
@@ -92,7 +92,10 @@ class BayesCapHead(nn.Module):
         return (y - self.centre) @ self.basis.T / self.unit
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = self.project(y)
+        return self.distribution(self.project(y))
+
+    def distribution(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Projected B x rank input -> (x, ỹ, α, β)."""
         h = self.trunk(x)
         mean = x + self.mean(h)  # residual: starts at the identity
         alpha = F.softplus(self.alpha(h)) + self.alpha_min
@@ -153,16 +156,11 @@ def fit_head(descriptors: np.ndarray, pairs: np.ndarray, conf: dict | None = Non
     with torch.no_grad():
         table = head.project(torch.from_numpy(descriptors))
     both_ways = torch.from_numpy(np.concatenate([pairs, pairs[:, ::-1]]).copy())
-    trainable = [p for p in head.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     weights = (conf["lambda_identity"], conf["lambda_likelihood"])
 
     def pair_loss(batch: torch.Tensor) -> torch.Tensor:
-        x = table[batch[:, 0]]
-        h = head.trunk(x)
-        out = (x, x + head.mean(h), F.softplus(head.alpha(h)) + head.alpha_min,
-               (F.softplus(head.beta(h)) + head.beta_min).clamp(max=head.beta_max))
-        return bayescap_loss(out, table[batch[:, 1]], *weights)
+        return bayescap_loss(head.distribution(table[batch[:, 0]]), table[batch[:, 1]], *weights)
 
     stats = {"train_loss": [], "val_loss": [], "pairs": int(len(pairs)), "epochs": epochs, "rank": rank}
     for epoch in range(epochs):
@@ -176,7 +174,7 @@ def fit_head(descriptors: np.ndarray, pairs: np.ndarray, conf: dict | None = Non
                 raise FloatingPointError(f"BayesCap loss became {loss.item()} at epoch {epoch}")
             optimizer.zero_grad()
             loss.backward()
-            nn.utils.clip_grad_norm_(trainable, 10.0)
+            nn.utils.clip_grad_norm_(head.parameters(), 10.0)
             optimizer.step()
             total += loss.item() * len(batch)
         stats["train_loss"].append(total / len(order))
@@ -191,14 +189,10 @@ def fit_head(descriptors: np.ndarray, pairs: np.ndarray, conf: dict | None = Non
     return head, stats
 
 
-def _finite_rows(descriptors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    descriptors = np.asarray(descriptors, np.float32).reshape(-1, dim)
-    return descriptors, np.isfinite(descriptors).all(axis=1)
-
-
 def descriptor_uncertainty(head: BayesCapHead, descriptors: np.ndarray) -> np.ndarray:
     """N x D descriptors -> N mean predicted variances (x units). NaN rows give NaN."""
-    descriptors, finite = _finite_rows(descriptors, head.dim)
+    descriptors = np.asarray(descriptors, np.float32).reshape(-1, head.dim)
+    finite = np.isfinite(descriptors).all(axis=1)
     out = np.full(len(descriptors), np.nan, np.float64)
     if finite.any():
         with torch.inference_mode():
