@@ -3,8 +3,10 @@
 Topics (defaults): `/camera/image_raw` (sensor_msgs/Image, rgb8; or `/camera/image_raw/compressed`,
 sensor_msgs/CompressedImage, with `image_format` "jpeg" or "png"), `/camera/camera_info`
 (sensor_msgs/CameraInfo, plumb_bob with zero distortion), `/odom` (nav_msgs/Odometry, `map` ->
-`base_link`), `/tf` (the same transform) and `/tf_static` (`base_link` -> `camera_optical`). Each
-message is logged at its header stamp.
+`base_link`), `/tf` (the same transform), `/tf_static` (`base_link` -> `camera_optical`) and, when
+frames come with depth, `/camera/depth/image_raw` (sensor_msgs/Image 16UC1 in millimetres, 0 = no
+reading, aligned to the colour image: same size, intrinsics, frame and stamp). Each message is logged at
+its header stamp.
 """
 
 from pathlib import Path
@@ -49,7 +51,7 @@ class BagWriter:
     def __init__(self, path: str | Path, image_format: str = "raw", image_topic: str = "/camera/image_raw",
                  info_topic: str = "/camera/camera_info", odom_topic: str = "/odom",
                  map_frame: str = "map", body_frame: str = "base_link", camera_frame: str = "camera_optical",
-                 jpeg_quality: int = 95):
+                 jpeg_quality: int = 95, depth_topic: str = "/camera/depth/image_raw"):
         if image_format not in IMAGE_FORMATS:
             raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
         self.path = Path(path)
@@ -57,7 +59,7 @@ class BagWriter:
             raise FileExistsError(f"{self.path} exists; rosbag2 writes a new directory")
         self.image_format, self.jpeg_quality = image_format, jpeg_quality
         self.image_topic = image_topic if image_format == "raw" else image_topic.rstrip("/") + "/compressed"
-        self.info_topic, self.odom_topic = info_topic, odom_topic
+        self.info_topic, self.odom_topic, self.depth_topic = info_topic, odom_topic, depth_topic
         self.frames = (map_frame, body_frame, camera_frame)
         self._writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._conns: dict[str, object] = {}
@@ -74,6 +76,21 @@ class BagWriter:
                                      ("tf_static", "/tf_static", "tf2_msgs/msg/TFMessage")):
             self._conns[name] = self._writer.add_connection(topic, msgtype, typestore=STORE)
         return self
+
+    def _depth_connection(self):
+        if "depth" not in self._conns:
+            self._conns["depth"] = self._writer.add_connection(self.depth_topic, "sensor_msgs/msg/Image",
+                                                               typestore=STORE)
+        return self._conns["depth"]
+
+    def write_depth(self, ns: int, depth_mm: np.ndarray) -> None:
+        """A 16UC1 depth image (millimetres, 0 = no reading) aligned to the colour frame of stamp `ns`."""
+        depth_mm = np.ascontiguousarray(depth_mm, np.uint16)
+        msg = T["sensor_msgs/msg/Image"](header=_header(ns, self.frames[2]), height=depth_mm.shape[0],
+                                         width=depth_mm.shape[1], encoding="16UC1", is_bigendian=0,
+                                         step=depth_mm.shape[1] * 2, data=depth_mm.view(np.uint8).reshape(-1))
+        conn = self._depth_connection()
+        self._writer.write(conn, int(ns), STORE.serialize_cdr(msg, conn.msgtype))
 
     def __exit__(self, *exc) -> None:
         self._writer.close()

@@ -179,9 +179,10 @@ class Renderer:
         return self._clouds[key]
 
     def render(self, pose: tuple[float, float, float, float, float, float], look: Appearance,
-               extra: tuple[Walls, list[TextureSpec]] | None = None, rng: np.random.Generator | None = None
-               ) -> np.ndarray:
-        """One frame at `pose` (x, y, z, yaw, pitch, roll) -> H x W x 3 uint8 RGB."""
+               extra: tuple[Walls, list[TextureSpec]] | None = None, rng: np.random.Generator | None = None,
+               with_depth: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """One frame at `pose` (x, y, z, yaw, pitch, roll) -> H x W x 3 uint8 RGB; `with_depth`: also its
+        exact depth, H x W float32, the optical-axis distance (m) of what each pixel shows (inf: sky)."""
         x, y, z, yaw, pitch, roll = (float(v) for v in pose)
         if not np.isfinite([x, y, z, yaw, pitch, roll]).all() or z <= 0.05:
             raise ValueError(f"camera pose must be finite with z > 0.05 m, got {pose}")
@@ -195,12 +196,14 @@ class Renderer:
         fwd, left = np.array([np.cos(yaw), np.sin(yaw)]), np.array([-np.sin(yaw), np.cos(yaw)])
         rays = fwd[None] + lateral[:, None] * left[None]  # W x 2, forward component 1: t is the depth
         canvas = self._sky(look, yaw, lateral, height, cy, f)
-        self._draw_ground(canvas, look, x, y, z, rays, cy, f, lateral)
+        depth = np.full((height, width), np.inf, np.float32)  # forward distance in the level camera
+        self._draw_ground(canvas, depth, look, x, y, z, rays, cy, f, lateral)
         scenes = [_Scene(self.world.walls, self.world.textures)]
         if extra is not None and len(extra[0].a):
             scenes.append(_Scene(extra[0], self.world.textures + extra[1]))
-        self._draw_walls(canvas, look, np.array([x, y]), z, rays, scenes, cy, f)
-        return self._camera_effects(canvas, look, pitch, roll, margin, rng)
+        self._draw_walls(canvas, depth, look, np.array([x, y]), z, rays, scenes, cy, f)
+        image = self._camera_effects(canvas, look, pitch, roll, margin, rng)
+        return (image, self._tilted_depth(depth, pitch, roll, margin)) if with_depth else image
 
     def _sky(self, look, yaw, lateral, height, cy, f) -> np.ndarray:
         rows = np.arange(height)
@@ -230,7 +233,7 @@ class Renderer:
         cone = np.exp(-(lateral / 0.7) ** 2)
         return look.headlight * cone / (1 + (depth / look.headlight_m) ** 2)
 
-    def _draw_ground(self, canvas, look, x, y, z, rays, cy, f, lateral) -> None:
+    def _draw_ground(self, canvas, depth_buffer, look, x, y, z, rays, cy, f, lateral) -> None:
         height = canvas.shape[0]
         rows = np.arange(int(np.floor(cy)) + 1, height)
         if not len(rows):
@@ -253,8 +256,9 @@ class Renderer:
             fog = (1 - np.exp(-d / look.fog_m))[..., None]
             lit = light + self._headlight(look, d, lateral[None])[..., None] if look.headlight > 0 else light
             canvas[sel] = (colour * lit) * (1 - fog) + haze * fog
+            depth_buffer[sel] = d
 
-    def _draw_walls(self, canvas, look, p, z, rays, scenes, cy, f) -> None:
+    def _draw_walls(self, canvas, depth_buffer, look, p, z, rays, scenes, cy, f) -> None:
         height, width = canvas.shape[:2]
         hits = []  # per scene: (depth W x L, segment W x L)
         for scene in scenes:
@@ -332,6 +336,7 @@ class Renderer:
                         m = inside[:, in_level]
                         rr, cc = np.nonzero(m)
                         canvas[r0 + rr, columns[in_level][cc]] = colour[rr, cc]
+                        depth_buffer[r0 + rr, columns[in_level][cc]] = tc[in_level][cc]
 
     @staticmethod
     def _raindrops(image: np.ndarray, look: Appearance, rng: np.random.Generator) -> np.ndarray:
@@ -347,16 +352,39 @@ class Renderer:
         mask = cv2.GaussianBlur(mask, (0, 0), 2.0)[..., None]
         return image * (1 - mask) + np.clip(smeared, 0, 1) * mask
 
+    def _tilt_homography(self, pitch, roll, margin) -> tuple[np.ndarray, np.ndarray]:
+        """The rotation from the output camera to the level camera the canvas was drawn in (optical axes),
+        and the homography from output pixels to canvas pixels."""
+        cam = self.camera
+        relative = BODY_FROM_OPTICAL.T @ rotation(0.0, pitch, roll) @ BODY_FROM_OPTICAL
+        k_canvas = cam.K.copy()
+        k_canvas[0, 2] += margin
+        k_canvas[1, 2] += margin
+        return relative, k_canvas @ relative @ np.linalg.inv(cam.K)
+
+    def _tilted_depth(self, depth: np.ndarray, pitch, roll, margin) -> np.ndarray:
+        """The level camera's forward distances -> the output camera's optical-axis depth per output pixel
+        (nearest canvas pixel: depth is never blended across an edge)."""
+        if not margin:
+            return depth
+        relative, homography = self._tilt_homography(pitch, roll, margin)
+        f = self.camera.focal
+        height, width = depth.shape
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        u, v = np.meshgrid((np.arange(width) - cx) / f, (np.arange(height) - cy) / f)
+        with np.errstate(invalid="ignore"):  # inf * 0 in the sky
+            # X_level = relative X_out, so the output camera's z is relative[:, 2] . X_level
+            z_out = depth * (relative[0, 2] * u + relative[1, 2] * v + relative[2, 2])
+        z_out = np.where(np.isfinite(depth), z_out, np.inf).astype(np.float32)
+        return cv2.warpPerspective(z_out, homography, (self.camera.width, self.camera.height),
+                                   flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
     def _camera_effects(self, canvas, look, pitch, roll, margin, rng) -> np.ndarray:
         image = canvas * (look.exposure * np.asarray(look.white_balance, np.float32))
         image = np.clip(image, 0, 1) ** look.gamma
         cam = self.camera
         if margin:
-            relative = BODY_FROM_OPTICAL.T @ rotation(0.0, pitch, roll) @ BODY_FROM_OPTICAL
-            k_canvas = cam.K.copy()
-            k_canvas[0, 2] += margin
-            k_canvas[1, 2] += margin
-            homography = k_canvas @ relative @ np.linalg.inv(cam.K)  # output pixel -> canvas pixel
+            _, homography = self._tilt_homography(pitch, roll, margin)  # output pixel -> canvas pixel
             image = cv2.warpPerspective(image, homography, (cam.width, cam.height),
                                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
         if look.raindrops > 0:

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from vpr_ros.sim.depth import DepthSensor
 from vpr_ros.sim.render import APPEARANCES, Appearance, Camera, Renderer
 from vpr_ros.sim.world import StreetWorld
 
@@ -33,6 +34,7 @@ RUN_DEFAULTS = {
     "pitch_deg": 2.0,
     "roll_deg": 2.0,
     "height_m": 0.15,
+    "depth": True,  # also a depth image per frame, aligned to the colour one, as a depth camera measures it
     "lap_gap_s": 10.0,  # pause between laps in the stamps
     "start_s": 1_700_000_000,  # stamp of the first frame (seconds)
 }
@@ -49,6 +51,8 @@ class SimFrame:
     rpy: np.ndarray  # 3: roll, pitch, yaw (radians)
     route_s: float  # arc length along the route (m)
     image: np.ndarray  # H x W x 3 uint8 RGB
+    depth: np.ndarray | None = None  # H x W uint16 millimetres (0: no reading), aligned to image; None: off
+    true_depth: np.ndarray | None = None  # H x W float32 exact optical-axis depth (m, inf: sky); None: off
 
 
 def quaternion_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
@@ -89,6 +93,7 @@ class SimRun:
         self.camera = Camera(c["width"], c["height"], c["hfov_deg"])
         self.world = StreetWorld(c["seed"], c["frames"] * c["spacing_m"])
         self.renderer = Renderer(self.world, self.camera)
+        self.depth_sensor = DepthSensor() if c["depth"] else None
 
     @property
     def length_m(self) -> float:
@@ -139,9 +144,16 @@ class SimRun:
         for i, (stamp, pose) in enumerate(zip(stamps, poses)):
             x, y, z, yaw, pitch, roll = pose
             rng = np.random.default_rng([self.conf["seed"], 3, lap, i])
-            image = self.renderer.render(pose, look, cars, rng)
             pose7 = np.concatenate([[x, y, z], quaternion_from_rpy(roll, pitch, yaw)])
-            yield SimFrame(lap, i, int(stamp), pose7, np.array([roll, pitch, yaw]), float(s[i]), image)
+            if self.depth_sensor is None:
+                image = self.renderer.render(pose, look, cars, rng)
+                yield SimFrame(lap, i, int(stamp), pose7, np.array([roll, pitch, yaw]), float(s[i]), image)
+                continue
+            image, true_depth = self.renderer.render(pose, look, cars, rng, with_depth=True)
+            depth_rng = np.random.default_rng([self.conf["seed"], 4, lap, i])  # the colour noise stays as it was
+            depth = self.depth_sensor.measure(true_depth, self.camera.focal, depth_rng)
+            yield SimFrame(lap, i, int(stamp), pose7, np.array([roll, pitch, yaw]), float(s[i]), image, depth,
+                           true_depth)
 
     def describe(self) -> dict:
         """The run's configuration and derived facts, for run.json."""
@@ -153,4 +165,5 @@ class SimRun:
                 "laps": [{"lap": lap + 1, "appearance": asdict(self.appearance(lap)),
                           "camera_offset": dict(zip(("height_m", "lateral_m", "pitch_deg"), self.camera_offset(lap)))}
                          for lap in range(c["laps"])],
+                "depth_sensor": asdict(self.depth_sensor) if self.depth_sensor is not None else None,
                 "walls": int(len(self.world.walls.a)), "textures": len(self.world.textures)}

@@ -4,7 +4,8 @@
 
 OUT/lap_1, OUT/lap_2, ...: rosbag2 directories with sensor_msgs/Image (or CompressedImage),
 sensor_msgs/CameraInfo, ground-truth nav_msgs/Odometry on /odom and TF (map -> base_link, static
-base_link -> camera_optical). OUT/run.json: the configuration, the camera, each lap's appearance and
+base_link -> camera_optical) and an aligned depth image (sensor_msgs/Image 16UC1, millimetres) on
+/camera/depth/image_raw (--no-depth: none). OUT/run.json: the configuration, the camera, each lap's appearance and
 how different its frames are from lap 1's at the same place (mean absolute grey-level difference).
 The same options give the same bags, byte for byte; a run already complete with the same options
 is kept (--overwrite renders it again).
@@ -58,6 +59,8 @@ def generate(out: Path, conf: dict, image_format: str = "raw", overwrite: bool =
         with BagWriter(partial, image_format) as writer:
             for frame in run.frames(lap):
                 writer.write_frame(frame.stamp_ns, frame.image, run.camera.K, frame.pose)
+                if frame.depth is not None:
+                    writer.write_depth(frame.stamp_ns, frame.depth)
                 thumbs.append(_thumb(frame.image))
                 if progress and (frame.index + 1) % 50 == 0:
                     print(f"\r  lap {lap + 1}: {frame.index + 1}/{run.conf['frames']} frames", end="", flush=True)
@@ -102,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
                              "';', added to the lap's camera as if another robot drove it (e.g. '0,0,0;-0.8,1.0,6')")
     parser.add_argument("--image-format", choices=IMAGE_FORMATS, default="raw",
                         help="raw: sensor_msgs/Image rgb8; jpeg/png: sensor_msgs/CompressedImage (10k-frame runs)")
+    parser.add_argument("--no-depth", action="store_true",
+                        help="no depth topic (by default /camera/depth/image_raw, 16UC1 millimetres, aligned to the "
+                             "colour image, with a stereo camera's noise and holes)")
     parser.add_argument("--overwrite", action="store_true", help="render again even if OUT holds this run")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     conf = {"seed": args.seed, "frames": args.frames, "laps": args.laps, "spacing_m": args.spacing,
             "rate_hz": args.rate, "width": args.width, "height": args.height, "hfov_deg": args.hfov,
             "appearances": tuple(a.strip() for a in args.appearances.split(",") if a.strip()),
-            "lateral_m": args.lateral}
+            "lateral_m": args.lateral, "depth": not args.no_depth}
     try:
         conf["camera_offsets"] = tuple(tuple(float(v) for v in part.split(",")) for part in args.camera_offsets.split(";"))
     except ValueError:

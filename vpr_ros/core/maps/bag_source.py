@@ -7,6 +7,11 @@ Images: a `sensor_msgs/Image` or `sensor_msgs/CompressedImage` topic. Pose sourc
 Each image gets the pose interpolated at its header stamp between the two nearest pose samples
 (linear in position, normalised-linear in rotation); images farther than `max_pose_gap_s` from
 any sample get no pose.
+
+Depth (optional): an aligned depth topic (sensor_msgs/Image 16UC1 or 32FC1, inputs/depth.py); each image
+gets the depth image whose stamp is nearest to its own, within `max_depth_gap_s`. The camera: its
+CameraInfo (intrinsics, size, optical frame) and, from /tf_static, where the optical frame sits in the
+pose source's child frame.
 """
 
 import struct
@@ -19,6 +24,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.image import ImageError as BagImageError, message_to_cvimage
 from rosbags.typesys import Stores, get_typestore
 
+from vpr_ros.core.inputs.depth import to_metres
 from vpr_ros.core.maps.frames import FrameTable
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -108,6 +114,8 @@ class BagFrames:
 class _SequentialImageLoader:
     """Decodes the image with a given log-time; restarts the bag when asked for an earlier one."""
 
+    types = IMAGE_TYPES
+
     def __init__(self, path: Path, topic: str):
         self.path, self.topic = path, topic
         self._reader, self._messages = None, None
@@ -117,7 +125,7 @@ class _SequentialImageLoader:
             self._reader.close()
         self._reader = _open(self.path)
         self._reader.open()
-        conns = _connections(self._reader, self.topic, IMAGE_TYPES)
+        conns = _connections(self._reader, self.topic, self.types)
         self._messages = self._reader.messages(connections=conns)
         self._last = -1
 
@@ -130,11 +138,53 @@ class _SequentialImageLoader:
             if timestamp == log_ns:
                 msg = self._reader.deserialize(raw, conn.msgtype)
                 try:
-                    return message_to_cvimage(msg, "rgb8")
+                    return self.decode(msg)
                 except (AssertionError, BagImageError, cv2.error, ValueError) as exc:  # rosbags asserts on bad data
                     raise ValueError(f"image {source} in {self.path} cannot be decoded "
                                      f"({type(exc).__name__}: {exc or 'no detail'})") from exc
         raise ValueError(f"image {source} not found in {self.path}")
+
+    @staticmethod
+    def decode(msg) -> np.ndarray:
+        return message_to_cvimage(msg, "rgb8")
+
+
+class _SequentialDepthLoader(_SequentialImageLoader):
+    """Depth images by log-time, in metres (NaN: no reading)."""
+
+    types = ("sensor_msgs/msg/Image",)
+
+    @staticmethod
+    def decode(msg) -> np.ndarray:
+        return to_metres(message_to_cvimage(msg), msg.encoding)
+
+
+class BagDepth:
+    """The depth topic of a bag: which depth image goes with an image stamp, and its pixels in metres."""
+
+    def __init__(self, path: Path, topic: str, max_gap_s: float = 0.05):
+        self.path, self.topic, self.max_gap_ns = Path(path), topic, int(max_gap_s * 1e9)
+        stamps, logs = [], []
+        with _open(self.path) as reader:
+            conns = _connections(reader, topic, _SequentialDepthLoader.types)
+            for conn, timestamp, raw in reader.messages(connections=conns):
+                stamps.append(_cdr_header_stamp_ns(raw) if reader.is2 else _stamp_ns(reader.deserialize(
+                    raw, conn.msgtype).header))
+                logs.append(timestamp)
+        if not stamps:
+            raise ValueError(f"the bag has no messages on depth topic {topic!r}")
+        order = np.argsort(stamps, kind="stable")
+        self.stamps, self.logs = np.asarray(stamps, np.int64)[order], np.asarray(logs, np.int64)[order]
+        self._loader = _SequentialDepthLoader(self.path, topic)
+
+    def __call__(self, stamp_ns: int) -> np.ndarray | None:
+        """The depth image (metres) nearest in stamp to `stamp_ns`, None when none is within max_gap_s."""
+        i = int(np.clip(np.searchsorted(self.stamps, stamp_ns), 1, len(self.stamps) - 1)) if len(self.stamps) > 1 else 0
+        if i > 0 and abs(self.stamps[i - 1] - stamp_ns) <= abs(self.stamps[i] - stamp_ns):
+            i -= 1
+        if abs(int(self.stamps[i]) - int(stamp_ns)) > self.max_gap_ns:
+            return None
+        return self._loader(f"{self.path}:{self.topic}@{self.logs[i]}")
 
 
 def read_bag_frames(path: str | Path, image_topic: str, pose_topic: str | None = None,
@@ -199,13 +249,84 @@ def read_bag_frames(path: str | Path, image_topic: str, pose_topic: str | None =
     return BagFrames(path, image_topic, frames)
 
 
-def read_camera_matrix(path: str | Path, topic: str) -> np.ndarray:
-    """The 3 x 3 intrinsic matrix K of the first sensor_msgs/CameraInfo on `topic`."""
+def read_camera_info(path: str | Path, topic: str) -> tuple[np.ndarray, tuple[int, int], str]:
+    """K (3 x 3), image size (W, H) and optical frame of the first sensor_msgs/CameraInfo on `topic`."""
     with _open(Path(path)) as reader:
         conns = _connections(reader, topic, ("sensor_msgs/msg/CameraInfo",))
         for conn, _, raw in reader.messages(connections=conns):
-            K = np.asarray(reader.deserialize(raw, conn.msgtype).k, np.float64).reshape(3, 3)
+            msg = reader.deserialize(raw, conn.msgtype)
+            K = np.asarray(msg.k, np.float64).reshape(3, 3)
             if not np.isfinite(K).all() or K[0, 0] <= 0 or K[1, 1] <= 0:
                 raise ValueError(f"the CameraInfo on {topic} has no usable intrinsics: K = {K.tolist()}")
-            return K
+            return K, (int(msg.width), int(msg.height)), msg.header.frame_id.lstrip("/")
     raise ValueError(f"the bag has no message on {topic!r}")
+
+
+def read_camera_matrix(path: str | Path, topic: str) -> np.ndarray:
+    """The 3 x 3 intrinsic matrix K of the first sensor_msgs/CameraInfo on `topic`."""
+    return read_camera_info(path, topic)[0]
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Poses (x y z qx qy qz qw): a then b, i.e. T_a T_b."""
+    ra = _quaternion_matrix(a[3:])
+    out = np.empty(7)
+    out[:3] = a[:3] + ra @ b[:3]
+    out[3:] = _quaternion_product(a[3:], b[3:])
+    return out
+
+
+def _inverse(a: np.ndarray) -> np.ndarray:
+    q = np.array([-a[3], -a[4], -a[5], a[6]])
+    return np.concatenate([-_quaternion_matrix(q) @ a[:3], q])
+
+
+def _quaternion_matrix(q) -> np.ndarray:
+    x, y, z, w = np.asarray(q, np.float64) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def _quaternion_product(a, b) -> np.ndarray:
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    q = np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+                  aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
+    return q / np.linalg.norm(q)
+
+
+def read_static_transform(path: str | Path, parent: str, child: str) -> np.ndarray | None:
+    """The pose (x y z qx qy qz qw) of `child` in `parent` from the bag's /tf_static, following a chain of
+    static transforms in either direction; None when the bag has none that links them."""
+    edges: dict[str, list[tuple[str, np.ndarray]]] = {}
+    with _open(Path(path)) as reader:
+        conns = [c for c in reader.connections if c.topic == "/tf_static"]
+        for conn, _, raw in reader.messages(connections=conns):
+            for tf in reader.deserialize(raw, conn.msgtype).transforms:
+                t, r = tf.transform.translation, tf.transform.rotation
+                pose = np.array([t.x, t.y, t.z, r.x, r.y, r.z, r.w])
+                a, b = tf.header.frame_id.lstrip("/"), tf.child_frame_id.lstrip("/")
+                edges.setdefault(a, []).append((b, pose))
+                edges.setdefault(b, []).append((a, _inverse(pose)))
+    frontier, seen = [(parent.lstrip("/"), np.array([0, 0, 0, 0, 0, 0, 1.0]))], {parent.lstrip("/")}
+    while frontier:
+        frame, pose = frontier.pop()
+        if frame == child.lstrip("/"):
+            return pose
+        for other, step in edges.get(frame, []):
+            if other not in seen:
+                seen.add(other)
+                frontier.append((other, _compose(pose, step)))
+    return None
+
+
+def read_pose_child_frame(path: str | Path, pose_topic: str) -> str | None:
+    """The frame whose poses a pose topic carries: an Odometry's child_frame_id (None for other types)."""
+    with _open(Path(path)) as reader:
+        conns = _connections(reader, pose_topic, POSE_TYPES)
+        for conn, _, raw in reader.messages(connections=conns):
+            if conn.msgtype == "nav_msgs/msg/Odometry":
+                return reader.deserialize(raw, conn.msgtype).child_frame_id.lstrip("/") or None
+            return None
+    return None

@@ -13,12 +13,15 @@
                             keypoints (local_keypoints N x M x 2 float32, local_descriptors N x M x D
                             float16, local_scores N x M float16, local_counts N, local_image_size
                             N x 2); map.json's `local_features` names the extractor and M
+    <map>/local_depth.npy   optional, with local features from a camera with depth: each keypoint's depth
+                            (N x M float32 metres, NaN unknown); map.json's `local_depth` is true
     <map>/uncertainty.*     optional: the BayesCap head and calibrators (uncertainty.py); map.json's
                             `uncertainty` is true when they are present
 
 A map is written to a temporary sibling directory and renamed into place, so a half-written map
 never appears under its name. Loading checks the format version, every file's size and checksum,
-and that the map's preset, fingerprint and dimension match what the caller runs.
+and that the map's preset, fingerprint and dimension match what the caller runs. map.json's optional
+`camera` (map_camera.MapCamera) records the intrinsics, optical frame and body mounting of the camera.
 """
 
 import hashlib
@@ -36,6 +39,7 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.index import DescriptorIndex
+from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.recognizer import PlaceRecognizer, QueryResult
 from vpr_ros.core.matching.local_features import LocalFeatureTable
 from vpr_ros.core.uncertainty.model import HEAD_FILE, META_FILE, UncertaintyModel
@@ -45,6 +49,7 @@ FORMAT_VERSION = 1
 FILES = ("descriptors.npy", "frames.npz", "sources.json", "descriptor.npz", "index.faiss")
 FRAME_COLUMNS = ("stamp_ns", "pose", "has_pose", "gps", "has_gps")
 LOCAL_FILES = {f"local_{c}.npy": c for c in LocalFeatureTable.COLUMNS}
+DEPTH_FILE = "local_depth.npy"
 # Buffers learned from the map; the backbone comes from the shipped weights (checked by fingerprint).
 FITTED_BUFFERS = ("aggregation.centroids", "aggregation.p", "projection.mean", "projection.matrix")
 
@@ -75,11 +80,13 @@ class VPRMap:
     local_conf: dict | None = None  # LocalExtractor.config() of `local`
     uncertainty: UncertaintyModel | None = None  # BayesCap head and calibrators (optional)
     backend: object | None = None  # a backends.* backend running `descriptor` (None: the module itself)
+    camera: MapCamera | None = None  # the recording camera (None: unknown; the query's is assumed)
 
     @classmethod
     def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,
                frame_id: str = "map", search_params: dict | None = None, device: str = "cpu",
-               local: LocalFeatureTable | None = None, local_conf: dict | None = None) -> "VPRMap":
+               local: LocalFeatureTable | None = None, local_conf: dict | None = None,
+               camera: MapCamera | None = None) -> "VPRMap":
         descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
         if len(descriptors) != len(frames):
             raise MapError(f"{len(descriptors)} descriptors for {len(frames)} frames")
@@ -95,7 +102,7 @@ class VPRMap:
             index.train(descriptors)
             index.add(descriptors)
         return cls(name, descriptor, descriptors.reshape(len(frames), descriptor.dim), frames, index, frame_id,
-                   local, local_conf)
+                   local, local_conf, camera=camera)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -180,6 +187,9 @@ class VPRMap:
             for name, column in LOCAL_FILES.items():
                 np.save(folder / name, np.ascontiguousarray(getattr(self.local, column)), allow_pickle=False)
             files += list(LOCAL_FILES)
+            if self.local.depth is not None:
+                np.save(folder / DEPTH_FILE, np.ascontiguousarray(self.local.depth, np.float32), allow_pickle=False)
+                files.append(DEPTH_FILE)
         if self.uncertainty is not None:
             files += self.uncertainty.save(folder)
         meta = {
@@ -188,6 +198,8 @@ class VPRMap:
             "fingerprint": self.descriptor.fingerprint(), "dim": self.descriptor.dim,
             "index_factory": self.index.factory, "search_params": self.index.search_params,
             "num_frames": len(self), "frame_id": self.frame_id, "local_features": self.local_conf,
+            "local_depth": self.local is not None and self.local.depth is not None,
+            "camera": self.camera.to_json() if self.camera is not None else None,
             "uncertainty": self.uncertainty is not None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
@@ -235,8 +247,14 @@ class VPRMap:
                 uncertainty = UncertaintyModel.load(path, meta["dim"], meta["fingerprint"])
             except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError) as exc:
                 raise MapError(f"map {path}: its uncertainty model cannot be used: {exc}") from exc
+        camera = None
+        if meta.get("camera") is not None:
+            try:
+                camera = MapCamera.from_json(meta["camera"])
+            except ValueError as exc:
+                raise MapError(f"map {path}: map.json's camera cannot be used: {exc}") from exc
         return cls(meta["name"], descriptor, descriptors, frames, index, meta.get("frame_id", "map"), local,
-                   meta.get("local_features") or None, uncertainty)
+                   meta.get("local_features") or None, uncertainty, camera=camera)
 
 
 @dataclass(frozen=True)
@@ -283,6 +301,7 @@ _FIELDS = {
     "dim": (int, True), "index_factory": (str, True), "num_frames": (int, True), "files": (dict, True),
     "search_params": ((dict, type(None)), False), "frame_id": (str, False),
     "local_features": ((dict, type(None)), False), "uncertainty": (bool, False),
+    "local_depth": (bool, False), "camera": ((dict, type(None)), False),
 }
 _LOCAL_FIELDS = {"max_keypoints": int, "dim": int, "extractor": str}
 
@@ -323,6 +342,7 @@ def _check_fields(meta: dict, meta_path: Path) -> None:
 def _check_files(path: Path, meta: dict, verify_checksums: bool) -> None:
     """Every file the map needs is there with the size (and checksum) map.json records."""
     names = list(FILES) + (list(LOCAL_FILES) if meta.get("local_features") else []) + (
+        [DEPTH_FILE] if meta.get("local_features") and meta.get("local_depth") else []) + (
         [HEAD_FILE, META_FILE] if meta.get("uncertainty") else [])
     for name in names:
         file = path / name
@@ -370,6 +390,8 @@ def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor):
         if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
             local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
                                          for name, c in LOCAL_FILES.items()})
+            if meta.get("local_depth"):
+                local.depth = np.load(path / DEPTH_FILE, mmap_mode="r", allow_pickle=False)
             local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise MapError(f"map {path} cannot be read: {exc}") from exc

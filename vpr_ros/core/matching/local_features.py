@@ -22,12 +22,14 @@ from vpr_ros.core.inputs.images import batch_to_uint8, to_float_nchw
 
 @dataclass
 class LocalFeatures:
-    """One image's keypoints (M x 2, x y in pixels), unit descriptors (M x D), scores (M), size (W, H)."""
+    """One image's keypoints (M x 2, x y in pixels), unit descriptors (M x D), scores (M), size (W, H) and,
+    when the image came with depth, each keypoint's depth (M, metres, NaN unknown)."""
 
     keypoints: np.ndarray
     descriptors: np.ndarray
     scores: np.ndarray
     image_size: tuple[int, int]
+    depth: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.keypoints)
@@ -159,7 +161,8 @@ class LocalFeatureTable:
     """The local features of N map frames, padded to M keypoints; row i belongs to map frame i.
 
     Stored compactly: keypoints float32, descriptors and scores float16 (a 512-keypoint XFeat frame
-    takes 70 KB). `counts[i]` keypoints of row i are valid.
+    takes 70 KB). `counts[i]` keypoints of row i are valid. Maps built with depth also keep each
+    keypoint's depth (float32 metres, NaN unknown; 2 KB a frame).
     """
 
     keypoints: np.ndarray  # N x M x 2 float32
@@ -167,27 +170,43 @@ class LocalFeatureTable:
     scores: np.ndarray  # N x M float16
     counts: np.ndarray  # N int32
     image_size: np.ndarray  # N x 2 int32 (W, H)
+    depth: np.ndarray | None = None  # N x M float32 metres (NaN unknown), or None: the map has no depth
 
     COLUMNS = ("keypoints", "descriptors", "scores", "counts", "image_size")
+    OPTIONAL = ("depth",)
+
+    def columns(self) -> tuple[str, ...]:
+        """The columns this table holds."""
+        return self.COLUMNS + tuple(c for c in self.OPTIONAL if getattr(self, c) is not None)
 
     def __len__(self) -> int:
         return len(self.counts)
 
     @classmethod
-    def empty(cls, max_keypoints: int, dim: int) -> "LocalFeatureTable":
+    def empty(cls, max_keypoints: int, dim: int, with_depth: bool = False) -> "LocalFeatureTable":
         return cls(np.zeros((0, max_keypoints, 2), np.float32), np.zeros((0, max_keypoints, dim), np.float16),
-                   np.zeros((0, max_keypoints), np.float16), np.zeros(0, np.int32), np.zeros((0, 2), np.int32))
+                   np.zeros((0, max_keypoints), np.float16), np.zeros(0, np.int32), np.zeros((0, 2), np.int32),
+                   np.zeros((0, max_keypoints), np.float32) if with_depth else None)
 
     @classmethod
-    def build(cls, features: list[LocalFeatures], max_keypoints: int, dim: int) -> "LocalFeatureTable":
-        table = cls.empty(max_keypoints, dim)
+    def build(cls, features: list[LocalFeatures], max_keypoints: int, dim: int,
+              with_depth: bool | None = None) -> "LocalFeatureTable":
+        """A table of these frames' features; with_depth (default: when any frame has depth) keeps their
+        keypoints' depths, NaN for frames without."""
+        if with_depth is None:
+            with_depth = any(f.depth is not None for f in features)
+        table = cls.empty(max_keypoints, dim, with_depth)
         n = len(features)
         table.keypoints = np.zeros((n, max_keypoints, 2), np.float32)
         table.descriptors = np.zeros((n, max_keypoints, dim), np.float16)
         table.scores = np.zeros((n, max_keypoints), np.float16)
         table.counts = np.zeros(n, np.int32)
         table.image_size = np.zeros((n, 2), np.int32)
+        if with_depth:
+            table.depth = np.full((n, max_keypoints), np.nan, np.float32)
         for i, f in enumerate(features):
+            if with_depth and f.depth is not None:
+                table.depth[i, :min(len(f), max_keypoints)] = f.depth[:max_keypoints]
             m = min(len(f), max_keypoints)
             if f.descriptors.shape[1:] != (dim,):
                 raise ValueError(f"frame {i}: {f.descriptors.shape[1:]} descriptors, the table holds {dim}-d")
@@ -197,23 +216,30 @@ class LocalFeatureTable:
 
     def __getitem__(self, row: int) -> LocalFeatures:
         m = int(self.counts[row])
+        depth = None if self.depth is None else np.asarray(self.depth[row, :m], np.float32)
         return LocalFeatures(np.asarray(self.keypoints[row, :m], np.float32),
                              np.asarray(self.descriptors[row, :m], np.float32),
-                             np.asarray(self.scores[row, :m], np.float32), tuple(int(v) for v in self.image_size[row]))
+                             np.asarray(self.scores[row, :m], np.float32), tuple(int(v) for v in self.image_size[row]),
+                             depth)
 
     def select(self, rows: np.ndarray) -> "LocalFeatureTable":
-        return LocalFeatureTable(*(np.asarray(getattr(self, c))[rows] for c in self.COLUMNS))
+        return LocalFeatureTable(*(None if getattr(self, c) is None else np.asarray(getattr(self, c))[rows]
+                                   for c in self.COLUMNS + self.OPTIONAL))
 
     def extend(self, other: "LocalFeatureTable") -> None:
         if other.descriptors.shape[1:] != self.descriptors.shape[1:]:
             raise ValueError(f"local features of shape {other.descriptors.shape[1:]} cannot join a table of "
                              f"{self.descriptors.shape[1:]}")
-        for c in self.COLUMNS:
+        if (self.depth is None) != (other.depth is None):
+            raise ValueError("a table with keypoint depths and one without cannot be joined")
+        for c in self.columns():
             setattr(self, c, np.concatenate([getattr(self, c), getattr(other, c)]))
 
     def validate(self, n_frames: int, max_keypoints: int, dim: int) -> None:
         want = {"keypoints": (n_frames, max_keypoints, 2), "descriptors": (n_frames, max_keypoints, dim),
                 "scores": (n_frames, max_keypoints), "counts": (n_frames,), "image_size": (n_frames, 2)}
+        if self.depth is not None:
+            want["depth"] = (n_frames, max_keypoints)
         bad = {c: getattr(self, c).shape for c, shape in want.items() if getattr(self, c).shape != shape}
         if bad:
             raise ValueError(f"local feature arrays have shapes {bad}, expected {want}")
