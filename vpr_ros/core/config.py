@@ -100,6 +100,15 @@ class LocalizerConfig:
                                         "(joint XFeat descriptor graph, exact search, xfeat matcher, batched "
                                         "verification; maps/device_query.py): on, off, or auto (on with CUDA when the "
                                         "map and matcher allow it)", SWITCHES)
+    metric_min_inliers: int = setting(12, "metric loop closure (depth): PnP inliers the metric pose needs, else the "
+                                          "edge keeps a translation direction only", (6, 100000))
+    metric_pixel_sigma: float = setting(2.0, "metric loop closure: keypoint noise per view (pixels of a 640-pixel-wide "
+                                             "image) the pose covariance assumes", (0.05, 50.0))
+    depth_sigma_m: float = setting(0.01, "metric loop closure: depth noise at zero range (m); the noise model is "
+                                         "depth_sigma_m + depth_sigma_per_m2 * z^2", (0.0, 10.0))
+    depth_sigma_per_m2: float = setting(0.002, "metric loop closure: growth of the depth noise with the square of the "
+                                               "range (1/m; 0.002 is 2 % at 10 m, a ZED 2 or D455 class camera)",
+                                        (0.0, 1.0))
     cpu_threads: int = setting(0, "CPU threads of torch, ONNX Runtime, faiss and verification (0: every core "
                                   "the process may use); fewer leave cores to the robot's other processes",
                                (0, 1024))

@@ -1,5 +1,10 @@
 """What an accepted hypothesis means for a pose graph: the loop-closure constraint between the query
-camera and the matched map frame, and the covariance of the map pose the robot is localised at.
+camera and the matched map frame, and the pose (with covariance) the robot is localised at.
+
+With a metric relative pose (depth, matching/metric.py) the constraint is a full 6-DoF edge with the
+refinement's covariance, and the localised pose is the query camera's metric pose in the map: the map
+frame's pose, composed with the camera's mounting on the body (the map's camera), composed with the
+relative pose, its covariance carried through that composition (the map poses taken as exact).
 
 Covariances are 6 x 6 over (x, y, z, roll, pitch, yaw) as in geometry_msgs; a degree of freedom the
 measurement does not constrain gets UNKNOWN_VARIANCE. The node publishes these; replays and
@@ -12,6 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from vpr_ros.core.localizer import PlaceResult
+from vpr_ros.core.maps.map_camera import MapCamera
+from vpr_ros.core.matching.metric import MetricPose, invert, propagate
+from vpr_ros.core.transforms import compose, pose7, pose_matrices, quaternion_xyzw
 from vpr_ros.core.uncertainty.features import position_covariance
 
 UNKNOWN_VARIANCE = 1e6  # covariance entry for a degree of freedom the measurement does not constrain
@@ -22,28 +30,34 @@ ROTATION_SIGMA_RAD_AT_100 = math.radians(1.0)  # rotation std at 100 inliers, gr
 class LoopConstraint:
     """T_query_match in the query camera's optical frame, as far as the verification determined it."""
 
-    method: str  # "global_descriptor", or the verified model: "fundamental", "homography", "essential"
+    method: str  # "global_descriptor", the verified model ("fundamental", "homography", "essential"), "pnp_depth"
     detail: str  # human-readable: matcher, model, inliers, verification note
     rotation_xyzw: np.ndarray  # 4; identity when unknown
-    translation: np.ndarray  # 3; a unit direction (scale unknown), zeros when unknown
+    translation: np.ndarray  # 3; metres when scale_known, else a unit direction (zeros when unknown)
     covariance: np.ndarray  # 6 x 6
     inlier_count: int = 0
+    scale_known: bool = False
+    scale_note: str = ""  # why the scale is unknown
 
 
-def quaternion_xyzw(rotation: np.ndarray) -> np.ndarray:
-    """3 x 3 rotation matrix -> unit quaternion (x, y, z, w)."""
-    m = np.asarray(rotation, np.float64)
-    w = math.sqrt(max(0.0, 1.0 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
-    x = math.copysign(math.sqrt(max(0.0, 1.0 + m[0, 0] - m[1, 1] - m[2, 2])) / 2, m[2, 1] - m[1, 2])
-    y = math.copysign(math.sqrt(max(0.0, 1.0 - m[0, 0] + m[1, 1] - m[2, 2])) / 2, m[0, 2] - m[2, 0])
-    z = math.copysign(math.sqrt(max(0.0, 1.0 - m[0, 0] - m[1, 1] + m[2, 2])) / 2, m[1, 0] - m[0, 1])
-    q = np.array([x, y, z, w])
-    return q / np.linalg.norm(q)
+def loop_constraint(place: PlaceResult, matcher: str | None, metric: MetricPose | None = None,
+                    scale_note: str = "") -> LoopConstraint:
+    """The constraint of an accepted hypothesis: the metric pose and its covariance when depth gave one;
+    else the verified relative rotation (and translation direction) with a rotation variance that shrinks
+    with the inlier count, the rest unknown, and `scale_note` saying why."""
+    v = place.verification
+    if metric is not None and place.verified:
+        detail = (f"{matcher}, PnP on {metric.inlier_count} of {metric.points} inlier matches with {metric.depth_from} "
+                  f"depth, variance factor {metric.variance_factor:.2f}")
+        return LoopConstraint("pnp_depth", detail, quaternion_xyzw(metric.rotation), metric.translation.copy(),
+                              metric.covariance.copy(), v.inlier_count, True, "")
+    constraint = _direction_only(place, matcher)
+    constraint.scale_note = scale_note or ("the loop closure is not geometrically verified" if not place.verified
+                                           else "no depth")
+    return constraint
 
 
-def loop_constraint(place: PlaceResult, matcher: str | None) -> LoopConstraint:
-    """The constraint of an accepted hypothesis: the verified relative rotation (and translation
-    direction) with a rotation variance that shrinks with the inlier count; the rest unknown."""
+def _direction_only(place: PlaceResult, matcher: str | None) -> LoopConstraint:
     v = place.verification
     cov = np.diag([UNKNOWN_VARIANCE] * 6)
     rotation, translation = np.array([0.0, 0.0, 0.0, 1.0]), np.zeros(3)
@@ -57,6 +71,25 @@ def loop_constraint(place: PlaceResult, matcher: str | None) -> LoopConstraint:
         translation = np.asarray(v.translation, np.float64).reshape(3)
     detail = f"{matcher}, {v.model}, {v.inlier_count} inliers" + (f"; {v.note}" if v.note else "")
     return LoopConstraint(v.model, detail, rotation, translation, cov, v.inlier_count)
+
+
+def camera_pose(place: PlaceResult, metric: MetricPose | None, camera: MapCamera | None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """The query camera's metric pose in the map (7: x y z qx qy qz qw) and its 6 x 6 covariance (position in
+    the map frame, rotation about the map's axes), or None without a metric pose, a posed map frame or the
+    camera's mounting on the body."""
+    if metric is None or place.hypothesis.pose is None or camera is None or camera.camera_in_body is None:
+        return None
+    map_camera = compose(place.hypothesis.pose, camera.camera_in_body)  # T_map_matchcamera
+    r_mc, t_mc = pose_matrices(map_camera)
+
+    def query_in_map(rotation, translation):  # T_map_query = T_map_match (T_query_match)^-1
+        r, t = invert(rotation, translation)
+        return r_mc @ r, r_mc @ t + t_mc
+
+    rotation, translation = query_in_map(metric.rotation, metric.translation)
+    return pose7(rotation, translation), propagate(metric.covariance, metric.rotation, metric.translation,
+                                                   query_in_map)
 
 
 def pose_covariance(places: list[PlaceResult], sigma_m: float) -> np.ndarray:

@@ -17,6 +17,10 @@ for the ranking in use).
 A hypothesis is accepted as a loop closure when it passes the thresholds below and, with
 `temporal_window` M > 0, when the best candidates of the previous M frames lay within
 `temporal_tolerance` map keys of it (a place is recognised over consecutive frames).
+
+An accepted, verified loop closure gets a metric relative pose (matching/metric.py) when the map frame's
+keypoints have depth or the frame came with an aligned depth image, and camera intrinsics are known;
+otherwise FrameResult.scale_note says why its translation stays a direction.
 """
 
 import dataclasses
@@ -30,6 +34,7 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.config import AUTO_MIN_PROBABILITY, LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.joint import shares_backbone
+from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
 from vpr_ros.core.inputs.images import to_rgb8
 from vpr_ros.core.maps.device_query import DeviceQuery, why_not
 from vpr_ros.core.maps.frames import FrameTable
@@ -39,6 +44,8 @@ from vpr_ros.core.maps.sequence import CentredSimilarity, PlainSimilarity, Seque
 from vpr_ros.core.matching.geometry import Verifiable, Verification
 from vpr_ros.core.matching.local_features import (LocalExtractor, LocalFeatures, LocalFeatureTable,
                                                   features_from_joint)
+from vpr_ros.core.matching.matchers import Matches
+from vpr_ros.core.matching.metric import MetricEstimator, MetricPose, MetricSettings
 from vpr_ros.core.matching.ransac import make_verifier
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.runtime.backends import Encoded, make_backend
@@ -60,6 +67,7 @@ class PlaceResult(Verifiable):
     pair_likelihood: float = float("nan")  # BayesCap pair likelihood of query and map frame (NaN: no head)
     sequence_score: float = float("nan")  # mean normalised similarity along its best alignment (NaN: not used)
     sequence_length: int = 0  # query frames that alignment spans (0: single-image ranking)
+    matches: Matches | None = None  # the verified matches (None: not matched, or matched on the device)
 
     @property
     def note(self) -> str:
@@ -88,6 +96,9 @@ class FrameResult:
     rerank_pairs: int = 0  # candidate pairs matched and verified
     rerank_skipped: bool = False  # only the confident global first candidate was verified (skip_margin or
     #                               skip_min_probability)
+    metric: MetricPose | None = None  # the loop closure's metric T_query_match, when depth gave one
+    scale_note: str = ""  # with a loop closure and no metric pose: why
+    depth_rejected: str = ""  # the frame's depth image could not be used: DepthError.reason ("" otherwise)
 
 
 class Localizer:
@@ -101,6 +112,8 @@ class Localizer:
         self.config = config
         set_cpu_threads(config.cpu_threads)
         self.reranker = None
+        self.metric = MetricEstimator(MetricSettings(config.metric_pixel_sigma, config.depth_sigma_m,
+                                                     config.depth_sigma_per_m2, min_inliers=config.metric_min_inliers))
         if config.rerank:
             verifier = make_verifier(config.verifier, config.device, min_inliers=config.min_inliers,
                                      min_inlier_ratio=config.min_inlier_ratio)
@@ -142,13 +155,21 @@ class Localizer:
         self._recent_best.clear()
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
-                camera_K: np.ndarray | None = None) -> FrameResult:
+                camera_K: np.ndarray | None = None, depth: np.ndarray | None = None,
+                depth_K: np.ndarray | None = None, depth_note: str = "") -> FrameResult:
         """One frame -> its hypotheses and, when accepted, a loop closure. Raises inputs.images.ImageError
-        (or ValueError) on an unusable image, leaving the localizer as it was."""
+        (or ValueError) on an unusable image, leaving the localizer as it was.
+
+        depth: the aligned depth image (metres, NaN no reading; inputs/depth.to_metres) of this frame, with
+        its own intrinsics `depth_K` when its size differs; depth_note: why there is none, when one was
+        expected. A depth image that cannot be used is reported in `depth_rejected`, never raised."""
         start = time.perf_counter()
-        if self.vpr_map is None:  # slam, still collecting frames for the vocabulary
-            return self._collect(image, stamp_ns, pose, self.frames_processed)
         result = FrameResult(self.frames_processed, stamp_ns)
+        depth = self._usable_depth(image, depth, camera_K, depth_K, result)
+        if result.depth_rejected:
+            depth_note = result.scale_note
+        if self.vpr_map is None:  # slam, still collecting frames for the vocabulary
+            return self._collect(image, result, pose, (depth, camera_K, depth_K) if depth is not None else None)
         self._check_size(image)
         if self.device_query is not None:
             features, rerank = None, self._on_device(image, camera_K, result)
@@ -162,11 +183,63 @@ class Localizer:
         if uncertain is not None and result.places:
             self._score(result, uncertain)
         result.loop = self._accept(result.places, result.accept_min_probability)
+        if features is not None and depth is not None:
+            features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
+        if result.loop is not None:
+            self._metric(result, features, camera_K, depth_note)
         if self.config.mode == "slam":
             result.map_key = self._add(result.descriptor, stamp_ns, pose, features)
         self.frames_processed += 1
         result.timings_ms["pipeline"] = (time.perf_counter() - start) * 1e3
         return result
+
+    @staticmethod
+    def _usable_depth(image, depth, camera_K, depth_K, result: FrameResult) -> np.ndarray | None:
+        """`depth` when it can serve this image (inputs/depth.check_depth); else None, the reason in result."""
+        if depth is None or not hasattr(image, "shape") or len(image.shape) < 2:
+            return None
+        try:
+            check_depth(depth, (image.shape[1], image.shape[0]), camera_K, depth_K)
+        except DepthError as exc:
+            result.depth_rejected, result.scale_note = exc.reason, f"depth image rejected: {exc}"
+            return None
+        return depth
+
+    def map_K(self, camera_K: np.ndarray | None) -> np.ndarray | None:
+        """Intrinsics of the map frames: the map's camera when it records one, else the query's (slam maps,
+        maps built without a CameraInfo); None when the query's are unknown (no calibrated verification)."""
+        if camera_K is None:
+            return None
+        camera = self.vpr_map.camera if self.vpr_map is not None else None
+        return camera.K if camera is not None else camera_K
+
+    def _metric(self, result: FrameResult, features: LocalFeatures | None, camera_K: np.ndarray | None,
+                depth_note: str) -> None:
+        """The loop closure's metric pose from the depth of its inlier matches, or why there is none."""
+        place = result.loop
+        if not place.verified:
+            result.scale_note = "the loop closure is not geometrically verified"
+            return
+        if camera_K is None:
+            result.scale_note = "no camera intrinsics (camera_info_topic): no relative pose"
+            return
+        if place.matches is None or features is None:
+            result.scale_note = "the matches stayed on the device (device_query): no metric pose"
+            return
+        t0 = time.perf_counter()
+        stored = self.vpr_map.local[place.hypothesis.key]
+        query_idx, map_idx = place.matches.query_idx, place.matches.map_idx  # PnP RANSAC picks its own inliers
+        map_depth = stored.depth[map_idx] if stored.depth is not None else None
+        query_depth = features.depth[query_idx] if features.depth is not None else None
+        if map_depth is None and query_depth is None:
+            result.scale_note = result.scale_note or depth_note or (
+                "no depth: the map frame's keypoints have none and no depth image came with the frame")
+            return
+        metric, note = self.metric.estimate(features.keypoints[query_idx], stored.keypoints[map_idx], camera_K,
+                                            self.map_K(camera_K), features.image_size, stored.image_size,
+                                            map_depth, query_depth)
+        result.metric, result.scale_note = metric, note
+        result.timings_ms["metric"] = (time.perf_counter() - t0) * 1e3
 
     def _check_size(self, image: np.ndarray) -> None:
         """Say once per image size when frames are much smaller than the descriptor's input (upsampled: its
@@ -312,12 +385,13 @@ class Localizer:
             return self._with_sequence(result, [PlaceResult(h, h.rank) for h in self.vpr_map.hypotheses(ids, sims)])
         first = self.config.rerank_top_k or len(ids)
         if rerank is None:
-            rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K, camera_K,
-                                          confident)
+            rerank = self.reranker.rerank(features, ids[:first], sims[:first], self.vpr_map.local, camera_K,
+                                          self.map_K(camera_K), confident)
         result.timings_ms.update(rerank.timings_ms)
         result.rerank_pairs, result.rerank_skipped = rerank.pairs_matched, rerank.skipped
         places = [PlaceResult(Hypothesis.of(frames, c.key, c.global_rank, c.global_similarity), rank, c.score,
-                              c.match_count, c.verification) for rank, c in enumerate(rerank.candidates)]
+                              c.match_count, c.verification, matches=c.matches)
+                  for rank, c in enumerate(rerank.candidates)]
         return self._with_sequence(result, places + [
             PlaceResult(Hypothesis.of(frames, int(ids[rank]), rank, float(sims[rank])), rank)
             for rank in range(len(places), len(ids))])
@@ -431,25 +505,27 @@ class Localizer:
         local = None
         if self.vpr_map.local is not None:
             local = LocalFeatureTable.build([features], self.vpr_map.local_conf["max_keypoints"],
-                                            self.vpr_map.local_conf["dim"])
+                                            self.vpr_map.local_conf["dim"], self.vpr_map.local.depth is not None)
         self.vpr_map.add(descriptor, _frame_row(stamp_ns, pose, f"online:{stamp_ns}"), local)
         if self.sequence is not None:
             self.sequence.grow(stamp_segments(self.vpr_map.frames.stamp_ns))
             self._rows.grow(descriptor)
         return key
 
-    def _collect(self, image, stamp_ns, pose, frame_id) -> FrameResult:
+    def _collect(self, image, result: FrameResult, pose, depth) -> FrameResult:
+        """slam before the online map: keep the frame (and its depth, with the intrinsics to read it)."""
         rgb = to_rgb8(image)  # validates now, so a bad frame never poisons the vocabulary
-        self._bootstrap.append((rgb, stamp_ns, pose))
+        self._bootstrap.append((rgb, result.stamp_ns, pose, depth))
         self.frames_processed += 1
         if len(self._bootstrap) < self.config.bootstrap_frames:
-            return FrameResult(frame_id, stamp_ns, status=f"bootstrapping {len(self._bootstrap)}/"
-                                                          f"{self.config.bootstrap_frames}", timings_ms={"pipeline": 0.0})
+            result.status, result.timings_ms = (f"bootstrapping {len(self._bootstrap)}/{self.config.bootstrap_frames}",
+                                                {"pipeline": 0.0})
+            return result
         start = time.perf_counter()
         self._start_online_map()
-        return FrameResult(frame_id, stamp_ns, map_key=len(self.vpr_map) - 1,
-                           status=f"online map started with {len(self.vpr_map)} frames",
-                           timings_ms={"pipeline": (time.perf_counter() - start) * 1e3})
+        result.map_key, result.status = len(self.vpr_map) - 1, f"online map started with {len(self.vpr_map)} frames"
+        result.timings_ms = {"pipeline": (time.perf_counter() - start) * 1e3}
+        return result
 
     def _start_online_map(self) -> None:
         config, frames = self.config, self._bootstrap
@@ -461,8 +537,12 @@ class Localizer:
         local, local_conf = None, None
         if self.reranker is not None:  # the online map stores what the matcher needs
             extractor = LocalExtractor(self.reranker.matcher.features, config.max_keypoints, device=config.device)
-            local = LocalFeatureTable.build(extractor.extract([f[0] for f in frames]), config.max_keypoints,
-                                            extractor.dim)
+            extracted = extractor.extract([f[0] for f in frames])
+            for features, frame in zip(extracted, frames):
+                if frame[3] is not None:
+                    depth, camera_K, depth_K = frame[3]
+                    features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
+            local = LocalFeatureTable.build(extracted, config.max_keypoints, extractor.dim)
             local_conf = extractor.config()
         self.vpr_map = VPRMap.create("online", descriptor, descriptors, table, frame_id=self.pose_frame_id,
                                      local=local, local_conf=local_conf)

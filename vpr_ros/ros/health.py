@@ -18,9 +18,11 @@ EVENTS = {
     "bad_camera_info": (WARN, "camera infos rejected"),
     "bad_odometry": (WARN, "odometry messages rejected"),
     "stale_odometry": (WARN, "frames without fresh odometry"),
+    "bad_depth": (WARN, "depth images rejected"),
+    "stale_depth": (WARN, "frames without a depth image near their stamp"),
 }
 TOTALS = ("received", "processed", "gated", "dropped", "bad_frames", "bad_camera_info", "bad_odometry",
-          "stale_odometry", "errors", "loop_closures")
+          "stale_odometry", "bad_depth", "stale_depth", "errors", "loop_closures", "metric_loop_closures")
 
 
 class Health:

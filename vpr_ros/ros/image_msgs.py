@@ -5,12 +5,14 @@ mono16, 16UC1. Anything else, a zero size, a side outside the pipeline's bounds,
 for the width, or a data buffer of the wrong length raises ImageError naming the problem before any
 pixel is copied; the caller skips the frame. Compressed images (PNG, JPEG) have their size read from
 the header and checked before decoding, so a small file that decodes to a huge image is refused
-without allocating it.
+without allocating it. Depth images (16UC1/mono16 millimetres, 32FC1 metres) go through the same
+checks and come out in metres (`depth_to_metres`, core.inputs.depth), raising DepthError.
 """
 
 import cv2
 import numpy as np
 
+from vpr_ros.core.inputs.depth import DepthError, to_metres
 from vpr_ros.core.inputs.images import ImageError, check_size, encoded_size, opencv_to_rgb
 
 # encoding -> (dtype, channels, conversion to RGB(A) or None)
@@ -27,6 +29,24 @@ def image_to_array(msg) -> np.ndarray:
     if msg.encoding not in ENCODINGS:
         raise ImageError(f"unsupported image encoding {msg.encoding!r}; supported: {sorted(ENCODINGS)}")
     dtype, channels, convert = ENCODINGS[msg.encoding]
+    image = _pixels(msg, dtype, channels)
+    return cv2.cvtColor(image, convert) if convert is not None else image
+
+
+def depth_to_metres(msg) -> np.ndarray:
+    """A depth sensor_msgs/Image -> H x W float32 metres, NaN where there is no reading; DepthError otherwise."""
+    dtype = {"16UC1": np.uint16, "mono16": np.uint16, "32FC1": np.float32}.get(msg.encoding)
+    if dtype is None:
+        raise DepthError("encoding", f"depth encoding {msg.encoding!r} is not supported; use 16UC1 (millimetres) or "
+                                     "32FC1 (metres)")
+    try:
+        return to_metres(_pixels(msg, dtype, 1), msg.encoding)
+    except ImageError as exc:
+        raise DepthError("malformed", f"depth image: {exc}") from exc
+
+
+def _pixels(msg, dtype, channels: int) -> np.ndarray:
+    """The message's pixels as H x W (x channels) of `dtype`, every field checked first."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     check_size(width, height)
     row_bytes = width * channels * np.dtype(dtype).itemsize
@@ -39,8 +59,7 @@ def image_to_array(msg) -> np.ndarray:
     image = np.ascontiguousarray(rows).view(dtype)
     if np.dtype(dtype).itemsize > 1 and bool(msg.is_bigendian) != (np.little_endian is False):
         image = image.byteswap()
-    image = image.reshape(height, width, channels) if channels > 1 else image.reshape(height, width)
-    return cv2.cvtColor(image, convert) if convert is not None else image
+    return image.reshape(height, width, channels) if channels > 1 else image.reshape(height, width)
 
 
 def compressed_to_array(msg) -> np.ndarray:

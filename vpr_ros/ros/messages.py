@@ -6,7 +6,7 @@ from geometry_msgs.msg import Point, Pose, PoseWithCovarianceStamped, Quaternion
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from vpr_ros.core.constraints import loop_constraint, pose_covariance
+from vpr_ros.core.constraints import camera_pose, loop_constraint, pose_covariance
 from vpr_ros.core.localizer import FrameResult
 from vpr_ros.ros.convert import ns_to_stamp
 from vpr_ros.ros.health import ERROR, OK, WARN
@@ -20,7 +20,8 @@ def loop_methods(loop_closure_type) -> dict[str, int]:
     """core.constraints' method names -> LoopClosure's METHOD_* constants."""
     return {"global_descriptor": loop_closure_type.METHOD_GLOBAL_DESCRIPTOR,
             "fundamental": loop_closure_type.METHOD_FUNDAMENTAL,
-            "homography": loop_closure_type.METHOD_HOMOGRAPHY, "essential": loop_closure_type.METHOD_ESSENTIAL}
+            "homography": loop_closure_type.METHOD_HOMOGRAPHY, "essential": loop_closure_type.METHOD_ESSENTIAL,
+            "pnp_depth": loop_closure_type.METHOD_PNP_DEPTH}
 
 
 def pose_msg(pose7) -> Pose:
@@ -67,10 +68,13 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
 def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None):
     """vpr_ros_interfaces/LoopClosure of the accepted hypothesis (core.constraints.loop_constraint)."""
     place = result.loop
-    constraint = loop_constraint(place, matcher)
+    constraint = loop_constraint(place, matcher, result.metric, result.scale_note)
     out = msgs.LoopClosure()
-    # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it
+    # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it, the map
+    # its own camera's (a slam map's frames came from the query camera)
     out.header = Header(stamp=header.stamp, frame_id=header.frame_id)
+    camera = vpr_map.camera if vpr_map is not None else None
+    out.match_frame_id = camera.frame_id if camera is not None and camera.frame_id else header.frame_id
     out.query_key = result.map_key if result.map_key is not None else result.frame_id
     out.query_stamp = header.stamp
     out.match_key, out.match_stamp = place.hypothesis.key, ns_to_stamp(place.hypothesis.stamp_ns)
@@ -83,15 +87,22 @@ def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None):
     out.relative_pose.orientation = Quaternion(x=x, y=y, z=z, w=w)
     out.relative_pose.position = Point(x=float(constraint.translation[0]), y=float(constraint.translation[1]),
                                        z=float(constraint.translation[2]))
-    out.translation_scale_known = False
+    out.translation_scale_known, out.scale_note = constraint.scale_known, constraint.scale_note
     out.covariance = constraint.covariance.ravel().tolist()
     return out
 
 
-def localized_pose_msg(header, result: FrameResult, map_frame: str, sigma_m: float) -> PoseWithCovarianceStamped:
-    """The accepted hypothesis's map pose with core.constraints.pose_covariance."""
+def localized_pose_msg(header, result: FrameResult, map_frame: str, sigma_m: float,
+                       vpr_map=None) -> PoseWithCovarianceStamped:
+    """The query camera's metric pose in the map with its covariance (core.constraints.camera_pose) when the
+    loop closure is metric and the map knows its camera's mounting; else the accepted hypothesis's map pose
+    with core.constraints.pose_covariance."""
     pose = PoseWithCovarianceStamped()
     pose.header.stamp, pose.header.frame_id = header.stamp, map_frame
+    metric = camera_pose(result.loop, result.metric, vpr_map.camera if vpr_map is not None else None)
+    if metric is not None:
+        pose.pose.pose, pose.pose.covariance = pose_msg(metric[0]), metric[1].ravel().tolist()
+        return pose
     pose.pose.pose = pose_msg(result.loop.hypothesis.pose)
     pose.pose.covariance = pose_covariance(result.places, sigma_m).ravel().tolist()
     return pose

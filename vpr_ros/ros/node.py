@@ -7,6 +7,7 @@ odometry message or map is refused with a log line and a counter; an exception i
 logged, counted and answered, never the end of the node.
 """
 
+import collections
 import logging
 import threading
 import time
@@ -28,13 +29,14 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.evaluation.metrics import latency_summary
 from vpr_ros.core.gate import FrameGate, FrameQueue
 from vpr_ros.core.inputs.camera import CameraIntrinsics
+from vpr_ros.core.inputs.depth import DepthError
 from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
 from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.maps.map_store import VPRMap
 from vpr_ros.ros import map_services, messages
 from vpr_ros.ros.convert import stamp_to_ns
 from vpr_ros.ros.health import Health
-from vpr_ros.ros.image_msgs import compressed_to_array, image_to_array
+from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
 from vpr_ros.ros.parameters import PARAMETERS, check_parameters, descriptor, localizer_config
 from vpr_ros.ros.ros_logging import RosoutHandler
@@ -116,6 +118,14 @@ class LocalizerNode(Node):
         self._warned: set[str] = set()
         if p["camera_info_topic"]:
             self.create_subscription(CameraInfo, p["camera_info_topic"], self._guarded(self._on_camera_info), qos)
+        self._depths: collections.deque = collections.deque(maxlen=30)  # (stamp ns, msg), newest last
+        self._depth_lock = threading.Lock()
+        self.depth_camera = CameraIntrinsics()
+        if p["depth_topic"]:
+            self.create_subscription(Image, p["depth_topic"], self._guarded(self._on_depth), qos)
+            if p["depth_camera_info_topic"]:
+                self.create_subscription(CameraInfo, p["depth_camera_info_topic"],
+                                         self._guarded(self._on_depth_camera_info), qos)
         self._odom = None  # (pose 7, monotonic arrival, frame id) of the last valid odometry
         if p["odom_topic"]:
             self.create_subscription(Odometry, p["odom_topic"], self._guarded(self._on_odom), 50)
@@ -162,6 +172,57 @@ class LocalizerNode(Node):
             self.health.count("bad_camera_info")
             self._warn_once(f"info:{list(msg.k)}", f"camera info on {self.params['camera_info_topic']} ignored: "
                                                    f"{error}; frames are verified without a pose")
+
+    def _on_depth(self, msg: Image) -> None:
+        """Keep the recent depth images; the processing loop pairs each frame with the nearest in stamp."""
+        with self._depth_lock:
+            self._depths.append((stamp_to_ns(msg.header.stamp), msg))
+
+    def _on_depth_camera_info(self, msg: CameraInfo) -> None:
+        roi = msg.roi
+        error = self.depth_camera.update(msg.k, (int(msg.width), int(msg.height)),
+                                         (roi.x_offset, roi.y_offset, roi.width, roi.height))
+        if error is not None:
+            self.health.count("bad_camera_info")
+            self._warn_once(f"depth info:{list(msg.k)}", f"camera info on {self.params['depth_camera_info_topic']} "
+                                                         f"ignored: {error}")
+
+    def _depth_for(self, stamp_ns: int) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+        """(depth in metres, its own K or None, why none) for the colour frame of `stamp_ns`; a depth image
+        that cannot be used is counted and said (throttled), never raised."""
+        if not self.params["depth_topic"]:
+            return None, None, ""
+        with self._depth_lock:
+            candidates = list(self._depths)
+        tolerance = self.params["depth_tolerance_s"]
+        if not candidates:
+            self.health.count("stale_depth")
+            note = f"no depth image received on {self.params['depth_topic']}"
+            self.get_logger().warning(f"{note}: loop closures keep a translation direction", throttle_duration_sec=10.0)
+            return None, None, note
+        stamp, msg = min(candidates, key=lambda item: abs(item[0] - stamp_ns))
+        offset = (stamp - stamp_ns) * 1e-9
+        if abs(offset) > tolerance:
+            self.health.count("stale_depth")
+            note = (f"the nearest depth image is {abs(offset):.3f} s {'older' if offset < 0 else 'newer'} than the "
+                    f"frame (depth_tolerance_s {tolerance:g})")
+            self.get_logger().warning(f"{note}: loop closures keep a translation direction", throttle_duration_sec=10.0)
+            return None, None, note
+        try:
+            depth = depth_to_metres(msg)
+        except DepthError as exc:
+            self.health.count("bad_depth")
+            self.get_logger().warning(f"depth image rejected ({exc.reason}): {exc}", throttle_duration_sec=5.0)
+            return None, None, f"depth image rejected: {exc}"
+        depth_K = None
+        if self.params["depth_camera_info_topic"]:
+            depth_K = self.depth_camera.for_size((depth.shape[1], depth.shape[0]))
+            if depth_K is None:
+                self.health.count("bad_depth")
+                note = "no usable CameraInfo for the depth image yet"
+                self.get_logger().warning(note, throttle_duration_sec=10.0)
+                return None, None, note
+        return depth, depth_K, ""
 
     def _intrinsics(self, image_size: tuple[int, int]) -> np.ndarray | None:
         """K for images of this size from the last camera info; None (warned once, counted) when it does not fit."""
@@ -244,10 +305,14 @@ class LocalizerNode(Node):
         image = rescale_bit_depth(image, self.params["bit_depth"])
         stamp_ns = stamp_to_ns(msg.header.stamp)
         camera_K = self._intrinsics((image.shape[1], image.shape[0]))
+        depth, depth_K, depth_note = self._depth_for(stamp_ns)
         with self.map_lock:
-            result = self.localizer.process(image, stamp_ns, pose, camera_K)
+            result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, depth_K, depth_note)
             vpr_map = self.localizer.vpr_map
         self.health.count("processed")
+        if result.depth_rejected:
+            self.health.count("bad_depth")
+            self.get_logger().warning(f"{result.scale_note} ({result.depth_rejected})", throttle_duration_sec=5.0)
         result.timings_ms["queue_and_convert"] = ((time.monotonic() - arrived) * 1e3
                                                   - result.timings_ms.get("pipeline", 0.0))
         self.health.record_stages(result.timings_ms)
@@ -272,7 +337,7 @@ class LocalizerNode(Node):
             if (self.config.mode == "localize" and self.params["publish_pose"]
                     and result.loop.hypothesis.pose is not None):
                 out.append((self.pose_pub, messages.localized_pose_msg(header, result, frame,
-                                                                       self.params["pose_sigma_m"])))
+                                                                       self.params["pose_sigma_m"], vpr_map)))
         if result.places:
             odom = self._odom  # the query's marker only where its pose shares the map frame
             shown = query_pose if odom is not None and odom[2] == frame else None
@@ -281,6 +346,7 @@ class LocalizerNode(Node):
             publisher.publish(msg)
         if result.loop is not None:
             self.health.count("loop_closures")
+            self.health.count("metric_loop_closures", int(result.metric is not None))
 
     def _publish_diagnostics(self) -> None:
         snap = self.health.snapshot()

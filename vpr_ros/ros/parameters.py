@@ -17,6 +17,13 @@ NODE_PARAMETERS = {
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, PNG or JPEG)",
                         ("raw", "compressed")),
     "camera_info_topic": ("", "sensor_msgs/CameraInfo topic for intrinsics (relative pose); empty: none", None),
+    "depth_topic": ("", "depth image aligned to the colour image (sensor_msgs/Image 16UC1 millimetres or 32FC1 "
+                    "metres): metric loop closures and vpr/pose; empty: none", None),
+    "depth_camera_info_topic": ("", "the depth image's own CameraInfo, when its size differs from the colour image's "
+                                "(empty: the depth image is the colour image's size and uses its intrinsics)", None),
+    "depth_tolerance_s": (0.05, "a depth image is used with a colour frame only when their stamps differ by at "
+                          "most this; otherwise the loop closure keeps a translation direction (counted, warned)",
+                          (0.0, 10.0)),
     "odom_topic": ("", "nav_msgs/Odometry topic: keyframe motion gate and slam keyframe poses; empty: none", None),
     "odom_timeout_s": (0.5, "odometry older than this when an image arrives is stale: the frame gets no pose "
                        "(counted, warned)", (0.001, 3600.0)),

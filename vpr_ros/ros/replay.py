@@ -1,9 +1,10 @@
 """Replay a bag's images through a running `vpr_localizer` (a real ROS graph) and record its answers.
 
 The node runs as its own process (`python -m vpr_ros.ros.main`) on a private ROS domain over loopback,
-subscribed reliably to the replayed images and camera info; this process publishes each image at
-its bag time divided by `rate` (rate 0: the next image only after the node answered the previous)
-and collects the PlaceHypotheses and LoopClosure messages. An image the node never answered (dropped
+subscribed reliably to the replayed images, camera info and (optionally) depth images; this process
+publishes each image at its bag time divided by `rate` (rate 0: the next image only after the node
+answered the previous), its depth image just before it, and collects the PlaceHypotheses, LoopClosure
+and vpr/pose messages. An image the node never answered (dropped
 because frames came faster than it processed them, or refused as bad) is recorded as dropped.
 """
 
@@ -23,13 +24,14 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord, stage_timings
 from vpr_ros.core.inputs.images import ImageError, to_rgb8
 
-IMAGE_TOPIC, INFO_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info"
+IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info", "/vpr_eval/depth"
 
 
-def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool) -> list[str]:
+def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool, with_depth: bool = False) -> list[str]:
     """`--ros-args` for a node that answers like the core Localizer with `config`."""
     params = {**config.as_parameters(), "map_path": str(map_dir), "image_topic": IMAGE_TOPIC,
-              "qos_reliability": "reliable", "qos_depth": 10, "camera_info_topic": INFO_TOPIC if with_info else ""}
+              "qos_reliability": "reliable", "qos_depth": 10, "camera_info_topic": INFO_TOPIC if with_info else "",
+              "depth_topic": DEPTH_TOPIC if with_depth else ""}
     args = ["--ros-args"]
     for name, value in params.items():
         # values are read as YAML: a string is quoted ("off" would be a boolean, "" nothing), a float keeps its point
@@ -58,19 +60,21 @@ def _record(index: int, stamp_ns: int, pose, msg, sent: float, received: float) 
 
 def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, camera_K: np.ndarray | None = None,
                         rate: float = 1.0, progress: bool = True, startup_timeout_s: float = 180.0,
-                        answer_timeout_s: float = 60.0, domain_id: int | None = None) -> list[QueryRecord]:
-    """items: (stamp_ns, true pose or None, image loader) in bag order -> one QueryRecord per item."""
+                        answer_timeout_s: float = 60.0, domain_id: int | None = None,
+                        depth=None) -> list[QueryRecord]:
+    """items: (stamp_ns, true pose or None, image loader) in bag order -> one QueryRecord per item. depth:
+    stamp_ns -> the frame's aligned depth image in metres, or None (maps.bag_source.BagDepth)."""
     from vpr_ros.ros.interfaces import load_interfaces
 
     msgs = load_interfaces(None)
     if msgs is None:
         raise RuntimeError("vpr_ros_interfaces is not importable; build it (scripts/build_interfaces.py) first")
     domain = domain_id if domain_id is not None else random.randint(150, 230)
-    node, player = _NodeProcess(map_dir, config, camera_K is not None, domain), None
+    node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None), None
     try:
         player = _Player(msgs, domain)
         node.wait_until_up(player, startup_timeout_s)
-        bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress)
+        bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress, depth)
         player.wait_for_quiet(len(items), min(answer_timeout_s, 10.0))
         if progress:
             print(f"\r  published {len(items)} frames, {len(player.answers)} answered" + " " * 10)
@@ -84,11 +88,11 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
 class _NodeProcess:
     """vpr_localizer in its own process on a private domain over loopback, its output in a temporary log."""
 
-    def __init__(self, map_dir: Path, config: LocalizerConfig, with_info: bool, domain: int):
+    def __init__(self, map_dir: Path, config: LocalizerConfig, with_info: bool, domain: int, with_depth: bool = False):
         env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
         self.log = tempfile.NamedTemporaryFile("w+", prefix="vpr_eval_node_", suffix=".log", delete=False)
         self.process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.main",
-                                         *node_arguments(Path(map_dir).resolve(), config, with_info)],
+                                         *node_arguments(Path(map_dir).resolve(), config, with_info, with_depth)],
                                         env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
@@ -123,6 +127,7 @@ class _Player:
     def __init__(self, msgs, domain: int):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
+        from geometry_msgs.msg import PoseWithCovarianceStamped
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
@@ -132,14 +137,17 @@ class _Player:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.answers: dict[int, tuple[object, float]] = {}  # stamp -> (PlaceHypotheses, arrival)
-        self.loops: dict[int, tuple[int, str]] = {}  # stamp -> loop closure's map key and constraint method
+        self.loops: dict[int, object] = {}  # stamp -> LoopClosure
+        self.poses: dict[int, object] = {}  # stamp -> vpr/pose
         self.sent: dict[int, float] = {}  # stamp -> when its image was published
         self.answered = threading.Condition()
         qos, big = (QoSProfile(depth=d, reliability=ReliabilityPolicy.RELIABLE) for d in (10, 1000))
         self.node.create_subscription(msgs.PlaceHypotheses, "/vpr/hypotheses", self._on_hypotheses, big)
         self.node.create_subscription(msgs.LoopClosure, "/vpr/loop_closure", self._on_loop, big)
+        self.node.create_subscription(PoseWithCovarianceStamped, "/vpr/pose", self._on_pose, big)
         self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, qos)
         self.info_pub = self.node.create_publisher(CameraInfo, INFO_TOPIC, qos)
+        self.depth_pub = self.node.create_publisher(Image, DEPTH_TOPIC, qos)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
 
@@ -153,10 +161,12 @@ class _Player:
     def _on_loop(self, msg) -> None:
         from vpr_ros.ros.convert import stamp_to_ns
 
-        from vpr_ros.ros.messages import loop_methods
+        self.loops[stamp_to_ns(msg.query_stamp)] = msg
 
-        names = {constant: name for name, constant in loop_methods(type(msg)).items()}
-        self.loops[stamp_to_ns(msg.query_stamp)] = (int(msg.match_key), names.get(msg.method, "global_descriptor"))
+    def _on_pose(self, msg) -> None:
+        from vpr_ros.ros.convert import stamp_to_ns
+
+        self.poses[stamp_to_ns(msg.header.stamp)] = msg
 
     def connected(self) -> bool:
         return self.image_pub.get_subscription_count() > 0 and self.node.count_publishers("/vpr/hypotheses") > 0
@@ -199,8 +209,21 @@ def _image_messages(rgb: np.ndarray, stamp_ns: int, camera_K: np.ndarray | None)
     return image, info
 
 
+def _depth_message(depth_m: np.ndarray, stamp_ns: int):
+    """A 32FC1 depth Image (metres, NaN no reading) in the camera's optical frame."""
+    from sensor_msgs.msg import Image
+
+    from vpr_ros.ros.convert import ns_to_stamp
+
+    depth_m = np.ascontiguousarray(depth_m, np.float32)
+    msg = Image(height=depth_m.shape[0], width=depth_m.shape[1], encoding="32FC1", is_bigendian=0,
+                step=depth_m.shape[1] * 4, data=depth_m.tobytes())
+    msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), "camera_optical"
+    return msg
+
+
 def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: float, answer_timeout_s: float,
-          progress: bool) -> dict[int, str]:
+          progress: bool, depth=None) -> dict[int, str]:
     """Publish every item at its bag time / rate (rate 0: after the previous answer); returns the stamps
     of images that could not be published (undecodable), with why: recorded, not fatal."""
     bad: dict[int, str] = {}
@@ -215,6 +238,9 @@ def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: floa
             time.sleep(wait)
         if info is not None:
             player.info_pub.publish(info)
+        frame_depth = depth(stamp_ns) if depth is not None else None
+        if frame_depth is not None:
+            player.depth_pub.publish(_depth_message(frame_depth, stamp_ns))
         player.sent[stamp_ns] = time.perf_counter()
         player.image_pub.publish(image)
         if rate == 0:
@@ -226,13 +252,30 @@ def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: floa
     return bad
 
 
+def _add_loop(record: QueryRecord, loop, pose) -> None:
+    """The LoopClosure (and vpr/pose) the node published for a frame, into its record."""
+    from vpr_ros.ros.messages import loop_methods
+
+    names = {constant: name for name, constant in loop_methods(type(loop)).items()}
+    record.loop_key, record.loop_method = int(loop.match_key), names.get(loop.method, "global_descriptor")
+    p, q = loop.relative_pose.position, loop.relative_pose.orientation
+    record.loop_relative = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])
+    record.loop_covariance = np.asarray(loop.covariance, np.float64).reshape(6, 6)
+    record.loop_scale_known, record.loop_scale_note = bool(loop.translation_scale_known), loop.scale_note
+    if pose is not None:
+        p, q = pose.pose.pose.position, pose.pose.pose.orientation
+        record.localized_pose = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])
+        record.localized_metric = record.loop_scale_known  # the node publishes the metric pose when it can
+
+
 def _records(items: list, player: _Player, bad: dict[int, str]) -> list[QueryRecord]:
     records = []
     for index, (stamp_ns, pose, _) in enumerate(items):
         if stamp_ns in player.answers:
             msg, received = player.answers[stamp_ns]
             record = _record(index, stamp_ns, pose, msg, player.sent[stamp_ns], received)
-            record.loop_key, record.loop_method = player.loops.get(stamp_ns, (-1, ""))
+            if stamp_ns in player.loops:
+                _add_loop(record, player.loops[stamp_ns], player.poses.get(stamp_ns))
         else:
             record = QueryRecord(index, stamp_ns, np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64),
                                  BAD if stamp_ns in bad else DROPPED, note=bad.get(stamp_ns, "no answer from the node"))

@@ -2,6 +2,8 @@
 
     vpr_build_map maps/office --images run1/ --poses run1/poses.csv
     vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom
+    vpr_build_map maps/lap1 --bag lap1 --image-topic /camera/image_raw --pose-topic /odom \
+        --camera-info-topic /camera/camera_info --depth-topic /camera/depth/image_raw
 
 XFeat local features are stored by default (the node's shipped re-ranking needs them);
 `--local-features none` builds a global-only map.
@@ -11,6 +13,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from vpr_ros.core.descriptors.presets import PRESETS
 from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
@@ -42,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-size", default="auto", type=_input_size, metavar="WxH|auto",
                         help="network input (width x height, multiples of 32); auto: the preset's pixel count at "
                              "the camera's aspect ratio, so that nothing is stretched (default: auto)")
+    parser.add_argument("--camera-info-topic",
+                        help="with --bag: sensor_msgs/CameraInfo topic; the map keeps the intrinsics, the optical frame "
+                             "and (from /tf_static) where the camera sits on the posed body")
+    parser.add_argument("--depth-topic", help="with --bag: depth image aligned to the colour image (16UC1 millimetres "
+                                              "or 32FC1 metres); each keypoint keeps its depth for metric loop "
+                                              "closures (needs --camera-info-topic and local features)")
+    parser.add_argument("--max-depth-gap", type=float, default=0.05,
+                        help="seconds between an image and the depth image used for it (default 0.05)")
+    parser.add_argument("--camera-in-body", type=_pose7, metavar="X,Y,Z,QX,QY,QZ,QW",
+                        help="the optical frame's pose in the posed body frame, when /tf_static does not give it")
     parser.add_argument("--max-keypoints", type=int, default=512, help="with --local-features: keypoints per frame")
     parser.add_argument("--min-distance", type=float, default=0.0, help="keyframe every N metres (0: off)")
     parser.add_argument("--min-interval", type=float, default=0.0, help="keyframe every N seconds (0: off)")
@@ -58,12 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.output} exists; pass --overwrite to replace it")
     if args.bag and not args.image_topic:
         parser.error("--bag needs --image-topic")
-    if args.images and (args.image_topic or args.pose_topic or args.tf_frames or args.gps_topic):
-        parser.error("--image-topic/--pose-topic/--tf-frames/--gps-topic apply to --bag only")
+    if args.images and (args.image_topic or args.pose_topic or args.tf_frames or args.gps_topic
+                        or args.camera_info_topic or args.depth_topic):
+        parser.error("--image-topic/--pose-topic/--tf-frames/--gps-topic/--camera-info-topic/--depth-topic apply to "
+                     "--bag only")
+    if args.depth_topic and not args.camera_info_topic:
+        parser.error("--depth-topic needs --camera-info-topic (3-D points need the camera's intrinsics)")
+    if args.depth_topic and args.local_features == "none":
+        parser.error("--depth-topic stores the depth of local features: it needs --local-features")
     if args.bag and args.poses:
         parser.error("--poses applies to --images only")
     try:
         policy = KeyframePolicy(args.min_distance, args.min_interval, args.max_similarity)
+        camera, depth = None, None
         if args.images:
             frames, load = frames_from_folder(args.images, args.poses), load_image_file
             frame_id = args.frame_id or "map"
@@ -74,21 +95,59 @@ def main(argv: list[str] | None = None) -> int:
                                   tuple(args.tf_frames) if args.tf_frames else None, args.gps_topic)
             frames, load = bag.frames, bag.loader()
             frame_id = args.frame_id or (args.tf_frames[0] if args.tf_frames else "map")
+            camera = _camera(args) if args.camera_info_topic else None
+            if args.depth_topic:
+                from vpr_ros.core.maps.bag_source import BagDepth
+
+                depth = BagDepth(args.bag, args.depth_topic, args.max_depth_gap)
         overrides = {"index": args.index} if args.index else {}
         if args.checkpoint:
             overrides["checkpoint"] = str(args.checkpoint)
         vpr_map = build_map(args.name or args.output.name, frames, load, args.preset, policy, frame_id,
                             progress=not args.quiet, local_features=None if args.local_features == "none" else args.local_features,
-                            max_keypoints=args.max_keypoints, input_size=args.input_size, **overrides)
+                            max_keypoints=args.max_keypoints, input_size=args.input_size, camera=camera,
+                            depth=depth, **overrides)
         path = vpr_map.save(args.output, overwrite=args.overwrite)
     except (FileNotFoundError, ValueError, MapError) as exc:
         print(f"vpr_build_map: error: {exc}", file=sys.stderr)
         return 2
     local = f", {args.local_features} local features" if args.local_features != "none" else ""
+    if vpr_map.local is not None and vpr_map.local.depth is not None:
+        local += " with depth"
     print(f"map {vpr_map.name}: {len(vpr_map)} frames, {vpr_map.descriptor.dim}-d "
           f"{vpr_map.descriptor.preset} descriptors{local}, {int(vpr_map.frames.has_pose.sum())} with poses "
           f"-> {path}")
     return 0
+
+
+def _camera(args):
+    """The map camera from the bag's CameraInfo, mounted by --camera-in-body or the bag's /tf_static."""
+    from vpr_ros.core.maps.bag_source import read_camera_info, read_pose_child_frame, read_static_transform
+    from vpr_ros.core.maps.map_camera import MapCamera
+
+    K, size, optical = read_camera_info(args.bag, args.camera_info_topic)
+    mounting = args.camera_in_body
+    if mounting is None:
+        body = (args.tf_frames[1] if args.tf_frames else
+                read_pose_child_frame(args.bag, args.pose_topic) if args.pose_topic else None)
+        if body and optical:
+            mounting = read_static_transform(args.bag, body, optical)
+        if mounting is None:
+            logging.getLogger("vpr_ros").warning(
+                "the camera's pose on the body (%s -> %s) is not in the bag's /tf_static: loop closures stay "
+                "camera-to-camera edges and vpr/pose cannot be the camera's metric pose; give --camera-in-body",
+                body or "(pose source without a child frame)", optical or "(CameraInfo without a frame)")
+    return MapCamera(K, size, optical, mounting)
+
+
+def _pose7(text: str) -> np.ndarray:
+    try:
+        values = np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 7 comma-separated numbers, got {text!r}") from None
+    if values.shape != (7,) or abs(np.linalg.norm(values[3:]) - 1.0) > 1e-3:
+        raise argparse.ArgumentTypeError("expected x,y,z,qx,qy,qz,qw with a unit quaternion")
+    return values
 
 
 def _input_size(text: str) -> tuple[int, int] | str:

@@ -3,12 +3,13 @@ lap with the node through a real ROS graph, and report.
 
 Steps (each kept when its output already exists with the same settings, so a second run is quick):
 1. `vpr_sim`: two laps of a procedural street, the second at dusk, off the first lap's path, with other
-   parked cars (rosbag2 mcap: Image, CameraInfo, ground-truth Odometry and TF);
-2. `vpr_build_map` from lap 1 (global descriptors and XFeat local features);
+   parked cars (rosbag2 mcap: Image, aligned depth Image, CameraInfo, ground-truth Odometry and TF);
+2. `vpr_build_map` from lap 1 (global descriptors, XFeat local features with their depth, the camera);
 3. `vpr_train_uncertainty` on that map (BayesCap head and calibrators, with the re-ranker);
 4. `vpr_eval --through-node`: lap 2 is played at its recorded rate to a running `vpr_localizer`
-   (re-ranking with LighterGlue, calibrated probabilities) over loopback, on a private ROS domain;
-   the answers are scored against the ground truth and written as JSON and a self-contained HTML report.
+   (re-ranking with LighterGlue, calibrated probabilities, depth images for metric loop closures) over
+   loopback, on a private ROS domain; the answers, metric poses included, are scored against the ground
+   truth and written as JSON and a self-contained HTML report.
 """
 
 import argparse
@@ -20,7 +21,8 @@ from pathlib import Path
 from vpr_ros.tools import doctor
 
 DEMO = {"frames": 160, "rate_hz": 1.25, "seed": 0}  # 1 frame per metre at 1.25 m/s: a walking-speed robot
-TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]
+TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom", "--camera-info-topic", "/camera/camera_info"]
+DEPTH = ["--depth-topic", "/camera/depth/image_raw"]
 
 
 def _step(title: str) -> float:
@@ -33,10 +35,12 @@ def _done(start: float) -> None:
 
 
 def _map_ready(map_dir: Path, run_json: Path) -> bool:
-    """The map exists, is newer than the run it was built from, and has its uncertainty model."""
+    """The map exists, is newer than the run it was built from, and has its uncertainty model and depth."""
     meta = map_dir / "map.json"
-    return (meta.is_file() and meta.stat().st_mtime >= run_json.stat().st_mtime
-            and bool(json.loads(meta.read_text()).get("uncertainty")))
+    if not meta.is_file() or meta.stat().st_mtime < run_json.stat().st_mtime:
+        return False
+    content = json.loads(meta.read_text())
+    return bool(content.get("uncertainty")) and bool(content.get("local_depth") or not content.get("local_features"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     map_dir = out / "map"
     if args.overwrite or not _map_ready(map_dir, out / "run" / "run.json"):
         start = _step("building the map from lap 1 (vpr_build_map)")
-        features = ["--local-features", "xfeat"] if rerank else []
+        features = ["--local-features", "xfeat", *DEPTH] if rerank else []
         status = build_map.main([str(map_dir), "--bag", str(out / "run" / "lap_1"), *TOPICS, *features,
                                  "--overwrite", "--quiet"])
         if status != 0:
@@ -86,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== the map in {map_dir} is up to date")
     start = _step("localizing lap 2 with vpr_localizer through a ROS graph (vpr_eval --through-node)")
     status = vpr_eval.main([
-        "--map", str(map_dir), "--bag", str(out / "run" / "lap_2"), *TOPICS, "--camera-info-topic",
-        "/camera/camera_info", "--distance", str(args.distance), "--through-node", "--rate", str(args.rate),
+        "--map", str(map_dir), "--bag", str(out / "run" / "lap_2"), *TOPICS, *DEPTH,
+        "--distance", str(args.distance), "--through-node", "--rate", str(args.rate),
         "--top-k", "10", "--temporal-window", "0", "--rerank", rerank or "off",
         *(["--rerank-top-k", "5"] if rerank else []),
         "--json", str(out / "report.json"), "--html", str(out / "report.html")])

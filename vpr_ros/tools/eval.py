@@ -6,7 +6,9 @@ configured by the LocalizerConfig flags (the node's defaults unless told otherwi
   references become the map (vocabulary and PCA fitted on them, as a robot's map would be); each
   query is answered alone. Recall@N of the global order and, with re-ranking, of the re-ranked one.
 - `--map DIR --bag BAG`: the bag's images replayed against a map, by the core or through a running
-  vpr_localizer (`--through-node`), scored against the bag's poses or a ground-truth table.
+  vpr_localizer (`--through-node`), scored against the bag's poses or a ground-truth table. With
+  `--depth-topic` (and `--camera-info-topic`) the frames come with their depth images and the metric loop
+  closures and localised poses are scored too (core/evaluation/metric_eval.py).
 """
 
 import argparse
@@ -66,28 +68,30 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                      tf_frames: tuple[str, str] | None, distance_m: float, config: LocalizerConfig,
                      frame_tolerance: int | None = None, ground_truth_path: Path | None = None,
                      camera_info_topic: str | None = None, through_node: dict | None = None,
-                     progress: bool = True) -> tuple[dict, list, VPRMap]:
+                     progress: bool = True, depth_topic: str | None = None) -> tuple[dict, list, VPRMap]:
     """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
     ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map)."""
+    from vpr_ros.core.evaluation.metric_eval import metric_report
     from vpr_ros.core.evaluation.replay import PROCESSED, replay_core
     from vpr_ros.core.evaluation.scoring import evaluate_replay
-    from vpr_ros.core.maps.bag_source import read_camera_matrix
+    from vpr_ros.core.maps.bag_source import BagDepth, read_camera_info
 
     vpr_map = VPRMap.load(map_dir, checkpoint=config.checkpoint or None)
     items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
     positives, criterion = ground_truth(vpr_map, queries, distance_m, frame_tolerance, ground_truth_path)
-    K = read_camera_matrix(bag, camera_info_topic) if camera_info_topic else None
+    K, camera_frame = read_camera_info(bag, camera_info_topic)[::2] if camera_info_topic else (None, "")
+    depth = BagDepth(bag, depth_topic) if depth_topic else None
     if through_node is None:
-        records = replay_core(vpr_map, items, config, K, progress)
+        records = replay_core(vpr_map, items, config, K, progress, depth)
         how = "core"
     else:
         from vpr_ros.ros.replay import replay_through_node
 
-        records = replay_through_node(map_dir, items, config, K, progress=progress, **through_node)
+        records = replay_through_node(map_dir, items, config, K, progress=progress, depth=depth, **through_node)
         how = "node"
         if config.sequence_length:  # the single-image answers, through the node too, for the side-by-side recall
             single = replay_through_node(map_dir, items, dataclasses.replace(config, sequence_length=0), K,
-                                         progress=progress, **through_node)
+                                         progress=progress, depth=depth, **through_node)
             for record, alone in zip(records, single):
                 record.single_keys = alone.global_order if alone.status == PROCESSED else None
     report = {
@@ -101,7 +105,18 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     }
     if through_node is not None:
         report["node"] = dict(through_node)
+    metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame))
+    if metric is not None:
+        report["metric"] = metric
     return report, records, vpr_map
+
+
+def _query_mounting(bag: Path, pose_topic: str | None, tf_frames, camera_frame: str):
+    """The query camera's pose on the bag's posed body, from its static TF (None when it does not say)."""
+    from vpr_ros.core.maps.bag_source import read_pose_child_frame, read_static_transform
+
+    body = tf_frames[1] if tf_frames else read_pose_child_frame(bag, pose_topic) if pose_topic else None
+    return read_static_transform(bag, body, camera_frame) if body and camera_frame else None
 
 
 def _print_replay(report: dict) -> None:
@@ -138,10 +153,28 @@ def _print_replay(report: dict) -> None:
         top1 = report["top1"]
         print(f"  top-1 by {top1['confidence']}: AUC-PR {top1['auc_pr']:.3f}, recall at 100 % precision "
               f"{top1['recall_at_precision_100']:.3f}")
+    if "metric" in report:
+        _print_metric(report["metric"])
     for stage in ("descriptor", "search", "local_features", "match", "verify", "uncertainty", "total", "end_to_end"):
         if stage in report["latency_ms"]:
             lat = report["latency_ms"][stage]
             print(f"  {stage:14} p50 {lat['p50']:7.1f} ms  p95 {lat['p95']:7.1f} ms  max {lat['max']:7.1f} ms")
+
+
+def _print_metric(metric: dict) -> None:
+    print(f"  metric loop closures: {metric['metric']} of {metric['loop_closures']}"
+          + "".join(f"; {n} without scale: {why}" for why, n in metric["direction_only"].items()))
+    if metric.get("translation_error_m", {}).get("n"):
+        t, r, nees = metric["translation_error_m"], metric["rotation_error_deg"], metric["nees"]
+        print(f"    relative pose error: translation median {t['median']:.3f} m, p95 {t['p95']:.3f} m; rotation "
+              f"median {r['median']:.2f} deg, p95 {r['p95']:.2f} deg; NEES mean {nees['mean']:.1f} (6 when the "
+              f"covariance is right), median {nees['median']:.1f}")
+        located, old = metric["camera_position_error_m"], metric["map_frame_position_error_m"]
+        if located.get("n"):
+            print(f"    vpr/pose camera position error: median {located['median']:.3f} m, p95 {located['p95']:.3f} m "
+                  f"(the map frame's position: median {old['median']:.2f} m)")
+    elif "note" in metric:
+        print(f"    {metric['note']}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,6 +194,8 @@ def _parser() -> argparse.ArgumentParser:
     bag.add_argument("--bag", type=Path, help="bag of query images (with ground truth)")
     add_bag_topic_arguments(bag)
     bag.add_argument("--camera-info-topic", help="with --bag: CameraInfo topic (intrinsics for relative poses)")
+    bag.add_argument("--depth-topic", help="with --bag: aligned depth images (16UC1/32FC1) given to the localizer with "
+                                           "their frames; metric loop closures are scored against the bag's poses")
     parser.add_argument("--through-node", action="store_true",
                         help="with --map: replay through a running vpr_localizer (a real ROS graph) instead of the core")
     parser.add_argument("--rate", type=float, default=1.0,
@@ -194,7 +229,8 @@ def _run_map(args) -> tuple[dict, list, VPRMap]:
     node = {"rate": args.rate} if args.through_node else None
     return evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
                             tuple(args.tf_frames) if args.tf_frames else None, args.distance, config,
-                            args.frame_tolerance, args.ground_truth, args.camera_info_topic, node, not args.quiet)
+                            args.frame_tolerance, args.ground_truth, args.camera_info_topic, node, not args.quiet,
+                            args.depth_topic)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--through-node replays a bag: it needs --map and --bag")
     if args.rate < 0:
         parser.error("--rate must be >= 0")
+    if args.depth_topic and not (args.map and args.camera_info_topic):
+        parser.error("--depth-topic needs --map, --bag and --camera-info-topic (3-D points need the intrinsics)")
     try:
         if args.dataset:
             report = _run_dataset(args)

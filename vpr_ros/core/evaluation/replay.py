@@ -9,7 +9,7 @@ import numpy as np
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.config import LocalizerConfig
-from vpr_ros.core.constraints import loop_constraint
+from vpr_ros.core.constraints import camera_pose, loop_constraint
 from vpr_ros.core.inputs.images import ImageError
 from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.maps.map_store import VPRMap
@@ -42,6 +42,15 @@ class QueryRecord:
     sequence_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN when ranked by the image alone
     sequence_length: int = 0  # frames in the sequence window that ranked the hypotheses (0: single-image)
     single_keys: np.ndarray | None = None  # with sequence matching, core replay: the single-image top_k
+    # the loop closure's edge as published: T_query_match (7: x y z qx qy qz qw), its 6 x 6 covariance, whether
+    # the translation is metric and, when not, why (NaN and "" without a loop closure)
+    loop_relative: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
+    loop_covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
+    loop_scale_known: bool = False
+    loop_scale_note: str = ""
+    # vpr/pose as published (localize mode): the query camera's metric pose, or the map frame's pose
+    localized_pose: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
+    localized_metric: bool = False
 
     @property
     def global_order(self) -> np.ndarray:
@@ -60,9 +69,9 @@ def stage_timings(timings_ms: dict) -> dict:
 
 
 def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult,
-                       matcher: str | None) -> QueryRecord:
+                       matcher: str | None, vpr_map: VPRMap | None = None) -> QueryRecord:
     places = result.places
-    return QueryRecord(
+    record = QueryRecord(
         index, stamp_ns, _pose(true_pose), PROCESSED,
         keys=np.array([p.hypothesis.key for p in places], np.int64),
         global_ranks=np.array([p.hypothesis.rank for p in places], np.int64),
@@ -77,8 +86,18 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         sequence_length=result.sequence_length,
         single_keys=result.single_keys if result.single_keys is not None else result.global_keys,
         loop_key=result.loop.hypothesis.key if result.loop is not None else -1,
-        loop_method=loop_constraint(result.loop, matcher).method if result.loop is not None else "",
         timings_ms=stage_timings(result.timings_ms))
+    if result.loop is not None:
+        edge = loop_constraint(result.loop, matcher, result.metric, result.scale_note)
+        record.loop_method, record.loop_scale_known, record.loop_scale_note = edge.method, edge.scale_known, edge.scale_note
+        record.loop_relative = np.concatenate([edge.translation, edge.rotation_xyzw])
+        record.loop_covariance = edge.covariance
+        located = camera_pose(result.loop, result.metric, vpr_map.camera if vpr_map is not None else None)
+        if located is not None:
+            record.localized_pose, record.localized_metric = located[0], True
+        elif result.loop.hypothesis.pose is not None:
+            record.localized_pose = np.asarray(result.loop.hypothesis.pose, np.float64)
+    return record
 
 
 def _pose(pose) -> np.ndarray:
@@ -86,9 +105,10 @@ def _pose(pose) -> np.ndarray:
 
 
 def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.ndarray | None = None,
-                progress: bool = False) -> list[QueryRecord]:
+                progress: bool = False, depth=None) -> list[QueryRecord]:
     """images: iterable of (stamp_ns, true pose or None, image loader callable). Every image is processed
-    (a bag replayed offline drops nothing); an image the pipeline refuses is recorded as bad."""
+    (a bag replayed offline drops nothing); an image the pipeline refuses is recorded as bad. depth:
+    stamp_ns -> the aligned depth image (metres) or None (maps.bag_source.BagDepth)."""
     localizer = Localizer(config, vpr_map)
     records = []
     for index, (stamp_ns, pose, load) in enumerate(images):
@@ -96,12 +116,15 @@ def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.n
         try:
             image = load()
             decode_ms = (time.perf_counter() - start) * 1e3
-            result = localizer.process(image, stamp_ns, camera_K=camera_K)
+            frame_depth = depth(stamp_ns) if depth is not None else None
+            result = localizer.process(image, stamp_ns, camera_K=camera_K, depth=frame_depth,
+                                       depth_note="" if frame_depth is not None or depth is None else
+                                       "no depth image near the frame's stamp")
         except (ImageError, ValueError) as exc:
             LOGGER.warning("query %d (stamp %d): %s", index, stamp_ns, exc)
             records.append(QueryRecord(index, stamp_ns, _pose(pose), BAD, note=str(exc)))
             continue
-        record = record_from_result(index, stamp_ns, pose, result, localizer.config.rerank)
+        record = record_from_result(index, stamp_ns, pose, result, localizer.config.rerank, vpr_map)
         record.timings_ms["decode"] = decode_ms
         records.append(record)
         if progress and (index + 1) % 25 == 0:

@@ -18,7 +18,7 @@ METRE_ENCODINGS = ("32FC1",)
 MIN_DEPTH_M, MAX_DEPTH_M = 0.05, 200.0
 MIN_VALID_SHARE = 0.01  # a depth image with fewer readings than this is treated as broken
 WINDOW = 1  # keypoint depth: the median of the (2 WINDOW + 1)^2 pixels around it ...
-MAX_SPREAD = 0.03  # ... when they agree within this fraction of it (else it lies on an edge: unknown)
+AGREEMENT = 0.10  # ... when at least 3/4 of them (and 5) lie within this fraction of it (else it is on an edge)
 
 
 class DepthError(ValueError):
@@ -65,7 +65,10 @@ def check_depth(depth_m: np.ndarray, image_size: tuple[int, int], colour_K: np.n
 def keypoint_depth(depth_m: np.ndarray, keypoints: np.ndarray, colour_K: np.ndarray | None = None,
                    depth_K: np.ndarray | None = None) -> np.ndarray:
     """Depth (m) of colour-image keypoints (M x 2 pixels) from an aligned depth image; NaN where it has no
-    reading or the keypoint lies on a depth edge (its neighbours disagree by more than MAX_SPREAD)."""
+    reading or the keypoint lies on a depth edge. The depth is the median of the readings around the
+    keypoint that lie within AGREEMENT of their median, when those are at least 3/4 of its readings and
+    5 pixels: sensor noise (a few % at range) passes, a window split between a facade and what is behind it
+    does not."""
     points = np.asarray(keypoints, np.float64).reshape(-1, 2)
     if depth_K is not None and colour_K is not None:
         mapping = np.asarray(depth_K, np.float64) @ np.linalg.inv(np.asarray(colour_K, np.float64))
@@ -80,12 +83,13 @@ def keypoint_depth(depth_m: np.ndarray, keypoints: np.ndarray, colour_K: np.ndar
     c = cols[:, None, None] + offsets[None, None, :]
     inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
     values = np.where(inside, depth_m[r.clip(0, height - 1), c.clip(0, width - 1)], np.nan).reshape(len(points), -1)
-    centre_ok = np.isfinite(values[:, values.shape[1] // 2])
     with warnings.catch_warnings():  # rows without a reading: NaN is the answer
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(values, axis=1)
-        spread = np.nanmax(values, axis=1) - np.nanmin(values, axis=1)
-        enough = np.isfinite(values).sum(axis=1) > values.shape[1] // 2
-    agree = centre_ok & enough & (spread <= MAX_SPREAD * median)
-    out[agree] = median[agree]
+        with np.errstate(invalid="ignore"):
+            close = np.abs(values - median[:, None]) <= AGREEMENT * median[:, None]
+        agreed = np.nanmedian(np.where(close, values, np.nan), axis=1)
+    agreeing, readings = close.sum(axis=1), np.isfinite(values).sum(axis=1)
+    keep = (agreeing >= 5) & (agreeing >= 0.75 * readings)
+    out[keep] = agreed[keep]
     return out

@@ -26,6 +26,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from vpr_ros.core.inputs.depth import to_metres
 from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.transforms import IDENTITY, compose, inverse
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 POSE_TYPES = ("geometry_msgs/msg/PoseStamped", "geometry_msgs/msg/PoseWithCovarianceStamped",
@@ -267,35 +268,6 @@ def read_camera_matrix(path: str | Path, topic: str) -> np.ndarray:
     return read_camera_info(path, topic)[0]
 
 
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Poses (x y z qx qy qz qw): a then b, i.e. T_a T_b."""
-    ra = _quaternion_matrix(a[3:])
-    out = np.empty(7)
-    out[:3] = a[:3] + ra @ b[:3]
-    out[3:] = _quaternion_product(a[3:], b[3:])
-    return out
-
-
-def _inverse(a: np.ndarray) -> np.ndarray:
-    q = np.array([-a[3], -a[4], -a[5], a[6]])
-    return np.concatenate([-_quaternion_matrix(q) @ a[:3], q])
-
-
-def _quaternion_matrix(q) -> np.ndarray:
-    x, y, z, w = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def _quaternion_product(a, b) -> np.ndarray:
-    ax, ay, az, aw = a
-    bx, by, bz, bw = b
-    q = np.array([aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
-                  aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz])
-    return q / np.linalg.norm(q)
-
-
 def read_static_transform(path: str | Path, parent: str, child: str) -> np.ndarray | None:
     """The pose (x y z qx qy qz qw) of `child` in `parent` from the bag's /tf_static, following a chain of
     static transforms in either direction; None when the bag has none that links them."""
@@ -308,8 +280,8 @@ def read_static_transform(path: str | Path, parent: str, child: str) -> np.ndarr
                 pose = np.array([t.x, t.y, t.z, r.x, r.y, r.z, r.w])
                 a, b = tf.header.frame_id.lstrip("/"), tf.child_frame_id.lstrip("/")
                 edges.setdefault(a, []).append((b, pose))
-                edges.setdefault(b, []).append((a, _inverse(pose)))
-    frontier, seen = [(parent.lstrip("/"), np.array([0, 0, 0, 0, 0, 0, 1.0]))], {parent.lstrip("/")}
+                edges.setdefault(b, []).append((a, inverse(pose)))
+    frontier, seen = [(parent.lstrip("/"), IDENTITY)], {parent.lstrip("/")}
     while frontier:
         frame, pose = frontier.pop()
         if frame == child.lstrip("/"):
@@ -317,7 +289,7 @@ def read_static_transform(path: str | Path, parent: str, child: str) -> np.ndarr
         for other, step in edges.get(frame, []):
             if other not in seen:
                 seen.add(other)
-                frontier.append((other, _compose(pose, step)))
+                frontier.append((other, compose(pose, step)))
     return None
 
 

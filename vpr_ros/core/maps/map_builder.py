@@ -12,7 +12,9 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.presets import camera_input_size
 from vpr_ros.core.inputs.images import list_images, read_image
+from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
 from vpr_ros.core.maps.frames import POSE_FIELDS, FrameTable
+from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.map_store import VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
@@ -66,11 +68,16 @@ class KeyframePolicy:
 def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], preset: str = "default",
               policy: KeyframePolicy | None = None, frame_id: str = "map", batch_size: int = 8,
               progress: bool = False, local_features: str | None = None, max_keypoints: int = 512,
-              input_size: tuple[int, int] | str = "auto", **preset_overrides) -> VPRMap:
+              input_size: tuple[int, int] | str = "auto", camera: MapCamera | None = None,
+              depth: Callable[[int], np.ndarray | None] | None = None, **preset_overrides) -> VPRMap:
     """Select keyframes, fit the preset on them, describe them and index them; with `local_features`
     (an extractor name), also store each keyframe's local features for re-ranking. `input_size`: (width,
     height) the network sees, or "auto": the first image's aspect ratio (presets.camera_input_size), so
-    that a wide or tall camera's frames are not stretched."""
+    that a wide or tall camera's frames are not stretched. `camera`: the recording camera, kept with the
+    map. `depth(stamp_ns)`: the aligned depth image (metres, NaN unknown) of a frame, or None; with local
+    features, each keypoint's depth is stored (metric loop closures)."""
+    if depth is not None and (local_features is None or camera is None):
+        raise ValueError("keypoint depths need local features and the camera's intrinsics (its CameraInfo)")
     policy = policy or KeyframePolicy()
     if len(frames) == 0:
         raise ValueError("no frames to build a map from")
@@ -94,9 +101,36 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
         for batch in tqdm([keyframes.sources[i:i + batch_size] for i in range(0, len(keyframes), batch_size)],
                           desc="local features", unit="batch", disable=not progress):
             extracted += extractor.extract([load(source) for source in batch])
-        local, local_conf = LocalFeatureTable.build(extracted, max_keypoints, extractor.dim), extractor.config()
+        if depth is not None:
+            _attach_depth(extracted, keyframes.stamp_ns, depth, camera)
+        local, local_conf = LocalFeatureTable.build(extracted, max_keypoints, extractor.dim,
+                                                    depth is not None), extractor.config()
     return VPRMap.create(name, descriptor, descriptors[rows], keyframes, frame_id, local=local,
-                         local_conf=local_conf)
+                         local_conf=local_conf, camera=camera)
+
+
+def _attach_depth(features: list, stamps: np.ndarray, depth: Callable[[int], np.ndarray | None],
+                  camera: MapCamera) -> None:
+    """Each keyframe's keypoint depths from its depth image; frames without one (or with a broken one)
+    keep none, said once with a count."""
+    missing: dict[str, int] = {}
+    for f, stamp in zip(features, stamps):
+        image = depth(int(stamp))
+        if image is None:
+            missing["no depth image near its stamp"] = missing.get("no depth image near its stamp", 0) + 1
+            continue
+        try:
+            check_depth(image, f.image_size)
+        except DepthError as exc:
+            missing[str(exc)] = missing.get(str(exc), 0) + 1
+            continue
+        f.depth = keypoint_depth(image, f.keypoints)
+    with_depth = [f for f in features if f.depth is not None]
+    share = float(np.mean([np.isfinite(f.depth).mean() for f in with_depth])) if with_depth else 0.0
+    LOGGER.info("keypoint depths: %d of %d keyframes, %.0f%% of their keypoints have a reading", len(with_depth),
+                len(features), 100 * share)
+    for reason, count in missing.items():
+        LOGGER.warning("%d keyframes have no keypoint depths: %s", count, reason)
 
 
 def frames_from_folder(folder: str | Path, poses_csv: str | Path | None = None) -> FrameTable:

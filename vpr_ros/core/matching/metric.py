@@ -25,17 +25,19 @@ import numpy as np
 
 from vpr_ros.core.matching.geometry import REFERENCE_WIDTH
 
-CHI2_2DOF_99 = 9.21  # a point whose whitened squared residual exceeds this is an outlier
+CHI2_2DOF_99 = 9.21  # a point whose whitened squared residual exceeds this (times the scale) is an outlier
+CHI2_2DOF_MEDIAN = 1.386
+TRUNCATED_MEAN = 0.953  # E[d^2 | d^2 < 9.21] / 2 for d^2 ~ chi2(2): what the kept points' variance factor reads
 
 
 @dataclass
 class MetricSettings:
     """Noise model and gates of the metric pose."""
 
-    pixel_sigma: float = 1.0  # keypoint noise per view, pixels of a 640-pixel-wide image
+    pixel_sigma: float = 2.0  # keypoint noise per view, pixels of a 640-pixel-wide image
     depth_sigma_m: float = 0.01  # depth noise at zero range ...
     depth_sigma_per_m2: float = 0.002  # ... growing with the square of the range (2 % at 10 m)
-    ransac_threshold_px: float = 4.0  # at 640 pixels wide
+    ransac_threshold_px: float = 6.0  # at 640 pixels wide
     min_inliers: int = 12  # PnP inliers a metric pose needs
     max_range_m: float = 40.0  # 3-D points farther than this are left out
 
@@ -52,7 +54,7 @@ class MetricPose:
     covariance: np.ndarray  # 6 x 6 over (x, y, z, rot_x, rot_y, rot_z)
     inlier_count: int
     points: int  # matches with a 3-D point
-    depth_from: str  # "map" (map frame's depth, query keypoints) or "query"
+    depth_from: str  # whose depth the 3-D points came from: "map", "query", or "map and query"
     variance_factor: float  # chi^2 / dof of the inlier residuals under the noise model
 
 
@@ -115,7 +117,7 @@ def backproject(points: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndar
 
 
 class MetricEstimator:
-    """T_query_match from matched keypoints when one of the views has depth (module docstring)."""
+    """T_query_match from matched keypoints when either view has depth (module docstring)."""
 
     def __init__(self, settings: MetricSettings | None = None):
         self.settings = settings or MetricSettings()
@@ -123,73 +125,73 @@ class MetricEstimator:
     def estimate(self, query_pts: np.ndarray, map_pts: np.ndarray, query_K: np.ndarray, map_K: np.ndarray,
                  query_size: tuple[int, int], map_size: tuple[int, int], map_depth: np.ndarray | None = None,
                  query_depth: np.ndarray | None = None) -> tuple[MetricPose | None, str]:
-        """Matched keypoints (S x 2 each, inliers of the verification) and the depths of either side (S, NaN
-        unknown) -> (pose, "") or (None, why not)."""
+        """Matched keypoints (S x 2 each) and the depths of either side (S, NaN unknown) -> (pose, "") or
+        (None, why not)."""
         s = self.settings
-        query_pts, map_pts = np.asarray(query_pts, np.float64), np.asarray(map_pts, np.float64)
-        sides = []
-        for depth, name in ((map_depth, "map"), (query_depth, "query")):
-            if depth is not None:
-                depth = np.asarray(depth, np.float64)
-                ok = np.isfinite(depth) & (depth > 0) & (depth <= s.max_range_m)
-                sides.append((int(ok.sum()), name, depth, ok))
-        if not sides:
-            return None, "no depth: neither the map frame nor the query has any"
-        count, side, depth, ok = max(sides, key=lambda item: (item[0], item[1] == "map"))
-        if count < s.min_inliers:
-            return None, (f"{count} of {len(query_pts)} inlier matches have a depth reading, fewer than the "
+        views = _Views(np.asarray(query_pts, np.float64).reshape(-1, 2), np.asarray(map_pts, np.float64).reshape(-1, 2),
+                       np.asarray(query_K, np.float64), np.asarray(map_K, np.float64),
+                       _usable(map_depth, len(query_pts), s.max_range_m), _usable(query_depth, len(query_pts), s.max_range_m),
+                       s.pixel_sigma * max(query_size) / REFERENCE_WIDTH, s.pixel_sigma * max(map_size) / REFERENCE_WIDTH,
+                       s.depth_sigma)
+        counts = {"map": int(np.isfinite(views.map_depth).sum()), "query": int(np.isfinite(views.query_depth).sum())}
+        if not counts["map"] and not counts["query"]:
+            return None, "no depth: neither the map frame's keypoints nor the query's have any"
+        side = "map" if counts["map"] >= counts["query"] else "query"
+        points = counts[side]
+        if points < s.min_inliers:
+            return None, (f"{points} of {len(views.query_pts)} matches have a depth reading, fewer than the "
                           f"{s.min_inliers} a metric pose needs")
-        if side == "map":  # 3-D in the map camera, observed by the query: T_query_match directly
-            points3, pixels, K3, K2, size3, size2 = map_pts[ok], query_pts[ok], map_K, query_K, map_size, query_size
-        else:  # 3-D in the query camera, observed by the map frame: T_match_query, inverted below
-            points3, pixels, K3, K2, size3, size2 = query_pts[ok], map_pts[ok], query_K, map_K, query_size, map_size
-        X = backproject(points3, depth[ok], np.asarray(K3, np.float64))
-        z = depth[ok]
-        K2 = np.asarray(K2, np.float64)
-        scale = max(size2) / REFERENCE_WIDTH
-        found = self._ransac(X, pixels, K2, s.ransac_threshold_px * scale)
+        found = self._ransac(views, side, s.ransac_threshold_px * max(query_size if side == "map" else map_size)
+                             / REFERENCE_WIDTH)
         if found is None:
-            return None, f"PnP RANSAC found no pose among {count} points with depth"
-        rotation, translation, inliers = found
-        if inliers.sum() < s.min_inliers:
-            return None, f"PnP RANSAC kept {int(inliers.sum())} of {count} points, fewer than {s.min_inliers}"
-        refined = self._refine(X, z, pixels, K2, np.asarray(K3, np.float64), rotation, translation, inliers,
-                               s.pixel_sigma * max(size2) / REFERENCE_WIDTH, s.pixel_sigma * max(size3) / REFERENCE_WIDTH)
+            return None, f"PnP RANSAC found no pose among {points} points with depth"
+        rotation, translation, kept = found
+        if kept < s.min_inliers:
+            return None, f"PnP RANSAC kept {kept} of {points} points, fewer than {s.min_inliers}"
+        refined = self._refine(views, rotation, translation)
         if refined is None:
             return None, "the refinement of the PnP pose did not converge"
         rotation, translation, covariance, kept, factor = refined
         if kept < s.min_inliers:
-            return None, f"{kept} of {count} points fit the refined pose, fewer than {s.min_inliers}"
-        if side == "query":
-            covariance = propagate(covariance, rotation, translation, invert)
-            rotation, translation = invert(rotation, translation)
-        return MetricPose(rotation, translation, covariance, kept, count, side, factor), ""
+            return None, f"{kept} of {points} points fit the refined pose, fewer than {s.min_inliers}"
+        used = "map and query" if counts["map"] and counts["query"] else side
+        return MetricPose(rotation, translation, covariance, kept, max(counts.values()), used, factor), ""
 
     @staticmethod
-    def _ransac(X, pixels, K, threshold) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    def _ransac(views: "_Views", side: str, threshold: float) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """An initial T_query_match by OpenCV's RANSAC EPnP on the side with more depth, and its inlier count."""
+        if side == "map":  # 3-D in the map camera, seen by the query
+            ok = np.isfinite(views.map_depth)
+            X = backproject(views.map_pts[ok], views.map_depth[ok], views.map_K)
+            pixels, K = views.query_pts[ok], views.query_K
+        else:  # 3-D in the query camera, seen by the map frame: T_match_query, inverted below
+            ok = np.isfinite(views.query_depth)
+            X = backproject(views.query_pts[ok], views.query_depth[ok], views.query_K)
+            pixels, K = views.map_pts[ok], views.map_K
         try:
-            ok, rvec, tvec, inliers = cv2.solvePnPRansac(X.reshape(-1, 1, 3), pixels.reshape(-1, 1, 2), K, None,
-                                                         iterationsCount=1000, reprojectionError=float(threshold),
-                                                         confidence=0.999, flags=cv2.SOLVEPNP_EPNP)
+            found, rvec, tvec, inliers = cv2.solvePnPRansac(X.reshape(-1, 1, 3), pixels.reshape(-1, 1, 2), K, None,
+                                                            iterationsCount=1000, reprojectionError=float(threshold),
+                                                            confidence=0.999, flags=cv2.SOLVEPNP_EPNP)
         except cv2.error:
             return None
-        if not ok or inliers is None or not np.isfinite(rvec).all() or not np.isfinite(tvec).all():
+        if not found or inliers is None or not np.isfinite(rvec).all() or not np.isfinite(tvec).all():
             return None
-        mask = np.zeros(len(X), bool)
-        mask[inliers.ravel()] = True
-        return rotvec_to_matrix(rvec), tvec.ravel().astype(np.float64), mask
+        rotation, translation = rotvec_to_matrix(rvec), tvec.ravel().astype(np.float64)
+        if side == "query":
+            rotation, translation = invert(rotation, translation)
+        return rotation, translation, len(inliers)
 
-    def _refine(self, X, z, pixels, K2, K3, rotation, translation, inliers, sigma2, sigma3,
-                iterations: int = 10):
-        """Weighted Gauss-Newton on the inliers, one re-selection of the inliers by their whitened residual,
-        then the covariance; None when it diverges."""
-        s = self.settings
-        depth_sigma = s.depth_sigma(z)
-        lateral = np.linalg.inv(K3)[:, :2]  # d X / d pixel, per unit depth
+    def _refine(self, views: "_Views", rotation, translation, iterations: int = 10):
+        """Weighted Gauss-Newton over every match's reprojections (map points into the query, query points into
+        the map frame, as far as each has depth), the inliers chosen by their whitened residual against a
+        robust scale (the median residual says how much noisier than the model the matches are) and chosen
+        again once, then the covariance; None when it diverges."""
+        r, J, W, dof = views.linearise(rotation, translation)
+        d2 = np.einsum("na,nab,nb->n", r, W, r)
+        inliers = (dof > 0) & (d2 < CHI2_2DOF_99 * _robust_scale(d2, dof, dof > 0))
         for selection in range(2):
             for _ in range(iterations):
-                r, J, W = self._linearise(X, z, pixels, K2, rotation, translation, lateral, depth_sigma, sigma2, sigma3)
-                if r is None:
+                if inliers.sum() < 4:
                     return None
                 H = np.einsum("nai,nab,nbj->ij", J[inliers], W[inliers], J[inliers])
                 g = np.einsum("nai,nab,nb->i", J[inliers], W[inliers], r[inliers])
@@ -198,54 +200,119 @@ class MetricEstimator:
                 except np.linalg.LinAlgError:
                     return None
                 rotation, translation = perturbed(rotation, translation, step)
-                if np.linalg.norm(step) < 1e-9:
+                r, J, W, dof = views.linearise(rotation, translation)
+                if not np.isfinite(r).all() or np.linalg.norm(step) < 1e-9:
                     break
-            r, J, W = self._linearise(X, z, pixels, K2, rotation, translation, lateral, depth_sigma, sigma2, sigma3)
-            if r is None:
+            if not np.isfinite(r).all():
                 return None
             d2 = np.einsum("na,nab,nb->n", r, W, r)
             if selection == 0:
-                inliers = d2 < CHI2_2DOF_99
-                if inliers.sum() < 4:
-                    return None
+                inliers = (dof > 0) & (d2 < CHI2_2DOF_99 * _robust_scale(d2, dof, inliers))
+        if inliers.sum() < 4:
+            return None
         H = np.einsum("nai,nab,nbj->ij", J[inliers], W[inliers], J[inliers])
-        n = int(inliers.sum())
-        factor = float(d2[inliers].sum() / max(2 * n - 6, 1))
+        factor = float(d2[inliers].sum() / max(int(dof[inliers].sum()) - 6, 1)) / TRUNCATED_MEAN
         try:
             covariance = np.linalg.inv(H) * max(factor, 1.0)
         except np.linalg.LinAlgError:
             return None
         if not np.isfinite(covariance).all():
             return None
-        return rotation, translation, 0.5 * (covariance + covariance.T), n, factor
+        return rotation, translation, 0.5 * (covariance + covariance.T), int(inliers.sum()), factor
 
-    @staticmethod
-    def _linearise(X, z, pixels, K, rotation, translation, lateral, depth_sigma, sigma2, sigma3):
-        """Residuals (n x 2), their Jacobians by (dt, dtheta) (n x 2 x 6) and weights (n x 2 x 2)."""
-        RX = X @ rotation.T
-        P = RX + translation
-        if (P[:, 2] <= 1e-6).any():
-            P = P.copy()
-            P[:, 2] = np.maximum(P[:, 2], 1e-6)
-        fx, fy = K[0, 0], K[1, 1]
-        inv_z = 1.0 / P[:, 2]
-        projected = np.column_stack([fx * P[:, 0] * inv_z + K[0, 2], fy * P[:, 1] * inv_z + K[1, 2]])
-        r = projected - pixels
-        if not np.isfinite(r).all():
-            return None, None, None
-        dpi = np.zeros((len(P), 2, 3))  # d pixel / d P
-        dpi[:, 0, 0], dpi[:, 0, 2] = fx * inv_z, -fx * P[:, 0] * inv_z ** 2
-        dpi[:, 1, 1], dpi[:, 1, 2] = fy * inv_z, -fy * P[:, 1] * inv_z ** 2
-        dP = np.zeros((len(P), 3, 6))
+
+def _usable(depth, n: int, max_range: float) -> np.ndarray:
+    """Depths (n) with NaN where unknown, non-positive or beyond max_range; all NaN for None."""
+    if depth is None:
+        return np.full(n, np.nan)
+    depth = np.asarray(depth, np.float64).reshape(n)
+    with np.errstate(invalid="ignore"):
+        return np.where((depth > 0) & (depth <= max_range), depth, np.nan)
+
+
+def _robust_scale(d2: np.ndarray, dof: np.ndarray, selected: np.ndarray) -> float:
+    """How much larger than the model's the residuals of the selected matches are (>= 1): the median of
+    their squared whitened residuals over the chi-square (2 dof) median."""
+    selected = selected & (dof > 0)
+    if not selected.any():
+        return 1.0
+    return max(1.0, float(np.median(d2[selected])) / CHI2_2DOF_MEDIAN)
+
+
+class _Views:
+    """The matches of one pair with the depth of either side, and their reprojection residuals.
+
+    Per match, one residual: r_q, the map point (map pixel at map depth) projected into the query minus the
+    query pixel, when the map keypoint has depth; else r_m, the query point projected into the map frame
+    minus the map pixel, when the query keypoint has depth; else none. Its 2 x 2 covariance comes from the
+    noise of both pixels (pixel_sigma each) and of the depth (depth_sigma(z)). A match with both depths
+    keeps r_q only: r_q and r_m share both pixel errors, and for cameras a few metres apart their sum says
+    almost nothing but the depths, which their linearisation overweights (tried: a joint 4 x 4 covariance
+    gave NEES in the thousands in simulation).
+    """
+
+    def __init__(self, query_pts, map_pts, query_K, map_K, map_depth, query_depth, query_sigma, map_sigma, depth_sigma):
+        self.query_pts, self.map_pts, self.query_K, self.map_K = query_pts, map_pts, query_K, map_K
+        self.map_depth, self.query_depth = map_depth, query_depth
+        self.has_map = np.isfinite(map_depth)
+        self.has_query = np.isfinite(query_depth) & ~self.has_map
+        self.dof = 2 * self.has_map.astype(int) + 2 * self.has_query.astype(int)
+        self.X_map = backproject(map_pts, np.where(self.has_map, map_depth, 1.0), map_K)
+        self.X_query = backproject(query_pts, np.where(self.has_query, query_depth, 1.0), query_K)
+        n = len(query_pts)
+        sources = np.zeros((n, 6))  # variances of: query pixel x, y; map pixel x, y; map depth; query depth
+        sources[:, :2], sources[:, 2:4] = query_sigma ** 2, map_sigma ** 2
+        sources[:, 4] = np.where(self.has_map, depth_sigma(np.nan_to_num(map_depth)) ** 2, 0.0)
+        sources[:, 5] = np.where(self.has_query, depth_sigma(np.nan_to_num(query_depth)) ** 2, 0.0)
+        self.sources = sources
+
+    def linearise(self, rotation, translation):
+        """Residuals (n x 4: r_q, r_m), their Jacobians by (dt, dtheta) of T_query_match (n x 4 x 6), weights
+        (n x 4 x 4, zero for the residual a match does not have) and degrees of freedom (n)."""
+        n = len(self.query_pts)
+        r, J, S = np.zeros((n, 4)), np.zeros((n, 4, 6)), np.zeros((n, 4, 6))
+        # map points seen by the query: P = R X_map + t
+        RX = self.X_map @ rotation.T
+        d_pi, projected = _projection(RX + translation, self.query_K)
+        r[:, :2] = projected - self.query_pts
+        dP = np.zeros((n, 3, 6))
         dP[:, :, :3] = np.eye(3)
-        dP[:, :, 3:] = -np.stack([skew(p) for p in RX])  # d(exp(dtheta) R X) = -[R X]x dtheta
-        J = dpi @ dP
-        ray = X / z[:, None]  # d X / d depth
-        along = dpi @ (ray @ rotation.T)[:, :, None]  # n x 2 x 1: depth noise seen in the image
-        across = dpi @ (rotation @ lateral)[None] * z[:, None, None]  # n x 2 x 2: the other view's pixel noise
-        C = (sigma2 ** 2 * np.eye(2)[None] + sigma3 ** 2 * across @ across.transpose(0, 2, 1)
-             + (depth_sigma ** 2)[:, None, None] * along @ along.transpose(0, 2, 1))
-        return r, J, np.linalg.inv(C)
+        dP[:, :, 3:] = -np.stack([skew(v) for v in RX])  # d(exp(dtheta) R X) = -[R X]x dtheta
+        J[:, :2] = d_pi @ dP
+        S[:, :2, :2] = -np.eye(2)
+        lateral_m = np.linalg.inv(self.map_K)[:, :2]
+        S[:, :2, 2:4] = d_pi @ (rotation @ lateral_m)[None] * np.where(self.has_map, self.map_depth, 0.0)[:, None, None]
+        S[:, :2, 4] = (d_pi @ ((self.X_map / np.where(self.has_map, self.map_depth, 1.0)[:, None]) @ rotation.T)[:, :, None])[..., 0]
+        # query points seen by the map frame: P = R^T (X_query - t)
+        v = self.X_query - translation
+        d_pi, projected = _projection(v @ rotation, self.map_K)
+        r[:, 2:] = projected - self.map_pts
+        dP = np.zeros((n, 3, 6))
+        dP[:, :, :3] = -rotation.T
+        dP[:, :, 3:] = rotation.T[None] @ np.stack([skew(x) for x in v])  # R^T exp(-dtheta) v = R^T (v + [v]x dtheta)
+        J[:, 2:] = d_pi @ dP
+        S[:, 2:, 2:4] = -np.eye(2)
+        lateral_q = np.linalg.inv(self.query_K)[:, :2]
+        S[:, 2:, :2] = d_pi @ (rotation.T @ lateral_q)[None] * np.where(self.has_query, self.query_depth, 0.0)[:, None, None]
+        S[:, 2:, 5] = (d_pi @ ((self.X_query / np.where(self.has_query, self.query_depth, 1.0)[:, None]) @ rotation)[:, :, None])[..., 0]
+        missing = np.concatenate([np.repeat(~self.has_map[:, None], 2, 1), np.repeat(~self.has_query[:, None], 2, 1)], 1)
+        r[missing], S[missing] = 0.0, 0.0
+        J[missing] = 0.0
+        C = S @ (self.sources[:, :, None] * S.transpose(0, 2, 1)) + np.eye(4)[None] * missing[:, :, None]
+        W = np.linalg.inv(C)
+        W[missing] = 0.0
+        W.transpose(0, 2, 1)[missing] = 0.0
+        return r, J, W, self.dof
+
+
+def _projection(P: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points (n x 3) in a camera -> (d pixel / d P, n x 2 x 3; pixels, n x 2); points behind it are held at 1 um."""
+    z = np.maximum(P[:, 2], 1e-6)
+    fx, fy = K[0, 0], K[1, 1]
+    d_pi = np.zeros((len(P), 2, 3))
+    d_pi[:, 0, 0], d_pi[:, 0, 2] = fx / z, -fx * P[:, 0] / z ** 2
+    d_pi[:, 1, 1], d_pi[:, 1, 2] = fy / z, -fy * P[:, 1] / z ** 2
+    return d_pi, np.column_stack([fx * P[:, 0] / z + K[0, 2], fy * P[:, 1] / z + K[1, 2]])
 
 
 def rotation_angle_deg(rotation: np.ndarray) -> float:

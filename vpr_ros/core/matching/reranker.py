@@ -43,6 +43,7 @@ class RankedCandidate(Verifiable):
     score: float
     match_count: int = 0
     verification: Verification | None = None  # None when the candidate was not matched
+    matches: Matches | None = None  # the matches verified (None: not matched, or matched on the device)
 
     @property
     def note(self) -> str:
@@ -146,7 +147,7 @@ class Reranker:
         start = time.perf_counter()
         verifications = self.verify_pairs(query, list(zip(stored, matches)), query_K, map_K)
         for cand, m, verification in zip(todo, matches, verifications):
-            cand.match_count, cand.verification = len(m), verification
+            cand.match_count, cand.verification, cand.matches = len(m), verification, m
             if cand.verification.verified:
                 cand.score = float(np.log1p(cand.verification.inlier_count)
                                    + self.similarity_weight * cand.global_similarity)
