@@ -105,7 +105,7 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     }
     if through_node is not None:
         report["node"] = dict(through_node)
-    metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame))
+    metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame), positives)
     if metric is not None:
         report["metric"] = metric
     return report, records, vpr_map
@@ -162,8 +162,10 @@ def _print_replay(report: dict) -> None:
 
 
 def _print_metric(metric: dict) -> None:
-    print(f"  metric loop closures: {metric['metric']} of {metric['loop_closures']}"
-          + "".join(f"; {n} without scale: {why}" for why, n in metric["direction_only"].items()))
+    print(f"  metric loop closures: {metric['metric']} of {metric['loop_closures']} correct ones"
+          + "".join(f"; {n} without scale: {why}" for why, n in metric["direction_only"].items())
+          + (f"; {metric['false_metric']} of {metric['false_loop_closures']} false ones metric too (not scored)"
+             if metric["false_loop_closures"] else ""))
     if metric.get("translation_error_m", {}).get("n"):
         t, r, nees = metric["translation_error_m"], metric["rotation_error_deg"], metric["nees"]
         print(f"    relative pose error: translation median {t['median']:.3f} m, p95 {t['p95']:.3f} m; rotation "

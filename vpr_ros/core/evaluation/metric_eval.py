@@ -26,13 +26,20 @@ def _summary(values) -> dict:
             "mean": float(values.mean()), "max": float(values.max())}
 
 
-def metric_report(records: list[QueryRecord], vpr_map, query_camera_in_body: np.ndarray | None) -> dict | None:
-    """Errors of the metric loop closures and localised poses of a replay; None without loop closures."""
-    accepted = [r for r in records if r.status == PROCESSED and r.loop_key >= 0]
+def metric_report(records: list[QueryRecord], vpr_map, query_camera_in_body: np.ndarray | None,
+                  positives: list[set[int]] | None = None) -> dict | None:
+    """Errors of the metric loop closures and localised poses of a replay; None without loop closures. With
+    `positives` (per record, the map keys of its place) the errors are those of the correct loop closures; a
+    false one (another place) is counted apart, its error is the place recognition's, not the pose's."""
+    accepted = [(r, positives[i] if positives is not None else None)
+                for i, r in enumerate(records) if r.status == PROCESSED and r.loop_key >= 0]
     if not accepted:
         return None
+    false = [r for r, p in accepted if p is not None and r.loop_key not in p]
+    accepted = [r for r, p in accepted if p is None or r.loop_key in p]
     metric = [r for r in accepted if r.loop_scale_known]
     report = {"loop_closures": len(accepted), "metric": len(metric),
+              "false_loop_closures": len(false), "false_metric": sum(r.loop_scale_known for r in false),
               "direction_only": dict(Counter(r.loop_scale_note or "(no reason given)"
                                              for r in accepted if not r.loop_scale_known))}
     camera = vpr_map.camera

@@ -25,9 +25,13 @@ import numpy as np
 
 from vpr_ros.core.matching.geometry import REFERENCE_WIDTH
 
-CHI2_2DOF_99 = 9.21  # a point whose whitened squared residual exceeds this (times the scale) is an outlier
-CHI2_2DOF_MEDIAN = 1.386
-TRUNCATED_MEAN = 0.953  # E[d^2 | d^2 < 9.21] / 2 for d^2 ~ chi2(2): what the kept points' variance factor reads
+# per degrees of freedom of a match's residual (2: a reprojection; 3: and the query's depth of the map point):
+# the chi-square 99 % point (a match whose whitened squared residual exceeds it, times the robust scale, is an
+# outlier), its median, and E[d^2 | d^2 < 99 % point] / dof (what the kept matches' variance factor reads)
+CHI2_99 = {2: 9.21, 3: 11.34}
+CHI2_MEDIAN = {2: 1.386, 3: 2.366}
+TRUNCATED_MEAN = {2: 0.953, 3: 0.965}
+AMBIGUOUS_SHARE = 0.5  # a second pose fitting this share of the first's points, elsewhere, makes the pose ambiguous
 
 
 @dataclass
@@ -141,8 +145,8 @@ class MetricEstimator:
         if points < s.min_inliers:
             return None, (f"{points} of {len(views.query_pts)} matches have a depth reading, fewer than the "
                           f"{s.min_inliers} a metric pose needs")
-        found = self._ransac(views, side, s.ransac_threshold_px * max(query_size if side == "map" else map_size)
-                             / REFERENCE_WIDTH)
+        threshold = s.ransac_threshold_px * max(query_size if side == "map" else map_size) / REFERENCE_WIDTH
+        found = self._ransac(views, side, threshold)
         if found is None:
             return None, f"PnP RANSAC found no pose among {points} points with depth"
         rotation, translation, kept = found
@@ -151,21 +155,33 @@ class MetricEstimator:
         refined = self._refine(views, rotation, translation)
         if refined is None:
             return None, "the refinement of the PnP pose did not converge"
-        rotation, translation, covariance, kept, factor = refined
+        rotation, translation, covariance, inliers, factor = refined
+        kept = int(inliers.sum())
         if kept < s.min_inliers:
             return None, f"{kept} of {points} points fit the refined pose, fewer than {s.min_inliers}"
+        other = self._ransac(views, side, threshold, exclude=inliers)  # repeated structure: a second pose
+        if other is not None and other[2] >= max(s.min_inliers, AMBIGUOUS_SHARE * kept):
+            apart = float(np.linalg.norm(other[1] - translation))
+            if apart > max(3.0 * math.sqrt(np.trace(covariance[:3, :3])), 0.25):
+                return None, (f"two poses {apart:.1f} m apart fit the matches ({kept} and {other[2]} points; "
+                              "repeated structure?): no metric pose")
         used = "map and query" if counts["map"] and counts["query"] else side
         return MetricPose(rotation, translation, covariance, kept, max(counts.values()), used, factor), ""
 
     @staticmethod
-    def _ransac(views: "_Views", side: str, threshold: float) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """An initial T_query_match by OpenCV's RANSAC EPnP on the side with more depth, and its inlier count."""
+    def _ransac(views: "_Views", side: str, threshold: float, exclude: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """An initial T_query_match by OpenCV's RANSAC EPnP on the side with more depth (leaving out the
+        matches `exclude`), and its inlier count."""
+        ok = np.isfinite(views.map_depth if side == "map" else views.query_depth)
+        if exclude is not None:
+            ok = ok & ~exclude
+        if ok.sum() < 6:
+            return None
         if side == "map":  # 3-D in the map camera, seen by the query
-            ok = np.isfinite(views.map_depth)
             X = backproject(views.map_pts[ok], views.map_depth[ok], views.map_K)
             pixels, K = views.query_pts[ok], views.query_K
         else:  # 3-D in the query camera, seen by the map frame: T_match_query, inverted below
-            ok = np.isfinite(views.query_depth)
             X = backproject(views.query_pts[ok], views.query_depth[ok], views.query_K)
             pixels, K = views.map_pts[ok], views.map_K
         try:
@@ -188,7 +204,7 @@ class MetricEstimator:
         again once, then the covariance; None when it diverges."""
         r, J, W, dof = views.linearise(rotation, translation)
         d2 = np.einsum("na,nab,nb->n", r, W, r)
-        inliers = (dof > 0) & (d2 < CHI2_2DOF_99 * _robust_scale(d2, dof, dof > 0))
+        inliers = (dof > 0) & (d2 < _table(CHI2_99, dof) * _robust_scale(d2, dof, dof > 0))
         for selection in range(2):
             for _ in range(iterations):
                 if inliers.sum() < 4:
@@ -207,18 +223,19 @@ class MetricEstimator:
                 return None
             d2 = np.einsum("na,nab,nb->n", r, W, r)
             if selection == 0:
-                inliers = (dof > 0) & (d2 < CHI2_2DOF_99 * _robust_scale(d2, dof, inliers))
+                inliers = (dof > 0) & (d2 < _table(CHI2_99, dof) * _robust_scale(d2, dof, inliers))
         if inliers.sum() < 4:
             return None
         H = np.einsum("nai,nab,nbj->ij", J[inliers], W[inliers], J[inliers])
-        factor = float(d2[inliers].sum() / max(int(dof[inliers].sum()) - 6, 1)) / TRUNCATED_MEAN
+        expected = float((dof[inliers] * _table(TRUNCATED_MEAN, dof[inliers])).sum())
+        factor = float(d2[inliers].sum()) / max(expected * (1 - 6 / max(int(dof[inliers].sum()), 7)), 1e-9)
         try:
             covariance = np.linalg.inv(H) * max(factor, 1.0)
         except np.linalg.LinAlgError:
             return None
         if not np.isfinite(covariance).all():
             return None
-        return rotation, translation, 0.5 * (covariance + covariance.T), int(inliers.sum()), factor
+        return rotation, translation, 0.5 * (covariance + covariance.T), inliers, factor
 
 
 def _usable(depth, n: int, max_range: float) -> np.ndarray:
@@ -232,45 +249,56 @@ def _usable(depth, n: int, max_range: float) -> np.ndarray:
 
 def _robust_scale(d2: np.ndarray, dof: np.ndarray, selected: np.ndarray) -> float:
     """How much larger than the model's the residuals of the selected matches are (>= 1): the median of
-    their squared whitened residuals over the chi-square (2 dof) median."""
+    their squared whitened residuals, each over the chi-square median of its degrees of freedom."""
     selected = selected & (dof > 0)
     if not selected.any():
         return 1.0
-    return max(1.0, float(np.median(d2[selected])) / CHI2_2DOF_MEDIAN)
+    return max(1.0, float(np.median(d2[selected] / _table(CHI2_MEDIAN, dof[selected]))))
+
+
+def _table(values: dict[int, float], dof: np.ndarray) -> np.ndarray:
+    """values[dof] per match (0 where a match has no residual)."""
+    out = np.zeros(len(dof))
+    for k, v in values.items():
+        out[dof == k] = v
+    return out
 
 
 class _Views:
-    """The matches of one pair with the depth of either side, and their reprojection residuals.
+    """The matches of one pair with the depth of either side, and their residuals.
 
-    Per match, one residual: r_q, the map point (map pixel at map depth) projected into the query minus the
-    query pixel, when the map keypoint has depth; else r_m, the query point projected into the map frame
-    minus the map pixel, when the query keypoint has depth; else none. Its 2 x 2 covariance comes from the
-    noise of both pixels (pixel_sigma each) and of the depth (depth_sigma(z)). A match with both depths
-    keeps r_q only: r_q and r_m share both pixel errors, and for cameras a few metres apart their sum says
-    almost nothing but the depths, which their linearisation overweights (tried: a joint 4 x 4 covariance
-    gave NEES in the thousands in simulation).
+    Per match: r_q, the map point (map pixel at map depth) projected into the query minus the query pixel,
+    when the map keypoint has depth, and then also r_z, that point's depth in the query camera minus the
+    query's depth reading, when the query keypoint has one too (the RGB-D residual: it fixes the distance
+    along the view that the pixels leave to the map's depth alone); else r_m, the query point projected into
+    the map frame minus the map pixel, when only the query keypoint has depth; else nothing. The joint
+    covariance of a match's residuals comes from the noise sources they share: both pixels (pixel_sigma
+    each) and both depths (depth_sigma(z)). r_m is never paired with r_q: they share both pixel errors with
+    opposite signs, and for cameras a few metres apart their sum says almost nothing but the depths, which
+    the linearisation overweights (tried: NEES in the thousands in simulation).
     """
 
     def __init__(self, query_pts, map_pts, query_K, map_K, map_depth, query_depth, query_sigma, map_sigma, depth_sigma):
         self.query_pts, self.map_pts, self.query_K, self.map_K = query_pts, map_pts, query_K, map_K
         self.map_depth, self.query_depth = map_depth, query_depth
         self.has_map = np.isfinite(map_depth)
+        self.has_both = self.has_map & np.isfinite(query_depth)
         self.has_query = np.isfinite(query_depth) & ~self.has_map
-        self.dof = 2 * self.has_map.astype(int) + 2 * self.has_query.astype(int)
+        self.dof = 2 * self.has_map.astype(int) + 2 * self.has_query.astype(int) + self.has_both.astype(int)
         self.X_map = backproject(map_pts, np.where(self.has_map, map_depth, 1.0), map_K)
-        self.X_query = backproject(query_pts, np.where(self.has_query, query_depth, 1.0), query_K)
+        self.X_query = backproject(query_pts, np.where(np.isfinite(query_depth), query_depth, 1.0), query_K)
         n = len(query_pts)
         sources = np.zeros((n, 6))  # variances of: query pixel x, y; map pixel x, y; map depth; query depth
         sources[:, :2], sources[:, 2:4] = query_sigma ** 2, map_sigma ** 2
         sources[:, 4] = np.where(self.has_map, depth_sigma(np.nan_to_num(map_depth)) ** 2, 0.0)
-        sources[:, 5] = np.where(self.has_query, depth_sigma(np.nan_to_num(query_depth)) ** 2, 0.0)
+        sources[:, 5] = np.where(np.isfinite(query_depth), depth_sigma(np.nan_to_num(query_depth)) ** 2, 0.0)
         self.sources = sources
 
     def linearise(self, rotation, translation):
-        """Residuals (n x 4: r_q, r_m), their Jacobians by (dt, dtheta) of T_query_match (n x 4 x 6), weights
-        (n x 4 x 4, zero for the residual a match does not have) and degrees of freedom (n)."""
+        """Residuals (n x 5: r_q, r_m, r_z), their Jacobians by (dt, dtheta) of T_query_match (n x 5 x 6),
+        weights (n x 5 x 5, zero for the residuals a match does not have) and degrees of freedom (n)."""
         n = len(self.query_pts)
-        r, J, S = np.zeros((n, 4)), np.zeros((n, 4, 6)), np.zeros((n, 4, 6))
+        r, J, S = np.zeros((n, 5)), np.zeros((n, 5, 6)), np.zeros((n, 5, 6))
         # map points seen by the query: P = R X_map + t
         RX = self.X_map @ rotation.T
         d_pi, projected = _projection(RX + translation, self.query_K)
@@ -281,24 +309,31 @@ class _Views:
         J[:, :2] = d_pi @ dP
         S[:, :2, :2] = -np.eye(2)
         lateral_m = np.linalg.inv(self.map_K)[:, :2]
-        S[:, :2, 2:4] = d_pi @ (rotation @ lateral_m)[None] * np.where(self.has_map, self.map_depth, 0.0)[:, None, None]
-        S[:, :2, 4] = (d_pi @ ((self.X_map / np.where(self.has_map, self.map_depth, 1.0)[:, None]) @ rotation.T)[:, :, None])[..., 0]
+        across = (rotation @ lateral_m)[None] * np.where(self.has_map, self.map_depth, 0.0)[:, None, None]  # dP/d map px
+        along = (self.X_map / np.where(self.has_map, self.map_depth, 1.0)[:, None]) @ rotation.T  # dP/d map depth
+        S[:, :2, 2:4] = d_pi @ across
+        S[:, :2, 4] = (d_pi @ along[:, :, None])[..., 0]
+        # the map point's depth in the query camera against the query's reading there
+        r[:, 4] = RX[:, 2] + translation[2] - np.nan_to_num(self.query_depth)
+        J[:, 4] = dP[:, 2]
+        S[:, 4, 2:4], S[:, 4, 4], S[:, 4, 5] = across[:, 2], along[:, 2], -1.0
         # query points seen by the map frame: P = R^T (X_query - t)
         v = self.X_query - translation
         d_pi, projected = _projection(v @ rotation, self.map_K)
-        r[:, 2:] = projected - self.map_pts
+        r[:, 2:4] = projected - self.map_pts
         dP = np.zeros((n, 3, 6))
         dP[:, :, :3] = -rotation.T
         dP[:, :, 3:] = rotation.T[None] @ np.stack([skew(x) for x in v])  # R^T exp(-dtheta) v = R^T (v + [v]x dtheta)
-        J[:, 2:] = d_pi @ dP
-        S[:, 2:, 2:4] = -np.eye(2)
+        J[:, 2:4] = d_pi @ dP
+        S[:, 2:4, 2:4] = -np.eye(2)
         lateral_q = np.linalg.inv(self.query_K)[:, :2]
-        S[:, 2:, :2] = d_pi @ (rotation.T @ lateral_q)[None] * np.where(self.has_query, self.query_depth, 0.0)[:, None, None]
-        S[:, 2:, 5] = (d_pi @ ((self.X_query / np.where(self.has_query, self.query_depth, 1.0)[:, None]) @ rotation)[:, :, None])[..., 0]
-        missing = np.concatenate([np.repeat(~self.has_map[:, None], 2, 1), np.repeat(~self.has_query[:, None], 2, 1)], 1)
+        S[:, 2:4, :2] = d_pi @ (rotation.T @ lateral_q)[None] * np.where(self.has_query, self.query_depth, 0.0)[:, None, None]
+        S[:, 2:4, 5] = (d_pi @ ((self.X_query / np.where(self.has_query, self.query_depth, 1.0)[:, None]) @ rotation)[:, :, None])[..., 0]
+        missing = np.concatenate([np.repeat(~self.has_map[:, None], 2, 1), np.repeat(~self.has_query[:, None], 2, 1),
+                                  ~self.has_both[:, None]], 1)
         r[missing], S[missing] = 0.0, 0.0
         J[missing] = 0.0
-        C = S @ (self.sources[:, :, None] * S.transpose(0, 2, 1)) + np.eye(4)[None] * missing[:, :, None]
+        C = S @ (self.sources[:, :, None] * S.transpose(0, 2, 1)) + np.eye(5)[None] * missing[:, :, None]
         W = np.linalg.inv(C)
         W[missing] = 0.0
         W.transpose(0, 2, 1)[missing] = 0.0
