@@ -1,17 +1,15 @@
-"""Metric loop closures against the simulator's ground truth: the error of every accepted loop closure's
-relative pose, the consistency of its covariance (NEES), and the error of the localised camera pose.
+"""Metric loop closures against the simulator's ground truth, by where the depth comes from: the map's keypoint
+depths only, the query's depth image only, or both (the RGB-D residual), plus the depth-free baseline.
 
     python benchmarks/metric_loops.py --run demo_run/run --map demo_run/map [--lap lap_2] \
-        [--depth map|query|both] [--rerank xfeat-mnn] [--set name=value ...]
+        [--set rerank=xfeat-lighterglue --set temporal_window=0 ...] [--json out.json]
 
-The run is a `vpr_sim` output with depth; the map is built from its lap 1 with --camera-info-topic and
---depth-topic. `--depth map` uses the map's keypoint depths only (the query's depth image is withheld),
-`query` only the query's depth image (the map's keypoint depths are dropped in memory), `both` gives the
-localizer both. Settings are LocalizerConfig's defaults (the shipped ones) unless --set changes them.
-
-Errors are in the module convention of core/matching/metric.py: translation error |t_true - t| (m),
-rotation error the angle of R_true R^T (degrees); NEES = e^T P^-1 e of the 6-vector e, which has mean 6
-when the covariance P is right. The localised pose is compared with the query camera's true position.
+The run is a `vpr_sim` output with depth (the default); the map is built from its lap 1 with
+--camera-info-topic and --depth-topic (make demo's is). Every variant replays the lap through the core
+pipeline (the node's Localizer) with LocalizerConfig's defaults, the shipped ones, unless --set changes
+them, and is scored by core/evaluation/metric_eval.py (the figures vpr_eval prints): errors of the correct
+loop closures' relative poses, NEES of their covariances (mean 6 when right), and the localised camera
+position against the map frame's. Run it twice for the same machine figures.
 """
 
 import argparse
@@ -21,75 +19,46 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from vpr_ros.core.config import LocalizerConfig
-from vpr_ros.core.constraints import camera_pose
-from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.bag_source import BagDepth, read_bag_frames, read_camera_info, read_static_transform
+from vpr_ros.core.evaluation.metric_eval import metric_report
+from vpr_ros.core.evaluation.replay import replay_core
+from vpr_ros.core.maps.bag_source import BagDepth, read_camera_info, read_static_transform
 from vpr_ros.core.maps.map_store import VPRMap
-from vpr_ros.core.matching.metric import pose_error
-from vpr_ros.core.transforms import compose, inverse, pose_matrices
+from vpr_ros.tools.eval import ground_truth, replay_inputs
+
+VARIANTS = ("both", "map", "query", "none")  # whose depth the localizer gets
 
 
-def _summary(values) -> dict:
-    values = np.asarray(values, np.float64)
-    if not len(values):
-        return {"n": 0}
-    return {"n": int(len(values)), "median": float(np.median(values)), "p95": float(np.percentile(values, 95)),
-            "mean": float(values.mean()), "max": float(values.max())}
-
-
-def run(run_dir: Path, map_dir: Path, lap: str, depth_mode: str, overrides: dict, limit: int = 0) -> dict:
+def run_variant(run_dir: Path, map_dir: Path, lap: str, variant: str, config: LocalizerConfig,
+                distance_m: float) -> dict:
     bag = run_dir / lap
-    frames = read_bag_frames(bag, "/camera/image_raw", "/odom")
-    load = frames.loader()
-    depth = BagDepth(bag, "/camera/depth/image_raw")
-    K, _, optical = read_camera_info(bag, "/camera/camera_info")
-    body_camera = read_static_transform(bag, "base_link", optical)
     vpr_map = VPRMap.load(map_dir)
-    if depth_mode == "query" and vpr_map.local is not None:
-        vpr_map.local.depth = None
-    if vpr_map.camera is None or vpr_map.camera.camera_in_body is None:
-        raise SystemExit("the map records no camera mounting: build it with --camera-info-topic")
-    config = LocalizerConfig(**overrides)
-    localizer = Localizer(config, vpr_map)
-    t_err, r_err, nees, pos_err, old_pos_err, notes, metric_ms = [], [], [], [], [], {}, []
-    accepted = 0
-    table = frames.frames
-    count = len(table) if not limit else min(limit, len(table))
+    if variant in ("query", "none") and vpr_map.local is not None:
+        vpr_map.local.depth = None  # as if the map had been built without --depth-topic
+    items, queries = replay_inputs(bag, "/camera/image_raw", "/odom", None)
+    positives, _ = ground_truth(vpr_map, queries, distance_m, None, None)
+    K, _, optical = read_camera_info(bag, "/camera/camera_info")
+    depth = BagDepth(bag, "/camera/depth/image_raw") if variant in ("both", "query") else None
     start = time.perf_counter()
-    for i in range(count):
-        image = load(table.sources[i])
-        stamp = int(table.stamp_ns[i])
-        query_depth = depth(stamp) if depth_mode in ("query", "both") else None
-        result = localizer.process(image, stamp, camera_K=K, depth=query_depth)
-        if result.loop is None:
-            continue
-        accepted += 1
-        if result.metric is None:
-            notes[result.scale_note] = notes.get(result.scale_note, 0) + 1
-            continue
-        metric_ms.append(result.timings_ms.get("metric", float("nan")))
-        world_query = compose(table.pose[i], body_camera)
-        world_match = compose(result.loop.hypothesis.pose, vpr_map.camera.camera_in_body)
-        truth = compose(inverse(world_query), world_match)
-        true_r, true_t = pose_matrices(truth)
-        e = pose_error(result.metric.rotation, result.metric.translation, true_r, true_t)
-        t_err.append(float(np.linalg.norm(e[:3])))
-        r_err.append(float(np.degrees(np.linalg.norm(e[3:]))))
-        nees.append(float(e @ np.linalg.solve(result.metric.covariance, e)))
-        located = camera_pose(result.loop, result.metric, vpr_map.camera)
-        pos_err.append(float(np.linalg.norm(located[0][:3] - world_query[:3])))
-        old_pos_err.append(float(np.linalg.norm(np.asarray(result.loop.hypothesis.pose[:3]) - world_query[:3])))
+    records = replay_core(vpr_map, items, config, K, depth=depth)
     seconds = time.perf_counter() - start
-    return {"lap": str(bag), "map": str(map_dir), "depth": depth_mode, "frames": count, "accepted": accepted,
-            "metric": len(t_err), "fallback_notes": notes, "translation_error_m": _summary(t_err),
-            "rotation_error_deg": _summary(r_err), "nees": _summary(nees),
-            "nees_within_2x": float(np.mean(np.asarray(nees) <= 12.59)) if nees else None,  # chi2(6) 95 %: 12.59
-            "camera_position_error_m": _summary(pos_err), "map_frame_position_error_m": _summary(old_pos_err),
-            "metric_ms": _summary(metric_ms), "seconds": round(seconds, 1),
-            "config": {k: v for k, v in dataclasses.asdict(config).items() if k in overrides}}
+    report = metric_report(records, vpr_map, read_static_transform(bag, "base_link", optical), positives) or {}
+    metric_ms = [r.timings_ms["metric"] for r in records if "metric" in r.timings_ms]
+    report.update(variant=variant, seconds=round(seconds, 1),
+                  metric_ms_p50=sorted(metric_ms)[len(metric_ms) // 2] if metric_ms else None)
+    return report
+
+
+def _line(report: dict) -> str:
+    if not report.get("translation_error_m", {}).get("n"):
+        return (f"{report['variant']:6} {report.get('metric', 0)} of {report.get('loop_closures', 0)} metric; "
+                f"{report.get('direction_only', {})}")
+    t, r, n = report["translation_error_m"], report["rotation_error_deg"], report["nees"]
+    c, m = report["camera_position_error_m"], report["map_frame_position_error_m"]
+    return (f"{report['variant']:6} {report['metric']:3} of {report['loop_closures']:3} metric | translation "
+            f"{t['median']:.3f} / {t['p95']:.3f} m | rotation {r['median']:.2f} / {r['p95']:.2f} deg | NEES mean "
+            f"{n['mean']:.1f} median {n['median']:.1f} | camera position {c['median']:.3f} m (map frame "
+            f"{m['median']:.2f} m) | PnP {report['metric_ms_p50']:.1f} ms p50")
 
 
 def main(argv=None) -> int:
@@ -97,22 +66,27 @@ def main(argv=None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="vpr_sim output folder (with depth)")
     parser.add_argument("--map", type=Path, required=True, help="map of lap 1, built with depth")
     parser.add_argument("--lap", default="lap_2")
-    parser.add_argument("--depth", choices=("map", "query", "both"), default="map")
+    parser.add_argument("--distance", type=float, default=5.0, help="a map frame within this many metres is right")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="a LocalizerConfig setting (e.g. rerank=xfeat-lighterglue)")
-    parser.add_argument("--limit", type=int, default=0, help="first N frames only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    overrides = {}
     fields = {f.name: f for f in dataclasses.fields(LocalizerConfig)}
+    overrides = {}
     for item in args.set:
         name, _, value = item.partition("=")
         default = fields[name].default
         overrides[name] = value if isinstance(default, str) or default is None else type(default)(value)
-    report = run(args.run, args.map, args.lap, args.depth, overrides, args.limit)
-    print(json.dumps(report, indent=2))
+    config = LocalizerConfig(**overrides)
+    print(f"{args.run / args.lap} against {args.map}; settings changed from the shipped ones: {overrides or 'none'}")
+    print("(errors: median / p95 over the correct loop closures; NEES mean is 6 when the covariance is right)")
+    reports = []
+    for variant in args.variants.split(","):
+        reports.append(run_variant(args.run, args.map, args.lap, variant, config, args.distance))
+        print(_line(reports[-1]), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        args.json.write_text(json.dumps({"settings": overrides, "reports": reports}, indent=2) + "\n")
     return 0
 
 

@@ -47,7 +47,8 @@ def example_loop_closure():
     msg.query_stamp.sec, msg.match_stamp.sec = 1_700_000_000, 1_699_999_000
     msg.relative_pose.position.x, msg.relative_pose.orientation.w = 0.6, 1.0
     msg.covariance = [float(i) for i in range(36)]
-    msg.translation_scale_known = False
+    msg.translation_scale_known, msg.scale_note = False, "no depth: neither the map frame nor the query has any"
+    msg.match_frame_id = "map_camera_optical"
     msg.probability, msg.global_similarity, msg.inlier_count = 0.875, 0.5, 150
     msg.method, msg.method_detail = LoopClosure.METHOD_ESSENTIAL, "xfeat+lighterglue/magsac++"
     return msg

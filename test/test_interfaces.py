@@ -96,11 +96,11 @@ def test_rosbags_reads_interface_definitions(tmp_path):
 
     bag_msg = Msg(
         header=Header(stamp=Time(sec=want.header.stamp.sec, nanosec=0), frame_id=want.header.frame_id),
-        query_key=want.query_key, query_stamp=Time(sec=want.query_stamp.sec, nanosec=0),
+        match_frame_id=want.match_frame_id, query_key=want.query_key, query_stamp=Time(sec=want.query_stamp.sec, nanosec=0),
         match_key=want.match_key, match_stamp=Time(sec=want.match_stamp.sec, nanosec=0),
         map_name=want.map_name,
         relative_pose=Pose(position=Point(x=0.6, y=0.0, z=0.0), orientation=Quat(x=0.0, y=0.0, z=0.0, w=1.0)),
-        covariance=np.arange(36, dtype=np.float64), translation_scale_known=False,
+        covariance=np.arange(36, dtype=np.float64), translation_scale_known=False, scale_note=want.scale_note,
         probability=np.float32(0.875), global_similarity=np.float32(0.5), inlier_count=150,
         method=3, method_detail=want.method_detail)
 

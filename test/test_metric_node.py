@@ -45,6 +45,9 @@ def test_shipped_defaults_give_metric_loop_closures_near_the_truth(depth_run):
     assert 2.0 < metric["nees"]["mean"] < 20.0, metric["nees"]
     assert metric["camera_position_error_m"]["median"] < 0.5 * metric["map_frame_position_error_m"]["median"]
     assert report["loop_closure"]["methods"] == {"pnp_depth": metric["loop_closures"]}
+    # the whole query on the device (here the CPU): the accepted pair is matched again on the host for its pose
+    device = replay(depth_run, "depth_map", depth=True, config=LocalizerConfig(device_query="on", backend="torch"))[0]
+    assert device["metric"]["metric"] == device["metric"]["loop_closures"] == metric["loop_closures"]
     # the query's depth alone (a map built without depth) still gives metric edges
     query_only = replay(depth_run, "map", depth=True)[0]["metric"]
     assert query_only["metric"] >= 0.8 * query_only["loop_closures"] > 0

@@ -19,7 +19,7 @@ import numpy as np
 from vpr_ros.core.localizer import PlaceResult
 from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.matching.metric import MetricPose, invert, propagate
-from vpr_ros.core.transforms import compose, pose7, pose_matrices, quaternion_xyzw
+from vpr_ros.core.matching.transforms import compose, pose7, pose_matrices, quaternion_xyzw
 from vpr_ros.core.uncertainty.features import position_covariance
 
 UNKNOWN_VARIANCE = 1e6  # covariance entry for a degree of freedom the measurement does not constrain

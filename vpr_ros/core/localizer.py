@@ -188,7 +188,7 @@ class Localizer:
         if features is not None and depth is not None:
             features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
         if result.loop is not None:
-            self._metric(result, features, camera_K, depth_note)
+            self._metric(result, image, features, camera_K, depth, depth_K, depth_note)
         if self.config.mode == "slam":
             result.map_key = self._add(result.descriptor, stamp_ns, pose, features)
         self.frames_processed += 1
@@ -215,9 +215,10 @@ class Localizer:
         camera = self.vpr_map.camera if self.vpr_map is not None else None
         return camera.K if camera is not None else camera_K
 
-    def _metric(self, result: FrameResult, features: LocalFeatures | None, camera_K: np.ndarray | None,
+    def _metric(self, result: FrameResult, image: np.ndarray, features: LocalFeatures | None,
+                camera_K: np.ndarray | None, depth: np.ndarray | None, depth_K: np.ndarray | None,
                 depth_note: str) -> None:
-        """The loop closure's metric pose from the depth of its inlier matches, or why there is none."""
+        """The loop closure's metric pose from the depth of its matches, or why there is none."""
         place = result.loop
         if not place.verified:
             result.scale_note = "the loop closure is not geometrically verified"
@@ -225,11 +226,16 @@ class Localizer:
         if camera_K is None:
             result.scale_note = "no camera intrinsics (camera_info_topic): no relative pose"
             return
-        if place.matches is None or features is None:
-            result.scale_note = "the matches stayed on the device (device_query): no metric pose"
-            return
         t0 = time.perf_counter()
         stored = self.vpr_map.local[place.hypothesis.key]
+        if place.matches is None or features is None:  # matched on the device: match this one pair here
+            if stored.depth is None and depth is None:
+                result.scale_note = depth_note or "no depth: the map frame's keypoints have none and no depth image came"
+                return
+            features = self._extractor().extract([image])[0]
+            if depth is not None:
+                features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
+            place.matches = self.reranker.matcher.match(features, [stored])[0]
         query_idx, map_idx = place.matches.query_idx, place.matches.map_idx  # PnP RANSAC picks its own inliers
         map_depth = stored.depth[map_idx] if stored.depth is not None else None
         query_depth = features.depth[query_idx] if features.depth is not None else None

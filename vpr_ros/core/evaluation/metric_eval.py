@@ -15,7 +15,7 @@ import numpy as np
 
 from vpr_ros.core.evaluation.replay import PROCESSED, QueryRecord
 from vpr_ros.core.matching.metric import pose_error
-from vpr_ros.core.transforms import compose, inverse, pose_matrices
+from vpr_ros.core.matching.transforms import compose, inverse, pose_matrices
 
 
 def _summary(values) -> dict:
