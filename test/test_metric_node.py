@@ -102,16 +102,18 @@ def test_the_node_publishes_metric_edges_and_refuses_bad_depth_by_name(depth_run
         assert spin_until(executor, lambda: image_pub.get_subscription_count() and depth_pub.get_subscription_count()
                           and info_pub.get_subscription_count(), 60), "the node did not come up"
 
-        def send(stamp_s: int, depth_msg, timeout_s: float = 90):
+        def send(stamp_s: int, depth_msg, timeout_s: float = 90, depth_after: bool = False):
             stamp = stamp_s * 10**9
             info.header.stamp.sec = stamp_s
             info_pub.publish(info)
-            if depth_msg is not None:
+            if depth_msg is not None and not depth_after:
                 depth_pub.publish(depth_msg)
                 spin_until(executor, lambda: False, 0.2)
             image = image_msg(rgb, stamp)
             image.header.frame_id = "camera_optical"
             image_pub.publish(image)
+            if depth_after:  # the depth image arrives after its colour frame: the node waits for it
+                depth_pub.publish(depth_msg)
             assert spin_until(executor, lambda: any(m.query_stamp.sec == stamp_s for m in loops), timeout_s), \
                 f"no loop closure for the frame stamped {stamp_s}"
             return next(m for m in loops if m.query_stamp.sec == stamp_s)
@@ -150,6 +152,8 @@ def test_the_node_publishes_metric_edges_and_refuses_bad_depth_by_name(depth_run
             {k: diag(k) for k in ("bad_depth", "stale_depth", "metric_loop_closures")}
         again = send(106, _depth_16uc1(depth, 106 * 10**9))  # still serving, and metric again
         assert again.translation_scale_known
+        late = send(107, _depth_16uc1(depth, 107 * 10**9), depth_after=True)
+        assert late.translation_scale_known, late.scale_note
     out = ended["output"]
     assert ended["returncode"] == 0, out
     assert "Traceback" not in out and "depth image rejected" in out, out

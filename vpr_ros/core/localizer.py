@@ -52,6 +52,7 @@ from vpr_ros.core.runtime.backends import Encoded, make_backend
 from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
 from vpr_ros.core.runtime.threads import set_cpu_threads
 
+NO_DEPTH = "no depth: the map frame's keypoints have none and no depth image came with the frame"
 MAX_ROTATION_DISAGREEMENT_DEG = 15.0  # PnP vs the verified two-view rotation (simulated revisits: mostly < 8 deg)
 
 
@@ -228,9 +229,10 @@ class Localizer:
             return
         t0 = time.perf_counter()
         stored = self.vpr_map.local[place.hypothesis.key]
+        no_depth = result.scale_note or depth_note or NO_DEPTH
         if place.matches is None or features is None:  # matched on the device: match this one pair here
             if stored.depth is None and depth is None:
-                result.scale_note = depth_note or "no depth: the map frame's keypoints have none and no depth image came"
+                result.scale_note = no_depth
                 return
             features = self._extractor().extract([image])[0]
             if depth is not None:
@@ -240,8 +242,7 @@ class Localizer:
         map_depth = stored.depth[map_idx] if stored.depth is not None else None
         query_depth = features.depth[query_idx] if features.depth is not None else None
         if map_depth is None and query_depth is None:
-            result.scale_note = result.scale_note or depth_note or (
-                "no depth: the map frame's keypoints have none and no depth image came with the frame")
+            result.scale_note = no_depth
             return
         metric, note = self.metric.estimate(features.keypoints[query_idx], stored.keypoints[map_idx], camera_K,
                                             self.map_K(camera_K), features.image_size, stored.image_size,

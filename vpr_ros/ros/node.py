@@ -119,7 +119,7 @@ class LocalizerNode(Node):
         if p["camera_info_topic"]:
             self.create_subscription(CameraInfo, p["camera_info_topic"], self._guarded(self._on_camera_info), qos)
         self._depths: collections.deque = collections.deque(maxlen=30)  # (stamp ns, msg), newest last
-        self._depth_lock = threading.Lock()
+        self._depth_arrived = threading.Condition()
         self.depth_camera = CameraIntrinsics()
         if p["depth_topic"]:
             self.create_subscription(Image, p["depth_topic"], self._guarded(self._on_depth), qos)
@@ -175,8 +175,9 @@ class LocalizerNode(Node):
 
     def _on_depth(self, msg: Image) -> None:
         """Keep the recent depth images; the processing loop pairs each frame with the nearest in stamp."""
-        with self._depth_lock:
+        with self._depth_arrived:
             self._depths.append((stamp_to_ns(msg.header.stamp), msg))
+            self._depth_arrived.notify_all()
 
     def _on_depth_camera_info(self, msg: CameraInfo) -> None:
         roi = msg.roi
@@ -187,14 +188,28 @@ class LocalizerNode(Node):
             self._warn_once(f"depth info:{list(msg.k)}", f"camera info on {self.params['depth_camera_info_topic']} "
                                                          f"ignored: {error}")
 
+    def _wait_for_depth(self, stamp_ns: int, tolerance_ns: int) -> list:
+        """The recent depth images, once one lies within the tolerance of the frame, a newer one shows that
+        none will, or depth_wait_s passed (depth and colour travel on separate topics)."""
+        deadline = time.monotonic() + self.params["depth_wait_s"]
+        with self._depth_arrived:
+            while True:
+                candidates = list(self._depths)
+                if any(abs(stamp - stamp_ns) <= tolerance_ns for stamp, _ in candidates) or (
+                        candidates and candidates[-1][0] > stamp_ns + tolerance_ns):
+                    return candidates
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._queue.closed:
+                    return candidates
+                self._depth_arrived.wait(remaining)
+
     def _depth_for(self, stamp_ns: int) -> tuple[np.ndarray | None, np.ndarray | None, str]:
         """(depth in metres, its own K or None, why none) for the colour frame of `stamp_ns`; a depth image
         that cannot be used is counted and said (throttled), never raised."""
         if not self.params["depth_topic"]:
             return None, None, ""
-        with self._depth_lock:
-            candidates = list(self._depths)
         tolerance = self.params["depth_tolerance_s"]
+        candidates = self._wait_for_depth(stamp_ns, int(tolerance * 1e9))
         if not candidates:
             self.health.count("stale_depth")
             note = f"no depth image received on {self.params['depth_topic']}"

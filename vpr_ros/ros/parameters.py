@@ -24,6 +24,8 @@ NODE_PARAMETERS = {
     "depth_tolerance_s": (0.05, "a depth image is used with a colour frame only when their stamps differ by at "
                           "most this; otherwise the loop closure keeps a translation direction (counted, warned)",
                           (0.0, 10.0)),
+    "depth_wait_s": (0.1, "a frame whose depth image has not arrived yet waits at most this long for it (colour and "
+                     "depth travel on separate topics and may arrive in either order)", (0.0, 10.0)),
     "odom_topic": ("", "nav_msgs/Odometry topic: keyframe motion gate and slam keyframe poses; empty: none", None),
     "odom_timeout_s": (0.5, "odometry older than this when an image arrives is stale: the frame gets no pose "
                        "(counted, warned)", (0.001, 3600.0)),

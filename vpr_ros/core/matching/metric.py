@@ -44,6 +44,7 @@ class MetricSettings:
     ransac_threshold_px: float = 6.0  # at 640 pixels wide
     min_inliers: int = 12  # PnP inliers a metric pose needs
     max_range_m: float = 40.0  # 3-D points farther than this are left out
+    max_variance_factor: float = 9.0  # residuals 3x the modelled noise: the matches fit no rigid pose
 
     def depth_sigma(self, z: np.ndarray) -> np.ndarray:
         return self.depth_sigma_m + self.depth_sigma_per_m2 * np.square(z)
@@ -159,6 +160,9 @@ class MetricEstimator:
         kept = int(inliers.sum())
         if kept < s.min_inliers:
             return None, f"{kept} of {points} points fit the refined pose, fewer than {s.min_inliers}"
+        if factor > s.max_variance_factor:
+            return None, (f"the {kept} points fit the pose only at {math.sqrt(factor):.1f} times the modelled noise "
+                          f"(more than {math.sqrt(s.max_variance_factor):.0f}): no metric pose")
         other = self._ransac(views, side, threshold, exclude=inliers)  # repeated structure: a second pose
         if other is not None and other[2] >= max(s.min_inliers, AMBIGUOUS_SHARE * kept):
             apart = float(np.linalg.norm(other[1] - translation))
