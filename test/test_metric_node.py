@@ -157,3 +157,34 @@ def test_the_node_publishes_metric_edges_and_refuses_bad_depth_by_name(depth_run
     out = ended["output"]
     assert ended["returncode"] == 0, out
     assert "Traceback" not in out and "depth image rejected" in out, out
+
+
+@pytest.mark.slow
+def test_slam_mode_keeps_keypoint_depths_and_closes_the_second_lap_metrically(depth_run):
+    """slam without a map, both laps in one stream with their depth images: the online map keeps the
+    keyframes' keypoint depths, and the second lap's loop closures are metric and near the truth."""
+    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.maps.bag_source import BagDepth, read_bag_frames, read_camera_info, read_static_transform
+    from vpr_ros.core.matching.metric import pose_error
+    from vpr_ros.core.matching.transforms import compose, inverse, pose_matrices
+
+    localizer = Localizer(LocalizerConfig(mode="slam", bootstrap_frames=10, exclude_recent_s=5.0, temporal_window=0))
+    errors = []
+    for lap in ("lap_1", "lap_2"):
+        bag = depth_run / "run" / lap
+        frames = read_bag_frames(bag, "/camera/image_raw", "/odom")
+        load, depth = frames.loader(), BagDepth(bag, DEPTH_TOPIC)
+        K, _, optical = read_camera_info(bag, "/camera/camera_info")
+        mounting = read_static_transform(bag, "base_link", optical)
+        table = frames.frames
+        for i in range(len(table)):
+            stamp = int(table.stamp_ns[i])
+            result = localizer.process(load(table.sources[i]), stamp, table.pose[i], K, depth(stamp))
+            if lap == "lap_2" and result.loop is not None and result.loop.hypothesis.key < 24:
+                assert result.metric is not None, result.scale_note
+                truth = compose(inverse(compose(table.pose[i], mounting)),
+                                compose(result.loop.hypothesis.pose, mounting))
+                e = pose_error(result.metric.rotation, result.metric.translation, *pose_matrices(truth))
+                errors.append(np.linalg.norm(e[:3]))
+    assert localizer.vpr_map.local.depth is not None and np.isfinite(localizer.vpr_map.local.depth).mean() > 0.2
+    assert len(errors) >= 5 and np.median(errors) < 0.4, errors
