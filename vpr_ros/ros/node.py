@@ -42,6 +42,9 @@ from vpr_ros.ros.parameters import PARAMETERS, check_parameters, descriptor, loc
 from vpr_ros.ros.ros_logging import RosoutHandler
 
 
+DEPTH_STREAM_GAP_NS = 2_000_000_000  # no depth image for this long before a frame: the stream stopped, do not wait
+
+
 class LocalizerNode(Node):
     """Parameters, subscriptions, one processing loop and the publishers around a core Localizer."""
 
@@ -190,13 +193,15 @@ class LocalizerNode(Node):
 
     def _wait_for_depth(self, stamp_ns: int, tolerance_ns: int) -> list:
         """The recent depth images, once one lies within the tolerance of the frame, a newer one shows that
-        none will, or depth_wait_s passed (depth and colour travel on separate topics)."""
+        none will, or depth_wait_s passed (depth and colour travel on separate topics). A depth stream that
+        stopped (nothing within DEPTH_STREAM_GAP_NS of the frame) is not waited for."""
         deadline = time.monotonic() + self.params["depth_wait_s"]
         with self._depth_arrived:
             while True:
                 candidates = list(self._depths)
                 if any(abs(stamp - stamp_ns) <= tolerance_ns for stamp, _ in candidates) or (
-                        candidates and candidates[-1][0] > stamp_ns + tolerance_ns):
+                        candidates and candidates[-1][0] > stamp_ns + tolerance_ns) or (
+                        not candidates or stamp_ns - candidates[-1][0] > DEPTH_STREAM_GAP_NS):
                     return candidates
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._queue.closed:
