@@ -50,15 +50,15 @@ def run_variant(run_dir: Path, map_dir: Path, lap: str, variant: str, config: Lo
 
 
 def _line(report: dict) -> str:
-    if not report.get("translation_error_m", {}).get("n"):
+    if not report.get("translation_error_m", {}).get("count"):
         return (f"{report['variant']:6} {report.get('metric', 0)} of {report.get('loop_closures', 0)} metric; "
                 f"{report.get('direction_only', {})}")
     t, r, n = report["translation_error_m"], report["rotation_error_deg"], report["nees"]
     c, m = report["camera_position_error_m"], report["map_frame_position_error_m"]
     return (f"{report['variant']:6} {report['metric']:3} of {report['loop_closures']:3} metric | translation "
-            f"{t['median']:.3f} / {t['p95']:.3f} m | rotation {r['median']:.2f} / {r['p95']:.2f} deg | NEES mean "
-            f"{n['mean']:.1f} median {n['median']:.1f} | camera position {c['median']:.3f} m (map frame "
-            f"{m['median']:.2f} m) | PnP {report['metric_ms_p50']:.1f} ms p50")
+            f"{t['p50']:.3f} / {t['p95']:.3f} m | rotation {r['p50']:.2f} / {r['p95']:.2f} deg | NEES mean "
+            f"{n['mean']:.1f} median {n['p50']:.1f} | camera position {c['p50']:.3f} m (map frame "
+            f"{m['p50']:.2f} m) | PnP {report['metric_ms_p50']:.1f} ms p50")
 
 
 def main(argv=None) -> int:

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth, to_metres
-from vpr_ros.core.matching.metric import (MetricEstimator, MetricSettings, invert, matrix_to_rotvec, pose_error,
-                                          propagate, rotvec_to_matrix)
+from vpr_ros.core.matching.metric import MetricEstimator, MetricSettings, pose_error, propagate
+from vpr_ros.core.matching.transforms import invert, matrix_to_rotvec, rotvec_to_matrix
 
 K = np.array([[320.0, 0, 319.5], [0, 320.0, 239.5], [0, 0, 1]])
 

@@ -41,9 +41,9 @@ def test_shipped_defaults_give_metric_loop_closures_near_the_truth(depth_run):
     metric = report["metric"]
     assert report["loop_closure"]["false"] == 0 and metric["loop_closures"] >= 8
     assert metric["metric"] == metric["loop_closures"], metric["direction_only"]
-    assert metric["translation_error_m"]["median"] < 0.4 and metric["rotation_error_deg"]["median"] < 2.0, metric
+    assert metric["translation_error_m"]["p50"] < 0.4 and metric["rotation_error_deg"]["p50"] < 2.0, metric
     assert 2.0 < metric["nees"]["mean"] < 20.0, metric["nees"]
-    assert metric["camera_position_error_m"]["median"] < 0.5 * metric["map_frame_position_error_m"]["median"]
+    assert metric["camera_position_error_m"]["p50"] < 0.5 * metric["map_frame_position_error_m"]["p50"]
     assert report["loop_closure"]["methods"] == {"pnp_depth": metric["loop_closures"]}
     # the whole query on the device (here the CPU): the accepted pair is matched again on the host for its pose
     device = replay(depth_run, "depth_map", depth=True, config=LocalizerConfig(device_query="on", backend="torch"))[0]
@@ -51,7 +51,7 @@ def test_shipped_defaults_give_metric_loop_closures_near_the_truth(depth_run):
     # the query's depth alone (a map built without depth) still gives metric edges
     query_only = replay(depth_run, "map", depth=True)[0]["metric"]
     assert query_only["metric"] >= 0.8 * query_only["loop_closures"] > 0
-    assert query_only["translation_error_m"]["median"] < 0.5
+    assert query_only["translation_error_m"]["p50"] < 0.5
     # no depth anywhere: direction-only edges that say why
     none = replay(depth_run, "map", depth=False)[0]["metric"]
     assert none["metric"] == 0 and all(why.startswith("no depth") for why in none["direction_only"]), none

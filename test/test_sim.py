@@ -7,7 +7,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from vpr_ros.core.maps.bag_source import read_bag_frames, read_camera_matrix
+from vpr_ros.core.maps.bag_source import read_bag_frames, read_camera_info
 from vpr_ros.sim.render import Camera, rotation
 from vpr_ros.sim.run import SimRun
 from vpr_ros.sim.world import Route, StreetWorld
@@ -106,7 +106,7 @@ def test_vpr_sim_writes_replayable_deterministic_bags(tmp_path, capsys):
     assert len(frames) == 10 and frames.has_pose.all()
     stamps, poses, _ = SimRun({"frames": 10, "width": 160, "height": 120, "seed": 4}).trajectory(0)
     assert np.array_equal(frames.stamp_ns, stamps) and np.allclose(frames.pose[:, :2], poses[:, :2])
-    K = read_camera_matrix(tmp_path / "a" / "lap_2", "/camera/camera_info")
+    K = read_camera_info(tmp_path / "a" / "lap_2", "/camera/camera_info")[0]
     assert np.allclose(K, Camera(160, 120).K)
     tf = read_bag_frames(tmp_path / "a" / "lap_2", "/camera/image_raw", tf_frames=("map", "base_link")).frames
     assert tf.has_pose.all()

@@ -18,8 +18,8 @@ import numpy as np
 
 from vpr_ros.core.localizer import PlaceResult
 from vpr_ros.core.maps.map_camera import MapCamera
-from vpr_ros.core.matching.metric import MetricPose, invert, propagate
-from vpr_ros.core.matching.transforms import compose, pose7, pose_matrices, quaternion_xyzw
+from vpr_ros.core.matching.metric import MetricPose, propagate
+from vpr_ros.core.matching.transforms import compose, invert, pose7, pose_matrices, quaternion_xyzw
 from vpr_ros.core.uncertainty.features import position_covariance
 
 UNKNOWN_VARIANCE = 1e6  # covariance entry for a degree of freedom the measurement does not constrain
@@ -47,7 +47,7 @@ def loop_constraint(place: PlaceResult, matcher: str | None, metric: MetricPose 
     with the inlier count, the rest unknown, and `scale_note` saying why."""
     v = place.verification
     if metric is not None and place.verified:
-        detail = (f"{matcher}, PnP on {metric.inlier_count} of {metric.points} inlier matches with {metric.depth_from} "
+        detail = (f"{matcher}, PnP on {metric.inlier_count} of {metric.points} matches with {metric.depth_from} "
                   f"depth, variance factor {metric.variance_factor:.2f}")
         return LoopConstraint("pnp_depth", detail, quaternion_xyzw(metric.rotation), metric.translation.copy(),
                               metric.covariance.copy(), v.inlier_count, True, "")

@@ -45,7 +45,8 @@ from vpr_ros.core.matching.geometry import Verifiable, Verification
 from vpr_ros.core.matching.local_features import (LocalExtractor, LocalFeatures, LocalFeatureTable,
                                                   features_from_joint)
 from vpr_ros.core.matching.matchers import Matches
-from vpr_ros.core.matching.metric import MetricEstimator, MetricPose, MetricSettings, rotation_angle_deg
+from vpr_ros.core.matching.metric import MetricEstimator, MetricPose, MetricSettings
+from vpr_ros.core.matching.transforms import rotation_angle_deg
 from vpr_ros.core.matching.ransac import make_verifier
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.runtime.backends import Encoded, make_backend
@@ -186,11 +187,10 @@ class Localizer:
         if uncertain is not None and result.places:
             self._score(result, uncertain)
         result.loop = self._accept(result.places, result.accept_min_probability)
-        if features is not None and depth is not None:
-            features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
         if result.loop is not None:
             self._metric(result, image, features, camera_K, depth, depth_K, depth_note)
-        if self.config.mode == "slam":
+        if self.config.mode == "slam":  # the online map keeps the keyframe's keypoint depths
+            _with_depth(features, depth, camera_K, depth_K)
             result.map_key = self._add(result.descriptor, stamp_ns, pose, features)
         self.frames_processed += 1
         result.timings_ms["pipeline"] = (time.perf_counter() - start) * 1e3
@@ -229,21 +229,16 @@ class Localizer:
             return
         t0 = time.perf_counter()
         stored = self.vpr_map.local[place.hypothesis.key]
-        no_depth = result.scale_note or depth_note or NO_DEPTH
+        if stored.depth is None and depth is None:
+            result.scale_note = result.scale_note or depth_note or NO_DEPTH
+            return
         if place.matches is None or features is None:  # matched on the device: match this one pair here
-            if stored.depth is None and depth is None:
-                result.scale_note = no_depth
-                return
             features = self._extractor().extract([image])[0]
-            if depth is not None:
-                features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
             place.matches = self.reranker.matcher.match(features, [stored])[0]
+        _with_depth(features, depth, camera_K, depth_K)
         query_idx, map_idx = place.matches.query_idx, place.matches.map_idx  # PnP RANSAC picks its own inliers
         map_depth = stored.depth[map_idx] if stored.depth is not None else None
         query_depth = features.depth[query_idx] if features.depth is not None else None
-        if map_depth is None and query_depth is None:
-            result.scale_note = no_depth
-            return
         metric, note = self.metric.estimate(features.keypoints[query_idx], stored.keypoints[map_idx], camera_K,
                                             self.map_K(camera_K), features.image_size, stored.image_size,
                                             map_depth, query_depth)
@@ -556,8 +551,7 @@ class Localizer:
             extracted = extractor.extract([f[0] for f in frames])
             for features, frame in zip(extracted, frames):
                 if frame[3] is not None:
-                    depth, camera_K, depth_K = frame[3]
-                    features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
+                    _with_depth(features, *frame[3])
             local = LocalFeatureTable.build(extracted, config.max_keypoints, extractor.dim)
             local_conf = extractor.config()
         self.vpr_map = VPRMap.create("online", descriptor, descriptors, table, frame_id=self.pose_frame_id,
@@ -567,6 +561,12 @@ class Localizer:
         self.sequence, self._rows = self._sequence(self.vpr_map, ordered=True)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
+
+
+def _with_depth(features: LocalFeatures | None, depth: np.ndarray | None, camera_K, depth_K) -> None:
+    """Give `features` their keypoints' depth from the frame's depth image, once (no-op without either)."""
+    if features is not None and depth is not None and features.depth is None:
+        features.depth = keypoint_depth(depth, features.keypoints, camera_K, depth_K)
 
 
 def _pose_or_nan(pose) -> np.ndarray:

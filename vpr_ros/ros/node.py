@@ -168,28 +168,25 @@ class LocalizerNode(Node):
 
     # ---- inputs -----------------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._update_intrinsics(self.camera, msg, "camera_info_topic", "frames are verified without a pose")
+
+    def _on_depth_camera_info(self, msg: CameraInfo) -> None:
+        self._update_intrinsics(self.depth_camera, msg, "depth_camera_info_topic", "depth images are not used")
+
+    def _update_intrinsics(self, camera: CameraIntrinsics, msg: CameraInfo, topic: str, consequence: str) -> None:
+        """A CameraInfo into `camera`; one that cannot be used is counted and warned once, with `consequence`."""
         roi = msg.roi
-        error = self.camera.update(msg.k, (int(msg.width), int(msg.height)),
-                                   (roi.x_offset, roi.y_offset, roi.width, roi.height))
+        error = camera.update(msg.k, (int(msg.width), int(msg.height)), (roi.x_offset, roi.y_offset, roi.width, roi.height))
         if error is not None:
             self.health.count("bad_camera_info")
-            self._warn_once(f"info:{list(msg.k)}", f"camera info on {self.params['camera_info_topic']} ignored: "
-                                                   f"{error}; frames are verified without a pose")
+            self._warn_once(f"{topic}:{list(msg.k)}", f"camera info on {self.params[topic]} ignored: {error}; "
+                                                      f"{consequence}")
 
     def _on_depth(self, msg: Image) -> None:
         """Keep the recent depth images; the processing loop pairs each frame with the nearest in stamp."""
         with self._depth_arrived:
             self._depths.append((stamp_to_ns(msg.header.stamp), msg))
             self._depth_arrived.notify_all()
-
-    def _on_depth_camera_info(self, msg: CameraInfo) -> None:
-        roi = msg.roi
-        error = self.depth_camera.update(msg.k, (int(msg.width), int(msg.height)),
-                                         (roi.x_offset, roi.y_offset, roi.width, roi.height))
-        if error is not None:
-            self.health.count("bad_camera_info")
-            self._warn_once(f"depth info:{list(msg.k)}", f"camera info on {self.params['depth_camera_info_topic']} "
-                                                         f"ignored: {error}")
 
     def _wait_for_depth(self, stamp_ns: int, tolerance_ns: int) -> list:
         """The recent depth images, once one lies within the tolerance of the frame, a newer one shows that
@@ -215,17 +212,15 @@ class LocalizerNode(Node):
             return None, None, ""
         tolerance = self.params["depth_tolerance_s"]
         candidates = self._wait_for_depth(stamp_ns, int(tolerance * 1e9))
-        if not candidates:
+        note = f"no depth image received on {self.params['depth_topic']}"
+        if candidates:
+            stamp, msg = min(candidates, key=lambda item: abs(item[0] - stamp_ns))
+            offset = (stamp - stamp_ns) * 1e-9
+            note = "" if abs(offset) <= tolerance else (
+                f"the nearest depth image is {abs(offset):.3f} s {'older' if offset < 0 else 'newer'} than the frame "
+                f"(depth_tolerance_s {tolerance:g})")
+        if note:
             self.health.count("stale_depth")
-            note = f"no depth image received on {self.params['depth_topic']}"
-            self.get_logger().warning(f"{note}: loop closures keep a translation direction", throttle_duration_sec=10.0)
-            return None, None, note
-        stamp, msg = min(candidates, key=lambda item: abs(item[0] - stamp_ns))
-        offset = (stamp - stamp_ns) * 1e-9
-        if abs(offset) > tolerance:
-            self.health.count("stale_depth")
-            note = (f"the nearest depth image is {abs(offset):.3f} s {'older' if offset < 0 else 'newer'} than the "
-                    f"frame (depth_tolerance_s {tolerance:g})")
             self.get_logger().warning(f"{note}: loop closures keep a translation direction", throttle_duration_sec=10.0)
             return None, None, note
         try:

@@ -146,12 +146,11 @@ class SimRun:
             rng = np.random.default_rng([self.conf["seed"], 3, lap, i])
             pose7 = np.concatenate([[x, y, z], quaternion_from_rpy(roll, pitch, yaw)])
             if self.depth_sensor is None:
-                image = self.renderer.render(pose, look, cars, rng)
-                yield SimFrame(lap, i, int(stamp), pose7, np.array([roll, pitch, yaw]), float(s[i]), image)
-                continue
-            image, true_depth = self.renderer.render(pose, look, cars, rng, with_depth=True)
-            depth_rng = np.random.default_rng([self.conf["seed"], 4, lap, i])  # the colour noise stays as it was
-            depth = self.depth_sensor.measure(true_depth, self.camera.focal, depth_rng)
+                image, depth, true_depth = self.renderer.render(pose, look, cars, rng), None, None
+            else:
+                image, true_depth = self.renderer.render(pose, look, cars, rng, with_depth=True)
+                depth_rng = np.random.default_rng([self.conf["seed"], 4, lap, i])  # the colour noise stays as it was
+                depth = self.depth_sensor.measure(true_depth, self.camera.focal, depth_rng)
             yield SimFrame(lap, i, int(stamp), pose7, np.array([roll, pitch, yaw]), float(s[i]), image, depth,
                            true_depth)
 

@@ -79,7 +79,9 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     vpr_map = VPRMap.load(map_dir, checkpoint=config.checkpoint or None)
     items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
     positives, criterion = ground_truth(vpr_map, queries, distance_m, frame_tolerance, ground_truth_path)
-    K, camera_frame = read_camera_info(bag, camera_info_topic)[::2] if camera_info_topic else (None, "")
+    K, camera_frame = None, ""
+    if camera_info_topic:
+        K, _, camera_frame = read_camera_info(bag, camera_info_topic)
     depth = BagDepth(bag, depth_topic) if depth_topic else None
     if through_node is None:
         records = replay_core(vpr_map, items, config, K, progress, depth)
@@ -166,15 +168,15 @@ def _print_metric(metric: dict) -> None:
           + "".join(f"; {n} without scale: {why}" for why, n in metric["direction_only"].items())
           + (f"; {metric['false_metric']} of {metric['false_loop_closures']} false ones metric too (not scored)"
              if metric["false_loop_closures"] else ""))
-    if metric.get("translation_error_m", {}).get("n"):
+    if metric.get("translation_error_m", {}).get("count"):
         t, r, nees = metric["translation_error_m"], metric["rotation_error_deg"], metric["nees"]
-        print(f"    relative pose error: translation median {t['median']:.3f} m, p95 {t['p95']:.3f} m; rotation "
-              f"median {r['median']:.2f} deg, p95 {r['p95']:.2f} deg; NEES mean {nees['mean']:.1f} (6 when the "
-              f"covariance is right), median {nees['median']:.1f}")
+        print(f"    relative pose error: translation median {t['p50']:.3f} m, p95 {t['p95']:.3f} m; rotation "
+              f"median {r['p50']:.2f} deg, p95 {r['p95']:.2f} deg; NEES mean {nees['mean']:.1f} (6 when the "
+              f"covariance is right), median {nees['p50']:.1f}")
         located, old = metric["camera_position_error_m"], metric["map_frame_position_error_m"]
-        if located.get("n"):
-            print(f"    vpr/pose camera position error: median {located['median']:.3f} m, p95 {located['p95']:.3f} m "
-                  f"(the map frame's position: median {old['median']:.2f} m)")
+        if located.get("count"):
+            print(f"    vpr/pose camera position error: median {located['p50']:.3f} m, p95 {located['p95']:.3f} m "
+                  f"(the map frame's position: median {old['p50']:.2f} m)")
     elif "note" in metric:
         print(f"    {metric['note']}")
 

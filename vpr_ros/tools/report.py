@@ -151,14 +151,14 @@ def write_html(path: Path, report: dict, records, vpr_map) -> Path:
         _table([[loop["accepted"], loop["correct"], loop["false"], _fmt(loop["precision"]), _fmt(loop["recall"])]],
                ["accepted", "correct", "false", "precision", "recall"]),
     ]
-    if report.get("metric", {}).get("translation_error_m", {}).get("n"):
+    if report.get("metric", {}).get("translation_error_m", {}).get("count"):
         m = report["metric"]
-        rows = [[name, _fmt(m[key]["median"]), _fmt(m[key]["p95"]), _fmt(m[key]["max"])]
+        rows = [[name, _fmt(m[key]["p50"]), _fmt(m[key]["p95"]), _fmt(m[key]["max"])]
                 for name, key in (("translation error (m)", "translation_error_m"),
                                   ("rotation error (deg)", "rotation_error_deg"), ("NEES (6 when right)", "nees"),
                                   ("vpr/pose camera position error (m)", "camera_position_error_m"),
                                   ("map frame's position error (m)", "map_frame_position_error_m"))
-                if m[key].get("n")]
+                if m[key].get("count")]
         parts += [f"<h3>Metric loop closures: {m['metric']} of {m['loop_closures']} correct ones</h3>",
                   _table(rows, ["against the true poses", "median", "p95", "max"]),
                   f"<p>NEES mean {m['nees']['mean']:.1f}; without scale: "

@@ -13,17 +13,10 @@ from collections import Counter
 
 import numpy as np
 
+from vpr_ros.core.evaluation.metrics import latency_summary  # p50 / p95 / max / mean / count of any samples
 from vpr_ros.core.evaluation.replay import PROCESSED, QueryRecord
 from vpr_ros.core.matching.metric import pose_error
 from vpr_ros.core.matching.transforms import compose, inverse, pose_matrices
-
-
-def _summary(values) -> dict:
-    values = np.asarray(values, np.float64)
-    if not len(values):
-        return {"n": 0}
-    return {"n": int(len(values)), "median": float(np.median(values)), "p95": float(np.percentile(values, 95)),
-            "mean": float(values.mean()), "max": float(values.max())}
 
 
 def metric_report(records: list[QueryRecord], vpr_map, query_camera_in_body: np.ndarray | None,
@@ -63,7 +56,7 @@ def metric_report(records: list[QueryRecord], vpr_map, query_camera_in_body: np.
     # what vpr/pose was before metric poses (and still is without one): the map frame's own position
     map_frame = [float(np.linalg.norm(vpr_map.frames.pose[r.loop_key][:3] - compose(r.true_pose, query_camera_in_body)[:3]))
                  for r in accepted if vpr_map.frames.has_pose[r.loop_key] and np.isfinite(r.true_pose).all()]
-    report.update({"translation_error_m": _summary(t_err), "rotation_error_deg": _summary(r_err),
-                   "nees": _summary(nees), "camera_position_error_m": _summary(located),
-                   "map_frame_position_error_m": _summary(map_frame)})
+    report.update({"translation_error_m": latency_summary(t_err), "rotation_error_deg": latency_summary(r_err),
+                   "nees": latency_summary(nees), "camera_position_error_m": latency_summary(located),
+                   "map_frame_position_error_m": latency_summary(map_frame)})
     return report

@@ -24,7 +24,7 @@ def recall_at_n(ranked: np.ndarray, positives: Sequence[set[int]], ns: Sequence[
 
 
 def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
-    """p50 / p95 / max / mean of latency samples in milliseconds."""
+    """p50 / p95 / max / mean / count of samples: latencies in milliseconds, pose errors, ..."""
     values = np.asarray(samples_ms, dtype=np.float64)
     if values.size == 0:
         return {"p50": float("nan"), "p95": float("nan"), "max": float("nan"), "mean": float("nan"), "count": 0}

@@ -50,6 +50,13 @@ def _cdr_header_stamp_ns(raw: bytes) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
+def _header_stamp_ns(reader: AnyReader, conn, raw: bytes) -> int:
+    """Header stamp of a message that starts with std_msgs/Header, decoding no more than needed."""
+    if reader.is2:
+        return _cdr_header_stamp_ns(raw)
+    return _stamp_ns(reader.deserialize(raw, conn.msgtype).header)  # rosbag1: no CDR
+
+
 def _open(path: Path) -> AnyReader:
     if not Path(path).exists():
         raise FileNotFoundError(f"bag {path} does not exist")
@@ -169,8 +176,7 @@ class BagDepth:
         with _open(self.path) as reader:
             conns = _connections(reader, topic, _SequentialDepthLoader.types)
             for conn, timestamp, raw in reader.messages(connections=conns):
-                stamps.append(_cdr_header_stamp_ns(raw) if reader.is2 else _stamp_ns(reader.deserialize(
-                    raw, conn.msgtype).header))
+                stamps.append(_header_stamp_ns(reader, conn, raw))
                 logs.append(timestamp)
         if not stamps:
             raise ValueError(f"the bag has no messages on depth topic {topic!r}")
@@ -210,9 +216,7 @@ def read_bag_frames(path: str | Path, image_topic: str, pose_topic: str | None =
         image_ids = {id(c) for c in image_conns}
         for conn, timestamp, raw in reader.messages(connections=wanted):
             if id(conn) in image_ids:  # only the stamp now; pixels are decoded when the map needs them
-                stamp = (_cdr_header_stamp_ns(raw) if reader.is2
-                         else _stamp_ns(reader.deserialize(raw, conn.msgtype).header))  # rosbag1: no CDR
-                image_stamps.append(stamp or timestamp)
+                image_stamps.append(_header_stamp_ns(reader, conn, raw) or timestamp)
                 log_stamps.append(timestamp)
                 continue
             msg = reader.deserialize(raw, conn.msgtype)
@@ -261,11 +265,6 @@ def read_camera_info(path: str | Path, topic: str) -> tuple[np.ndarray, tuple[in
                 raise ValueError(f"the CameraInfo on {topic} has no usable intrinsics: K = {K.tolist()}")
             return K, (int(msg.width), int(msg.height)), msg.header.frame_id.lstrip("/")
     raise ValueError(f"the bag has no message on {topic!r}")
-
-
-def read_camera_matrix(path: str | Path, topic: str) -> np.ndarray:
-    """The 3 x 3 intrinsic matrix K of the first sensor_msgs/CameraInfo on `topic`."""
-    return read_camera_info(path, topic)[0]
 
 
 def read_static_transform(path: str | Path, parent: str, child: str) -> np.ndarray | None:

@@ -1,6 +1,7 @@
 """Build a map from frames (image folder or bag): keyframe selection, descriptor fitting, index."""
 
 import csv
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +12,8 @@ from tqdm import tqdm
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.presets import camera_input_size
-from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
+from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.maps.frames import POSE_FIELDS, FrameTable
 from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.map_store import VPRMap
@@ -102,27 +103,26 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
                           desc="local features", unit="batch", disable=not progress):
             extracted += extractor.extract([load(source) for source in batch])
         if depth is not None:
-            _attach_depth(extracted, keyframes.stamp_ns, depth, camera)
+            _attach_depth(extracted, keyframes.stamp_ns, depth)
         local, local_conf = LocalFeatureTable.build(extracted, max_keypoints, extractor.dim,
                                                     depth is not None), extractor.config()
     return VPRMap.create(name, descriptor, descriptors[rows], keyframes, frame_id, local=local,
                          local_conf=local_conf, camera=camera)
 
 
-def _attach_depth(features: list, stamps: np.ndarray, depth: Callable[[int], np.ndarray | None],
-                  camera: MapCamera) -> None:
+def _attach_depth(features: list, stamps: np.ndarray, depth: Callable[[int], np.ndarray | None]) -> None:
     """Each keyframe's keypoint depths from its depth image; frames without one (or with a broken one)
     keep none, said once with a count."""
-    missing: dict[str, int] = {}
+    missing: Counter = Counter()
     for f, stamp in zip(features, stamps):
         image = depth(int(stamp))
         if image is None:
-            missing["no depth image near its stamp"] = missing.get("no depth image near its stamp", 0) + 1
+            missing["no depth image near its stamp"] += 1
             continue
         try:
             check_depth(image, f.image_size)
         except DepthError as exc:
-            missing[str(exc)] = missing.get(str(exc), 0) + 1
+            missing[str(exc)] += 1
             continue
         f.depth = keypoint_depth(image, f.keypoints)
     with_depth = [f for f in features if f.depth is not None]

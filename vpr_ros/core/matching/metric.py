@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.matching.geometry import REFERENCE_WIDTH
+from vpr_ros.core.matching.transforms import invert, matrix_to_rotvec, rotvec_to_matrix, skew
 
 # per degrees of freedom of a match's residual (2: a reprojection; 3: and the query's depth of the map point):
 # the chi-square 99 % point (a match whose whitened squared residual exceeds it, times the robust scale, is an
@@ -32,17 +34,18 @@ CHI2_99 = {2: 9.21, 3: 11.34}
 CHI2_MEDIAN = {2: 1.386, 3: 2.366}
 TRUNCATED_MEAN = {2: 0.953, 3: 0.965}
 AMBIGUOUS_SHARE = 0.5  # a second pose fitting this share of the first's points, elsewhere, makes the pose ambiguous
+_DEFAULTS = LocalizerConfig()  # the noise model's defaults are the node's (core/config.py)
 
 
 @dataclass
 class MetricSettings:
     """Noise model and gates of the metric pose."""
 
-    pixel_sigma: float = 2.0  # keypoint noise per view, pixels of a 640-pixel-wide image
-    depth_sigma_m: float = 0.01  # depth noise at zero range ...
-    depth_sigma_per_m2: float = 0.002  # ... growing with the square of the range (2 % at 10 m)
+    pixel_sigma: float = _DEFAULTS.metric_pixel_sigma  # keypoint noise per view, pixels at 640 wide
+    depth_sigma_m: float = _DEFAULTS.depth_sigma_m  # depth noise at zero range ...
+    depth_sigma_per_m2: float = _DEFAULTS.depth_sigma_per_m2  # ... growing with the square of the range
     ransac_threshold_px: float = 6.0  # at 640 pixels wide
-    min_inliers: int = 12  # PnP inliers a metric pose needs
+    min_inliers: int = _DEFAULTS.metric_min_inliers  # PnP inliers a metric pose needs
     max_range_m: float = 40.0  # 3-D points farther than this are left out
     max_variance_factor: float = 9.0  # residuals 3x the modelled noise: the matches fit no rigid pose
 
@@ -61,26 +64,6 @@ class MetricPose:
     points: int  # matches with a 3-D point
     depth_from: str  # whose depth the 3-D points came from: "map", "query", or "map and query"
     variance_factor: float  # chi^2 / dof of the inlier residuals under the noise model
-
-
-def skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
-
-
-def rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
-    return cv2.Rodrigues(np.asarray(v, np.float64).reshape(3, 1))[0]
-
-
-def matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
-    """The rotation vector of a rotation matrix, accurate for tiny angles too (OpenCV's rounds them to 0)."""
-    m = np.asarray(m, np.float64)
-    axis = 0.5 * np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-    sin, cos = np.linalg.norm(axis), 0.5 * (np.trace(m) - 1.0)
-    if sin < 1e-3:  # theta / sin(theta) ~ 1 + theta^2 / 6
-        return axis * (1.0 + sin * sin / 6.0)
-    if cos > -0.99:
-        return axis * (math.atan2(sin, cos) / sin)
-    return cv2.Rodrigues(m)[0].ravel()  # near 180 degrees the skew part carries no axis
 
 
 def pose_error(rotation: np.ndarray, translation: np.ndarray, true_rotation: np.ndarray,
@@ -109,10 +92,6 @@ def propagate(covariance: np.ndarray, rotation: np.ndarray, translation: np.ndar
         jacobian[:, k] = (pose_error(r0, t0, rp, tp) - pose_error(r0, t0, rm, tm)) / (2 * step)
     out = jacobian @ covariance @ jacobian.T
     return 0.5 * (out + out.T)
-
-
-def invert(rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return rotation.T, -rotation.T @ translation
 
 
 def backproject(points: np.ndarray, depth: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -183,11 +162,9 @@ class MetricEstimator:
         if ok.sum() < 6:
             return None
         if side == "map":  # 3-D in the map camera, seen by the query
-            X = backproject(views.map_pts[ok], views.map_depth[ok], views.map_K)
-            pixels, K = views.query_pts[ok], views.query_K
+            X, pixels, K = views.X_map[ok], views.query_pts[ok], views.query_K
         else:  # 3-D in the query camera, seen by the map frame: T_match_query, inverted below
-            X = backproject(views.query_pts[ok], views.query_depth[ok], views.query_K)
-            pixels, K = views.map_pts[ok], views.map_K
+            X, pixels, K = views.X_query[ok], views.map_pts[ok], views.map_K
         try:
             found, rvec, tvec, inliers = cv2.solvePnPRansac(X.reshape(-1, 1, 3), pixels.reshape(-1, 1, 2), K, None,
                                                             iterationsCount=1000, reprojectionError=float(threshold),
@@ -202,8 +179,8 @@ class MetricEstimator:
         return rotation, translation, len(inliers)
 
     def _refine(self, views: "_Views", rotation, translation, iterations: int = 10):
-        """Weighted Gauss-Newton over every match's reprojections (map points into the query, query points into
-        the map frame, as far as each has depth), the inliers chosen by their whitened residual against a
+        """Weighted Gauss-Newton over every match's residuals (_Views: reprojections, and the query's depth of
+        the map point where both have depth), the inliers chosen by their whitened residual against a
         robust scale (the median residual says how much noisier than the model the matches are) and chosen
         again once, then the covariance; None when it diverges."""
         r, J, W, dof = views.linearise(rotation, translation)
@@ -352,8 +329,3 @@ def _projection(P: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d_pi[:, 0, 0], d_pi[:, 0, 2] = fx / z, -fx * P[:, 0] / z ** 2
     d_pi[:, 1, 1], d_pi[:, 1, 2] = fy / z, -fy * P[:, 1] / z ** 2
     return d_pi, np.column_stack([fx * P[:, 0] / z + K[0, 2], fy * P[:, 1] / z + K[1, 2]])
-
-
-def rotation_angle_deg(rotation: np.ndarray) -> float:
-    """Angle of a rotation matrix in degrees."""
-    return math.degrees(float(np.linalg.norm(matrix_to_rotvec(rotation))))

@@ -1,8 +1,9 @@
-"""Rigid transforms as the map and the messages carry them: poses (x y z qx qy qz qw), rotation matrices and
-unit quaternions (x, y, z, w). A pose T_a_b is b's frame expressed in a: x_a = R x_b + t."""
+"""Rigid transforms as the map and the messages carry them: poses (x y z qx qy qz qw), rotation matrices,
+unit quaternions (x, y, z, w) and rotation vectors. A pose T_a_b is b's frame expressed in a: x_a = R x_b + t."""
 
 import math
 
+import cv2
 import numpy as np
 
 IDENTITY = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0])
@@ -45,6 +46,37 @@ def compose(a, b) -> np.ndarray:
     return pose7(ra @ rb, ra @ tb + ta)
 
 
+def invert(rotation: np.ndarray, translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(R, t) of T_a_b -> (R, t) of T_b_a."""
+    return rotation.T, -rotation.T @ translation
+
+
 def inverse(a) -> np.ndarray:
-    r, t = pose_matrices(a)
-    return pose7(r.T, -r.T @ t)
+    """Pose (7) of T_a_b -> pose of T_b_a."""
+    return pose7(*invert(*pose_matrices(a)))
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
+def rotvec_to_matrix(v: np.ndarray) -> np.ndarray:
+    return cv2.Rodrigues(np.asarray(v, np.float64).reshape(3, 1))[0]
+
+
+def matrix_to_rotvec(m: np.ndarray) -> np.ndarray:
+    """The rotation vector of a rotation matrix, accurate for tiny angles too (OpenCV's rounds them to 0)."""
+    m = np.asarray(m, np.float64)
+    axis = 0.5 * np.array([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
+    sin, cos = np.linalg.norm(axis), 0.5 * (np.trace(m) - 1.0)
+    if sin < 1e-3:  # theta / sin(theta) ~ 1 + theta^2 / 6
+        return axis * (1.0 + sin * sin / 6.0)
+    if cos > -0.99:
+        return axis * (math.atan2(sin, cos) / sin)
+    return cv2.Rodrigues(m)[0].ravel()  # near 180 degrees the skew part carries no axis
+
+
+def rotation_angle_deg(rotation: np.ndarray) -> float:
+    """Angle of a rotation matrix in degrees."""
+    return math.degrees(float(np.linalg.norm(matrix_to_rotvec(rotation))))
+
