@@ -27,6 +27,7 @@ setup(
             "vpr_demo = vpr_ros.tools.demo:main",
             "vpr_eval = vpr_ros.tools.eval:main",
             "vpr_build_map = vpr_ros.tools.build_map:main",
+            "vpr_merge_maps = vpr_ros.tools.merge_maps:main",
             "vpr_train_uncertainty = vpr_ros.tools.train_uncertainty:main",
             "vpr_localizer = vpr_ros.ros.main:main",
             "vpr_sim = vpr_ros.tools.sim:main",

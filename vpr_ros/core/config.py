@@ -80,7 +80,20 @@ class LocalizerConfig:
                                    (0, 100))
     temporal_tolerance: int = setting(5, "... within this many map keys", (0, 100000))
     exclude_recent_s: float = setting(20.0, "slam: ignore map frames this recent", (0.0, 1e6))
-    exclude_recent_frames: int = setting(10, "slam: ignore the newest this-many keyframes", (0, 100000))
+    exclude_recent_frames: int = setting(10, "slam: ignore the newest this-many keyframes (of this session; earlier "
+                                             "sessions of the starting map are never excluded)", (0, 100000))
+    session_id: str = setting("", "slam: id of this session in the online map, and of the frames vpr/save_map appends "
+                                  "(empty: slam-<start time, UTC>)")
+    robot_id: str = setting("", "this robot's id, carried by every hypothesis and loop closure message and recorded "
+                                "with this session's frames (empty: the node's namespace without its leading slash)")
+    prior_k_sigma: float = setting(3.0, "search with a position prior: map frames within this many standard deviations "
+                                        "of the prior (its largest horizontal one) are searched", (0.1, 100.0))
+    prior_min_radius_m: float = setting(10.0, "search with a position prior: the search radius is at least this "
+                                              "(metres)", (0.0, 1e7))
+    prior_max_radius_m: float = setting(1000.0, "search with a position prior: ... and at most this (metres)",
+                                        (0.0, 1e7))
+    prior_max_age_s: float = setting(2.0, "a position prior older (or newer) than this against the frame's stamp is "
+                                          "stale: the whole map is searched", (0.0, 1e6))
     bootstrap_frames: int = setting(30, "slam without a map: keyframes collected to fit the vocabulary",
                                     (2, 100000))
     preset: str = setting("default", "slam without a map: descriptor preset")
@@ -122,6 +135,9 @@ class LocalizerConfig:
             self.skip_min_probability = None
         for f in dataclasses.fields(self):
             check_value(f, getattr(self, f.name))
+        if self.prior_min_radius_m > self.prior_max_radius_m:
+            raise ValueError(f"prior_min_radius_m ({self.prior_min_radius_m}) must not exceed prior_max_radius_m "
+                             f"({self.prior_max_radius_m})")
         if self.sequence_length == 1:
             raise ValueError("sequence_length must be 0 (off) or at least 2 frames, got 1")
 

@@ -37,7 +37,8 @@ from vpr_ros.core.descriptors.joint import shares_backbone
 from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
 from vpr_ros.core.inputs.images import to_rgb8
 from vpr_ros.core.maps.device_query import DeviceQuery, why_not
-from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.frames import FrameTable, Session
+from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, search_region
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
 from vpr_ros.core.maps.sequence import CentredSimilarity, PlainSimilarity, SequenceMatcher, map_segments, stamp_segments
@@ -103,6 +104,9 @@ class FrameResult:
     metric: MetricPose | None = None  # the loop closure's metric T_query_match, when depth gave one
     scale_note: str = ""  # with a loop closure and no metric pose: why
     depth_rejected: str = ""  # the frame's depth image could not be used: DepthError.reason ("" otherwise)
+    search_scope: str = "map"  # what retrieval searched: "map", "prior: n of N map frames within r m", or
+    #                            "map (why the prior was not used)"
+    search_frames: int | None = None  # map frames the prior's region held (None: the whole map was searched)
 
 
 class Localizer:
@@ -134,6 +138,9 @@ class Localizer:
         self.frames_processed = 0
         self._sizes_seen: set[tuple[int, int, int, int]] = set()
         self.pose_frame_id = "map"  # slam: frame of the keyframe poses (the node sets its odometry's frame)
+        self._radius = RadiusPolicy(config.prior_k_sigma, config.prior_min_radius_m, config.prior_max_radius_m)
+        self.session = Session(config.session_id or time.strftime("slam-%Y%m%dT%H%M%SZ", time.gmtime()),
+                               config.robot_id)  # slam: the session this run's keyframes join the map as
         if vpr_map is not None:
             self.set_map(vpr_map)
 
@@ -160,13 +167,16 @@ class Localizer:
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
                 camera_K: np.ndarray | None = None, depth: np.ndarray | None = None,
-                depth_K: np.ndarray | None = None, depth_note: str = "") -> FrameResult:
+                depth_K: np.ndarray | None = None, depth_note: str = "",
+                prior: PositionPrior | None = None) -> FrameResult:
         """One frame -> its hypotheses and, when accepted, a loop closure. Raises inputs.images.ImageError
         (or ValueError) on an unusable image, leaving the localizer as it was.
 
         depth: the aligned depth image (metres, NaN no reading; inputs/depth.to_metres) of this frame, with
         its own intrinsics `depth_K` when its size differs; depth_note: why there is none, when one was
-        expected. A depth image that cannot be used is reported in `depth_rejected`, never raised."""
+        expected. A depth image that cannot be used is reported in `depth_rejected`, never raised.
+        prior: where the robot is believed to be; retrieval then searches only the map frames near it
+        (maps/prior.py; FrameResult.search_scope says what was searched)."""
         start = time.perf_counter()
         result = FrameResult(self.frames_processed, stamp_ns)
         depth = self._usable_depth(image, depth, camera_K, depth_K, result)
@@ -179,7 +189,7 @@ class Localizer:
             features, rerank = None, self._on_device(image, camera_K, result)
             uncertain = self._uncertainties(result)
         else:
-            encoded = self._retrieve(image, stamp_ns, result)
+            encoded = self._retrieve(image, stamp_ns, result, prior)
             features = self._local_features(image, result, encoded)
             uncertain = self._uncertainties(result)
             rerank = None
@@ -271,13 +281,21 @@ class Localizer:
                            "%.2f): shapes look distorted to it", width, height, width / height, in_w, in_h,
                            in_w / in_h)
 
-    def _retrieve(self, image: np.ndarray, stamp_ns: int, result: FrameResult) -> Encoded | None:
-        """Global retrieval: the query's descriptor and its top_k map keys (slam: recent frames left out);
-        returns the backend's output, which holds the local features when the backbone is shared."""
+    def _retrieve(self, image: np.ndarray, stamp_ns: int, result: FrameResult,
+                  prior: PositionPrior | None = None) -> Encoded | None:
+        """Global retrieval: the query's descriptor and its top_k map keys (slam: recent frames left out; with
+        a prior, only map frames near it); returns the backend's output, which holds the local features when
+        the backbone is shared."""
         excluded = self._excluded_suffix(stamp_ns)
         searchable = len(self.vpr_map) - excluded
         k = min(self.config.top_k, max(searchable, 0))
-        answer = self.vpr_map.query([image], k=max(k, 1) + excluded)  # an empty map answers -1 ids
+        region = search_region(self.vpr_map.frames, prior, self._radius, stamp_ns, self.config.prior_max_age_s)
+        result.search_scope, result.search_frames, subset = region.note, region.frames, region.mask
+        if subset is not None and excluded:
+            subset = subset.copy()
+            subset[searchable:] = False
+        answer = self.vpr_map.query([image], k=max(k, 1) + (excluded if subset is None else 0),
+                                    subset=subset)  # an empty map answers -1 ids
         result.timings_ms.update(answer.timings_ms)
         ids, sims = answer.ids[0], answer.similarities[0]
         keep = (ids >= 0) & (ids < searchable)
@@ -477,10 +495,11 @@ class Localizer:
         return f"{self.config.backend}/{self.config.device}"
 
     def _excluded_suffix(self, stamp_ns: int) -> int:
-        """slam: how many of the newest map frames a query must not match."""
+        """slam: how many of the newest map frames a query must not match: recent ones of this session only (its
+        frames are the map's last; an earlier session's frames are never excluded)."""
         if self.config.mode != "slam" or self.vpr_map is None or len(self.vpr_map) == 0:
             return 0
-        stamps = self.vpr_map.frames.stamp_ns
+        stamps = self.vpr_map.frames.stamp_ns[self.vpr_map.frames.rows_of(self.session.id)]
         by_time = int(np.count_nonzero(stamps > stamp_ns - int(self.config.exclude_recent_s * 1e9)))
         return min(len(stamps), max(by_time, self.config.exclude_recent_frames))
 
@@ -517,7 +536,7 @@ class Localizer:
         if self.vpr_map.local is not None:
             local = LocalFeatureTable.build([features], self.vpr_map.local_conf["max_keypoints"],
                                             self.vpr_map.local_conf["dim"], self.vpr_map.local.depth is not None)
-        self.vpr_map.add(descriptor, _frame_row(stamp_ns, pose, f"online:{stamp_ns}"), local)
+        self.vpr_map.add(descriptor, _frame_row(stamp_ns, pose, f"online:{stamp_ns}", self.session), local)
         if self.sequence is not None:
             self.sequence.grow(stamp_segments(self.vpr_map.frames.stamp_ns))
             self._rows.grow(descriptor)
@@ -544,7 +563,7 @@ class Localizer:
         descriptor = GlobalDescriptor(config.preset, **overrides).to(config.device)
         descriptors = describe_map(descriptor, list(range(len(frames))), lambda i: frames[i][0])
         table = FrameTable.build([f[1] for f in frames], [f"online:{f[1]}" for f in frames],
-                                 pose=np.stack([_pose_or_nan(f[2]) for f in frames]))
+                                 pose=np.stack([_pose_or_nan(f[2]) for f in frames]), session=self.session)
         local, local_conf = None, None
         if self.reranker is not None:  # the online map stores what the matcher needs
             extractor = LocalExtractor(self.reranker.matcher.features, config.max_keypoints, device=config.device)
@@ -573,5 +592,5 @@ def _pose_or_nan(pose) -> np.ndarray:
     return np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64).reshape(7)
 
 
-def _frame_row(stamp_ns: int, pose, source: str) -> FrameTable:
-    return FrameTable.build([stamp_ns], [source], pose=_pose_or_nan(pose)[None])
+def _frame_row(stamp_ns: int, pose, source: str, session: Session) -> FrameTable:
+    return FrameTable.build([stamp_ns], [source], pose=_pose_or_nan(pose)[None], session=session)

@@ -20,9 +20,11 @@ EVENTS = {
     "stale_odometry": (WARN, "frames without fresh odometry"),
     "bad_depth": (WARN, "depth images rejected"),
     "stale_depth": (WARN, "frames without a depth image near their stamp"),
+    "bad_prior": (WARN, "position priors rejected"),
 }
 TOTALS = ("received", "processed", "gated", "dropped", "bad_frames", "bad_camera_info", "bad_odometry",
-          "stale_odometry", "bad_depth", "stale_depth", "errors", "loop_closures", "metric_loop_closures")
+          "stale_odometry", "bad_depth", "stale_depth", "bad_prior", "prior_searches", "errors", "loop_closures",
+          "metric_loop_closures")
 
 
 class Health:

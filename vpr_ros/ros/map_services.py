@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from vpr_ros.core.maps.map_store import MapError
+from vpr_ros.core.maps.sessions import append_session
 
 
 def load_map(node, request, response):
@@ -42,10 +43,13 @@ def save_map(node, request, response):
         with node.map_lock:
             if node.localizer.vpr_map is None:
                 raise ValueError("no map yet (slam is still collecting its bootstrap frames)")
-            saved = node.localizer.vpr_map.save(path, overwrite=request.overwrite)
-            size = len(node.localizer.vpr_map)
+            if getattr(request, "append", False):  # this session's frames join the map at `path`
+                saved, size = append_session(path, node.localizer.vpr_map, node.localizer.session.id)
+            else:
+                saved = node.localizer.vpr_map.save(path, overwrite=request.overwrite)
+                size = len(node.localizer.vpr_map)
     except Exception as exc:  # noqa: BLE001: the caller gets the true outcome, the node keeps running
-        if not isinstance(exc, (FileExistsError, ValueError, OSError)):
+        if not isinstance(exc, (FileExistsError, ValueError, OSError)):  # MapError is a ValueError
             node.health.count("errors")
         response.success, response.message = False, f"{type(exc).__name__}: {exc}"
         node.get_logger().error(f"vpr/save_map {path}: {response.message}")

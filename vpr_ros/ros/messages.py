@@ -32,11 +32,11 @@ def pose_msg(pose7) -> Pose:
     return p
 
 
-def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, backend: str):
+def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, backend: str, robot_id: str = ""):
     """vpr_ros_interfaces/PlaceHypotheses of one processed frame."""
     out = msgs.PlaceHypotheses()
     out.header = header
-    out.query_id = result.frame_id
+    out.query_id, out.robot_id, out.search_scope = result.frame_id, robot_id, result.search_scope
     if vpr_map is not None:
         out.map_name, out.map_size = vpr_map.name, len(vpr_map)
         out.descriptor = vpr_map.descriptor.preset
@@ -46,6 +46,7 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
         h, v = place.hypothesis, place.verification
         item = msgs.PlaceHypothesis()
         item.map_key, item.map_stamp = h.key, ns_to_stamp(h.stamp_ns)
+        item.session_id, item.robot_id = h.session, h.robot
         item.has_pose = h.pose is not None
         if h.pose is not None:
             item.map_pose = pose_msg(h.pose)
@@ -65,7 +66,8 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
     return out
 
 
-def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None):
+def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None, robot_id: str = "",
+             session_id: str = ""):
     """vpr_ros_interfaces/LoopClosure of the accepted hypothesis (core.constraints.loop_constraint)."""
     place = result.loop
     constraint = loop_constraint(place, matcher, result.metric, result.scale_note)
@@ -79,6 +81,8 @@ def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None):
     out.query_stamp = header.stamp
     out.match_key, out.match_stamp = place.hypothesis.key, ns_to_stamp(place.hypothesis.stamp_ns)
     out.map_name = vpr_map.name if vpr_map is not None else ""
+    out.robot_id, out.session_id = robot_id, session_id
+    out.match_session_id, out.match_robot_id = place.hypothesis.session, place.hypothesis.robot
     out.probability, out.global_similarity = place.probability, place.hypothesis.similarity
     out.inlier_count = constraint.inlier_count
     out.method = loop_methods(msgs.LoopClosure).get(constraint.method, msgs.LoopClosure.METHOD_GLOBAL_DESCRIPTOR)

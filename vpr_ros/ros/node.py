@@ -8,6 +8,7 @@ logged, counted and answered, never the end of the node.
 """
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 from std_msgs.msg import Float64MultiArray
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -33,6 +34,7 @@ from vpr_ros.core.inputs.depth import DepthError
 from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
 from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.maps.prior import PositionPrior
 from vpr_ros.ros import map_services, messages
 from vpr_ros.ros.convert import stamp_to_ns
 from vpr_ros.ros.health import Health
@@ -62,7 +64,10 @@ class LocalizerNode(Node):
         LOGGER.setLevel(logging.INFO)
         LOGGER.propagate = False  # one copy of each line: through the node's logger (console and /rosout)
         p = self.params
-        self.config = localizer_config(p)
+        # several robots share a map: a robot id names this one (by default its namespace)
+        self.config = dataclasses.replace(localizer_config(p), robot_id=p["robot_id"]
+                                          or self.get_namespace().strip("/").replace("/", "_"))
+        self._prior: PositionPrior | None = None
         self.map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
         vpr_map = self.read_map(self.map_path) if self.map_path else None
         self.localizer = Localizer(self.config, vpr_map)
@@ -132,6 +137,10 @@ class LocalizerNode(Node):
         self._odom = None  # (pose 7, monotonic arrival, frame id) of the last valid odometry
         if p["odom_topic"]:
             self.create_subscription(Odometry, p["odom_topic"], self._guarded(self._on_odom), 50)
+        if p["prior_topic"]:
+            self.create_subscription(PoseWithCovarianceStamped, p["prior_topic"], self._guarded(self._on_prior), 10)
+        if p["prior_gps_topic"]:
+            self.create_subscription(NavSatFix, p["prior_gps_topic"], self._guarded(self._on_gps_prior), 10)
 
     # ---- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -265,6 +274,37 @@ class LocalizerNode(Node):
         if self.config.mode == "slam":
             self.localizer.pose_frame_id = frame
 
+    def _on_prior(self, msg: PoseWithCovarianceStamped) -> None:
+        frame = self._map_frame(self.localizer.vpr_map)
+        if msg.header.frame_id and msg.header.frame_id != frame:
+            self._reject_prior(f"it is in frame {msg.header.frame_id!r}, the map's poses in {frame!r}")
+            return
+        p = msg.pose.pose.position
+        covariance = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)[:3, :3]
+        self._set_prior((p.x, p.y, p.z), covariance, msg.header.stamp, "pose")
+
+    def _on_gps_prior(self, msg: NavSatFix) -> None:
+        if msg.status.status < 0:  # STATUS_NO_FIX
+            self._reject_prior("the receiver has no fix")
+            return
+        covariance = np.asarray(msg.position_covariance, np.float64).reshape(3, 3)
+        if msg.position_covariance_type == 0:  # COVARIANCE_TYPE_UNKNOWN: no region can be drawn
+            self._reject_prior("its covariance is unknown (position_covariance_type 0)")
+            return
+        self._set_prior((msg.latitude, msg.longitude, msg.altitude), covariance, msg.header.stamp, "gps")
+
+    def _set_prior(self, position, covariance, stamp, kind: str) -> None:
+        try:
+            self._prior = PositionPrior(tuple(float(v) for v in position), covariance, stamp_to_ns(stamp), kind)
+        except ValueError as exc:
+            self._reject_prior(str(exc))
+
+    def _reject_prior(self, why: str) -> None:
+        self.health.count("bad_prior")
+        topic = self.params["prior_topic"] or self.params["prior_gps_topic"]
+        self.get_logger().warning(f"position prior on {topic} ignored: {why}; the whole map is searched",
+                                  throttle_duration_sec=5.0)
+
     def _fresh_odometry(self, now: float) -> np.ndarray | None:
         if not self.params["odom_topic"]:
             return None
@@ -322,9 +362,10 @@ class LocalizerNode(Node):
         camera_K = self._intrinsics((image.shape[1], image.shape[0]))
         depth, depth_K, depth_note = self._depth_for(stamp_ns)
         with self.map_lock:
-            result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, depth_K, depth_note)
+            result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, depth_K, depth_note, self._prior)
             vpr_map = self.localizer.vpr_map
         self.health.count("processed")
+        self.health.count("prior_searches", int(result.search_frames is not None))
         if result.depth_rejected:
             self.health.count("bad_depth")
             self.get_logger().warning(f"{result.scale_note} ({result.depth_rejected})", throttle_duration_sec=5.0)
@@ -342,10 +383,12 @@ class LocalizerNode(Node):
         frame, out = self._map_frame(vpr_map), []
         if self.hypotheses_pub is not None:
             out.append((self.hypotheses_pub, messages.hypotheses_msg(self.msgs, header, result, vpr_map, frame,
-                                                                     self.localizer.backend_label)))
+                                                                     self.localizer.backend_label, self.config.robot_id)))
         if result.loop is not None:
             if self.loop_pub is not None:
-                out.append((self.loop_pub, messages.loop_msg(self.msgs, header, result, vpr_map, self.config.rerank)))
+                session = self.localizer.session.id if self.config.mode == "slam" else ""
+                out.append((self.loop_pub, messages.loop_msg(self.msgs, header, result, vpr_map, self.config.rerank,
+                                                             self.config.robot_id, session)))
             if self.loop_array_pub is not None:
                 out.append((self.loop_array_pub, Float64MultiArray(
                     data=[result.stamp_ns * 1e-9, result.loop.hypothesis.stamp_ns * 1e-9])))

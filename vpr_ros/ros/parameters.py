@@ -26,6 +26,11 @@ NODE_PARAMETERS = {
                           (0.0, 10.0)),
     "depth_wait_s": (0.1, "a frame whose depth image has not arrived yet waits at most this long for it (colour and "
                      "depth travel on separate topics and may arrive in either order)", (0.0, 10.0)),
+    "prior_topic": ("", "geometry_msgs/PoseWithCovarianceStamped topic of a position prior in the map's frame (an "
+                    "EKF, the last fix): retrieval searches only map frames near it (prior_k_sigma, "
+                    "prior_min_radius_m, prior_max_radius_m); empty: the whole map", None),
+    "prior_gps_topic": ("", "sensor_msgs/NavSatFix topic of a position prior, for maps whose frames have GPS; empty: "
+                        "none", None),
     "odom_topic": ("", "nav_msgs/Odometry topic: keyframe motion gate and slam keyframe poses; empty: none", None),
     "odom_timeout_s": (0.5, "odometry older than this when an image arrives is stale: the frame gets no pose "
                        "(counted, warned)", (0.001, 3600.0)),

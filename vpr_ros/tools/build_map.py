@@ -4,6 +4,8 @@
     vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom
     vpr_build_map maps/lap1 --bag lap1 --image-topic /camera/image_raw --pose-topic /odom \
         --camera-info-topic /camera/camera_info --depth-topic /camera/depth/image_raw
+    vpr_build_map maps/lap2 --descriptor-from maps/lap1 --bag lap2 ...    (lap 1's descriptor space)
+    vpr_build_map --append maps/site --bag day2 --session day2 --robot r2 ...   (a session more in maps/site)
 
 XFeat local features are stored by default (the node's shipped re-ranking needs them);
 `--local-features none` builds a global-only map.
@@ -18,7 +20,9 @@ import numpy as np
 
 from vpr_ros.core.descriptors.presets import PRESETS
 from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
-from vpr_ros.core.maps.map_store import MapError
+from vpr_ros.core.maps.frames import Session
+from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.maps.sessions import merge_maps
 from vpr_ros.core.matching.local_features import EXTRACTORS
 from vpr_ros.tools import add_bag_topic_arguments
 
@@ -26,7 +30,8 @@ from vpr_ros.tools import add_bag_topic_arguments
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpr_build_map", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("output", type=Path, help="map directory to write")
+    parser.add_argument("output", type=Path, nargs="?",
+                        help="map directory to write (with --append: default the appended map, replaced atomically)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder of images (sorted by name)")
     source.add_argument("--bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or rosbag1 file")
@@ -61,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-interval", type=float, default=0.0, help="keyframe every N seconds (0: off)")
     parser.add_argument("--max-similarity", type=float, default=1.0,
                         help="drop frames more similar than this to the last keyframe (1: off)")
+    parser.add_argument("--descriptor-from", type=Path, metavar="MAP",
+                        help="describe the frames in MAP's descriptor space (its vocabulary, PCA, input size and local "
+                             "features), so that the maps can be merged (vpr_merge_maps); --preset/--input-size/"
+                             "--local-features/--max-keypoints/--index come from MAP")
+    parser.add_argument("--append", type=Path, metavar="MAP",
+                        help="add these frames to MAP as a new session (in MAP's descriptor space), written to OUTPUT "
+                             "or, without one, over MAP (atomically)")
+    parser.add_argument("--session", help="session id of these frames (default: the bag's or folder's name)")
+    parser.add_argument("--robot", default="", help="id of the robot that recorded them (default: unknown)")
     parser.add_argument("--name", help="map name (default: the output folder's name)")
     parser.add_argument("--frame-id", default=None, help="coordinate frame of the poses (default: map)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing map directory")
@@ -68,7 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
 
-    if args.output.exists() and not args.overwrite:
+    if args.append and args.descriptor_from:
+        parser.error("--append already works in the appended map's descriptor space; drop --descriptor-from")
+    if args.output is None and not args.append:
+        parser.error("the output map directory is required (except with --append)")
+    if args.output is None:
+        args.output = args.append
+    replaces_appended = args.append is not None and args.output.absolute() == args.append.absolute()
+    if args.output.exists() and not args.overwrite and not replaces_appended:
         parser.error(f"{args.output} exists; pass --overwrite to replace it")
     if args.bag and not args.image_topic:
         parser.error("--bag needs --image-topic")
@@ -103,18 +124,27 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {"index": args.index} if args.index else {}
         if args.checkpoint:
             overrides["checkpoint"] = str(args.checkpoint)
-        vpr_map = build_map(args.name or args.output.name, frames, load, args.preset, policy, frame_id,
-                            progress=not args.quiet, local_features=None if args.local_features == "none" else args.local_features,
+        base = args.append or args.descriptor_from
+        space = VPRMap.load(base, checkpoint=args.checkpoint, with_uncertainty=False) if base else None
+        if space is not None and (overrides.get("index") or args.preset != "default"):
+            raise ValueError(f"--preset and --index come from {base} (the descriptor space's map)")
+        session = Session(args.session or (args.images or args.bag).name, args.robot)
+        name = args.name or (space.name if args.append else args.output.name)
+        vpr_map = build_map(name, frames, load, args.preset, policy, frame_id, progress=not args.quiet,
+                            local_features=None if args.local_features == "none" else args.local_features,
                             max_keypoints=args.max_keypoints, input_size=args.input_size, camera=camera,
-                            depth=depth, **overrides)
-        path = vpr_map.save(args.output, overwrite=args.overwrite)
+                            depth=depth, session=session, space=space, **overrides)
+        if args.append:
+            vpr_map = merge_maps([space, vpr_map], name, [str(args.append), f"the new session {session}"])
+        path = vpr_map.save(args.output, overwrite=args.overwrite or replaces_appended)
     except (FileNotFoundError, ValueError, MapError) as exc:
         print(f"vpr_build_map: error: {exc}", file=sys.stderr)
         return 2
-    local = f", {args.local_features} local features" if args.local_features != "none" else ""
+    local = f", {vpr_map.local_conf['extractor']} local features" if vpr_map.local_conf else ""
     if vpr_map.local is not None and vpr_map.local.depth is not None:
         local += " with depth"
-    print(f"map {vpr_map.name}: {len(vpr_map)} frames, {vpr_map.descriptor.dim}-d "
+    sessions = f" in {len(vpr_map.frames.sessions)} sessions" if len(vpr_map.frames.sessions) > 1 else ""
+    print(f"map {vpr_map.name}: {len(vpr_map)} frames{sessions}, {vpr_map.descriptor.dim}-d "
           f"{vpr_map.descriptor.preset} descriptors{local}, {int(vpr_map.frames.has_pose.sum())} with poses "
           f"-> {path}")
     return 0

@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.presets import PRESETS
 from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset, machine_info
@@ -29,7 +31,7 @@ from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
 
 # the pipeline settings vpr_eval takes as flags (both sources; the loop-closure ones matter only with --map)
-CONFIG_FLAGS = ("top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_probability", "min_inliers",
+CONFIG_FLAGS = ("prior_k_sigma", "prior_min_radius_m", "prior_max_radius_m", "top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_probability", "min_inliers",
                 "min_inlier_ratio", "accept_min_inliers", "accept_min_similarity", "accept_min_probability",
                 "temporal_window", "temporal_tolerance", "max_keypoints", "matcher_layers", "device", "precision",
                 "backend", "cpu_threads", "verifier", "device_query", "sequence_length", "sequence_max_step",
@@ -68,11 +70,13 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                      tf_frames: tuple[str, str] | None, distance_m: float, config: LocalizerConfig,
                      frame_tolerance: int | None = None, ground_truth_path: Path | None = None,
                      camera_info_topic: str | None = None, through_node: dict | None = None,
-                     progress: bool = True, depth_topic: str | None = None) -> tuple[dict, list, VPRMap]:
+                     progress: bool = True, depth_topic: str | None = None,
+                     prior_sigma_m: float | None = None, prior_seed: int = 0) -> tuple[dict, list, VPRMap]:
     """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
-    ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map)."""
+    ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map).
+    prior_sigma_m: give each frame a position prior of that accuracy around its true position (core replay)."""
     from vpr_ros.core.evaluation.metric_eval import metric_report
-    from vpr_ros.core.evaluation.replay import PROCESSED, replay_core
+    from vpr_ros.core.evaluation.replay import PROCESSED, replay_core, simulated_prior
     from vpr_ros.core.evaluation.scoring import evaluate_replay
     from vpr_ros.core.maps.bag_source import BagDepth, read_camera_info
 
@@ -84,7 +88,8 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
         K, _, camera_frame = read_camera_info(bag, camera_info_topic)
     depth = BagDepth(bag, depth_topic) if depth_topic else None
     if through_node is None:
-        records = replay_core(vpr_map, items, config, K, progress, depth)
+        prior = simulated_prior(prior_sigma_m, prior_seed) if prior_sigma_m else None
+        records = replay_core(vpr_map, items, config, K, progress, depth, prior)
         how = "core"
     else:
         from vpr_ros.ros.replay import replay_through_node
@@ -107,6 +112,13 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     }
     if through_node is not None:
         report["node"] = dict(through_node)
+    if prior_sigma_m:
+        searched = [r.search_frames for r in records if r.status == PROCESSED]
+        report["prior"] = {"sigma_m": prior_sigma_m, "seed": prior_seed, "k_sigma": config.prior_k_sigma,
+                           "min_radius_m": config.prior_min_radius_m, "max_radius_m": config.prior_max_radius_m,
+                           "frames_with_prior": sum(s >= 0 for s in searched),
+                           "mean_searched_frames": float(np.mean([s if s >= 0 else len(vpr_map) for s in searched]))
+                           if searched else None}
     metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame), positives)
     if metric is not None:
         report["metric"] = metric
@@ -147,6 +159,11 @@ def _print_replay(report: dict) -> None:
         print(f"  reranked  {fmt(report['recall'])}")
     else:
         print(f"  global    {fmt(report['recall'])}   ({truth})")
+    if "prior" in report:
+        prior = report["prior"]
+        print(f"  prior: sigma {prior['sigma_m']} m (k {prior['k_sigma']}, radius {prior['min_radius_m']}.."
+              f"{prior['max_radius_m']} m) on {prior['frames_with_prior']} frames; {prior['mean_searched_frames']:.0f} "
+              f"of {report['map_size']} map frames searched on average")
     loop = report["loop_closure"]
     p = "n/a" if loop["precision"] is None else f"{loop['precision']:.3f}"
     r = "n/a" if loop["recall"] is None else f"{loop['recall']:.3f}"
@@ -200,6 +217,10 @@ def _parser() -> argparse.ArgumentParser:
     bag.add_argument("--camera-info-topic", help="with --bag: CameraInfo topic (intrinsics for relative poses)")
     bag.add_argument("--depth-topic", help="with --bag: aligned depth images (16UC1/32FC1) given to the localizer with "
                                            "their frames; metric loop closures are scored against the bag's poses")
+    parser.add_argument("--prior-sigma", type=float, metavar="M",
+                        help="with --map (core replay): give every frame a position prior this many metres (standard "
+                             "deviation) around its true position; retrieval searches only map frames near it")
+    parser.add_argument("--prior-seed", type=int, default=0, help="with --prior-sigma: seed of the prior's noise")
     parser.add_argument("--through-node", action="store_true",
                         help="with --map: replay through a running vpr_localizer (a real ROS graph) instead of the core")
     parser.add_argument("--rate", type=float, default=1.0,
@@ -234,7 +255,7 @@ def _run_map(args) -> tuple[dict, list, VPRMap]:
     return evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
                             tuple(args.tf_frames) if args.tf_frames else None, args.distance, config,
                             args.frame_tolerance, args.ground_truth, args.camera_info_topic, node, not args.quiet,
-                            args.depth_topic)
+                            args.depth_topic, args.prior_sigma, args.prior_seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--through-node replays a bag: it needs --map and --bag")
     if args.rate < 0:
         parser.error("--rate must be >= 0")
+    if args.prior_sigma is not None and (args.through_node or not args.map or args.prior_sigma <= 0):
+        parser.error("--prior-sigma takes a positive number of metres, with --map and the core replay (not "
+                     "--through-node)")
     if args.depth_topic and not (args.map and args.camera_info_topic):
         parser.error("--depth-topic needs --map, --bag and --camera-info-topic (3-D points need the intrinsics)")
     try:

@@ -13,6 +13,7 @@ from vpr_ros.core.constraints import camera_pose, loop_constraint
 from vpr_ros.core.inputs.images import ImageError
 from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.maps.prior import PositionPrior
 
 PROCESSED, DROPPED, BAD = "processed", "dropped", "bad"
 
@@ -51,6 +52,7 @@ class QueryRecord:
     # vpr/pose as published (localize mode): the query camera's metric pose, or the map frame's pose
     localized_pose: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     localized_metric: bool = False
+    search_frames: int = -1  # map frames a position prior let retrieval search (-1: the whole map)
 
     @property
     def global_order(self) -> np.ndarray:
@@ -86,7 +88,8 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         sequence_length=result.sequence_length,
         single_keys=result.single_keys if result.single_keys is not None else result.global_keys,
         loop_key=result.loop.hypothesis.key if result.loop is not None else -1,
-        timings_ms=stage_timings(result.timings_ms))
+        timings_ms=stage_timings(result.timings_ms),
+        search_frames=-1 if result.search_frames is None else result.search_frames)
     if result.loop is not None:
         edge = loop_constraint(result.loop, matcher, result.metric, result.scale_note)
         record.loop_method, record.loop_scale_known, record.loop_scale_note = edge.method, edge.scale_known, edge.scale_note
@@ -104,11 +107,26 @@ def _pose(pose) -> np.ndarray:
     return np.full(7, np.nan) if pose is None else np.asarray(pose, np.float64).reshape(7)
 
 
+def simulated_prior(sigma_m: float, seed: int = 0):
+    """prior(stamp_ns, true pose) -> a position prior of standard deviation `sigma_m` (m) around the true
+    position (None without one), as a GPS or an EKF of that accuracy would give; seeded, so runs repeat."""
+    rng = np.random.default_rng(seed)
+
+    def prior(stamp_ns: int, pose) -> PositionPrior | None:
+        noise = rng.normal(0.0, sigma_m, 3)
+        if pose is None or not np.isfinite(np.asarray(pose)[:3]).all():
+            return None
+        return PositionPrior(tuple(float(v) for v in np.asarray(pose)[:3] + noise), np.eye(3) * sigma_m ** 2, stamp_ns)
+
+    return prior
+
+
 def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.ndarray | None = None,
-                progress: bool = False, depth=None) -> list[QueryRecord]:
+                progress: bool = False, depth=None, prior=None) -> list[QueryRecord]:
     """images: iterable of (stamp_ns, true pose or None, image loader callable). Every image is processed
     (a bag replayed offline drops nothing); an image the pipeline refuses is recorded as bad. depth:
-    stamp_ns -> the aligned depth image (metres) or None (maps.bag_source.BagDepth)."""
+    stamp_ns -> the aligned depth image (metres) or None (maps.bag_source.BagDepth). prior: (stamp_ns, true
+    pose) -> a PositionPrior or None (simulated_prior)."""
     localizer = Localizer(config, vpr_map)
     records = []
     for index, (stamp_ns, pose, load) in enumerate(images):
@@ -119,7 +137,8 @@ def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.n
             frame_depth = depth(stamp_ns) if depth is not None else None
             result = localizer.process(image, stamp_ns, camera_K=camera_K, depth=frame_depth,
                                        depth_note="" if frame_depth is not None or depth is None else
-                                       "no depth image near the frame's stamp")
+                                       "no depth image near the frame's stamp",
+                                       prior=prior(stamp_ns, pose) if prior is not None else None)
         except (ImageError, ValueError) as exc:
             LOGGER.warning("query %d (stamp %d): %s", index, stamp_ns, exc)
             records.append(QueryRecord(index, stamp_ns, _pose(pose), BAD, note=str(exc)))

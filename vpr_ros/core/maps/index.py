@@ -29,6 +29,20 @@ def _as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
     return vectors
 
 
+def _selector_parameters(index, selector):
+    """faiss search parameters restricting `index` to `selector`'s ids, keeping the index's own nprobe/efSearch."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+    elif hasattr(faiss.downcast_index(index), "hnsw"):
+        params = faiss.SearchParametersHNSW(sel=selector, efSearch=faiss.downcast_index(index).hnsw.efSearch)
+    else:
+        params = faiss.SearchParameters(sel=selector)
+    if isinstance(faiss.downcast_index(index), faiss.IndexPreTransform):
+        params = faiss.SearchParametersPreTransform(index_params=params)
+    return params
+
+
 def faiss_has_gpu() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
@@ -58,8 +72,17 @@ class TorchFlatSearch:
         return top.values, top.indices
 
     @torch.inference_mode()
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if subset is not None:  # only the subset's rows: the product over them alone
+            rows = torch.from_numpy(np.flatnonzero(subset)).to(self.device)
+            q = torch.from_numpy(queries).to(self.device)
+            top = torch.topk(q @ self.matrix[rows].T, min(k, len(rows)), dim=1)
+            return self._padded(top.values, rows[top.indices], k)
         values, ids = self.search_tensors(torch.from_numpy(queries).to(self.device, non_blocking=True), k)
+        return self._padded(values, ids, k)
+
+    @staticmethod
+    def _padded(values: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
         values, ids = values.cpu().numpy(), ids.cpu().numpy()
         if values.shape[1] < k:  # fewer map frames than k: pad as faiss does
             pad = k - values.shape[1]
@@ -150,19 +173,29 @@ class DescriptorIndex:
         if self._gpu is not None:
             self._gpu.add(vectors)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by inner product: (Q x k similarities, Q x k ids), id -1 where the map has fewer."""
+    def search(self, queries: np.ndarray, k: int, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: (Q x k similarities, Q x k ids), id -1 where the map has fewer. `subset`: a
+        boolean mask over the ids; only those are searched (faiss's ID selector: the index skips the rest)."""
         queries = _as_matrix(queries, self.dim, "query descriptors")
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
-        if len(self) == 0:
+        if subset is not None and (subset.shape != (len(self),) or subset.dtype != bool):
+            raise ValueError(f"subset must be a boolean mask of the index's {len(self)} ids, got {subset.dtype} "
+                             f"{subset.shape}")
+        if len(self) == 0 or (subset is not None and not subset.any()):
             return (np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64))
         if isinstance(self._gpu, TorchFlatSearch):
-            return self._gpu.search(queries, k)
-        index = self._gpu if self._gpu is not None else self.index
+            return self._gpu.search(queries, k, subset)
+        # faiss's GPU indexes take no ID selector: a subset search runs on the CPU index
+        index = self._gpu if self._gpu is not None and subset is None else self.index
         for name, value in self.search_params.items():
             faiss.ParameterSpace().set_index_parameter(index, name, value)
-        sims, ids = index.search(queries, k)
+        if subset is None:
+            sims, ids = index.search(queries, k)
+        else:
+            bits = np.packbits(subset, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(subset), faiss.swig_ptr(bits))
+            sims, ids = index.search(queries, k, params=_selector_parameters(index, selector))
         sims[ids < 0] = -np.inf
         return sims, ids
 

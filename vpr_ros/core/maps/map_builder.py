@@ -14,7 +14,7 @@ from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.presets import camera_input_size
 from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
 from vpr_ros.core.inputs.images import list_images, read_image
-from vpr_ros.core.maps.frames import POSE_FIELDS, FrameTable
+from vpr_ros.core.maps.frames import POSE_FIELDS, FrameTable, Session
 from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.map_store import VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
@@ -70,34 +70,46 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
               policy: KeyframePolicy | None = None, frame_id: str = "map", batch_size: int = 8,
               progress: bool = False, local_features: str | None = None, max_keypoints: int = 512,
               input_size: tuple[int, int] | str = "auto", camera: MapCamera | None = None,
-              depth: Callable[[int], np.ndarray | None] | None = None, **preset_overrides) -> VPRMap:
+              depth: Callable[[int], np.ndarray | None] | None = None, session: Session | None = None,
+              space: VPRMap | None = None, **preset_overrides) -> VPRMap:
     """Select keyframes, fit the preset on them, describe them and index them; with `local_features`
     (an extractor name), also store each keyframe's local features for re-ranking. `input_size`: (width,
     height) the network sees, or "auto": the first image's aspect ratio (presets.camera_input_size), so
     that a wide or tall camera's frames are not stretched. `camera`: the recording camera, kept with the
     map. `depth(stamp_ns)`: the aligned depth image (metres, NaN unknown) of a frame, or None; with local
-    features, each keypoint's depth is stored (metric loop closures)."""
+    features, each keypoint's depth is stored (metric loop closures). `session`: the recording's id and robot
+    (default: the map's name, robot unknown). `space`: a map whose descriptor (vocabulary, PCA, input size) and
+    local feature settings are used as they are, so that this map can be merged with it (sessions.py)."""
     if depth is not None and (local_features is None or camera is None):
         raise ValueError("keypoint depths need local features and the camera's intrinsics (its CameraInfo)")
     policy = policy or KeyframePolicy()
     if len(frames) == 0:
         raise ValueError("no frames to build a map from")
     candidates = frames.select(policy.motion_candidates(frames))
+    if space is not None and space.local_conf is None and local_features is not None:
+        raise ValueError(f"map {space.name} stores no local features, so a map in its space cannot either "
+                         "(--local-features none)")
     if input_size == "auto" or local_features is not None:  # the camera's shape
         height, width = load(candidates.sources[0]).shape[:2]
-    if input_size == "auto":
-        input_size = camera_input_size(preset, width, height)
-    descriptor = GlobalDescriptor(preset, input_size=tuple(input_size), **preset_overrides)
-    descriptors = describe_map(descriptor, candidates.sources, load, batch_size, progress)
+    if space is not None:
+        descriptor = space.descriptor
+        if space.local_conf is not None:
+            local_features = space.local_conf["extractor"]
+    else:
+        if input_size == "auto":
+            input_size = camera_input_size(preset, width, height)
+        descriptor = GlobalDescriptor(preset, input_size=tuple(input_size), **preset_overrides)
+    descriptors = describe_map(descriptor, candidates.sources, load, batch_size, progress, fit=space is None)
     rows = policy.appearance_keyframes(descriptors)
     LOGGER.info("map %s: %d frames -> %d motion candidates -> %d keyframes", name, len(frames),
                 len(candidates), len(rows))
     keyframes = candidates.select(rows)
+    keyframes.name_session(session or Session(name))
     local, local_conf = None, None
     if local_features is not None:
         # local features at the default preset's resolution and the camera's aspect (the joint graph shares it)
-        extractor = LocalExtractor(local_features, max_keypoints,
-                                   input_size=camera_input_size("default", width, height))
+        extractor = (LocalExtractor.for_config(space.local_conf) if space is not None else
+                     LocalExtractor(local_features, max_keypoints, input_size=camera_input_size("default", width, height)))
         extracted = []
         for batch in tqdm([keyframes.sources[i:i + batch_size] for i in range(0, len(keyframes), batch_size)],
                           desc="local features", unit="batch", disable=not progress):
@@ -106,7 +118,8 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
             _attach_depth(extracted, keyframes.stamp_ns, depth)
         local, local_conf = LocalFeatureTable.build(extracted, max_keypoints, extractor.dim,
                                                     depth is not None), extractor.config()
-    return VPRMap.create(name, descriptor, descriptors[rows], keyframes, frame_id, local=local,
+    search_params = space.index.search_params if space is not None else None
+    return VPRMap.create(name, descriptor, descriptors[rows], keyframes, frame_id, search_params, local=local,
                          local_conf=local_conf, camera=camera)
 
 

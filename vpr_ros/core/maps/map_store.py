@@ -5,7 +5,8 @@
                             count, coordinate frame, and the size and sha256 of every file below
     <map>/descriptors.npy   N x D float32 global descriptors (L2-normalised)
     <map>/frames.npz        stamp_ns (N), pose (N x 7: x y z qx qy qz qw), has_pose, gps (N x 3:
-                            lat lon alt), has_gps
+                            lat lon alt), has_gps, session (N: row of map.json's `sessions`, each
+                            {"id", "robot"}: the recording and robot a frame comes from)
     <map>/sources.json      N image references (file path, or bag path:topic@stamp)
     <map>/descriptor.npz    the descriptor's fitted buffers (VLAD vocabulary, PCA)
     <map>/index.faiss       the faiss index (faiss binary format)
@@ -19,7 +20,8 @@
                             `uncertainty` is true when they are present
 
 A map is written to a temporary sibling directory and renamed into place, so a half-written map
-never appears under its name. Loading checks the format version, every file's size and checksum,
+never appears under its name. Format version 2 added sessions; a version 1 map loads as one session
+named after the map, robot unknown. Loading checks the format version, every file's size and checksum,
 and that the map's preset, fingerprint and dimension match what the caller runs. map.json's optional
 `camera` (map_camera.MapCamera) records the intrinsics, optical frame and body mounting of the camera.
 """
@@ -37,7 +39,7 @@ import torch
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.maps.frames import FrameTable, Session
 from vpr_ros.core.maps.index import DescriptorIndex
 from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.recognizer import PlaceRecognizer, QueryResult
@@ -45,9 +47,10 @@ from vpr_ros.core.matching.local_features import LocalFeatureTable
 from vpr_ros.core.uncertainty.model import HEAD_FILE, META_FILE, UncertaintyModel
 
 FORMAT = "vpr_ros.map"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before sessions
 FILES = ("descriptors.npy", "frames.npz", "sources.json", "descriptor.npz", "index.faiss")
-FRAME_COLUMNS = ("stamp_ns", "pose", "has_pose", "gps", "has_gps")
+FRAME_COLUMNS = ("stamp_ns", "pose", "has_pose", "gps", "has_gps", "session")
 LOCAL_FILES = {f"local_{c}.npy": c for c in LocalFeatureTable.COLUMNS}
 DEPTH_FILE = "local_depth.npy"
 # Buffers learned from the map; the backbone comes from the shipped weights (checked by fingerprint).
@@ -127,9 +130,10 @@ class VPRMap:
         if local is not None:
             self.local.extend(local)
 
-    def query(self, images: list[np.ndarray], k: int = 10) -> QueryResult:
-        """Images (batched) -> top-k candidates with their frame metadata and per-stage timings."""
-        result = PlaceRecognizer(self.backend or self.descriptor, self.index).query(images, k)
+    def query(self, images: list[np.ndarray], k: int = 10, subset: np.ndarray | None = None) -> QueryResult:
+        """Images (batched) -> top-k candidates with their frame metadata and per-stage timings; `subset`: a
+        boolean mask over the map's keys, the only frames searched."""
+        result = PlaceRecognizer(self.backend or self.descriptor, self.index).query(images, k, subset)
         result.hypotheses = [self.hypotheses(ids, sims) for ids, sims in zip(result.ids, result.similarities)]
         return result
 
@@ -137,6 +141,12 @@ class VPRMap:
         """One query's candidates (a row of QueryResult.ids / similarities) with their frame metadata."""
         return [Hypothesis.of(self.frames, int(i), rank, float(s))
                 for rank, (i, s) in enumerate(zip(ids, similarities)) if i >= 0]
+
+    @property
+    def space(self) -> str:
+        """The descriptor space the map lives in (its descriptor's fingerprint): maps in one space can be
+        merged, appended to and searched together."""
+        return self.descriptor.fingerprint()
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write the map directory atomically; returns its absolute path (`..` resolved).
@@ -178,6 +188,8 @@ class VPRMap:
     def _write_files(self, folder: Path) -> None:
         np.save(folder / "descriptors.npy", self.descriptors, allow_pickle=False)
         np.savez(folder / "frames.npz", **{c: getattr(self.frames, c) for c in FRAME_COLUMNS})
+        sessions = [{**s.to_json(), "frames": int(np.count_nonzero(self.frames.session == i))}
+                    for i, s in enumerate(self.frames.sessions)]
         (folder / "sources.json").write_text(json.dumps(self.frames.sources))
         state = self.descriptor.state_dict()
         np.savez(folder / "descriptor.npz", **{k: state[k].cpu().numpy() for k in FITTED_BUFFERS if k in state})
@@ -197,7 +209,8 @@ class VPRMap:
             "preset": self.descriptor.preset, "preset_conf": self.descriptor.conf,
             "fingerprint": self.descriptor.fingerprint(), "dim": self.descriptor.dim,
             "index_factory": self.index.factory, "search_params": self.index.search_params,
-            "num_frames": len(self), "frame_id": self.frame_id, "local_features": self.local_conf,
+            "num_frames": len(self), "sessions": sessions, "frame_id": self.frame_id,
+            "local_features": self.local_conf,
             "local_depth": self.local is not None and self.local.depth is not None,
             "camera": self.camera.to_json() if self.camera is not None else None,
             "uncertainty": self.uncertainty is not None,
@@ -268,13 +281,16 @@ class Hypothesis:
     pose: tuple[float, ...] | None  # x y z qx qy qz qw in the map's frame_id, None when unknown
     gps: tuple[float, float, float] | None  # latitude, longitude, altitude; None when unknown
     source: str  # where the map image came from
+    session: str = ""  # the map frame's session id
+    robot: str = ""  # the robot that recorded that session ("" unknown)
 
     @classmethod
     def of(cls, frames: FrameTable, key: int, rank: int, similarity: float) -> "Hypothesis":
+        session = frames.session_of(key)
         return cls(key, rank, similarity, int(frames.stamp_ns[key]),
                    tuple(float(v) for v in frames.pose[key]) if frames.has_pose[key] else None,
                    tuple(float(v) for v in frames.gps[key]) if frames.has_gps[key] else None,
-                   frames.sources[key])
+                   frames.sources[key], session.id, session.robot)
 
 
 def read_metadata(path: Path) -> dict:
@@ -288,9 +304,9 @@ def read_metadata(path: Path) -> dict:
         raise MapError(f"{meta_path} is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise MapError(f"{meta_path} is not a vpr_ros map description")
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in READABLE_VERSIONS:
         raise MapError(f"{meta_path} has format version {meta.get('format_version')}; this vpr_ros "
-                       f"reads version {FORMAT_VERSION}")
+                       f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     _check_fields(meta, meta_path)
     return meta
 
@@ -301,7 +317,7 @@ _FIELDS = {
     "dim": (int, True), "index_factory": (str, True), "num_frames": (int, True), "files": (dict, True),
     "search_params": ((dict, type(None)), False), "frame_id": (str, False),
     "local_features": ((dict, type(None)), False), "uncertainty": (bool, False),
-    "local_depth": (bool, False), "camera": ((dict, type(None)), False),
+    "local_depth": (bool, False), "camera": ((dict, type(None)), False), "sessions": (list, False),
 }
 _LOCAL_FIELDS = {"max_keypoints": int, "dim": int, "extractor": str}
 
@@ -331,6 +347,13 @@ def _check_fields(meta: dict, meta_path: Path) -> None:
                 or not isinstance(entry.get("sha256"), str)):
             raise MapError(f"{meta_path}: files[{file!r}] must be an object with an integer 'bytes' and a string "
                            f"'sha256', got {json.dumps(entry)[:80]}")
+    if meta["format_version"] >= 2 and not isinstance(meta.get("sessions"), list):
+        raise MapError(f"{meta_path}: format version 2 needs a 'sessions' list")
+    for entry in meta.get("sessions", []):
+        try:
+            Session.from_json(entry)
+        except ValueError as exc:
+            raise MapError(f"{meta_path}: {exc}") from exc
     local = meta.get("local_features")
     if local:
         for name, kind in _LOCAL_FIELDS.items():
@@ -383,8 +406,11 @@ def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor):
             state.update({k: torch.from_numpy(buffers[k]) for k in buffers.files})
         descriptor.load_fitted(state)
         with np.load(path / "frames.npz", allow_pickle=False) as columns:
-            frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS},
-                                sources=json.loads((path / "sources.json").read_text()))
+            version_2 = meta["format_version"] >= 2
+            frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS if version_2 or c != "session"},
+                                sources=json.loads((path / "sources.json").read_text()),
+                                sessions=([Session.from_json(s) for s in meta["sessions"]] if version_2
+                                          else [Session(meta["name"])]))
         descriptors = np.load(path / "descriptors.npy", allow_pickle=False)
         local = None
         if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
@@ -395,7 +421,10 @@ def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor):
             local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise MapError(f"map {path} cannot be read: {exc}") from exc
-    frames.validate()
+    try:
+        frames.validate()
+    except ValueError as exc:
+        raise MapError(f"map {path}: frames.npz: {exc}") from exc
     return descriptors, frames, local
 
 

@@ -20,8 +20,9 @@ def _batches(items: Sequence, size: int):
 
 
 def describe_map(descriptor: GlobalDescriptor, sources: Sequence, load: Callable[[object], np.ndarray],
-                 batch_size: int = 8, progress: bool = False) -> np.ndarray:
+                 batch_size: int = 8, progress: bool = False, fit: bool = True) -> np.ndarray:
     """Fit what the preset learns from the map (vocabulary, PCA) and return the map's N x D descriptors.
+    fit=False: `descriptor` is already fitted (another map's descriptor space); describe only.
 
     sources: one entry per map frame; load(source) returns its image (any format images.py accepts).
     The images are read twice when the preset has a vocabulary (once to cluster, once to describe).
@@ -34,6 +35,8 @@ def describe_map(descriptor: GlobalDescriptor, sources: Sequence, load: Callable
         for batch in tqdm(list(_batches(sources, batch_size)), desc=desc, unit="batch", disable=not progress):
             yield batch_to_tensor([load(s) for s in batch], size)
 
+    if not fit:
+        return np.concatenate([descriptor.describe(t) for t in tensors("describe")])
     if descriptor.needs_vocabulary:
         descriptor.fit_vocabulary(tensors("vocabulary"))
     raw = np.concatenate([descriptor.describe(t) for t in tensors("describe")])
@@ -64,7 +67,7 @@ class PlaceRecognizer:
             raise ValueError(f"descriptor dimension {descriptor.dim} does not match the index's {index.dim}")
         self.descriptor, self.index = descriptor, index
 
-    def query(self, images: Sequence[np.ndarray], k: int = 10) -> QueryResult:
+    def query(self, images: Sequence[np.ndarray], k: int = 10, subset: np.ndarray | None = None) -> QueryResult:
         """Images (batched) -> top-k candidates; timings for preprocess, descriptor, search, total."""
         t0 = time.perf_counter()
         tensor = batch_to_uint8(list(images), self.descriptor.input_size)  # converted where the model runs
@@ -73,7 +76,7 @@ class PlaceRecognizer:
         encoded = encode(tensor) if encode is not None else None
         desc = encoded.descriptors if encoded is not None else self.descriptor.describe(tensor)
         t2 = time.perf_counter()
-        sims, ids = self.index.search(desc, k)
+        sims, ids = self.index.search(desc, k, subset)
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "descriptor": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
