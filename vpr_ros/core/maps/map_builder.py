@@ -94,7 +94,7 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     if space is not None:
         descriptor = space.descriptor
         if space.local_conf is not None:
-            local_features = space.local_conf["extractor"]
+            local_features, max_keypoints = space.local_conf["extractor"], space.local_conf["max_keypoints"]
     else:
         if input_size == "auto":
             input_size = camera_input_size(preset, width, height)
