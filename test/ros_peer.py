@@ -49,6 +49,7 @@ def example_loop_closure():
     msg.covariance = [float(i) for i in range(36)]
     msg.translation_scale_known, msg.scale_note = False, "no depth: neither the map frame nor the query has any"
     msg.match_frame_id = "map_camera_optical"
+    msg.robot_id, msg.session_id, msg.match_session_id, msg.match_robot_id = "scout", "day3", "day1", "r1"
     msg.probability, msg.global_similarity, msg.inlier_count = 0.875, 0.5, 150
     msg.method, msg.method_detail = LoopClosure.METHOD_ESSENTIAL, "xfeat+lighterglue/magsac++"
     return msg

@@ -15,7 +15,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(LocalizerConfig)}
 
 
 def shipped_params() -> dict:
-    return yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["vpr_localizer"]["ros__parameters"]
+    return yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["/**/vpr_localizer"]["ros__parameters"]
 
 
 def test_node_parameters_config_fields_and_shipped_yaml_agree():

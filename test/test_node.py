@@ -139,7 +139,7 @@ def publish_until(probe, executor, topic: str, msg, answered, timeout_s: float =
 
 
 def test_params_file_lists_every_parameter_with_its_default():
-    params = yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["vpr_localizer"]["ros__parameters"]
+    params = yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["/**/vpr_localizer"]["ros__parameters"]
     assert set(params) == set(PARAMETERS)
     for name, value in params.items():
         assert value == PARAMETERS[name][0] and type(value) is type(PARAMETERS[name][0]), name

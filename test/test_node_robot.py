@@ -33,7 +33,7 @@ def console_script() -> str:
 def params_file(tmp_path, **values) -> str:
     """The shipped params file with `values` changed, written where a user would keep their own."""
     data = yaml.safe_load((REPO / "config" / "localize.yaml").read_text())
-    data["vpr_localizer"]["ros__parameters"].update(values)
+    data["/**/vpr_localizer"]["ros__parameters"].update(values)
     path = tmp_path / "robot.yaml"
     path.write_text(yaml.safe_dump(data))
     return str(path)

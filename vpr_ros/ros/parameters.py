@@ -56,6 +56,7 @@ NODE_PARAMETERS = {
     "diagnostics_window_s": (10.0, "/diagnostics: bad frames, errors and rates over this recent window", (1.0, 3600.0)),
     "image_timeout_s": (5.0, "/diagnostics: WARN when no image arrived for this long", (0.1, 3600.0)),
 }
+PARAMS_FILE_KEY = "/**/vpr_localizer"  # a plain "vpr_localizer" would not reach a namespaced node
 _PIPELINE = settings()
 # mode first, then the node's own, then the rest of the pipeline's (LocalizerConfig's fields, in order)
 PARAMETERS = {"mode": _PIPELINE.pop("mode"), **NODE_PARAMETERS, **_PIPELINE}
@@ -83,7 +84,8 @@ def params_file_text() -> str:
     lines = ["# vpr_localizer parameters: every parameter the node declares, with its default.",
              "# Run: vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=maps/office",
              "# or:  ros2 launch vpr_ros localize.launch.py params_file:=config/localize.yaml map_path:=maps/office",
-             "vpr_localizer:", "  ros__parameters:"]
+             "# The key matches a node named vpr_localizer in any namespace (several robots, one file).",
+             f"{PARAMS_FILE_KEY}:", "  ros__parameters:"]
     for name, (default, description, spec) in PARAMETERS.items():
         if spec is None:
             note = ""

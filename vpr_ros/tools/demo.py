@@ -1,15 +1,20 @@
-"""`vpr_demo`: the README's first command: simulate a robot run, map its first lap, localize the second
-lap with the node through a real ROS graph, and report.
+"""`vpr_demo`: the README's first command: simulate three visits of a street, map the first two as two
+sessions of one map, localize the third with the node through a real ROS graph, and report.
 
 Steps (each kept when its output already exists with the same settings, so a second run is quick):
-1. `vpr_sim`: two laps of a procedural street, the second at dusk, off the first lap's path, with other
-   parked cars (rosbag2 mcap: Image, aligned depth Image, CameraInfo, ground-truth Odometry and TF);
-2. `vpr_build_map` from lap 1 (global descriptors, XFeat local features with their depth, the camera);
-3. `vpr_train_uncertainty` on that map (BayesCap head and calibrators, with the re-ranker);
-4. `vpr_eval --through-node`: lap 2 is played at its recorded rate to a running `vpr_localizer`
-   (re-ranking with LighterGlue, calibrated probabilities, depth images for metric loop closures) over
-   loopback, on a private ROS domain; the answers, metric poses included, are scored against the ground
-   truth and written as JSON and a self-contained HTML report.
+1. `vpr_sim`: three laps of a procedural street (day, dusk, overcast), the later ones off the first lap's
+   path, with other parked cars (rosbag2 mcap: Image, aligned depth Image, CameraInfo, ground-truth
+   Odometry and TF);
+2. `vpr_build_map` from lap 1 (global descriptors, XFeat local features with their depth, the camera), and
+   from lap 2 in lap 1's descriptor space (`--descriptor-from`);
+3. `vpr_merge_maps`: the two sessions as one map;
+4. `vpr_train_uncertainty` on the merged map (BayesCap head and calibrators, with the re-ranker);
+5. `vpr_eval` (core replay, global retrieval): lap 3 against each single-session map and the merged one,
+   so that what the second session adds is shown;
+6. `vpr_eval --through-node`: lap 3 is played at its recorded rate to a running `vpr_localizer` on the
+   merged map (re-ranking with LighterGlue, calibrated probabilities, depth images for metric loop
+   closures) over loopback, on a private ROS domain; the answers, metric poses and each match's session
+   included, are scored against the ground truth and written as JSON and a self-contained HTML report.
 """
 
 import argparse
@@ -20,7 +25,7 @@ from pathlib import Path
 
 from vpr_ros.tools import doctor
 
-DEMO = {"frames": 160, "rate_hz": 1.25, "seed": 0}  # 1 frame per metre at 1.25 m/s: a walking-speed robot
+DEMO = {"frames": 160, "rate_hz": 1.25, "seed": 0, "laps": 3}  # 1 frame per metre at 1.25 m/s: a walking-speed robot
 TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom", "--camera-info-topic", "/camera/camera_info"]
 DEPTH = ["--depth-topic", "/camera/depth/image_raw"]
 
@@ -63,21 +68,30 @@ def main(argv: list[str] | None = None) -> int:
             return status
         _done(start)
 
-    from vpr_ros.tools import build_map, eval as vpr_eval, sim, train_uncertainty
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.tools import build_map, eval as vpr_eval, merge_maps, sim, train_uncertainty
 
     out = args.out
-    start = _step(f"simulating two laps of {args.frames} frames (vpr_sim)")
+    start = _step(f"simulating three laps of {args.frames} frames (vpr_sim)")
     sim_args = [str(out / "run"), "--frames", str(args.frames), "--rate", str(DEMO["rate_hz"]),
-                "--seed", str(DEMO["seed"])] + (["--overwrite"] if args.overwrite else [])
+                "--seed", str(DEMO["seed"]), "--laps", str(DEMO["laps"])] + (["--overwrite"] if args.overwrite else [])
     if sim.main(sim_args) != 0:
         return 1
     _done(start)
-    map_dir = out / "map"
+    map_dir, sessions = out / "map", [out / "maps" / "lap_1", out / "maps" / "lap_2"]
     if args.overwrite or not _map_ready(map_dir, out / "run" / "run.json"):
-        start = _step("building the map from lap 1 (vpr_build_map)")
-        features = ["--local-features", "xfeat", *DEPTH] if rerank else []
-        status = build_map.main([str(map_dir), "--bag", str(out / "run" / "lap_1"), *TOPICS, *features,
-                                 "--overwrite", "--quiet"])
+        features = ["--local-features", "xfeat", *DEPTH] if rerank else ["--local-features", "none"]
+        for lap, session in enumerate(sessions, start=1):
+            start = _step(f"building the map of lap {lap}" + (" in lap 1's descriptor space" if lap > 1 else "")
+                          + " (vpr_build_map)")
+            space = ["--descriptor-from", str(sessions[0])] if lap > 1 else []
+            status = build_map.main([str(session), "--bag", str(out / "run" / f"lap_{lap}"), *TOPICS, *features,
+                                     *space, "--robot", "demo_robot", "--overwrite", "--quiet"])
+            if status != 0:
+                return status
+            _done(start)
+        start = _step("merging the two sessions into one map (vpr_merge_maps)")
+        status = merge_maps.main([*map(str, sessions), str(map_dir), "--overwrite", "--quiet"])
         if status != 0:
             return status
         _done(start)
@@ -88,9 +102,20 @@ def main(argv: list[str] | None = None) -> int:
         _done(start)
     else:
         print(f"\n== the map in {map_dir} is up to date")
-    start = _step("localizing lap 2 with vpr_localizer through a ROS graph (vpr_eval --through-node)")
+    start = _step("lap 3 against each session's map and the merged one (vpr_eval, global retrieval)")
+    table = {}
+    for name, path in (("lap 1 map", sessions[0]), ("lap 2 map", sessions[1]), ("merged map", map_dir)):
+        report, _, _ = vpr_eval.evaluate_map_bag(path, out / "run" / "lap_3", TOPICS[1], TOPICS[3], None, args.distance,
+                                                 LocalizerConfig(rerank="off", top_k=10, temporal_window=0),
+                                                 progress=False)
+        table[name] = {"map_frames": report["map_size"], "recall": report["recall"]}
+        print(f"   lap 3 against the {name} ({report['map_size']} frames): R@1 {report['recall']['1']:.3f}, "
+              f"R@5 {report['recall']['5']:.3f}")
+    (out / "sessions.json").write_text(json.dumps(table, indent=2) + "\n")
+    _done(start)
+    start = _step("localizing lap 3 on the merged map with vpr_localizer through a ROS graph (vpr_eval --through-node)")
     status = vpr_eval.main([
-        "--map", str(map_dir), "--bag", str(out / "run" / "lap_2"), *TOPICS, *DEPTH,
+        "--map", str(map_dir), "--bag", str(out / "run" / "lap_3"), *TOPICS, *DEPTH,
         "--distance", str(args.distance), "--through-node", "--rate", str(args.rate),
         "--top-k", "10", "--temporal-window", "0", "--rerank", rerank or "off",
         *(["--rerank-top-k", "5"] if rerank else []),
