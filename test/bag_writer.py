@@ -74,5 +74,5 @@ def write_run(path: Path, images: list[Path], x_of_frame, compressed: bool = Fal
             fix = T["sensor_msgs/msg/NavSatFix"](
                 header=_header(ns, "gps"), status=T["sensor_msgs/msg/NavSatStatus"](status=0, service=1),
                 latitude=48.0, longitude=11.0 + i * 1e-5, altitude=500.0,
-                position_covariance=np.zeros(9), position_covariance_type=0)
+                position_covariance=np.diag([4.0, 4.0, 9.0]).ravel(), position_covariance_type=2)
             write("fix", ns, fix)

@@ -94,3 +94,35 @@ def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
     assert report["recall"]["1"] >= 0.75, report["recall"]
     assert "recall_global" in report and report["recall"]["10"] is None  # 3 hypotheses published
     assert 0 < report["latency_ms"]["match"]["p50"] < 5000
+
+
+def test_sessions_from_bags_and_a_gps_prior(runs, tmp_path, capsys):
+    """vpr_build_map --append adds the query bag as a session of another robot; --descriptor-from builds a map in
+    another one's space; vpr_eval --prior-gps-topic searches near each frame's recorded fix."""
+    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.tools.build_map import main as build_main
+    from vpr_ros.tools.eval import main as eval_main
+
+    site = tmp_path / "site"
+    topics = ["--pose-topic", "/odom", "--gps-topic", "/fix", "--local-features", "none", "--quiet"]
+    assert build_main([str(site), "--bag", str(runs / "ref"), "--image-topic", "/camera/image_raw", *topics]) == 0
+    before = VPRMap.load(site)
+    assert build_main(["--append", str(site), "--bag", str(runs / "query"), "--image-topic",
+                       "/camera/image/compressed", "--robot", "r2", *topics]) == 0
+    grown = VPRMap.load(site)
+    assert [str(s) for s in grown.frames.sessions] == ["'ref'", "'query' (robot 'r2')"] and len(grown) == 120
+    assert grown.space == before.space and np.array_equal(grown.descriptors[:60], before.descriptors)
+    assert build_main(["--append", str(site), "--bag", str(runs / "query"), "--image-topic",
+                       "/camera/image/compressed", *topics]) == 2  # the session 'query' is there already
+    assert "is in both" in capsys.readouterr().err and len(VPRMap.load(site)) == 120
+    other = tmp_path / "other"
+    assert build_main([str(other), "--descriptor-from", str(site), "--bag", str(runs / "query"), "--image-topic",
+                       "/camera/image/compressed", "--session", "again", *topics]) == 0
+    assert VPRMap.load(other).space == grown.space
+    out = tmp_path / "prior.json"
+    assert eval_main(["--map", str(before.save(tmp_path / "ref_map")), "--bag", str(runs / "query"), "--image-topic",
+                      "/camera/image/compressed", "--pose-topic", "/odom", "--distance", "2.5", "--rerank", "off",
+                      "--prior-gps-topic", "/fix", "--json", str(out), "--quiet"]) == 0
+    report = json.loads(out.read_text())
+    assert report["prior"]["frames_with_prior"] == 60 and report["prior"]["mean_searched_frames"] < 35
+    assert report["recall"]["1"] >= 0.75, report["recall"]

@@ -71,14 +71,16 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                      frame_tolerance: int | None = None, ground_truth_path: Path | None = None,
                      camera_info_topic: str | None = None, through_node: dict | None = None,
                      progress: bool = True, depth_topic: str | None = None,
-                     prior_sigma_m: float | None = None, prior_seed: int = 0) -> tuple[dict, list, VPRMap]:
+                     prior_sigma_m: float | None = None, prior_seed: int = 0,
+                     prior_gps_topic: str | None = None) -> tuple[dict, list, VPRMap]:
     """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
     ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map).
-    prior_sigma_m: give each frame a position prior of that accuracy around its true position (core replay)."""
+    prior_sigma_m: give each frame a position prior of that accuracy around its true position (core replay);
+    prior_gps_topic: or the bag's NavSatFix nearest each frame (for maps with GPS)."""
     from vpr_ros.core.evaluation.metric_eval import metric_report
-    from vpr_ros.core.evaluation.replay import PROCESSED, replay_core, simulated_prior
+    from vpr_ros.core.evaluation.replay import PROCESSED, recorded_prior, replay_core, simulated_prior
     from vpr_ros.core.evaluation.scoring import evaluate_replay
-    from vpr_ros.core.maps.bag_source import BagDepth, read_camera_info
+    from vpr_ros.core.maps.bag_source import BagDepth, read_camera_info, read_gps_priors
 
     vpr_map = VPRMap.load(map_dir, checkpoint=config.checkpoint or None)
     items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
@@ -88,7 +90,8 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
         K, _, camera_frame = read_camera_info(bag, camera_info_topic)
     depth = BagDepth(bag, depth_topic) if depth_topic else None
     if through_node is None:
-        prior = simulated_prior(prior_sigma_m, prior_seed) if prior_sigma_m else None
+        prior = (simulated_prior(prior_sigma_m, prior_seed) if prior_sigma_m else
+                 recorded_prior(read_gps_priors(bag, prior_gps_topic)) if prior_gps_topic else None)
         records = replay_core(vpr_map, items, config, K, progress, depth, prior)
         how = "core"
     else:
@@ -112,9 +115,9 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     }
     if through_node is not None:
         report["node"] = dict(through_node)
-    if prior_sigma_m:
+    if prior_sigma_m or prior_gps_topic:
         searched = [r.search_frames for r in records if r.status == PROCESSED]
-        report["prior"] = {"sigma_m": prior_sigma_m, "seed": prior_seed, "k_sigma": config.prior_k_sigma,
+        report["prior"] = {"sigma_m": prior_sigma_m, "seed": prior_seed, "gps_topic": prior_gps_topic, "k_sigma": config.prior_k_sigma,
                            "min_radius_m": config.prior_min_radius_m, "max_radius_m": config.prior_max_radius_m,
                            "frames_with_prior": sum(s >= 0 for s in searched),
                            "mean_searched_frames": float(np.mean([s if s >= 0 else len(vpr_map) for s in searched]))
@@ -161,7 +164,8 @@ def _print_replay(report: dict) -> None:
         print(f"  global    {fmt(report['recall'])}   ({truth})")
     if "prior" in report:
         prior = report["prior"]
-        print(f"  prior: sigma {prior['sigma_m']} m (k {prior['k_sigma']}, radius {prior['min_radius_m']}.."
+        source = (f"GPS {prior['gps_topic']}" if prior["gps_topic"] else f"sigma {prior['sigma_m']} m")
+        print(f"  prior: {source} (k {prior['k_sigma']}, radius {prior['min_radius_m']}.."
               f"{prior['max_radius_m']} m) on {prior['frames_with_prior']} frames; {prior['mean_searched_frames']:.0f} "
               f"of {report['map_size']} map frames searched on average")
     loop = report["loop_closure"]
@@ -221,6 +225,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="with --map (core replay): give every frame a position prior this many metres (standard "
                              "deviation) around its true position; retrieval searches only map frames near it")
     parser.add_argument("--prior-seed", type=int, default=0, help="with --prior-sigma: seed of the prior's noise")
+    parser.add_argument("--prior-gps-topic", metavar="TOPIC",
+                        help="with --map (core replay): the bag's sensor_msgs/NavSatFix nearest each frame is its "
+                             "position prior (the map's frames need GPS: vpr_build_map --gps-topic)")
     parser.add_argument("--through-node", action="store_true",
                         help="with --map: replay through a running vpr_localizer (a real ROS graph) instead of the core")
     parser.add_argument("--rate", type=float, default=1.0,
@@ -255,7 +262,7 @@ def _run_map(args) -> tuple[dict, list, VPRMap]:
     return evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
                             tuple(args.tf_frames) if args.tf_frames else None, args.distance, config,
                             args.frame_tolerance, args.ground_truth, args.camera_info_topic, node, not args.quiet,
-                            args.depth_topic, args.prior_sigma, args.prior_seed)
+                            args.depth_topic, args.prior_sigma, args.prior_seed, args.prior_gps_topic)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.prior_sigma is not None and (args.through_node or not args.map or args.prior_sigma <= 0):
         parser.error("--prior-sigma takes a positive number of metres, with --map and the core replay (not "
                      "--through-node)")
+    if args.prior_gps_topic and (args.through_node or not args.map or args.prior_sigma):
+        parser.error("--prior-gps-topic works with --map and the core replay, and not with --prior-sigma")
     if args.depth_topic and not (args.map and args.camera_info_topic):
         parser.error("--depth-topic needs --map, --bag and --camera-info-topic (3-D points need the intrinsics)")
     try:

@@ -121,6 +121,26 @@ def simulated_prior(sigma_m: float, seed: int = 0):
     return prior
 
 
+def recorded_prior(fixes: list[tuple[int, tuple[float, float, float], np.ndarray]]):
+    """prior(stamp_ns, true pose) -> the recorded GPS fix nearest the frame's stamp as a position prior (the
+    localizer decides whether it is too old), None without any (maps.bag_source.read_gps_priors)."""
+    stamps = np.array([fix[0] for fix in fixes], np.int64)
+
+    def prior(stamp_ns: int, pose) -> PositionPrior | None:
+        if not len(stamps):
+            return None
+        i = int(np.clip(np.searchsorted(stamps, stamp_ns), 1, len(stamps)) - 1)
+        if i + 1 < len(stamps) and abs(stamps[i + 1] - stamp_ns) < abs(stamps[i] - stamp_ns):
+            i += 1
+        stamp, position, covariance = fixes[i]
+        try:
+            return PositionPrior(position, covariance, int(stamp), "gps")
+        except ValueError:  # a non-finite or indefinite covariance: no prior for this frame
+            return None
+
+    return prior
+
+
 def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.ndarray | None = None,
                 progress: bool = False, depth=None, prior=None) -> list[QueryRecord]:
     """images: iterable of (stamp_ns, true pose or None, image loader callable). Every image is processed

@@ -254,6 +254,22 @@ def read_bag_frames(path: str | Path, image_topic: str, pose_topic: str | None =
     return BagFrames(path, image_topic, frames)
 
 
+def read_gps_priors(path: str | Path, topic: str) -> list[tuple[int, tuple[float, float, float], np.ndarray]]:
+    """The NavSatFix messages on `topic` that can serve as position priors, in stamp order: (stamp_ns, (lat, lon,
+    alt), 3 x 3 covariance in m^2). Fixes without a fix (status < 0) or with an unknown covariance (type 0) are
+    left out."""
+    fixes = []
+    with _open(Path(path)) as reader:
+        conns = _connections(reader, topic, (GPS_TYPE,))
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            if msg.status.status < 0 or msg.position_covariance_type == 0:
+                continue
+            fixes.append((_stamp_ns(msg.header), (float(msg.latitude), float(msg.longitude), float(msg.altitude)),
+                          np.asarray(msg.position_covariance, np.float64).reshape(3, 3)))
+    return sorted(fixes, key=lambda fix: fix[0])
+
+
 def read_camera_info(path: str | Path, topic: str) -> tuple[np.ndarray, tuple[int, int], str]:
     """K (3 x 3), image size (W, H) and optical frame of the first sensor_msgs/CameraInfo on `topic`."""
     with _open(Path(path)) as reader:
