@@ -7,7 +7,7 @@ loop closures on the demo's query lap.
 speed: a city-like map of --frames frames along a grid of streets (100 m blocks, a frame every 5 m), with
 random unit descriptors of the default preset's dimension (256 after PCA); each query is a map frame's
 descriptor with noise, its prior the frame's position plus N(0, sigma^2) noise. The whole-map search and the
-prior's search (the region computed from the map's poses, then faiss's ID selector) run on the same index
+prior's search (the region from the map's position grid, then faiss's ID selector) run on the same index
 and queries, alternating; the ratio of their medians is the figure. Flat (the default) and, for reference,
 HNSW32 and IVF1024,Flat.
 
@@ -26,7 +26,7 @@ import numpy as np
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, search_region
+from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, RegionFinder
 
 
 def street_grid(frames: int, block_m: float = 100.0, spacing_m: float = 5.0) -> np.ndarray:
@@ -57,6 +57,8 @@ def speed(args) -> dict:
     priors = [PositionPrior((*(xy[i] + rng.normal(0, args.sigma, 2)), 0.0), np.eye(3) * args.sigma ** 2, 0)
               for i in picks]
     policy = RadiusPolicy()
+    finder = RegionFinder(policy, 1.0)  # as the Localizer keeps it: the map's position grid built once
+    finder.region(frames, priors[0], 0)
     out = {"frames": len(xy), "dim": args.dim, "queries": args.queries, "sigma_m": args.sigma,
            "radius_m": policy.radius(priors[0]), "indexes": {}}
     for factory, params in (("Flat", None), ("HNSW32", {"efSearch": 64}), ("IVF1024,Flat", {"nprobe": 16})):
@@ -68,7 +70,7 @@ def speed(args) -> dict:
             t0 = time.perf_counter()
             _, ids = index.search(q[None], 5)
             t1 = time.perf_counter()
-            region = search_region(frames, prior, policy, 0, 1.0)
+            region = finder.region(frames, prior, 0)
             t2 = time.perf_counter()
             _, sub_ids = index.search(q[None], 5, region.mask)
             t3 = time.perf_counter()

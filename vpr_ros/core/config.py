@@ -86,8 +86,9 @@ class LocalizerConfig:
                                   "(empty: slam-<start time, UTC>)")
     robot_id: str = setting("", "this robot's id, carried by every hypothesis and loop closure message and recorded "
                                 "with this session's frames (empty: the node's namespace without its leading slash)")
-    prior_k_sigma: float = setting(3.0, "search with a position prior: map frames within this many standard deviations "
-                                        "of the prior (its largest horizontal one) are searched", (0.1, 100.0))
+    prior_k_sigma: float = setting(4.0, "search with a position prior: map frames within this many standard deviations "
+                                        "of the prior (its largest horizontal one) are searched (in 2-D, 3 sigma "
+                                        "leaves the robot outside 1.1 % of the time, 4 sigma 0.03 %)", (0.1, 100.0))
     prior_min_radius_m: float = setting(10.0, "search with a position prior: the search radius is at least this "
                                               "(metres)", (0.0, 1e7))
     prior_max_radius_m: float = setting(1000.0, "search with a position prior: ... and at most this (metres)",

@@ -38,7 +38,7 @@ from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
 from vpr_ros.core.inputs.images import to_rgb8
 from vpr_ros.core.maps.device_query import DeviceQuery, why_not
 from vpr_ros.core.maps.frames import FrameTable, Session
-from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, search_region
+from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, RegionFinder
 from vpr_ros.core.maps.map_store import Hypothesis, VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
 from vpr_ros.core.maps.sequence import CentredSimilarity, PlainSimilarity, SequenceMatcher, map_segments, stamp_segments
@@ -138,7 +138,8 @@ class Localizer:
         self.frames_processed = 0
         self._sizes_seen: set[tuple[int, int, int, int]] = set()
         self.pose_frame_id = "map"  # slam: frame of the keyframe poses (the node sets its odometry's frame)
-        self._radius = RadiusPolicy(config.prior_k_sigma, config.prior_min_radius_m, config.prior_max_radius_m)
+        self._regions = RegionFinder(RadiusPolicy(config.prior_k_sigma, config.prior_min_radius_m,
+                                                  config.prior_max_radius_m), config.prior_max_age_s)
         self.session = Session(config.session_id or time.strftime("slam-%Y%m%dT%H%M%SZ", time.gmtime()),
                                config.robot_id)  # slam: the session this run's keyframes join the map as
         if vpr_map is not None:
@@ -187,6 +188,8 @@ class Localizer:
         self._check_size(image)
         if self.device_query is not None:
             features, rerank = None, self._on_device(image, camera_K, result)
+            if prior is not None:
+                result.search_scope = "map (the device chain searches the whole map; a prior is not applied there)"
             uncertain = self._uncertainties(result)
         else:
             encoded = self._retrieve(image, stamp_ns, result, prior)
@@ -289,7 +292,7 @@ class Localizer:
         excluded = self._excluded_suffix(stamp_ns)
         searchable = len(self.vpr_map) - excluded
         k = min(self.config.top_k, max(searchable, 0))
-        region = search_region(self.vpr_map.frames, prior, self._radius, stamp_ns, self.config.prior_max_age_s)
+        region = self._regions.region(self.vpr_map.frames, prior, stamp_ns)
         result.search_scope, result.search_frames, subset = region.note, region.frames, region.mask
         if subset is not None and excluded:
             subset = subset.copy()

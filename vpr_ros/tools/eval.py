@@ -122,10 +122,24 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                            "frames_with_prior": sum(s >= 0 for s in searched),
                            "mean_searched_frames": float(np.mean([s if s >= 0 else len(vpr_map) for s in searched]))
                            if searched else None}
+    if len(vpr_map.frames.sessions) > 1:
+        report["sessions"] = _session_counts(records, vpr_map)
     metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame), positives)
     if metric is not None:
         report["metric"] = metric
     return report, records, vpr_map
+
+
+def _session_counts(records, vpr_map: VPRMap) -> dict:
+    """Per session of a multi-session map: its frames, and how many top-1 answers and loop closures fell in it."""
+    out = {s.id: {"robot": s.robot, "map_frames": int(np.count_nonzero(vpr_map.frames.session == i)), "top1": 0,
+                  "loop_closures": 0} for i, s in enumerate(vpr_map.frames.sessions)}
+    for record in records:
+        if len(record.keys):
+            out[vpr_map.frames.session_of(int(record.keys[0])).id]["top1"] += 1
+        if record.loop_key >= 0:
+            out[vpr_map.frames.session_of(record.loop_key).id]["loop_closures"] += 1
+    return out
 
 
 def _query_mounting(bag: Path, pose_topic: str | None, tf_frames, camera_frame: str):
@@ -168,6 +182,10 @@ def _print_replay(report: dict) -> None:
         print(f"  prior: {source} (k {prior['k_sigma']}, radius {prior['min_radius_m']}.."
               f"{prior['max_radius_m']} m) on {prior['frames_with_prior']} frames; {prior['mean_searched_frames']:.0f} "
               f"of {report['map_size']} map frames searched on average")
+    if "sessions" in report:
+        print("  sessions of the map: " + "; ".join(
+            f"{name}: {s['map_frames']} frames, {s['top1']} top-1 answers, {s['loop_closures']} loop closures"
+            for name, s in report["sessions"].items()))
     loop = report["loop_closure"]
     p = "n/a" if loop["precision"] is None else f"{loop['precision']:.3f}"
     r = "n/a" if loop["recall"] is None else f"{loop['recall']:.3f}"
