@@ -83,7 +83,8 @@ def test_two_namespaced_robots_share_one_map(map_dir, images, tmp_path):
         assert one.robot_id == "robot1" and one.header.stamp.sec == 20 and one.search_scope == "map"
         assert one.hypotheses[0].map_key == 20 and one.hypotheses[0].session_id == "corridor40"
         assert two.robot_id == "scout" and all(h.header.stamp.sec == 25 for h in answers["robot2"])
-        assert two.search_scope == "prior: 16 of 40 map frames within 10 m", two.search_scope
+        assert two.search_scope == "prior: 16 of 40 map frames within 10 m" and two.searched_frames == 16, two
+        assert one.searched_frames == one.map_size == 40
         assert all(h.map_pose.position.x <= 15.0 for h in two.hypotheses)  # frame 25 lies outside the region
     for code, output in ended:
         assert code == 0 and "Traceback" not in output, output

@@ -105,6 +105,21 @@ def test_core_and_node_replays_agree(sim_map):
 
 
 @pytest.mark.slow
+def test_a_position_prior_through_the_node_and_the_core(sim_map):
+    """vpr_eval --prior-sigma: the same simulated priors restrict the core's search and, published on the node's
+    prior_topic, the node's; both say how many map frames they searched."""
+    config, bag = LocalizerConfig(top_k=10, rerank="off"), sim_map / "run" / "lap_2"
+    args = (sim_map / "map", bag, "/camera/image_raw", "/odom", None, 5.0, config)
+    core, core_records, vpr_map = vpr_eval.evaluate_map_bag(*args, progress=False, prior_sigma_m=2.0)
+    node, node_records, _ = vpr_eval.evaluate_map_bag(
+        *args, progress=False, prior_sigma_m=2.0, through_node={"rate": 0.0, "domain_id": int(os.environ["ROS_DOMAIN_ID"])})
+    assert core["prior"]["frames_with_prior"] == node["prior"]["frames_with_prior"] == 30
+    assert core["prior"]["mean_searched_frames"] < len(vpr_map)
+    assert [r.search_frames for r in core_records] == [r.search_frames for r in node_records]
+    assert np.mean([a.keys[0] == b.keys[0] for a, b in zip(core_records, node_records)]) >= 0.95
+
+
+@pytest.mark.slow
 def test_vpr_eval_cli_writes_json_and_html(sim_map, tmp_path, capsys):
     status = vpr_eval.main(["--map", str(sim_map / "map"), "--bag", str(sim_map / "run" / "lap_2"), *TOPICS,
                             "--camera-info-topic", "/camera/camera_info", "--frame-tolerance", "2", "--quiet",
@@ -168,7 +183,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert "Demo finished" in out and str(tmp_path / "demo" / "report.html") in out
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert report["replay"] == "node" and report["calibrated"] and report["frames"]["processed"] > 0
-    assert "confidence" in report
+    assert "confidence" in report and [s["map_frames"] for s in report["sessions"].values()] == [30, 30]
+    table = json.loads((tmp_path / "demo" / "sessions.json").read_text())
+    assert [row["map_frames"] for row in table.values()] == [30, 30, 60]
 
 
 @pytest.mark.slow

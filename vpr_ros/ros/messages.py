@@ -39,6 +39,7 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
     out.query_id, out.robot_id, out.search_scope = result.frame_id, robot_id, result.search_scope
     if vpr_map is not None:
         out.map_name, out.map_size = vpr_map.name, len(vpr_map)
+        out.searched_frames = len(vpr_map) if result.search_frames is None else result.search_frames
         out.descriptor = vpr_map.descriptor.preset
     out.map_frame_id, out.backend = map_frame, backend
     out.query_uncertainty = result.query_uncertainty

@@ -25,13 +25,15 @@ from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord,
 from vpr_ros.core.inputs.images import ImageError, to_rgb8
 
 IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info", "/vpr_eval/depth"
+PRIOR_TOPIC = "/vpr_eval/prior"
 
 
-def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool, with_depth: bool = False) -> list[str]:
+def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool, with_depth: bool = False,
+                   with_prior: bool = False) -> list[str]:
     """`--ros-args` for a node that answers like the core Localizer with `config`."""
     params = {**config.as_parameters(), "map_path": str(map_dir), "image_topic": IMAGE_TOPIC,
               "qos_reliability": "reliable", "qos_depth": 10, "camera_info_topic": INFO_TOPIC if with_info else "",
-              "depth_topic": DEPTH_TOPIC if with_depth else ""}
+              "depth_topic": DEPTH_TOPIC if with_depth else "", "prior_topic": PRIOR_TOPIC if with_prior else ""}
     args = ["--ros-args"]
     for name, value in params.items():
         # values are read as YAML: a string is quoted ("off" would be a boolean, "" nothing), a float keeps its point
@@ -55,26 +57,29 @@ def _record(index: int, stamp_ns: int, pose, msg, sent: float, received: float) 
         pair_likelihoods=np.array([p.pair_likelihood for p in h], np.float64),
         sequence_scores=np.array([p.sequence_score for p in h], np.float64),
         sequence_length=int(h[0].sequence_length) if len(h) else 0,
-        query_uncertainty=float(msg.query_uncertainty), timings_ms=timings)
+        query_uncertainty=float(msg.query_uncertainty), timings_ms=timings,
+        search_frames=int(msg.searched_frames) if msg.searched_frames < msg.map_size else -1)
 
 
 def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, camera_K: np.ndarray | None = None,
                         rate: float = 1.0, progress: bool = True, startup_timeout_s: float = 180.0,
                         answer_timeout_s: float = 60.0, domain_id: int | None = None,
-                        depth=None) -> list[QueryRecord]:
+                        depth=None, prior=None) -> list[QueryRecord]:
     """items: (stamp_ns, true pose or None, image loader) in bag order -> one QueryRecord per item. depth:
-    stamp_ns -> the frame's aligned depth image in metres, or None (maps.bag_source.BagDepth)."""
+    stamp_ns -> the frame's aligned depth image in metres, or None (maps.bag_source.BagDepth). prior:
+    (stamp_ns, true pose) -> a pose PositionPrior or None (core.evaluation.replay.simulated_prior), published
+    on the node's prior_topic before each image."""
     from vpr_ros.ros.interfaces import load_interfaces
 
     msgs = load_interfaces(None)
     if msgs is None:
         raise RuntimeError("vpr_ros_interfaces is not importable; build it (scripts/build_interfaces.py) first")
     domain = domain_id if domain_id is not None else random.randint(150, 230)
-    node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None), None
+    node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None, prior is not None), None
     try:
         player = _Player(msgs, domain)
         node.wait_until_up(player, startup_timeout_s)
-        bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress, depth)
+        bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress, depth, prior)
         player.wait_for_quiet(len(items), min(answer_timeout_s, 10.0))
         if progress:
             print(f"\r  published {len(items)} frames, {len(player.answers)} answered" + " " * 10)
@@ -88,11 +93,13 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
 class _NodeProcess:
     """vpr_localizer in its own process on a private domain over loopback, its output in a temporary log."""
 
-    def __init__(self, map_dir: Path, config: LocalizerConfig, with_info: bool, domain: int, with_depth: bool = False):
+    def __init__(self, map_dir: Path, config: LocalizerConfig, with_info: bool, domain: int, with_depth: bool = False,
+                 with_prior: bool = False):
         env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
         self.log = tempfile.NamedTemporaryFile("w+", prefix="vpr_eval_node_", suffix=".log", delete=False)
         self.process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.main",
-                                         *node_arguments(Path(map_dir).resolve(), config, with_info, with_depth)],
+                                         *node_arguments(Path(map_dir).resolve(), config, with_info, with_depth,
+                                                         with_prior)],
                                         env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def alive(self) -> bool:
@@ -148,6 +155,7 @@ class _Player:
         self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, qos)
         self.info_pub = self.node.create_publisher(CameraInfo, INFO_TOPIC, qos)
         self.depth_pub = self.node.create_publisher(Image, DEPTH_TOPIC, qos)
+        self.prior_pub = self.node.create_publisher(PoseWithCovarianceStamped, PRIOR_TOPIC, qos)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
 
@@ -209,6 +217,23 @@ def _image_messages(rgb: np.ndarray, stamp_ns: int, camera_K: np.ndarray | None)
     return image, info
 
 
+def _prior_message(prior):
+    """geometry_msgs/PoseWithCovarianceStamped of a pose prior (frame left empty: the map's)."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    from vpr_ros.ros.convert import ns_to_stamp
+
+    msg = PoseWithCovarianceStamped()
+    msg.header.stamp = ns_to_stamp(prior.stamp_ns)
+    msg.pose.pose.position.x, msg.pose.pose.position.y, msg.pose.pose.position.z = (float(v) for v in prior.position)
+    msg.pose.pose.orientation.w = 1.0
+    covariance = np.zeros((6, 6))
+    covariance[:3, :3] = prior.covariance
+    covariance[3:, 3:] = np.eye(3) * 1e6  # orientation unknown
+    msg.pose.covariance = covariance.ravel().tolist()
+    return msg
+
+
 def _depth_message(depth_m: np.ndarray, stamp_ns: int):
     """A 32FC1 depth Image (metres, NaN no reading) in the camera's optical frame."""
     from sensor_msgs.msg import Image
@@ -223,12 +248,12 @@ def _depth_message(depth_m: np.ndarray, stamp_ns: int):
 
 
 def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: float, answer_timeout_s: float,
-          progress: bool, depth=None) -> dict[int, str]:
+          progress: bool, depth=None, prior=None) -> dict[int, str]:
     """Publish every item at its bag time / rate (rate 0: after the previous answer); returns the stamps
     of images that could not be published (undecodable), with why: recorded, not fatal."""
     bad: dict[int, str] = {}
     start, first = time.perf_counter(), items[0][0] if items else 0
-    for index, (stamp_ns, _, load) in enumerate(items):
+    for index, (stamp_ns, true_pose, load) in enumerate(items):
         try:
             image, info = _image_messages(to_rgb8(load()), stamp_ns, camera_K)
         except (ImageError, ValueError) as exc:
@@ -238,6 +263,9 @@ def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: floa
             time.sleep(wait)
         if info is not None:
             player.info_pub.publish(info)
+        where = prior(stamp_ns, true_pose) if prior is not None else None
+        if where is not None:
+            player.prior_pub.publish(_prior_message(where))
         frame_depth = depth(stamp_ns) if depth is not None else None
         if frame_depth is not None:
             player.depth_pub.publish(_depth_message(frame_depth, stamp_ns))

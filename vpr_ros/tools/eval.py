@@ -97,7 +97,9 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     else:
         from vpr_ros.ros.replay import replay_through_node
 
-        records = replay_through_node(map_dir, items, config, K, progress=progress, depth=depth, **through_node)
+        prior = simulated_prior(prior_sigma_m, prior_seed) if prior_sigma_m else None
+        records = replay_through_node(map_dir, items, config, K, progress=progress, depth=depth, prior=prior,
+                                      **through_node)
         how = "node"
         if config.sequence_length:  # the single-image answers, through the node too, for the side-by-side recall
             single = replay_through_node(map_dir, items, dataclasses.replace(config, sequence_length=0), K,
@@ -240,7 +242,7 @@ def _parser() -> argparse.ArgumentParser:
     bag.add_argument("--depth-topic", help="with --bag: aligned depth images (16UC1/32FC1) given to the localizer with "
                                            "their frames; metric loop closures are scored against the bag's poses")
     parser.add_argument("--prior-sigma", type=float, metavar="M",
-                        help="with --map (core replay): give every frame a position prior this many metres (standard "
+                        help="with --map (core replay, or published on the node's prior_topic): give every frame a position prior this many metres (standard "
                              "deviation) around its true position; retrieval searches only map frames near it")
     parser.add_argument("--prior-seed", type=int, default=0, help="with --prior-sigma: seed of the prior's noise")
     parser.add_argument("--prior-gps-topic", metavar="TOPIC",
@@ -293,9 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--through-node replays a bag: it needs --map and --bag")
     if args.rate < 0:
         parser.error("--rate must be >= 0")
-    if args.prior_sigma is not None and (args.through_node or not args.map or args.prior_sigma <= 0):
-        parser.error("--prior-sigma takes a positive number of metres, with --map and the core replay (not "
-                     "--through-node)")
+    if args.prior_sigma is not None and (not args.map or args.prior_sigma <= 0):
+        parser.error("--prior-sigma takes a positive number of metres, with --map")
     if args.prior_gps_topic and (args.through_node or not args.map or args.prior_sigma):
         parser.error("--prior-gps-topic works with --map and the core replay, and not with --prior-sigma")
     if args.depth_topic and not (args.map and args.camera_info_topic):
