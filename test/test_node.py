@@ -166,12 +166,14 @@ def test_launch_file_lets_the_params_file_rule():
             comp = next(n for n in ast.walk(tree) if isinstance(n, ast.ListComp) and call in ast.walk(n))
             assert ast.unparse(comp.generators[0].iter) == "OVERRIDES.items()"
             declared.update({o: default for o in OVERRIDES})
-    assert {"params_file", "fastdds_shm", *OVERRIDES} == set(declared)
+    assert {"params_file", "fastdds_shm", "namespace", *OVERRIDES} == set(declared)
+    assert declared["namespace"].value == ""  # no namespace unless given
     assert all(isinstance(declared[o], ast.Constant) and declared[o].value == "" for o in OVERRIDES)
     node = next(c for c in calls if c.func.id == "Node")
     keywords = {k.arg: k.value for k in node.keywords}
     assert ast.unparse(keywords["parameters"]) == "[params_file, overrides] if overrides else [params_file]"
     assert (keywords["package"].value, keywords["executable"].value) == ("vpr_ros", "vpr_localizer")
+    assert ast.unparse(keywords["namespace"]) == "namespace or None"
 
 
 @pytest.mark.slow
