@@ -128,6 +128,8 @@ def test_slam_closes_loops_against_an_earlier_session(sessions):
     assert sum(r.loop is not None and r.loop.hypothesis.key == 10 + i for i, r in enumerate(results)) >= 8
     assert localizer.vpr_map.frames.sessions[-1] == Session("day3", "r3") and len(localizer.vpr_map) == 40
     assert not any(r.places and r.places[0].hypothesis.key >= 30 for r in results)  # its own recent frames
+    with pytest.raises(ValueError, match="session_id 'day1' is already a session of map a"):
+        Localizer(LocalizerConfig(mode="slam", rerank="off", session_id="day1"), VPRMap.load(maps["a"]))
 
 
 def test_prior_search_is_the_exact_search_of_the_region():
@@ -172,3 +174,9 @@ def test_localizer_with_a_prior_searches_only_the_region(sessions):
     assert all(p.hypothesis.pose[0] <= 15 for p in away.places)  # the region is honoured, even against the image
     stale = localizer.process(image, 60 * 10**9, prior=PositionPrior((5.0, 0.0, 0.0), np.eye(3), 10**9))
     assert stale.search_frames is None and "stale" in stale.search_scope and stale.places[0].hypothesis.key == 20
+    sequence = Localizer(LocalizerConfig(rerank="off", temporal_window=0, top_k=3, sequence_length=3), vpr_map)
+    for i in (18, 19, 20):  # sequence ranking keeps to the region too
+        result = sequence.process(load_image_file(paths[i]), (i + 1) * 10**9,
+                                  prior=PositionPrior((5.0, 0.0, 0.0), np.eye(3), (i + 1) * 10**9))
+        assert result.places and all(p.hypothesis.pose[0] <= 15 for p in result.places), i
+    assert result.sequence_length == 3

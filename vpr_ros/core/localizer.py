@@ -155,6 +155,9 @@ class Localizer:
             self.reranker.check_map(vpr_map.local_conf)
         local_conf = vpr_map.local_conf if self._joint_wanted(vpr_map) else None
         vpr_map.backend = self._backend(vpr_map.descriptor, local_conf)
+        if self.config.mode == "slam" and self.session.id in [s.id for s in vpr_map.frames.sessions]:
+            raise ValueError(f"session_id {self.session.id!r} is already a session of map {vpr_map.name}; a slam run "
+                             "adds a new session: choose another session_id (or leave it empty for the start time)")
         self._place_index(vpr_map)
         device_query = self._device_query(vpr_map)
         sequence, centred = self._sequence(vpr_map)
@@ -304,16 +307,21 @@ class Localizer:
         keep = (ids >= 0) & (ids < searchable)
         result.descriptor, result.global_keys, result.global_similarities = answer.descriptors, ids[keep][:k], sims[keep][:k]
         if self.sequence is not None and k > 0:
-            self._sequence_rank(result, stamp_ns, searchable, k)
+            self._sequence_rank(result, stamp_ns, searchable, k, subset)
         return answer.encoded
 
-    def _sequence_rank(self, result: FrameResult, stamp_ns: int, searchable: int, k: int) -> None:
+    def _sequence_rank(self, result: FrameResult, stamp_ns: int, searchable: int, k: int,
+                       subset: np.ndarray | None = None) -> None:
         """Sequence matching: add the frame's similarity row to the window and, once it is full, make the
-        candidates the top k map keys by sequence score (the single-image ones stay in single_keys)."""
+        candidates the top k map keys by sequence score (the single-image ones stay in single_keys); with a
+        prior's region (`subset`), only keys inside it (the alignments themselves run over the whole map)."""
         t0 = time.perf_counter()
         row = self._rows(result.descriptor)
         score = self.sequence.update(row, stamp_ns, searchable)
-        if self.sequence.full:
+        if subset is not None:
+            score = np.where(subset[:len(score)], score, -np.inf)
+            k = min(k, int(np.count_nonzero(subset[:searchable])))
+        if self.sequence.full and k > 0:
             top = np.argpartition(-score[:searchable], k - 1)[:k] if k < searchable else np.arange(searchable)
             top = top[np.argsort(-score[top], kind="stable")]
             place = self.sequence.place(int(top[0]), searchable)  # the best alignment's line ends here
