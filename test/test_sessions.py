@@ -115,6 +115,26 @@ def test_format_version_1_maps_load(sessions, tmp_path):
         VPRMap.load(old)
 
 
+def test_a_map_written_before_sessions_loads_answers_and_grows(corridor_dir, tmp_path):
+    """test/data/map_v1 was written by vpr_ros before sessions (format version 1)."""
+    import shutil
+
+    from conftest import REPO
+
+    old = tmp_path / "v1"
+    shutil.copytree(REPO / "test" / "data" / "map_v1", old)
+    assert json.loads((old / "map.json").read_text())["format_version"] == 1
+    loaded = VPRMap.load(old)
+    assert len(loaded) == 12 and [str(s) for s in loaded.frames.sessions] == ["'v1_corridor12'"]
+    refs = sorted((corridor_dir / "ref").glob("*.jpg"))
+    hyp = loaded.query([load_image_file(refs[5])], k=1).hypotheses[0][0]
+    assert (hyp.key, hyp.session) == (5, "v1_corridor12")
+    new = build_map("later", _frames(refs[12:20], 12), load_image_file, session=Session("later"), space=loaded)
+    grown = VPRMap.load(merge_maps([loaded, new], loaded.name).save(tmp_path / "v2"))
+    assert json.loads((tmp_path / "v2" / "map.json").read_text())["format_version"] == 2
+    assert len(grown) == 20 and grown.query([load_image_file(refs[15])], k=1).hypotheses[0][0].session == "later"
+
+
 def test_slam_closes_loops_against_an_earlier_session(sessions):
     """slam started from map a: revisiting its places closes inter-session loops at once (the recent-frame
     exclusion is for this session's own frames), and the new keyframes join as the configured session."""
