@@ -1,11 +1,11 @@
 """Metric loop closures against the simulator's ground truth, by where the depth comes from: the map's keypoint
 depths only, the query's depth image only, or both (the RGB-D residual), plus the depth-free baseline.
 
-    python benchmarks/metric_loops.py --run demo_run/run --map demo_run/map [--lap lap_2] \
+    python benchmarks/metric_loops.py --run demo_run/run --map demo_run/maps/lap_1 [--lap lap_2] \
         [--set rerank=xfeat-lighterglue --set temporal_window=0 ...] [--json out.json]
 
 The run is a `vpr_sim` output with depth (the default); the map is built from its lap 1 with
---camera-info-topic and --depth-topic (make demo's is). Every variant replays the lap through the core
+--camera-info-topic and --depth-topic (make demo's demo_run/maps/lap_1 is). Every variant replays the lap through the core
 pipeline (the node's Localizer) with LocalizerConfig's defaults, the shipped ones, unless --set changes
 them, and is scored by core/evaluation/metric_eval.py (the figures vpr_eval prints): errors of the correct
 loop closures' relative poses, NEES of their covariances (mean 6 when right), and the localised camera
