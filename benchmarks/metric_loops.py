@@ -5,9 +5,9 @@ depths only, the query's depth image only, or both (the RGB-D residual), plus th
         [--set rerank=xfeat-lighterglue --set temporal_window=0 ...] [--json out.json]
 
 The run is a `vpr_sim` output with depth (the default); the map is built from its lap 1 with
---camera-info-topic and --depth-topic (make demo's demo_run/maps/lap_1 is). Every variant replays the lap through the core
-pipeline (the node's Localizer) with LocalizerConfig's defaults, the shipped ones, unless --set changes
-them, and is scored by core/evaluation/metric_eval.py (the figures vpr_eval prints): errors of the correct
+--camera-info-topic and --depth-topic (make demo's demo_run/maps/lap_1 is). Every variant replays the lap
+through the core pipeline (the node's Localizer) with LocalizerConfig's defaults, the shipped ones, unless
+--set changes them, and is scored by core/evaluation/metric_eval.py (the figures vpr_eval prints): errors of the correct
 loop closures' relative poses, NEES of their covariances (mean 6 when right), and the localised camera
 position against the map frame's. Run it twice for the same machine figures.
 """

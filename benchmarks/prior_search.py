@@ -107,7 +107,8 @@ def accuracy(args) -> dict:
                  "search_ms_p50": report["latency_ms"]["search"]["p50"], "prior": report.get("prior"),
                  "seconds": time.perf_counter() - start}
         out["runs"][label] = entry
-        searched = f", {report['prior']['mean_searched_frames']:.0f} of {report['map_size']} frames searched" if sigma else ""
+        searched = (f", {report['prior']['mean_searched_frames']:.0f} of {report['map_size']} frames searched"
+                    if sigma else "")
         print(f"{label:12} R@1 {entry['recall']['1']:.3f} (global {entry['recall_global']['1']:.3f})  loop closures "
               f"{loop['accepted']} accepted, {loop['false']} false{searched}", flush=True)
     return out

@@ -112,7 +112,8 @@ def test_a_position_prior_through_the_node_and_the_core(sim_map):
     args = (sim_map / "map", bag, "/camera/image_raw", "/odom", None, 5.0, config)
     core, core_records, vpr_map = vpr_eval.evaluate_map_bag(*args, progress=False, prior_sigma_m=2.0)
     node, node_records, _ = vpr_eval.evaluate_map_bag(
-        *args, progress=False, prior_sigma_m=2.0, through_node={"rate": 0.0, "domain_id": int(os.environ["ROS_DOMAIN_ID"])})
+        *args, progress=False, prior_sigma_m=2.0,
+        through_node={"rate": 0.0, "domain_id": int(os.environ["ROS_DOMAIN_ID"])})
     assert core["prior"]["frames_with_prior"] == node["prior"]["frames_with_prior"] == 30
     assert core["prior"]["mean_searched_frames"] < len(vpr_map)
     assert [r.search_frames for r in core_records] == [r.search_frames for r in node_records]

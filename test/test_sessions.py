@@ -77,8 +77,8 @@ def test_merge_tool_refuses_other_spaces_and_leaves_inputs(sessions, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     assert "60 frames in 2 sessions" in run.stdout and len(VPRMap.load(out)) == 60
-    run = subprocess.run([sys.executable, "-m", "vpr_ros.tools.merge_maps", str(maps["a"]), str(out), str(tmp_path / "x")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run([sys.executable, "-m", "vpr_ros.tools.merge_maps", str(maps["a"]), str(out),
+                          str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "session 'day1' (robot 'r1') is in both" in run.stderr
 
 
