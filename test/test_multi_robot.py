@@ -86,8 +86,9 @@ def test_two_namespaced_robots_share_one_map(map_dir, images, tmp_path):
         assert two.search_scope == "prior: 16 of 40 map frames within 10 m" and two.searched_frames == 16, two
         assert one.searched_frames == one.map_size == 40
         assert all(h.map_pose.position.x <= 15.0 for h in two.hypotheses)  # frame 25 lies outside the region
-    for code, output in ended:
+    for (code, output), ns in zip(ended, ("robot1", "robot2")):
         assert code == 0 and "Traceback" not in output, output
+        assert f"images on /{ns}/camera/image_raw" in output, output
 
 
 def test_a_slam_session_is_appended_to_the_map_it_started_from(map_dir, images, tmp_path):

@@ -78,6 +78,7 @@ class LocalizerNode(Node):
 
         self._create_publishers_and_services(p)
         self._subscribe(p)
+        self.image_topic = self.resolve_topic_name(self.image_topic)  # as a namespace and remappings make it
         self._queue = FrameQueue(p["queue_size"])
         self.map_lock = threading.Lock()
         self._loop_lock = threading.Lock()  # held by the one processing loop
