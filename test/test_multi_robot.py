@@ -15,6 +15,7 @@ from test_node import MSGS, RELIABLE, image_msg, images, listen, map_dir  # noqa
 from test_node_robot import call, console_script, params_file
 
 rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
@@ -68,6 +69,7 @@ def test_two_namespaced_robots_share_one_map(map_dir, images, tmp_path):
     with processes([robot + ["-r", "__ns:=/robot1"], robot + ["-r", "__ns:=/robot2", "-p", "robot_id:=scout"]]) as (
             probe, executor, ended):
         answers = {ns: listen(probe, MSGS.PlaceHypotheses, f"/{ns}/vpr/hypotheses") for ns in ("robot1", "robot2")}
+        diagnostics = listen(probe, DiagnosticArray, "/diagnostics")
         pubs = {ns: probe.create_publisher(Image, f"/{ns}/camera/image_raw", RELIABLE) for ns in answers}
         prior = probe.create_publisher(PoseWithCovarianceStamped, "/robot2/prior", RELIABLE)
         assert spin_until(executor, lambda: all(p.get_subscription_count() for p in pubs.values())
@@ -86,6 +88,12 @@ def test_two_namespaced_robots_share_one_map(map_dir, images, tmp_path):
         assert two.search_scope == "prior: 16 of 40 map frames within 10 m" and two.searched_frames == 16, two
         assert one.searched_frames == one.map_size == 40
         assert all(h.map_pose.position.x <= 15.0 for h in two.hypotheses)  # frame 25 lies outside the region
+
+        def robots() -> dict:  # /diagnostics is shared: each node's status names it and its robot
+            return {s.name: {v.key: v.value for v in s.values}.get("robot_id") for d in diagnostics for s in d.status}
+
+        assert spin_until(executor, lambda: len(robots()) == 2, 10), robots()
+        assert robots() == {"robot1/vpr_localizer: pipeline": "robot1", "robot2/vpr_localizer: pipeline": "scout"}
     for (code, output), ns in zip(ended, ("robot1", "robot2")):
         assert code == 0 and "Traceback" not in output, output
         assert f"images on /{ns}/camera/image_raw" in output, output

@@ -410,7 +410,7 @@ class LocalizerNode(Node):
     def _publish_diagnostics(self) -> None:
         snap = self.health.snapshot()
         vpr_map = self.localizer.vpr_map
-        values = {"mode": self.config.mode, "map": self.localizer.map_name,
+        values = {"mode": self.config.mode, "robot_id": self.config.robot_id, "map": self.localizer.map_name,
                   "map_size": len(vpr_map) if vpr_map is not None else 0,
                   "backend": self.localizer.backend_label, "device": self.config.device,
                   "search": vpr_map.index.label if vpr_map is not None else "",
@@ -422,7 +422,9 @@ class LocalizerNode(Node):
             summary = latency_summary(samples)
             values[f"{stage}_ms_p50"], values[f"{stage}_ms_p95"] = f"{summary['p50']:.1f}", f"{summary['p95']:.1f}"
         level, message = self.health.level(snap)
-        out = messages.diagnostics_msg("vpr_localizer: pipeline", self.get_name(), level, message, values,
+        # /diagnostics is shared by every robot's node: the status names this one (e.g. /robot1/vpr_localizer)
+        out = messages.diagnostics_msg(f"{self.get_fully_qualified_name().lstrip('/')}: pipeline",
+                                       self.get_fully_qualified_name(), level, message, values,
                                        self.get_clock().now().to_msg())
         if self.context.ok():
             self.diag_pub.publish(out)
