@@ -151,13 +151,13 @@ class Localizer:
 
     def set_map(self, vpr_map: VPRMap) -> None:
         """Swap in another map (reload); raises ValueError, keeping the current map, if it cannot serve."""
+        if self.config.mode == "slam" and self.session.id in [s.id for s in vpr_map.frames.sessions]:
+            raise ValueError(f"session_id {self.session.id!r} is already a session of map {vpr_map.name}; a slam run "
+                             "adds a new session: choose another session_id (or leave it empty for the start time)")
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
         local_conf = vpr_map.local_conf if self._joint_wanted(vpr_map) else None
         vpr_map.backend = self._backend(vpr_map.descriptor, local_conf)
-        if self.config.mode == "slam" and self.session.id in [s.id for s in vpr_map.frames.sessions]:
-            raise ValueError(f"session_id {self.session.id!r} is already a session of map {vpr_map.name}; a slam run "
-                             "adds a new session: choose another session_id (or leave it empty for the start time)")
         self._place_index(vpr_map)
         device_query = self._device_query(vpr_map)
         sequence, centred = self._sequence(vpr_map)
