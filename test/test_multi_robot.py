@@ -126,3 +126,67 @@ def test_a_slam_session_is_appended_to_the_map_it_started_from(map_dir, images, 
     grown = VPRMap.load(site)
     assert [str(s) for s in grown.frames.sessions] == ["'corridor40'", "'day2' (robot 'r2')"] and len(grown) == 45
     assert ended[0][0] == 0, ended[0][1]
+
+
+@pytest.fixture(scope="module")
+def gps_map_dir(corridor_dir, tmp_path_factory):
+    """20 Corridor references with GPS fixes ~0.74 m apart eastwards (no poses), global descriptors only."""
+    from vpr_ros.core.maps.frames import FrameTable
+    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+
+    paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:20]
+    gps = np.stack([np.full(20, 48.0), 11.0 + np.arange(20) * 1e-5, np.full(20, 500.0)], axis=1)
+    frames = FrameTable.build((np.arange(20) + 1) * 10**9, paths, gps=gps)
+    vpr_map = build_map("corridor_gps", frames, load_image_file, clusters=8, input_size=(320, 240))
+    return vpr_map.save(tmp_path_factory.mktemp("gps") / "corridor_gps")
+
+
+def _fix(longitude: float, stamp_s: int, status: int = 0, covariance_type: int = 2):
+    from sensor_msgs.msg import NavSatFix
+
+    msg = NavSatFix(latitude=48.0, longitude=longitude, altitude=500.0, position_covariance_type=covariance_type)
+    msg.header.stamp.sec, msg.status.status = stamp_s, status
+    msg.position_covariance = [4.0, 0.0, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 9.0]
+    return msg
+
+
+def test_a_gps_prior_and_the_fixes_a_receiver_sends_without_one(gps_map_dir, images, tmp_path):
+    """prior_gps_topic: a fix with a covariance restricts the search to map frames within 10 m of it; a fix
+    without a fix, or with an unknown covariance, is ignored (warned, counted) and the whole map is searched."""
+    from sensor_msgs.msg import NavSatFix
+
+    file = params_file(tmp_path, map_path=str(gps_map_dir), image_topic="/cam", prior_gps_topic="/fix",
+                       qos_reliability="reliable", rerank="off", top_k=3, temporal_window=0)
+    with processes([[console_script(), "--ros-args", "--params-file", file]]) as (probe, executor, ended):
+        hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+        diagnostics = listen(probe, DiagnosticArray, "/diagnostics")
+        cam, fix = probe.create_publisher(Image, "/cam", RELIABLE), probe.create_publisher(NavSatFix, "/fix", RELIABLE)
+        assert spin_until(executor, lambda: cam.get_subscription_count() and fix.get_subscription_count(), 120)
+
+        def answer(fix_msg, stamp_s: int):
+            hyps.clear()
+            for _ in range(30):
+                fix.publish(fix_msg)
+                spin_until(executor, lambda: False, 0.2)
+                cam.publish(image_msg(images[0][15], stamp_s * 10**9))
+                if spin_until(executor, lambda: any(h.header.stamp.sec == stamp_s for h in hyps), 2):
+                    return next(h for h in hyps if h.header.stamp.sec == stamp_s)
+            raise AssertionError("no answer")
+
+        near = answer(_fix(11.0 + 2e-5, 5), 5)  # at map frame 2 (frames 0.745 m apart): frames 0..15 within 10 m
+        assert near.search_scope == "prior: 16 of 20 map frames within 10 m" and near.searched_frames == 16, near
+        assert all(h.map_key <= 15 for h in near.hypotheses)
+        for stamp_s, bad in ((6, _fix(11.0, 6, status=-1)), (7, _fix(11.0, 7, covariance_type=0))):
+            got = answer(bad, stamp_s)  # ignored: the last good prior is 1-2 s old against this frame ...
+            assert got.search_scope.startswith("prior") or got.search_scope.startswith("map"), got.search_scope
+        stale = answer(_fix(11.0, 7, status=-1), 30)  # ... and stale 25 s later: the whole map
+        assert stale.search_scope.startswith("map (prior") and "stale" in stale.search_scope, stale.search_scope
+        assert stale.hypotheses[0].map_key == 15
+
+        def counted(key):
+            values = [{v.key: v.value for v in s.values} for d in diagnostics for s in d.status]
+            return max([int(v.get(key, 0)) for v in values] or [0])
+
+        assert spin_until(executor, lambda: counted("bad_prior") >= 2 and counted("prior_searches") >= 1, 10)
+    assert ended[0][0] == 0 and "position prior on /fix ignored: the receiver has no fix" in ended[0][1]
+    assert "its covariance is unknown" in ended[0][1]

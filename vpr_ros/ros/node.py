@@ -68,6 +68,7 @@ class LocalizerNode(Node):
         self.config = dataclasses.replace(localizer_config(p), robot_id=p["robot_id"]
                                           or self.get_namespace().strip("/").replace("/", "_"))
         self._prior: PositionPrior | None = None
+        self._prior_warned: dict[str, float] = {}  # reason -> when it was last said
         self.map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
         vpr_map = self.read_map(self.map_path) if self.map_path else None
         self.localizer = Localizer(self.config, vpr_map)
@@ -301,10 +302,15 @@ class LocalizerNode(Node):
             self._reject_prior(str(exc))
 
     def _reject_prior(self, why: str) -> None:
+        """Count a prior that cannot be used; say each reason at most every 10 s (a receiver without a fix
+        sends one every cycle, and a second reason must not hide behind the first)."""
         self.health.count("bad_prior")
-        topic = self.params["prior_topic"] or self.params["prior_gps_topic"]
-        self.get_logger().warning(f"position prior on {topic} ignored: {why}; the whole map is searched",
-                                  throttle_duration_sec=5.0)
+        now = time.monotonic()
+        if now - self._prior_warned.get(why, -1e9) >= 10.0:
+            self._prior_warned[why] = now
+            topic = self.params["prior_topic"] or self.params["prior_gps_topic"]
+            self.get_logger().warning(f"position prior on {topic} ignored: {why}; the whole map is searched "
+                                      "when the last good prior is stale")
 
     def _fresh_odometry(self, now: float) -> np.ndarray | None:
         if not self.params["odom_topic"]:
