@@ -115,6 +115,9 @@ def test_sessions_from_bags_and_a_gps_prior(runs, tmp_path, capsys):
     assert build_main(["--append", str(site), "--bag", str(runs / "query"), "--image-topic",
                        "/camera/image/compressed", *topics]) == 2  # the session 'query' is there already
     assert "is in both" in capsys.readouterr().err and len(VPRMap.load(site)) == 120
+    assert build_main(["--append", str(tmp_path / "absent"), "--bag", str(runs / "query"), "--image-topic",
+                       "/camera/image/compressed", *topics]) == 2
+    assert "is not a vpr_ros map" in capsys.readouterr().err and not (tmp_path / "absent").exists()
     other = tmp_path / "other"
     assert build_main([str(other), "--descriptor-from", str(site), "--bag", str(runs / "query"), "--image-topic",
                        "/camera/image/compressed", "--session", "again", *topics]) == 0
