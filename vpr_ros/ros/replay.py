@@ -75,6 +75,7 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
     if msgs is None:
         raise RuntimeError("vpr_ros_interfaces is not importable; build it (scripts/build_interfaces.py) first")
     domain = domain_id if domain_id is not None else random.randint(150, 230)
+    _use_shared_memory()
     node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None, prior is not None), None
     try:
         player = _Player(msgs, domain)
@@ -88,6 +89,31 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
         if player is not None:
             player.close()
     return _records(items, player, bad)
+
+
+def _use_shared_memory() -> None:
+    """Fast DDS with the shipped 32 MB shared-memory profile (config/fastdds_shm.xml), for the node's process
+    and this one, as the launch file starts the node on a robot; unless a profile is already chosen or another
+    RMW runs. Over the default UDP transport a 640x480 depth image (1.2 MB) published just before its colour
+    frame reached the node later than the frame in a fifth of the frames (fragments resent), which then lost
+    its depth. This process reads the profile only if no participant exists in it yet."""
+    from vpr_ros.ros.launch_args import fastdds_environment
+
+    profile = next((p for p in _profile_candidates() if p.is_file()), None)
+    if profile is not None:
+        os.environ.update(fastdds_environment("true", dict(os.environ), str(profile)))
+
+
+def _profile_candidates() -> list[Path]:
+    """config/fastdds_shm.xml where it lies: the installed package's share folder, or the source tree."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("vpr_ros")) / "config" / "fastdds_shm.xml")
+    except (ImportError, LookupError, OSError, ValueError):  # not installed with colcon (no ament index)
+        pass
+    return candidates + [Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"]
 
 
 class _NodeProcess:

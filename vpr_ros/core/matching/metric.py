@@ -61,7 +61,7 @@ class MetricPose:
     translation: np.ndarray  # 3, metres
     covariance: np.ndarray  # 6 x 6 over (x, y, z, rot_x, rot_y, rot_z)
     inlier_count: int
-    points: int  # matches with a 3-D point
+    points: int  # matches with a 3-D point (a depth on either side; inlier_count is out of these)
     depth_from: str  # whose depth the 3-D points came from: "map", "query", or "map and query"
     variance_factor: float  # chi^2 / dof of the inlier residuals under the noise model
 
@@ -149,7 +149,8 @@ class MetricEstimator:
                 return None, (f"two poses {apart:.1f} m apart fit the matches ({kept} and {other[2]} points; "
                               "repeated structure?): no metric pose")
         used = "map and query" if counts["map"] and counts["query"] else side
-        return MetricPose(rotation, translation, covariance, kept, max(counts.values()), used, factor), ""
+        with_depth = int((np.isfinite(views.map_depth) | np.isfinite(views.query_depth)).sum())
+        return MetricPose(rotation, translation, covariance, kept, with_depth, used, factor), ""
 
     @staticmethod
     def _ransac(views: "_Views", side: str, threshold: float, exclude: np.ndarray | None = None
