@@ -48,6 +48,8 @@ def main(args: list[str] | None = None) -> int:
         except (ExternalShutdownException, KeyboardInterrupt):
             pass
         except Exception as exc:  # the executor itself failed: nothing can be received any more
+            if not node.context.ok():  # SIGINT shut the context down while the executor built its wait set
+                return
             failure.append(exc)
             node.get_logger().fatal(f"the executor stopped: {type(exc).__name__}: {exc}")
         finally:
