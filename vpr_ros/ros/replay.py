@@ -8,6 +8,7 @@ and vpr/pose messages. An image the node never answered (dropped
 because frames came faster than it processed them, or refused as bad) is recorded as dropped.
 """
 
+import contextlib
 import json
 import os
 import random
@@ -75,10 +76,12 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
     if msgs is None:
         raise RuntimeError("vpr_ros_interfaces is not importable; build it (scripts/build_interfaces.py) first")
     domain = domain_id if domain_id is not None else random.randint(150, 230)
-    _use_shared_memory()
-    node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None, prior is not None), None
+    shm = _shared_memory_environment()
+    node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None, prior is not None,
+                                shm), None
     try:
-        player = _Player(msgs, domain)
+        with _environment(shm):  # read by Fast DDS when this process makes its first participant
+            player = _Player(msgs, domain)
         node.wait_until_up(player, startup_timeout_s)
         bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress, depth, prior)
         player.wait_for_quiet(len(items), min(answer_timeout_s, 10.0))
@@ -91,17 +94,31 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
     return _records(items, player, bad)
 
 
-def _use_shared_memory() -> None:
+def _shared_memory_environment() -> dict[str, str]:
     """Fast DDS with the shipped 32 MB shared-memory profile (config/fastdds_shm.xml), for the node's process
-    and this one, as the launch file starts the node on a robot; unless a profile is already chosen or another
+    and this one, as the launch file starts the node on a robot; {} when a profile is already chosen or another
     RMW runs. Over the default UDP transport a 640x480 depth image (1.2 MB) published just before its colour
     frame reached the node later than the frame in a fifth of the frames (fragments resent), which then lost
-    its depth. This process reads the profile only if no participant exists in it yet."""
+    its depth."""
     from vpr_ros.ros.launch_args import fastdds_environment
 
     profile = next((p for p in _profile_candidates() if p.is_file()), None)
-    if profile is not None:
-        os.environ.update(fastdds_environment("true", dict(os.environ), str(profile)))
+    return fastdds_environment("true", dict(os.environ), str(profile)) if profile is not None else {}
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    """os.environ with `values` set, restored afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _profile_candidates() -> list[Path]:
@@ -120,8 +137,9 @@ class _NodeProcess:
     """vpr_localizer in its own process on a private domain over loopback, its output in a temporary log."""
 
     def __init__(self, map_dir: Path, config: LocalizerConfig, with_info: bool, domain: int, with_depth: bool = False,
-                 with_prior: bool = False):
-        env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+                 with_prior: bool = False, extra_env: dict[str, str] | None = None):
+        env = {**os.environ, **(extra_env or {}), "ROS_DOMAIN_ID": str(domain),
+               "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
         self.log = tempfile.NamedTemporaryFile("w+", prefix="vpr_eval_node_", suffix=".log", delete=False)
         self.process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.main",
                                          *node_arguments(Path(map_dir).resolve(), config, with_info, with_depth,
