@@ -8,7 +8,12 @@ my.yaml). An argument left at its empty default is not given. `rerank:=off` turn
 `fastdds_shm` (default true) points the node's Fast DDS participant at config/fastdds_shm.xml, a
 32 MB shared-memory segment for camera images, unless that is not safe or not wanted: another
 middleware is selected (RMW_IMPLEMENTATION), or the user already set FASTDDS_DEFAULT_PROFILES_FILE.
+The bag replay and the demo use the same profile (shared_memory_environment).
 """
+
+import contextlib
+import os
+from pathlib import Path
 
 # launch argument -> description; each overrides the node parameter of the same name when given
 OVERRIDES = {
@@ -54,3 +59,41 @@ def fastdds_environment(enabled: str, environ: dict[str, str], profile: str) -> 
     if rmw and rmw not in ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"):
         return {}
     return {FASTDDS_PROFILE_VARIABLE: profile}
+
+
+def shared_memory_environment() -> dict[str, str]:
+    """Fast DDS with the shipped 32 MB shared-memory profile (config/fastdds_shm.xml) for the processes of a
+    replay (ros/replay.py) and the demo, as the launch file starts the node on a robot; {} when a profile is
+    already chosen or another RMW runs. Over the default UDP transport a 640x480 depth image (1.2 MB) published just before its colour
+    frame reached the node later than the frame in a fifth of the frames (fragments resent), which then lost
+    its depth. A process that makes a participant before the replay (vpr_demo's environment check) must set
+    it before that one: Fast DDS reads the profile once per process."""
+    profile = next((p for p in _profile_candidates() if p.is_file()), None)
+    return fastdds_environment("true", dict(os.environ), str(profile)) if profile is not None else {}
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]):
+    """os.environ with `values` set, restored afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _profile_candidates() -> list[Path]:
+    """config/fastdds_shm.xml where it lies: the installed package's share folder, or the source tree."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("vpr_ros")) / "config" / "fastdds_shm.xml")
+    except (ImportError, LookupError, OSError, ValueError):  # not installed with colcon (no ament index)
+        pass
+    return candidates + [Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"]

@@ -8,7 +8,6 @@ and vpr/pose messages. An image the node never answered (dropped
 because frames came faster than it processed them, or refused as bad) is recorded as dropped.
 """
 
-import contextlib
 import json
 import os
 import random
@@ -71,16 +70,17 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
     (stamp_ns, true pose) -> a pose PositionPrior or None (core.evaluation.replay.simulated_prior), published
     on the node's prior_topic before each image."""
     from vpr_ros.ros.interfaces import load_interfaces
+    from vpr_ros.ros.launch_args import environment, shared_memory_environment
 
     msgs = load_interfaces(None)
     if msgs is None:
         raise RuntimeError("vpr_ros_interfaces is not importable; build it (scripts/build_interfaces.py) first")
     domain = domain_id if domain_id is not None else random.randint(150, 230)
-    shm = _shared_memory_environment()
+    shm = shared_memory_environment()
     node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None, prior is not None,
                                 shm), None
     try:
-        with _environment(shm):  # read by Fast DDS when this process makes its first participant
+        with environment(shm):  # read by Fast DDS when this process makes its first participant
             player = _Player(msgs, domain)
         node.wait_until_up(player, startup_timeout_s)
         bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress, depth, prior)
@@ -92,45 +92,6 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
         if player is not None:
             player.close()
     return _records(items, player, bad)
-
-
-def _shared_memory_environment() -> dict[str, str]:
-    """Fast DDS with the shipped 32 MB shared-memory profile (config/fastdds_shm.xml), for the node's process
-    and this one, as the launch file starts the node on a robot; {} when a profile is already chosen or another
-    RMW runs. Over the default UDP transport a 640x480 depth image (1.2 MB) published just before its colour
-    frame reached the node later than the frame in a fifth of the frames (fragments resent), which then lost
-    its depth."""
-    from vpr_ros.ros.launch_args import fastdds_environment
-
-    profile = next((p for p in _profile_candidates() if p.is_file()), None)
-    return fastdds_environment("true", dict(os.environ), str(profile)) if profile is not None else {}
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]):
-    """os.environ with `values` set, restored afterwards."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _profile_candidates() -> list[Path]:
-    """config/fastdds_shm.xml where it lies: the installed package's share folder, or the source tree."""
-    candidates = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(Path(get_package_share_directory("vpr_ros")) / "config" / "fastdds_shm.xml")
-    except (ImportError, LookupError, OSError, ValueError):  # not installed with colcon (no ament index)
-        pass
-    return candidates + [Path(__file__).resolve().parents[2] / "config" / "fastdds_shm.xml"]
 
 
 class _NodeProcess:

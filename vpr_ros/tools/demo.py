@@ -59,6 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-doctor", action="store_true", help="do not check the environment first")
     parser.add_argument("--overwrite", action="store_true", help="redo every step")
     args = parser.parse_args(argv)
+    from vpr_ros.ros.launch_args import environment, shared_memory_environment
+
+    # the images and depth images go to the node over Fast DDS's shared memory, as the launch file sets it up on
+    # a robot; set before the environment check makes this process's first participant (read once per process)
+    with environment(shared_memory_environment()):
+        return _run(args)
+
+
+def _run(args) -> int:
     rerank = None if args.rerank in ("", "off") else args.rerank
     begin = time.perf_counter()
     if not args.skip_doctor:
