@@ -2,16 +2,13 @@
 console script with one params file, each answering with its robot id; a position prior from a topic; a
 slam session appended to the map it started from by vpr/save_map."""
 
-import contextlib
 import shutil
-import signal
-import subprocess
 
 import numpy as np
 import pytest
 
 from conftest import spin_until
-from test_node import MSGS, RELIABLE, image_msg, images, listen, map_dir  # noqa: F401
+from test_node import MSGS, RELIABLE, image_msg, images, listen, map_dir, node_processes as processes  # noqa: F401
 from test_node_robot import call, console_script, params_file
 
 rclpy = pytest.importorskip("rclpy")
@@ -20,36 +17,6 @@ from geometry_msgs.msg import PoseWithCovarianceStamped  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built"), pytest.mark.slow]
-
-
-@contextlib.contextmanager
-def processes(commands: list[list[str]]):
-    """Each command in its own process, and a probe node; on exit SIGINT to each, `ended` their return codes
-    and output."""
-    from rclpy.executors import SingleThreadedExecutor
-
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node("vpr_multi_robot_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
-    ended = []
-    try:
-        yield probe, executor, ended
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-        for proc in procs:
-            proc.send_signal(signal.SIGINT)
-        for proc in procs:
-            try:
-                output, _ = proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                output, _ = proc.communicate()
-            ended.append((proc.returncode, output))
 
 
 def _prior(x: float, stamp_s: int) -> PoseWithCovarianceStamped:

@@ -99,31 +99,45 @@ def listen(probe, msg_type, topic, qos=RELIABLE) -> list:
 
 
 @contextlib.contextmanager
-def node_process(command: list[str]):
-    """The node started by `command` in its own process, and a probe node in a fresh context. On exit the
-    probe goes and the node gets SIGINT; `ended` then holds its returncode and output."""
+def node_processes(commands: list[list[str]]):
+    """Each command in its own process (nodes), and a probe node in a fresh context. On exit the probe goes and
+    every process gets SIGINT; `ended` then holds (returncode, output) per command."""
     from rclpy.executors import SingleThreadedExecutor
 
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
     context = rclpy.Context()
     rclpy.init(context=context)
     probe = rclpy.create_node("vpr_process_probe", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(probe)
-    ended = {}
+    ended = []
     try:
         yield probe, executor, ended
     finally:
         executor.shutdown()
         probe.destroy_node()
         rclpy.shutdown(context=context)
-        proc.send_signal(signal.SIGINT)
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        ended.update(returncode=proc.returncode, output=output)
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                output, _ = proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate()
+            ended.append((proc.returncode, output))
+
+
+@contextlib.contextmanager
+def node_process(command: list[str]):
+    """One node process (node_processes); `ended` then holds its returncode and output."""
+    ended, each = {}, []
+    try:
+        with node_processes([command]) as (probe, executor, each):
+            yield probe, executor, ended
+    finally:
+        if each:
+            ended.update(returncode=each[0][0], output=each[0][1])
 
 
 def publish_until(probe, executor, topic: str, msg, answered, timeout_s: float = 60) -> None:

@@ -15,7 +15,7 @@ from vpr_ros.core.maps.frames import FrameTable, Session
 from vpr_ros.core.maps.index import DescriptorIndex
 from vpr_ros.core.maps.map_builder import build_map, load_image_file
 from vpr_ros.core.maps.map_store import MapError, VPRMap
-from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, search_region
+from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, RegionFinder
 from vpr_ros.core.maps.sessions import append_session, merge_maps
 
 SMALL = {"clusters": 8, "input_size": (320, 240)}
@@ -161,7 +161,7 @@ def test_prior_search_is_the_exact_search_of_the_region():
     frames = FrameTable.build(np.arange(5000), [str(i) for i in range(5000)], pose=pose)
     frames.has_pose[:10] = False  # unknown positions cannot be ruled out
     prior = PositionPrior((500.0, 500.0, 0.0), np.eye(3) * 100.0, 0)
-    region = search_region(frames, prior, RadiusPolicy(3.0, 10.0, 1000.0), 0, 2.0)
+    region = RegionFinder(RadiusPolicy(3.0, 10.0, 1000.0), 2.0).region(frames, prior, 0)
     inside = np.hypot(*(pose[:, :2] - 500).T) <= 30.0
     assert np.array_equal(region.mask, inside | ~frames.has_pose) and "within 30 m" in region.note
     query = vectors[:3] + 0.1 * rng.standard_normal((3, 64)).astype(np.float32)
@@ -175,9 +175,9 @@ def test_prior_search_is_the_exact_search_of_the_region():
         assert region.mask[ids[ids >= 0]].all(), factory
         if factory != "HNSW32":  # graph search is approximate; exact ones must agree
             assert np.array_equal(ids, truth), factory
-    assert search_region(frames, prior, RadiusPolicy(), 3 * 10**9, 2.0).mask is None  # stale
+    assert RegionFinder(RadiusPolicy(), 2.0).region(frames, prior, 3 * 10**9).mask is None  # stale
     far = PositionPrior((5000.0, 5000.0, 0.0), np.eye(3), 0)
-    assert "no map frame within" in search_region(frames, far, RadiusPolicy(), 0, 2.0).note
+    assert "no map frame within" in RegionFinder(RadiusPolicy(), 2.0).region(frames, far, 0).note
     with pytest.raises(ValueError, match="finite"):
         PositionPrior((np.nan, 0.0, 0.0), np.eye(3), 0)
 

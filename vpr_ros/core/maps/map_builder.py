@@ -80,21 +80,19 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     features, each keypoint's depth is stored (metric loop closures). `session`: the recording's id and robot
     (default: the map's name, robot unknown). `space`: a map whose descriptor (vocabulary, PCA, input size) and
     local feature settings are used as they are, so that this map can be merged with it (sessions.py)."""
+    if space is not None:  # its local features (or none), as a map in its space must store
+        local_features = space.local_conf["extractor"] if space.local_conf else None
+        max_keypoints = space.local_conf["max_keypoints"] if space.local_conf else max_keypoints
     if depth is not None and (local_features is None or camera is None):
         raise ValueError("keypoint depths need local features and the camera's intrinsics (its CameraInfo)")
     policy = policy or KeyframePolicy()
     if len(frames) == 0:
         raise ValueError("no frames to build a map from")
     candidates = frames.select(policy.motion_candidates(frames))
-    if space is not None and space.local_conf is None and local_features is not None:
-        raise ValueError(f"map {space.name} stores no local features, so a map in its space cannot either "
-                         "(--local-features none)")
     if input_size == "auto" or local_features is not None:  # the camera's shape
         height, width = load(candidates.sources[0]).shape[:2]
     if space is not None:
         descriptor = space.descriptor
-        if space.local_conf is not None:
-            local_features, max_keypoints = space.local_conf["extractor"], space.local_conf["max_keypoints"]
     else:
         if input_size == "auto":
             input_size = camera_input_size(preset, width, height)

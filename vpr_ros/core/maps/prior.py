@@ -124,7 +124,7 @@ def _east_north(lat, lon, lat0: float) -> np.ndarray:
 
 
 class RegionFinder:
-    """search_region with the map's position grids kept between frames (rebuilt when the map grows)."""
+    """The region a prior allows, with the map's position grids kept between frames (rebuilt when the map grows)."""
 
     def __init__(self, policy: RadiusPolicy | None = None, max_age_s: float = 2.0):
         self.policy, self.max_age_s = policy or RadiusPolicy(), max_age_s
@@ -158,8 +158,3 @@ class RegionFinder:
         mask[inside] = True
         return Region(mask, f"prior: {int(mask.sum())} of {len(mask)} map frames within {radius:.0f} m")
 
-
-def search_region(frames: FrameTable, prior: PositionPrior | None, policy: RadiusPolicy, stamp_ns: int,
-                  max_age_s: float) -> Region:
-    """The map keys to search for a frame stamped `stamp_ns` given `prior` (RegionFinder.region, once)."""
-    return RegionFinder(policy, max_age_s).region(frames, prior, stamp_ns)
