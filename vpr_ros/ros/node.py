@@ -33,7 +33,7 @@ from vpr_ros.core.inputs.camera import CameraIntrinsics
 from vpr_ros.core.inputs.depth import DepthError
 from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
 from vpr_ros.core.localizer import FrameResult, Localizer
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.maps.map_store import MapDamaged, VPRMap
 from vpr_ros.core.maps.prior import PositionPrior
 from vpr_ros.ros import map_services, messages
 from vpr_ros.ros.convert import stamp_to_ns
@@ -356,6 +356,8 @@ class LocalizerNode(Node):
                 except ImageError as exc:
                     self.health.count("bad_frames")
                     self.get_logger().warning(f"skipping a bad frame: {exc}", throttle_duration_sec=5.0)
+                except MapDamaged:  # the map failed its background checksum: stop rather than answer from it
+                    raise
                 except Exception as exc:  # keep serving: one frame must never stop the node
                     self.health.count("errors")
                     self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)

@@ -1,9 +1,15 @@
 """faiss index over L2-normalised global descriptors (inner product = cosine similarity).
 
 The index is described by a faiss `index_factory` string: "Flat" (exact, the default),
-"IVF<n>,PQ<m>" (compressed, for very large maps; needs training) or "HNSW<M>" (graph). Search-time
-parameters (`nprobe` for IVF, `efSearch` for HNSW) are applied by name. Indexes are saved with
-faiss's own binary format (faiss.write_index), never with pickle.
+"IVF<n>,PQ<m>" (compressed, for very large maps; needs training) or "HNSW<M>" (graph), or by the name
+of one of INDEX_PRESETS (a factory with its search parameters, sized for a map's frame count). Search-time
+parameters (`nprobe` for IVF, `efSearch` for HNSW) are applied by name; `refine` (ours, not faiss's)
+re-ranks `refine` x k candidates by the exact inner product with the map's own descriptors. Indexes are
+saved with faiss's own binary format (faiss.write_index), never with pickle.
+
+City-scale maps (the `ivfpq-*` presets) are built shard by shard and merged into faiss's on-disk inverted
+lists (faiss.contrib.ondisk.merge_ondisk): `index.faiss` keeps the quantisers (a few MB) and
+`index.ivfdata` the compressed codes, memory-mapped when the map loads.
 
 Search on a GPU (`device="cuda"`): faiss's own GPU index where the installed faiss has GPU support;
 otherwise, for a "Flat" index, the map's vectors as one float32 matrix on the GPU and an exact
@@ -12,12 +18,38 @@ quantised or graph index without faiss-gpu is refused with what to install. The 
 map's own (training, adding, writing); the GPU copy mirrors it.
 """
 
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import faiss
 import numpy as np
 import torch
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.runtime.devices import resolve_device
+
+
+# name -> (faiss factory, search parameters, on-disk inverted lists). nlist follows faiss's guideline of
+# 4..16 x sqrt(N) lists; 32-byte PQ codes (+ 8-byte ids) keep the index near 45 B per frame; refine 10
+# re-ranks the 10 x k best codes with the exact descriptors (docs/benchmarks.md, "City-scale maps").
+INDEX_PRESETS = {
+    "flat": ("Flat", {}, False),
+    "hnsw": ("HNSW32", {"efSearch": 128}, False),
+    "ivfpq-100k": ("IVF1024,PQ32", {"nprobe": 16, "refine": 10}, True),
+    "ivfpq-1m": ("IVF4096,PQ32", {"nprobe": 32, "refine": 10}, True),
+    "ivfpq-10m": ("IVF16384,PQ32", {"nprobe": 64, "refine": 10}, True),
+}
+IVFDATA_SUFFIX = ".ivfdata"  # the on-disk inverted lists beside index.faiss
+TRAIN_POINTS_PER_LIST = 40  # k-means sample per inverted list (faiss asks for 39 at least)
+
+
+def index_preset(name: str, search_params: dict | None = None) -> tuple[str, dict, bool]:
+    """(factory, search parameters, on disk) of a preset name, or of a faiss factory string as given;
+    `search_params` override the preset's."""
+    factory, params, ondisk = INDEX_PRESETS.get(name, (name, {}, False))
+    return factory, {**params, **(search_params or {})}, ondisk
 
 
 def _as_matrix(vectors: np.ndarray, dim: int, what: str) -> np.ndarray:
@@ -95,14 +127,20 @@ class DescriptorIndex:
     """A faiss index with growing add, top-k search and optional GPU placement."""
 
     def __init__(self, dim: int, factory: str = "Flat", search_params: dict | None = None, device: str = "cpu"):
+        """factory: a faiss index_factory string or an INDEX_PRESETS name (its factory and search parameters,
+        which `search_params` override)."""
         if dim <= 0:
             raise ValueError(f"descriptor dimension must be positive, got {dim}")
-        self.dim, self.factory = dim, factory
-        self.search_params = dict(search_params or {})
+        self.dim = dim
+        self.factory, self.search_params, self.ondisk = index_preset(factory, search_params)
         try:
-            self.index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+            self.index = faiss.index_factory(dim, self.factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as exc:
             raise ValueError(f"invalid faiss index_factory string {factory!r}: {exc}") from exc
+        if self.ondisk and faiss.try_extract_index_ivf(self.index) is None:
+            raise ValueError(f"on-disk inverted lists need an IVF index, not {self.factory!r}")
+        self.refine_vectors = None  # N x D exact descriptors for `refine` (the map's, often memory-mapped)
+        self._ivfdata: Path | None = None
         self._init_device(device)
 
     def _init_device(self, device: str) -> None:
@@ -158,6 +196,9 @@ class DescriptorIndex:
         """Train a quantising index (IVF, PQ) on representative vectors; no-op for Flat/HNSW."""
         if self.index.is_trained:
             return
+        ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is not None and len(vectors) > TRAIN_POINTS_PER_LIST * ivf.nlist:  # an evenly spread sample
+            vectors = vectors[np.linspace(0, len(vectors) - 1, TRAIN_POINTS_PER_LIST * ivf.nlist).astype(np.int64)]
         vectors = _as_matrix(vectors, self.dim, "training vectors")
         LOGGER.info("training faiss %s on %d vectors", self.factory, len(vectors))
         self.index.train(vectors)
@@ -169,6 +210,10 @@ class DescriptorIndex:
         vectors = _as_matrix(vectors, self.dim, "descriptors")
         if not self.index.is_trained:
             raise RuntimeError(f"faiss index {self.factory!r} must be trained before adding vectors")
+        if self._ivfdata is not None:
+            raise ValueError(f"the map's on-disk {self.factory!r} index is read-only: rebuild the map to add frames")
+        if self.ondisk:  # first filled in memory; add_sharded writes the on-disk lists
+            raise ValueError("an on-disk index is filled with add_sharded")
         self.index.add(vectors)
         if self._gpu is not None:
             self._gpu.add(vectors)
@@ -189,26 +234,93 @@ class DescriptorIndex:
         # faiss's GPU indexes take no ID selector: a subset search runs on the CPU index
         index = self._gpu if self._gpu is not None and subset is None else self.index
         for name, value in self.search_params.items():
-            faiss.ParameterSpace().set_index_parameter(index, name, value)
+            if name != "refine":
+                faiss.ParameterSpace().set_index_parameter(index, name, value)
+        refine = int(self.search_params.get("refine", 1)) if self.refine_vectors is not None else 1
+        candidates = k * refine
         if subset is None:
-            sims, ids = index.search(queries, k)
+            sims, ids = index.search(queries, candidates)
         else:
             bits = np.packbits(subset, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(subset), faiss.swig_ptr(bits))
-            sims, ids = index.search(queries, k, params=_selector_parameters(index, selector))
+            sims, ids = index.search(queries, candidates, params=_selector_parameters(index, selector))
+        if refine > 1:
+            sims, ids = self._refined(queries, ids, k)
         sims[ids < 0] = -np.inf
         return sims, ids
 
-    def write(self, path) -> None:
+    def _refined(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top k of each row of candidate `ids` by the exact inner product with `refine_vectors`."""
+        sims = np.full((len(queries), k), -np.inf, np.float32)
+        best = np.full((len(queries), k), -1, np.int64)
+        for row, (query, found) in enumerate(zip(queries, ids)):
+            found = np.unique(found[found >= 0])  # sorted: the memory-mapped rows are read in file order
+            exact = np.asarray(self.refine_vectors[found], np.float32) @ query
+            order = np.argsort(-exact, kind="stable")[:k]
+            sims[row, :len(order)], best[row, :len(order)] = exact[order], found[order]
+        return sims, best
+
+    def add_sharded(self, vectors: np.ndarray, work_dir: str | Path, shard_size: int = 100_000,
+                    threads: int | None = None) -> None:
+        """Fill a trained, empty on-disk IVF index with N x D `vectors` (an array or a memory map): each
+        shard is added to a copy of the trained index and written to `work_dir` (a shard already there from
+        an interrupted build is kept), then faiss merges the shards' inverted lists into
+        `work_dir`/index.ivfdata."""
+        from faiss.contrib.ondisk import merge_ondisk
+
+        if not self.ondisk or not self.is_trained or len(self):
+            raise ValueError("add_sharded fills a trained, empty on-disk IVF index")
+        work_dir = Path(work_dir).absolute()
+        work_dir.mkdir(parents=True, exist_ok=True)
+        starts = range(0, len(vectors), shard_size)
+
+        def add_shard(start: int) -> str:
+            path = work_dir / f"shard_{start:012d}_{min(start + shard_size, len(vectors)):012d}.faiss"
+            if not path.exists():
+                shard = faiss.clone_index(self.index)
+                stop = min(start + shard_size, len(vectors))
+                shard.add_with_ids(_as_matrix(vectors[start:stop], self.dim, "descriptors"),
+                                   np.arange(start, stop, dtype=np.int64))
+                faiss.write_index(shard, f"{path}.tmp")
+                os.replace(f"{path}.tmp", path)
+            return str(path)
+
+        with ThreadPoolExecutor(threads or min(4, os.cpu_count() or 1)) as pool:  # faiss frees the GIL
+            shards = list(pool.map(add_shard, starts))
+        ivfdata = work_dir / f"index{IVFDATA_SUFFIX}"
+        ivfdata.unlink(missing_ok=True)
+        merge_ondisk(self.index, shards, str(ivfdata))
+        self._ivfdata = ivfdata
+        for shard in shards:
+            Path(shard).unlink()
+        LOGGER.info("faiss %s: %d vectors in %d shards merged into %s", self.factory, len(self), len(shards), ivfdata)
+
+    def write(self, path) -> list[Path]:
+        """Write the index to `path` (and, for on-disk inverted lists, their data beside it as
+        <path stem>.ivfdata); returns the files written."""
+        path = Path(path)
+        if self._ivfdata is None:
+            faiss.write_index(self.index, str(path))
+            return [path]
+        ivfdata = path.with_suffix(IVFDATA_SUFFIX)
+        if ivfdata.name != self._ivfdata.name:
+            raise ValueError(f"an on-disk index is written as index.faiss beside {self._ivfdata.name}, not {path.name}")
+        shutil.copyfile(self._ivfdata, ivfdata)
         faiss.write_index(self.index, str(path))
+        return [path, ivfdata]
 
     @classmethod
     def read(cls, path, dim: int, factory: str, search_params: dict | None = None,
              device: str = "cpu") -> "DescriptorIndex":
-        index = faiss.read_index(str(path))
+        """Read an index written by `write`; on-disk inverted lists are memory-mapped from beside it."""
+        path = Path(path)
+        ivfdata = path.with_suffix(IVFDATA_SUFFIX)
+        flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY if ivfdata.exists() else 0
+        index = faiss.read_index(str(path), flags)
         if index.d != dim:
             raise ValueError(f"index {path} has dimension {index.d}, expected {dim}")
         obj = cls.__new__(cls)
         obj.dim, obj.factory, obj.search_params, obj.index = dim, factory, dict(search_params or {}), index
+        obj.ondisk, obj._ivfdata, obj.refine_vectors = ivfdata.exists(), ivfdata if ivfdata.exists() else None, None
         obj._init_device(device)
         return obj

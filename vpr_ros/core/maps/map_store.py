@@ -10,6 +10,8 @@
     <map>/sources.json      N image references (file path, or bag path:topic@stamp)
     <map>/descriptor.npz    the descriptor's fitted buffers (VLAD vocabulary, PCA)
     <map>/index.faiss       the faiss index (faiss binary format)
+    <map>/index.ivfdata     optional, a city-scale (ivfpq-*) index's on-disk inverted lists, memory-mapped;
+                            map.json's `index_ondisk` is true
     <map>/local_*.npy       optional, for re-ranking: the map frames' local features, padded to M
                             keypoints (local_keypoints N x M x 2 float32, local_descriptors N x M x D
                             float16, local_scores N x M float16, local_counts N, local_image_size
@@ -22,7 +24,10 @@
 A map is written to a temporary sibling directory and renamed into place, so a half-written map
 never appears under its name. Format version 2 added sessions; a version 1 map loads as one session
 named after the map, robot unknown. Loading checks the format version, every file's size and checksum,
-and that the map's preset, fingerprint and dimension match what the caller runs. map.json's optional
+and that the map's preset, fingerprint and dimension match what the caller runs. A large map opens without
+reading its bulk: descriptors, local features and on-disk inverted lists are memory-mapped, and the
+checksums of a map over CHECKSUM_IN_BACKGROUND_BYTES are verified in a background thread; a mismatch found
+there makes every later query raise MapDamaged (sizes are always checked before the map opens). map.json's optional
 `camera` (map_camera.MapCamera) records the intrinsics, optical frame and body mounting of the camera.
 """
 
@@ -30,7 +35,10 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +48,7 @@ import torch
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.maps.frames import FrameTable, Session
-from vpr_ros.core.maps.index import DescriptorIndex
+from vpr_ros.core.maps.index import IVFDATA_SUFFIX, DescriptorIndex
 from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.recognizer import PlaceRecognizer, QueryResult
 from vpr_ros.core.matching.local_features import LocalFeatureTable
@@ -53,12 +61,50 @@ FILES = ("descriptors.npy", "frames.npz", "sources.json", "descriptor.npz", "ind
 FRAME_COLUMNS = ("stamp_ns", "pose", "has_pose", "gps", "has_gps", "session")
 LOCAL_FILES = {f"local_{c}.npy": c for c in LocalFeatureTable.COLUMNS}
 DEPTH_FILE = "local_depth.npy"
+IVFDATA_FILE = "index" + IVFDATA_SUFFIX
+CHECKSUM_IN_BACKGROUND_BYTES = 256 << 20  # "auto": larger maps open first and verify their checksums after
+MMAP_DESCRIPTORS_BYTES = 256 << 20  # "auto": larger descriptor files are memory-mapped, not read
 # Buffers learned from the map; the backbone comes from the shipped weights (checked by fingerprint).
 FITTED_BUFFERS = ("aggregation.centroids", "aggregation.p", "projection.mean", "projection.matrix")
 
 
 class MapError(ValueError):
     """A map directory that cannot be used; the message names the file and the problem."""
+
+
+class MapDamaged(MapError):
+    """A loaded map whose files failed the checksum verified in the background: it must not answer."""
+
+
+class ChecksumCheck:
+    """The sha256 of a map's files, verified on a daemon thread while the map is already in use."""
+
+    def __init__(self, path: Path, files: dict[str, str]):
+        self.path, self.error, self._done = path, None, threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(files,), name="vpr_map_checksums", daemon=True)
+        self._thread.start()
+
+    def _run(self, files: dict[str, str]) -> None:
+        try:
+            for name, sha256 in files.items():
+                if _sha256(self.path / name) != sha256:
+                    self.error = MapDamaged(f"map file {self.path / name} does not match its checksum (corrupt or "
+                                            "modified); the map is refused")
+                    LOGGER.error("%s", self.error)
+                    return
+            LOGGER.info("map %s: checksums of %d files verified", self.path, len(files))
+        except OSError as exc:
+            self.error = MapDamaged(f"map {self.path}: checksums cannot be verified: {exc}")
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the verification finished (whatever its outcome)."""
+        return self._done.wait(timeout)
+
+    def raise_if_damaged(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _sha256(path: Path) -> str:
@@ -84,13 +130,17 @@ class VPRMap:
     uncertainty: UncertaintyModel | None = None  # BayesCap head and calibrators (optional)
     backend: object | None = None  # a backends.* backend running `descriptor` (None: the module itself)
     camera: MapCamera | None = None  # the recording camera (None: unknown; the query's is assumed)
+    checksums: ChecksumCheck | None = None  # verification still running or done in the background (load)
 
     @classmethod
     def create(cls, name: str, descriptor: GlobalDescriptor, descriptors: np.ndarray, frames: FrameTable,
                frame_id: str = "map", search_params: dict | None = None, device: str = "cpu",
                local: LocalFeatureTable | None = None, local_conf: dict | None = None,
-               camera: MapCamera | None = None) -> "VPRMap":
-        descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
+               camera: MapCamera | None = None, work_dir: str | Path | None = None) -> "VPRMap":
+        """work_dir: where an on-disk (ivfpq-*) index writes its shards and inverted lists (default: a
+        temporary folder, removed with the map object)."""
+        if not isinstance(descriptors, np.memmap):  # a memory-mapped N x D stays on disk
+            descriptors = np.ascontiguousarray(descriptors, dtype=np.float32)
         if len(descriptors) != len(frames):
             raise MapError(f"{len(descriptors)} descriptors for {len(frames)} frames")
         if (local is None) != (local_conf is None):
@@ -101,11 +151,19 @@ class VPRMap:
             except ValueError as exc:
                 raise MapError(f"local features do not fit the map: {exc}") from exc
         index = DescriptorIndex(descriptor.dim, descriptor.conf["index"], search_params, device)
+        vpr_map = cls(name, descriptor, descriptors.reshape(len(frames), descriptor.dim), frames, index, frame_id,
+                      local, local_conf, camera=camera)
         if len(descriptors):
             index.train(descriptors)
-            index.add(descriptors)
-        return cls(name, descriptor, descriptors.reshape(len(frames), descriptor.dim), frames, index, frame_id,
-                   local, local_conf, camera=camera)
+            if index.ondisk:
+                if work_dir is None:
+                    work_dir = tempfile.mkdtemp(prefix="vpr_index_")
+                    weakref.finalize(vpr_map, shutil.rmtree, work_dir, True)
+                index.add_sharded(vpr_map.descriptors, work_dir)
+            else:
+                index.add(descriptors)
+        index.refine_vectors = vpr_map.descriptors
+        return vpr_map
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -126,6 +184,7 @@ class VPRMap:
             self.index.train(descriptors)
         self.index.add(descriptors)
         self.descriptors = np.concatenate([self.descriptors, descriptors])
+        self.index.refine_vectors = self.descriptors
         self.frames.extend(frames)
         if local is not None:
             self.local.extend(local)
@@ -133,12 +192,16 @@ class VPRMap:
     def query(self, images: list[np.ndarray], k: int = 10, subset: np.ndarray | None = None) -> QueryResult:
         """Images (batched) -> top-k candidates with their frame metadata and per-stage timings; `subset`: a
         boolean mask over the map's keys, the only frames searched."""
+        if self.checksums is not None:
+            self.checksums.raise_if_damaged()
         result = PlaceRecognizer(self.backend or self.descriptor, self.index).query(images, k, subset)
         result.hypotheses = [self.hypotheses(ids, sims) for ids, sims in zip(result.ids, result.similarities)]
         return result
 
     def hypotheses(self, ids: np.ndarray, similarities: np.ndarray) -> list["Hypothesis"]:
         """One query's candidates (a row of QueryResult.ids / similarities) with their frame metadata."""
+        if self.checksums is not None:
+            self.checksums.raise_if_damaged()
         return [Hypothesis.of(self.frames, int(i), rank, float(s))
                 for rank, (i, s) in enumerate(zip(ids, similarities)) if i >= 0]
 
@@ -193,8 +256,9 @@ class VPRMap:
         (folder / "sources.json").write_text(json.dumps(self.frames.sources))
         state = self.descriptor.state_dict()
         np.savez(folder / "descriptor.npz", **{k: state[k].cpu().numpy() for k in FITTED_BUFFERS if k in state})
-        self.index.write(folder / "index.faiss")
         files = list(FILES)
+        ondisk = [p.name for p in self.index.write(folder / "index.faiss")][1:]
+        files += ondisk
         if self.local is not None:
             for name, column in LOCAL_FILES.items():
                 np.save(folder / name, np.ascontiguousarray(getattr(self.local, column)), allow_pickle=False)
@@ -209,6 +273,7 @@ class VPRMap:
             "preset": self.descriptor.preset, "preset_conf": self.descriptor.conf,
             "fingerprint": self.descriptor.fingerprint(), "dim": self.descriptor.dim,
             "index_factory": self.index.factory, "search_params": self.index.search_params,
+            "index_ondisk": bool(ondisk),
             "num_frames": len(self), "sessions": sessions, "frame_id": self.frame_id,
             "local_features": self.local_conf,
             "local_depth": self.local is not None and self.local.depth is not None,
@@ -225,24 +290,36 @@ class VPRMap:
 
     @classmethod
     def load(cls, path: str | Path, preset: str | None = None, fingerprint: str | None = None,
-             verify_checksums: bool = True, search_params: dict | None = None,
+             verify_checksums: bool | str = "auto", search_params: dict | None = None,
              device: str = "cpu", checkpoint: str | Path | None = None,
-             with_uncertainty: bool = True) -> "VPRMap":
+             with_uncertainty: bool = True, mmap: bool | str = "auto") -> "VPRMap":
         """Read and check a map directory; preset/fingerprint, when given, must match the map's. Raises
         MapError naming the file or field at fault.
 
         checkpoint: for a map of a published model, its weights file when it is no longer where the map
         records it (the fingerprint still checks that the weights are the ones the map was built with).
         with_uncertainty: False skips the map's uncertainty model (to retrain one that no longer loads).
+        verify_checksums: True (before the map opens), "background" (sizes now, checksums on a thread while
+        the map answers; a mismatch makes it refuse: MapDamaged), False, or "auto": "background" for maps
+        over CHECKSUM_IN_BACKGROUND_BYTES, True for the rest.
+        mmap: memory-map descriptors.npy instead of reading it (True, False, or "auto": over
+        MMAP_DESCRIPTORS_BYTES). Local features and on-disk inverted lists are always memory-mapped.
         """
         path = Path(path)
         meta = read_metadata(path)
         if preset is not None and meta["preset"] != preset:
             raise MapError(f"map {path} was built with preset {meta['preset']!r}, not {preset!r}; "
                            "rebuild the map or run with its preset")
-        _check_files(path, meta, verify_checksums)
+        if verify_checksums == "auto":
+            total = sum(entry["bytes"] for entry in meta["files"].values())
+            verify_checksums = "background" if total > CHECKSUM_IN_BACKGROUND_BYTES else True
+        if verify_checksums not in (True, False, "background"):
+            raise ValueError(f"verify_checksums must be True, False, 'background' or 'auto', got {verify_checksums!r}")
+        files = _check_files(path, meta, verify_checksums is True)
+        if mmap == "auto":
+            mmap = meta["files"]["descriptors.npy"]["bytes"] > MMAP_DESCRIPTORS_BYTES
         descriptor = _build_descriptor(path, meta, checkpoint)
-        descriptors, frames, local = _read_arrays(path, meta, descriptor)
+        descriptors, frames, local = _read_arrays(path, meta, descriptor, bool(mmap))
         if descriptor.fingerprint() != meta["fingerprint"]:
             raise MapError(f"map {path}: the descriptor rebuilt from its files has another fingerprint than "
                            "the map records (different weights: another checkpoint or shipped version, or a "
@@ -266,8 +343,12 @@ class VPRMap:
                 camera = MapCamera.from_json(meta["camera"])
             except ValueError as exc:
                 raise MapError(f"map {path}: map.json's camera cannot be used: {exc}") from exc
+        if "refine" in index.search_params:
+            index.refine_vectors = descriptors
+        checksums = (ChecksumCheck(path, {name: meta["files"][name]["sha256"] for name in files})
+                     if verify_checksums == "background" else None)
         return cls(meta["name"], descriptor, descriptors, frames, index, meta.get("frame_id", "map"), local,
-                   meta.get("local_features") or None, uncertainty, camera=camera)
+                   meta.get("local_features") or None, uncertainty, camera=camera, checksums=checksums)
 
 
 @dataclass(frozen=True)
@@ -318,6 +399,7 @@ _FIELDS = {
     "search_params": ((dict, type(None)), False), "frame_id": (str, False),
     "local_features": ((dict, type(None)), False), "uncertainty": (bool, False),
     "local_depth": (bool, False), "camera": ((dict, type(None)), False), "sessions": (list, False),
+    "index_ondisk": (bool, False),
 }
 _LOCAL_FIELDS = {"max_keypoints": int, "dim": int, "extractor": str}
 
@@ -362,11 +444,11 @@ def _check_fields(meta: dict, meta_path: Path) -> None:
                                f"got {json.dumps(local.get(name))}")
 
 
-def _check_files(path: Path, meta: dict, verify_checksums: bool) -> None:
-    """Every file the map needs is there with the size (and checksum) map.json records."""
+def _check_files(path: Path, meta: dict, verify_checksums: bool) -> list[str]:
+    """Every file the map needs is there with the size (and checksum) map.json records; returns their names."""
     names = list(FILES) + (list(LOCAL_FILES) if meta.get("local_features") else []) + (
         [DEPTH_FILE] if meta.get("local_features") and meta.get("local_depth") else []) + (
-        [HEAD_FILE, META_FILE] if meta.get("uncertainty") else [])
+        [HEAD_FILE, META_FILE] if meta.get("uncertainty") else []) + ([IVFDATA_FILE] if meta.get("index_ondisk") else [])
     for name in names:
         file = path / name
         if not file.is_file():
@@ -379,6 +461,9 @@ def _check_files(path: Path, meta: dict, verify_checksums: bool) -> None:
                            "(truncated or modified)")
         if verify_checksums and _sha256(file) != want["sha256"]:
             raise MapError(f"map file {file} does not match its checksum (corrupt or modified)")
+    if not meta.get("index_ondisk") and (path / IVFDATA_FILE).exists():
+        raise MapError(f"map {path} has an {IVFDATA_FILE} that map.json does not record")
+    return names
 
 
 def _build_descriptor(path: Path, meta: dict, checkpoint: str | Path | None) -> GlobalDescriptor:
@@ -397,7 +482,7 @@ def _build_descriptor(path: Path, meta: dict, checkpoint: str | Path | None) -> 
                           "; pass the weights file as checkpoint (--checkpoint)")) from exc
 
 
-def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor):
+def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor, mmap: bool = False):
     """The fitted buffers into `descriptor`; returns (descriptors N x D, frames, local features or None)."""
     local_conf = meta.get("local_features")
     try:
@@ -411,7 +496,7 @@ def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor):
                                 sources=json.loads((path / "sources.json").read_text()),
                                 sessions=([Session.from_json(s) for s in meta["sessions"]] if version_2
                                           else [Session(meta["name"])]))
-        descriptors = np.load(path / "descriptors.npy", allow_pickle=False)
+        descriptors = np.load(path / "descriptors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
         local = None
         if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
             local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
