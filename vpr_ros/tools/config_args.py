@@ -22,7 +22,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...]
         f = fields[name]
         spec = f.metadata["spec"]
         kwargs = {"default": f.default, "type": type(f.default),
-                  "help": f"{f.metadata['description']} (default: {f.default})"}
+                  "help": f"{f.metadata['description']} (default: {f.default})".replace("%", "%%")}  # argparse formats help
         if isinstance(f.default, str) and spec is not None:
             kwargs["choices"] = [c for c in spec if c]
         group.add_argument(flag(name), *ALIASES.get(name, ()), dest=name, **kwargs)
