@@ -6,6 +6,13 @@
         --camera-info-topic /camera/camera_info --depth-topic /camera/depth/image_raw
     vpr_build_map maps/lap2 --descriptor-from maps/lap1 --bag lap2 ...    (lap 1's descriptor space)
     vpr_build_map --append maps/site --bag day2 --session day2 --robot r2 ...   (a session more in maps/site)
+    vpr_build_map maps/city --images city/ --poses city/positions.csv --index ivfpq-1m --local-features none \
+        --ray auto                              (a city-scale map: described on Ray workers, docs/city_scale.md)
+    vpr_build_map maps/fleet --bag run1 --bag run2 --bag run3 --image-topic /camera/image_raw ...
+                                                (many bags, one session each, in one descriptor space)
+
+An interrupted build resumes when run again with the same arguments: its finished shards wait in the
+work folder (--work-dir, default .<output>.build beside the output), removed once the map is saved.
 
 XFeat local features are stored by default (the node's shipped re-ranking needs them);
 `--local-features none` builds a global-only map.
@@ -13,14 +20,17 @@ XFeat local features are stored by default (the node's shipped re-ranking needs 
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from vpr_ros.core.descriptors.presets import PRESETS
-from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
-from vpr_ros.core.maps.frames import Session
+from vpr_ros.core.maps.frames import FrameTable, Session
+from vpr_ros.core.maps.map_builder import (KeyframePolicy, SourceLoader, build_map, frames_from_folder,
+                                           load_image_file)
+from vpr_ros.core.maps.shards import FIT_SAMPLE, SHARD_FRAMES
 from vpr_ros.core.maps.map_store import MapError, VPRMap
 from vpr_ros.core.maps.sessions import merge_maps
 from vpr_ros.core.matching.local_features import EXTRACTORS
@@ -33,9 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, nargs="?",
                         help="map directory to write (with --append: default the appended map, replaced atomically)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--images", type=Path, help="folder of images (sorted by name)")
-    source.add_argument("--bag", type=Path, help="rosbag2 directory (mcap or sqlite3) or rosbag1 file")
-    parser.add_argument("--poses", type=Path, help="with --images: CSV of image, stamp, pose and/or GPS")
+    source.add_argument("--images", type=Path, help="folder of images, subfolders included (sorted by path)")
+    source.add_argument("--bag", type=Path, action="append",
+                        help="rosbag2 directory (mcap or sqlite3) or rosbag1 file; repeat for many bags (one session "
+                             "each, named after the bag; the camera is read from the first)")
+    parser.add_argument("--poses", type=Path,
+                        help="with --images: CSV of image, stamp, position (x y z [qx qy qz qw], or UTM easting "
+                             "northing) and/or GPS (latitude longitude [altitude])")
     add_bag_topic_arguments(parser)
     parser.add_argument("--gps-topic", help="with --bag: sensor_msgs/NavSatFix topic")
     parser.add_argument("--preset", default="default", choices=sorted(PRESETS), metavar="PRESET",
@@ -75,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
                              "or, without one, over MAP (atomically)")
     parser.add_argument("--session", help="session id of these frames (default: the bag's or folder's name)")
     parser.add_argument("--robot", default="", help="id of the robot that recorded them (default: unknown)")
+    parser.add_argument("--ray", metavar="auto|ADDRESS",
+                        help="describe the frames on Ray workers: auto starts a local Ray runtime on this machine, "
+                             "ADDRESS joins a cluster (ray://head:10001); the work folder must be on storage every "
+                             "worker mounts (default: this process describes them)")
+    parser.add_argument("--ray-workers", type=int, help="with --ray: actors in the pool (default: one per GPU, "
+                                                       "or per CPU without GPUs)")
+    parser.add_argument("--work-dir", type=Path,
+                        help="where the build keeps its fitted descriptor and finished shards, to resume an interrupted "
+                             "build (default: .<output>.build beside the output; removed after a successful build)")
+    parser.add_argument("--fit-sample", type=int, default=FIT_SAMPLE,
+                        help=f"frames the vocabulary and PCA are fitted on, spread over the map (default {FIT_SAMPLE})")
+    parser.add_argument("--shard-frames", type=int, default=SHARD_FRAMES,
+                        help=f"frames per shard: the unit of work and of resuming (default {SHARD_FRAMES})")
     parser.add_argument("--name", help="map name (default: the output folder's name)")
     parser.add_argument("--frame-id", default=None, help="coordinate frame of the poses (default: map)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing map directory")
@@ -103,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--depth-topic stores the depth of local features: it needs --local-features")
     if args.bag and args.poses:
         parser.error("--poses applies to --images only")
+    if args.bag and len(args.bag) > 1 and (args.session or args.depth_topic):
+        parser.error("with many bags each is its own session, named after it (no --session), and --depth-topic "
+                     "takes one bag")
+    if args.ray_workers is not None and (not args.ray or args.ray_workers < 1):
+        parser.error("--ray-workers needs --ray and at least 1")
+    if args.fit_sample < 1 or args.shard_frames < 1:
+        parser.error("--fit-sample and --shard-frames must be positive")
+    work_dir = args.work_dir or args.output.parent / f".{args.output.name}.build"
     try:
         policy = KeyframePolicy(args.min_distance, args.min_interval, args.max_similarity)
         camera, depth = None, None
@@ -112,15 +147,24 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from vpr_ros.core.maps.bag_source import read_bag_frames
 
-            bag = read_bag_frames(args.bag, args.image_topic, args.pose_topic,
-                                  tuple(args.tf_frames) if args.tf_frames else None, args.gps_topic)
-            frames, load = bag.frames, bag.loader()
+            bags = args.bag
+            if len({path.name for path in bags}) < len(bags):
+                raise ValueError("the bags name their sessions: give bags of different names")
+            frames, load = FrameTable(sessions=[]), SourceLoader()
+            for path in bags:
+                bag = read_bag_frames(path, args.image_topic, args.pose_topic,
+                                      tuple(args.tf_frames) if args.tf_frames else None, args.gps_topic)
+                if len(bags) > 1:
+                    bag.frames.name_session(Session(path.name, args.robot))
+                frames.extend(bag.frames)
+            if len(bags) == 1:
+                load = bag.loader()
             frame_id = args.frame_id or (args.tf_frames[0] if args.tf_frames else "map")
-            camera = _camera(args) if args.camera_info_topic else None
+            camera = _camera(args, bags[0]) if args.camera_info_topic else None
             if args.depth_topic:
                 from vpr_ros.core.maps.bag_source import BagDepth
 
-                depth = BagDepth(args.bag, args.depth_topic, args.max_depth_gap)
+                depth = BagDepth(bags[0], args.depth_topic, args.max_depth_gap)
         overrides = {"index": args.index} if args.index else {}
         if args.checkpoint:
             overrides["checkpoint"] = str(args.checkpoint)
@@ -128,18 +172,24 @@ def main(argv: list[str] | None = None) -> int:
         space = VPRMap.load(base, checkpoint=args.checkpoint, with_uncertainty=False) if base else None
         if space is not None and (overrides.get("index") or args.preset != "default"):
             raise ValueError(f"--preset and --index come from {base} (the descriptor space's map)")
-        session = Session(args.session or (args.images or args.bag).name, args.robot)
+        session = Session(args.session or (args.images.name if args.images else args.bag[0].name), args.robot)
         name = args.name or (space.name if args.append else args.output.name)
         vpr_map = build_map(name, frames, load, args.preset, policy, frame_id, progress=not args.quiet,
                             local_features=None if args.local_features == "none" else args.local_features,
                             max_keypoints=args.max_keypoints, input_size=args.input_size, camera=camera,
-                            depth=depth, session=session, space=space, **overrides)
+                            depth=depth, session=session, space=space, work_dir=work_dir, ray=args.ray,
+                            ray_workers=args.ray_workers, shard_frames=args.shard_frames,
+                            fit_sample_size=args.fit_sample, **overrides)
         if args.append:
             vpr_map = merge_maps([space, vpr_map], name, [str(args.append), f"the new session {session}"])
         path = vpr_map.save(args.output, overwrite=args.overwrite or replaces_appended)
-    except (FileNotFoundError, ValueError, MapError) as exc:
+    except (FileNotFoundError, ValueError, MapError, RuntimeError) as exc:
         print(f"vpr_build_map: error: {exc}", file=sys.stderr)
+        if any(work_dir.glob("shard_*.npz")):
+            print(f"vpr_build_map: the finished shards wait in {work_dir}: run the same command again to resume",
+                  file=sys.stderr)
         return 2
+    shutil.rmtree(work_dir, ignore_errors=True)
     local = f", {vpr_map.local_conf['extractor']} local features" if vpr_map.local_conf else ""
     if vpr_map.local is not None and vpr_map.local.depth is not None:
         local += " with depth"
@@ -150,18 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _camera(args):
+def _camera(args, bag: Path):
     """The map camera from the bag's CameraInfo, mounted by --camera-in-body or the bag's /tf_static."""
     from vpr_ros.core.maps.bag_source import read_camera_info, read_pose_child_frame, read_static_transform
     from vpr_ros.core.maps.map_camera import MapCamera
 
-    K, size, optical = read_camera_info(args.bag, args.camera_info_topic)
+    K, size, optical = read_camera_info(bag, args.camera_info_topic)
     mounting = args.camera_in_body
     if mounting is None:
         body = (args.tf_frames[1] if args.tf_frames else
-                read_pose_child_frame(args.bag, args.pose_topic) if args.pose_topic else None)
+                read_pose_child_frame(bag, args.pose_topic) if args.pose_topic else None)
         if body and optical:
-            mounting = read_static_transform(args.bag, body, optical)
+            mounting = read_static_transform(bag, body, optical)
         if mounting is None:
             logging.getLogger("vpr_ros").warning(
                 "the camera's pose on the body (%s -> %s) is not in the bag's /tf_static: loop closures stay "

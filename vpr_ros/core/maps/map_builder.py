@@ -1,6 +1,9 @@
 """Build a map from frames (image folder or bag): keyframe selection, descriptor fitting, index."""
 
 import csv
+import json
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,11 +16,12 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.presets import camera_input_size
 from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
-from vpr_ros.core.inputs.images import list_images, read_image
+from vpr_ros.core.inputs.images import IMAGE_SUFFIXES, read_image
 from vpr_ros.core.maps.frames import POSE_FIELDS, FrameTable, Session
 from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.map_store import VPRMap
 from vpr_ros.core.maps.recognizer import describe_map
+from vpr_ros.core.maps.shards import FIT_SAMPLE, SHARD_FRAMES, ShardStore, ShardWorker, fit_sample, sources_digest
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 
 
@@ -71,7 +75,9 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
               progress: bool = False, local_features: str | None = None, max_keypoints: int = 512,
               input_size: tuple[int, int] | str = "auto", camera: MapCamera | None = None,
               depth: Callable[[int], np.ndarray | None] | None = None, session: Session | None = None,
-              space: VPRMap | None = None, **preset_overrides) -> VPRMap:
+              space: VPRMap | None = None, work_dir: str | Path | None = None, ray: str | None = None,
+              ray_workers: int | None = None, shard_frames: int = SHARD_FRAMES, fit_sample_size: int = FIT_SAMPLE,
+              **preset_overrides) -> VPRMap:
     """Select keyframes, fit the preset on them, describe them and index them; with `local_features`
     (an extractor name), also store each keyframe's local features for re-ranking. `input_size`: (width,
     height) the network sees, or "auto": the first image's aspect ratio (presets.camera_input_size), so
@@ -79,7 +85,13 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     map. `depth(stamp_ns)`: the aligned depth image (metres, NaN unknown) of a frame, or None; with local
     features, each keypoint's depth is stored (metric loop closures). `session`: the recording's id and robot
     (default: the map's name, robot unknown). `space`: a map whose descriptor (vocabulary, PCA, input size) and
-    local feature settings are used as they are, so that this map can be merged with it (sessions.py)."""
+    local feature settings are used as they are, so that this map can be merged with it (sessions.py).
+
+    The vocabulary and PCA are fitted on `fit_sample_size` frames spread over the map (all of a smaller map),
+    then every frame is described in shards of `shard_frames` (shards.py): here, or with `ray` ("auto": a
+    local Ray runtime; or a cluster's address) on `ray_workers` Ray workers. `work_dir`: the shards' folder
+    (on storage every worker shares), kept after the build for the caller to remove; an interrupted build
+    given the same folder resumes from its finished shards. Without one, a temporary folder is used."""
     if space is not None:  # its local features (or none), as a map in its space must store
         local_features = space.local_conf["extractor"] if space.local_conf else None
         max_keypoints = space.local_conf["max_keypoints"] if space.local_conf else max_keypoints
@@ -97,28 +109,90 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
         if input_size == "auto":
             input_size = camera_input_size(preset, width, height)
         descriptor = GlobalDescriptor(preset, input_size=tuple(input_size), **preset_overrides)
-    descriptors = describe_map(descriptor, candidates.sources, load, batch_size, progress, fit=space is None)
-    rows = policy.appearance_keyframes(descriptors)
-    LOGGER.info("map %s: %d frames -> %d motion candidates -> %d keyframes", name, len(frames),
-                len(candidates), len(rows))
-    keyframes = candidates.select(rows)
-    keyframes.name_session(session or Session(name))
-    local, local_conf = None, None
+    extractor = None
     if local_features is not None:
         # local features at the default preset's resolution and the camera's aspect (the joint graph shares it)
         extractor = (LocalExtractor.for_config(space.local_conf) if space is not None else
                      LocalExtractor(local_features, max_keypoints, input_size=camera_input_size("default", width, height)))
-        extracted = []
-        for batch in tqdm([keyframes.sources[i:i + batch_size] for i in range(0, len(keyframes), batch_size)],
-                          desc="local features", unit="batch", disable=not progress):
-            extracted += extractor.extract([load(source) for source in batch])
+    plan = json.loads(json.dumps({
+        "frames": len(candidates), "sources_sha256": sources_digest(candidates.sources), "preset": descriptor.preset,
+        "conf": descriptor.conf, "space": space.space if space is not None else None,
+        "local": extractor.config() if extractor is not None else None, "shard_frames": shard_frames,
+        "fit_sample": fit_sample_size}, default=list))
+    own_work_dir = work_dir is None
+    store = ShardStore(work_dir or tempfile.mkdtemp(prefix="vpr_build_"), plan,
+                       [_portable(source) for source in candidates.sources])
+    try:
+        descriptors, local = _describe(store, descriptor, space is not None, extractor, candidates.sources, load,
+                                       batch_size, progress, ray, ray_workers)
+    finally:
+        if own_work_dir:
+            shutil.rmtree(store.folder, ignore_errors=True)
+    rows = policy.appearance_keyframes(descriptors)
+    LOGGER.info("map %s: %d frames -> %d motion candidates -> %d keyframes", name, len(frames),
+                len(candidates), len(rows))
+    keyframes = candidates.select(rows)
+    if len(keyframes.sessions) == 1:  # one recording; frames from many bags keep a session each
+        keyframes.name_session(session or Session(name))
+    local_conf = None
+    if extractor is not None:
+        local, local_conf = local.select(rows) if len(rows) < len(local) else local, extractor.config()
         if depth is not None:
-            _attach_depth(extracted, keyframes.stamp_ns, depth)
-        local, local_conf = LocalFeatureTable.build(extracted, max_keypoints, extractor.dim,
-                                                    depth is not None), extractor.config()
+            features = [local[i] for i in range(len(local))]
+            _attach_depth(features, keyframes.stamp_ns, depth)
+            local = LocalFeatureTable.build(features, extractor.max_keypoints, extractor.dim, True)
     search_params = space.index.search_params if space is not None else None
     return VPRMap.create(name, descriptor, descriptors[rows], keyframes, frame_id, search_params, local=local,
-                         local_conf=local_conf, camera=camera)
+                         local_conf=local_conf, camera=camera, work_dir=work_dir and Path(work_dir) / "index")
+
+
+def _describe(store: ShardStore, descriptor: GlobalDescriptor, fitted: bool, extractor: LocalExtractor | None,
+              sources: list[str], load: Callable[[str], np.ndarray], batch_size: int, progress: bool,
+              ray: str | None, ray_workers: int | None) -> tuple[np.ndarray, LocalFeatureTable | None]:
+    """Fit `descriptor` on a sample of the frames (unless `fitted`, or fitted in the work folder by an
+    interrupted build), describe every frame shard by shard (on Ray with `ray`, else here) and gather
+    the shards: (N x D descriptors, local features or None)."""
+    known = None  # descriptors already computed here while fitting (a map no larger than the sample)
+    resumed = store.fitted_descriptor() if not fitted else None
+    if fitted:
+        store.save_fitted(descriptor)
+    elif resumed is not None:
+        descriptor.load_fitted(resumed.state_dict())
+        LOGGER.info("resuming in %s: the fitted descriptor and %d of %d shards are there", store.folder,
+                    len(store.shards) - len(store.pending()), len(store.shards))
+    else:
+        sample = fit_sample(len(sources), store.plan["fit_sample"])
+        described = describe_map(descriptor, [sources[i] for i in sample], load, batch_size, progress)
+        store.save_fitted(descriptor)
+        known = described if len(sample) == len(sources) else None
+    pending = store.pending()
+    if pending and ray:
+        from vpr_ros.core.maps.distributed import describe_on_ray
+
+        describe_on_ray(store.folder, pending, ray, ray_workers, batch_size, progress)
+    elif pending:
+        worker = ShardWorker(store.folder, batch_size, load=load, descriptor=descriptor)
+        for start, stop in tqdm(pending, desc="describe", unit="shard", disable=not progress):
+            worker.describe(start, stop, None if known is None else known[start:stop])
+    shards = [store.read(start, stop) for start, stop in store.shards]
+    descriptors = np.concatenate([shard["descriptors"] for shard in shards])
+    local = None
+    if extractor is not None:
+        local = LocalFeatureTable(**{c: np.concatenate([shard[f"local_{c}"] for shard in shards])
+                                     for c in LocalFeatureTable.COLUMNS})
+    return descriptors, local
+
+
+def _portable(source: str) -> str:
+    """A source as any worker that mounts the same storage can open it: files and bags by absolute path."""
+    path = Path(source)
+    if path.is_file():
+        return str(path.absolute())
+    head, at, stamp = source.rpartition("@")
+    split = head.rfind(":/")
+    if at and split > 0 and Path(head[:split]).exists():
+        return f"{Path(head[:split]).absolute()}{head[split:]}@{stamp}"
+    return source
 
 
 def _attach_depth(features: list, stamps: np.ndarray, depth: Callable[[int], np.ndarray | None]) -> None:
@@ -144,30 +218,55 @@ def _attach_depth(features: list, stamps: np.ndarray, depth: Callable[[int], np.
         LOGGER.warning("%d keyframes have no keypoint depths: %s", count, reason)
 
 
-def frames_from_folder(folder: str | Path, poses_csv: str | Path | None = None) -> FrameTable:
-    """The images of a folder (sorted by name) and, optionally, their stamps, poses and GPS from a CSV.
+# CSV column spellings: position in a metric frame (x y z, or UTM easting northing) and GPS
+_EASTING, _NORTHING = ("easting", "utm_easting", "utm_e"), ("northing", "utm_northing", "utm_n")
+_LATITUDE, _LONGITUDE = ("latitude", "lat"), ("longitude", "lon", "lng")
+_ALTITUDE = ("altitude", "alt", "elevation")
 
-    CSV columns: `image` (file name in the folder) and any of `stamp_ns` or `timestamp` (seconds),
-    `x y z qx qy qz qw` (pose; `qx..qw` default to identity when only x y z are given), and
-    `latitude longitude altitude`. Images missing from the CSV get no pose; without stamps every stamp is 0
-    (and keyframes by time are meaningless).
+
+def _column(columns: set[str], names: tuple[str, ...]) -> str | None:
+    return next((name for name in names if name in columns), None)
+
+
+def frames_from_folder(folder: str | Path, poses_csv: str | Path | None = None) -> FrameTable:
+    """The images of a folder and its subfolders (sorted by path) and, optionally, their stamps, poses
+    and GPS from a CSV.
+
+    CSV columns: `image` (path relative to the folder, or the file name when it is unique) and any of
+    `stamp_ns` or `timestamp` (seconds); a position: `x y z qx qy qz qw` (`qx..qw` default to identity when
+    only x y z are given) or UTM `easting northing` (also utm_easting/utm_northing; z from `altitude`, else
+    0; one zone per map: the frame is the caller's, e.g. --frame-id utm_32N); and GPS: `latitude longitude`
+    (also lat/lon/lng) with an optional `altitude`. Images missing from the CSV get no pose; without stamps
+    every stamp is 0 (and keyframes by time are meaningless).
     """
-    images = list_images(Path(folder))
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder {folder} does not exist")
+    images = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                    key=lambda p: p.relative_to(folder).as_posix())
     if not images:
         raise ValueError(f"no images in {folder}")
     n = len(images)
     stamps, pose, gps = np.zeros(n, np.int64), np.full((n, 7), np.nan), np.full((n, 3), np.nan)
     if poses_csv is not None:
-        row_of = {p.name: i for i, p in enumerate(images)}
+        row_of = {p.relative_to(folder).as_posix(): i for i, p in enumerate(images)}
+        names = Counter(p.name for p in images)
+        row_of.update({p.name: i for i, p in enumerate(images) if names[p.name] == 1})
         with open(poses_csv, newline="") as handle:
             reader = csv.DictReader(handle)
             columns = set(reader.fieldnames or ())
             if "image" not in columns:
                 raise ValueError(f"{poses_csv} needs an 'image' column; found {sorted(columns)}")
+            east, north = _column(columns, _EASTING), _column(columns, _NORTHING)
+            lat, lon, alt = _column(columns, _LATITUDE), _column(columns, _LONGITUDE), _column(columns, _ALTITUDE)
+            if {"x", "y", "z"} <= columns and east:
+                raise ValueError(f"{poses_csv}: give positions as x y z or as UTM easting northing, not both")
             for line, row in enumerate(reader, start=2):
                 i = row_of.get(row["image"])
                 if i is None:
-                    raise ValueError(f"{poses_csv}:{line}: image {row['image']!r} is not in {folder}")
+                    raise ValueError(f"{poses_csv}:{line}: image {row['image']!r} is not in {folder}"
+                                     + (" (its name is not unique there: give its path in the folder)"
+                                        if names[Path(row["image"]).name] > 1 else ""))
                 try:
                     if "stamp_ns" in columns:
                         stamps[i] = int(row["stamp_ns"])
@@ -177,14 +276,20 @@ def frames_from_folder(folder: str | Path, poses_csv: str | Path | None = None) 
                         values = [float(row[f]) if row.get(f) not in (None, "") else default
                                   for f, default in zip(POSE_FIELDS, (np.nan,) * 3 + (0.0, 0.0, 0.0, 1.0))]
                         pose[i] = values
-                    if {"latitude", "longitude"} <= columns:
-                        gps[i] = [float(row["latitude"] or "nan"), float(row["longitude"] or "nan"),
-                                  float(row.get("altitude") or 0.0)]
+                    elif east and north:
+                        pose[i] = [float(row[east] or "nan"), float(row[north] or "nan"),
+                                   float((row.get(alt) if alt else "") or 0.0), 0.0, 0.0, 0.0, 1.0]
+                    if lat and lon:
+                        gps[i] = [float(row[lat] or "nan"), float(row[lon] or "nan"), float((row.get(alt) if alt else "") or 0.0)]
                 except ValueError as exc:
                     raise ValueError(f"{poses_csv}:{line}: {exc}") from exc
         norms = np.linalg.norm(pose[:, 3:], axis=1)
         if (np.isfinite(norms) & (np.abs(norms - 1.0) > 1e-3)).any():
             raise ValueError(f"{poses_csv}: quaternions (qx qy qz qw) must have unit norm")
+        usable = np.isfinite(gps[:, :2]).all(axis=1)
+        if (usable & ((np.abs(gps[:, 0]) > 90) | (np.abs(gps[:, 1]) > 180))).any():
+            raise ValueError(f"{poses_csv}: latitudes must lie in [-90, 90] and longitudes in [-180, 180] "
+                             "(UTM coordinates go in easting/northing columns)")
     return FrameTable.build(stamps, [str(p) for p in images], pose=pose, gps=gps)
 
 
