@@ -5,6 +5,7 @@ when asked for (`vpr_build_map --ray`)."""
 
 import logging
 import os
+import re
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.maps.shards import ShardWorker
@@ -55,5 +56,16 @@ def describe_on_ray(folder: str, shards: list[tuple[int, int]], address: str = "
             done += int(row["frames"])
             LOGGER.debug("shard at frame %d done (%d frames so far)", row["start"], done)
     except Exception as exc:  # Ray wraps the worker's exception; its message names the image
-        raise RuntimeError(f"a Ray worker failed, {done} frames described in this run (rerun to resume): "
-                           f"{str(exc).strip().splitlines()[-1]}") from exc
+        raise RuntimeError(f"a Ray worker failed ({done} frames described in this run): {_worker_error(exc)}") from exc
+
+
+def _worker_error(exc: BaseException) -> str:
+    """The worker's own exception ("ValueError: cannot decode image ...") out of Ray's wrapping, which keeps
+    it only as the text of the worker's traceback."""
+    texts = []
+    while exc is not None and len(texts) < 8:
+        texts.append(str(exc))
+        exc = exc.__cause__ or getattr(exc, "cause", None)
+    found = [m for text in texts for m in re.findall(r"^\s*(?:\w+\.)*(\w+(?:Error|Exception)): (.+)$", text, re.M)
+             if m[0] not in ("UserCodeException", "RayTaskError")]
+    return f"{found[-1][0]}: {found[-1][1]}" if found else texts[-1].strip().splitlines()[0]
