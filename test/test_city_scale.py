@@ -176,7 +176,7 @@ def test_the_ivfpq_presets_build_an_on_disk_index_that_is_memory_mapped(ondisk_m
     recall = np.mean([e in row for e, row in zip(exact, ids)])
     assert recall >= 0.9, recall
     np.testing.assert_allclose(sims[:, 0], np.einsum("ij,ij->i", queries, vectors[ids[:, 0]]), atol=1e-5)
-    unrefined = DescriptorIndex.read(path / "index.faiss", loaded.index.dim, factory, {"nprobe": 16})
+    unrefined = DescriptorIndex.read(path / "index.faiss", loaded.index.dim, factory, {"nprobe": 64})
     assert np.mean([e in row for e, row in zip(exact, unrefined.search(queries, 10)[1])]) < recall
     with pytest.raises(ValueError, match="read-only"):
         loaded.index.add(vectors[:1])
@@ -263,3 +263,40 @@ def test_a_map_from_many_bags_keeps_a_session_per_bag(corridor_dir, tmp_path):
 def test_every_console_script_prints_its_help(script):
     done = subprocess.run([str(BIN / script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]
+
+
+def test_an_ivfpq_preset_on_a_map_too_small_for_it_is_refused_with_the_reason(folder40, tmp_path):
+    done = build(str(tmp_path / "map"), "--images", str(folder40), "--index", "ivfpq-1m", "--local-features", "none",
+                 "--quiet", check=False)
+    assert done.returncode == 2 and "needs at least 4096 frames" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "map").exists()
+
+
+def test_the_node_answers_from_an_on_disk_map_as_the_core_does(corridor_dir, tmp_path):
+    """The console script with the shipped params file (re-ranking off: the map has no local features) on a
+    map of real Corridor frames among 30 000 synthetic ones in an ivfpq-100k index: its hypotheses are the
+    ones VPRMap.query gives in this process; SIGINT ends it with exit code 0."""
+    from conftest import REPO
+    from test_node import MSGS, image_msg, listen, node_process, publish_until
+    from vpr_ros.core.inputs.images import batch_to_tensor, read_image
+
+    if MSGS is None:
+        pytest.skip("vpr_ros_interfaces is not built: no hypotheses topic to listen to")
+    descriptor = GlobalDescriptor("thumbnail", input_size=(16, 16), pca_dim=0, index="ivfpq-100k")
+    refs = sorted((corridor_dir / "ref").glob("*.jpg"))
+    real = descriptor.describe(batch_to_tensor([read_image(p) for p in refs], descriptor.input_size))
+    vectors = np.concatenate([real, route_descriptors(30_000, descriptor.dim)])
+    sources = [str(p) for p in refs] + [f"synthetic/{i}" for i in range(30_000)]
+    path = VPRMap.create("city", descriptor, vectors, FrameTable.build(np.arange(len(vectors)), sources),
+                         work_dir=tmp_path / "work").save(tmp_path / "city")
+    query = read_image(sorted((corridor_dir / "query").glob("*.jpg"))[20])
+    expected = VPRMap.load(path).query([query], k=5).ids[0]
+    command = [str(BIN / "vpr_localizer"), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
+               "-p", f"map_path:={path}", "-p", "rerank:=off", "-p", "image_topic:=/city/image",
+               "-p", "qos_reliability:=reliable"]
+    with node_process(command) as (probe, executor, ended):
+        hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+        publish_until(probe, executor, "/city/image", image_msg(query, 5 * 10**9), lambda: hyps)
+        keys = [h.map_key for h in hyps[0].hypotheses]
+    assert keys[0] == expected[0] and len(set(keys) & set(expected.tolist())) >= 4, (keys, expected)
+    assert ended["returncode"] == 0, ended["output"]

@@ -154,6 +154,9 @@ class Localizer:
         if self.config.mode == "slam" and self.session.id in [s.id for s in vpr_map.frames.sessions]:
             raise ValueError(f"session_id {self.session.id!r} is already a session of map {vpr_map.name}; a slam run "
                              "adds a new session: choose another session_id (or leave it empty for the start time)")
+        if self.config.mode == "slam" and vpr_map.index.read_only:
+            raise ValueError(f"map {vpr_map.name} has an on-disk {vpr_map.index.factory} index, which cannot grow: slam "
+                             "adds its keyframes to the map; use localize mode, or a map with an in-memory index")
         if self.reranker is not None:
             self.reranker.check_map(vpr_map.local_conf)
         local_conf = vpr_map.local_conf if self._joint_wanted(vpr_map) else None

@@ -32,14 +32,16 @@ from vpr_ros.core.runtime.devices import resolve_device
 
 
 # name -> (faiss factory, search parameters, on-disk inverted lists). nlist follows faiss's guideline of
-# 4..16 x sqrt(N) lists; 32-byte PQ codes (+ 8-byte ids) keep the index near 45 B per frame; refine 10
-# re-ranks the 10 x k best codes with the exact descriptors (docs/benchmarks.md, "City-scale maps").
+# 4..16 x sqrt(N) lists; 32-byte PQ codes (+ 8-byte ids) keep the index near 45 B per frame; nprobe is what
+# 1-recall@10 >= 0.9 took on descriptors with PCA-whitened statistics; refine 10 re-ranks the 10 x k best
+# codes with the exact descriptors, which maps of near-duplicate frames need (docs/benchmarks.md,
+# "City-scale maps").
 INDEX_PRESETS = {
     "flat": ("Flat", {}, False),
     "hnsw": ("HNSW32", {"efSearch": 128}, False),
-    "ivfpq-100k": ("IVF1024,PQ32", {"nprobe": 16, "refine": 10}, True),
-    "ivfpq-1m": ("IVF4096,PQ32", {"nprobe": 32, "refine": 10}, True),
-    "ivfpq-10m": ("IVF16384,PQ32", {"nprobe": 64, "refine": 10}, True),
+    "ivfpq-100k": ("IVF1024,PQ32", {"nprobe": 64, "refine": 10}, True),
+    "ivfpq-1m": ("IVF4096,PQ32", {"nprobe": 128, "refine": 10}, True),
+    "ivfpq-10m": ("IVF16384,PQ32", {"nprobe": 256, "refine": 10}, True),
 }
 IVFDATA_SUFFIX = ".ivfdata"  # the on-disk inverted lists beside index.faiss
 TRAIN_POINTS_PER_LIST = 40  # k-means sample per inverted list (faiss asks for 39 at least)
@@ -189,6 +191,11 @@ class DescriptorIndex:
         return int(self.index.ntotal)
 
     @property
+    def read_only(self) -> bool:
+        """An index whose inverted lists live on disk (ivfpq-* presets): searched, never added to."""
+        return self._ivfdata is not None
+
+    @property
     def is_trained(self) -> bool:
         return bool(self.index.is_trained)
 
@@ -197,6 +204,9 @@ class DescriptorIndex:
         if self.index.is_trained:
             return
         ivf = faiss.try_extract_index_ivf(self.index)
+        if ivf is not None and len(vectors) < ivf.nlist:
+            raise ValueError(f"the {self.factory} index needs at least {ivf.nlist} frames to train its inverted lists, "
+                             f"the map has {len(vectors)}: use a smaller index (flat, or an ivfpq preset for fewer frames)")
         if ivf is not None and len(vectors) > TRAIN_POINTS_PER_LIST * ivf.nlist:  # an evenly spread sample
             vectors = vectors[np.linspace(0, len(vectors) - 1, TRAIN_POINTS_PER_LIST * ivf.nlist).astype(np.int64)]
         vectors = _as_matrix(vectors, self.dim, "training vectors")

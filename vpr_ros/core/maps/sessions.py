@@ -16,7 +16,6 @@ import faiss
 import numpy as np
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.maps.index import DescriptorIndex
 from vpr_ros.core.maps.map_store import MapError, VPRMap
 
@@ -38,6 +37,10 @@ def check_same_space(maps: list[VPRMap], labels: list[str] | None = None) -> Non
 def _check_compatible(maps: list[VPRMap], labels: list[str]) -> None:
     """What one map holds once: the poses' frame, the local features' extractor, the camera."""
     first, label = maps[0], labels[0]
+    for vpr_map, name in zip(maps, labels):
+        if vpr_map.index.read_only:
+            raise MapError(f"map {name} has an on-disk {vpr_map.index.factory} index, which cannot grow; build one map "
+                           "from all the recordings instead (vpr_build_map --bag A --bag B ..., docs/city_scale.md)")
     for other, name in zip(maps[1:], labels[1:]):
         if other.frame_id != first.frame_id:
             raise MapError(f"maps {label} (poses in {first.frame_id!r}) and {name} (poses in {other.frame_id!r}) do "
