@@ -40,7 +40,7 @@ INDEX_PRESETS = {
     "flat": ("Flat", {}, False),
     "hnsw": ("HNSW32", {"efSearch": 128}, False),
     "ivfpq-100k": ("IVF1024,PQ32", {"nprobe": 64, "refine": 10}, True),
-    "ivfpq-1m": ("IVF4096,PQ32", {"nprobe": 128, "refine": 10}, True),
+    "ivfpq-1m": ("IVF4096,PQ32", {"nprobe": 256, "refine": 10}, True),
     "ivfpq-10m": ("IVF16384,PQ32", {"nprobe": 256, "refine": 10}, True),
 }
 IVFDATA_SUFFIX = ".ivfdata"  # the on-disk inverted lists beside index.faiss
