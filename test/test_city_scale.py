@@ -292,7 +292,7 @@ def test_the_node_answers_from_an_on_disk_map_as_the_core_does(corridor_dir, tmp
     query = read_image(sorted((corridor_dir / "query").glob("*.jpg"))[20])
     expected = VPRMap.load(path).query([query], k=5).ids[0]
     command = [str(BIN / "vpr_localizer"), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
-               "-p", f"map_path:={path}", "-p", "rerank:=off", "-p", "image_topic:=/city/image",
+               "-p", f"map_path:={path}", "-p", "rerank:='off'", "-p", "image_topic:=/city/image",
                "-p", "qos_reliability:=reliable"]
     with node_process(command) as (probe, executor, ended):
         hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
