@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--distance", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sweep-nprobe", default="", help="also: 1-recall@10 and p50 at these nprobe (e.g. 128,256)")
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
     report = {"machine": f"{os.cpu_count()} CPUs", "frames": args.frames, "index": args.index}
@@ -180,6 +181,17 @@ def main() -> None:
                 [e in r for e, r, ok in zip(exact, ids, right) if ok])), 4) if right.any() else None
         report[name] = entry
         print(name, entry, flush=True)
+    sweep = {}
+    for nprobe in [int(v) for v in args.sweep_nprobe.split(",") if v]:
+        loaded.index.search_params = {**loaded.index.search_params, "nprobe": nprobe}
+        for name, queries in (("real_same_conditions", revisits), ("synthetic", noisy)):
+            ms, ids = latencies(loaded.index, queries)
+            exact = exact_top1(loaded.descriptors, queries)
+            sweep.setdefault(nprobe, {})[name] = {
+                **summary(ms), "one_recall_at_10": round(float(np.mean([e in r for e, r in zip(exact, ids)])), 4)}
+        print("nprobe", nprobe, sweep[nprobe], flush=True)
+    if sweep:
+        report["nprobe_sweep"] = sweep
     print(json.dumps(report, indent=1))
     (args.out / "report.json").write_text(json.dumps(report, indent=1))
 
