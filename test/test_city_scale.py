@@ -300,3 +300,21 @@ def test_the_node_answers_from_an_on_disk_map_as_the_core_does(corridor_dir, tmp
         keys = [h.map_key for h in hyps[0].hypotheses]
     assert keys[0] == expected[0] and len(set(keys) & set(expected.tolist())) >= 4, (keys, expected)
     assert ended["returncode"] == 0, ended["output"]
+
+
+def test_a_map_found_damaged_in_the_background_stops_the_node(ondisk_map, tmp_path):
+    """map_checksums background: the node opens the map at once; when the checksum thread finds a damaged file
+    the node stops by itself, logs it as fatal and exits 1 (it never answers from the damaged map)."""
+    from conftest import REPO
+
+    path, _, _ = ondisk_map
+    copy = Path(shutil.copytree(path, tmp_path / "copy"))
+    with open(copy / "descriptors.npy", "r+b") as handle:
+        handle.seek(-4, os.SEEK_END)
+        handle.write(b"\x00\x00\x80\x7f")
+    command = [str(BIN / "vpr_localizer"), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
+               "-p", f"map_path:={copy}", "-p", "rerank:='off'", "-p", "map_checksums:=background"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "descriptors.npy does not match its checksum" in output and "processing loop stopped" in output

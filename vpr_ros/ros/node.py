@@ -154,7 +154,9 @@ class LocalizerNode(Node):
         return SetParametersResult(successful=True)
 
     def read_map(self, path: str) -> VPRMap:
-        return VPRMap.load(Path(path).expanduser(), checkpoint=self.config.checkpoint or None)
+        checksums = {"before": True}.get(self.params["map_checksums"], self.params["map_checksums"])
+        return VPRMap.load(Path(path).expanduser(), checkpoint=self.config.checkpoint or None,
+                           verify_checksums=checksums)
 
     def _guarded(self, callback):
         """`callback` that logs and counts an exception instead of letting it end the executor; quiet
@@ -350,6 +352,9 @@ class LocalizerNode(Node):
             while not self._queue.closed:
                 item = self._queue.get(timeout=0.5)
                 if item is None:
+                    checksums = self.localizer.vpr_map.checksums if self.localizer.vpr_map is not None else None
+                    if checksums is not None:  # a map verified in the background stops the node once found damaged
+                        checksums.raise_if_damaged()
                     continue
                 try:
                     self._process(*item)

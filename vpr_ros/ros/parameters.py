@@ -12,6 +12,10 @@ from vpr_ros.core.config import LocalizerConfig, settings
 # name -> (default, description, range (lo, hi) or choices, or None)
 NODE_PARAMETERS = {
     "map_path": ("", "map directory (localize: required; slam: optional starting map)", None),
+    "map_checksums": ("auto", "when the map files' sha256 are verified: before the map opens (before), on a "
+                      "background thread while it already answers (background: a mismatch then stops the node, "
+                      "exit code 1), or auto (background for maps over 256 MiB, before for the rest)",
+                      ("auto", "before", "background")),
     "image_topic": ("/camera/image_raw", "camera image topic; with image_transport compressed, the node subscribes "
                     "to <image_topic>/compressed (the image_transport convention)", None),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, PNG or JPEG)",
