@@ -292,7 +292,7 @@ def test_the_node_answers_from_an_on_disk_map_as_the_core_does(corridor_dir, tmp
     query = read_image(sorted((corridor_dir / "query").glob("*.jpg"))[20])
     expected = VPRMap.load(path).query([query], k=5).ids[0]
     command = [str(BIN / "vpr_localizer"), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
-               "-p", f"map_path:={path}", "-p", "rerank:='off'", "-p", "image_topic:=/city/image",
+               "-p", f"map_path:={path}", "-p", "rerank:=off", "-p", "image_topic:=/city/image",
                "-p", "qos_reliability:=reliable"]
     with node_process(command) as (probe, executor, ended):
         hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
@@ -313,7 +313,7 @@ def test_a_map_found_damaged_in_the_background_stops_the_node(ondisk_map, tmp_pa
         handle.seek(-4, os.SEEK_END)
         handle.write(b"\x00\x00\x80\x7f")
     command = [str(BIN / "vpr_localizer"), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
-               "-p", f"map_path:={copy}", "-p", "rerank:='off'", "-p", "map_checksums:=background"]
+               "-p", f"map_path:={copy}", "-p", "rerank:=off", "-p", "map_checksums:=background"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-3000:]

@@ -254,6 +254,35 @@ def test_a_node_that_cannot_start_exits_non_zero(tmp_path):
     assert out.returncode == 2 and "map.json is missing" in out.stdout + out.stderr, out
 
 
+@pytest.mark.slow
+def test_yaml_booleans_and_numbers_in_string_parameters(map_dir, images, tmp_path):
+    """A params file written by hand (`rerank: off`, `robot_id: 7`) and `-p rerank:=off` are read as YAML:
+    a boolean and an integer. The node takes them as the user meant them and runs; a boolean where no
+    "off" is meant is refused with exit code 2 and says to quote it."""
+    import subprocess
+
+    from vpr_ros.ros.parameters import as_declared
+
+    assert as_declared("rerank", False) == "off" and as_declared("robot_id", 7) == "7"
+    assert as_declared("top_k", 3) == 3 and as_declared("publish_pose", False) is False
+    with pytest.raises(ValueError, match="quote it"):
+        as_declared("mode", True)
+    file = tmp_path / "by_hand.yaml"
+    file.write_text(f"/**/vpr_localizer:\n  ros__parameters:\n    map_path: {map_dir}\n    rerank: off\n"
+                    "    robot_id: 7\n    temporal_window: 0\n")
+    for extra in ([], ["-p", "rerank:=off"]):
+        with node_process([console_script(), "--ros-args", "--params-file", str(file), *extra]) as (
+                probe, executor, ended):
+            hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+            publish_until(probe, executor, "/camera/image_raw", image_msg(images[1][0], 1), lambda: hyps)
+            assert hyps[0].hypotheses, "no hypotheses"
+        assert ended["returncode"] == 0, ended["output"]
+        assert "rerank off" in ended["output"], ended["output"]
+    out = subprocess.run([console_script(), "--ros-args", "--params-file", str(file), "-p", "image_transport:=true"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "image_transport is a string" in out.stdout + out.stderr, out
+
+
 # ---- the launch file's argument logic (no `launch` needed) -------------------------------------
 
 def test_launch_arguments_override_the_params_file_only_when_given():

@@ -40,7 +40,7 @@ from vpr_ros.ros.convert import stamp_to_ns
 from vpr_ros.ros.health import Health
 from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
-from vpr_ros.ros.parameters import PARAMETERS, check_parameters, descriptor, localizer_config
+from vpr_ros.ros.parameters import PARAMETERS, as_declared, check_parameters, descriptor, localizer_config
 from vpr_ros.ros.ros_logging import RosoutHandler
 
 
@@ -56,7 +56,7 @@ class LocalizerNode(Node):
         super().__init__("vpr_localizer", **kwargs)
         for name, (default, _, _) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor(name))
-        self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.params = {name: as_declared(name, self.get_parameter(name).value) for name in PARAMETERS}
         check_parameters(self.params)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._log_handler = RosoutHandler(self.get_logger())

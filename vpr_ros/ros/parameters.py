@@ -73,6 +73,24 @@ def check_choice(name: str, value) -> None:
         raise ValueError(f"parameter {name} must be one of {list(spec)}, got {value!r}")
 
 
+def as_declared(name: str, value):
+    """The value of string parameter `name` as the user wrote it. `-p` and params files are read as YAML, where a
+    bare off, no or false is a boolean and 7 an integer: rerank false -> "off", robot_id 7 -> "7". Other
+    parameters' values pass through (rclpy enforces their types). Raises ValueError for a boolean where a
+    string parameter has no "off" choice, and for a list."""
+    default, _, spec = PARAMETERS[name]
+    if not isinstance(default, str) or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        if not value and spec is not None and "off" in spec:
+            return "off"
+        raise ValueError(f"parameter {name} is a string, got the YAML boolean {str(value).lower()}: quote it "
+                         f"(-p \"{name}:'...'\", or {name}: \"...\" in a params file)")
+    if isinstance(value, (int, float)):
+        return str(value)
+    raise ValueError(f"parameter {name} is a string, got {type(value).__name__} {value!r}")
+
+
 def check_parameters(values: dict) -> None:
     """What rclpy's declarations cannot express (types and numeric ranges are enforced at declaration)."""
     for name, value in values.items():
@@ -116,6 +134,8 @@ def descriptor(name: str):
     default, description, spec = PARAMETERS[name]
     # rclpy enforces the type of the default and a numeric range; choices of a string are checked by the node
     desc = ParameterDescriptor(name=name, description=description)
+    # string parameters take YAML's booleans and numbers too; the node turns them back (as_declared)
+    desc.dynamic_typing = isinstance(default, str)
     if spec is None:
         return desc
     if isinstance(default, str):
