@@ -120,6 +120,30 @@ def test_an_interrupted_single_process_build_resumes(folder40, single_process, c
     assert_same_map(single_process, out, corridor_queries(corridor_dir))
 
 
+def test_local_features_are_gathered_on_disk_in_a_work_folder(folder40, single_process, tmp_path):
+    """With a work folder (vpr_build_map's), the keyframes' local features are gathered shard by shard into
+    memory-mapped files there, not into memory; the map equals one gathered in memory and the CLI's."""
+    from vpr_ros.core.inputs.images import read_image
+    from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map
+
+    args = dict(local_features="xfeat", max_keypoints=128, shard_frames=4, fit_sample_size=8,
+                policy=KeyframePolicy(max_similarity=0.8))  # drops some frames: rows are picked across shards
+    frames = frames_from_folder(folder40)
+    in_memory = build_map("map", frames, read_image, **args)
+    on_disk = build_map("map", frames, read_image, work_dir=tmp_path / "work", **args)
+    assert 0 < len(on_disk) < len(frames), len(on_disk)
+    for column in on_disk.local.COLUMNS:
+        array = getattr(on_disk.local, column)
+        assert isinstance(array, np.memmap) and Path(array.filename).parent == tmp_path / "work" / "local", column
+        assert not isinstance(getattr(in_memory.local, column), np.memmap)
+        np.testing.assert_array_equal(array, getattr(in_memory.local, column), err_msg=column)
+    saved = VPRMap.load(on_disk.save(tmp_path / "map"))
+    cli = VPRMap.load(single_process)
+    rows = [[Path(s).name for s in cli.frames.sources].index(Path(s).name) for s in saved.frames.sources]
+    for column in on_disk.local.COLUMNS:
+        np.testing.assert_array_equal(getattr(saved.local, column), getattr(cli.local, column)[rows], err_msg=column)
+
+
 def test_a_work_folder_of_another_build_is_started_afresh(folder40, tmp_path):
     from vpr_ros.core.maps.shards import ShardStore
 

@@ -123,24 +123,24 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
     store = ShardStore(work_dir or tempfile.mkdtemp(prefix="vpr_build_"), plan,
                        [_portable(source) for source in candidates.sources])
     try:
-        descriptors, local = _describe(store, descriptor, space is not None, extractor, candidates.sources, load,
-                                       batch_size, progress, ray, ray_workers)
+        descriptors = _describe(store, descriptor, space is not None, extractor, candidates.sources, load,
+                                batch_size, progress, ray, ray_workers)
+        rows = policy.appearance_keyframes(descriptors)
+        LOGGER.info("map %s: %d frames -> %d motion candidates -> %d keyframes", name, len(frames),
+                    len(candidates), len(rows))
+        keyframes = candidates.select(rows)
+        local = local_conf = None
+        if extractor is not None:
+            # with a work folder (vpr_build_map's), gathered into memory-mapped files there, shard by shard
+            on_disk = None if own_work_dir else store.folder / "local"
+            local, local_conf = _gather_local(store, rows, extractor, on_disk), extractor.config()
+            if depth is not None:
+                _attach_depth(local, keyframes.stamp_ns, depth, on_disk)
     finally:
         if own_work_dir:
             shutil.rmtree(store.folder, ignore_errors=True)
-    rows = policy.appearance_keyframes(descriptors)
-    LOGGER.info("map %s: %d frames -> %d motion candidates -> %d keyframes", name, len(frames),
-                len(candidates), len(rows))
-    keyframes = candidates.select(rows)
     if len(keyframes.sessions) == 1:  # one recording; frames from many bags keep a session each
         keyframes.name_session(session or Session(name))
-    local_conf = None
-    if extractor is not None:
-        local, local_conf = local.select(rows) if len(rows) < len(local) else local, extractor.config()
-        if depth is not None:
-            features = [local[i] for i in range(len(local))]
-            _attach_depth(features, keyframes.stamp_ns, depth)
-            local = LocalFeatureTable.build(features, extractor.max_keypoints, extractor.dim, True)
     search_params = space.index.search_params if space is not None else None
     return VPRMap.create(name, descriptor, descriptors[rows], keyframes, frame_id, search_params, local=local,
                          local_conf=local_conf, camera=camera, work_dir=work_dir and Path(work_dir) / "index")
@@ -148,10 +148,10 @@ def build_map(name: str, frames: FrameTable, load: Callable[[str], np.ndarray], 
 
 def _describe(store: ShardStore, descriptor: GlobalDescriptor, fitted: bool, extractor: LocalExtractor | None,
               sources: list[str], load: Callable[[str], np.ndarray], batch_size: int, progress: bool,
-              ray: str | None, ray_workers: int | None) -> tuple[np.ndarray, LocalFeatureTable | None]:
+              ray: str | None, ray_workers: int | None) -> np.ndarray:
     """Fit `descriptor` on a sample of the frames (unless `fitted`, or fitted in the work folder by an
     interrupted build), describe every frame shard by shard (on Ray with `ray`, else here) and gather
-    the shards: (N x D descriptors, local features or None)."""
+    the shards' global descriptors (N x D; their local features stay in the shards: _gather_local)."""
     known = None  # descriptors already computed here while fitting (a map no larger than the sample)
     resumed = store.fitted_descriptor() if not fitted else None
     if fitted:
@@ -174,13 +174,39 @@ def _describe(store: ShardStore, descriptor: GlobalDescriptor, fitted: bool, ext
         worker = ShardWorker(store.folder, batch_size, load=load, descriptor=descriptor)
         for start, stop in tqdm(pending, desc="describe", unit="shard", disable=not progress):
             worker.describe(start, stop, None if known is None else known[start:stop])
-    shards = [store.read(start, stop) for start, stop in store.shards]
-    descriptors = np.concatenate([shard["descriptors"] for shard in shards])
-    local = None
-    if extractor is not None:
-        local = LocalFeatureTable(**{c: np.concatenate([shard[f"local_{c}"] for shard in shards])
-                                     for c in LocalFeatureTable.COLUMNS})
-    return descriptors, local
+    return np.concatenate([store.read(start, stop, ["descriptors"])["descriptors"] for start, stop in store.shards])
+
+
+def _gather_local(store: ShardStore, rows: np.ndarray, extractor: LocalExtractor,
+                  folder: Path | None) -> LocalFeatureTable:
+    """The local features of the described frames `rows` (the keyframes), read shard by shard: into memory,
+    or, with `folder`, into memory-mapped .npy files there (a city's outgrow memory: 64 GB at a million
+    frames with 512 keypoints), which the map's save then copies without reading them into memory."""
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    table = LocalFeatureTable.empty(extractor.max_keypoints, extractor.dim)
+    keys = [f"local_{c}" for c in LocalFeatureTable.COLUMNS]
+    for start, stop in store.shards:
+        where = np.flatnonzero((rows >= start) & (rows < stop))
+        if len(where) == 0:
+            continue
+        shard = store.read(start, stop, keys)
+        for column in LocalFeatureTable.COLUMNS:
+            values = shard[f"local_{column}"]
+            if len(getattr(table, column)) != len(rows):  # the first shard sets the columns' shapes and types
+                setattr(table, column, _local_column(folder, column, (len(rows), *values.shape[1:]), values.dtype))
+            getattr(table, column)[where] = values[rows[where] - start]
+    return table
+
+
+def _local_column(folder: Path | None, name: str, shape: tuple, dtype, fill=0) -> np.ndarray:
+    """An array for one column of a table of local features: in memory, or a memory-mapped .npy in `folder`."""
+    if folder is None:
+        return np.full(shape, fill, dtype)
+    array = np.lib.format.open_memmap(folder / f"local_{name}.npy", mode="w+", dtype=dtype, shape=shape)
+    if fill != 0:  # a new file reads as zeros
+        array[:] = fill
+    return array
 
 
 def _portable(source: str) -> str:
@@ -195,25 +221,29 @@ def _portable(source: str) -> str:
     return source
 
 
-def _attach_depth(features: list, stamps: np.ndarray, depth: Callable[[int], np.ndarray | None]) -> None:
-    """Each keyframe's keypoint depths from its depth image; frames without one (or with a broken one)
-    keep none, said once with a count."""
+def _attach_depth(table: LocalFeatureTable, stamps: np.ndarray, depth: Callable[[int], np.ndarray | None],
+                  folder: Path | None = None) -> None:
+    """Each keyframe's keypoint depths (table.depth, NaN unknown; memory-mapped in `folder` when given)
+    from its depth image; frames without one (or with a broken one) keep none, said once with a count."""
     missing: Counter = Counter()
-    for f, stamp in zip(features, stamps):
+    table.depth = _local_column(folder, "depth", (len(table), table.keypoints.shape[1]), np.float32, np.nan)
+    shares = []
+    for row, stamp in enumerate(stamps):
         image = depth(int(stamp))
         if image is None:
             missing["no depth image near its stamp"] += 1
             continue
+        f = table[row]
         try:
             check_depth(image, f.image_size)
         except DepthError as exc:
             missing[str(exc)] += 1
             continue
-        f.depth = keypoint_depth(image, f.keypoints)
-    with_depth = [f for f in features if f.depth is not None]
-    share = float(np.mean([np.isfinite(f.depth).mean() for f in with_depth])) if with_depth else 0.0
-    LOGGER.info("keypoint depths: %d of %d keyframes, %.0f%% of their keypoints have a reading", len(with_depth),
-                len(features), 100 * share)
+        values = keypoint_depth(image, f.keypoints)
+        table.depth[row, :len(values)] = values
+        shares.append(float(np.isfinite(values).mean()) if len(values) else 0.0)
+    LOGGER.info("keypoint depths: %d of %d keyframes, %.0f%% of their keypoints have a reading", len(shares),
+                len(table), 100 * (float(np.mean(shares)) if shares else 0.0))
     for reason, count in missing.items():
         LOGGER.warning("%d keyframes have no keypoint depths: %s", count, reason)
 

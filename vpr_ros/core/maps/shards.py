@@ -78,9 +78,10 @@ class ShardStore:
         np.savez(tmp, **arrays)
         os.replace(tmp, self.path(start, stop))
 
-    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+    def read(self, start: int, stop: int, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """A shard's arrays (only `keys`, when given: the others are not read)."""
         with np.load(self.path(start, stop), allow_pickle=False) as shard:
-            return {k: shard[k] for k in shard.files}
+            return {k: shard[k] for k in (shard.files if keys is None else keys)}
 
     def save_fitted(self, descriptor: GlobalDescriptor) -> None:
         state = descriptor.state_dict()
