@@ -38,6 +38,22 @@ def test_images_get_interpolated_poses_tf_and_gps(runs):
     assert image.shape == (120, 160, 3) and image.dtype == np.uint8
 
 
+def test_a_bag_loader_gives_each_frame_in_any_order(runs):
+    """A build worker asks for its shard's frames, then another shard's (ahead or behind): the loader reopens
+    the bag at the asked time and gives the same image as a reading in order."""
+    bag = read_bag_frames(runs / "query", "/camera/image/compressed")
+    in_order = list(bag.frames.sources)
+    sequential = bag.loader()
+    expected = [sequential(source) for source in in_order]
+    loader = bag.loader()
+    order = [40, 41, 42, 5, 6, 59, 0, 30, 30, 12]
+    for i in order:
+        np.testing.assert_array_equal(loader(in_order[i]), expected[i], err_msg=f"frame {i}")
+    assert len({image.tobytes() for image in expected}) == len(expected)  # frames that differ
+    with pytest.raises(ValueError, match="not found"):
+        loader(in_order[3].rsplit("@", 1)[0] + f"@{int(in_order[3].rsplit('@', 1)[1]) + 1}")
+
+
 def test_bag_errors_name_the_problem(runs, tmp_path):
     with pytest.raises(ValueError, match="'/nope' is not in the bag"):
         read_bag_frames(runs / "ref", "/nope")

@@ -120,27 +120,30 @@ class BagFrames:
 
 
 class _SequentialImageLoader:
-    """Decodes the image with a given log-time; restarts the bag when asked for an earlier one."""
+    """Decodes the image with a given log-time. It reads on through the bag for the next frames and reopens it
+    at the asked time for an earlier one or one far ahead (a build worker's next shard): the bag's index (mcap
+    chunks, sqlite3 rows) skips what lies before, so a worker does not read a long bag up to its shard."""
 
     types = IMAGE_TYPES
+    REOPEN_AHEAD_NS = 2_000_000_000
 
     def __init__(self, path: Path, topic: str):
         self.path, self.topic = path, topic
         self._reader, self._messages = None, None
 
-    def _restart(self):
+    def _restart(self, start_ns: int):
         if self._reader is not None:
             self._reader.close()
         self._reader = _open(self.path)
         self._reader.open()
         conns = _connections(self._reader, self.topic, self.types)
-        self._messages = self._reader.messages(connections=conns)
-        self._last = -1
+        self._messages = self._reader.messages(connections=conns, start=start_ns)
+        self._last = start_ns - 1
 
     def __call__(self, source: str) -> np.ndarray:
         log_ns = int(source.rsplit("@", 1)[1])
-        if self._messages is None or log_ns <= self._last:
-            self._restart()
+        if self._messages is None or not self._last < log_ns <= self._last + self.REOPEN_AHEAD_NS:
+            self._restart(log_ns)
         for conn, timestamp, raw in self._messages:
             self._last = timestamp
             if timestamp == log_ns:
