@@ -1,12 +1,14 @@
 """Gathering a large map's local features from its build shards: into memory or into memory-mapped files in the
 work folder (what vpr_build_map does), then saving them as the map's local_*.npy, in one run.
 
-    .venv/bin/python benchmarks/local_gather.py --frames 40000 --keypoints 512 --dim 64
+    .venv/bin/python benchmarks/local_gather.py --frames 60000 --keypoints 512 --dim 64
 
 Writes `--frames` frames of random local features (XFeat's layout: float32 keypoints, float16 descriptors and
-scores) as shards of 256 in a work folder, keeps every other frame as a keyframe, and runs each way in a fresh
-process: the peak of its anonymous memory (RssAnon, sampled every 20 ms; the page cache of memory-mapped files is
-not counted: the kernel can drop it) and the seconds to gather and to save. Both ways must save identical files.
+scores) as shards of 256 in a work folder and keeps every other frame as a keyframe. Runs each way in a fresh
+process, twice (and once the way vpr_build_map gathered them before: every shard read and joined in memory).
+Prints the peak of each run's anonymous memory (RssAnon, sampled every 20 ms; the page cache of memory-mapped
+files is not counted: the kernel can drop it) and the seconds to gather and to save. Every way must save
+identical files.
 """
 
 import argparse
@@ -29,7 +31,7 @@ def rss_anon_kb() -> int:
     return 0
 
 
-def run_one(work: Path, out: Path, on_disk: bool, plan: dict) -> dict:
+def run_one(work: Path, out: Path, on_disk: bool, plan: dict, previous: bool = False) -> dict:
     """In this process: gather the keyframes' local features and save them as a map does."""
     from vpr_ros.core.maps.map_builder import _gather_local
     from vpr_ros.core.maps.shards import ShardStore
@@ -50,7 +52,12 @@ def run_one(work: Path, out: Path, on_disk: bool, plan: dict) -> dict:
     store = ShardStore(work, plan["store"])
     rows = np.arange(0, plan["frames"], 2)
     t0 = time.perf_counter()
-    table = _gather_local(store, rows, Extractor, work / "local" if on_disk else None)
+    if previous:  # what vpr_build_map did before: every shard read, joined, then the keyframes picked
+        shards = [store.read(start, stop) for start, stop in store.shards]
+        table = LocalFeatureTable(**{c: np.concatenate([shard[f"local_{c}"] for shard in shards])
+                                     for c in LocalFeatureTable.COLUMNS}).select(rows)
+    else:
+        table = _gather_local(store, rows, Extractor, work / "local" if on_disk else None)
     t1 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     for column in LocalFeatureTable.COLUMNS:  # as VPRMap.save writes them
@@ -99,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         work, out, mode = args.child
-        print(json.dumps(run_one(Path(work), Path(out), mode == "disk", json.loads(args.plan))))
+        print(json.dumps(run_one(Path(work), Path(out), mode == "disk", json.loads(args.plan), mode == "before")))
         return
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         work = Path(tmp) / "work"
@@ -110,7 +117,7 @@ def main() -> None:
               f"{time.perf_counter() - t0:.0f} s; keyframes: every other frame")
         plan = {"store": store_plan, "frames": args.frames, "keypoints": args.keypoints, "dim": args.dim}
         results, digests = {}, {}
-        for mode in ("memory", "disk", "memory", "disk"):
+        for mode in ("before", "memory", "disk", "memory", "disk"):
             out = Path(tmp) / f"out_{mode}"
             done = subprocess.run([sys.executable, __file__, "--child", str(work), str(out), mode,
                                    "--plan", json.dumps(plan)], capture_output=True, text=True, check=True)
@@ -121,12 +128,13 @@ def main() -> None:
                   f"peak anonymous memory {result['peak_anon_mb']:.0f} MB")
             for path in out.glob("*.npy"):
                 path.unlink()
-        assert digests["memory"] == digests["disk"], "the two ways saved different files"
+        assert len(set(digests.values())) == 1, "the ways saved different files"
         kept = sum(p.stat().st_size for p in (work / "local").glob("*.npy")) / 1e9
+        before = results["before"][0]["peak_anon_mb"]
         memory = min(r["peak_anon_mb"] for r in results["memory"])
         disk = max(r["peak_anon_mb"] for r in results["disk"])
         print(f"keyframes' local features: {kept:.2f} GB; identical files saved; peak anonymous memory "
-              f"memory/disk: {memory:.0f} / {disk:.0f} MB (x{memory / max(disk, 1):.0f})")
+              f"before / memory / disk: {before:.0f} / {memory:.0f} / {disk:.0f} MB (before/disk x{before / max(disk, 1):.0f})")
 
 
 if __name__ == "__main__":
