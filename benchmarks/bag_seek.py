@@ -48,10 +48,10 @@ def write_bag(path: Path, images: list[Path], frames: int, raw: bool, period_ns:
 
 def first_image(bag, source: str, from_start: bool) -> tuple[float, np.ndarray]:
     loader = bag.loader()
+    t0 = time.perf_counter()  # both ways open the bag
     if from_start:  # the earlier behaviour: open at the bag's start and read forward to the frame
         loader.REOPEN_AHEAD_NS = 1 << 62
         loader._restart(0)
-    t0 = time.perf_counter()
     image = loader(source)
     return time.perf_counter() - t0, image
 
