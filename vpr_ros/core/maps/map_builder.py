@@ -186,8 +186,10 @@ def _gather_local(store: ShardStore, rows: np.ndarray, extractor: LocalExtractor
         folder.mkdir(parents=True, exist_ok=True)
     table = LocalFeatureTable.empty(extractor.max_keypoints, extractor.dim)
     keys = [f"local_{c}" for c in LocalFeatureTable.COLUMNS]
+    order = np.argsort(rows, kind="stable")  # the positions in `rows` of each shard's frames, by bisection
+    ordered = rows[order]
     for start, stop in store.shards:
-        where = np.flatnonzero((rows >= start) & (rows < stop))
+        where = order[np.searchsorted(ordered, start):np.searchsorted(ordered, stop)]
         if len(where) == 0:
             continue
         shard = store.read(start, stop, keys)
