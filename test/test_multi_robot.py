@@ -41,6 +41,7 @@ def test_two_namespaced_robots_share_one_map(map_dir, images, tmp_path):
         prior = probe.create_publisher(PoseWithCovarianceStamped, "/robot2/prior", RELIABLE)
         assert spin_until(executor, lambda: all(p.get_subscription_count() for p in pubs.values())
                           and prior.get_subscription_count(), 120), "the nodes did not come up"
+
         def with_prior() -> list:  # the prior and the image travel on two topics: the first image may come first
             return [h for h in answers["robot2"] if h.search_scope != "map"]
 

@@ -184,7 +184,9 @@ def _gather_local(store: ShardStore, rows: np.ndarray, extractor: LocalExtractor
     frames with 512 keypoints), which the map's save then copies without reading them into memory."""
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    table = LocalFeatureTable.empty(extractor.max_keypoints, extractor.dim)
+    empty = LocalFeatureTable.empty(extractor.max_keypoints, extractor.dim)  # the columns' shapes and types
+    table = LocalFeatureTable(**{c: _local_column(folder, c, (len(rows), *getattr(empty, c).shape[1:]),
+                                                  getattr(empty, c).dtype) for c in LocalFeatureTable.COLUMNS})
     keys = [f"local_{c}" for c in LocalFeatureTable.COLUMNS]
     order = np.argsort(rows, kind="stable")  # the positions in `rows` of each shard's frames, by bisection
     ordered = rows[order]
@@ -194,10 +196,7 @@ def _gather_local(store: ShardStore, rows: np.ndarray, extractor: LocalExtractor
             continue
         shard = store.read(start, stop, keys)
         for column in LocalFeatureTable.COLUMNS:
-            values = shard[f"local_{column}"]
-            if len(getattr(table, column)) != len(rows):  # the first shard sets the columns' shapes and types
-                setattr(table, column, _local_column(folder, column, (len(rows), *values.shape[1:]), values.dtype))
-            getattr(table, column)[where] = values[rows[where] - start]
+            getattr(table, column)[where] = shard[f"local_{column}"][rows[where] - start]
     return table
 
 
