@@ -258,9 +258,14 @@ class Localizer:
         query_idx, map_idx = place.matches.query_idx, place.matches.map_idx  # PnP RANSAC picks its own inliers
         map_depth = stored.depth[map_idx] if stored.depth is not None else None
         query_depth = features.depth[query_idx] if features.depth is not None else None
-        metric, note = self.metric.estimate(features.keypoints[query_idx], stored.keypoints[map_idx], camera_K,
-                                            self.map_K(camera_K), features.image_size, stored.image_size,
-                                            map_depth, query_depth)
+        try:
+            metric, note = self.metric.estimate(features.keypoints[query_idx], stored.keypoints[map_idx], camera_K,
+                                                self.map_K(camera_K), features.image_size, stored.image_size,
+                                                map_depth, query_depth)
+        except Exception as exc:  # noqa: BLE001: a fault of the metric step costs the metric pose, never the frame
+            LOGGER.error("metric pose of frame %d failed (%s: %s); its loop closure keeps a translation direction",
+                         result.frame_id, type(exc).__name__, exc)
+            metric, note = None, f"the metric step failed ({type(exc).__name__}: {str(exc)[:120]}): direction only"
         if metric is not None and place.verification.rotation is not None:
             # a gross PnP failure (a wrong minimal set that the refinement could not leave) contradicts the
             # two-view rotation, which is seldom off by more than a few degrees: refuse it, never publish it

@@ -33,6 +33,8 @@ from vpr_ros.core.matching.transforms import invert, matrix_to_rotvec, rotvec_to
 CHI2_99 = {2: 9.21, 3: 11.34}
 CHI2_MEDIAN = {2: 1.386, 3: 2.366}
 TRUNCATED_MEAN = {2: 0.953, 3: 0.965}
+MIN_INFORMATION_RATIO = 1e-12  # the least to the largest eigenvalue of J^T W J a pose's covariance needs
+MIN_POINT_DEPTH_M = 1e-3  # a 3-D point nearer a camera than this (or behind it) has no usable projection there
 AMBIGUOUS_SHARE = 0.5  # a second pose fitting this share of the first's points, elsewhere, makes the pose ambiguous
 _DEFAULTS = LocalizerConfig()  # the noise model's defaults are the node's (core/config.py)
 
@@ -110,7 +112,15 @@ class MetricEstimator:
                  query_size: tuple[int, int], map_size: tuple[int, int], map_depth: np.ndarray | None = None,
                  query_depth: np.ndarray | None = None) -> tuple[MetricPose | None, str]:
         """Matched keypoints (S x 2 each) and the depths of either side (S, NaN unknown) -> (pose, "") or
-        (None, why not)."""
+        (None, why not). Never raises on what the inputs hold: degenerate geometry (a plane at one depth,
+        collinear points, no parallax) that defeats the numerics gives (None, the reason)."""
+        try:
+            with np.errstate(all="ignore"):
+                return self._estimate(query_pts, map_pts, query_K, map_K, query_size, map_size, map_depth, query_depth)
+        except (np.linalg.LinAlgError, cv2.error, FloatingPointError, ZeroDivisionError, OverflowError) as exc:
+            return None, f"the metric pose failed numerically ({type(exc).__name__}: {str(exc).strip()[:120]})"
+
+    def _estimate(self, query_pts, map_pts, query_K, map_K, query_size, map_size, map_depth, query_depth):
         s = self.settings
         views = _Views(np.asarray(query_pts, np.float64).reshape(-1, 2), np.asarray(map_pts, np.float64).reshape(-1, 2),
                        np.asarray(query_K, np.float64), np.asarray(map_K, np.float64),
@@ -133,8 +143,8 @@ class MetricEstimator:
         if kept < s.min_inliers:
             return None, f"PnP RANSAC kept {kept} of {points} points, fewer than {s.min_inliers}"
         refined = self._refine(views, rotation, translation)
-        if refined is None:
-            return None, "the refinement of the PnP pose did not converge"
+        if isinstance(refined, str):
+            return None, refined
         rotation, translation, covariance, inliers, factor = refined
         kept = int(inliers.sum())
         if kept < s.min_inliers:
@@ -148,6 +158,8 @@ class MetricEstimator:
             if apart > max(3.0 * math.sqrt(np.trace(covariance[:3, :3])), 0.25):
                 return None, (f"two poses {apart:.1f} m apart fit the matches ({kept} and {other[2]} points; "
                               "repeated structure?): no metric pose")
+        if not (np.isfinite(rotation).all() and np.isfinite(translation).all()):
+            return None, "the refined pose is not finite: no metric pose"
         used = "map and query" if counts["map"] and counts["query"] else side
         with_depth = int((np.isfinite(views.map_depth) | np.isfinite(views.query_depth)).sum())
         return MetricPose(rotation, translation, covariance, kept, with_depth, used, factor), ""
@@ -183,40 +195,45 @@ class MetricEstimator:
         """Weighted Gauss-Newton over every match's residuals (_Views: reprojections, and the query's depth of
         the map point where both have depth), the inliers chosen by their whitened residual against a
         robust scale (the median residual says how much noisier than the model the matches are) and chosen
-        again once, then the covariance; None when it diverges."""
+        again once, then the covariance; why not, when it diverges or the points do not fix the pose."""
+        diverged = "the refinement of the PnP pose did not converge"
         r, J, W, dof = views.linearise(rotation, translation)
         d2 = np.einsum("na,nab,nb->n", r, W, r)
         inliers = (dof > 0) & (d2 < _table(CHI2_99, dof) * _robust_scale(d2, dof, dof > 0))
         for selection in range(2):
             for _ in range(iterations):
                 if inliers.sum() < 4:
-                    return None
+                    return diverged
                 H = np.einsum("nai,nab,nbj->ij", J[inliers], W[inliers], J[inliers])
                 g = np.einsum("nai,nab,nb->i", J[inliers], W[inliers], r[inliers])
                 try:
                     step = -np.linalg.solve(H, g)
                 except np.linalg.LinAlgError:
-                    return None
+                    return diverged
                 rotation, translation = perturbed(rotation, translation, step)
                 r, J, W, dof = views.linearise(rotation, translation)
                 if not np.isfinite(r).all() or np.linalg.norm(step) < 1e-9:
                     break
             if not np.isfinite(r).all():
-                return None
+                return diverged
             d2 = np.einsum("na,nab,nb->n", r, W, r)
             if selection == 0:
                 inliers = (dof > 0) & (d2 < _table(CHI2_99, dof) * _robust_scale(d2, dof, inliers))
+        inliers &= dof > 0  # a point that ended behind a camera is no inlier of the pose
         if inliers.sum() < 4:
-            return None
+            return diverged
         H = np.einsum("nai,nab,nbj->ij", J[inliers], W[inliers], J[inliers])
         expected = float((dof[inliers] * _table(TRUNCATED_MEAN, dof[inliers])).sum())
         factor = float(d2[inliers].sum()) / max(expected * (1 - 6 / max(int(dof[inliers].sum()), 7)), 1e-9)
-        try:
-            covariance = np.linalg.inv(H) * max(factor, 1.0)
-        except np.linalg.LinAlgError:
-            return None
+        # the information must fix all six degrees of freedom: a plane seen head-on without parallax, collinear
+        # or repeated points leave some free, and inverting that would publish a meaningless covariance
+        values, vectors = np.linalg.eigh(0.5 * (H + H.T))
+        if not np.isfinite(values).all() or values[0] <= MIN_INFORMATION_RATIO * values[-1]:
+            return (f"the {int(inliers.sum())} points do not fix all six degrees of freedom of the pose "
+                    "(degenerate geometry: collinear or repeated points, or no parallax)")
+        covariance = (vectors / values) @ vectors.T * max(factor, 1.0)
         if not np.isfinite(covariance).all():
-            return None
+            return diverged
         return rotation, translation, 0.5 * (covariance + covariance.T), inliers, factor
 
 
@@ -283,6 +300,7 @@ class _Views:
         r, J, S = np.zeros((n, 5)), np.zeros((n, 5, 6)), np.zeros((n, 5, 6))
         # map points seen by the query: P = R X_map + t
         RX = self.X_map @ rotation.T
+        in_front_q = (RX[:, 2] + translation[2]) > MIN_POINT_DEPTH_M
         d_pi, projected = _projection(RX + translation, self.query_K)
         r[:, :2] = projected - self.query_pts
         dP = np.zeros((n, 3, 6))
@@ -301,6 +319,7 @@ class _Views:
         S[:, 4, 2:4], S[:, 4, 4], S[:, 4, 5] = across[:, 2], along[:, 2], -1.0
         # query points seen by the map frame: P = R^T (X_query - t)
         v = self.X_query - translation
+        in_front_m = (v @ rotation)[:, 2] > MIN_POINT_DEPTH_M
         d_pi, projected = _projection(v @ rotation, self.map_K)
         r[:, 2:4] = projected - self.map_pts
         dP = np.zeros((n, 3, 6))
@@ -311,15 +330,39 @@ class _Views:
         lateral_q = np.linalg.inv(self.query_K)[:, :2]
         S[:, 2:4, :2] = d_pi @ (rotation.T @ lateral_q)[None] * np.where(self.has_query, self.query_depth, 0.0)[:, None, None]
         S[:, 2:4, 5] = (d_pi @ ((self.X_query / np.where(self.has_query, self.query_depth, 1.0)[:, None]) @ rotation)[:, :, None])[..., 0]
-        missing = np.concatenate([np.repeat(~self.has_map[:, None], 2, 1), np.repeat(~self.has_query[:, None], 2, 1),
-                                  ~self.has_both[:, None]], 1)
+        # a point behind (or at) a camera has no projection there: that residual is left out at this pose
+        seen_q, seen_m = self.has_map & in_front_q, self.has_query & in_front_m
+        missing = np.concatenate([np.repeat(~seen_q[:, None], 2, 1), np.repeat(~seen_m[:, None], 2, 1),
+                                  ~(self.has_both & in_front_q)[:, None]], 1)
         r[missing], S[missing] = 0.0, 0.0
         J[missing] = 0.0
         C = S @ (self.sources[:, :, None] * S.transpose(0, 2, 1)) + np.eye(5)[None] * missing[:, :, None]
-        W = np.linalg.inv(C)
+        W, usable = _weights(C)
         W[missing] = 0.0
         W.transpose(0, 2, 1)[missing] = 0.0
-        return r, J, W, self.dof
+        dof = np.where(usable, 2 * seen_q + 2 * seen_m + (self.has_both & in_front_q), 0)
+        r[~usable], J[~usable] = 0.0, 0.0
+        return r, J, W, dof
+
+
+def _weights(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The inverses of the per-match residual covariances (n x 5 x 5) and which matches have one: a covariance
+    that is not finite or numerically singular (a point at the camera's centre, a near-zero noise, a depth of
+    1e30) gives its match no weight instead of failing the pair."""
+    finite = np.isfinite(C).all(axis=(1, 2))
+    C = np.where(finite[:, None, None], C, np.eye(C.shape[1])[None])
+    try:
+        W = np.linalg.inv(C)
+        usable = finite & np.isfinite(W).all(axis=(1, 2))
+    except np.linalg.LinAlgError:  # one singular matrix fails the batch: per match by eigenvalues
+        values, vectors = np.linalg.eigh(0.5 * (C + C.transpose(0, 2, 1)))
+        usable = finite & (values[:, 0] > 1e-12 * np.maximum(values[:, -1], 1e-300))
+        inverse = np.where(usable[:, None], 1.0 / np.where(usable[:, None], values, 1.0), 0.0)
+        W = np.einsum("nij,nj,nkj->nik", vectors, inverse, vectors)
+    conditioned = np.linalg.cond(C) < 1e12
+    usable &= conditioned
+    W[~usable] = 0.0
+    return W, usable
 
 
 def _projection(P: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
