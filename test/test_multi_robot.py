@@ -47,8 +47,8 @@ def test_two_namespaced_robots_share_one_map(map_dir, images, tmp_path):
 
         for _ in range(60):  # each node answers only its own robot's frames
             prior.publish(_prior(5.0, 25))
-            pubs["robot1"].publish(image_msg(images[0][20], 20 * 10**9))
-            pubs["robot2"].publish(image_msg(images[0][25], 25 * 10**9))
+            pubs["robot1"].publish(image_msg(images[1][20], 20 * 10**9))  # the other traversal: real revisits
+            pubs["robot2"].publish(image_msg(images[1][25], 25 * 10**9))
             if spin_until(executor, lambda: answers["robot1"] and with_prior(), 2):
                 break
         assert answers["robot1"] and with_prior(), {ns: [h.search_scope for h in a] for ns, a in answers.items()}
@@ -56,7 +56,7 @@ def test_two_namespaced_robots_share_one_map(map_dir, images, tmp_path):
         first = answers["robot2"].index(two)
         assert all(h.search_scope != "map" for h in answers["robot2"][first:])  # once received, the prior holds
         assert one.robot_id == "robot1" and one.header.stamp.sec == 20 and one.search_scope == "map"
-        assert one.hypotheses[0].map_key == 20 and one.hypotheses[0].session_id == "corridor40"
+        assert abs(one.hypotheses[0].map_key - 20) <= 2 and one.hypotheses[0].session_id == "corridor40"
         assert two.robot_id == "scout" and all(h.header.stamp.sec == 25 for h in answers["robot2"])
         assert two.search_scope == "prior: 16 of 40 map frames within 10 m" and two.searched_frames == 16, two
         assert one.searched_frames == one.map_size == 40
@@ -83,7 +83,7 @@ def test_a_slam_session_is_appended_to_the_map_it_started_from(map_dir, images, 
         pub = probe.create_publisher(Image, "/cam", RELIABLE)
         assert spin_until(executor, lambda: pub.get_subscription_count() > 0, 120), "the node did not come up"
         for i in range(5):  # revisits of map frames 10..14, an hour after the map was recorded
-            pub.publish(image_msg(images[0][10 + i], (3600 + i) * 10**9))
+            pub.publish(image_msg(images[1][10 + i], (3600 + i) * 10**9))  # the other traversal
             spin_until(executor, lambda: False, 0.05)
         assert spin_until(executor, lambda: len(hyps) >= 5, 120), len(hyps)
         assert all(h.robot_id == "r2" and h.hypotheses[0].session_id == "corridor40" for h in hyps)
@@ -141,7 +141,7 @@ def test_a_gps_prior_and_the_fixes_a_receiver_sends_without_one(gps_map_dir, ima
             for _ in range(30):
                 fix.publish(fix_msg)
                 spin_until(executor, lambda: False, 0.2)
-                cam.publish(image_msg(images[0][15], stamp_s * 10**9))
+                cam.publish(image_msg(images[1][15], stamp_s * 10**9))  # the other traversal
                 if spin_until(executor, lambda: any(h.header.stamp.sec == stamp_s for h in hyps), 2):
                     return next(h for h in hyps if h.header.stamp.sec == stamp_s)
             raise AssertionError("no answer")
@@ -150,11 +150,11 @@ def test_a_gps_prior_and_the_fixes_a_receiver_sends_without_one(gps_map_dir, ima
         assert near.search_scope == "prior: 16 of 20 map frames within 10 m" and near.searched_frames == 16, near
         assert all(h.map_key <= 15 for h in near.hypotheses)
         for stamp_s, bad in ((6, _fix(11.0, 6, status=-1)), (7, _fix(11.0, 7, covariance_type=0))):
-            got = answer(bad, stamp_s)  # ignored: the last good prior is 1-2 s old against this frame ...
-            assert got.search_scope.startswith("prior") or got.search_scope.startswith("map"), got.search_scope
+            got = answer(bad, stamp_s)  # ignored: the last good prior (stamp 5) is 1-2 s old against this frame ...
+            assert got.search_scope == near.search_scope and got.searched_frames == 16, got.search_scope
         stale = answer(_fix(11.0, 7, status=-1), 30)  # ... and stale 25 s later: the whole map
         assert stale.search_scope.startswith("map (prior") and "stale" in stale.search_scope, stale.search_scope
-        assert stale.hypotheses[0].map_key == 15
+        assert abs(stale.hypotheses[0].map_key - 15) <= 2, stale.hypotheses[0].map_key
 
         def counted(key):
             values = [{v.key: v.value for v in s.values} for d in diagnostics for s in d.status]

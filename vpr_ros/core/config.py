@@ -112,8 +112,8 @@ class LocalizerConfig:
                            BACKEND_NAMES)
     device_query: str = setting("auto", "localize mode: keep the whole query on the device, read back once per frame "
                                         "(joint XFeat descriptor graph, exact search, xfeat matcher, batched "
-                                        "verification; maps/device_query.py): on, off, or auto (on with CUDA when the "
-                                        "map and matcher allow it)", SWITCHES)
+                                        "verification; maps/device_query.py): on, off, or auto (the stage pipeline "
+                                        "until the chain is measured on a GPU: docs/gpu.md)", SWITCHES)
     metric_min_inliers: int = setting(12, "metric loop closure (depth): PnP inliers the metric pose needs, else the "
                                           "edge keeps a translation direction only", (6, 100000))
     metric_pixel_sigma: float = setting(2.0, "metric loop closure: keypoint noise per view (pixels of a 640-pixel-wide "

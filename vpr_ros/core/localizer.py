@@ -274,6 +274,10 @@ class Localizer:
                 metric, note = None, (f"the PnP rotation and the two-view ({place.verification.model}) rotation "
                                       f"disagree by {angle:.0f} deg: no metric pose")
         result.metric, result.scale_note = metric, note
+        import os
+        if os.environ.get("VPR_DEBUG_DEPTH"):
+            LOGGER.warning("DEPTHDBG loop %.3f depth_given %s metric %s note %r", result.stamp_ns*1e-9, depth is not None,
+                           metric.depth_from if metric is not None else None, note)
         result.timings_ms["metric"] = (time.perf_counter() - t0) * 1e3
 
     def _check_size(self, image: np.ndarray) -> None:
@@ -370,9 +374,14 @@ class Localizer:
 
     def _device_query(self, vpr_map: VPRMap) -> DeviceQuery | None:
         """The map's device chain when `device_query` asks for it: on (refused with the reason when the map or
-        settings do not allow it), auto (on CUDA in localize mode when they allow it) or off."""
+        settings do not allow it); auto and off keep the stage pipeline. auto stays off until the chain has been
+        measured on a GPU (its CUDA tests have only ever skipped; docs/gpu.md): a default is a path that ran."""
         switch = self.config.device_query
-        if switch == "off" or (switch == "auto" and not self.config.device.startswith("cuda")):
+        if switch != "on":
+            if switch == "auto" and self.config.device.startswith("cuda"):
+                LOGGER.info("device_query auto: the query runs stage by stage (the measured GPU path); the whole-"
+                            "query device chain is available with device_query:=on but has not been measured on a "
+                            "GPU yet (docs/gpu.md)")
             return None
         reason = ("slam maps grow every keyframe" if self.config.mode == "slam" else
                   "sequence matching needs every map frame's similarity" if self.config.sequence_length else

@@ -8,6 +8,7 @@ internal failure stopped the node.
 """
 
 import faulthandler
+import signal
 import threading
 
 import rclpy
@@ -40,6 +41,8 @@ def main(args: list[str] | None = None) -> int:
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    # SIGUSR1: verify the map's files read from disk now (map_recheck_s does it on a schedule)
+    signal.signal(signal.SIGUSR1, lambda *_: node.recheck_map())
     failure: list[BaseException] = []
 
     def spin() -> None:

@@ -19,7 +19,10 @@ def load_map(node, request, response):
     try:
         vpr_map = node.read_map(path)
         with node.map_lock:
+            previous = node.localizer.vpr_map
             node.localizer.set_map(vpr_map)
+        if previous is not None and previous.checksums is not None:
+            previous.checksums.stop()  # the map it watched no longer serves
     except Exception as exc:  # noqa: BLE001: whatever a map file does, the caller gets an answer
         if not isinstance(exc, (MapError, ValueError, OSError)):
             node.health.count("errors")

@@ -156,7 +156,17 @@ class LocalizerNode(Node):
     def read_map(self, path: str) -> VPRMap:
         checksums = {"before": True}.get(self.params["map_checksums"], self.params["map_checksums"])
         return VPRMap.load(Path(path).expanduser(), checkpoint=self.config.checkpoint or None,
-                           verify_checksums=checksums)
+                           verify_checksums=checksums, recheck_s=self.params["map_recheck_s"])
+
+    def recheck_map(self) -> None:
+        """Verify the map files read from disk against their checksums now (SIGUSR1); a damaged one stops the
+        node as at start."""
+        checksums = self.localizer.vpr_map.checksums if self.localizer.vpr_map is not None else None
+        if checksums is None:
+            self.get_logger().info("map recheck asked: the map has no files read from disk while it serves")
+            return
+        self.get_logger().info(f"map recheck asked: verifying {self.localizer.map_name}'s files read from disk")
+        checksums.recheck_now()
 
     def _guarded(self, callback):
         """`callback` that logs and counts an exception instead of letting it end the executor; quiet
@@ -187,13 +197,20 @@ class LocalizerNode(Node):
         self._update_intrinsics(self.depth_camera, msg, "depth_camera_info_topic", "depth images are not used")
 
     def _update_intrinsics(self, camera: CameraIntrinsics, msg: CameraInfo, topic: str, consequence: str) -> None:
-        """A CameraInfo into `camera`; one that cannot be used is counted and warned once, with `consequence`."""
+        """A CameraInfo into `camera`; one that cannot be used is counted and warned once, saying what is used
+        instead: the previous good calibration when there is one, else nothing (`consequence`)."""
         roi = msg.roi
         error = camera.update(msg.k, (int(msg.width), int(msg.height)), (roi.x_offset, roi.y_offset, roi.width, roi.height))
         if error is not None:
             self.health.count("bad_camera_info")
-            self._warn_once(f"{topic}:{list(msg.k)}", f"camera info on {self.params[topic]} ignored: {error}; "
-                                                      f"{consequence}")
+            if camera.calibration is not None:
+                (k, (width, height)) = camera.calibration
+                instead = (f"the last good calibration stays in use (fx {k[0, 0]:g}, fy {k[1, 1]:g}, cx {k[0, 2]:g}, "
+                           f"cy {k[1, 2]:g} at {width}x{height}); fix the camera driver's CameraInfo")
+            else:
+                instead = f"{consequence} until a usable CameraInfo arrives; fix the camera driver's CameraInfo"
+            self._warn_once(f"{topic}:{list(msg.k)}:{camera.calibration is not None}",
+                            f"camera info on {self.params[topic]} ignored: {error}; {instead}")
 
     def _on_depth(self, msg: Image) -> None:
         """Keep the recent depth images; the processing loop pairs each frame with the nearest in stamp."""
@@ -224,7 +241,12 @@ class LocalizerNode(Node):
         if not self.params["depth_topic"]:
             return None, None, ""
         tolerance = self.params["depth_tolerance_s"]
+        _t0 = time.monotonic()
         candidates = self._wait_for_depth(stamp_ns, int(tolerance * 1e9))
+        import os
+        if os.environ.get("VPR_DEBUG_DEPTH"):
+            self.get_logger().info(f"DEPTHDBG frame {stamp_ns*1e-9:.3f} waited {time.monotonic()-_t0:.3f} held "
+                                   f"{[round((s - stamp_ns)*1e-9, 3) for s, _ in candidates][-4:]}")
         note = f"no depth image received on {self.params['depth_topic']}"
         if candidates:
             stamp, msg = min(candidates, key=lambda item: abs(item[0] - stamp_ns))
@@ -288,12 +310,14 @@ class LocalizerNode(Node):
         self._set_prior((p.x, p.y, p.z), covariance, msg.header.stamp, "pose")
 
     def _on_gps_prior(self, msg: NavSatFix) -> None:
-        if msg.status.status < 0:  # STATUS_NO_FIX
-            self._reject_prior("the receiver has no fix")
+        if msg.status.status < 0:  # STATUS_NO_FIX (-1), or STATUS_UNKNOWN (-2: the default of newer sensor_msgs)
+            self._reject_prior("the receiver has no fix" if msg.status.status == -1 else
+                               f"its fix status is {msg.status.status} (unknown: the driver does not fill status)",
+                               "gps")
             return
         covariance = np.asarray(msg.position_covariance, np.float64).reshape(3, 3)
         if msg.position_covariance_type == 0:  # COVARIANCE_TYPE_UNKNOWN: no region can be drawn
-            self._reject_prior("its covariance is unknown (position_covariance_type 0)")
+            self._reject_prior("its covariance is unknown (position_covariance_type 0)", "gps")
             return
         self._set_prior((msg.latitude, msg.longitude, msg.altitude), covariance, msg.header.stamp, "gps")
 
@@ -301,16 +325,16 @@ class LocalizerNode(Node):
         try:
             self._prior = PositionPrior(tuple(float(v) for v in position), covariance, stamp_to_ns(stamp), kind)
         except ValueError as exc:
-            self._reject_prior(str(exc))
+            self._reject_prior(str(exc), kind)
 
-    def _reject_prior(self, why: str) -> None:
+    def _reject_prior(self, why: str, kind: str = "pose") -> None:
         """Count a prior that cannot be used; say each reason at most every 10 s (a receiver without a fix
-        sends one every cycle, and a second reason must not hide behind the first)."""
+        sends one every cycle, and a second reason must not hide behind the first), naming the topic it came on."""
         self.health.count("bad_prior")
         now = time.monotonic()
-        if now - self._prior_warned.get(why, -1e9) >= 10.0:
-            self._prior_warned[why] = now
-            topic = self.params["prior_topic"] or self.params["prior_gps_topic"]
+        if now - self._prior_warned.get(f"{kind}:{why}", -1e9) >= 10.0:
+            self._prior_warned[f"{kind}:{why}"] = now
+            topic = self.params["prior_gps_topic"] if kind == "gps" else self.params["prior_topic"]
             self.get_logger().warning(f"position prior on {topic} ignored: {why}; the whole map is searched "
                                       "when the last good prior is stale")
 
@@ -450,6 +474,9 @@ class LocalizerNode(Node):
 
     def destroy_node(self) -> None:
         self.stop_worker()
+        vpr_map = self.localizer.vpr_map if hasattr(self, "localizer") else None
+        if vpr_map is not None and vpr_map.checksums is not None:
+            vpr_map.checksums.stop()
         if hasattr(self, "_log_handler"):
             LOGGER.removeHandler(self._log_handler)
             if not LOGGER.handlers:

@@ -16,6 +16,10 @@ NODE_PARAMETERS = {
                       "background thread while it already answers (background: a mismatch then stops the node, "
                       "exit code 1), or auto (background for maps over 256 MiB, before for the rest)",
                       ("auto", "before", "background")),
+    "map_recheck_s": (3600.0, "the map files read from disk while the node serves (memory-mapped local features, "
+                      "depths, on-disk index; descriptors of maps over 256 MiB) are verified against their sha256 again "
+                      "this often and on SIGUSR1; a damaged one stops the node (exit code 1). 0: only on SIGUSR1",
+                      (0.0, 1e7)),
     "image_topic": ("/camera/image_raw", "camera image topic; with image_transport compressed, the node subscribes "
                     "to <image_topic>/compressed (the image_transport convention)", None),
     "image_transport": ("raw", "raw (sensor_msgs/Image) or compressed (sensor_msgs/CompressedImage, PNG or JPEG)",

@@ -130,6 +130,8 @@ class _NodeProcess:
             self.process.kill()
             self.process.wait()
         self.log.close()
+        if os.environ.get("VPR_DEBUG_DEPTH"):
+            import shutil; shutil.copy(self.log.name, os.environ["VPR_DEBUG_DEPTH"])
         os.unlink(self.log.name)
 
 

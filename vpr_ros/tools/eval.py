@@ -126,9 +126,11 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                            if searched else None}
     if len(vpr_map.frames.sessions) > 1:
         report["sessions"] = _session_counts(records, vpr_map)
-    metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame), positives)
-    if metric is not None:
-        report["metric"] = metric
+    with_depth = bool(depth_topic) or (vpr_map.local is not None and vpr_map.local.depth is not None)
+    if with_depth:  # without depth on either side no loop closure can be metric: nothing to report about it
+        metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame), positives)
+        if metric is not None:
+            report["metric"] = metric
     return report, records, vpr_map
 
 

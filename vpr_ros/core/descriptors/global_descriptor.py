@@ -9,6 +9,7 @@ fitted only when the map has at least the preset's `min_frames_for_pca` frames.
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from vpr_ros.core.descriptors.models.checkpoints import load_checkpoint
 from vpr_ros.core.descriptors.nets import AGGREGATIONS, BACKBONES, VLAD, Projection
 from vpr_ros.core.descriptors.presets import WEIGHT_SOURCE_KEYS, preset_config
 from vpr_ros.core.inputs.images import to_float_nchw
+
+KMEANS_MIN_POINTS_PER_CLUSTER = 39  # faiss's own minimum: below it k-means warns and its centroids are noise
 
 
 def _by_name(registry: dict, kind: str, name: str):
@@ -147,9 +150,12 @@ class GlobalDescriptor(nn.Module):
         clusters = self.conf["clusters"]
         data = np.ascontiguousarray(np.concatenate(samples) if samples else np.zeros((0, self.backbone.dim)),
                                     dtype=np.float32)
-        if len(data) < clusters:
-            raise ValueError(f"{len(data)} local features cannot make a vocabulary of {clusters} clusters; "
-                             "the map needs more (or more textured) images")
+        needed = clusters * KMEANS_MIN_POINTS_PER_CLUSTER
+        if len(data) < needed:  # faiss would warn and fit centroids to a handful of points each: a useless vocabulary
+            raise ValueError(f"{len(samples)} map image(s) gave {len(data)} local features for the VLAD vocabulary; its "
+                             f"{clusters} clusters need at least {needed} ({KMEANS_MIN_POINTS_PER_CLUSTER} per cluster), "
+                             f"that is at least {math.ceil(needed / per_image)} images of {per_image} features each: "
+                             "map more (or more textured) images")
         kmeans = faiss.Kmeans(data.shape[1], clusters, niter=self.conf["kmeans_iters"], seed=seed,
                               spherical=True, verbose=False)
         kmeans.train(data)

@@ -25,6 +25,7 @@ from rosbags.image import ImageError as BagImageError, message_to_cvimage
 from rosbags.typesys import Stores, get_typestore
 
 from vpr_ros.core.inputs.depth import to_metres
+from vpr_ros.core.inputs.images import IMAGE_SUFFIXES
 from vpr_ros.core.maps.frames import FrameTable
 from vpr_ros.core.matching.transforms import IDENTITY, compose, inverse
 
@@ -58,9 +59,16 @@ def _header_stamp_ns(reader: AnyReader, conn, raw: bytes) -> int:
 
 
 def _open(path: Path) -> AnyReader:
-    if not Path(path).exists():
+    path = Path(path)
+    if not path.exists():
         raise FileNotFoundError(f"bag {path} does not exist")
-    return AnyReader([Path(path)], default_typestore=get_typestore(Stores.LATEST))
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        images = sum(1 for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        what = f"a folder of {images} images" if images else "a folder without a rosbag2 metadata.yaml"
+        raise ValueError(f"{path} is not a bag: it is {what}. An image folder is read with --images "
+                         "(vpr_build_map) or as a dataset with --dataset (vpr_eval: query/, ref/, ground_truth.csv), "
+                         "or made into a bag with vpr_folder_to_bag")
+    return AnyReader([path], default_typestore=get_typestore(Stores.LATEST))
 
 
 def _connections(reader: AnyReader, topic: str, types: tuple[str, ...]):

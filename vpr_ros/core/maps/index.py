@@ -18,7 +18,9 @@ quantised or graph index without faiss-gpu is refused with what to install. The 
 map's own (training, adding, writing); the GPU copy mirrors it.
 """
 
+import errno
 import os
+import re
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -80,6 +82,27 @@ def _selector_parameters(index, selector):
 def faiss_has_gpu() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
+
+
+_FAISS_PREFIX = re.compile(r"^Error in .*? at [^\s]+:\d+: (?:Error: '.*?' failed: )?")
+_FAISS_READ = re.compile(r"read error in (?P<file>.+?): (?P<got>\d+) != (?P<want>\d+) \(.*\)$")
+_ERRNO_TEXTS = {"Success", *(os.strerror(code) for code in errno.errorcode)}
+
+
+def faiss_error_text(exc: BaseException) -> str:
+    """What a faiss exception says, without its C++ location and without the errno text faiss appends from
+    whatever call last set errno (a short read of a damaged file ends in "(Success)" or "(No such file or
+    directory)" although the file is there)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _FAISS_PREFIX.sub("", text)
+    read = _FAISS_READ.search(text)
+    if read:
+        return (f"{read['file']} ends early or is damaged (read {read['got']} of the {read['want']} items "
+                "the index needs)")
+    if "could not open" in text:  # here the errno is the open's own
+        return text
+    stray = re.search(r" \(([^()]*)\)$", text)
+    return text[:stray.start()] if stray and stray.group(1) in _ERRNO_TEXTS else text
 
 class TorchFlatSearch:
     """Exact inner-product top-k over float32 vectors held on a torch device, growable."""

@@ -31,6 +31,7 @@ there makes every later query raise MapDamaged (sizes are always checked before 
 `camera` (map_camera.MapCamera) records the intrinsics, optical frame and body mounting of the camera.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -48,7 +49,7 @@ import torch
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.maps.frames import FrameTable, Session
-from vpr_ros.core.maps.index import IVFDATA_SUFFIX, DescriptorIndex
+from vpr_ros.core.maps.index import IVFDATA_SUFFIX, DescriptorIndex, faiss_error_text
 from vpr_ros.core.maps.map_camera import MapCamera
 from vpr_ros.core.maps.recognizer import PlaceRecognizer, QueryResult
 from vpr_ros.core.matching.local_features import LocalFeatureTable
@@ -77,34 +78,106 @@ class MapDamaged(MapError):
 
 
 class ChecksumCheck:
-    """The sha256 of a map's files, verified on a daemon thread while the map is already in use."""
+    """The sha256 of a map's files, verified on a daemon thread while the map is already in use.
 
-    def __init__(self, path: Path, files: dict[str, str]):
+    `verify_first`: check every file of `files` once at start (a map loaded with background checksums).
+    `recheck_s` > 0: afterwards, check the `lazy` files (those read from disk while the map serves: memory-
+    mapped local features, depths, descriptors and inverted lists) again every recheck_s seconds, and at once
+    on `recheck_now()` (the node's SIGUSR1). A mismatch, or a file that can no longer be read, sets `error`
+    (MapDamaged); every later query raises it."""
+
+    def __init__(self, path: Path, files: dict[str, str], verify_first: bool = True, recheck_s: float = 0.0,
+                 lazy: tuple[str, ...] = ()):
         self.path, self.error, self._done = path, None, threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(files,), name="vpr_map_checksums", daemon=True)
+        self.recheck_s, self.rechecks = float(recheck_s), 0
+        self._lazy = {name: files[name] for name in lazy if name in files}
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(files if verify_first else {},),
+                                        name="vpr_map_checksums", daemon=True)
         self._thread.start()
 
-    def _run(self, files: dict[str, str]) -> None:
+    def _verify(self, files: dict[str, str]) -> bool:
+        """True when every file matches; else sets `error`."""
         try:
             for name, sha256 in files.items():
+                if self._stop.is_set():
+                    return True
                 if _sha256(self.path / name) != sha256:
                     self.error = MapDamaged(f"map file {self.path / name} does not match its checksum (corrupt or "
                                             "modified); the map is refused")
                     LOGGER.error("%s", self.error)
-                    return
-            LOGGER.info("map %s: checksums of %d files verified", self.path, len(files))
+                    return False
         except OSError as exc:
             self.error = MapDamaged(f"map {self.path}: checksums cannot be verified: {exc}")
+            LOGGER.error("%s", self.error)
+            return False
+        return True
+
+    def _run(self, files: dict[str, str]) -> None:
+        try:
+            if files:
+                if not self._verify(files):
+                    return
+                LOGGER.info("map %s: checksums of %d files verified", self.path, len(files))
         finally:
             self._done.set()
+        if not self._lazy:
+            return
+        while not self._stop.is_set():
+            self._wake.wait(self.recheck_s if self.recheck_s > 0 else None)
+            if self._stop.is_set():
+                return
+            self._wake.clear()
+            if not self._verify(self._lazy):
+                return
+            self.rechecks += 1
+            LOGGER.info("map %s: checksums of the %d files read from disk verified again (%d)", self.path,
+                        len(self._lazy), self.rechecks)
 
     def wait(self, timeout: float | None = None) -> bool:
-        """True once the verification finished (whatever its outcome)."""
+        """True once the first verification finished (whatever its outcome)."""
         return self._done.wait(timeout)
+
+    def recheck_now(self) -> None:
+        """Verify the files read from disk again now (on the checker's thread)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
 
     def raise_if_damaged(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+class MapWriteError(OSError):
+    """A map that cannot be written where asked; its text names the path and the reason (no errno prefix)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def _writable_folder_in(path: Path) -> Path:
+    """A new temporary folder beside `path` (its parents made), or MapWriteError saying which path cannot be
+    written and why, instead of the temporary folder's errno text."""
+    existing = path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MapWriteError(errno.ENOTDIR, f"cannot save the map to {path}: {existing} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MapWriteError(exc.errno, f"cannot save the map to {path}: the folder {path.parent} cannot be created "
+                                       f"under {existing} ({exc.strerror or exc})") from exc
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise MapWriteError(exc.errno, f"cannot save the map to {path}: the folder {path.parent} is not writable "
+                                       f"({exc.strerror or exc})") from exc
+    return tmp
 
 
 def _sha256(path: Path) -> str:
@@ -227,11 +300,13 @@ class VPRMap:
             except MapError as exc:
                 raise FileExistsError(f"{path} exists and is not a vpr_ros map ({exc}); refusing to replace "
                                       "it, choose another path") from exc
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
-        tmp.mkdir()
+        tmp = _writable_folder_in(path)
         try:
-            self._write_files(tmp)
+            try:
+                self._write_files(tmp)
+            except OSError as exc:
+                raise MapWriteError(exc.errno, f"cannot write the map to {path}: writing {Path(exc.filename or tmp).name} "
+                                         f"failed: {exc.strerror or exc} (nothing at {path} was changed)") from exc
             if path.exists():
                 old = path.parent / f".{path.name}.old-{os.getpid()}-{time.monotonic_ns()}"
                 path.rename(old)
@@ -292,7 +367,7 @@ class VPRMap:
     def load(cls, path: str | Path, preset: str | None = None, fingerprint: str | None = None,
              verify_checksums: bool | str = "auto", search_params: dict | None = None,
              device: str = "cpu", checkpoint: str | Path | None = None,
-             with_uncertainty: bool = True, mmap: bool | str = "auto") -> "VPRMap":
+             with_uncertainty: bool = True, mmap: bool | str = "auto", recheck_s: float | None = None) -> "VPRMap":
         """Read and check a map directory; preset/fingerprint, when given, must match the map's. Raises
         MapError naming the file or field at fault.
 
@@ -304,6 +379,9 @@ class VPRMap:
         over CHECKSUM_IN_BACKGROUND_BYTES, True for the rest.
         mmap: memory-map descriptors.npy instead of reading it (True, False, or "auto": over
         MMAP_DESCRIPTORS_BYTES). Local features and on-disk inverted lists are always memory-mapped.
+        recheck_s: watch the files read from disk while the map serves (memory-mapped ones) for damage after
+        the first check: every recheck_s seconds when > 0, and on `checksums.recheck_now()` (0: only then);
+        None (the default) does not watch them.
         """
         path = Path(path)
         meta = read_metadata(path)
@@ -345,8 +423,12 @@ class VPRMap:
                 raise MapError(f"map {path}: map.json's camera cannot be used: {exc}") from exc
         if "refine" in index.search_params:
             index.refine_vectors = descriptors
-        checksums = (ChecksumCheck(path, {name: meta["files"][name]["sha256"] for name in files})
-                     if verify_checksums == "background" else None)
+        lazy = (*LOCAL_FILES, DEPTH_FILE, IVFDATA_FILE) + (("descriptors.npy",) if mmap else ())
+        checksums = None
+        if verify_checksums == "background" or (recheck_s is not None and any(name in lazy for name in files)):
+            checksums = ChecksumCheck(path, {name: meta["files"][name]["sha256"] for name in files},
+                                      verify_first=verify_checksums == "background", recheck_s=recheck_s or 0.0,
+                                      lazy=lazy if recheck_s is not None else ())
         return cls(meta["name"], descriptor, descriptors, frames, index, meta.get("frame_id", "map"), local,
                    meta.get("local_features") or None, uncertainty, camera=camera, checksums=checksums)
 
@@ -482,30 +564,54 @@ def _build_descriptor(path: Path, meta: dict, checkpoint: str | Path | None) -> 
                           "; pass the weights file as checkpoint (--checkpoint)")) from exc
 
 
+def _array_file(file: Path, mmap: bool = False):
+    """np.load of one map file (plain arrays only, never pickles), or MapError naming the file and what is wrong."""
+    try:
+        return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        text = str(exc)
+        if "pickle" in text:  # numpy's own text suggests allow_pickle=True: a map file never needs it
+            text = "it is not a NumPy array file (damaged, or not written by vpr_ros)"
+        raise MapError(f"map file {file} cannot be read: {text}; rebuild the map or restore the file") from exc
+
+
 def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor, mmap: bool = False):
     """The fitted buffers into `descriptor`; returns (descriptors N x D, frames, local features or None)."""
     local_conf = meta.get("local_features")
+    file = path
     try:
-        with np.load(path / "descriptor.npz", allow_pickle=False) as buffers:
+        file = path / "descriptor.npz"
+        with _array_file(file) as buffers:
             state = descriptor.state_dict()
             state.update({k: torch.from_numpy(buffers[k]) for k in buffers.files})
         descriptor.load_fitted(state)
-        with np.load(path / "frames.npz", allow_pickle=False) as columns:
+        file = path / "frames.npz"
+        with _array_file(file) as columns:
             version_2 = meta["format_version"] >= 2
+            file = path / "sources.json"
             frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS if version_2 or c != "session"},
-                                sources=json.loads((path / "sources.json").read_text()),
+                                sources=json.loads(file.read_text()),
                                 sessions=([Session.from_json(s) for s in meta["sessions"]] if version_2
                                           else [Session(meta["name"])]))
-        descriptors = np.load(path / "descriptors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+        file = path / "descriptors.npy"
+        descriptors = _array_file(file, mmap)
         local = None
         if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
-            local = LocalFeatureTable(**{c: np.load(path / name, mmap_mode="r", allow_pickle=False)
-                                         for name, c in LOCAL_FILES.items()})
+            columns = {}
+            for name, column in LOCAL_FILES.items():
+                file = path / name
+                columns[column] = _array_file(file, mmap=True)
+            local = LocalFeatureTable(**columns)
             if meta.get("local_depth"):
-                local.depth = np.load(path / DEPTH_FILE, mmap_mode="r", allow_pickle=False)
+                file = path / DEPTH_FILE
+                local.depth = _array_file(file, mmap=True)
+            file = path
             local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise MapError(f"map {path} cannot be read: {exc}") from exc
+    except MapError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as exc:
+        where = f"map {path}" if file == path else f"map file {file}"
+        raise MapError(f"{where} cannot be read: {exc}") from exc
     try:
         frames.validate()
     except ValueError as exc:
@@ -518,7 +624,7 @@ def _read_index(path: Path, meta: dict, search_params: dict | None, device: str)
         index = DescriptorIndex.read(path / "index.faiss", meta["dim"], meta["index_factory"],
                                      search_params if search_params is not None else meta["search_params"], device)
     except (RuntimeError, ValueError, TypeError) as exc:  # faiss raises RuntimeError on a file it cannot parse
-        raise MapError(f"map {path}: index.faiss cannot be read: {str(exc).strip().splitlines()[0]}") from exc
+        raise MapError(f"map {path}: index.faiss cannot be read: {faiss_error_text(exc)}") from exc
     if len(index) != meta["num_frames"]:
         raise MapError(f"map {path}: index holds {len(index)} vectors for {meta['num_frames']} frames")
     return index

@@ -35,6 +35,10 @@ class PositionPrior:
             raise ValueError(f"a prior's covariance is 3 x 3, got shape {covariance.shape}")
         if not (np.isfinite(self.position).all() and np.isfinite(covariance).all()):
             raise ValueError("a prior's position and covariance must be finite")
+        if self.kind == "gps" and not (-90.0 <= self.position[0] <= 90.0 and -180.0 <= self.position[1] <= 180.0):
+            raise ValueError(f"latitude {self.position[0]:g} / longitude {self.position[1]:g} lie outside -90..90 / "
+                             "-180..180 degrees (a NavSatFix gives degrees; are latitude and longitude swapped or in "
+                             "radians?)")
         if np.linalg.eigvalsh((covariance[:2, :2] + covariance[:2, :2].T) / 2).min() < 0:
             raise ValueError("a prior's horizontal covariance must be positive semi-definite")
 
