@@ -53,8 +53,22 @@ def test_shipped_defaults_give_metric_loop_closures_near_the_truth(depth_run):
     assert query_only["metric"] >= 0.8 * query_only["loop_closures"] > 0
     assert query_only["translation_error_m"]["p50"] < 0.5
     # no depth anywhere: direction-only edges that say why
-    none = replay(depth_run, "map", depth=False)[0]["metric"]
-    assert none["metric"] == 0 and all(why.startswith("no depth") for why in none["direction_only"]), none
+    none, records, _ = replay(depth_run, "map", depth=False)
+    assert "metric" not in none  # nothing to score without depth on either side (issue 38, case 10)
+    closed = [r for r in records if r.loop_key >= 0]
+    assert closed and all(r.loop_scale_note.startswith("no depth") for r in closed), [r.loop_scale_note for r in closed]
+
+
+@pytest.mark.slow
+def test_a_replay_without_depth_prints_no_metric_section(depth_run, capsys):
+    """Issue 38, case 10: vpr_eval with camera info but no depth anywhere printed "metric loop closures: 0 of
+    N ..." and a note about camera mountings that does not apply; with depth it prints the section."""
+    args = ["--map", str(depth_run / "map"), "--bag", str(depth_run / "run" / "lap_2"), *TOPICS, "--distance", "5",
+            "--quiet"]
+    assert vpr_eval.main(args) == 0
+    assert "metric loop closures" not in capsys.readouterr().out
+    assert vpr_eval.main(args + ["--depth-topic", DEPTH_TOPIC]) == 0
+    assert "metric loop closures:" in capsys.readouterr().out
 
 
 def _depth_16uc1(metres: np.ndarray, stamp_ns: int, frame: str = "camera_optical"):
@@ -188,3 +202,68 @@ def test_slam_mode_keeps_keypoint_depths_and_closes_the_second_lap_metrically(de
                 errors.append(np.linalg.norm(e[:3]))
     assert localizer.vpr_map.local.depth is not None and np.isfinite(localizer.vpr_map.local.depth).mean() > 0.2
     assert len(errors) >= 5 and np.median(errors) < 0.4, errors
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built")
+def test_every_metric_closure_uses_the_frames_own_depth_through_the_node(depth_run, tmp_path):
+    """Issue 38, case 2: lap 2 through the console script (params file, map with keypoint depths) as a 20 Hz
+    camera with a 40 Hz depth camera sends it (twice over, 48 frames): each frame, its depth image and the
+    depth stream's image up to the next frame, published faster than the node processes them (queue_size 60),
+    so frames wait in the queue while the depth stream runs on. Every metric loop closure must have used both
+    the map's and the frame's own depth. At be683cd the node kept the last 30 depth images, so a frame that
+    waited lost its depth and was closed from the map's depth alone, how many depending on timing."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from vpr_ros.core.maps.bag_source import BagDepth, read_bag_frames, read_camera_info
+
+    bag = depth_run / "run" / "lap_2"
+    frames = read_bag_frames(bag, "/camera/image_raw", "/odom")
+    load, depth_of, table = frames.loader(), BagDepth(bag, DEPTH_TOPIC), frames.frames
+    K, size, _ = read_camera_info(bag, "/camera/camera_info")
+    info = CameraInfo(width=size[0], height=size[1])
+    info.k = [float(v) for v in K.ravel()]
+    file = params_file(tmp_path, map_path=str(depth_run / "depth_map"), image_topic="/robot/image",
+                       qos_reliability="reliable", qos_depth=100, queue_size=60, camera_info_topic="/robot/camera_info",
+                       depth_topic="/robot/depth", temporal_window=0)
+    with node_process([console_script(), "--ros-args", "--params-file", file]) as (probe, executor, ended):
+        hyps = listen(probe, MSGS.PlaceHypotheses, "vpr/hypotheses")
+        loops = listen(probe, MSGS.LoopClosure, "vpr/loop_closure")
+        image_pub = probe.create_publisher(Image, "/robot/image", RELIABLE)
+        depth_pub = probe.create_publisher(Image, "/robot/depth", RELIABLE)
+        info_pub = probe.create_publisher(CameraInfo, "/robot/camera_info", RELIABLE)
+        assert spin_until(executor, lambda: image_pub.get_subscription_count() and depth_pub.get_subscription_count()
+                          and info_pub.get_subscription_count(), 60), "the node did not come up"
+        info_pub.publish(info)
+        spin_until(executor, lambda: False, 0.5)
+        rows = [i % len(table) for i in range(2 * len(table))]  # lap 2 twice: the queue must fill up
+        stamps = [(i + 1) * 50_000_000 for i in range(len(rows))]
+        for row, stamp in zip(rows, stamps):
+            depth = depth_of(int(table.stamp_ns[row]))
+            image = image_msg(load(table.sources[row]), stamp)
+            image.header.frame_id = "camera_optical"
+            image_pub.publish(image)
+            for k in range(2):  # its own depth image, then the stream's until the next frame, at 40 Hz
+                depth_pub.publish(_depth_16uc1(depth, stamp + k * 25_000_000))
+            spin_until(executor, lambda: False, 0.01)  # faster than the node: frames wait in its queue
+        assert spin_until(executor, lambda: len(hyps) == len(stamps), 300), f"{len(hyps)} of {len(stamps)} answered"
+        spin_until(executor, lambda: False, 1.0)
+    assert ended["returncode"] == 0, ended["output"]
+    metric = [m for m in loops if m.method == MSGS.LoopClosure.METHOD_PNP_DEPTH]
+    assert len(metric) >= 5, [m.scale_note for m in loops]
+    assert all("with map and query depth" in m.method_detail for m in metric), \
+        [m.method_detail for m in metric if "with map and query depth" not in m.method_detail]
+    assert not [m.scale_note for m in loops if "depth image" in m.scale_note], [m.scale_note for m in loops]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built")
+def test_a_replay_through_the_node_closes_with_both_depths(depth_run):
+    """vpr_eval --through-node as make demo runs it (depth image published before its frame, recorded rate):
+    every metric loop closure used both depths, as the core replay does."""
+    node = vpr_eval.evaluate_map_bag(depth_run / "depth_map", depth_run / "run" / "lap_2", "/camera/image_raw",
+                                     "/odom", None, 5.0, LocalizerConfig(), camera_info_topic="/camera/camera_info",
+                                     through_node={"rate": 1.0}, progress=False, depth_topic=DEPTH_TOPIC)[0]["metric"]
+    core = replay(depth_run, "depth_map", depth=True)[0]["metric"]
+    assert node["metric"] >= 5 and node["depth_used"] == {"map and query": node["metric"]}, node
+    assert core["depth_used"] == {"map and query": core["metric"]}, core

@@ -41,14 +41,17 @@ class LoopConstraint:
 
 
 def loop_constraint(place: PlaceResult, matcher: str | None, metric: MetricPose | None = None,
-                    scale_note: str = "") -> LoopConstraint:
+                    scale_note: str = "", query_depth_note: str = "") -> LoopConstraint:
     """The constraint of an accepted hypothesis: the metric pose and its covariance when depth gave one;
     else the verified relative rotation (and translation direction) with a rotation variance that shrinks
-    with the inlier count, the rest unknown, and `scale_note` saying why."""
+    with the inlier count, the rest unknown, and `scale_note` saying why. query_depth_note: why the frame's
+    own depth image was not used (said in the detail of a metric pose from the map's depth alone)."""
     v = place.verification
     if metric is not None and place.verified:
         detail = (f"{matcher}, PnP on {metric.inlier_count} of {metric.points} matches with {metric.depth_from} "
                   f"depth, variance factor {metric.variance_factor:.2f}")
+        if metric.depth_from == "map" and query_depth_note:
+            detail += f"; the frame's depth image was not used: {query_depth_note}"
         return LoopConstraint("pnp_depth", detail, quaternion_xyzw(metric.rotation), metric.translation.copy(),
                               metric.covariance.copy(), v.inlier_count, True, "")
     constraint = _direction_only(place, matcher)

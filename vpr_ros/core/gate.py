@@ -55,21 +55,25 @@ class FrameQueue:
     """Frames waiting for the processing loop. maxlen 1: the newest replaces the waiting one; more:
     first in, first out, the oldest dropped when full. put() returns how many frames were dropped."""
 
-    def __init__(self, maxlen: int):
+    def __init__(self, maxlen: int, on_drop=None):
+        """on_drop(item): called for each frame dropped to make room (outside the queue's lock)."""
         self._items: deque = deque()
         self.maxlen = maxlen
         self._cv = threading.Condition()
         self.closed = False
+        self._on_drop = on_drop
 
     def put(self, item) -> int:
         with self._cv:
-            dropped = 0
+            dropped = []
             while len(self._items) >= self.maxlen:
-                self._items.popleft()
-                dropped += 1
+                dropped.append(self._items.popleft())
             self._items.append(item)
             self._cv.notify()
-            return dropped
+        if self._on_drop is not None:
+            for old in dropped:
+                self._on_drop(old)
+        return len(dropped)
 
     def get(self, timeout: float = 0.5):
         """The next frame, or None when closed (or after `timeout` without one)."""

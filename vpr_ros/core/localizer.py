@@ -26,6 +26,7 @@ otherwise FrameResult.scale_note says why its translation stays a direction.
 import dataclasses
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +104,7 @@ class FrameResult:
     #                               skip_min_probability)
     metric: MetricPose | None = None  # the loop closure's metric T_query_match, when depth gave one
     scale_note: str = ""  # with a loop closure and no metric pose: why
+    query_depth_note: str = ""  # with a loop closure and no usable depth image of the frame: why (node: its pairing)
     depth_rejected: str = ""  # the frame's depth image could not be used: DepthError.reason ("" otherwise)
     search_scope: str = "map"  # what retrieval searched: "map", "prior: n of N map frames within r m", or
     #                            "map (why the prior was not used)"
@@ -173,7 +175,7 @@ class Localizer:
         self._recent_best.clear()
 
     def process(self, image: np.ndarray, stamp_ns: int, pose: np.ndarray | None = None,
-                camera_K: np.ndarray | None = None, depth: np.ndarray | None = None,
+                camera_K: np.ndarray | None = None, depth: "np.ndarray | DepthSource | None" = None,
                 depth_K: np.ndarray | None = None, depth_note: str = "",
                 prior: PositionPrior | None = None) -> FrameResult:
         """One frame -> its hypotheses and, when accepted, a loop closure. Raises inputs.images.ImageError
@@ -181,15 +183,17 @@ class Localizer:
 
         depth: the aligned depth image (metres, NaN no reading; inputs/depth.to_metres) of this frame, with
         its own intrinsics `depth_K` when its size differs; depth_note: why there is none, when one was
-        expected. A depth image that cannot be used is reported in `depth_rejected`, never raised.
+        expected. Or a DepthSource: a callable returning (depth, depth_K, note), called once, when the frame
+        first needs its depth (an accepted loop closure's metric pose, a slam keyframe), so that a depth
+        image on its own topic has the frame's processing time to arrive. A depth image that cannot be used
+        is reported in `depth_rejected`, never raised.
         prior: where the robot is believed to be; retrieval then searches only the map frames near it
         (maps/prior.py; FrameResult.search_scope says what was searched)."""
         start = time.perf_counter()
         result = FrameResult(self.frames_processed, stamp_ns)
-        depth = self._usable_depth(image, depth, camera_K, depth_K, result)
-        if result.depth_rejected:
-            depth_note = result.scale_note
+        frame_depth = _FrameDepth(depth, depth_K, depth_note, image, camera_K, result)
         if self.vpr_map is None:  # slam, still collecting frames for the vocabulary
+            depth, depth_K, _ = frame_depth.get()
             return self._collect(image, result, pose, (depth, camera_K, depth_K) if depth is not None else None)
         self._check_size(image)
         if self.device_query is not None:
@@ -207,25 +211,14 @@ class Localizer:
             self._score(result, uncertain)
         result.loop = self._accept(result.places, result.accept_min_probability)
         if result.loop is not None:
-            self._metric(result, image, features, camera_K, depth, depth_K, depth_note)
+            self._metric(result, image, features, camera_K, frame_depth)
         if self.config.mode == "slam":  # the online map keeps the keyframe's keypoint depths
+            depth, depth_K, _ = frame_depth.get()
             _with_depth(features, depth, camera_K, depth_K)
             result.map_key = self._add(result.descriptor, stamp_ns, pose, features)
         self.frames_processed += 1
         result.timings_ms["pipeline"] = (time.perf_counter() - start) * 1e3
         return result
-
-    @staticmethod
-    def _usable_depth(image, depth, camera_K, depth_K, result: FrameResult) -> np.ndarray | None:
-        """`depth` when it can serve this image (inputs/depth.check_depth); else None, the reason in result."""
-        if depth is None or not hasattr(image, "shape") or len(image.shape) < 2:
-            return None
-        try:
-            check_depth(depth, (image.shape[1], image.shape[0]), camera_K, depth_K)
-        except DepthError as exc:
-            result.depth_rejected, result.scale_note = exc.reason, f"depth image rejected: {exc}"
-            return None
-        return depth
 
     def map_K(self, camera_K: np.ndarray | None) -> np.ndarray | None:
         """Intrinsics of the map frames: the map's camera when it records one, else the query's (slam maps,
@@ -236,8 +229,7 @@ class Localizer:
         return camera.K if camera is not None else camera_K
 
     def _metric(self, result: FrameResult, image: np.ndarray, features: LocalFeatures | None,
-                camera_K: np.ndarray | None, depth: np.ndarray | None, depth_K: np.ndarray | None,
-                depth_note: str) -> None:
+                camera_K: np.ndarray | None, frame_depth: "_FrameDepth") -> None:
         """The loop closure's metric pose from the depth of its matches, or why there is none."""
         place = result.loop
         if not place.verified:
@@ -248,6 +240,8 @@ class Localizer:
             return
         t0 = time.perf_counter()
         stored = self.vpr_map.local[place.hypothesis.key]
+        depth, depth_K, depth_note = frame_depth.get()
+        result.query_depth_note = depth_note if depth is None else ""
         if stored.depth is None and depth is None:
             result.scale_note = result.scale_note or depth_note or NO_DEPTH
             return
@@ -274,10 +268,6 @@ class Localizer:
                 metric, note = None, (f"the PnP rotation and the two-view ({place.verification.model}) rotation "
                                       f"disagree by {angle:.0f} deg: no metric pose")
         result.metric, result.scale_note = metric, note
-        import os
-        if os.environ.get("VPR_DEBUG_DEPTH"):
-            LOGGER.warning("DEPTHDBG loop %.3f depth_given %s metric %s note %r", result.stamp_ns*1e-9, depth is not None,
-                           metric.depth_from if metric is not None else None, note)
         result.timings_ms["metric"] = (time.perf_counter() - t0) * 1e3
 
     def _check_size(self, image: np.ndarray) -> None:
@@ -608,6 +598,36 @@ class Localizer:
         self.sequence, self._rows = self._sequence(self.vpr_map, ordered=True)
         self._bootstrap = []
         LOGGER.info("slam: online map started from %d keyframes", len(self.vpr_map))
+
+
+DepthSource = Callable[[], tuple[np.ndarray | None, np.ndarray | None, str]]  # (depth, its own K, why none)
+
+
+class _FrameDepth:
+    """A frame's depth image, resolved once, when first asked for, and checked against the image it serves
+    (inputs/depth.check_depth): an unusable one is reported in the result (`depth_rejected`), never raised."""
+
+    def __init__(self, source, depth_K, note: str, image, camera_K, result: FrameResult):
+        self._source, self._depth_K, self._note = source, depth_K, note
+        self._image, self._camera_K, self._result = image, camera_K, result
+        self._resolved: tuple | None = None
+
+    def get(self) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+        """(depth in metres or None, its own K or None, why there is none)."""
+        if self._resolved is None:
+            depth, depth_K, note = (self._source() if callable(self._source)
+                                    else (self._source, self._depth_K, self._note))
+            image, result = self._image, self._result
+            if depth is not None and hasattr(image, "shape") and len(image.shape) >= 2:
+                try:
+                    check_depth(depth, (image.shape[1], image.shape[0]), self._camera_K, depth_K)
+                except DepthError as exc:
+                    result.depth_rejected, result.scale_note = exc.reason, f"depth image rejected: {exc}"
+                    depth, depth_K, note = None, None, result.scale_note
+            elif depth is not None:
+                depth = None
+            self._resolved = (depth, depth_K, note)
+        return self._resolved
 
 
 def _with_depth(features: LocalFeatures | None, depth: np.ndarray | None, camera_K, depth_K) -> None:

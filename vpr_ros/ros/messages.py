@@ -71,7 +71,7 @@ def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None, ro
              session_id: str = ""):
     """vpr_ros_interfaces/LoopClosure of the accepted hypothesis (core.constraints.loop_constraint)."""
     place = result.loop
-    constraint = loop_constraint(place, matcher, result.metric, result.scale_note)
+    constraint = loop_constraint(place, matcher, result.metric, result.scale_note, result.query_depth_note)
     out = msgs.LoopClosure()
     # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it, the map
     # its own camera's (a slam map's frames came from the query camera)

@@ -7,7 +7,6 @@ odometry message or map is refused with a log line and a counter; an exception i
 logged, counted and answered, never the end of the node.
 """
 
-import collections
 import dataclasses
 import logging
 import threading
@@ -31,6 +30,7 @@ from vpr_ros.core.evaluation.metrics import latency_summary
 from vpr_ros.core.gate import FrameGate, FrameQueue
 from vpr_ros.core.inputs.camera import CameraIntrinsics
 from vpr_ros.core.inputs.depth import DepthError
+from vpr_ros.core.inputs.depth_pairing import DepthBuffer
 from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
 from vpr_ros.core.localizer import FrameResult, Localizer
 from vpr_ros.core.maps.map_store import MapDamaged, VPRMap
@@ -42,9 +42,6 @@ from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_t
 from vpr_ros.ros.interfaces import load_interfaces
 from vpr_ros.ros.parameters import PARAMETERS, as_declared, check_parameters, descriptor, localizer_config
 from vpr_ros.ros.ros_logging import RosoutHandler
-
-
-DEPTH_STREAM_GAP_NS = 2_000_000_000  # no depth image for this long before a frame: the stream stopped, do not wait
 
 
 class LocalizerNode(Node):
@@ -80,7 +77,8 @@ class LocalizerNode(Node):
         self._create_publishers_and_services(p)
         self._subscribe(p)
         self.image_topic = self.resolve_topic_name(self.image_topic)  # as a namespace and remappings make it
-        self._queue = FrameQueue(p["queue_size"])
+        self._queue = FrameQueue(p["queue_size"],
+                                 on_drop=lambda item: self._depths.release(stamp_to_ns(item[0].header.stamp)))
         self.map_lock = threading.Lock()
         self._loop_lock = threading.Lock()  # held by the one processing loop
         self._worker = None
@@ -128,8 +126,7 @@ class LocalizerNode(Node):
         self._warned: set[str] = set()
         if p["camera_info_topic"]:
             self.create_subscription(CameraInfo, p["camera_info_topic"], self._guarded(self._on_camera_info), qos)
-        self._depths: collections.deque = collections.deque(maxlen=30)  # (stamp ns, msg), newest last
-        self._depth_arrived = threading.Condition()
+        self._depths = DepthBuffer(int(p["depth_tolerance_s"] * 1e9))  # what the waiting frames may need
         self.depth_camera = CameraIntrinsics()
         if p["depth_topic"]:
             self.create_subscription(Image, p["depth_topic"], self._guarded(self._on_depth), qos)
@@ -213,50 +210,27 @@ class LocalizerNode(Node):
                             f"camera info on {self.params[topic]} ignored: {error}; {instead}")
 
     def _on_depth(self, msg: Image) -> None:
-        """Keep the recent depth images; the processing loop pairs each frame with the nearest in stamp."""
-        with self._depth_arrived:
-            self._depths.append((stamp_to_ns(msg.header.stamp), msg))
-            self._depth_arrived.notify_all()
+        """Keep the depth images the waiting frames may need; each frame is paired with the nearest in stamp."""
+        self._depths.add(stamp_to_ns(msg.header.stamp), msg)
 
-    def _wait_for_depth(self, stamp_ns: int, tolerance_ns: int) -> list:
-        """The recent depth images, once one lies within the tolerance of the frame, a newer one shows that
-        none will, or depth_wait_s passed (depth and colour travel on separate topics). A depth stream that
-        stopped (nothing within DEPTH_STREAM_GAP_NS of the frame) is not waited for."""
-        deadline = time.monotonic() + self.params["depth_wait_s"]
-        with self._depth_arrived:
-            while True:
-                candidates = list(self._depths)
-                if any(abs(stamp - stamp_ns) <= tolerance_ns for stamp, _ in candidates) or (
-                        candidates and candidates[-1][0] > stamp_ns + tolerance_ns) or (
-                        not candidates or stamp_ns - candidates[-1][0] > DEPTH_STREAM_GAP_NS):
-                    return candidates
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._queue.closed:
-                    return candidates
-                self._depth_arrived.wait(remaining)
-
-    def _depth_for(self, stamp_ns: int) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-        """(depth in metres, its own K or None, why none) for the colour frame of `stamp_ns`; a depth image
-        that cannot be used is counted and said (throttled), never raised."""
+    def _depth_for(self, stamp_ns: int, arrived: float) -> tuple[np.ndarray | None, np.ndarray | None, str]:
+        """(depth in metres, its own K or None, why none) for the colour frame of `stamp_ns` that arrived at
+        `arrived` (monotonic): the depth image nearest in stamp once one is within depth_tolerance_s, waiting
+        until depth_wait_s after the frame's arrival at most. Called when the frame first needs its depth (the
+        core's DepthSource), after retrieval and matching, so the depth stream has had that long to deliver.
+        A depth image that cannot be used is counted and said (throttled), never raised."""
         if not self.params["depth_topic"]:
             return None, None, ""
         tolerance = self.params["depth_tolerance_s"]
-        _t0 = time.monotonic()
-        candidates = self._wait_for_depth(stamp_ns, int(tolerance * 1e9))
-        import os
-        if os.environ.get("VPR_DEBUG_DEPTH"):
-            self.get_logger().info(f"DEPTHDBG frame {stamp_ns*1e-9:.3f} waited {time.monotonic()-_t0:.3f} held "
-                                   f"{[round((s - stamp_ns)*1e-9, 3) for s, _ in candidates][-4:]}")
-        note = f"no depth image received on {self.params['depth_topic']}"
-        if candidates:
-            stamp, msg = min(candidates, key=lambda item: abs(item[0] - stamp_ns))
-            offset = (stamp - stamp_ns) * 1e-9
-            note = "" if abs(offset) <= tolerance else (
-                f"the nearest depth image is {abs(offset):.3f} s {'older' if offset < 0 else 'newer'} than the frame "
-                f"(depth_tolerance_s {tolerance:g})")
-        if note:
+        pairing = self._depths.pair(stamp_ns, arrived + self.params["depth_wait_s"])
+        msg = pairing.payload
+        if msg is None:
+            note = (f"no depth image received on {self.params['depth_topic']}" if pairing.offset_s is None else
+                    f"the nearest depth image is {abs(pairing.offset_s):.3f} s "
+                    f"{'older' if pairing.offset_s < 0 else 'newer'} than the frame (depth_tolerance_s {tolerance:g})")
             self.health.count("stale_depth")
-            self.get_logger().warning(f"{note}: loop closures keep a translation direction", throttle_duration_sec=10.0)
+            self.get_logger().warning(f"{note}: loop closures keep a translation direction ({pairing.describe()})",
+                                      throttle_duration_sec=10.0)
             return None, None, note
         try:
             depth = depth_to_metres(msg)
@@ -364,6 +338,7 @@ class LocalizerNode(Node):
         if not self.gate.admit(stamp_to_ns(msg.header.stamp), pose):
             self.health.count("gated")
             return
+        self._depths.expect(stamp_to_ns(msg.header.stamp))  # its depth is kept until it is paired or dropped
         self.health.count("dropped", self._queue.put((msg, now, pose)))
 
     # ---- the processing loop ----------------------------------------------------------------
@@ -394,14 +369,17 @@ class LocalizerNode(Node):
             self._loop_lock.release()
 
     def _process(self, msg, arrived: float, pose) -> None:
-        image = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
-        image = rescale_bit_depth(image, self.params["bit_depth"])
         stamp_ns = stamp_to_ns(msg.header.stamp)
-        camera_K = self._intrinsics((image.shape[1], image.shape[0]))
-        depth, depth_K, depth_note = self._depth_for(stamp_ns)
-        with self.map_lock:
-            result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, depth_K, depth_note, self._prior)
-            vpr_map = self.localizer.vpr_map
+        try:
+            image = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
+            image = rescale_bit_depth(image, self.params["bit_depth"])
+            camera_K = self._intrinsics((image.shape[1], image.shape[0]))
+            depth = partial(self._depth_for, stamp_ns, arrived)  # paired when the frame first needs it
+            with self.map_lock:
+                result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, prior=self._prior)
+                vpr_map = self.localizer.vpr_map
+        finally:
+            self._depths.release(stamp_ns)
         self.health.count("processed")
         self.health.count("prior_searches", int(result.search_frames is not None))
         if result.depth_rejected:
@@ -469,6 +447,8 @@ class LocalizerNode(Node):
     def stop_worker(self) -> None:
         if hasattr(self, "_queue"):  # construction may have failed before the queue existed
             self._queue.close()
+        if hasattr(self, "_depths"):
+            self._depths.close()
         if getattr(self, "_worker", None) is not None:
             self._worker.join(timeout=10.0)
 

@@ -130,8 +130,6 @@ class _NodeProcess:
             self.process.kill()
             self.process.wait()
         self.log.close()
-        if os.environ.get("VPR_DEBUG_DEPTH"):
-            import shutil; shutil.copy(self.log.name, os.environ["VPR_DEBUG_DEPTH"])
         os.unlink(self.log.name)
 
 
@@ -297,6 +295,7 @@ def _add_loop(record: QueryRecord, loop, pose) -> None:
     record.loop_relative = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])
     record.loop_covariance = np.asarray(loop.covariance, np.float64).reshape(6, 6)
     record.loop_scale_known, record.loop_scale_note = bool(loop.translation_scale_known), loop.scale_note
+    record.loop_detail = loop.method_detail
     if pose is not None:
         p, q = pose.pose.pose.position, pose.pose.pose.orientation
         record.localized_pose = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])

@@ -207,7 +207,9 @@ def _print_replay(report: dict) -> None:
 
 
 def _print_metric(metric: dict) -> None:
+    used = ", ".join(f"{n} with {source} depth" for source, n in sorted(metric.get("depth_used", {}).items()))
     print(f"  metric loop closures: {metric['metric']} of {metric['loop_closures']} correct ones"
+          + (f" ({used})" if used else "")
           + "".join(f"; {n} without scale: {why}" for why, n in metric["direction_only"].items())
           + (f"; {metric['false_metric']} of {metric['false_loop_closures']} false ones metric too (not scored)"
              if metric["false_loop_closures"] else ""))

@@ -49,6 +49,7 @@ class QueryRecord:
     loop_covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
     loop_scale_known: bool = False
     loop_scale_note: str = ""
+    loop_detail: str = ""  # the constraint's detail (LoopClosure.method_detail): matcher, inliers, whose depth
     # vpr/pose as published (localize mode): the query camera's metric pose, or the map frame's pose
     localized_pose: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     localized_metric: bool = False
@@ -91,8 +92,9 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         timings_ms=stage_timings(result.timings_ms),
         search_frames=-1 if result.search_frames is None else result.search_frames)
     if result.loop is not None:
-        edge = loop_constraint(result.loop, matcher, result.metric, result.scale_note)
+        edge = loop_constraint(result.loop, matcher, result.metric, result.scale_note, result.query_depth_note)
         record.loop_method, record.loop_scale_known, record.loop_scale_note = edge.method, edge.scale_known, edge.scale_note
+        record.loop_detail = edge.detail
         record.loop_relative = np.concatenate([edge.translation, edge.rotation_xyzw])
         record.loop_covariance = edge.covariance
         located = camera_pose(result.loop, result.metric, vpr_map.camera if vpr_map is not None else None)
