@@ -27,12 +27,21 @@ os.environ["ROS_LOG_DIR"] = os.path.join(_ROS_TMP, "log")
 os.environ["ROS_HOME"] = _ROS_TMP
 
 
+def require_corridor() -> Path:
+    """The real Corridor images (../shared/data/corridor). Where they are absent: a skip on a user's machine,
+    a failure under CI=true (CI has the shared data; a test that skips there tests nothing)."""
+    if not (CORRIDOR / "ground_truth.csv").is_file():
+        why = f"real test images not found at {CORRIDOR} (shared data is absent on this machine)"
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"{why}; CI=true: CI must have ../shared/data (or VPR_ROS_DATA)", pytrace=False)
+        pytest.skip(why)
+    return CORRIDOR
+
+
 @pytest.fixture(scope="session")
 def corridor_dir() -> Path:
-    """The real Corridor images (../shared/data/corridor), or a skip where they are absent."""
-    if not (CORRIDOR / "ground_truth.csv").is_file():
-        pytest.skip(f"real test images not found at {CORRIDOR} (shared data is absent on this machine)")
-    return CORRIDOR
+    """The real Corridor images (require_corridor)."""
+    return require_corridor()
 
 
 def corridor40_map(corridor_dir: Path):

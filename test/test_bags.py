@@ -12,10 +12,9 @@ from vpr_ros.core.maps.bag_source import interpolate_poses, read_bag_frames
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Two traversals of the Corridor as bags: references (raw images), queries (JPEG compressed)."""
-    from conftest import CORRIDOR
+    from conftest import require_corridor
 
-    if not (CORRIDOR / "ref").is_dir():
-        pytest.skip(f"real test images not found at {CORRIDOR}")
+    CORRIDOR = require_corridor()
     root = tmp_path_factory.mktemp("bags")
     refs = sorted((CORRIDOR / "ref").glob("*.jpg"))[:60]
     queries = sorted((CORRIDOR / "query").glob("*.jpg"))[:60]

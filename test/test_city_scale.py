@@ -75,8 +75,11 @@ def corridor_queries(corridor_dir: Path, count: int = 12) -> list[np.ndarray]:
 def test_ray_build_with_two_workers_equals_the_single_process_build(folder40, single_process, corridor_dir,
                                                                     tmp_path):
     out = tmp_path / "map"
-    done = build(str(out), "--images", str(folder40), *BUILD, "--ray", "auto", "--ray-workers", "2")
+    done = build(str(out), "--images", str(folder40), *BUILD[:-1], "--ray", "auto", "--ray-workers", "2")
     assert "error" not in done.stderr.lower()
+    # Ray ran: its two actors, processes other than the CLI's, described all 10 shards (not --quiet, to see it)
+    assert "describing 10 shards on Ray with 2 CPU workers" in done.stderr, done.stderr[-2000:]
+    assert "described 10 shards (40 frames) in 2 Ray worker processes\n" in done.stderr, done.stderr[-2000:]
     assert_same_map(single_process, out, corridor_queries(corridor_dir))
     assert not (tmp_path / ".map.build").exists()
 
@@ -96,9 +99,13 @@ def test_a_ray_build_that_fails_on_a_broken_image_resumes_from_its_shards(folder
     assert broken.name in failed.stderr and "run the same command again to resume" in failed.stderr
     finished = sorted((tmp_path / ".map.build").glob("shard_*.npz"))
     assert 1 <= len(finished) < 10 and not out.exists()
+    assert "on Ray with 2 CPU workers" in failed.stderr  # the failure came from Ray's workers
     shutil.copy(folder40 / broken.name, broken)
     resumed = build(*args)
     assert f"{len(finished)} of 10 shards are there" in resumed.stderr
+    left = 10 - len(finished)
+    assert f"describing {left} shards on Ray" in resumed.stderr and f"described {left} shards" in resumed.stderr
+    assert "Ray worker processes\n" in resumed.stderr and " and this one" not in resumed.stderr
     assert_same_map(single_process, out, corridor_queries(corridor_dir))
     assert not (tmp_path / ".map.build").exists()
 
@@ -342,3 +349,28 @@ def test_a_map_found_damaged_in_the_background_stops_the_node(ondisk_map, tmp_pa
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-3000:]
     assert "descriptors.npy does not match its checksum" in output and "processing loop stopped" in output
+
+
+def test_an_on_disk_index_is_refused_for_slam_merge_and_append(ondisk_map, folder40, tmp_path):
+    """An on-disk IVF-PQ index cannot grow: slam mode, vpr_merge_maps and vpr_build_map --append each refuse it
+    with the reason (docs/city_scale.md), and the map on disk is left as it was."""
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.maps.sessions import merge_maps
+
+    path, _, _ = ondisk_map
+    copy = Path(shutil.copytree(path, tmp_path / "city"))
+    before = {p.name: p.stat().st_mtime_ns for p in copy.iterdir()}
+    loaded = VPRMap.load(copy)
+    with pytest.raises(ValueError, match="on-disk IVF.* index, which cannot grow: slam adds its keyframes"):
+        Localizer(LocalizerConfig(mode="slam", rerank="off", preset="thumbnail"), loaded)
+    with pytest.raises(MapError, match="on-disk IVF.* index, which cannot grow"):
+        merge_maps([loaded, VPRMap.load(copy)], "twice")
+    merged = subprocess.run([str(BIN / "vpr_merge_maps"), str(copy), str(path), str(tmp_path / "merged")],
+                            capture_output=True, text=True, timeout=300)
+    assert merged.returncode == 2 and "cannot grow" in merged.stderr, merged.stderr[-2000:]
+    appended = build("--append", str(copy), "--images", str(folder40), "--local-features", "none", "--quiet",
+                     check=False)
+    assert appended.returncode == 2 and "cannot grow" in appended.stderr, appended.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in copy.iterdir()} == before
+    assert not (tmp_path / "merged").exists()

@@ -105,7 +105,7 @@ def test_small_map_keeps_full_descriptor(fitted_default):
 
 def test_vocabulary_needs_enough_features():
     descriptor = GlobalDescriptor("default", clusters=64, input_size=(32, 32))
-    with pytest.raises(ValueError, match="cannot make a vocabulary of 64"):
+    with pytest.raises(ValueError, match="its 64 clusters need at least 2496 .39 per cluster."):
         descriptor.fit_vocabulary([batch_to_tensor([np.zeros((32, 32, 3), np.uint8)], (32, 32))])
 
 

@@ -1,5 +1,6 @@
 """Every library the pipeline stands on imports and does real work in the set-up environment."""
 
+import os
 import re
 import subprocess
 import sys
@@ -108,3 +109,17 @@ def test_doctor_passes_in_this_environment():
     assert result.returncode == 0, result.stdout + result.stderr
     for name in ("rclpy", "vpr_ros_interfaces", "ros graph", "torch", "faiss", "weights"):
         assert re.search(rf"^\s+ok\s+{re.escape(name)}\s", result.stdout, re.M), result.stdout
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "failed"), ("", "skipped")])
+def test_missing_shared_data_fails_under_ci_and_skips_elsewhere(tmp_path, ci, outcome):
+    """Issue 38, case 19: the real-image tests skip where ../shared/data is absent (a user's machine), but
+    under CI=true (.ci/run exports it) that is a failure, not 22 quiet skips."""
+    env = {**os.environ, "VPR_ROS_DATA": str(tmp_path / "absent"), "CI": ci}
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "test/test_camera_sizes.py::test_a_wide_camera_map_is_not_stretched"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert f"1 {outcome}" in run.stdout or (outcome == "failed" and "1 error" in run.stdout), run.stdout[-2000:]
+    assert (run.returncode != 0) == (outcome == "failed"), run.stdout[-2000:]
+    if outcome == "failed":
+        assert "CI=true: CI must have ../shared/data" in run.stdout, run.stdout[-2000:]

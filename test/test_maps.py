@@ -16,10 +16,9 @@ SMALL = {"clusters": 8, "input_size": (320, 240)}  # a quick vocabulary; the rea
 @pytest.fixture(scope="module")
 def corridor_map(tmp_path_factory):
     """A 40-frame map of the Corridor references with synthetic poses (1 m apart along x)."""
-    from conftest import CORRIDOR
+    from conftest import require_corridor
 
-    if not (CORRIDOR / "ref").is_dir():
-        pytest.skip(f"real test images not found at {CORRIDOR}")
+    CORRIDOR = require_corridor()
     folder = tmp_path_factory.mktemp("refs")
     for path in sorted((CORRIDOR / "ref").glob("*.jpg"))[:40]:
         shutil.copy(path, folder / path.name)

@@ -144,3 +144,36 @@ def test_simulated_depth_is_the_geometry_of_the_image():
     near = valid & (frame.true_depth < 8)
     relative = np.abs(measured[near] - frame.true_depth[near]) / frame.true_depth[near]
     assert 0.0005 < np.median(relative) < 0.02
+
+
+def test_the_three_gates_refuse_what_no_rigid_pose_explains():
+    """docs/metric.md's gates, each a direction-only edge with its reason: residuals far above the modelled
+    noise (variance factor over 9), two poses that each fit many matches (repeated structure), and a PnP
+    rotation that contradicts the verified two-view rotation by more than 15 deg."""
+    from vpr_ros.core.matching.metric import agrees_with_two_view
+
+    rng = np.random.default_rng(11)
+    estimator = MetricEstimator()
+    # 1. every match 5x noisier than the model (10 px at 640 wide): no metric pose, and the reason
+    noisy = MetricSettings(pixel_sigma=10.0)
+    query, match, map_depth, _, _, _ = two_views(rng, outliers=0, settings=noisy)
+    pose, note = estimator.estimate(query, match, K, K, (640, 480), (640, 480), map_depth)
+    assert pose is None and "times the modelled noise" in note, note
+    # the same geometry at the modelled noise passes
+    query, match, map_depth, _, _, _ = two_views(rng, outliers=0)
+    assert estimator.estimate(query, match, K, K, (640, 480), (640, 480), map_depth)[0] is not None
+    # 2. two halves of the matches, each consistent with its own pose 2 m apart (identical windows along a facade)
+    a = two_views(np.random.default_rng(21), n=120, outliers=0)
+    b = two_views(np.random.default_rng(22), n=120, outliers=0)
+    assert np.linalg.norm(a[5] - b[5]) > 0.5
+    pose, note = estimator.estimate(np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]]), K, K, (640, 480),
+                                    (640, 480), np.concatenate([a[2], b[2]]))
+    assert pose is None and note.startswith("two poses") and "repeated structure" in note, note
+    # 3. the two-view rotation against the PnP one
+    query, match, map_depth, _, rotation, _ = two_views(rng)
+    pose, _ = estimator.estimate(query, match, K, K, (640, 480), (640, 480), map_depth)
+    kept, why = agrees_with_two_view(pose, rotvec_to_matrix([0, np.radians(5), 0]) @ pose.rotation, "essential")
+    assert kept is pose and why == ""
+    refused, why = agrees_with_two_view(pose, rotvec_to_matrix([0, np.radians(20), 0]) @ pose.rotation, "essential")
+    assert refused is None and why == ("the PnP rotation and the two-view (essential) rotation disagree by 20 deg: "
+                                       "no metric pose"), why

@@ -34,15 +34,19 @@ def replay(root, map_name: str, depth: bool, config: LocalizerConfig | None = No
 
 @pytest.mark.slow
 def test_shipped_defaults_give_metric_loop_closures_near_the_truth(depth_run):
-    """With the shipped settings every accepted loop closure of the dusk lap is metric, within decimetres and
-    a degree or two of the truth, with a covariance that is not overconfident, and vpr/pose is the camera's
-    position to decimetres instead of the map frame's (metres off)."""
+    """With the shipped settings every accepted loop closure of the dusk lap is metric, every one within
+    decimetres and a degree or two of the truth (the docs' tail bounds: translation p95 <= 0.5 m, rotation
+    p95 <= 3 deg; here the worst closure too), with a covariance that is neither useless nor far
+    overconfident: NEES mean and median in 3..15 (docs: 3..12 on the demo lap; this 24-frame run gives 11.9
+    and 12.0 at be683cd), and vpr/pose is the camera's position to decimetres instead of the map frame's
+    (metres off)."""
     report, records, _ = replay(depth_run, "depth_map", depth=True)
     metric = report["metric"]
     assert report["loop_closure"]["false"] == 0 and metric["loop_closures"] >= 8
     assert metric["metric"] == metric["loop_closures"], metric["direction_only"]
-    assert metric["translation_error_m"]["p50"] < 0.4 and metric["rotation_error_deg"]["p50"] < 2.0, metric
-    assert 2.0 < metric["nees"]["mean"] < 20.0, metric["nees"]
+    t, r, nees = metric["translation_error_m"], metric["rotation_error_deg"], metric["nees"]
+    assert t["p50"] < 0.25 and t["max"] < 0.5 and r["p50"] < 1.0 and r["max"] < 3.0, (t, r)
+    assert 3.0 <= nees["mean"] <= 15.0 and 3.0 <= nees["p50"] <= 15.0, nees
     assert metric["camera_position_error_m"]["p50"] < 0.5 * metric["map_frame_position_error_m"]["p50"]
     assert report["loop_closure"]["methods"] == {"pnp_depth": metric["loop_closures"]}
     # the whole query on the device (here the CPU): the accepted pair is matched again on the host for its pose

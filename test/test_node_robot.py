@@ -346,3 +346,59 @@ def test_sequence_matching_from_the_params_file(map_dir, images, tmp_path):
             assert scores[1:] == sorted(scores[1:], reverse=True), (i, scores)  # [0]: the fitted place
     right = [abs(int(h.hypotheses[0].map_key) - i) <= 2 for i, h in enumerate(hyps) if i >= 4]
     assert np.mean(right) >= 0.8, np.mean(right)
+
+
+def _exited(pid: int) -> bool:
+    """The process is gone or a zombie (exited, not yet reaped by its parent)."""
+    from pathlib import Path
+
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_markers_show_the_match_and_the_query_and_sigterm_ends_the_node_cleanly(map_dir, images, tmp_path):
+    """vpr/markers (docs/node.md: RViz) for a frame whose odometry is in the map's frame: a sphere at the
+    best hypothesis's map pose, one at the query's pose, a line between them, all in the map frame and
+    stamped with the image. Then SIGTERM (systemd, docker stop, a launch file's shutdown) ends the node with
+    exit code 0 and no traceback, as SIGINT does."""
+    import os
+    import signal
+    import subprocess
+
+    from nav_msgs.msg import Odometry
+    from visualization_msgs.msg import MarkerArray
+
+    file = params_file(tmp_path, map_path=str(map_dir), image_topic="/robot/image", qos_reliability="reliable",
+                       odom_topic="/robot/odom", rerank="off", temporal_window=0)
+    with node_process([console_script(), "--ros-args", "--params-file", file]) as (probe, executor, ended):
+        markers = listen(probe, MarkerArray, "vpr/markers")
+        odom_pub = probe.create_publisher(Odometry, "/robot/odom", RELIABLE)
+        image_pub = probe.create_publisher(Image, "/robot/image", RELIABLE)
+        assert spin_until(executor, lambda: odom_pub.get_subscription_count() and image_pub.get_subscription_count(),
+                          120), "the node did not come up"
+        odom = Odometry()
+        odom.header.frame_id = "map"
+        odom.pose.pose.position.x, odom.pose.pose.orientation.w = 20.0, 1.0
+        for attempt in range(30):
+            odom_pub.publish(odom)
+            spin_until(executor, lambda: False, 0.1)
+            image_pub.publish(image_msg(images[1][20], (40 + attempt) * 10**9))  # the other traversal at place 20
+            if spin_until(executor, lambda: any(len(m.markers) == 3 for m in markers), 3):
+                break
+        shown = next(m for m in markers if len(m.markers) == 3)
+        by_ns = {m.ns: m for m in shown.markers}
+        assert set(by_ns) == {"vpr_match", "vpr_query", "vpr_link"}, by_ns.keys()
+        assert all(m.header.frame_id == "map" and m.header.stamp.sec >= 40 for m in shown.markers)
+        assert abs(by_ns["vpr_match"].pose.position.x - 20.0) <= 2.0  # map frame k lies at x = k
+        assert by_ns["vpr_query"].pose.position.x == 20.0
+        link = by_ns["vpr_link"].points
+        assert (link[0].x, link[1].x) == (20.0, by_ns["vpr_match"].pose.position.x)
+        pids = subprocess.run(["pgrep", "-f", file], capture_output=True, text=True).stdout.split()
+        assert pids, "the node's process was not found"
+        for pid in pids:
+            os.kill(int(pid), signal.SIGTERM)
+        assert spin_until(executor, lambda: all(_exited(int(pid)) for pid in pids), 60), "SIGTERM did not end it"
+    assert ended["returncode"] == 0, ended["output"]
+    assert "Traceback" not in ended["output"], ended["output"]

@@ -120,10 +120,13 @@ def test_ransac_rejects_bad_arguments():
 
 @pytest.mark.slow
 def test_real_corridor_pairs_get_opencvs_decisions(corridor_dir):
-    """37 queries x 5 references (right, exact and far places), matched by xfeat-mnn and xfeat-lighterglue:
-    the batched verifier agrees with MAGSAC++ on >= 95 % of decisions, and on inlier counts within 10 %
-    about as often as MAGSAC++ agrees with itself on the same matches in another order (0.85-0.91 of the
-    verified pairs; docs/benchmarks.md)."""
+    """37 queries x 5 references, split by the ground truth: 3 of the same place (offsets -2, 0, 2) and 2 far
+    ones (30 and 60 frames on), matched by xfeat-mnn and xfeat-lighterglue. Same places: the batched verifier
+    verifies them as MAGSAC++ does (>= 95 % of decisions) and agrees on inlier counts within 10 % about as
+    often as MAGSAC++ agrees with itself on the same matches in another order (0.85-0.91; docs/benchmarks.md).
+    Far places: it may refuse more of them than MAGSAC++ (a better verifier passes), never verify more than a
+    few beyond it. (Both verify about 40 % of the far Corridor pairs, whose corridors look alike: the gate's
+    known weakness on repeated real structure, issue 41; this test does not hide it behind a mixed count.)"""
     from vpr_ros.core.inputs.images import read_image
     from vpr_ros.core.matching.local_features import LocalExtractor
     from vpr_ros.core.matching.matchers import Matcher
@@ -133,22 +136,27 @@ def test_real_corridor_pairs_get_opencvs_decisions(corridor_dir):
     refs = extractor.extract([read_image(corridor_dir / "ref" / f"{r:07d}.jpg") for r in range(111)])
     found = extractor.extract([read_image(corridor_dir / "query" / f"{q:07d}.jpg") for q in queries])
     reference = GeometricVerifier()
-    same, within = {}, {}
+    offsets = (-2, 0, 2, 30, 60)
     for name in ("xfeat-mnn", "xfeat-lighterglue"):
         matcher, batched = Matcher(name), BatchedVerifier()
-        same[name], within[name] = [], []
+        near = {"same": [], "within": []}
+        far = {"ours": 0, "theirs": 0, "pairs": 0}
         for q, query in zip(queries, found):
-            stored = [refs[(q + d) % 111] for d in (-2, 0, 2, 30, 60)]
+            stored = [refs[(q + d) % 111] for d in offsets]
             points = [(query.keypoints[m.query_idx], f.keypoints[m.map_idx], m.scores)
                       for f, m in zip(stored, matcher.match(query, stored))]
             mine = batched.verify_batch(points, query.image_size, [f.image_size for f in stored])
-            for (p0, p1, _), f, ours in zip(points, stored, mine):
+            for d, (p0, p1, _), f, ours in zip(offsets, points, stored, mine):
                 theirs = reference.verify(p0, p1, query.image_size, f.image_size)
-                same[name].append(ours.verified == theirs.verified)
-                if theirs.verified:
-                    within[name].append(abs(ours.inlier_count - theirs.inlier_count) <= 0.1 * theirs.inlier_count)
-        assert len(same[name]) == 185 and len(within[name]) >= 120, name  # most pairs are right places
-        assert np.mean(same[name]) >= 0.94 and np.mean(within[name]) >= 0.78, (name, np.mean(same[name]),
-                                                                                np.mean(within[name]))
-    assert np.mean(same["xfeat-mnn"] + same["xfeat-lighterglue"]) >= 0.95
-    assert np.mean(within["xfeat-mnn"] + within["xfeat-lighterglue"]) >= 0.82
+                if abs(d) <= 2:  # the same place (ground_truth.csv: +-2 frames)
+                    near["same"].append(ours.verified == theirs.verified)
+                    if theirs.verified:
+                        near["within"].append(abs(ours.inlier_count - theirs.inlier_count) <= 0.1 * theirs.inlier_count)
+                else:
+                    far["pairs"] += 1
+                    far["ours"] += int(ours.verified)
+                    far["theirs"] += int(theirs.verified)
+        assert len(near["same"]) == 111 and len(near["within"]) >= 105, name  # MAGSAC++ verifies the right places
+        assert np.mean(near["same"]) >= 0.97 and np.mean(near["within"]) >= 0.8, (name, np.mean(near["same"]),
+                                                                                   np.mean(near["within"]))
+        assert far["pairs"] == 74 and far["ours"] <= far["theirs"] + 4, (name, far)

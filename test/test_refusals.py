@@ -18,7 +18,7 @@ from conftest import corridor40_map, spin_until
 
 rclpy = pytest.importorskip("rclpy")
 from test_node import MSGS, RELIABLE, image_msg, listen, node_process, publish_until  # noqa: E402
-from test_node_robot import call, console_script, params_file  # noqa: E402
+from test_node_robot import _exited, call, console_script, params_file  # noqa: E402
 
 needs_interfaces = pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built")
 
@@ -182,14 +182,6 @@ def test_a_map_file_damaged_while_the_node_runs_stops_it_on_sigusr1(saved_map, i
             "the node kept serving from a damaged map"
     assert ended["returncode"] == 1, ended["output"]
     assert "local_descriptors.npy does not match its checksum" in ended["output"], ended["output"]
-
-
-def _exited(pid: int) -> bool:
-    """The process is gone or a zombie (exited, not yet reaped by its parent)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def test_a_map_checksum_watch_finds_damage_on_its_schedule(saved_map, tmp_path):

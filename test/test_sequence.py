@@ -65,6 +65,14 @@ def test_the_window_is_exact_and_gaps_widen_the_steps():
     # going back in time restarts the window
     matcher.update(row, 5 * SECOND)
     assert matcher.count == 1 and not matcher.full
+    # so does a forward jump of more than RESET_GAP_FACTOR typical intervals (a bag resumed, a robot carried)
+    for t in range(6, 10):
+        matcher.update(row, t * SECOND)
+    assert matcher.count == length and matcher.full
+    matcher.update(row, 9 * SECOND + 49 * SECOND)  # 49 intervals: a gap, not a restart
+    assert matcher.count == length and matcher.full
+    matcher.update(row, 58 * SECOND + 60 * SECOND)  # 60 intervals on: restarted
+    assert matcher.count == 1 and not matcher.full
 
 
 def test_keys_that_must_not_match_and_a_growing_map():
@@ -230,3 +238,23 @@ def test_config_checks_the_sequence_settings():
         LocalizerConfig(sequence_length=1)
     with pytest.raises(ValueError, match="sequence_max_step"):
         LocalizerConfig(sequence_max_step=0)
+
+
+def test_accept_min_sequence_score_gates_loop_closures_of_uncalibrated_maps(corridor):
+    """With sequence matching on a map without a calibrator, a loop closure also needs the best hypothesis's
+    sequence score (mean z-score along its alignment) to reach accept_min_sequence_score; 0 turns it off."""
+    vpr_map, queries, _ = corridor
+    base = dict(rerank="off", top_k=5, sequence_length=5, sequence_max_step=2, sequence_similarity="plain",
+                temporal_window=0)
+    results = {}
+    for threshold in (0.0, 2.5, 100.0):
+        localizer = Localizer(LocalizerConfig(**base, accept_min_sequence_score=threshold), vpr_map)
+        results[threshold] = [localizer.process(image, i * SECOND) for i, image in enumerate(queries)]
+    # the frames ranked by sequence (the first 4 fill the window: ranked by their image, not gated by it)
+    loops = {t: [r.loop for r in rs if r.loop is not None and r.sequence_length] for t, rs in results.items()}
+    scores = [p.sequence_score for p in loops[0.0]]
+    assert len(loops[0.0]) >= 20 and min(scores) < 2.5 < max(scores), sorted(scores)
+    assert loops[100.0] == [] and 0 < len(loops[2.5]) < len(loops[0.0])
+    assert all(p.sequence_score >= 2.5 for p in loops[2.5])
+    filling = {t: sum(r.loop is not None for r in rs if not r.sequence_length) for t, rs in results.items()}
+    assert len(set(filling.values())) == 1, filling

@@ -42,6 +42,11 @@ def sessions(corridor_dir, tmp_path_factory):
     return {name: m.save(root / name) for name, m in (("a", a), ("b", b), ("c", c), ("other", other))}, paths
 
 
+def _query(paths, i: int):
+    """The other Corridor traversal's image of map reference i (same place within +-2 frames)."""
+    return paths[i].parent.parent / "query" / paths[i].name
+
+
 def _digests(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
@@ -56,8 +61,8 @@ def test_a_merged_map_equals_one_built_from_both_sessions(sessions, tmp_path):
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     assert np.array_equal(merged.index.search(queries, 5)[1], c.index.search(queries, 5)[1])
     assert [str(s) for s in merged.frames.sessions] == ["'day1' (robot 'r1')", "'day2' (robot 'r2')"]
-    hyp = merged.query([load_image_file(paths[45])], k=1).hypotheses[0][0]
-    assert (hyp.key, hyp.session, hyp.robot) == (45, "day2", "r2")
+    hyp = merged.query([load_image_file(_query(paths, 45))], k=1).hypotheses[0][0]  # the other traversal
+    assert abs(hyp.key - 45) <= 2 and (hyp.session, hyp.robot) == ("day2", "r2"), hyp
     assert merged.local.depth is None and len(merged.local) == 60
     assert json.loads((tmp_path / "ab" / "map.json").read_text())["sessions"][1] == {"id": "day2", "robot": "r2",
                                                                                     "frames": 30}
@@ -143,9 +148,14 @@ def test_slam_closes_loops_against_an_earlier_session(sessions):
                              exclude_recent_frames=10, exclude_recent_s=1e5)
     localizer = Localizer(config, VPRMap.load(maps["a"]))
     stamp = 10**12
-    results = [localizer.process(load_image_file(paths[i]), stamp + i * 10**9) for i in range(10, 20)]
+    # revisits: the other Corridor traversal at map a's places 10..19 (ground truth: +-2 frames)
+    results = [localizer.process(load_image_file(_query(paths, i)), stamp + i * 10**9) for i in range(10, 20)]
     assert all(r.places and r.places[0].hypothesis.session == "day1" for r in results)
-    assert sum(r.loop is not None and r.loop.hypothesis.key == 10 + i for i, r in enumerate(results)) >= 8
+    closed = [r.loop.hypothesis.key - (10 + i) for i, r in enumerate(results) if r.loop is not None]
+    # measured: 4 closures, offsets -1, -2, -3, -1 (the query traversal trails the references; -3 lies one frame
+    # outside the +-2 ground truth). With the map's own images this test saw 8 exact ones: it tested nothing
+    assert len(closed) >= 3 and sum(abs(d) <= 2 for d in closed) >= 0.75 * len(closed), closed
+    assert all(abs(d) <= 3 for d in closed), closed
     assert localizer.vpr_map.frames.sessions[-1] == Session("day3", "r3") and len(localizer.vpr_map) == 40
     assert not any(r.places and r.places[0].hypothesis.key >= 30 for r in results)  # its own recent frames
     with pytest.raises(ValueError, match="session_id 'day1' is already a session of map a"):
@@ -186,17 +196,46 @@ def test_localizer_with_a_prior_searches_only_the_region(sessions):
     maps, paths = sessions
     vpr_map = VPRMap.load(maps["a"])
     localizer = Localizer(LocalizerConfig(rerank="off", temporal_window=0, top_k=3), vpr_map)
-    image = load_image_file(paths[20])  # map frame 20 at x = 20
+    image = load_image_file(_query(paths, 20))  # the other traversal at map frame 20 (x = 20)
     near = localizer.process(image, 10**9, prior=PositionPrior((20.0, 0.0, 0.0), np.eye(3), 10**9))
-    assert near.places[0].hypothesis.key == 20 and near.search_frames == 20 and near.search_scope.startswith("prior")
+    assert abs(near.places[0].hypothesis.key - 20) <= 2 and near.search_frames == 20
+    assert near.search_scope.startswith("prior")
     assert all(abs(p.hypothesis.pose[0] - 20) <= 10 for p in near.places)
     away = localizer.process(image, 10**9, prior=PositionPrior((5.0, 0.0, 0.0), np.eye(3), 10**9))
     assert all(p.hypothesis.pose[0] <= 15 for p in away.places)  # the region is honoured, even against the image
     stale = localizer.process(image, 60 * 10**9, prior=PositionPrior((5.0, 0.0, 0.0), np.eye(3), 10**9))
-    assert stale.search_frames is None and "stale" in stale.search_scope and stale.places[0].hypothesis.key == 20
+    assert stale.search_frames is None and "stale" in stale.search_scope
+    assert abs(stale.places[0].hypothesis.key - 20) <= 2
     sequence = Localizer(LocalizerConfig(rerank="off", temporal_window=0, top_k=3, sequence_length=3), vpr_map)
     for i in (18, 19, 20):  # sequence ranking keeps to the region too
-        result = sequence.process(load_image_file(paths[i]), (i + 1) * 10**9,
+        result = sequence.process(load_image_file(_query(paths, i)), (i + 1) * 10**9,
                                   prior=PositionPrior((5.0, 0.0, 0.0), np.eye(3), (i + 1) * 10**9))
         assert result.places and all(p.hypothesis.pose[0] <= 15 for p in result.places), i
     assert result.sequence_length == 3
+
+
+def test_merge_refuses_maps_that_do_not_hold_one_thing_once(sessions):
+    """docs/sessions.md's refusals, each naming both maps and what differs: poses in other frames, other local
+    features, other cameras, other index types (maps a and b are in one descriptor space; b is changed the way
+    a map recorded otherwise would differ)."""
+    import dataclasses
+
+    from vpr_ros.core.maps.map_camera import MapCamera
+
+    maps, _ = sessions
+    a = VPRMap.load(maps["a"])
+    camera = MapCamera(np.array([[100.0, 0, 79.5], [0, 100.0, 59.5], [0, 0, 1]]), (160, 120), "camera_optical")
+    hnsw = DescriptorIndex(a.descriptor.dim, "HNSW32")
+    b = VPRMap.load(maps["b"])
+    hnsw.add(b.descriptors)
+    variants = {
+        "not share a coordinate frame": dataclasses.replace(b, frame_id="odom"),
+        "store different local features": dataclasses.replace(b, local=None, local_conf=None),
+        "record different cameras": dataclasses.replace(b, camera=camera),
+        "use different index types": dataclasses.replace(b, index=hnsw),
+    }
+    for reason, other in variants.items():
+        with pytest.raises(MapError, match=reason) as caught:
+            merge_maps([a, other], "ab", ["map-a", "map-b"])
+        assert "map-a" in str(caught.value) and "map-b" in str(caught.value), caught.value
+    assert len(merge_maps([a, b], "ab")) == 60  # unchanged, they merge

@@ -448,3 +448,25 @@ def test_sequence_ranking_is_calibrated_on_another_session(trained, corridor_dir
         assert sum("no calibrator for sequence ranking" in m for m in caplog.messages) == 1
     finally:
         vpr_map.uncertainty = None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rerank, bound", [(None, 0.06), ("xfeat-mnn", 0.15)])
+def test_probabilities_are_calibrated_on_the_other_traversal(corridor_dir, rerank, bound):
+    """The published probability, trained on the Corridor references (synthetic views of the map's own
+    images), is measured for calibration where the calibrators never looked: Corridor's other traversal.
+    Its expected calibration error stays under `bound` (measured at be683cd: 0.032 with global retrieval,
+    0.111 re-ranked with xfeat-mnn; issue 41 is to bring the latter down). With global retrieval the
+    probability also ranks correct top-1 answers above wrong ones better than a constant would (AUC-PR 0.917
+    against the 0.883 share of correct answers); re-ranked it does not (0.955 against 0.964: issue 41), which
+    is left unasserted here rather than hidden behind a loose bound."""
+    from vpr_ros.core.config import LocalizerConfig
+    from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset
+
+    report = evaluate_dataset(corridor_dir, "default", LocalizerConfig(rerank=rerank), progress=False, uncertainty={})
+    confidence = report["confidence"]
+    combined = confidence["methods"]["combined"]
+    assert confidence["queries"] == 111 and 0.8 <= confidence["top1_accuracy"] < 1.0, confidence["top1_accuracy"]
+    assert combined["ece"] <= bound, combined
+    if rerank is None:
+        assert combined["auc_pr"] > confidence["top1_accuracy"] + 0.01, combined

@@ -47,8 +47,7 @@ from vpr_ros.core.matching.geometry import Verifiable, Verification
 from vpr_ros.core.matching.local_features import (LocalExtractor, LocalFeatures, LocalFeatureTable,
                                                   features_from_joint)
 from vpr_ros.core.matching.matchers import Matches
-from vpr_ros.core.matching.metric import MetricEstimator, MetricPose, MetricSettings
-from vpr_ros.core.matching.transforms import rotation_angle_deg
+from vpr_ros.core.matching.metric import MetricEstimator, MetricPose, MetricSettings, agrees_with_two_view
 from vpr_ros.core.matching.ransac import make_verifier
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.runtime.backends import Encoded, make_backend
@@ -56,7 +55,6 @@ from vpr_ros.core.runtime.devices import resolve_device, resolve_precision
 from vpr_ros.core.runtime.threads import set_cpu_threads
 
 NO_DEPTH = "no depth: the map frame's keypoints have none and no depth image came with the frame"
-MAX_ROTATION_DISAGREEMENT_DEG = 15.0  # PnP vs the verified two-view rotation (simulated revisits: mostly < 8 deg)
 
 
 @dataclass
@@ -261,12 +259,7 @@ class Localizer:
                          result.frame_id, type(exc).__name__, exc)
             metric, note = None, f"the metric step failed ({type(exc).__name__}: {str(exc)[:120]}): direction only"
         if metric is not None and place.verification.rotation is not None:
-            # a gross PnP failure (a wrong minimal set that the refinement could not leave) contradicts the
-            # two-view rotation, which is seldom off by more than a few degrees: refuse it, never publish it
-            angle = rotation_angle_deg(place.verification.rotation @ metric.rotation.T)
-            if angle > MAX_ROTATION_DISAGREEMENT_DEG:
-                metric, note = None, (f"the PnP rotation and the two-view ({place.verification.model}) rotation "
-                                      f"disagree by {angle:.0f} deg: no metric pose")
+            metric, note = agrees_with_two_view(metric, place.verification.rotation, place.verification.model)
         result.metric, result.scale_note = metric, note
         result.timings_ms["metric"] = (time.perf_counter() - t0) * 1e3
 

@@ -50,13 +50,16 @@ def describe_on_ray(folder: str, shards: list[tuple[int, int]], address: str = "
         ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(workers, len(items))),
         fn_constructor_kwargs={"folder": str(folder), "batch_size": batch_size,
                                "device": "cuda" if gpus else "cpu", "threads": threads}, **per_actor)
-    done = 0
+    done, pids = 0, set()
     try:
         for row in dataset.iter_rows():
             done += int(row["frames"])
+            pids.add(int(row["pid"]))
             LOGGER.debug("shard at frame %d done (%d frames so far)", row["start"], done)
     except Exception as exc:  # Ray wraps the worker's exception; its message names the image
         raise RuntimeError(f"a Ray worker failed ({done} frames described in this run): {_worker_error(exc)}") from exc
+    LOGGER.info("described %d shards (%d frames) in %d Ray worker processes%s", len(shards), done,
+                len(pids - {os.getpid()}), " and this one" if os.getpid() in pids else "")
 
 
 def _worker_error(exc: BaseException) -> str:

@@ -158,4 +158,5 @@ class ShardWorker:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """A Ray Data batch of shards ({"start": [...], "stop": [...]}) -> their frame counts."""
         frames = [self.describe(int(a), int(b)) for a, b in zip(batch["start"], batch["stop"])]
-        return {"start": np.asarray(batch["start"]), "frames": np.asarray(frames)}
+        return {"start": np.asarray(batch["start"]), "frames": np.asarray(frames),
+                "pid": np.full(len(frames), os.getpid())}  # which process described them (the driver reports it)

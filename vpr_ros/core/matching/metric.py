@@ -25,7 +25,7 @@ import numpy as np
 
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.matching.geometry import REFERENCE_WIDTH
-from vpr_ros.core.matching.transforms import invert, matrix_to_rotvec, rotvec_to_matrix, skew
+from vpr_ros.core.matching.transforms import invert, matrix_to_rotvec, rotation_angle_deg, rotvec_to_matrix, skew
 
 # per degrees of freedom of a match's residual (2: a reprojection; 3: and the query's depth of the map point):
 # the chi-square 99 % point (a match whose whitened squared residual exceeds it, times the robust scale, is an
@@ -35,6 +35,7 @@ CHI2_MEDIAN = {2: 1.386, 3: 2.366}
 TRUNCATED_MEAN = {2: 0.953, 3: 0.965}
 MIN_INFORMATION_RATIO = 1e-12  # the least to the largest eigenvalue of J^T W J a pose's covariance needs
 MIN_POINT_DEPTH_M = 1e-3  # a 3-D point nearer a camera than this (or behind it) has no usable projection there
+MAX_ROTATION_DISAGREEMENT_DEG = 15.0  # PnP vs the verified two-view rotation (simulated revisits: mostly < 8 deg)
 AMBIGUOUS_SHARE = 0.5  # a second pose fitting this share of the first's points, elsewhere, makes the pose ambiguous
 _DEFAULTS = LocalizerConfig()  # the noise model's defaults are the node's (core/config.py)
 
@@ -66,6 +67,16 @@ class MetricPose:
     points: int  # matches with a 3-D point (a depth on either side; inlier_count is out of these)
     depth_from: str  # whose depth the 3-D points came from: "map", "query", or "map and query"
     variance_factor: float  # chi^2 / dof of the inlier residuals under the noise model
+
+
+def agrees_with_two_view(metric: MetricPose, rotation: np.ndarray, model: str) -> tuple[MetricPose | None, str]:
+    """The metric pose, or None and why when its rotation and the verified two-view rotation disagree by more
+    than MAX_ROTATION_DISAGREEMENT_DEG: a gross PnP failure (a wrong minimal set that the refinement could not
+    leave) contradicts the two-view rotation, which is seldom off by more than a few degrees."""
+    angle = rotation_angle_deg(np.asarray(rotation) @ metric.rotation.T)
+    if angle > MAX_ROTATION_DISAGREEMENT_DEG:
+        return None, f"the PnP rotation and the two-view ({model}) rotation disagree by {angle:.0f} deg: no metric pose"
+    return metric, ""
 
 
 def pose_error(rotation: np.ndarray, translation: np.ndarray, true_rotation: np.ndarray,
