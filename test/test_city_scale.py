@@ -372,5 +372,6 @@ def test_an_on_disk_index_is_refused_for_slam_merge_and_append(ondisk_map, folde
     appended = build("--append", str(copy), "--images", str(folder40), "--local-features", "none", "--quiet",
                      check=False)
     assert appended.returncode == 2 and "cannot grow" in appended.stderr, appended.stderr[-2000:]
+    assert "resume" not in appended.stderr  # refused before describing anything (it once built and failed late)
     assert {p.name: p.stat().st_mtime_ns for p in copy.iterdir()} == before
     assert not (tmp_path / "merged").exists()

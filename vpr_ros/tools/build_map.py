@@ -32,7 +32,7 @@ from vpr_ros.core.maps.map_builder import (KeyframePolicy, SourceLoader, build_m
                                            load_image_file)
 from vpr_ros.core.maps.shards import FIT_SAMPLE, SHARD_FRAMES
 from vpr_ros.core.maps.map_store import MapError, VPRMap
-from vpr_ros.core.maps.sessions import merge_maps
+from vpr_ros.core.maps.sessions import check_can_grow, merge_maps
 from vpr_ros.core.matching.local_features import EXTRACTORS
 from vpr_ros.tools import add_bag_topic_arguments
 
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides["checkpoint"] = str(args.checkpoint)
         base = args.append or args.descriptor_from
         space = VPRMap.load(base, checkpoint=args.checkpoint, with_uncertainty=False) if base else None
+        if args.append:  # before describing anything: the session could never join it
+            check_can_grow(space, str(args.append))
         if space is not None and (overrides.get("index") or args.preset != "default"):
             raise ValueError(f"--preset and --index come from {base} (the descriptor space's map)")
         session = Session(args.session or (args.images.name if args.images else args.bag[0].name), args.robot)

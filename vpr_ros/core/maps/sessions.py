@@ -34,13 +34,18 @@ def check_same_space(maps: list[VPRMap], labels: list[str] | None = None) -> Non
                 f"vpr_build_map --descriptor-from {labels[0]}")
 
 
+def check_can_grow(vpr_map: VPRMap, label: str) -> None:
+    """MapError when the map's index cannot take more frames (an on-disk index is read-only)."""
+    if vpr_map.index.read_only:
+        raise MapError(f"map {label} has an on-disk {vpr_map.index.factory} index, which cannot grow; build one map "
+                       "from all the recordings instead (vpr_build_map --bag A --bag B ..., docs/city_scale.md)")
+
+
 def _check_compatible(maps: list[VPRMap], labels: list[str]) -> None:
     """What one map holds once: the poses' frame, the local features' extractor, the camera."""
     first, label = maps[0], labels[0]
     for vpr_map, name in zip(maps, labels):
-        if vpr_map.index.read_only:
-            raise MapError(f"map {name} has an on-disk {vpr_map.index.factory} index, which cannot grow; build one map "
-                           "from all the recordings instead (vpr_build_map --bag A --bag B ..., docs/city_scale.md)")
+        check_can_grow(vpr_map, name)
     for other, name in zip(maps[1:], labels[1:]):
         if other.frame_id != first.frame_id:
             raise MapError(f"maps {label} (poses in {first.frame_id!r}) and {name} (poses in {other.frame_id!r}) do "
