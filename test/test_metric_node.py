@@ -168,6 +168,8 @@ def test_the_node_publishes_metric_edges_and_refuses_bad_depth_by_name(depth_run
         assert spin_until(executor, lambda: diag("bad_depth") >= 4 and diag("stale_depth") >= 1
                           and diag("metric_loop_closures") >= 1, 10), \
             {k: diag(k) for k in ("bad_depth", "stale_depth", "metric_loop_closures")}
+        since = [kv.value for d in diags for st in d.status for kv in st.values if kv.key == "seconds_since_last_depth"]
+        assert since and since[-1] != "never" and float(since[-1]) < 30.0, since[-3:]  # the depth stream is alive
         again = send(106, _depth_16uc1(depth, 106 * 10**9))  # still serving, and metric again
         assert again.translation_scale_known
         late = send(107, _depth_16uc1(depth, 107 * 10**9), depth_after=True)

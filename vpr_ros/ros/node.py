@@ -433,6 +433,9 @@ class LocalizerNode(Node):
                   "input_rate_hz": f"{snap['input_rate_hz']:.2f}", "processed_rate_hz": f"{snap['processed_rate_hz']:.2f}",
                   "seconds_since_last_image": f"{snap['since_last_image_s']:.1f}", "queued": len(self._queue),
                   **snap["totals"], **{f"recent_{k}": v for k, v in snap["recent"].items()}}
+        if self.params["depth_topic"]:  # frames pair their depth only when a loop closure needs it: say the stream's state
+            since = self._depths.since_last_s()
+            values["seconds_since_last_depth"] = "never" if since is None else f"{since:.1f}"
         for stage, samples in snap["stages"].items():
             summary = latency_summary(samples)
             values[f"{stage}_ms_p50"], values[f"{stage}_ms_p95"] = f"{summary['p50']:.1f}", f"{summary['p95']:.1f}"

@@ -64,6 +64,11 @@ class DepthBuffer:
             self._prune()
             self._cv.notify_all()
 
+    def since_last_s(self) -> float | None:
+        """Seconds since the last depth image arrived (None: none yet)."""
+        with self._cv:
+            return None if self._last_add is None else time.monotonic() - self._last_add
+
     def expect(self, stamp_ns: int) -> None:
         """A frame of this stamp will be paired: keep what it may need until `release`."""
         with self._cv:
