@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def shipped() -> dict:
-    return yaml.safe_load((REPO / "config" / "localize.yaml").read_text())["vpr_localizer"]["ros__parameters"]
+    from node_harness import node_parameters
+
+    return node_parameters(yaml.safe_load((REPO / "config" / "localize.yaml").read_text()))
 
 
 def main() -> int:

@@ -63,10 +63,17 @@ def camera_frames(count: int = 30) -> list[np.ndarray]:
     return [np.ascontiguousarray(cv2.resize(read_image(p), (640, 480))) for p in list_images(CORRIDOR / "query")[:count]]
 
 
+def node_parameters(data: dict) -> dict:
+    """The vpr_localizer parameters of a params file's YAML: under `/**/vpr_localizer` (the shipped file since
+    the namespace work) or `vpr_localizer` (older checkouts, which node_latency.py may compare against)."""
+    key = "/**/vpr_localizer" if "/**/vpr_localizer" in data else "vpr_localizer"
+    return data[key]["ros__parameters"]
+
+
 def params_file(folder: Path, base: Path, values: dict) -> Path:
     """`base` (a shipped config/localize.yaml) with `values` changed, written into `folder`."""
     data = yaml.safe_load(base.read_text())
-    data["vpr_localizer"]["ros__parameters"].update(values)
+    node_parameters(data).update(values)
     path = folder / "bench_params.yaml"
     path.write_text(yaml.safe_dump(data))
     return path

@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from node_harness import (REPO, Camera, Process, camera_frames, corridor_available, corridor_map, isolate_ros,
-                          node_command, out_of_order, params_file)
+                          node_command, node_parameters, out_of_order, params_file)
 from vpr_ros.ros.parameters import localizer_config
 
 STAGES = ("descriptor", "local_features", "match", "verify", "uncertainty", "pipeline")
@@ -138,7 +138,7 @@ def main() -> int:
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     if args.plain:
-        params = yaml.safe_load(args.params_file.read_text())["vpr_localizer"]["ros__parameters"]
+        params = node_parameters(yaml.safe_load(args.params_file.read_text()))
         print(json.dumps(plain(args.plain, params, rates[0], args.seconds)))
         return 0
     if not corridor_available():
