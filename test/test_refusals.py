@@ -254,3 +254,23 @@ def test_device_query_auto_keeps_the_measured_stage_pipeline_on_cuda(saved_map):
     for switch, chosen in (("auto", False), ("off", False), ("on", True)):
         localizer.config = dataclasses.replace(localizer.config, device="cuda:0", device_query=switch)
         assert isinstance(localizer._device_query(vpr_map), DeviceQuery) is chosen, switch
+
+
+def test_a_map_saved_over_its_own_path_is_not_taken_for_damage(saved_map, tmp_path):
+    """The rechecks verify the files the serving map has mapped, not whatever is under their names later: a
+    map saved over the same path (vpr/save_map with overwrite, a slam session appended) must not stop the
+    node as damaged."""
+    from vpr_ros.core.maps.map_store import VPRMap
+
+    shutil.copytree(saved_map, tmp_path / "map")
+    serving = VPRMap.load(tmp_path / "map", verify_checksums=True, recheck_s=0.0)
+    replacement = VPRMap.load(saved_map)
+    replacement.local.depth = np.full(replacement.local.scores.shape, 5.0, np.float32)  # other bytes, same name
+    replacement.save(tmp_path / "map", overwrite=True)
+    try:
+        serving.checksums.recheck_now()
+        assert spin_until_true(lambda: serving.checksums.rechecks >= 1 or serving.checksums.error is not None, 20)
+        assert serving.checksums.error is None, serving.checksums.error
+        assert len(serving.hypotheses(np.array([0]), np.array([1.0]))) == 1
+    finally:
+        serving.checksums.stop()

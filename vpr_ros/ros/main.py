@@ -41,8 +41,8 @@ def main(args: list[str] | None = None) -> int:
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    # SIGUSR1: verify the map's files read from disk now (map_recheck_s does it on a schedule)
-    signal.signal(signal.SIGUSR1, lambda *_: node.recheck_map())
+    if hasattr(signal, "SIGUSR1"):  # verify the map's files read from disk now (map_recheck_s: on a schedule)
+        signal.signal(signal.SIGUSR1, lambda *_: node.recheck_map())
     failure: list[BaseException] = []
 
     def spin() -> None:

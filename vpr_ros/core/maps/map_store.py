@@ -27,7 +27,9 @@ named after the map, robot unknown. Loading checks the format version, every fil
 and that the map's preset, fingerprint and dimension match what the caller runs. A large map opens without
 reading its bulk: descriptors, local features and on-disk inverted lists are memory-mapped, and the
 checksums of a map over CHECKSUM_IN_BACKGROUND_BYTES are verified in a background thread; a mismatch found
-there makes every later query raise MapDamaged (sizes are always checked before the map opens). map.json's optional
+there makes every later query raise MapDamaged (sizes are always checked before the map opens). With
+`recheck_s`, the files read from disk while the map serves (the memory-mapped ones) are verified again on
+that schedule and on request, with the same consequence. map.json's optional
 `camera` (map_camera.MapCamera) records the intrinsics, optical frame and body mounting of the camera.
 """
 
@@ -84,25 +86,29 @@ class ChecksumCheck:
     `recheck_s` > 0: afterwards, check the `lazy` files (those read from disk while the map serves: memory-
     mapped local features, depths, descriptors and inverted lists) again every recheck_s seconds, and at once
     on `recheck_now()` (the node's SIGUSR1). A mismatch, or a file that can no longer be read, sets `error`
-    (MapDamaged); every later query raises it."""
+    (MapDamaged); every later query raises it. The lazy files are rechecked through handles opened now, so
+    that what is verified is what the map has mapped: a map saved over the same path later (vpr/save_map,
+    a slam session appended) replaces the files under the name, not the ones in use."""
 
     def __init__(self, path: Path, files: dict[str, str], verify_first: bool = True, recheck_s: float = 0.0,
                  lazy: tuple[str, ...] = ()):
         self.path, self.error, self._done = path, None, threading.Event()
         self.recheck_s, self.rechecks = float(recheck_s), 0
         self._lazy = {name: files[name] for name in lazy if name in files}
+        self._handles = {name: (path / name).open("rb") for name in self._lazy}
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, args=(files if verify_first else {},),
                                         name="vpr_map_checksums", daemon=True)
         self._thread.start()
 
-    def _verify(self, files: dict[str, str]) -> bool:
-        """True when every file matches; else sets `error`."""
+    def _verify(self, files: dict[str, str], handles: dict | None = None) -> bool:
+        """True when every file matches (read through `handles` where given, else by name); else sets `error`."""
         try:
             for name, sha256 in files.items():
                 if self._stop.is_set():
                     return True
-                if _sha256(self.path / name) != sha256:
+                digest = _sha256_of(handles[name]) if handles else _sha256(self.path / name)
+                if digest != sha256:
                     self.error = MapDamaged(f"map file {self.path / name} does not match its checksum (corrupt or "
                                             "modified); the map is refused")
                     LOGGER.error("%s", self.error)
@@ -115,24 +121,26 @@ class ChecksumCheck:
 
     def _run(self, files: dict[str, str]) -> None:
         try:
-            if files:
-                if not self._verify(files):
+            try:
+                if files and not self._verify(files):
                     return
-                LOGGER.info("map %s: checksums of %d files verified", self.path, len(files))
+                if files:
+                    LOGGER.info("map %s: checksums of %d files verified", self.path, len(files))
+            finally:
+                self._done.set()
+            while self._lazy and not self._stop.is_set():
+                self._wake.wait(self.recheck_s if self.recheck_s > 0 else None)
+                if self._stop.is_set():
+                    return
+                self._wake.clear()
+                if not self._verify(self._lazy, self._handles):
+                    return
+                self.rechecks += 1
+                LOGGER.info("map %s: checksums of the %d files read from disk verified again (%d)", self.path,
+                            len(self._lazy), self.rechecks)
         finally:
-            self._done.set()
-        if not self._lazy:
-            return
-        while not self._stop.is_set():
-            self._wake.wait(self.recheck_s if self.recheck_s > 0 else None)
-            if self._stop.is_set():
-                return
-            self._wake.clear()
-            if not self._verify(self._lazy):
-                return
-            self.rechecks += 1
-            LOGGER.info("map %s: checksums of the %d files read from disk verified again (%d)", self.path,
-                        len(self._lazy), self.rechecks)
+            for handle in self._handles.values():  # here, not in stop(): a hash may be running
+                handle.close()
 
     def wait(self, timeout: float | None = None) -> bool:
         """True once the first verification finished (whatever its outcome)."""
@@ -143,6 +151,7 @@ class ChecksumCheck:
         self._wake.set()
 
     def stop(self) -> None:
+        """End the rechecks (the map no longer serves); the thread closes its handles when it ends."""
         self._stop.set()
         self._wake.set()
 
@@ -181,10 +190,16 @@ def _writable_folder_in(path: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        return _sha256_of(handle)
+
+
+def _sha256_of(handle) -> str:
+    """sha256 of an open binary file from its start."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
