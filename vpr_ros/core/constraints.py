@@ -12,6 +12,7 @@ evaluation get the same constraint from the same functions.
 """
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,16 @@ class LoopConstraint:
     inlier_count: int = 0
     scale_known: bool = False
     scale_note: str = ""  # why the scale is unknown
+
+
+_DEPTH_USED = re.compile(r"with (map and query|map|query) depth")
+
+
+def depth_used(detail: str) -> str:
+    """Whose depth a metric constraint's `detail` (LoopClosure.method_detail) says its PnP used: "map",
+    "query", "map and query", or "unknown" (a detail not written by loop_constraint)."""
+    found = _DEPTH_USED.search(detail)
+    return found.group(1) if found else "unknown"
 
 
 def loop_constraint(place: PlaceResult, matcher: str | None, metric: MetricPose | None = None,

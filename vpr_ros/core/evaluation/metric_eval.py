@@ -9,18 +9,15 @@ under the published covariance P, whose mean is 6 when P is right (between 3 and
 overconfident nor useless, the project's check).
 """
 
-import re
 from collections import Counter
 
 import numpy as np
 
+from vpr_ros.core.constraints import depth_used
 from vpr_ros.core.evaluation.metrics import latency_summary  # p50 / p95 / max / mean / count of any samples
 from vpr_ros.core.evaluation.replay import PROCESSED, QueryRecord
 from vpr_ros.core.matching.metric import pose_error
 from vpr_ros.core.matching.transforms import compose, inverse, pose_matrices
-
-
-DEPTH_USED = re.compile(r"with (map and query|map|query) depth")  # in LoopClosure.method_detail (core.constraints)
 
 
 def metric_report(records: list[QueryRecord], vpr_map, query_camera_in_body: np.ndarray | None,
@@ -35,8 +32,8 @@ def metric_report(records: list[QueryRecord], vpr_map, query_camera_in_body: np.
     false = [r for r, p in accepted if p is not None and r.loop_key not in p]
     accepted = [r for r, p in accepted if p is None or r.loop_key in p]
     metric = [r for r in accepted if r.loop_scale_known]
-    depth_used = Counter(m.group(1) if (m := DEPTH_USED.search(r.loop_detail)) else "unknown" for r in metric)
-    report = {"loop_closures": len(accepted), "metric": len(metric), "depth_used": dict(depth_used),
+    report = {"loop_closures": len(accepted), "metric": len(metric),
+              "depth_used": dict(Counter(depth_used(r.loop_detail) for r in metric)),
               "false_loop_closures": len(false), "false_metric": sum(r.loop_scale_known for r in false),
               "direction_only": dict(Counter(r.loop_scale_note or "(no reason given)"
                                              for r in accepted if not r.loop_scale_known))}

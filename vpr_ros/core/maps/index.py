@@ -83,7 +83,6 @@ def faiss_has_gpu() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-
 _FAISS_PREFIX = re.compile(r"^Error in .*? at [^\s]+:\d+: (?:Error: '.*?' failed: )?")
 _FAISS_READ = re.compile(r"read error in (?P<file>.+?): (?P<got>\d+) != (?P<want>\d+) \(.*\)$")
 _ERRNO_TEXTS = {"Success", *(os.strerror(code) for code in errno.errorcode)}
@@ -103,6 +102,7 @@ def faiss_error_text(exc: BaseException) -> str:
         return text
     stray = re.search(r" \(([^()]*)\)$", text)
     return text[:stray.start()] if stray and stray.group(1) in _ERRNO_TEXTS else text
+
 
 class TorchFlatSearch:
     """Exact inner-product top-k over float32 vectors held on a torch device, growable."""

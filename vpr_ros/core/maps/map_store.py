@@ -42,6 +42,7 @@ import tempfile
 import threading
 import time
 import weakref
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -583,7 +584,7 @@ def _array_file(file: Path, mmap: bool = False):
     """np.load of one map file (plain arrays only, never pickles), or MapError naming the file and what is wrong."""
     try:
         return np.load(file, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         text = str(exc)
         if "pickle" in text:  # numpy's own text suggests allow_pickle=True: a map file never needs it
             text = "it is not a NumPy array file (damaged, or not written by vpr_ros)"
@@ -593,40 +594,28 @@ def _array_file(file: Path, mmap: bool = False):
 def _read_arrays(path: Path, meta: dict, descriptor: GlobalDescriptor, mmap: bool = False):
     """The fitted buffers into `descriptor`; returns (descriptors N x D, frames, local features or None)."""
     local_conf = meta.get("local_features")
-    file = path
     try:
-        file = path / "descriptor.npz"
-        with _array_file(file) as buffers:
+        with _array_file(path / "descriptor.npz") as buffers:
             state = descriptor.state_dict()
             state.update({k: torch.from_numpy(buffers[k]) for k in buffers.files})
         descriptor.load_fitted(state)
-        file = path / "frames.npz"
-        with _array_file(file) as columns:
+        with _array_file(path / "frames.npz") as columns:
             version_2 = meta["format_version"] >= 2
-            file = path / "sources.json"
             frames = FrameTable(**{c: columns[c] for c in FRAME_COLUMNS if version_2 or c != "session"},
-                                sources=json.loads(file.read_text()),
+                                sources=json.loads((path / "sources.json").read_text()),
                                 sessions=([Session.from_json(s) for s in meta["sessions"]] if version_2
                                           else [Session(meta["name"])]))
-        file = path / "descriptors.npy"
-        descriptors = _array_file(file, mmap)
+        descriptors = _array_file(path / "descriptors.npy", mmap)
         local = None
         if local_conf:  # memory-mapped: a large map's local features stay on disk until matched
-            columns = {}
-            for name, column in LOCAL_FILES.items():
-                file = path / name
-                columns[column] = _array_file(file, mmap=True)
-            local = LocalFeatureTable(**columns)
+            local = LocalFeatureTable(**{c: _array_file(path / name, mmap=True) for name, c in LOCAL_FILES.items()})
             if meta.get("local_depth"):
-                file = path / DEPTH_FILE
-                local.depth = _array_file(file, mmap=True)
-            file = path
+                local.depth = _array_file(path / DEPTH_FILE, mmap=True)
             local.validate(meta["num_frames"], local_conf["max_keypoints"], local_conf["dim"])
-    except MapError:
+    except MapError:  # a file _array_file named
         raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as exc:
-        where = f"map {path}" if file == path else f"map file {file}"
-        raise MapError(f"{where} cannot be read: {exc}") from exc
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, zipfile.BadZipFile) as exc:
+        raise MapError(f"map {path} cannot be read: {exc}") from exc
     try:
         frames.validate()
     except ValueError as exc:

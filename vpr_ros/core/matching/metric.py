@@ -34,6 +34,7 @@ CHI2_99 = {2: 9.21, 3: 11.34}
 CHI2_MEDIAN = {2: 1.386, 3: 2.366}
 TRUNCATED_MEAN = {2: 0.953, 3: 0.965}
 MIN_INFORMATION_RATIO = 1e-12  # the least to the largest eigenvalue of J^T W J a pose's covariance needs
+MAX_CONDITION = 1e12  # a match's residual covariance more ill-conditioned than this gives it no weight
 MIN_POINT_DEPTH_M = 1e-3  # a 3-D point nearer a camera than this (or behind it) has no usable projection there
 MAX_ROTATION_DISAGREEMENT_DEG = 15.0  # PnP vs the verified two-view rotation (simulated revisits: mostly < 8 deg)
 AMBIGUOUS_SHARE = 0.5  # a second pose fitting this share of the first's points, elsewhere, makes the pose ambiguous
@@ -357,23 +358,16 @@ class _Views:
 
 
 def _weights(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The inverses of the per-match residual covariances (n x 5 x 5) and which matches have one: a covariance
-    that is not finite or numerically singular (a point at the camera's centre, a near-zero noise, a depth of
-    1e30) gives its match no weight instead of failing the pair."""
+    """The inverses of the per-match residual covariances (n x 5 x 5, symmetric) and which matches have one:
+    a covariance that is not finite or numerically singular (condition number 1e12 or more: a point at the
+    camera's centre, a near-zero noise, a depth of 1e30) gives its match no weight instead of failing the pair.
+    One eigendecomposition gives both the condition number and the inverse."""
     finite = np.isfinite(C).all(axis=(1, 2))
     C = np.where(finite[:, None, None], C, np.eye(C.shape[1])[None])
-    try:
-        W = np.linalg.inv(C)
-        usable = finite & np.isfinite(W).all(axis=(1, 2))
-    except np.linalg.LinAlgError:  # one singular matrix fails the batch: per match by eigenvalues
-        values, vectors = np.linalg.eigh(0.5 * (C + C.transpose(0, 2, 1)))
-        usable = finite & (values[:, 0] > 1e-12 * np.maximum(values[:, -1], 1e-300))
-        inverse = np.where(usable[:, None], 1.0 / np.where(usable[:, None], values, 1.0), 0.0)
-        W = np.einsum("nij,nj,nkj->nik", vectors, inverse, vectors)
-    conditioned = np.linalg.cond(C) < 1e12
-    usable &= conditioned
-    W[~usable] = 0.0
-    return W, usable
+    values, vectors = np.linalg.eigh(0.5 * (C + C.transpose(0, 2, 1)))
+    usable = finite & (values[:, 0] > MAX_CONDITION ** -1 * np.abs(values[:, -1]))
+    inverse = np.where(usable[:, None], 1.0 / np.where(usable[:, None], values, 1.0), 0.0)
+    return np.einsum("nij,nj,nkj->nik", vectors, inverse, vectors), usable
 
 
 def _projection(P: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
