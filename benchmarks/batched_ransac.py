@@ -17,8 +17,6 @@
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +33,8 @@ from vpr_ros.core.matching.local_features import LocalExtractor
 from vpr_ros.core.matching.matchers import Matcher
 from vpr_ros.core.matching.ransac import BatchedVerifier
 from vpr_ros.core.runtime.threads import cpu_threads
+
+from common import CORRIDOR, machine
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 SIZE = (640, 480)
@@ -170,11 +170,11 @@ def main(argv=None) -> int:
     parser.add_argument("--matches", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--per-ratio", type=int, default=12)
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("VPR_ROS_DATA", "../shared/data")) / "corridor")
+    parser.add_argument("--data", type=Path, default=CORRIDOR)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     batched, reference = BatchedVerifier(device=args.device), GeometricVerifier()
-    report = {"machine": f"{platform.node()} {os.cpu_count()} cores", "device": args.device}
+    report = {"machine": machine(), "device": args.device}
     rows = synthetic(batched, reference, (0.35, 0.5, 0.7, 0.9), args.per_ratio)
     summary = []
     for ratio in sorted({r["ratio"] for r in rows}):

@@ -36,10 +36,10 @@ import numpy as np
 
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.maps.bag_source import read_bag_frames
-from vpr_ros.core.maps.frames import FrameTable, Session
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.build.bag_source import read_bag_frames
+from vpr_ros.core.map.frames import FrameTable, Session
+from vpr_ros.core.map.index import DescriptorIndex
+from vpr_ros.core.map.store import VPRMap
 
 
 def route_descriptors(count: int, dim: int, seed: int, route: int = 500, rho: float = 0.68) -> np.ndarray:
@@ -130,7 +130,7 @@ def main() -> None:
     report["search_params"] = city.index.search_params
     del city
 
-    code = ("import time; t=time.perf_counter(); from vpr_ros.core.maps.map_store import VPRMap; i=time.perf_counter(); "
+    code = ("import time; t=time.perf_counter(); from vpr_ros.core.map.store import VPRMap; i=time.perf_counter(); "
             f"m=VPRMap.load({str(path)!r}); e=time.perf_counter(); print(e-i, i-t, len(m))")
     loads = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()[-1].split()
              for _ in range(3)]

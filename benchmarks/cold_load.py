@@ -27,7 +27,7 @@ CHILD = """
 import json, resource, sys, time
 import numpy as np
 t0 = time.perf_counter()
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.map.store import VPRMap
 t1 = time.perf_counter()
 faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_majflt
 m = VPRMap.load(sys.argv[1], verify_checksums={"auto": "auto", "off": False}[sys.argv[3]])

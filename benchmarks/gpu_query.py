@@ -6,7 +6,7 @@ re-ranking by `--rerank`, in these variants:
 
 - `stages`: the pipeline as it was before the device chain (device_query off, OpenCV MAGSAC++ in
   threads): every stage reads its result back to the host;
-- `chain`: device_query on (maps/device_query.py), one CUDA graph per frame on CUDA;
+- `chain`: device_query on (pipeline/device_chain.py), one CUDA graph per frame on CUDA;
 - `chain+compile`: the same with the backbone and sparse head compiled by torch.compile (Inductor).
 
 For each: the median and 90th percentile back to back and with frames arriving at 10 Hz, and the
@@ -21,7 +21,6 @@ decision.
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,32 +33,19 @@ import vpr_ros  # noqa: F401  (before torch: the OpenMP wait policy)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stages import CORRIDOR, fitted_descriptor, large_map  # noqa: E402
+from common import CORRIDOR, clock, machine  # noqa: E402
+from stages import fitted_descriptor, large_map  # noqa: E402
 
 from vpr_ros.core.config import LocalizerConfig  # noqa: E402
 from vpr_ros.core.evaluation.datasets import ImageFolderDataset  # noqa: E402
 from vpr_ros.core.inputs.images import batch_to_uint8, list_images, read_image  # noqa: E402
-from vpr_ros.core.localizer import Localizer  # noqa: E402
-from vpr_ros.core.maps.device_query import DeviceQuery  # noqa: E402
-from vpr_ros.core.maps.frames import FrameTable  # noqa: E402
-from vpr_ros.core.maps.map_builder import build_map, load_image_file  # noqa: E402
+from vpr_ros.core.pipeline.localizer import Localizer  # noqa: E402
+from vpr_ros.core.pipeline.device_chain import DeviceQuery  # noqa: E402
+from vpr_ros.core.map.frames import FrameTable  # noqa: E402
+from vpr_ros.core.build.map_builder import build_map  # noqa: E402
+from vpr_ros.core.build.sources import load_image_file  # noqa: E402
 from vpr_ros.core.matching.local_features import LocalExtractor  # noqa: E402
 from vpr_ros.core.runtime.backends import TorchBackend  # noqa: E402
-from vpr_ros.core.runtime.devices import synchronize  # noqa: E402
-
-
-def clock(fn, device: str, warmup: int, repeats: int, gap_s: float = 0.0) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    samples = []
-    for _ in range(repeats):
-        time.sleep(gap_s)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return samples
 
 
 def summary(samples: list[float]) -> dict:
@@ -77,9 +63,9 @@ def variants(vpr_map, device: str, rerank: str, pairs: int, compile_too: bool):
     yield "chain", Localizer(config(device, rerank, pairs, True), vpr_map)
     if compile_too:
         localizer = Localizer(config(device, rerank, pairs, True), vpr_map)
-        vpr_map.backend = TorchBackend(vpr_map.descriptor, device, max_keypoints=vpr_map.local_conf["max_keypoints"],
-                                       compile=True)
-        localizer.device_query = DeviceQuery(vpr_map, localizer.reranker, pairs)
+        localizer.backend = TorchBackend(vpr_map.descriptor, device, max_keypoints=vpr_map.local_conf["max_keypoints"],
+                                         compile=True)
+        localizer.device_query = DeviceQuery(vpr_map, localizer.backend, localizer.reranker, pairs)
         yield "chain+compile", localizer
 
 
@@ -134,7 +120,6 @@ def corridor_recall(root: Path, device: str, rerank: str, pairs: int) -> dict:
         results = [localizer.process(q, i) for i, q in enumerate(queries)]
         answers[name] = results
         vpr_map.index.to_device("cpu")
-        vpr_map.backend = None
     report = {}
     for name, results in answers.items():
         top_global = [r.global_keys[0] for r in results]
@@ -165,8 +150,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     device = args.device
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    report = {"machine": f"{platform.node()}, GPU {gpu}, torch {torch.__version__}", "device": device,
+    report = {"machine": machine(), "device": device,
               "size": args.size, "pairs": args.pairs, "rerank": args.rerank, "variants": {}}
     print(report["machine"], flush=True)
     refs = [read_image(p) for p in list_images(args.data / "ref")[:40]]
@@ -184,7 +168,7 @@ def main(argv=None) -> int:
                 return result
 
             top = process().places[0]
-            entry = {"label": f"{vpr_map.backend.label}; {type(localizer.reranker.verifier).__name__}",
+            entry = {"label": f"{localizer.backend_label}; {type(localizer.reranker.verifier).__name__}",
                      "top1": [top.hypothesis.key, top.verification.inlier_count if top.verification else None],
                      "back_to_back": summary(clock(process, device, args.warmup, args.repeats)),
                      "at_10_hz": summary(clock(process, device, 2, max(10, args.repeats // 3), gap_s=0.1)),
@@ -194,7 +178,6 @@ def main(argv=None) -> int:
             report["variants"][name] = entry
             print(name, json.dumps(entry, indent=1), flush=True)
             vpr_map.index.to_device("cpu")
-            vpr_map.backend = None
     if not args.no_recall and (args.data / "ground_truth.csv").is_file():
         report["corridor"] = corridor_recall(args.data, device, args.rerank, 5)
         print("corridor", json.dumps(report["corridor"], indent=1), flush=True)

@@ -12,10 +12,9 @@ import argparse
 import csv
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from common import CORRIDOR, REPO, corridor_available, corridor_map
 
 
 def shipped() -> dict:
@@ -26,25 +25,21 @@ def shipped() -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corridor", type=Path, default=REPO.parent / "shared" / "data" / "corridor")
+    parser.add_argument("--corridor", type=Path, default=CORRIDOR)
+    parser.add_argument("--queries", type=int, default=0, help="only the first this-many queries (0: all)")
     args = parser.parse_args()
-    if not (args.corridor / "ground_truth.csv").is_file():
-        print(f"skipped: {args.corridor} not found")
+    if not corridor_available(args.corridor):
         return 0
     from vpr_ros.core.config import LocalizerConfig
-    from vpr_ros.core.inputs.images import list_images, read_image
-    from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.inputs.images import read_image
+    from vpr_ros.core.pipeline.localizer import Localizer
     from vpr_ros.ros.parameters import localizer_config
 
-    refs = list_images(args.corridor / "ref")
-    frames = FrameTable.build(np.arange(1, len(refs) + 1) * 10**9, refs)
-    vpr_map = build_map("corridor", frames, load_image_file, local_features="xfeat")
-    index = {Path(r).name: i for i, r in enumerate(refs)}
+    vpr_map = corridor_map(args.corridor)
+    index = {Path(r).name: i for i, r in enumerate(vpr_map.frames.sources)}
     with open(args.corridor / "ground_truth.csv") as handle:
         truth = {row["query"]: {index[Path(r).name] for r in row["matching_refs"].split()} for row in csv.DictReader(handle)}
-    queries = sorted(truth)
+    queries = sorted(truth)[:args.queries or None]
     p = shipped()
     configs = {
         "shipped defaults": localizer_config({**p, "device": "cpu"}),
@@ -52,7 +47,7 @@ def main() -> int:
             top_k=5, rerank="off", accept_min_similarity=0.5, temporal_window=0, device="cpu"),
     }
     images = [read_image(args.corridor / q) for q in queries]
-    print(f"Corridor: {len(refs)} map frames, {len(queries)} queries in order")
+    print(f"Corridor: {len(vpr_map)} map frames, {len(queries)} queries in order")
     for name, config in configs.items():
         localizer = Localizer(config, vpr_map)
         accepted = correct = 0

@@ -22,8 +22,8 @@ from pathlib import Path
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.evaluation.metric_eval import metric_report
 from vpr_ros.core.evaluation.replay import replay_core
-from vpr_ros.core.maps.bag_source import BagDepth, read_camera_info, read_static_transform
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.build.bag_source import BagDepth, read_camera_info, read_static_transform
+from vpr_ros.core.map.store import VPRMap
 from vpr_ros.tools.eval import ground_truth, replay_inputs
 
 VARIANTS = ("both", "map", "query", "none")  # whose depth the localizer gets

@@ -1,4 +1,4 @@
-"""What the node benchmarks share: a Corridor map, vpr_localizer started as a robot starts it (its
+"""What the node benchmarks share (beside common.py): a saved Corridor map, vpr_localizer started as a robot starts it (its
 console script in its own process, a params file), a camera stand-in that publishes 640x480 rgb8 at
 a fixed rate from another process, and the node's resident memory. Not a benchmark itself.
 
@@ -21,16 +21,7 @@ import cv2
 import numpy as np
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-CORRIDOR = REPO.parent / "shared" / "data" / "corridor"
-
-
-def corridor_available() -> bool:
-    """True when ../shared/data/corridor is there; otherwise says that the benchmark is skipped."""
-    if (CORRIDOR / "ground_truth.csv").is_file():
-        return True
-    print(f"skipped: {CORRIDOR} not found")
-    return False
+from common import CORRIDOR, REPO, corridor_map as build_corridor_map
 
 
 def isolate_ros(shm: bool) -> None:
@@ -46,14 +37,8 @@ def isolate_ros(shm: bool) -> None:
 
 
 def corridor_map(folder: Path) -> Path:
-    """A map of the 111 Corridor references with XFeat local features, saved under `folder`."""
-    from vpr_ros.core.inputs.images import list_images
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
-
-    refs = list_images(CORRIDOR / "ref")
-    frames = FrameTable.build(np.arange(1, len(refs) + 1) * 10**9, refs)
-    return build_map("corridor", frames, load_image_file, local_features="xfeat").save(folder / "corridor")
+    """A map of the Corridor references with XFeat local features, saved under `folder`."""
+    return build_corridor_map().save(folder / "corridor")
 
 
 def camera_frames(count: int = 30) -> list[np.ndarray]:

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from node_harness import (REPO, Camera, Process, camera_frames, corridor_available, corridor_map, isolate_ros,
-                          node_command, node_parameters, out_of_order, params_file)
+from common import REPO, corridor_available
+from node_harness import (Camera, Process, camera_frames, corridor_map, isolate_ros, node_command, node_parameters,
+                          out_of_order, params_file)
 from vpr_ros.ros.parameters import localizer_config
 
 STAGES = ("descriptor", "local_features", "match", "verify", "uncertainty", "pipeline")
@@ -39,8 +40,8 @@ STAGES = ("descriptor", "local_features", "match", "verify", "uncertainty", "pip
 
 def plain(map_dir: str, params: dict, rate: float, seconds: float) -> dict:
     """Localizer.process in this (ROS-free) process on frames arriving at `rate`, newest first."""
-    from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.pipeline.localizer import Localizer
+    from vpr_ros.core.map.store import VPRMap
 
     config = localizer_config(params)
     localizer = Localizer(config, VPRMap.load(map_dir, checkpoint=config.checkpoint or None))  # as the node loads it
@@ -134,6 +135,7 @@ def main() -> int:
     parser.add_argument("--params-file", type=Path, default=REPO / "config" / "localize.yaml",
                         help="the shipped params file of the checkout under test")
     parser.add_argument("--no-fastdds-shm", action="store_true", help="default Fast DDS (UDP) instead of shared memory")
+    parser.add_argument("--map", type=Path, help="a saved map (default: the Corridor references', built here)")
     parser.add_argument("--plain", metavar="MAP", help=argparse.SUPPRESS)  # internal: the plain-process half
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
@@ -146,7 +148,7 @@ def main() -> int:
     isolate_ros(shm=not args.no_fastdds_shm)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        map_dir = corridor_map(tmp)
+        map_dir = args.map.resolve() if args.map else corridor_map(tmp)
         path = params_file(tmp, args.params_file, {"map_path": str(map_dir), "image_topic": "/bench/image",
                                                    "qos_reliability": "reliable", "rerank": args.rerank})
         import vpr_ros

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from vpr_ros.core.config import LocalizerConfig
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, RegionFinder
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.map.index import DescriptorIndex
+from vpr_ros.core.inputs.sync import PositionPrior
+from vpr_ros.core.retrieval.prior import RadiusPolicy, RegionFinder
 
 
 def street_grid(frames: int, block_m: float = 100.0, spacing_m: float = 5.0) -> np.ndarray:

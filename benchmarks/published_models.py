@@ -28,9 +28,9 @@ from vpr_ros.core.inputs.images import batch_to_tensor
 from vpr_ros.core.runtime.backends import OnnxRuntimeBackend, TorchBackend
 from vpr_ros.core.runtime.export import export_onnx
 
-from retrieval import timed  # a sibling script (benchmarks/ is on sys.path); describe() returns host arrays, so it syncs
+from common import CORRIDOR  # benchmarks/ is on sys.path
+from retrieval import timed
 
-CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
 DEFAULT_PRESETS = ["cosplace-r18-512", "cosplace-r50-2048", "cosplace-r101-2048", "mixvpr-r50-4096",
                    "salad-dinov2-8448", "boq-r50-16384", "boq-dinov2-12288", "megaloc-dinov2-8448"]
 

@@ -13,7 +13,6 @@
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,14 +20,17 @@ import torch
 from vpr_ros.core.evaluation.datasets import ImageFolderDataset
 from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
 from vpr_ros.core.inputs.images import read_image
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.build.map_builder import build_map
+from vpr_ros.core.build.sources import load_image_file
 from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.local_features import LocalExtractor
 from vpr_ros.core.matching.matchers import MATCHERS, Matcher
 from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.retrieval.recognizer import search
 
-CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
+from common import CORRIDOR, corridor_available
+
 KS = (1, 5, 10, 20)
 
 
@@ -42,7 +44,7 @@ def corridor_rerank(data, matchers, keypoints: int, k: int, margins: list[float]
         extractor = reranker.extractor_for(vpr_map.local_conf)
         results, per_pair, answers = [], [], []
         for image in queries:
-            answer = vpr_map.query([image], k=max(KS))
+            answer = search(vpr_map, [image], k=max(KS))
             features = extractor.extract([image])[0]
             result = reranker.rerank(features, answer.ids[0], answer.similarities[0], vpr_map.local)
             results.append(result)
@@ -114,8 +116,7 @@ def main() -> int:
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument("--device", help="cpu or cuda for the local features and matchers (default: cuda when present)")
     args = parser.parse_args()
-    if not (CORRIDOR / "ground_truth.csv").is_file():
-        print(f"skipped: {CORRIDOR} not found")
+    if not corridor_available():
         return 0
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     print(f"device {device}, torch threads {torch.get_num_threads()}")

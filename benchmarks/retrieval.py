@@ -23,29 +23,23 @@ from vpr_ros.core.descriptors.models import PUBLISHED_PRESETS
 from vpr_ros.core.descriptors.presets import PRESETS
 from vpr_ros.core.evaluation.metrics import latency_summary
 from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.maps.index import DescriptorIndex
+from vpr_ros.core.map.index import DescriptorIndex
 
-CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
+from common import CORRIDOR, clock, corridor_available
+
 OWN_PRESETS = [p for p in PRESETS if p not in PUBLISHED_PRESETS]  # published ones: benchmarks/published_models.py
 
 
 def timed(fn, repeats: int, warmup: int = 3) -> dict:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return latency_summary(samples)
+    """latency_summary of fn()'s milliseconds (common.clock; describe() returns host arrays, so it syncs)."""
+    return latency_summary(clock(fn, warmup=warmup, repeats=repeats))
 
 
 def corridor_recall() -> None:
     from vpr_ros.core.config import LocalizerConfig
     from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset
 
-    if not (CORRIDOR / "ground_truth.csv").is_file():
-        print(f"corridor: skipped ({CORRIDOR} not found)")
+    if not corridor_available():
         return
     print("corridor (global retrieval only)")
     for preset in OWN_PRESETS:

@@ -1,4 +1,4 @@
-"""Per-frame cost of sequence matching (core/maps/sequence.py) on a large ordered map, beside the
+"""Per-frame cost of sequence matching (core/retrieval/sequence.py) on a large ordered map, beside the
 single-image search it adds to, in the same run.
 
 The map is a synthetic route of --frames descriptors (--dim, 256 as the default preset's PCA gives
@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from vpr_ros.core.maps.sequence import SequenceMatcher  # vpr_ros first: it sets the thread counts
+from vpr_ros.core.retrieval.sequence import SequenceMatcher  # vpr_ros first: it sets the thread counts
 from vpr_ros.core.runtime.threads import cpu_threads
 
 import faiss

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from node_harness import (REPO, Camera, Process, camera_frames, corridor_available, corridor_map, isolate_ros,
-                          node_command, out_of_order, params_file, rss_mib)
+from common import REPO, corridor_available
+from node_harness import (Camera, Process, camera_frames, corridor_map, isolate_ros, node_command, out_of_order,
+                          params_file, rss_mib)
 
 
 def diagnostics_listener(camera: Camera) -> dict:
@@ -46,13 +47,14 @@ def main() -> int:
     parser.add_argument("--rerank", default=None, help="override the shipped re-ranking (off: global only)")
     parser.add_argument("--params-file", type=Path, default=REPO / "config" / "localize.yaml")
     parser.add_argument("--no-fastdds-shm", action="store_true", help="default Fast DDS (UDP) instead of shared memory")
+    parser.add_argument("--map", type=Path, help="a saved map (default: the Corridor references', built here)")
     args = parser.parse_args()
     if not corridor_available():
         return 0
     isolate_ros(shm=not args.no_fastdds_shm)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        values = {"map_path": str(corridor_map(tmp)), "image_topic": "/bench/image"}
+        values = {"map_path": str(args.map.resolve() if args.map else corridor_map(tmp)), "image_topic": "/bench/image"}
         if args.rerank is not None:
             values["rerank"] = args.rerank
         path = params_file(tmp, args.params_file, values)

@@ -20,10 +20,8 @@ on disk, so only the 40 real rows take space.
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import faiss
@@ -34,34 +32,23 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.inputs.images import batch_to_tensor, batch_to_uint8
-from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.map.index import DescriptorIndex
+from vpr_ros.core.map.store import VPRMap
 from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 from vpr_ros.core.matching.matchers import Matcher
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.runtime.backends import make_backend
-from vpr_ros.core.runtime.devices import synchronize
 
-CORRIDOR = Path(__file__).resolve().parents[2] / "shared" / "data" / "corridor"
+from common import CORRIDOR, clock, machine as common_machine
+
 
 
 def timed(fn, warmup: int, repeats: int, device: str = "cpu", gap_s: float = 0.0) -> float:
-    """Median milliseconds of fn() over `repeats` runs after `warmup`, the device synchronised; with
-    gap_s, the machine idles that long before each run, as between the frames of a camera."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    samples = []
-    for _ in range(repeats):
-        time.sleep(gap_s)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    """Median milliseconds of fn() (common.clock)."""
+    return statistics.median(clock(fn, device, warmup, repeats, gap_s))
 
 
 def unit_rows(rng, n: int, dim: int) -> np.ndarray:
@@ -121,9 +108,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a torch profile of the end-to-end frames")
     args = parser.parse_args()
     devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    machine = (f"{platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} torch threads, "
-               f"GPU {gpu}, torch {torch.__version__}, faiss {faiss.__version__}")
+    machine = f"{common_machine()}, faiss {faiss.__version__}"
     print(f"machine: {machine}", flush=True)
     refs = [read_image(p) for p in list_images(args.data / "ref")[:40]]
     query = read_image(list_images(args.data / "query")[10])
@@ -227,7 +212,6 @@ def main() -> None:
                     row(f"end to end, frames at 10 Hz ({localizer.backend_label})", device,
                         timed(process, 2, 10, device, gap_s=0.1))
                 vpr_map.index.to_device("cpu")
-                vpr_map.backend = None
     print(f"\n{'stage':82} {'device':6} {'median ms':>10}")
     for stage, device, ms in rows:
         print(f"{stage:82} {device:6} {ms:10.3f}")

@@ -46,8 +46,9 @@ def corridor_dir() -> Path:
 
 def corridor40_map(corridor_dir: Path):
     """A 40-frame map of the first Corridor references, poses 1 m apart along x, XFeat local features."""
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
+    from vpr_ros.core.build.sources import load_image_file
 
     paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
     pose = np.zeros((40, 7))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bag_writer import write_run
-from vpr_ros.core.maps.bag_source import interpolate_poses, read_bag_frames
+from vpr_ros.core.build.bag_source import interpolate_poses, read_bag_frames
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_interpolation_leaves_gaps_unposed():
 
 @pytest.mark.slow
 def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
     from vpr_ros.tools.build_map import main as build_main
     from vpr_ros.tools.eval import main as eval_main
 
@@ -114,7 +114,7 @@ def test_build_map_from_bag_and_evaluate_query_bag(runs, tmp_path, capsys):
 def test_sessions_from_bags_and_a_gps_prior(runs, tmp_path, capsys):
     """vpr_build_map --append adds the query bag as a session of another robot; --descriptor-from builds a map in
     another one's space; vpr_eval --prior-gps-topic searches near each frame's recorded fix."""
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
     from vpr_ros.tools.build_map import main as build_main
     from vpr_ros.tools.eval import main as eval_main
 

@@ -11,9 +11,9 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.presets import camera_input_size
 from vpr_ros.core.inputs.images import read_image, resize
-from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_builder import build_map
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.build.map_builder import build_map
 
 SECOND = 10**9
 

@@ -17,10 +17,11 @@ import pytest
 
 from bag_writer import write_run
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.index import INDEX_PRESETS, DescriptorIndex
-from vpr_ros.core.maps.map_builder import frames_from_folder
-from vpr_ros.core.maps.map_store import MapDamaged, MapError, VPRMap
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.map.index import INDEX_PRESETS, DescriptorIndex
+from vpr_ros.core.build.sources import frames_from_folder
+from vpr_ros.core.map.store import MapDamaged, MapError, VPRMap
+from vpr_ros.core.retrieval.recognizer import search
 
 BIN = Path(sys.executable).parent
 
@@ -63,7 +64,7 @@ def assert_same_map(a: Path, b: Path, queries: list[np.ndarray]) -> None:
     np.testing.assert_array_equal(map_a.local.counts, map_b.local.counts)
     np.testing.assert_allclose(map_a.local.keypoints, map_b.local.keypoints, atol=1e-3)
     assert [Path(s).name for s in map_a.frames.sources] == [Path(s).name for s in map_b.frames.sources]
-    np.testing.assert_array_equal(map_a.query(queries, k=10).ids, map_b.query(queries, k=10).ids)
+    np.testing.assert_array_equal(search(map_a, queries, k=10).ids, search(map_b, queries, k=10).ids)
 
 
 def corridor_queries(corridor_dir: Path, count: int = 12) -> list[np.ndarray]:
@@ -131,7 +132,7 @@ def test_local_features_are_gathered_on_disk_in_a_work_folder(folder40, single_p
     """With a work folder (vpr_build_map's), the keyframes' local features are gathered shard by shard into
     memory-mapped files there, not into memory; the map equals one gathered in memory and the CLI's."""
     from vpr_ros.core.inputs.images import read_image
-    from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map
+    from vpr_ros.core.build.map_builder import KeyframePolicy, build_map
 
     args = dict(local_features="xfeat", max_keypoints=128, shard_frames=4, fit_sample_size=8,
                 policy=KeyframePolicy(max_similarity=0.8))  # drops some frames: rows are picked across shards
@@ -152,7 +153,7 @@ def test_local_features_are_gathered_on_disk_in_a_work_folder(folder40, single_p
 
 
 def test_a_work_folder_of_another_build_is_started_afresh(folder40, tmp_path):
-    from vpr_ros.core.maps.shards import ShardStore
+    from vpr_ros.core.build.shards import ShardStore
 
     plan = {"frames": 8, "shard_frames": 4}
     store = ShardStore(tmp_path / "work", plan, ["a", "b"])
@@ -237,10 +238,11 @@ def test_checksums_in_the_background_refuse_a_damaged_map_after_it_opened(ondisk
     opened = VPRMap.load(copy, verify_checksums="background")
     assert opened.checksums.wait(60)
     with pytest.raises(MapDamaged, match="descriptors.npy does not match its checksum"):
-        opened.hypotheses(np.array([0]), np.array([1.0]))
+        opened.check_intact()
     intact = VPRMap.load(path, verify_checksums="background")
     assert intact.checksums.wait(60) and intact.checksums.error is None
-    assert intact.hypotheses(np.array([3]), np.array([1.0]))[0].source == "synthetic/3"
+    intact.check_intact()
+    assert intact.frames.sources[3] == "synthetic/3"
 
 
 # ---- inputs at scale ---------------------------------------------------------------------------------
@@ -321,7 +323,7 @@ def test_the_node_answers_from_an_on_disk_map_as_the_core_does(corridor_dir, tmp
     path = VPRMap.create("city", descriptor, vectors, FrameTable.build(np.arange(len(vectors)), sources),
                          work_dir=tmp_path / "work").save(tmp_path / "city")
     query = read_image(sorted((corridor_dir / "query").glob("*.jpg"))[20])
-    expected = VPRMap.load(path).query([query], k=5).ids[0]
+    expected = search(VPRMap.load(path), [query], k=5).ids[0]
     command = [str(BIN / "vpr_localizer"), "--ros-args", "--params-file", str(REPO / "config" / "localize.yaml"),
                "-p", f"map_path:={path}", "-p", "rerank:=off", "-p", "image_topic:=/city/image",
                "-p", "qos_reliability:=reliable"]
@@ -355,8 +357,8 @@ def test_an_on_disk_index_is_refused_for_slam_merge_and_append(ondisk_map, folde
     """An on-disk IVF-PQ index cannot grow: slam mode, vpr_merge_maps and vpr_build_map --append each refuse it
     with the reason (docs/city_scale.md), and the map on disk is left as it was."""
     from vpr_ros.core.config import LocalizerConfig
-    from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.maps.sessions import merge_maps
+    from vpr_ros.core.pipeline.localizer import Localizer
+    from vpr_ros.core.build.sessions import merge_maps
 
     path, _, _ = ondisk_map
     copy = Path(shutil.copytree(path, tmp_path / "city"))

@@ -38,12 +38,15 @@ def test_every_field_is_described_and_numeric_ones_have_a_range():
             assert spec is not None and spec[0] <= default <= spec[1], name
 
 
-def test_plugin_names_in_the_config_are_the_registries():
+def test_plugin_names_and_precisions_in_the_config_are_the_stages_own():
     from vpr_ros.core.matching.matchers import MATCHERS
+    from vpr_ros.core import config
+    from vpr_ros.core.runtime import devices
     from vpr_ros.core.runtime.backends import BACKENDS
 
     assert MATCHER_NAMES == tuple(MATCHERS)
     assert BACKEND_NAMES == tuple(BACKENDS)
+    assert config.PRECISIONS == devices.PRECISIONS
 
 
 def test_off_values_round_trip_through_the_node_parameters():

@@ -1,4 +1,4 @@
-"""What an accepted hypothesis means for a pose graph (core.constraints): the loop-closure constraint the
+"""What an accepted hypothesis means for a pose graph (core.pipeline.constraints): the loop-closure constraint the
 node publishes and the covariance of the localized pose, without ROS."""
 
 import math
@@ -6,9 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from vpr_ros.core.constraints import UNKNOWN_VARIANCE, loop_constraint, pose_covariance, quaternion_xyzw
-from vpr_ros.core.localizer import PlaceResult
-from vpr_ros.core.maps.map_store import Hypothesis
+from vpr_ros.core.pipeline.constraints import UNKNOWN_VARIANCE, loop_constraint, pose_covariance, quaternion_xyzw
+from vpr_ros.core.pipeline.results import Hypothesis, PlaceResult
 from vpr_ros.core.matching.geometry import Verification
 
 
@@ -62,3 +61,22 @@ def test_pose_covariance_widens_with_doubt_among_distant_hypotheses():
     for cov in (sure, doubt, uncalibrated):
         assert np.all(np.diag(cov)[3:] == UNKNOWN_VARIANCE), "the map frame's orientation is not the query's"
         assert np.all(np.linalg.eigvalsh(cov) > 0)
+
+
+def test_finish_puts_the_constraint_and_the_localised_pose_into_the_result_once():
+    from vpr_ros.core.pipeline.constraints import finish
+    from vpr_ros.core.pipeline.results import FrameResult
+
+    pose = (1.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    result = FrameResult(0, 10**9, places=[place(3, pose, 0.95), place(4, (9.0, 2.0, 0.0, 0.0, 0.0, 0.0, 1.0), 0.05)])
+    finish(result, "xfeat-mnn", None, 2.0)
+    assert result.constraint is None and result.localized is None  # no loop closure, nothing to answer
+    result.loop = result.places[0]
+    finish(result, "xfeat-mnn", None, 2.0)
+    assert result.constraint.method == "global_descriptor" and not result.constraint.scale_known
+    assert not result.localized.metric and np.allclose(result.localized.pose, pose)
+    np.testing.assert_allclose(result.localized.covariance, pose_covariance(result.places, 2.0))
+    unposed = FrameResult(1, 2 * 10**9, places=[place(5)])
+    unposed.loop = unposed.places[0]
+    finish(unposed, None, None, 2.0)
+    assert unposed.constraint is not None and unposed.localized is None  # no map pose: no vpr/pose

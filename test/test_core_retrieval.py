@@ -10,7 +10,7 @@ from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.descriptors.presets import preset_config
 from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
 from vpr_ros.core.inputs.images import ImageError, batch_to_tensor, to_rgb8
-from vpr_ros.core.maps.index import DescriptorIndex
+from vpr_ros.core.map.index import DescriptorIndex
 
 
 @pytest.mark.parametrize("image, expected", [

@@ -10,10 +10,11 @@ import torch
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.map.index import DescriptorIndex
+from vpr_ros.core.build.map_builder import build_map
+from vpr_ros.core.build.sources import load_image_file
 from vpr_ros.core.matching.local_features import LocalExtractor
 from vpr_ros.core.matching.matchers import Matcher
 from vpr_ros.core.runtime.backends import TorchBackend
@@ -124,7 +125,7 @@ def test_gpu_search_matches_faiss_on_the_cpu(tmp_path):
 
 @needs_cuda
 def test_quantised_index_without_faiss_gpu_is_refused_clearly():
-    from vpr_ros.core.maps.index import faiss_has_gpu
+    from vpr_ros.core.map.index import faiss_has_gpu
 
     if faiss_has_gpu():
         pytest.skip("this faiss has GPU support: IVF indexes do run on the GPU here")
@@ -171,7 +172,6 @@ def test_localizer_on_cuda_answers_like_the_cpu(corridor_map):
     agree = np.mean(np.array(answers["cpu"]) == np.array(answers["cuda"]))
     assert agree >= 0.9, answers
     vpr_map.index.to_device("cpu")
-    vpr_map.backend = None
 
 
 def test_padded_lightglue_pass_equals_kornia_unpruned(corridor_dir):
@@ -274,4 +274,3 @@ def test_device_chain_is_one_capture_and_answers_like_the_cpu_chain(corridor_map
     agree = np.mean([a == b for a, b in zip(answers["cpu"], answers["cuda"])])
     assert agree >= 0.9, answers
     vpr_map.index.to_device("cpu")
-    vpr_map.backend = None

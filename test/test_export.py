@@ -10,9 +10,10 @@ import torch
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.inputs.images import list_images, read_image
 from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.build.map_builder import build_map
+from vpr_ros.core.build.sources import load_image_file
 from vpr_ros.core.runtime.backends import OnnxRuntimeBackend, TorchBackend, make_backend
 from vpr_ros.core.runtime.export import export_onnx, onnx_path, read_export_metadata
 
@@ -92,7 +93,6 @@ def test_localizer_on_onnxruntime_answers_like_torch(fitted_map):
     results = [ort_loc.process(q, i) for i, q in enumerate(queries[:10])]
     assert ort_loc.backend_label == "onnxruntime/cpu"
     assert [r.places[0].hypothesis.key for r in results] == torch_keys
-    vpr_map.backend = None  # the module-scoped map goes back to torch
 
 
 def test_vpr_export_cli(fitted_map, tmp_path, capsys):

@@ -5,7 +5,7 @@ are in test_localizer.py and test_inputs.py.)"""
 import threading
 import time
 
-from vpr_ros.core.gate import FrameQueue
+from vpr_ros.core.inputs.gate import FrameQueue
 
 
 def test_maxlen_one_keeps_only_the_newest_frame():

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vpr_ros.core.gate import FrameGate
+from vpr_ros.core.inputs.gate import FrameGate
 from vpr_ros.core.inputs.camera import IntrinsicsError, intrinsics_for
 from vpr_ros.core.inputs.images import ImageError, encoded_size, rescale_bit_depth, to_rgb8
 
@@ -95,8 +95,8 @@ def test_frame_gate_never_freezes_on_unset_stamps_and_ignores_nan_poses():
 @pytest.fixture(scope="module")
 def tiny_map(tmp_path_factory):
     """A 40-frame map of random textured images (small vocabulary): enough to damage and reload."""
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
 
     rng = np.random.default_rng(3)
     images = [cv2.GaussianBlur(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), (5, 5), 0) for _ in range(40)]
@@ -125,7 +125,7 @@ def _rewrite(path, edit) -> None:
 def test_map_json_fields_are_checked_by_name(tiny_map, tmp_path, edit, message):
     import shutil
 
-    from vpr_ros.core.maps.map_store import MapError, VPRMap
+    from vpr_ros.core.map.store import MapError, VPRMap
 
     path = tmp_path / "m"
     shutil.copytree(tiny_map[1], path)
@@ -138,7 +138,7 @@ def test_an_index_faiss_cannot_read_is_a_map_error_even_with_a_matching_checksum
     import hashlib
     import shutil
 
-    from vpr_ros.core.maps.map_store import MapError, VPRMap
+    from vpr_ros.core.map.store import MapError, VPRMap
 
     path = tmp_path / "m"
     shutil.copytree(tiny_map[1], path)
@@ -151,7 +151,7 @@ def test_an_index_faiss_cannot_read_is_a_map_error_even_with_a_matching_checksum
 
 
 def test_saving_over_something_that_is_not_a_map_is_refused_and_leaves_it(tiny_map, tmp_path):
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
 
     vpr_map, _ = tiny_map
     folder = tmp_path / "photos"

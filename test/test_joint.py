@@ -130,7 +130,7 @@ def test_localizer_runs_xfeat_once_per_frame(ref_map_40, images):
     """With the joint graph (torch or ONNX Runtime) no local feature extractor is even built, and the
     answers equal the two-pass path's (descriptor, then the extractor's own XFeat pass)."""
     from vpr_ros.core.config import LocalizerConfig
-    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.pipeline.localizer import Localizer
     from vpr_ros.core.runtime.backends import make_backend
 
     answers = {}
@@ -138,14 +138,13 @@ def test_localizer_runs_xfeat_once_per_frame(ref_map_40, images):
         backend = "torch" if path == "two passes" else path
         localizer = Localizer(LocalizerConfig(rerank="xfeat-mnn", backend=backend, top_k=3), ref_map_40)
         if path == "two passes":
-            ref_map_40.backend = make_backend("torch", ref_map_40.descriptor, "cpu")  # descriptor only
+            localizer.backend = make_backend("torch", ref_map_40.descriptor, "cpu")  # descriptor only
         results = [localizer.process(image, 10**9 * (i + 1)) for i, image in enumerate(images)]
         joint = path != "two passes"
-        assert (localizer.vpr_map.backend.max_keypoints == 512) == joint
+        assert (localizer.backend.max_keypoints == 512) == joint
         assert (localizer.reranker._extractor is None) == joint  # no second XFeat network, let alone a pass
         answers[path] = [[(p.hypothesis.key, p.verification.inlier_count if p.verification else -1)
                           for p in r.places] for r in results]
-    ref_map_40.backend = None
     assert answers["two passes"] == answers["torch"] == answers["auto"]
 
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from vpr_ros.core.config import LocalizerConfig
-from vpr_ros.core.gate import FrameGate
+from vpr_ros.core.inputs.gate import FrameGate
 from vpr_ros.core.inputs.images import ImageError
-from vpr_ros.core.localizer import Localizer
+from vpr_ros.core.pipeline.localizer import Localizer
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +25,9 @@ def queries(corridor_dir):
 
 @pytest.fixture(scope="module")
 def ref_map(corridor_dir):
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
+    from vpr_ros.core.build.sources import load_image_file
 
     paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
     pose = np.zeros((40, 7))
@@ -94,13 +95,12 @@ def test_the_configured_device_reaches_every_stage(ref_map, corridor_dir, device
         # the default backend (auto) is ONNX Runtime's joint graph on the CPU, torch on CUDA
         backend = "onnxruntime/cpu" if expected == "cpu" else f"torch/{expected}"
         assert localizer.config.device == expected and localizer.backend_label.startswith(backend)
-        assert localizer.vpr_map.backend.max_keypoints == ref_map.local_conf["max_keypoints"]
+        assert localizer.backend.max_keypoints == ref_map.local_conf["max_keypoints"]
         assert ref_map.index.device == expected
         assert localizer.reranker.matcher.device.type == expected
         assert localizer._extractor().device.type == expected
     finally:
         ref_map.index.to_device("cpu")
-        ref_map.backend = None
 
 
 def test_slam_closes_a_loop_on_a_revisit(refs, queries):

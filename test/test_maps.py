@@ -6,9 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_builder import KeyframePolicy, build_map, frames_from_folder, load_image_file
-from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.build.map_builder import KeyframePolicy, build_map
+from vpr_ros.core.build.sources import frames_from_folder, load_image_file
+from vpr_ros.core.map.store import MapError, VPRMap
+from vpr_ros.core.retrieval.recognizer import search
 
 SMALL = {"clusters": 8, "input_size": (320, 240)}  # a quick vocabulary; the real preset runs in vpr_eval
 
@@ -51,7 +53,7 @@ def test_map_round_trip_and_query(corridor_map, tmp_path):
     for column in ("keypoints", "descriptors", "scores", "counts", "image_size"):
         np.testing.assert_array_equal(getattr(loaded.local, column), getattr(vpr_map.local, column))
     # a map frame's own image comes back first with similarity 1
-    from vpr_ros.core.maps.recognizer import PlaceRecognizer
+    from vpr_ros.core.retrieval.recognizer import PlaceRecognizer
 
     image = load_image_file(loaded.frames.sources[17])
     result = PlaceRecognizer(loaded.descriptor, loaded.index).query([image, image], k=3)
@@ -63,7 +65,7 @@ def test_map_round_trip_and_query(corridor_map, tmp_path):
 
 def test_query_returns_hypotheses_with_metadata(corridor_map):
     _, vpr_map = corridor_map
-    result = vpr_map.query([load_image_file(vpr_map.frames.sources[12])], k=3)
+    result = search(vpr_map, [load_image_file(vpr_map.frames.sources[12])], k=3)
     best = result.hypotheses[0][0]
     assert [h.rank for h in result.hypotheses[0]] == [0, 1, 2] and best.key == 12
     assert best.similarity == pytest.approx(float(result.similarities[0, 0]))
@@ -155,7 +157,7 @@ def test_online_map_grows_and_empty_map_answers_nothing(corridor_map, tmp_path):
     _, vpr_map = corridor_map
     empty = VPRMap.create("online", vpr_map.descriptor, np.zeros((0, vpr_map.descriptor.dim)),
                           FrameTable.build([], []))
-    from vpr_ros.core.maps.recognizer import PlaceRecognizer
+    from vpr_ros.core.retrieval.recognizer import PlaceRecognizer
 
     image = load_image_file(vpr_map.frames.sources[5])
     result = PlaceRecognizer(empty.descriptor, empty.index).query([image], k=2)

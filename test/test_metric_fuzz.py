@@ -91,9 +91,10 @@ def test_a_frame_whose_metric_step_fails_still_publishes_its_loop_closure(corrid
     import cv2
 
     from vpr_ros.core.inputs.camera import intrinsics_for
-    from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.pipeline.localizer import Localizer
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
+    from vpr_ros.core.build.sources import load_image_file
 
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))
     vpr_map = build_map("corridor", FrameTable.build(np.arange(1, len(refs) + 1) * 10**9, refs), load_image_file,

@@ -96,7 +96,7 @@ def test_the_node_publishes_metric_edges_and_refuses_bad_depth_by_name(depth_run
     from geometry_msgs.msg import PoseWithCovarianceStamped
     from sensor_msgs.msg import CameraInfo, Image
 
-    from vpr_ros.core.maps.bag_source import BagDepth, read_bag_frames, read_camera_info
+    from vpr_ros.core.build.bag_source import BagDepth, read_bag_frames, read_camera_info
 
     report, records, _ = replay(depth_run, "map", depth=True, config=LocalizerConfig(temporal_window=0))
     chosen = next(r for r in records if r.loop_scale_known)  # a frame the core closes metrically
@@ -183,8 +183,8 @@ def test_the_node_publishes_metric_edges_and_refuses_bad_depth_by_name(depth_run
 def test_slam_mode_keeps_keypoint_depths_and_closes_the_second_lap_metrically(depth_run):
     """slam without a map, both laps in one stream with their depth images: the online map keeps the
     keyframes' keypoint depths, and the second lap's loop closures are metric and near the truth."""
-    from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.maps.bag_source import BagDepth, read_bag_frames, read_camera_info, read_static_transform
+    from vpr_ros.core.pipeline.localizer import Localizer
+    from vpr_ros.core.build.bag_source import BagDepth, read_bag_frames, read_camera_info, read_static_transform
     from vpr_ros.core.matching.metric import pose_error
     from vpr_ros.core.matching.transforms import compose, inverse, pose_matrices
 
@@ -221,7 +221,7 @@ def test_every_metric_closure_uses_the_frames_own_depth_through_the_node(depth_r
     waited lost its depth and was closed from the map's depth alone, how many depending on timing."""
     from sensor_msgs.msg import CameraInfo, Image
 
-    from vpr_ros.core.maps.bag_source import BagDepth, read_bag_frames, read_camera_info
+    from vpr_ros.core.build.bag_source import BagDepth, read_bag_frames, read_camera_info
 
     bag = depth_run / "run" / "lap_2"
     frames = read_bag_frames(bag, "/camera/image_raw", "/odom")

@@ -94,7 +94,7 @@ def test_a_slam_session_is_appended_to_the_map_it_started_from(map_dir, images, 
         again = call(probe, executor, MSGS.SaveMap, "vpr/save_map",
                      MSGS.SaveMap.Request(map_path=str(site), append=True))
         assert not again.success and "'day2' (robot 'r2') is in both" in again.message, again.message
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
 
     grown = VPRMap.load(site)
     assert [str(s) for s in grown.frames.sessions] == ["'corridor40'", "'day2' (robot 'r2')"] and len(grown) == 45
@@ -104,8 +104,9 @@ def test_a_slam_session_is_appended_to_the_map_it_started_from(map_dir, images, 
 @pytest.fixture(scope="module")
 def gps_map_dir(corridor_dir, tmp_path_factory):
     """20 Corridor references with GPS fixes ~0.74 m apart eastwards (no poses), global descriptors only."""
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
+    from vpr_ros.core.build.sources import load_image_file
 
     paths = sorted((corridor_dir / "ref").glob("*.jpg"))[:20]
     gps = np.stack([np.full(20, 48.0), 11.0 + np.arange(20) * 1e-5, np.full(20, 500.0)], axis=1)

@@ -236,10 +236,10 @@ def test_localize_publishes_hypotheses_loop_pose_and_survives_bad_frames(graph, 
 def test_a_calibrated_map_fills_probabilities_uncertainties_and_pose_covariance(graph, map_dir, images, tmp_path):
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
     from vpr_ros.core.matching.geometry import GeometricVerifier
     from vpr_ros.core.matching.reranker import Reranker
-    from vpr_ros.core.uncertainty.training import train_uncertainty
+    from vpr_ros.core.build.uncertainty_training import train_uncertainty
 
     vpr_map = VPRMap.load(map_dir)
     vpr_map.uncertainty = train_uncertainty(vpr_map, {"epochs": 3, "views": 1, "positive_distance_m": 2.0},
@@ -332,7 +332,7 @@ def test_load_and_save_map_services(graph, map_dir, tmp_path):
     assert saved.success and saved.map_size == 40
     again = call(save, MSGS.SaveMap.Request(map_path=str(tmp_path / "copy"), overwrite=False))
     assert not again.success and "overwrite" in again.message
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
 
     assert len(VPRMap.load(saved.map_path)) == 40
 
@@ -372,7 +372,7 @@ def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_pat
     assert spin_until(executor, save.service_is_ready, 10)
     future = save.call_async(MSGS.SaveMap.Request())
     assert spin_until(executor, future.done, 30) and future.result().success, future.result()
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
 
     saved = VPRMap.load(tmp_path / "online")
     assert len(saved) == 38 and saved.local is not None
@@ -505,8 +505,9 @@ def test_the_node_runs_a_published_model_map_whose_checkpoint_moved(graph, corri
     import torch
 
     from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
+    from vpr_ros.core.build.sources import load_image_file
 
     weights = tmp_path / "ResNet18_512_cosplace.pth"
     torch.save(GlobalDescriptor("cosplace-r18-512", random_weights=True, seed=4).net.state_dict(), weights)

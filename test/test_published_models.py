@@ -15,7 +15,8 @@ from vpr_ros.core.descriptors.models import PUBLISHED_PRESETS, RELEASED_FILES, b
 from vpr_ros.core.descriptors.models.checkpoints import RENAMES, CheckpointError, layout, read_state_dict
 from vpr_ros.core.inputs.images import read_image
 from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.map.store import MapError, VPRMap
+from vpr_ros.core.retrieval.recognizer import search
 
 LAYOUTS = Path(__file__).parent / "data" / "official_layouts"
 # one preset per architecture family; ONNX and round trips run on these
@@ -293,8 +294,8 @@ def _subset(corridor_dir: Path, folder: Path, queries: int = 12) -> Path:
 
 
 def test_map_of_a_published_model_records_and_checks_its_checkpoint(tmp_path, cosplace_checkpoint, corridor_dir):
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
 
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))[:8]
     frames = FrameTable.build(np.arange(len(refs), dtype=np.int64), [str(p) for p in refs])
@@ -304,7 +305,7 @@ def test_map_of_a_published_model_records_and_checks_its_checkpoint(tmp_path, co
     assert json.loads((path / "map.json").read_text())["preset_conf"]["checkpoint"] == str(cosplace_checkpoint)
     loaded = VPRMap.load(path)
     assert loaded.descriptor.fingerprint() == vpr_map.descriptor.fingerprint()
-    assert loaded.query([read_image(refs[3])], 1).ids[0, 0] == 3
+    assert search(loaded, [read_image(refs[3])], 1).ids[0, 0] == 3
 
     moved = tmp_path / "elsewhere.pth"
     cosplace_checkpoint.rename(moved)
@@ -319,8 +320,8 @@ def test_map_of_a_published_model_records_and_checks_its_checkpoint(tmp_path, co
 
 
 def test_a_checkpoint_for_a_map_of_an_own_preset_is_refused(tmp_path, corridor_dir):
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
 
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))[:20]
     frames = FrameTable.build(np.arange(len(refs), dtype=np.int64), [str(p) for p in refs])

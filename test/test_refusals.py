@@ -53,7 +53,7 @@ def _damaged_copy(source: Path, target: Path, name: str, content: bytes) -> Path
 def test_a_damaged_array_file_is_named_and_unpickling_is_never_suggested(saved_map, tmp_path):
     """Case 5 in the core: random bytes in local_depth.npy (checksum updated) name the file; numpy's
     "allow_pickle" advice, which would load untrusted code, is not passed on."""
-    from vpr_ros.core.maps.map_store import MapError, VPRMap
+    from vpr_ros.core.map.store import MapError, VPRMap
 
     size = (saved_map / "local_depth.npy").stat().st_size
     bad = _damaged_copy(saved_map, tmp_path / "bad", "local_depth.npy", np.random.default_rng(0).bytes(size))
@@ -65,7 +65,7 @@ def test_a_damaged_array_file_is_named_and_unpickling_is_never_suggested(saved_m
 def test_faiss_errors_lose_their_stray_errno_text(saved_map, tmp_path):
     """Case 9 in the core: a truncated index.faiss says it ends early, not "(No such file or directory)" or
     "(Success)" (the errno of some earlier call that faiss appends)."""
-    from vpr_ros.core.maps.map_store import MapError, VPRMap
+    from vpr_ros.core.map.store import MapError, VPRMap
 
     data = (saved_map / "index.faiss").read_bytes()
     bad = _damaged_copy(saved_map, tmp_path / "short", "index.faiss", data[: len(data) // 2])
@@ -79,7 +79,7 @@ def test_faiss_errors_lose_their_stray_errno_text(saved_map, tmp_path):
 
 def test_saving_where_nothing_can_be_written_names_the_path_and_why(saved_map, tmp_path):
     """Case 6 in the core: not the temporary folder's errno text, but which path and why."""
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
 
     vpr_map = VPRMap.load(saved_map)
     (tmp_path / "plain.txt").write_text("x")
@@ -187,7 +187,7 @@ def test_a_map_file_damaged_while_the_node_runs_stops_it_on_sigusr1(saved_map, i
 def test_a_map_checksum_watch_finds_damage_on_its_schedule(saved_map, tmp_path):
     """Case 12 in the core: with recheck_s the files read from disk are verified again on a schedule, and a
     damage found makes the next query raise MapDamaged."""
-    from vpr_ros.core.maps.map_store import MapDamaged, VPRMap
+    from vpr_ros.core.map.store import MapDamaged, VPRMap
 
     shutil.copytree(saved_map, tmp_path / "map")
     vpr_map = VPRMap.load(tmp_path / "map", verify_checksums=True, recheck_s=0.2)
@@ -200,7 +200,7 @@ def test_a_map_checksum_watch_finds_damage_on_its_schedule(saved_map, tmp_path):
             handle.write(np.float32(7.0).tobytes())
         assert spin_until_true(lambda: vpr_map.checksums.error is not None, 20)
         with pytest.raises(MapDamaged, match="local_depth.npy"):
-            vpr_map.hypotheses(np.array([0]), np.array([1.0]))
+            vpr_map.check_intact()
     finally:
         vpr_map.checksums.stop()
     assert VPRMap.load(saved_map).checksums is None  # without recheck_s (vpr_eval, tools): nothing watches
@@ -245,22 +245,23 @@ def test_device_query_auto_keeps_the_measured_stage_pipeline_on_cuda(saved_map):
     import dataclasses
 
     from vpr_ros.core.config import LocalizerConfig
-    from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.maps.device_query import DeviceQuery
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.pipeline.localizer import Localizer
+    from vpr_ros.core.pipeline.device_chain import DeviceQuery, device_chain_for
+    from vpr_ros.core.map.store import VPRMap
 
     vpr_map = VPRMap.load(saved_map)
     localizer = Localizer(LocalizerConfig(backend="torch", rerank="xfeat-mnn"), vpr_map)
     for switch, chosen in (("auto", False), ("off", False), ("on", True)):
-        localizer.config = dataclasses.replace(localizer.config, device="cuda:0", device_query=switch)
-        assert isinstance(localizer._device_query(vpr_map), DeviceQuery) is chosen, switch
+        config = dataclasses.replace(localizer.config, device="cuda:0", device_query=switch)
+        chain = device_chain_for(config, vpr_map, localizer.backend, localizer.reranker)
+        assert isinstance(chain, DeviceQuery) is chosen, switch
 
 
 def test_a_map_saved_over_its_own_path_is_not_taken_for_damage(saved_map, tmp_path):
     """The rechecks verify the files the serving map has mapped, not whatever is under their names later: a
     map saved over the same path (vpr/save_map with overwrite, a slam session appended) must not stop the
     node as damaged."""
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
 
     shutil.copytree(saved_map, tmp_path / "map")
     serving = VPRMap.load(tmp_path / "map", verify_checksums=True, recheck_s=0.0)
@@ -271,6 +272,6 @@ def test_a_map_saved_over_its_own_path_is_not_taken_for_damage(saved_map, tmp_pa
         serving.checksums.recheck_now()
         assert spin_until_true(lambda: serving.checksums.rechecks >= 1 or serving.checksums.error is not None, 20)
         assert serving.checksums.error is None, serving.checksums.error
-        assert len(serving.hypotheses(np.array([0]), np.array([1.0]))) == 1
+        serving.check_intact()
     finally:
         serving.checksums.stop()

@@ -13,8 +13,8 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset
 from vpr_ros.core.evaluation.replay import BAD, DROPPED, QueryRecord
 from vpr_ros.core.evaluation.scoring import by_distance, by_frames, by_stamps, evaluate_replay
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.map.store import VPRMap
 from vpr_ros.tools import build_map, eval as vpr_eval, folder_to_bag, sim
 
 TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]
@@ -191,7 +191,7 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
-    from vpr_ros.core.maps.bag_source import read_bag_frames
+    from vpr_ros.core.build.bag_source import read_bag_frames
     from vpr_ros.sim.bag_writer import BagWriter
 
     lap = read_bag_frames(sim_map / "run" / "lap_2", "/camera/image_raw", "/odom")
@@ -219,7 +219,7 @@ def test_train_uncertainty_calibrates_sequence_ranking_on_a_session_bag(sim_map,
     the sequence calibrators into the map; vpr_eval with that window then publishes their probabilities."""
     import shutil
 
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
     from vpr_ros.tools import train_uncertainty
 
     path = tmp_path / "map"

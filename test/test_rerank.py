@@ -8,6 +8,7 @@ from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatures
 from vpr_ros.core.matching.matchers import MATCHERS, Matcher
 from vpr_ros.core.matching.reranker import Reranker
+from vpr_ros.core.retrieval.recognizer import search
 
 K = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 SIZE = (640, 480)
@@ -183,8 +184,9 @@ def test_matcher_handles_empty_features():
 @pytest.fixture(scope="module")
 def small_map(corridor_dir):
     """The first 40 Corridor references with XFeat local features."""
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
+    from vpr_ros.core.build.sources import load_image_file
 
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))[:40]
     frames = FrameTable.build(np.zeros(len(refs), np.int64), refs)
@@ -198,7 +200,7 @@ def test_reranker_orders_verified_first_and_explains_the_rest(small_map, corrido
     reranker = Reranker("xfeat-lighterglue")
     extractor = reranker.extractor_for(small_map.local_conf)
     query = read_image(corridor_dir / "query" / "0000020.jpg")
-    answer = small_map.query([query], k=8)
+    answer = search(small_map, [query], k=8)
     result = reranker.rerank(extractor.extract([query])[0], answer.ids[0], answer.similarities[0], small_map.local)
     assert result.pairs_matched == 8 and not result.skipped
     assert sorted(result.ids.tolist()) == sorted(answer.ids[0].tolist())
@@ -221,7 +223,7 @@ def test_confident_queries_verify_only_their_first_candidate(small_map, corridor
     from vpr_ros.core.inputs.images import read_image
 
     query = read_image(small_map.frames.sources[12])  # a map image: its first candidate leads clearly
-    answer = small_map.query([query], k=5)
+    answer = search(small_map, [query], k=5)
     margin = float(answer.similarities[0, 0] - answer.similarities[0, 1])
     reranker = Reranker("xfeat-mnn", skip_margin=margin / 2)
     features = reranker.extractor_for(small_map.local_conf).extract([query])[0]

@@ -1,4 +1,4 @@
-"""Sequence matching (core/maps/sequence.py): the sliding-window alignment on synthetic maps with known
+"""Sequence matching (core/retrieval/sequence.py): the sliding-window alignment on synthetic maps with known
 answers, the order check, and the Localizer ranking real Corridor frames by sequence in both modes."""
 
 import logging
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from vpr_ros.core.config import LocalizerConfig
-from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.sequence import (CentredSimilarity, PlainSimilarity, SequenceMatcher, map_segments,
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.retrieval.sequence import (CentredSimilarity, PlainSimilarity, SequenceMatcher, map_segments,
                                         stamp_segments)
 
 SECOND = 10**9
@@ -117,8 +117,9 @@ def corridor(corridor_dir):
     from pathlib import Path
 
     from vpr_ros.core.inputs.images import read_image
-    from vpr_ros.core.maps.frames import FrameTable
-    from vpr_ros.core.maps.map_builder import build_map, load_image_file
+    from vpr_ros.core.map.frames import FrameTable
+    from vpr_ros.core.build.map_builder import build_map
+    from vpr_ros.core.build.sources import load_image_file
 
     paths = sorted((corridor_dir / "ref").glob("*.jpg"))
     frames = FrameTable.build(np.arange(len(paths)) * SECOND, paths)
@@ -198,7 +199,7 @@ def test_localizer_ranks_corridor_by_sequence(corridor):
 
 def test_a_shuffled_folder_map_falls_back_to_single_images(corridor, caplog):
     vpr_map, queries, _ = corridor
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
 
     order = np.random.default_rng(0).permutation(len(vpr_map))
     shuffled = VPRMap.create("shuffled", vpr_map.descriptor, vpr_map.descriptors[order], vpr_map.frames.select(order))

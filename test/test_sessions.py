@@ -10,15 +10,25 @@ import numpy as np
 import pytest
 
 from vpr_ros.core.config import LocalizerConfig
-from vpr_ros.core.localizer import Localizer
-from vpr_ros.core.maps.frames import FrameTable, Session
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.maps.map_builder import build_map, load_image_file
-from vpr_ros.core.maps.map_store import MapError, VPRMap
-from vpr_ros.core.maps.prior import PositionPrior, RadiusPolicy, RegionFinder
-from vpr_ros.core.maps.sessions import append_session, merge_maps
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.map.frames import FrameTable, Session
+from vpr_ros.core.map.index import DescriptorIndex
+from vpr_ros.core.build.map_builder import build_map
+from vpr_ros.core.build.sources import load_image_file
+from vpr_ros.core.map.store import MapError, VPRMap
+from vpr_ros.core.inputs.sync import PositionPrior
+from vpr_ros.core.retrieval.prior import RadiusPolicy, RegionFinder
+from vpr_ros.core.build.sessions import append_session, merge_maps
+from vpr_ros.core.pipeline.results import Hypothesis
+from vpr_ros.core.retrieval.recognizer import search
 
 SMALL = {"clusters": 8, "input_size": (320, 240)}
+
+
+def best(vpr_map, image) -> Hypothesis:
+    """The map frame a query image retrieves first, with its metadata."""
+    answer = search(vpr_map, [image], k=1)
+    return Hypothesis.of(vpr_map.frames, int(answer.ids[0, 0]), 0, float(answer.similarities[0, 0]))
 
 
 def _frames(paths, first: int) -> FrameTable:
@@ -61,7 +71,7 @@ def test_a_merged_map_equals_one_built_from_both_sessions(sessions, tmp_path):
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     assert np.array_equal(merged.index.search(queries, 5)[1], c.index.search(queries, 5)[1])
     assert [str(s) for s in merged.frames.sessions] == ["'day1' (robot 'r1')", "'day2' (robot 'r2')"]
-    hyp = merged.query([load_image_file(_query(paths, 45))], k=1).hypotheses[0][0]  # the other traversal
+    hyp = best(merged, load_image_file(_query(paths, 45)))  # the other traversal
     assert abs(hyp.key - 45) <= 2 and (hyp.session, hyp.robot) == ("day2", "r2"), hyp
     assert merged.local.depth is None and len(merged.local) == 60
     assert json.loads((tmp_path / "ab" / "map.json").read_text())["sessions"][1] == {"id": "day2", "robot": "r2",
@@ -112,8 +122,8 @@ def test_format_version_1_maps_load(sessions, tmp_path):
                                    "sha256": hashlib.sha256((old / "frames.npz").read_bytes()).hexdigest()}
     (old / "map.json").write_text(json.dumps(meta))
     loaded = VPRMap.load(old)
-    assert [s.id for s in loaded.frames.sessions] == ["a"] and loaded.query(
-        [load_image_file(loaded.frames.sources[3])], k=1).hypotheses[0][0].session == "a"
+    assert [s.id for s in loaded.frames.sessions] == ["a"]
+    assert best(loaded, load_image_file(loaded.frames.sources[3])).session == "a"
     meta["format_version"] = 3
     (old / "map.json").write_text(json.dumps(meta))
     with pytest.raises(MapError, match="reads versions 1, 2"):
@@ -132,12 +142,12 @@ def test_a_map_written_before_sessions_loads_answers_and_grows(corridor_dir, tmp
     loaded = VPRMap.load(old)
     assert len(loaded) == 12 and [str(s) for s in loaded.frames.sessions] == ["'v1_corridor12'"]
     refs = sorted((corridor_dir / "ref").glob("*.jpg"))
-    hyp = loaded.query([load_image_file(refs[5])], k=1).hypotheses[0][0]
+    hyp = best(loaded, load_image_file(refs[5]))
     assert (hyp.key, hyp.session) == (5, "v1_corridor12")
     new = build_map("later", _frames(refs[12:20], 12), load_image_file, session=Session("later"), space=loaded)
     grown = VPRMap.load(merge_maps([loaded, new], loaded.name).save(tmp_path / "v2"))
     assert json.loads((tmp_path / "v2" / "map.json").read_text())["format_version"] == 2
-    assert len(grown) == 20 and grown.query([load_image_file(refs[15])], k=1).hypotheses[0][0].session == "later"
+    assert len(grown) == 20 and best(grown, load_image_file(refs[15])).session == "later"
 
 
 def test_slam_closes_loops_against_an_earlier_session(sessions):
@@ -220,7 +230,7 @@ def test_merge_refuses_maps_that_do_not_hold_one_thing_once(sessions):
     a map recorded otherwise would differ)."""
     import dataclasses
 
-    from vpr_ros.core.maps.map_camera import MapCamera
+    from vpr_ros.core.map.camera import MapCamera
 
     maps, _ = sessions
     a = VPRMap.load(maps["a"])

@@ -7,7 +7,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from vpr_ros.core.maps.bag_source import read_bag_frames, read_camera_info
+from vpr_ros.core.build.bag_source import read_bag_frames, read_camera_info
 from vpr_ros.sim.render import Camera, rotation
 from vpr_ros.sim.run import SimRun
 from vpr_ros.sim.world import Route, StreetWorld

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vpr_ros.core.evaluation.metrics import auroc, average_precision, precision_at_recall, reliability
-from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.uncertainty.bayescap import (BayesCapHead, bayescap_loss, descriptor_uncertainty, fit_head,
                                                generalized_gaussian_nll, variance)
 from vpr_ros.core.uncertainty.calibration import Calibrator
@@ -187,7 +187,7 @@ def test_features_and_baselines():
 
 
 def test_positive_pairs_from_poses_and_from_route_order():
-    from vpr_ros.core.uncertainty.training import positive_pairs, same_place
+    from vpr_ros.core.build.uncertainty_training import positive_pairs, same_place
 
     pose = np.zeros((6, 7))
     pose[:, 0] = [0, 1, 2, 10, 11, 0.5]
@@ -213,7 +213,7 @@ def small_map(corridor_dir):
 def trained(small_map):
     from vpr_ros.core.matching.geometry import GeometricVerifier
     from vpr_ros.core.matching.reranker import Reranker
-    from vpr_ros.core.uncertainty.training import train_uncertainty
+    from vpr_ros.core.build.uncertainty_training import train_uncertainty
 
     model = train_uncertainty(small_map, FAST, [Reranker("xfeat-mnn", GeometricVerifier())])
     return small_map, model
@@ -258,7 +258,7 @@ def _saved_with(vpr_map, model, path):
 
 
 def test_model_round_trips_with_the_map_and_damage_is_refused(trained, tmp_path):
-    from vpr_ros.core.maps.map_store import MapError, VPRMap
+    from vpr_ros.core.map.store import MapError, VPRMap
 
     vpr_map, model = trained
     path = _saved_with(vpr_map, model, tmp_path / "m")
@@ -285,7 +285,7 @@ def test_a_model_of_an_older_format_is_refused_by_name_and_can_be_retrained(trai
     command that fixes it, and that command works on it."""
     import hashlib
 
-    from vpr_ros.core.maps.map_store import MapError, VPRMap
+    from vpr_ros.core.map.store import MapError, VPRMap
     from vpr_ros.tools.train_uncertainty import main
 
     vpr_map, model = trained
@@ -303,8 +303,8 @@ def test_a_model_of_an_older_format_is_refused_by_name_and_can_be_retrained(trai
 
 
 def test_training_refuses_maps_it_cannot_learn_from(small_map):
-    from vpr_ros.core.maps.map_store import VPRMap
-    from vpr_ros.core.uncertainty.training import train_uncertainty
+    from vpr_ros.core.map.store import VPRMap
+    from vpr_ros.core.build.uncertainty_training import train_uncertainty
 
     tiny = VPRMap.create("tiny", small_map.descriptor, small_map.descriptors[:6], small_map.frames.select(np.arange(6)))
     with pytest.raises(ValueError, match="at least 10"):
@@ -321,7 +321,7 @@ def test_training_refuses_maps_it_cannot_learn_from(small_map):
 
 
 def test_without_images_it_calibrates_on_stored_descriptors_and_says_so(small_map):
-    from vpr_ros.core.uncertainty.training import train_uncertainty
+    from vpr_ros.core.build.uncertainty_training import train_uncertainty
 
     model = train_uncertainty(small_map, {**FAST, "positive_distance_m": 3.0}, load=False)
     assert model.training["calibration_views"] == "stored descriptors"
@@ -331,7 +331,7 @@ def test_without_images_it_calibrates_on_stored_descriptors_and_says_so(small_ma
 def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor_dir):
     from vpr_ros.core.config import LocalizerConfig
     from vpr_ros.core.inputs.images import read_image
-    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.pipeline.localizer import Localizer
 
     vpr_map, model = trained
     vpr_map.uncertainty = model
@@ -361,7 +361,7 @@ def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor
 
 
 def test_train_uncertainty_console_script(small_map, tmp_path):
-    from vpr_ros.core.maps.map_store import VPRMap
+    from vpr_ros.core.map.store import VPRMap
     from vpr_ros.tools.train_uncertainty import main
 
     path = small_map.save(tmp_path / "m")
@@ -375,7 +375,7 @@ def test_confident_global_first_candidate_is_verified_alone(trained, corridor_di
     only that pair is matched (and all of them again if it fails verification); off, all are matched."""
     from vpr_ros.core.config import LocalizerConfig
     from vpr_ros.core.inputs.images import read_image
-    from vpr_ros.core.localizer import Localizer
+    from vpr_ros.core.pipeline.localizer import Localizer
 
     vpr_map, model = trained
     queries = [read_image(p) for p in sorted((corridor_dir / "query").glob("*.jpg"))[:30:6]]
@@ -407,8 +407,8 @@ def test_sequence_ranking_is_calibrated_on_another_session(trained, corridor_dir
     from vpr_ros.core.evaluation.replay import replay_core
     from vpr_ros.core.evaluation.scoring import by_distance
     from vpr_ros.core.inputs.images import read_image
-    from vpr_ros.core.localizer import Localizer
-    from vpr_ros.core.uncertainty.training import fit_session_calibrators
+    from vpr_ros.core.pipeline.localizer import Localizer
+    from vpr_ros.core.build.uncertainty_training import fit_session_calibrators
 
     vpr_map, trained_model = trained
     model = copy.deepcopy(trained_model)

@@ -7,23 +7,29 @@ from the same table, and the tools' flags take their names, defaults and help fr
 verification and agreement of the previous frame, so that published loop closures are ones a
 pose-graph back-end can take (docs/benchmarks.md has their precision and recall).
 
-This module imports no torch, so that the launch file and the parameter table can use it.
+A stage's defaults live with the stage (matching/metric.py's MetricSettings, retrieval/prior.py's
+RadiusPolicy) and are read from there. This module imports no torch, so that the launch file and the
+parameter table can use it.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
+
+from vpr_ros.core.matching.metric import MetricSettings
+from vpr_ros.core.retrieval.prior import RadiusPolicy
 
 MODES = ("localize", "slam")
 # Names of the plugin registries, written out so that importing this module does not import torch;
 # a test keeps each equal to its registry (matching.matchers.MATCHERS, runtime.backends.BACKENDS).
 MATCHER_NAMES = ("xfeat-lighterglue", "aliked-lightglue", "disk-lightglue", "xfeat-mnn")
 BACKEND_NAMES = ("auto", "torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("auto", "fp16", "fp32")
+PRECISIONS = ("auto", "fp16", "fp32")  # runtime.devices.PRECISIONS
 VERIFIERS = ("auto", "opencv", "torch")
 SWITCHES = ("auto", "on", "off")
 RERANK_OFF = ("off", "")
 
 AUTO_MIN_PROBABILITY = 0.9  # accept_min_probability < 0 takes the calibrator's full-precision point, at least this
+METRIC, RADIUS = MetricSettings(), RadiusPolicy()  # the defaults of the metric step and of a prior's search radius
 
 def setting(default, description: str, spec=None):
     """A config field: `spec` is a tuple of choices (strings) or an inclusive (low, high) range (numbers)."""
@@ -55,7 +61,7 @@ class LocalizerConfig:
                             VERIFIERS)
     sequence_length: int = setting(0, "sequence matching: rank map frames by how the last this-many processed frames "
                                       "line up with an ordered map along a plausible velocity (0: off, single-image "
-                                      "ranking; maps/sequence.py); single-image until the window fills", (0, 200))
+                                      "ranking; retrieval/sequence.py); single-image until the window fills", (0, 200))
     sequence_max_step: int = setting(3, "sequence matching: most map frames the robot may advance per processed frame "
                                         "(its speed against the map's frame spacing; skipped frames widen it)", (1, 50))
     sequence_similarity: str = setting(
@@ -86,15 +92,18 @@ class LocalizerConfig:
                                   "(empty: slam-<start time, UTC>)")
     robot_id: str = setting("", "this robot's id, carried by every hypothesis and loop closure message and recorded "
                                 "with this session's frames (empty: the node's namespace without its leading slash)")
-    prior_k_sigma: float = setting(4.0, "search with a position prior: map frames within this many standard deviations "
+    prior_k_sigma: float = setting(RADIUS.k_sigma, "search with a position prior: map frames within this many standard deviations "
                                         "of the prior (its largest horizontal one) are searched (in 2-D, 3 sigma "
                                         "leaves the robot outside 1.1 % of the time, 4 sigma 0.03 %)", (0.1, 100.0))
-    prior_min_radius_m: float = setting(10.0, "search with a position prior: the search radius is at least this "
+    prior_min_radius_m: float = setting(RADIUS.min_m, "search with a position prior: the search radius is at least this "
                                               "(metres)", (0.0, 1e7))
-    prior_max_radius_m: float = setting(1000.0, "search with a position prior: ... and at most this (metres)",
+    prior_max_radius_m: float = setting(RADIUS.max_m, "search with a position prior: ... and at most this (metres)",
                                         (0.0, 1e7))
     prior_max_age_s: float = setting(2.0, "a position prior older (or newer) than this against the frame's stamp is "
                                           "stale: the whole map is searched", (0.0, 1e6))
+    pose_sigma_m: float = setting(2.0, "standard deviation (m) of vpr/pose's position (a matched map frame's pose, no "
+                                       "metric one); with probabilities, doubt among the hypotheses' poses widens it",
+                                  (0.0, 1e6))
     bootstrap_frames: int = setting(30, "slam without a map: keyframes collected to fit the vocabulary",
                                     (2, 100000))
     preset: str = setting("default", "slam without a map: descriptor preset")
@@ -112,15 +121,15 @@ class LocalizerConfig:
                            BACKEND_NAMES)
     device_query: str = setting("auto", "localize mode: keep the whole query on the device, read back once per frame "
                                         "(joint XFeat descriptor graph, exact search, xfeat matcher, batched "
-                                        "verification; maps/device_query.py): on, off, or auto (the stage pipeline "
+                                        "verification; pipeline/device_chain.py): on, off, or auto (the stage pipeline "
                                         "until the chain is measured on a GPU: docs/gpu.md)", SWITCHES)
-    metric_min_inliers: int = setting(12, "metric loop closure (depth): PnP inliers the metric pose needs, else the "
+    metric_min_inliers: int = setting(METRIC.min_inliers, "metric loop closure (depth): PnP inliers the metric pose needs, else the "
                                           "edge keeps a translation direction only", (6, 100000))
-    metric_pixel_sigma: float = setting(2.0, "metric loop closure: keypoint noise per view (pixels of a 640-pixel-wide "
+    metric_pixel_sigma: float = setting(METRIC.pixel_sigma, "metric loop closure: keypoint noise per view (pixels of a 640-pixel-wide "
                                              "image) the pose covariance assumes", (0.05, 50.0))
-    depth_sigma_m: float = setting(0.01, "metric loop closure: depth noise at zero range (m); the noise model is "
+    depth_sigma_m: float = setting(METRIC.depth_sigma_m, "metric loop closure: depth noise at zero range (m); the noise model is "
                                          "depth_sigma_m + depth_sigma_per_m2 * z^2", (0.0, 10.0))
-    depth_sigma_per_m2: float = setting(0.002, "metric loop closure: growth of the depth noise with the square of the "
+    depth_sigma_per_m2: float = setting(METRIC.depth_sigma_per_m2, "metric loop closure: growth of the depth noise with the square of the "
                                                "range (1/m; 0.002 is 2 % at 10 m, a ZED 2 or D455 class camera)",
                                         (0.0, 1.0))
     cpu_threads: int = setting(0, "CPU threads of torch, ONNX Runtime, faiss and verification (0: every core "

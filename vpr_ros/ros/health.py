@@ -9,6 +9,8 @@ import collections
 import threading
 import time
 
+from vpr_ros.core.evaluation.metrics import latency_summary
+
 OK, WARN, ERROR = 0, 1, 2
 
 # event -> (level it raises while within the window, what the message says)
@@ -73,6 +75,18 @@ class Health:
         return {"totals": totals, "recent": recent, "stages": stages, "input_rate_hz": len(arrivals) / span,
                 "processed_rate_hz": processed / span,
                 "since_last_image_s": (now - last_arrival) if last_arrival is not None else now - self.started}
+
+    def values(self, snapshot: dict, fields: dict) -> dict:
+        """/diagnostics' key-values: the node's `fields`, then the rates, the totals, the events of the window and
+        each stage's p50 and p95 milliseconds."""
+        values = {**fields, "input_rate_hz": f"{snapshot['input_rate_hz']:.2f}",
+                  "processed_rate_hz": f"{snapshot['processed_rate_hz']:.2f}",
+                  "seconds_since_last_image": f"{snapshot['since_last_image_s']:.1f}",
+                  **snapshot["totals"], **{f"recent_{k}": v for k, v in snapshot["recent"].items()}}
+        for stage, samples in snapshot["stages"].items():
+            summary = latency_summary(samples)
+            values[f"{stage}_ms_p50"], values[f"{stage}_ms_p95"] = f"{summary['p50']:.1f}", f"{summary['p95']:.1f}"
+        return values
 
     def level(self, snapshot: dict | None = None) -> tuple[int, str]:
         """(OK/WARN/ERROR, message) from the recent window."""

@@ -76,3 +76,14 @@ def compressed_to_array(msg) -> np.ndarray:
     if image is None:
         raise ImageError(f"cannot decode compressed image (format {msg.format!r}, {data.size} bytes)")
     return opencv_to_rgb(image)
+
+
+def image_qos(reliability: str, depth: int):
+    """The QoS of the image, camera info and depth subscriptions: the sensor-data profile (best effort, as
+    camera drivers publish) or reliable (bag replays, tests), keeping the last `depth` messages."""
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+    if reliability == "sensor_data":
+        return QoSProfile(depth=depth, reliability=qos_profile_sensor_data.reliability,
+                          history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability)
+    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)

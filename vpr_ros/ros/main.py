@@ -15,7 +15,7 @@ import rclpy
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-from vpr_ros.core.maps.map_store import MapError
+from vpr_ros.core.map.store import MapError
 from vpr_ros.ros.node import LocalizerNode
 
 

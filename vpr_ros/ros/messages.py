@@ -1,13 +1,13 @@
-"""The node's outgoing messages, built from the core's results: place hypotheses, loop closures,
-the localized pose, RViz markers and diagnostics. No node state: each function takes what it needs."""
+"""The node's outgoing messages, built from the core's finished results (core/pipeline/results.py): place
+hypotheses, loop closures, the localized pose, RViz markers and diagnostics. Nothing is computed here: the
+constraint and the pose come as the core answered them. No node state: each function takes what it needs."""
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, PoseWithCovarianceStamped, Quaternion
-from std_msgs.msg import ColorRGBA, Header
+from std_msgs.msg import ColorRGBA, Float64MultiArray, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from vpr_ros.core.constraints import camera_pose, loop_constraint, pose_covariance
-from vpr_ros.core.localizer import FrameResult
+from vpr_ros.core.pipeline.results import FrameResult
 from vpr_ros.ros.convert import ns_to_stamp
 from vpr_ros.ros.health import ERROR, OK, WARN
 
@@ -17,7 +17,7 @@ MARKER_SIZE_M = 0.5
 
 
 def loop_methods(loop_closure_type) -> dict[str, int]:
-    """core.constraints' method names -> LoopClosure's METHOD_* constants."""
+    """LoopConstraint's method names -> LoopClosure's METHOD_* constants."""
     return {"global_descriptor": loop_closure_type.METHOD_GLOBAL_DESCRIPTOR,
             "fundamental": loop_closure_type.METHOD_FUNDAMENTAL,
             "homography": loop_closure_type.METHOD_HOMOGRAPHY, "essential": loop_closure_type.METHOD_ESSENTIAL,
@@ -67,11 +67,9 @@ def hypotheses_msg(msgs, header, result: FrameResult, vpr_map, map_frame: str, b
     return out
 
 
-def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None, robot_id: str = "",
-             session_id: str = ""):
-    """vpr_ros_interfaces/LoopClosure of the accepted hypothesis (core.constraints.loop_constraint)."""
-    place = result.loop
-    constraint = loop_constraint(place, matcher, result.metric, result.scale_note, result.query_depth_note)
+def loop_msg(msgs, header, result: FrameResult, vpr_map, robot_id: str = "", session_id: str = ""):
+    """vpr_ros_interfaces/LoopClosure of the accepted hypothesis and its constraint (result.constraint)."""
+    place, constraint = result.loop, result.constraint
     out = msgs.LoopClosure()
     # relative_pose is T_query_match in the query camera's optical frame: the image's frame names it, the map
     # its own camera's (a slam map's frames came from the query camera)
@@ -97,20 +95,34 @@ def loop_msg(msgs, header, result: FrameResult, vpr_map, matcher: str | None, ro
     return out
 
 
-def localized_pose_msg(header, result: FrameResult, map_frame: str, sigma_m: float,
-                       vpr_map=None) -> PoseWithCovarianceStamped:
-    """The query camera's metric pose in the map with its covariance (core.constraints.camera_pose) when the
-    loop closure is metric and the map knows its camera's mounting; else the accepted hypothesis's map pose
-    with core.constraints.pose_covariance."""
+def localized_pose_msg(header, result: FrameResult, map_frame: str) -> PoseWithCovarianceStamped:
+    """The localised pose (result.localized): the query camera's metric pose in the map when the loop closure
+    is metric and the map knows its camera's mounting, else the accepted hypothesis's map pose."""
     pose = PoseWithCovarianceStamped()
     pose.header.stamp, pose.header.frame_id = header.stamp, map_frame
-    metric = camera_pose(result.loop, result.metric, vpr_map.camera if vpr_map is not None else None)
-    if metric is not None:
-        pose.pose.pose, pose.pose.covariance = pose_msg(metric[0]), metric[1].ravel().tolist()
-        return pose
-    pose.pose.pose = pose_msg(result.loop.hypothesis.pose)
-    pose.pose.covariance = pose_covariance(result.places, sigma_m).ravel().tolist()
+    pose.pose.pose = pose_msg(result.localized.pose)
+    pose.pose.covariance = result.localized.covariance.ravel().tolist()
     return pose
+
+
+def frame_messages(msgs, header, result: FrameResult, vpr_map, map_frame: str, backend: str, robot_id: str,
+                   session_id: str, with_pose: bool, query_pose) -> dict[str, object]:
+    """Every message of one processed frame, by topic: vpr/hypotheses and vpr/loop_closure (with the interfaces,
+    `msgs`), vpr/loop_closure_detection, vpr/pose (`with_pose`: localize mode, publish_pose) and vpr/markers
+    (`query_pose`: the query's marker, when its pose is in the map frame)."""
+    out = {}
+    if msgs is not None:
+        out["hypotheses"] = hypotheses_msg(msgs, header, result, vpr_map, map_frame, backend, robot_id)
+    if result.loop is not None:
+        if msgs is not None:
+            out["loop_closure"] = loop_msg(msgs, header, result, vpr_map, robot_id, session_id)
+        out["loop_closure_detection"] = Float64MultiArray(data=[result.stamp_ns * 1e-9,
+                                                                result.loop.hypothesis.stamp_ns * 1e-9])
+        if with_pose and result.localized is not None:
+            out["pose"] = localized_pose_msg(header, result, map_frame)
+    if result.places:
+        out["markers"] = markers_msg(header, result, map_frame, query_pose)
+    return out
 
 
 def _sphere(ns: str, marker_id: int, header, pose7, color: ColorRGBA) -> Marker:

@@ -1,10 +1,11 @@
 """`vpr_localizer`: parameters, topics and services around a core Localizer (docs/node.md).
 
-The image callback only gates and queues frames (core.gate); one processing loop converts and
-processes them (ros.main runs it on the main thread, the callbacks on an executor thread). Messages
-are built in ros.messages, the map services are ros.map_services. A bad frame, camera info,
-odometry message or map is refused with a log line and a counter; an exception in any callback is
-logged, counted and answered, never the end of the node.
+The image callback only gates and queues frames (core.inputs.gate); one processing loop converts and
+processes them (ros.main runs it on the main thread, the callbacks on an executor thread). What the
+inputs are worth (odometry freshness, position priors, depth pairing) is decided in core.inputs;
+messages are built in ros.messages from the core's finished answer; the map services are
+ros.map_services. A bad frame, camera info, odometry message or map is refused with a log line and a
+counter; an exception in any callback is logged, counted and answered, never the end of the node.
 """
 
 import dataclasses
@@ -18,7 +19,6 @@ import numpy as np
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 from std_msgs.msg import Float64MultiArray
 from diagnostic_msgs.msg import DiagnosticArray
@@ -26,22 +26,22 @@ from geometry_msgs.msg import PoseWithCovarianceStamped
 from visualization_msgs.msg import MarkerArray
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.evaluation.metrics import latency_summary
-from vpr_ros.core.gate import FrameGate, FrameQueue
+from vpr_ros.core.inputs.gate import FrameGate, FrameQueue
+from vpr_ros.core.inputs.sync import OdometryInput, PriorInput, Throttle
 from vpr_ros.core.inputs.camera import CameraIntrinsics
-from vpr_ros.core.inputs.depth import DepthError
-from vpr_ros.core.inputs.depth_pairing import DepthBuffer
+from vpr_ros.core.inputs.depth_pairing import DepthStream
 from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
-from vpr_ros.core.localizer import FrameResult, Localizer
-from vpr_ros.core.maps.map_store import MapDamaged, VPRMap
-from vpr_ros.core.maps.prior import PositionPrior
-from vpr_ros.ros import map_services, messages
+from vpr_ros.core.map.store import MapDamaged
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.pipeline.results import FrameResult
+from vpr_ros.ros import messages
 from vpr_ros.ros.convert import stamp_to_ns
 from vpr_ros.ros.health import Health
-from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_to_array
+from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_qos, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
+from vpr_ros.ros.map_services import MapServices
 from vpr_ros.ros.parameters import PARAMETERS, as_declared, check_parameters, descriptor, localizer_config
-from vpr_ros.ros.ros_logging import RosoutHandler
+from vpr_ros.ros.ros_logging import RosoutHandler, guarded
 
 
 class LocalizerNode(Node):
@@ -64,28 +64,28 @@ class LocalizerNode(Node):
         # several robots share a map: a robot id names this one (by default its namespace)
         self.config = dataclasses.replace(localizer_config(p), robot_id=p["robot_id"]
                                           or self.get_namespace().strip("/").replace("/", "_"))
-        self._prior: PositionPrior | None = None
-        self._prior_warned: dict[str, float] = {}  # reason -> when it was last said
-        self.map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
-        vpr_map = self.read_map(self.map_path) if self.map_path else None
-        self.localizer = Localizer(self.config, vpr_map)
+        self._priors, self._said, self._odometry = PriorInput(), Throttle(10.0), OdometryInput(p["odom_timeout_s"])
+        map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
+        checksums = {"before": True}.get(p["map_checksums"], p["map_checksums"])
+        self.localizer = Localizer(self.config, map_path or None,
+                                   {"verify_checksums": checksums, "recheck_s": p["map_recheck_s"]})
+        vpr_map = self.localizer.vpr_map
         self.config = self.localizer.config  # with device "auto" resolved
         self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
         self.health = Health(p["diagnostics_window_s"], p["image_timeout_s"])
         self.msgs = load_interfaces(self.get_logger())
+        self.map_services = MapServices(self.localizer, map_path, p["save_map_path"], self.health, self.get_logger())
 
         self._create_publishers_and_services(p)
         self._subscribe(p)
         self.image_topic = self.resolve_topic_name(self.image_topic)  # as a namespace and remappings make it
         self._queue = FrameQueue(p["queue_size"],
-                                 on_drop=lambda item: self._depths.release(stamp_to_ns(item[0].header.stamp)))
-        self.map_lock = threading.Lock()
+                                 on_drop=lambda item: self._depths.buffer.release(stamp_to_ns(item[0].header.stamp)))
         self._loop_lock = threading.Lock()  # held by the one processing loop
-        self._worker = None
-        if start_worker:
-            self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True)
+        self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True) if start_worker else None
+        if self._worker is not None:
             self._worker.start()
-        self._diag_timer = self.create_timer(p["diagnostics_period_s"], self._guarded(self._publish_diagnostics))
+        self._diag_timer = self.create_timer(p["diagnostics_period_s"], guarded(self, self.health, self._publish_diagnostics))
         size = len(self.localizer.vpr_map) if self.localizer.vpr_map is not None else 0
         self.get_logger().info(f"vpr_localizer: mode {p['mode']}, map {self.localizer.map_name or '(none yet)'} "
                                f"({size} frames), rerank {self.config.rerank or 'off'}, images on {self.image_topic} "
@@ -96,50 +96,38 @@ class LocalizerNode(Node):
                                       "calibrated map, temporal_window 0): expect false ones; see docs/benchmarks.md")
 
     def _create_publishers_and_services(self, p: dict) -> None:
-        self.hypotheses_pub = self.loop_pub = None
+        self._outputs = {"pose": self.create_publisher(PoseWithCovarianceStamped, "vpr/pose", 10),
+                            "markers": self.create_publisher(MarkerArray, "vpr/markers", 10)}
         if self.msgs is not None:
-            self.hypotheses_pub = self.create_publisher(self.msgs.PlaceHypotheses, "vpr/hypotheses", 10)
-            self.loop_pub = self.create_publisher(self.msgs.LoopClosure, "vpr/loop_closure", 10)
-            self.create_service(self.msgs.LoadMap, "vpr/load_map", partial(map_services.load_map, self))
-            self.create_service(self.msgs.SaveMap, "vpr/save_map", partial(map_services.save_map, self))
-        self.loop_array_pub = (self.create_publisher(Float64MultiArray, "vpr/loop_closure_detection", 10)
-                               if p["publish_loop_array"] else None)
-        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, "vpr/pose", 10)
-        self.marker_pub = self.create_publisher(MarkerArray, "vpr/markers", 10)
+            self._outputs["hypotheses"] = self.create_publisher(self.msgs.PlaceHypotheses, "vpr/hypotheses", 10)
+            self._outputs["loop_closure"] = self.create_publisher(self.msgs.LoopClosure, "vpr/loop_closure", 10)
+            self.create_service(self.msgs.LoadMap, "vpr/load_map", self.map_services.load)
+            self.create_service(self.msgs.SaveMap, "vpr/save_map", self.map_services.save)
+        if p["publish_loop_array"]:
+            self._outputs["loop_closure_detection"] = self.create_publisher(
+                Float64MultiArray, "vpr/loop_closure_detection", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _subscribe(self, p: dict) -> None:
         """Images (raw or compressed) with the configured QoS, and the optional camera info and odometry."""
-        if p["qos_reliability"] == "sensor_data":
-            qos = QoSProfile(depth=p["qos_depth"], reliability=qos_profile_sensor_data.reliability,
-                             history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability)
-        else:
-            qos = QoSProfile(depth=p["qos_depth"], reliability=ReliabilityPolicy.RELIABLE,
-                             history=HistoryPolicy.KEEP_LAST)
+        qos = image_qos(p["qos_reliability"], p["qos_depth"])
         if p["image_transport"] == "compressed":
             self.image_topic = p["image_topic"].rstrip("/") + "/compressed"
             self.create_subscription(CompressedImage, self.image_topic, self._on_image, qos)
         else:
             self.image_topic = p["image_topic"]
             self.create_subscription(Image, self.image_topic, self._on_image, qos)
-        self.camera = CameraIntrinsics()
-        self._warned: set[str] = set()
-        if p["camera_info_topic"]:
-            self.create_subscription(CameraInfo, p["camera_info_topic"], self._guarded(self._on_camera_info), qos)
-        self._depths = DepthBuffer(int(p["depth_tolerance_s"] * 1e9))  # what the waiting frames may need
-        self.depth_camera = CameraIntrinsics()
-        if p["depth_topic"]:
-            self.create_subscription(Image, p["depth_topic"], self._guarded(self._on_depth), qos)
-            if p["depth_camera_info_topic"]:
-                self.create_subscription(CameraInfo, p["depth_camera_info_topic"],
-                                         self._guarded(self._on_depth_camera_info), qos)
-        self._odom = None  # (pose 7, monotonic arrival, frame id) of the last valid odometry
-        if p["odom_topic"]:
-            self.create_subscription(Odometry, p["odom_topic"], self._guarded(self._on_odom), 50)
-        if p["prior_topic"]:
-            self.create_subscription(PoseWithCovarianceStamped, p["prior_topic"], self._guarded(self._on_prior), 10)
-        if p["prior_gps_topic"]:
-            self.create_subscription(NavSatFix, p["prior_gps_topic"], self._guarded(self._on_gps_prior), 10)
+        self.camera, self.depth_camera, self._once = CameraIntrinsics(), CameraIntrinsics(), Throttle(float("inf"))
+        self._depths = DepthStream(p["depth_topic"], p["depth_tolerance_s"], p["depth_wait_s"], depth_to_metres,
+                                   self.depth_camera.for_size if p["depth_camera_info_topic"] else None)
+        for kind, name, callback, depth in ((CameraInfo, "camera_info_topic", self._on_camera_info, qos),
+                                            (Image, "depth_topic", self._on_depth, qos),
+                                            (CameraInfo, "depth_camera_info_topic", self._on_depth_camera_info, qos),
+                                            (Odometry, "odom_topic", self._on_odom, 50),
+                                            (PoseWithCovarianceStamped, "prior_topic", self._on_prior, 10),
+                                            (NavSatFix, "prior_gps_topic", self._on_gps_prior, 10)):
+            if p[name] and (name != "depth_camera_info_topic" or p["depth_topic"]):  # depth info only with depth
+                self.create_subscription(kind, p[name], guarded(self, self.health, callback), depth)
 
     # ---- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -150,41 +138,11 @@ class LocalizerNode(Node):
                                                                 "(maps reload through vpr/load_map)")
         return SetParametersResult(successful=True)
 
-    def read_map(self, path: str) -> VPRMap:
-        checksums = {"before": True}.get(self.params["map_checksums"], self.params["map_checksums"])
-        return VPRMap.load(Path(path).expanduser(), checkpoint=self.config.checkpoint or None,
-                           verify_checksums=checksums, recheck_s=self.params["map_recheck_s"])
-
     def recheck_map(self) -> None:
-        """Verify the map files read from disk against their checksums now (SIGUSR1); a damaged one stops the
-        node as at start."""
-        checksums = self.localizer.vpr_map.checksums if self.localizer.vpr_map is not None else None
-        if checksums is None:
-            self.get_logger().info("map recheck asked: the map has no files read from disk while it serves")
-            return
-        self.get_logger().info(f"map recheck asked: verifying {self.localizer.map_name}'s files read from disk")
-        checksums.recheck_now()
-
-    def _guarded(self, callback):
-        """`callback` that logs and counts an exception instead of letting it end the executor; quiet
-        once the context is shutting down (a timer may fire after it)."""
-        def run(*args):
-            try:
-                return callback(*args)
-            except Exception as exc:
-                if not self.context.ok():
-                    return None
-                self.health.count("errors")
-                self.get_logger().error(f"{callback.__name__} failed: {type(exc).__name__}: {exc}",
-                                        throttle_duration_sec=5.0)
-                return None
-        run.__name__ = callback.__name__
-        return run
-
-    def _warn_once(self, key: str, text: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.get_logger().warning(text)
+        """Verify the map's files read from disk against their checksums now (SIGUSR1); damage stops the node."""
+        checked = self.localizer.recheck_map()
+        self.get_logger().info(f"map recheck asked: {'verifying the' if checked else 'the map has no'} files read "
+                               f"from disk of {self.localizer.map_name or 'no map'}")
 
     # ---- inputs -----------------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -200,114 +158,63 @@ class LocalizerNode(Node):
         error = camera.update(msg.k, (int(msg.width), int(msg.height)), (roi.x_offset, roi.y_offset, roi.width, roi.height))
         if error is not None:
             self.health.count("bad_camera_info")
-            if camera.calibration is not None:
-                (k, (width, height)) = camera.calibration
-                instead = (f"the last good calibration stays in use (fx {k[0, 0]:g}, fy {k[1, 1]:g}, cx {k[0, 2]:g}, "
-                           f"cy {k[1, 2]:g} at {width}x{height}); fix the camera driver's CameraInfo")
-            else:
-                instead = f"{consequence} until a usable CameraInfo arrives; fix the camera driver's CameraInfo"
-            self._warn_once(f"{topic}:{list(msg.k)}:{camera.calibration is not None}",
-                            f"camera info on {self.params[topic]} ignored: {error}; {instead}")
+            if self._once.due(f"{topic}:{list(msg.k)}:{camera.calibration is not None}", 0.0):
+                self.get_logger().warning(f"camera info on {self.params[topic]} ignored: {error}; "
+                                          f"{camera.instead(consequence)}")
 
     def _on_depth(self, msg: Image) -> None:
         """Keep the depth images the waiting frames may need; each frame is paired with the nearest in stamp."""
-        self._depths.add(stamp_to_ns(msg.header.stamp), msg)
+        self._depths.buffer.add(stamp_to_ns(msg.header.stamp), msg)
 
     def _depth_for(self, stamp_ns: int, arrived: float) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-        """(depth in metres, its own K or None, why none) for the colour frame of `stamp_ns` that arrived at
-        `arrived` (monotonic): the depth image nearest in stamp once one is within depth_tolerance_s, waiting
-        until depth_wait_s after the frame's arrival at most. Called when the frame first needs its depth (the
-        core's DepthSource), after retrieval and matching, so the depth stream has had that long to deliver.
+        """The core's DepthSource for the frame of `stamp_ns` (arrived at monotonic `arrived`): called when it
+        first needs its depth, after retrieval and matching, so the depth stream has had that long to deliver.
         A depth image that cannot be used is counted and said (throttled), never raised."""
         if not self.params["depth_topic"]:
             return None, None, ""
-        tolerance = self.params["depth_tolerance_s"]
-        pairing = self._depths.pair(stamp_ns, arrived + self.params["depth_wait_s"])
-        msg = pairing.payload
-        if msg is None:
-            note = (f"no depth image received on {self.params['depth_topic']}" if pairing.offset_s is None else
-                    f"the nearest depth image is {abs(pairing.offset_s):.3f} s "
-                    f"{'older' if pairing.offset_s < 0 else 'newer'} than the frame (depth_tolerance_s {tolerance:g})")
-            self.health.count("stale_depth")
-            self.get_logger().warning(f"{note}: loop closures keep a translation direction ({pairing.describe()})",
-                                      throttle_duration_sec=10.0)
-            return None, None, note
-        try:
-            depth = depth_to_metres(msg)
-        except DepthError as exc:
-            self.health.count("bad_depth")
-            self.get_logger().warning(f"depth image rejected ({exc.reason}): {exc}", throttle_duration_sec=5.0)
-            return None, None, f"depth image rejected: {exc}"
-        depth_K = None
-        if self.params["depth_camera_info_topic"]:
-            depth_K = self.depth_camera.for_size((depth.shape[1], depth.shape[0]))
-            if depth_K is None:
-                self.health.count("bad_depth")
-                note = "no usable CameraInfo for the depth image yet"
-                self.get_logger().warning(note, throttle_duration_sec=10.0)
-                return None, None, note
-        return depth, depth_K, ""
+        got = self._depths.for_frame(stamp_ns, arrived)
+        if got.problem:
+            self.health.count(got.problem)
+            self.get_logger().warning(got.log, throttle_duration_sec=10.0 if got.problem == "stale_depth" else 5.0)
+        return got.depth, got.depth_K, got.note
 
     def _intrinsics(self, image_size: tuple[int, int]) -> np.ndarray | None:
         """K for images of this size from the last camera info; None (warned once, counted) when it does not fit."""
         K = self.camera.for_size(image_size)
         if K is None and image_size in self.camera.rejected:
             self.health.count("bad_camera_info")
-            self._warn_once(f"K:{self.camera.calibration[0].tobytes()}:{self.camera.calibration[1]}:{image_size}",
-                            f"camera info on {self.params['camera_info_topic']} rejected for {image_size[0]}x"
-                            f"{image_size[1]} frames: {self.camera.rejected[image_size]}; frames are verified "
-                            "without a pose")
+            size = f"{image_size[0]}x{image_size[1]}"
+            if self._once.due(f"K:{self.camera.calibration[0].tobytes()}:{self.camera.calibration[1]}:{size}", 0.0):
+                self.get_logger().warning(f"camera info on {self.params['camera_info_topic']} rejected for {size} frames: "
+                                          f"{self.camera.rejected[image_size]}; frames are verified without a pose")
         return K
 
     def _on_odom(self, msg: Odometry) -> None:
         q, t = msg.pose.pose.orientation, msg.pose.pose.position
-        pose = np.array([t.x, t.y, t.z, q.x, q.y, q.z, q.w])
-        norm = float(np.linalg.norm(pose[3:]))
-        if not np.isfinite(pose).all() or abs(norm - 1.0) > 1e-3:
+        why = self._odometry.update([t.x, t.y, t.z, q.x, q.y, q.z, q.w], msg.header.frame_id, time.monotonic())
+        if why:
             self.health.count("bad_odometry")
-            self.get_logger().warning(f"odometry on {self.params['odom_topic']} ignored: "
-                                      + ("NaN or infinite pose" if not np.isfinite(pose).all()
-                                         else f"quaternion of norm {norm:.4f}"), throttle_duration_sec=5.0)
-            return
-        frame = msg.header.frame_id or "odom"
-        self._odom = (pose, time.monotonic(), frame)
-        if self.config.mode == "slam":
-            self.localizer.pose_frame_id = frame
+            self.get_logger().warning(f"odometry on {self.params['odom_topic']} ignored: {why}",
+                                      throttle_duration_sec=5.0)
+        elif self.config.mode == "slam":
+            self.localizer.pose_frame_id = self._odometry.frame_id
 
     def _on_prior(self, msg: PoseWithCovarianceStamped) -> None:
-        frame = self._map_frame(self.localizer.vpr_map)
-        if msg.header.frame_id and msg.header.frame_id != frame:
-            self._reject_prior(f"it is in frame {msg.header.frame_id!r}, the map's poses in {frame!r}")
-            return
         p = msg.pose.pose.position
-        covariance = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)[:3, :3]
-        self._set_prior((p.x, p.y, p.z), covariance, msg.header.stamp, "pose")
+        self._prior_said(self._priors.from_pose((p.x, p.y, p.z), msg.pose.covariance, stamp_to_ns(msg.header.stamp),
+                                                msg.header.frame_id, self._map_frame(self.localizer.vpr_map)), "pose")
 
     def _on_gps_prior(self, msg: NavSatFix) -> None:
-        if msg.status.status < 0:  # STATUS_NO_FIX (-1), or STATUS_UNKNOWN (-2: the default of newer sensor_msgs)
-            self._reject_prior("the receiver has no fix" if msg.status.status == -1 else
-                               f"its fix status is {msg.status.status} (unknown: the driver does not fill status)",
-                               "gps")
-            return
-        covariance = np.asarray(msg.position_covariance, np.float64).reshape(3, 3)
-        if msg.position_covariance_type == 0:  # COVARIANCE_TYPE_UNKNOWN: no region can be drawn
-            self._reject_prior("its covariance is unknown (position_covariance_type 0)", "gps")
-            return
-        self._set_prior((msg.latitude, msg.longitude, msg.altitude), covariance, msg.header.stamp, "gps")
+        self._prior_said(self._priors.from_gps((msg.latitude, msg.longitude, msg.altitude), msg.position_covariance,
+                                               msg.position_covariance_type, msg.status.status,
+                                               stamp_to_ns(msg.header.stamp)), "gps")
 
-    def _set_prior(self, position, covariance, stamp, kind: str) -> None:
-        try:
-            self._prior = PositionPrior(tuple(float(v) for v in position), covariance, stamp_to_ns(stamp), kind)
-        except ValueError as exc:
-            self._reject_prior(str(exc), kind)
-
-    def _reject_prior(self, why: str, kind: str = "pose") -> None:
-        """Count a prior that cannot be used; say each reason at most every 10 s (a receiver without a fix
-        sends one every cycle, and a second reason must not hide behind the first), naming the topic it came on."""
+    def _prior_said(self, why: str, kind: str) -> None:
+        """Count a prior that cannot be used; say each reason at most every 10 s, naming its topic."""
+        if not why:
+            return
         self.health.count("bad_prior")
-        now = time.monotonic()
-        if now - self._prior_warned.get(f"{kind}:{why}", -1e9) >= 10.0:
-            self._prior_warned[f"{kind}:{why}"] = now
+        if self._said.due(f"{kind}:{why}", time.monotonic()):
             topic = self.params["prior_gps_topic"] if kind == "gps" else self.params["prior_topic"]
             self.get_logger().warning(f"position prior on {topic} ignored: {why}; the whole map is searched "
                                       "when the last good prior is stale")
@@ -315,14 +222,12 @@ class LocalizerNode(Node):
     def _fresh_odometry(self, now: float) -> np.ndarray | None:
         if not self.params["odom_topic"]:
             return None
-        odom = self._odom
-        if odom is None or now - odom[1] > self.params["odom_timeout_s"]:
+        pose, why = self._odometry.fresh(now)
+        if pose is None:
             self.health.count("stale_odometry")
-            age = "none received" if odom is None else f"the last is {now - odom[1]:.1f} s old"
-            self.get_logger().warning(f"no fresh odometry on {self.params['odom_topic']} ({age}): frames get no "
+            self.get_logger().warning(f"no fresh odometry on {self.params['odom_topic']} ({why}): frames get no "
                                       "pose and pass the motion gate on time alone", throttle_duration_sec=10.0)
-            return None
-        return odom[0].copy()
+        return pose
 
     def _on_image(self, msg) -> None:
         try:
@@ -338,7 +243,7 @@ class LocalizerNode(Node):
         if not self.gate.admit(stamp_to_ns(msg.header.stamp), pose):
             self.health.count("gated")
             return
-        self._depths.expect(stamp_to_ns(msg.header.stamp))  # its depth is kept until it is paired or dropped
+        self._depths.buffer.expect(stamp_to_ns(msg.header.stamp))  # its depth is kept until it is paired or dropped
         self.health.count("dropped", self._queue.put((msg, now, pose)))
 
     # ---- the processing loop ----------------------------------------------------------------
@@ -351,9 +256,7 @@ class LocalizerNode(Node):
             while not self._queue.closed:
                 item = self._queue.get(timeout=0.5)
                 if item is None:
-                    checksums = self.localizer.vpr_map.checksums if self.localizer.vpr_map is not None else None
-                    if checksums is not None:  # a map verified in the background stops the node once found damaged
-                        checksums.raise_if_damaged()
+                    self.localizer.check_map()  # a map verified in the background stops the node once found damaged
                     continue
                 try:
                     self._process(*item)
@@ -371,15 +274,15 @@ class LocalizerNode(Node):
     def _process(self, msg, arrived: float, pose) -> None:
         stamp_ns = stamp_to_ns(msg.header.stamp)
         try:
-            image = compressed_to_array(msg) if isinstance(msg, CompressedImage) else image_to_array(msg)
-            image = rescale_bit_depth(image, self.params["bit_depth"])
+            image = rescale_bit_depth(compressed_to_array(msg) if isinstance(msg, CompressedImage)
+                                      else image_to_array(msg), self.params["bit_depth"])
             camera_K = self._intrinsics((image.shape[1], image.shape[0]))
             depth = partial(self._depth_for, stamp_ns, arrived)  # paired when the frame first needs it
-            with self.map_lock:
-                result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, prior=self._prior)
+            with self.localizer.lock:  # the map the frame was answered from
+                result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, prior=self._priors.prior)
                 vpr_map = self.localizer.vpr_map
         finally:
-            self._depths.release(stamp_ns)
+            self._depths.buffer.release(stamp_ns)
         self.health.count("processed")
         self.health.count("prior_searches", int(result.search_frames is not None))
         if result.depth_rejected:
@@ -396,53 +299,33 @@ class LocalizerNode(Node):
 
     def _publish(self, header, result: FrameResult, vpr_map, query_pose) -> None:
         """Build every message of the frame first, then publish them: a failure cannot leave half."""
-        frame, out = self._map_frame(vpr_map), []
-        if self.hypotheses_pub is not None:
-            out.append((self.hypotheses_pub, messages.hypotheses_msg(self.msgs, header, result, vpr_map, frame,
-                                                                     self.localizer.backend_label, self.config.robot_id)))
-        if result.loop is not None:
-            if self.loop_pub is not None:
-                session = self.localizer.session.id if self.config.mode == "slam" else ""
-                out.append((self.loop_pub, messages.loop_msg(self.msgs, header, result, vpr_map, self.config.rerank,
-                                                             self.config.robot_id, session)))
-            if self.loop_array_pub is not None:
-                out.append((self.loop_array_pub, Float64MultiArray(
-                    data=[result.stamp_ns * 1e-9, result.loop.hypothesis.stamp_ns * 1e-9])))
-            if (self.config.mode == "localize" and self.params["publish_pose"]
-                    and result.loop.hypothesis.pose is not None):
-                out.append((self.pose_pub, messages.localized_pose_msg(header, result, frame,
-                                                                       self.params["pose_sigma_m"], vpr_map)))
-        if result.places:
-            odom = self._odom  # the query's marker only where its pose shares the map frame
-            shown = query_pose if odom is not None and odom[2] == frame else None
-            out.append((self.marker_pub, messages.markers_msg(header, result, frame, shown)))
-        for publisher, msg in out:
-            publisher.publish(msg)
+        frame = self._map_frame(vpr_map)
+        out = messages.frame_messages(
+            self.msgs, header, result, vpr_map, frame, self.localizer.backend_label, self.config.robot_id,
+            self.localizer.session.id if self.config.mode == "slam" else "",
+            self.config.mode == "localize" and self.params["publish_pose"],
+            query_pose if self._odometry.frame_id == frame else None)  # the query's marker in the map frame only
+        for topic, msg in out.items():
+            if self._outputs.get(topic) is not None:
+                self._outputs[topic].publish(msg)
         if result.loop is not None:
             self.health.count("loop_closures")
             self.health.count("metric_loop_closures", int(result.metric is not None))
 
     def _publish_diagnostics(self) -> None:
-        snap = self.health.snapshot()
-        vpr_map = self.localizer.vpr_map
-        values = {"mode": self.config.mode, "robot_id": self.config.robot_id, "map": self.localizer.map_name,
-                  "map_size": len(vpr_map) if vpr_map is not None else 0,
-                  "backend": self.localizer.backend_label, "device": self.config.device,
-                  "search": vpr_map.index.label if vpr_map is not None else "",
-                  "rerank": self.config.rerank or "off", "image_topic": self.image_topic,
-                  "input_rate_hz": f"{snap['input_rate_hz']:.2f}", "processed_rate_hz": f"{snap['processed_rate_hz']:.2f}",
-                  "seconds_since_last_image": f"{snap['since_last_image_s']:.1f}", "queued": len(self._queue),
-                  **snap["totals"], **{f"recent_{k}": v for k, v in snap["recent"].items()}}
+        snap, vpr_map = self.health.snapshot(), self.localizer.vpr_map
+        values = self.health.values(snap, {
+            "mode": self.config.mode, "robot_id": self.config.robot_id, "map": self.localizer.map_name,
+            "map_size": len(vpr_map) if vpr_map is not None else 0, "backend": self.localizer.backend_label,
+            "device": self.config.device, "search": vpr_map.index.label if vpr_map is not None else "",
+            "rerank": self.config.rerank or "off", "image_topic": self.image_topic, "queued": len(self._queue)})
         if self.params["depth_topic"]:  # frames pair their depth only when a loop closure needs it: say the stream's state
-            since = self._depths.since_last_s()
+            since = self._depths.buffer.since_last_s()
             values["seconds_since_last_depth"] = "never" if since is None else f"{since:.1f}"
-        for stage, samples in snap["stages"].items():
-            summary = latency_summary(samples)
-            values[f"{stage}_ms_p50"], values[f"{stage}_ms_p95"] = f"{summary['p50']:.1f}", f"{summary['p95']:.1f}"
         level, message = self.health.level(snap)
         # /diagnostics is shared by every robot's node: the status names this one (e.g. /robot1/vpr_localizer)
-        out = messages.diagnostics_msg(f"{self.get_fully_qualified_name().lstrip('/')}: pipeline",
-                                       self.get_fully_qualified_name(), level, message, values,
+        name = self.get_fully_qualified_name()
+        out = messages.diagnostics_msg(f"{name.lstrip('/')}: pipeline", name, level, message, values,
                                        self.get_clock().now().to_msg())
         if self.context.ok():
             self.diag_pub.publish(out)
@@ -451,15 +334,14 @@ class LocalizerNode(Node):
         if hasattr(self, "_queue"):  # construction may have failed before the queue existed
             self._queue.close()
         if hasattr(self, "_depths"):
-            self._depths.close()
+            self._depths.buffer.close()
         if getattr(self, "_worker", None) is not None:
             self._worker.join(timeout=10.0)
 
     def destroy_node(self) -> None:
         self.stop_worker()
-        vpr_map = self.localizer.vpr_map if hasattr(self, "localizer") else None
-        if vpr_map is not None and vpr_map.checksums is not None:
-            vpr_map.checksums.stop()
+        if hasattr(self, "localizer"):
+            self.localizer.close()
         if hasattr(self, "_log_handler"):
             LOGGER.removeHandler(self._log_handler)
             if not LOGGER.handlers:

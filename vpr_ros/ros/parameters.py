@@ -55,8 +55,6 @@ NODE_PARAMETERS = {
                   "each frame by its own maximum", (0, 16)),
     "map_frame_id": ("", "frame of the map poses (empty: the map's own; slam: the odometry's frame)", None),
     "publish_pose": (True, "localize mode: publish vpr/pose for accepted hypotheses with a map pose", None),
-    "pose_sigma_m": (2.0, "standard deviation (m) of vpr/pose's position; with probabilities, doubt among "
-                     "the hypotheses' poses widens it", (0.0, 1e6)),
     "publish_loop_array": (False, "publish vpr/loop_closure_detection (Float64MultiArray [t_query, t_match])",
                            None),
     "save_map_path": ("", "default directory for vpr/save_map when the request has none", None),

@@ -66,7 +66,7 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
                         answer_timeout_s: float = 60.0, domain_id: int | None = None,
                         depth=None, prior=None) -> list[QueryRecord]:
     """items: (stamp_ns, true pose or None, image loader) in bag order -> one QueryRecord per item. depth:
-    stamp_ns -> the frame's aligned depth image in metres, or None (maps.bag_source.BagDepth). prior:
+    stamp_ns -> the frame's aligned depth image in metres, or None (build.bag_source.BagDepth). prior:
     (stamp_ns, true pose) -> a pose PositionPrior or None (core.evaluation.replay.simulated_prior), published
     on the node's prior_topic before each image."""
     from vpr_ros.ros.interfaces import load_interfaces

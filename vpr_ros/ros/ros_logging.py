@@ -1,6 +1,23 @@
-"""The core's `logging` records (logger "vpr_ros") on the node's ROS logger, hence /rosout."""
+"""The core's `logging` records (logger "vpr_ros") on the node's ROS logger, hence /rosout; and callbacks
+whose exceptions are logged and counted instead of ending the executor."""
 
 import logging
+
+
+def guarded(node, health, callback):
+    """`callback` that logs and counts an exception (health's "errors") instead of letting it end the
+    executor; quiet once the node's context is shutting down (a timer may fire after it)."""
+    def run(*args):
+        try:
+            return callback(*args)
+        except Exception as exc:
+            if not node.context.ok():
+                return None
+            health.count("errors")
+            node.get_logger().error(f"{callback.__name__} failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
+            return None
+    run.__name__ = callback.__name__
+    return run
 
 
 class RosoutHandler(logging.Handler):

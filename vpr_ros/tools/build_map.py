@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from vpr_ros.core.descriptors.presets import PRESETS
-from vpr_ros.core.maps.frames import FrameTable, Session
-from vpr_ros.core.maps.map_builder import (KeyframePolicy, SourceLoader, build_map, frames_from_folder,
-                                           load_image_file)
-from vpr_ros.core.maps.shards import FIT_SAMPLE, SHARD_FRAMES
-from vpr_ros.core.maps.map_store import MapError, VPRMap
-from vpr_ros.core.maps.sessions import check_can_grow, merge_maps
+from vpr_ros.core.map.frames import FrameTable, Session
+from vpr_ros.core.build.map_builder import KeyframePolicy, build_map
+from vpr_ros.core.build.sources import SourceLoader, frames_from_folder, load_image_file
+from vpr_ros.core.build.shards import FIT_SAMPLE, SHARD_FRAMES
+from vpr_ros.core.map.store import MapError, VPRMap
+from vpr_ros.core.build.sessions import check_can_grow, merge_maps
 from vpr_ros.core.matching.local_features import EXTRACTORS
 from vpr_ros.tools import add_bag_topic_arguments
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             frames, load = frames_from_folder(args.images, args.poses), load_image_file
             frame_id = args.frame_id or "map"
         else:
-            from vpr_ros.core.maps.bag_source import read_bag_frames
+            from vpr_ros.core.build.bag_source import read_bag_frames
 
             bags = args.bag
             if len({path.name for path in bags}) < len(bags):
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             frame_id = args.frame_id or (args.tf_frames[0] if args.tf_frames else "map")
             camera = _camera(args, bags[0]) if args.camera_info_topic else None
             if args.depth_topic:
-                from vpr_ros.core.maps.bag_source import BagDepth
+                from vpr_ros.core.build.bag_source import BagDepth
 
                 depth = BagDepth(bags[0], args.depth_topic, args.max_depth_gap)
         overrides = {"index": args.index} if args.index else {}
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _camera(args, bag: Path):
     """The map camera from the bag's CameraInfo, mounted by --camera-in-body or the bag's /tf_static."""
-    from vpr_ros.core.maps.bag_source import read_camera_info, read_pose_child_frame, read_static_transform
-    from vpr_ros.core.maps.map_camera import MapCamera
+    from vpr_ros.core.build.bag_source import read_camera_info, read_pose_child_frame, read_static_transform
+    from vpr_ros.core.map.camera import MapCamera
 
     K, size, optical = read_camera_info(bag, args.camera_info_topic)
     mounting = args.camera_in_body

@@ -1,6 +1,6 @@
 """`vpr_eval`: Recall@N, loop-closure precision/recall, confidence and per-stage latency of the pipeline.
 
-Two sources of queries, one pipeline: every query goes through core.localizer.Localizer.process,
+Two sources of queries, one pipeline: every query goes through core.pipeline.localizer.Localizer.process,
 configured by the LocalizerConfig flags (the node's defaults unless told otherwise).
 - `--dataset DIR` (the ../shared/data/corridor format: `query/`, `ref/`, `ground_truth.csv`): the
   references become the map (vocabulary and PCA fitted on them, as a robot's map would be); each
@@ -24,8 +24,8 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.descriptors.presets import PRESETS
 from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset, machine_info
 from vpr_ros.core.evaluation.scoring import RECALL_NS
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.map.store import VPRMap
 from vpr_ros.tools import add_bag_topic_arguments
 from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
@@ -40,7 +40,7 @@ CONFIG_FLAGS = ("prior_k_sigma", "prior_min_radius_m", "prior_max_radius_m", "to
 
 def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames: tuple[str, str] | None):
     """The bag's images as (stamp_ns, true pose or None, loader) in bag order, and their frame table."""
-    from vpr_ros.core.maps.bag_source import read_bag_frames
+    from vpr_ros.core.build.bag_source import read_bag_frames
 
     queries = read_bag_frames(bag, image_topic, pose_topic, tf_frames)
     frames, load = queries.frames, queries.loader()
@@ -80,7 +80,7 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
     from vpr_ros.core.evaluation.metric_eval import metric_report
     from vpr_ros.core.evaluation.replay import PROCESSED, recorded_prior, replay_core, simulated_prior
     from vpr_ros.core.evaluation.scoring import evaluate_replay
-    from vpr_ros.core.maps.bag_source import BagDepth, read_camera_info, read_gps_priors
+    from vpr_ros.core.build.bag_source import BagDepth, read_camera_info, read_gps_priors
 
     vpr_map = VPRMap.load(map_dir, checkpoint=config.checkpoint or None)
     items, queries = replay_inputs(bag, image_topic, pose_topic, tf_frames)
@@ -148,7 +148,7 @@ def _session_counts(records, vpr_map: VPRMap) -> dict:
 
 def _query_mounting(bag: Path, pose_topic: str | None, tf_frames, camera_frame: str):
     """The query camera's pose on the bag's posed body, from its static TF (None when it does not say)."""
-    from vpr_ros.core.maps.bag_source import read_pose_child_frame, read_static_transform
+    from vpr_ros.core.build.bag_source import read_pose_child_frame, read_static_transform
 
     body = tf_frames[1] if tf_frames else read_pose_child_frame(bag, pose_topic) if pose_topic else None
     return read_static_transform(bag, body, camera_frame) if body and camera_frame else None

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from vpr_ros.core.inputs.images import batch_to_tensor
-from vpr_ros.core.maps.map_builder import SourceLoader
-from vpr_ros.core.maps.map_store import VPRMap
+from vpr_ros.core.build.sources import SourceLoader
+from vpr_ros.core.map.store import VPRMap
 from vpr_ros.core.runtime.backends import OnnxRuntimeBackend
 from vpr_ros.core.runtime.export import export_onnx, onnx_path
 

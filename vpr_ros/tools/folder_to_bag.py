@@ -22,7 +22,7 @@ import numpy as np
 
 from vpr_ros.core.evaluation.datasets import ImageFolderDataset
 from vpr_ros.core.inputs.images import read_image, to_rgb8
-from vpr_ros.core.maps.map_builder import frames_from_folder
+from vpr_ros.core.build.sources import frames_from_folder
 from vpr_ros.sim.bag_writer import BagWriter
 
 START_NS = 1_700_000_000 * 10**9

@@ -13,8 +13,8 @@ import logging
 import sys
 from pathlib import Path
 
-from vpr_ros.core.maps.map_store import MapError, VPRMap
-from vpr_ros.core.maps.sessions import merge_maps
+from vpr_ros.core.map.store import MapError, VPRMap
+from vpr_ros.core.build.sessions import merge_maps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ calibration queries are synthetic views of held-out map frames when the map's im
 read, else their stored descriptors (optimistic; reported). With --session, hypotheses ranked by
 sequence get calibrators fitted on that bag replayed against the map (its poses within --session-distance
 of a map frame's make the right places); they apply to nodes running the same --sequence-length and
---sequence-similarity. See vpr_ros/core/uncertainty/training.py.
+--sequence-similarity. See vpr_ros/core/build/uncertainty_training.py.
 """
 
 import argparse
@@ -21,12 +21,12 @@ import sys
 from pathlib import Path
 
 from vpr_ros.core.config import AUTO_MIN_PROBABILITY
-from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.map.store import MapError, VPRMap
 from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.matchers import MATCHERS
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.uncertainty.calibration import KINDS
-from vpr_ros.core.uncertainty.training import DEFAULT_TRAINING, fit_session_calibrators, train_uncertainty
+from vpr_ros.core.build.uncertainty_training import DEFAULT_TRAINING, fit_session_calibrators, train_uncertainty
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,9 @@ its heads (xfeat_sparse.py, static shapes). It is one torch module, so it export
 with both outputs and can be captured as one CUDA graph.
 """
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -18,6 +21,21 @@ from vpr_ros.core.descriptors.xfeat_sparse import XFeatKeypoints
 
 # what the one graph returns, in order (also the ONNX output names)
 OUTPUTS = ("descriptors", "keypoints", "local_descriptors", "keypoint_scores")
+
+
+@dataclass
+class Encoded:
+    """A batch's global descriptors and, from the joint graph, its XFeat local features (padded to N
+    slots; a slot whose score is not positive is empty)."""
+
+    descriptors: np.ndarray  # B x D float32 unit vectors
+    keypoints: np.ndarray | None = None  # B x N x 2, x y in pixels of the network input
+    local_descriptors: np.ndarray | None = None  # B x N x 64 unit vectors
+    scores: np.ndarray | None = None  # B x N
+
+    @property
+    def has_local(self) -> bool:
+        return self.keypoints is not None
 
 
 def shares_backbone(descriptor: GlobalDescriptor, local_conf: dict | None) -> bool:

@@ -18,11 +18,13 @@ from vpr_ros.core.evaluation.metrics import latency_summary, recall_at_n
 from vpr_ros.core.evaluation.replay import stage_timings
 from vpr_ros.core.evaluation.scoring import RECALL_NS
 from vpr_ros.core.inputs.images import read_image
-from vpr_ros.core.localizer import FrameResult, Localizer
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_builder import build_map, load_image_file
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.pipeline.results import FrameResult
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.build.map_builder import build_map
+from vpr_ros.core.build.sources import load_image_file
 from vpr_ros.core.matching.matchers import MATCHERS
-from vpr_ros.core.uncertainty.training import train_uncertainty
+from vpr_ros.core.build.uncertainty_training import train_uncertainty
 
 
 def dataset_config(config: LocalizerConfig) -> LocalizerConfig:

@@ -13,7 +13,7 @@ from collections import Counter
 
 import numpy as np
 
-from vpr_ros.core.constraints import depth_used
+from vpr_ros.core.pipeline.constraints import depth_used
 from vpr_ros.core.evaluation.metrics import latency_summary  # p50 / p95 / max / mean / count of any samples
 from vpr_ros.core.evaluation.replay import PROCESSED, QueryRecord
 from vpr_ros.core.matching.metric import pose_error

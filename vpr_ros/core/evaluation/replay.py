@@ -9,11 +9,11 @@ import numpy as np
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.config import LocalizerConfig
-from vpr_ros.core.constraints import camera_pose, loop_constraint
 from vpr_ros.core.inputs.images import ImageError
-from vpr_ros.core.localizer import FrameResult, Localizer
-from vpr_ros.core.maps.map_store import VPRMap
-from vpr_ros.core.maps.prior import PositionPrior
+from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.pipeline.results import FrameResult
+from vpr_ros.core.map.store import VPRMap
+from vpr_ros.core.inputs.sync import PositionPrior
 
 PROCESSED, DROPPED, BAD = "processed", "dropped", "bad"
 
@@ -37,7 +37,7 @@ class QueryRecord:
     query_uncertainty: float = float("nan")
     pair_likelihoods: np.ndarray = field(default_factory=lambda: np.zeros(0))  # BayesCap pair likelihoods
     loop_key: int = -1  # the accepted loop closure's map key, -1 for none
-    loop_method: str = ""  # its constraint's method (core.constraints.loop_constraint), "" for none
+    loop_method: str = ""  # its constraint's method (core.pipeline.constraints.loop_constraint), "" for none
     timings_ms: dict = field(default_factory=dict)
     note: str = ""
     sequence_scores: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN when ranked by the image alone
@@ -71,8 +71,7 @@ def stage_timings(timings_ms: dict) -> dict:
     return out
 
 
-def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult,
-                       matcher: str | None, vpr_map: VPRMap | None = None) -> QueryRecord:
+def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult, matcher: str | None) -> QueryRecord:
     places = result.places
     record = QueryRecord(
         index, stamp_ns, _pose(true_pose), PROCESSED,
@@ -92,16 +91,13 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         timings_ms=stage_timings(result.timings_ms),
         search_frames=-1 if result.search_frames is None else result.search_frames)
     if result.loop is not None:
-        edge = loop_constraint(result.loop, matcher, result.metric, result.scale_note, result.query_depth_note)
+        edge = result.constraint
         record.loop_method, record.loop_scale_known, record.loop_scale_note = edge.method, edge.scale_known, edge.scale_note
         record.loop_detail = edge.detail
         record.loop_relative = np.concatenate([edge.translation, edge.rotation_xyzw])
         record.loop_covariance = edge.covariance
-        located = camera_pose(result.loop, result.metric, vpr_map.camera if vpr_map is not None else None)
-        if located is not None:
-            record.localized_pose, record.localized_metric = located[0], True
-        elif result.loop.hypothesis.pose is not None:
-            record.localized_pose = np.asarray(result.loop.hypothesis.pose, np.float64)
+        if result.localized is not None:
+            record.localized_pose, record.localized_metric = result.localized.pose, result.localized.metric
     return record
 
 
@@ -125,7 +121,7 @@ def simulated_prior(sigma_m: float, seed: int = 0):
 
 def recorded_prior(fixes: list[tuple[int, tuple[float, float, float], np.ndarray]]):
     """prior(stamp_ns, true pose) -> the recorded GPS fix nearest the frame's stamp as a position prior (the
-    localizer decides whether it is too old), None without any (maps.bag_source.read_gps_priors)."""
+    localizer decides whether it is too old), None without any (build.bag_source.read_gps_priors)."""
     stamps = np.array([fix[0] for fix in fixes], np.int64)
 
     def prior(stamp_ns: int, pose) -> PositionPrior | None:
@@ -147,7 +143,7 @@ def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.n
                 progress: bool = False, depth=None, prior=None) -> list[QueryRecord]:
     """images: iterable of (stamp_ns, true pose or None, image loader callable). Every image is processed
     (a bag replayed offline drops nothing); an image the pipeline refuses is recorded as bad. depth:
-    stamp_ns -> the aligned depth image (metres) or None (maps.bag_source.BagDepth). prior: (stamp_ns, true
+    stamp_ns -> the aligned depth image (metres) or None (build.bag_source.BagDepth). prior: (stamp_ns, true
     pose) -> a PositionPrior or None (simulated_prior)."""
     localizer = Localizer(config, vpr_map)
     records = []
@@ -165,7 +161,7 @@ def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.n
             LOGGER.warning("query %d (stamp %d): %s", index, stamp_ns, exc)
             records.append(QueryRecord(index, stamp_ns, _pose(pose), BAD, note=str(exc)))
             continue
-        record = record_from_result(index, stamp_ns, pose, result, localizer.config.rerank, vpr_map)
+        record = record_from_result(index, stamp_ns, pose, result, localizer.config.rerank)
         record.timings_ms["decode"] = decode_ms
         records.append(record)
         if progress and (index + 1) % 25 == 0:

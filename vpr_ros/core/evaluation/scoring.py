@@ -18,7 +18,7 @@ from vpr_ros.core.evaluation.confidence import report_methods
 from vpr_ros.core.evaluation.metrics import (auroc, average_precision, latency_summary, precision_recall, recall_at_n,
                                              recall_at_full_precision)
 from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord
-from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.uncertainty.features import baseline_scores, map_positions
 
 RECALL_NS = (1, 5, 10)

@@ -77,6 +77,15 @@ class CameraIntrinsics:
         self._by_size: dict[tuple[int, int], np.ndarray | None] = {}
         self.rejected: dict[tuple[int, int], str] = {}
 
+    def instead(self, consequence: str) -> str:
+        """What is used after a CameraInfo was refused: the last good calibration when there is one, else nothing
+        (`consequence` says what that means)."""
+        if self.calibration is None:
+            return f"{consequence} until a usable CameraInfo arrives; fix the camera driver's CameraInfo"
+        (k, (width, height)) = self.calibration
+        return (f"the last good calibration stays in use (fx {k[0, 0]:g}, fy {k[1, 1]:g}, cx {k[0, 2]:g}, "
+                f"cy {k[1, 2]:g} at {width}x{height}); fix the camera driver's CameraInfo")
+
     def update(self, k, size: tuple[int, int], roi: tuple[int, int, int, int] = (0, 0, 0, 0)) -> str | None:
         """roi: (x_offset, y_offset, width, height); a non-empty one other than the full size crops K."""
         k = np.asarray(k, np.float64).reshape(-1)

@@ -9,14 +9,18 @@ none is close enough), and the newest `future` images for frames that have not a
 
 `pair` waits, up to a deadline counted from the frame's arrival, until a depth image lies within the
 tolerance, a newer one shows that none will, or the stream has been silent for STREAM_GAP_NS (a dead
-depth camera must not slow every frame). The payload is opaque (the node stores its ROS messages).
+depth camera must not slow every frame). The payload is opaque (the node stores its ROS messages);
+DepthStream turns the paired one into metres and its intrinsics, or says why a frame has none.
 """
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from vpr_ros.core.inputs.depth import DepthError
 
 STREAM_GAP_NS = 2_000_000_000  # no depth image for this long before a frame: the stream stopped, do not wait
 
@@ -29,6 +33,14 @@ class Pairing:
     offset_s: float | None  # stamp of the nearest depth image minus the frame's (None: none held)
     held: int  # depth images held when pairing
     waited_s: float
+
+    def why_none(self, topic: str, tolerance_s: float) -> str:
+        """Why a frame got no depth image from `topic` (this pairing found none within tolerance_s)."""
+        if self.offset_s is None:
+            return f"no depth image received on {topic}"
+        side = "older" if self.offset_s < 0 else "newer"
+        return (f"the nearest depth image is {abs(self.offset_s):.3f} s {side} than the frame (depth_tolerance_s "
+                f"{tolerance_s:g})")
 
     def describe(self) -> str:
         """Which depth stamps the buffer held, for the log of a frame that got none."""
@@ -137,3 +149,48 @@ class DepthBuffer:
         if not keep.all():
             self._stamps = [s for s, k in zip(self._stamps, keep) if k]
             self._payloads = [p for p, k in zip(self._payloads, keep) if k]
+
+
+@dataclass
+class FrameDepthImage:
+    """A frame's depth image from its stream, or why it has none."""
+
+    depth: np.ndarray | None  # metres, NaN no reading
+    depth_K: np.ndarray | None  # its own intrinsics (None: the colour camera's)
+    note: str = ""  # why there is none (said in the loop closure's scale note)
+    problem: str = ""  # the diagnostics counter it raises: "stale_depth", "bad_depth" or ""
+    log: str = ""  # the warning line
+
+
+class DepthStream:
+    """A depth topic paired with the colour frames by stamp (DepthBuffer), with its tolerance, its wait, how
+    its messages become metres (`decode`, raising inputs.depth.DepthError) and their intrinsics (`intrinsics`
+    of an image size, None when unknown; no function: the colour camera's)."""
+
+    def __init__(self, topic: str, tolerance_s: float, wait_s: float, decode: Callable[[object], np.ndarray],
+                 intrinsics: Callable[[tuple[int, int]], np.ndarray | None] | None = None):
+        self.topic, self.tolerance_s, self.wait_s = topic, tolerance_s, wait_s
+        self.decode, self.intrinsics = decode, intrinsics
+        self.buffer = DepthBuffer(int(tolerance_s * 1e9))
+
+    def for_frame(self, stamp_ns: int, arrived: float) -> FrameDepthImage:
+        """The depth image of the colour frame of `stamp_ns` that arrived at `arrived` (monotonic): the one
+        nearest in stamp once one is within the tolerance, waiting until wait_s after the frame's arrival at
+        most. A depth image that cannot be used is reported, never raised."""
+        pairing = self.buffer.pair(stamp_ns, arrived + self.wait_s)
+        if pairing.payload is None:
+            note = pairing.why_none(self.topic, self.tolerance_s)
+            return FrameDepthImage(None, None, note, "stale_depth",
+                                   f"{note}: loop closures keep a translation direction ({pairing.describe()})")
+        try:
+            depth = self.decode(pairing.payload)
+        except DepthError as exc:
+            return FrameDepthImage(None, None, f"depth image rejected: {exc}", "bad_depth",
+                                   f"depth image rejected ({exc.reason}): {exc}")
+        depth_K = None
+        if self.intrinsics is not None:
+            depth_K = self.intrinsics((depth.shape[1], depth.shape[0]))
+            if depth_K is None:
+                note = "no usable CameraInfo for the depth image yet"
+                return FrameDepthImage(None, None, note, "bad_depth", note)
+        return FrameDepthImage(depth, depth_K)

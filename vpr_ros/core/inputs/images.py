@@ -71,6 +71,23 @@ def _jpeg_size(data) -> tuple[int, int]:
     raise ImageError("JPEG without a readable frame header (truncated or corrupt)")
 
 
+def input_size_note(width: int, height: int, input_size: tuple[int, int]) -> str:
+    """What is worth saying about frames of width x height going into a network input of `input_size`: much
+    smaller (upsampled: its dense features carry little there), or of another shape (stretched to the input's
+    aspect ratio); "" when neither."""
+    in_w, in_h = input_size
+    if not width or not height:
+        return ""
+    if width < in_w / 2 or height < in_h / 2:
+        return (f"images of {width}x{height} are upsampled {in_w / width:.1f}x by {in_h / height:.1f}x to the "
+                f"descriptor's {in_w}x{in_h} input: its dense features carry little at this resolution; expect weak "
+                "single-image recall (sequence matching, sequence_length, helps on such cameras)")
+    if abs(np.log((width / height) / (in_w / in_h))) > np.log(1.1):
+        return (f"images of {width}x{height} (aspect {width / height:.2f}) are stretched to the descriptor's "
+                f"{in_w}x{in_h} input (aspect {in_w / in_h:.2f}): shapes look distorted to it")
+    return ""
+
+
 def rescale_bit_depth(image: np.ndarray, bit_depth: int = 0) -> np.ndarray:
     """A uint16 image from a 10-, 12- or 16-bit sensor -> uint8 over its real range: `bit_depth` bits
     (8..16), or 0 to stretch the frame's own maximum to 255. Other dtypes pass through."""

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.matching.geometry import REFERENCE_WIDTH
 from vpr_ros.core.matching.transforms import invert, matrix_to_rotvec, rotation_angle_deg, rotvec_to_matrix, skew
 
@@ -38,18 +37,17 @@ MAX_CONDITION = 1e12  # a match's residual covariance more ill-conditioned than 
 MIN_POINT_DEPTH_M = 1e-3  # a 3-D point nearer a camera than this (or behind it) has no usable projection there
 MAX_ROTATION_DISAGREEMENT_DEG = 15.0  # PnP vs the verified two-view rotation (simulated revisits: mostly < 8 deg)
 AMBIGUOUS_SHARE = 0.5  # a second pose fitting this share of the first's points, elsewhere, makes the pose ambiguous
-_DEFAULTS = LocalizerConfig()  # the noise model's defaults are the node's (core/config.py)
 
 
 @dataclass
 class MetricSettings:
     """Noise model and gates of the metric pose."""
 
-    pixel_sigma: float = _DEFAULTS.metric_pixel_sigma  # keypoint noise per view, pixels at 640 wide
-    depth_sigma_m: float = _DEFAULTS.depth_sigma_m  # depth noise at zero range ...
-    depth_sigma_per_m2: float = _DEFAULTS.depth_sigma_per_m2  # ... growing with the square of the range
+    pixel_sigma: float = 2.0  # keypoint noise per view, pixels at 640 wide
+    depth_sigma_m: float = 0.01  # depth noise at zero range ...
+    depth_sigma_per_m2: float = 0.002  # ... growing with the square of the range (2 % at 10 m: ZED 2, D455 class)
     ransac_threshold_px: float = 6.0  # at 640 pixels wide
-    min_inliers: int = _DEFAULTS.metric_min_inliers  # PnP inliers a metric pose needs
+    min_inliers: int = 12  # PnP inliers a metric pose needs
     max_range_m: float = 40.0  # 3-D points farther than this are left out
     max_variance_factor: float = 9.0  # residuals 3x the modelled noise: the matches fit no rigid pose
 

@@ -21,26 +21,11 @@ import torch
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.descriptors.joint import OUTPUTS, DescriptorWithKeypoints
+from vpr_ros.core.descriptors.joint import OUTPUTS, DescriptorWithKeypoints, Encoded
 from vpr_ros.core.inputs.images import to_float_nchw
 from vpr_ros.core.runtime.devices import GraphedCall, resolve_device, resolve_precision
 from vpr_ros.core.runtime.export import ensure_onnx, read_export_metadata
 from vpr_ros.core.runtime.threads import cpu_threads
-
-
-@dataclass
-class Encoded:
-    """A batch's global descriptors and, from the joint graph, its XFeat local features (padded to N
-    slots; a slot whose score is not positive is empty)."""
-
-    descriptors: np.ndarray  # B x D float32 unit vectors
-    keypoints: np.ndarray | None = None  # B x N x 2, x y in pixels of the network input
-    local_descriptors: np.ndarray | None = None  # B x N x 64 unit vectors
-    scores: np.ndarray | None = None  # B x N
-
-    @property
-    def has_local(self) -> bool:
-        return self.keypoints is not None
 
 
 def _encoded(outputs: list[np.ndarray]) -> Encoded:

@@ -15,7 +15,8 @@ import re
 import torch
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.config import PRECISIONS
+
+PRECISIONS = ("auto", "fp16", "fp32")  # core/config.py repeats them (it imports no torch); a test keeps them equal
 
 
 def resolve_device(device: str) -> str:

@@ -22,7 +22,7 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.inputs.images import to_float_nchw
 from vpr_ros.core.runtime.export import cache_dir, ensure_onnx
-from vpr_ros.core.runtime.backends import Encoded
+from vpr_ros.core.descriptors.joint import Encoded
 
 PRECISIONS = ("fp16", "fp32")
 WORKSPACE_BYTES = 2 << 30

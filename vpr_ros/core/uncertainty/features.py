@@ -12,7 +12,7 @@ Per hypothesis (the features a calibrator combines):
   how well each descriptor lies where the other's generalized Gaussian expects a revisit.
 - `log_inliers`: log(1 + geometrically verified inliers), when re-ranking ran.
 - `sequence_score`: with sequence ranking, the mean z-score along the hypothesis's best alignment
-  (maps/sequence.py); only calibrators fitted on a replayed session have it (training.py).
+  (retrieval/sequence.py); only calibrators fitted on a replayed session have it (build/uncertainty_training.py).
 
 Baselines, per query, for its best hypothesis (higher = more confident):
 - `l2`: minus the L2 distance of the top-1 descriptors, -sqrt(2 - 2 s1).

@@ -22,6 +22,7 @@ import torch
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
+from vpr_ros.core.build.sources import SourceLoader
 from vpr_ros.core.inputs.images import batch_to_tensor
 from vpr_ros.core.matching.local_features import LocalExtractor, LocalFeatureTable
 
@@ -136,8 +137,6 @@ class ShardWorker:
                  load: Callable[[str], np.ndarray] | None = None, threads: int | None = None,
                  descriptor: GlobalDescriptor | None = None):
         """descriptor: the fitted descriptor when the caller holds it (else rebuilt from the folder)."""
-        from vpr_ros.core.maps.map_builder import SourceLoader  # map_builder imports this module
-
         if threads:
             torch.set_num_threads(threads)
         plan = json.loads((Path(folder) / PLAN_FILE).read_text())

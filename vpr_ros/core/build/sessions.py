@@ -16,8 +16,8 @@ import faiss
 import numpy as np
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.maps.map_store import MapError, VPRMap
+from vpr_ros.core.map.index import DescriptorIndex
+from vpr_ros.core.map.store import MapError, VPRMap
 
 
 def check_same_space(maps: list[VPRMap], labels: list[str] | None = None) -> None:

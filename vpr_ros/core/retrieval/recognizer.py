@@ -10,8 +10,8 @@ from tqdm import tqdm
 
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
 from vpr_ros.core.inputs.images import batch_to_tensor, batch_to_uint8
-from vpr_ros.core.maps.index import DescriptorIndex
-from vpr_ros.core.runtime.backends import Encoded
+from vpr_ros.core.map.index import DescriptorIndex
+from vpr_ros.core.descriptors.joint import Encoded
 
 
 def _batches(items: Sequence, size: int):
@@ -54,7 +54,6 @@ class QueryResult:
     ids: np.ndarray  # Q x K map frame indices (-1 where the map has fewer than K)
     descriptors: np.ndarray  # Q x D query descriptors
     timings_ms: dict[str, float] = field(default_factory=dict)  # stage -> ms for the whole batch
-    hypotheses: list[list] = field(default_factory=list)  # per query, map_store.Hypothesis (VPRMap.query)
     encoded: Encoded | None = None  # the backend's whole output (with a joint graph, local features too)
 
 
@@ -81,3 +80,11 @@ class PlaceRecognizer:
         timings = {"preprocess": (t1 - t0) * 1e3, "descriptor": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}
         return QueryResult(sims, ids, desc, timings, encoded=encoded)
+
+
+def search(vpr_map, images: Sequence[np.ndarray], k: int = 10, subset: np.ndarray | None = None) -> QueryResult:
+    """Images -> the top-k frames of `vpr_map` (map.store.VPRMap) by its own descriptor module: for tools, tests
+    and benchmarks (the Localizer runs its configured backend). Raises MapDamaged when a background checksum
+    found the map damaged."""
+    vpr_map.check_intact()
+    return PlaceRecognizer(vpr_map.descriptor, vpr_map.index).query(images, k, subset)

@@ -43,8 +43,8 @@ from vpr_ros.core.uncertainty.calibration import Calibrator
 from vpr_ros.core.uncertainty.features import (BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, SEQUENCE_FEATURE,
                                      baseline_scores, hypothesis_features, map_positions)
 from vpr_ros.core.inputs.images import batch_to_tensor, to_rgb8
-from vpr_ros.core.maps.frames import FrameTable
-from vpr_ros.core.maps.map_builder import SourceLoader
+from vpr_ros.core.map.frames import FrameTable
+from vpr_ros.core.build.sources import SourceLoader
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.uncertainty.model import UncertaintyModel, ranking_key, rerank_key
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from vpr_ros.core import LOGGER
+from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.inputs.images import batch_to_uint8
 from vpr_ros.core.matching.device_rerank import DeviceReranker
 from vpr_ros.core.matching.reranker import Reranker, RerankResult
@@ -38,9 +40,8 @@ class DeviceAnswer:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-def why_not(vpr_map, reranker: Reranker | None) -> str:
-    """Why the map and re-ranker cannot run as one device chain ("" when they can)."""
-    backend = vpr_map.backend
+def why_not(vpr_map, backend, reranker: Reranker | None) -> str:
+    """Why the map, descriptor backend and re-ranker cannot run as one device chain ("" when they can)."""
     if reranker is None:
         return "re-ranking is off (the device chain ends in verification)"
     if reranker.matcher.features != "xfeat":
@@ -53,15 +54,34 @@ def why_not(vpr_map, reranker: Reranker | None) -> str:
     return ""
 
 
+def device_chain_for(config: LocalizerConfig, vpr_map, backend, reranker: Reranker | None) -> "DeviceQuery | None":
+    """The map's device chain when `device_query` asks for it: on (refused with the reason when the map or
+    settings do not allow it); auto and off keep the stage pipeline. auto stays off until the chain has been
+    measured on a GPU (its CUDA tests have only ever skipped; docs/gpu.md): a default is a path that ran."""
+    switch = config.device_query
+    if switch != "on":
+        if switch == "auto" and config.device.startswith("cuda"):
+            LOGGER.info("device_query auto: the query runs stage by stage (the measured GPU path); the whole-"
+                        "query device chain is available with device_query:=on but has not been measured on a "
+                        "GPU yet (docs/gpu.md)")
+        return None
+    reason = ("slam maps grow every keyframe" if config.mode == "slam" else
+              "sequence matching needs every map frame's similarity" if config.sequence_length else
+              why_not(vpr_map, backend, reranker))
+    if reason:
+        raise ValueError(f"device_query is on but the query cannot stay on the device: {reason}")
+    return DeviceQuery(vpr_map, backend, reranker, config.top_k, config.rerank_top_k)
+
+
 class DeviceQuery:
     """A map's query chain (descriptor, search, re-ranking) as one function of device tensors."""
 
-    def __init__(self, vpr_map, reranker: Reranker, top_k: int, rerank_top_k: int = 0, graphs: bool = True,
+    def __init__(self, vpr_map, backend, reranker: Reranker, top_k: int, rerank_top_k: int = 0, graphs: bool = True,
                  resident: bool | None = None):
-        reason = why_not(vpr_map, reranker)
+        reason = why_not(vpr_map, backend, reranker)
         if reason:
             raise ValueError(f"the query cannot stay on the device: {reason}")
-        self.backend, self.vpr_map = vpr_map.backend, vpr_map
+        self.backend, self.vpr_map = backend, vpr_map
         self.device = torch.device(self.backend.device)
         self.search = vpr_map.index.torch_search(str(self.device))
         self.top_k = max(1, min(int(top_k), len(vpr_map)))

@@ -7,38 +7,22 @@ frame's pose, composed with the camera's mounting on the body (the map's camera)
 relative pose, its covariance carried through that composition (the map poses taken as exact).
 
 Covariances are 6 x 6 over (x, y, z, roll, pitch, yaw) as in geometry_msgs; a degree of freedom the
-measurement does not constrain gets UNKNOWN_VARIANCE. The node publishes these; replays and
-evaluation get the same constraint from the same functions.
+measurement does not constrain gets UNKNOWN_VARIANCE. `finish` puts both into the frame's result once;
+the node publishes them and the evaluation scores them as they are.
 """
 
 import math
 import re
-from dataclasses import dataclass
-
 import numpy as np
 
-from vpr_ros.core.localizer import PlaceResult
-from vpr_ros.core.maps.map_camera import MapCamera
+from vpr_ros.core.map.camera import MapCamera
 from vpr_ros.core.matching.metric import MetricPose, propagate
 from vpr_ros.core.matching.transforms import compose, invert, pose7, pose_matrices, quaternion_xyzw
+from vpr_ros.core.pipeline.results import FrameResult, LocalizedPose, LoopConstraint, PlaceResult
 from vpr_ros.core.uncertainty.features import position_covariance
 
 UNKNOWN_VARIANCE = 1e6  # covariance entry for a degree of freedom the measurement does not constrain
 ROTATION_SIGMA_RAD_AT_100 = math.radians(1.0)  # rotation std at 100 inliers, growing as 1/sqrt(inliers)
-
-
-@dataclass
-class LoopConstraint:
-    """T_query_match in the query camera's optical frame, as far as the verification determined it."""
-
-    method: str  # "global_descriptor", the verified model ("fundamental", "homography", "essential"), "pnp_depth"
-    detail: str  # human-readable: matcher, model, inliers, verification note
-    rotation_xyzw: np.ndarray  # 4; identity when unknown
-    translation: np.ndarray  # 3; metres when scale_known, else a unit direction (zeros when unknown)
-    covariance: np.ndarray  # 6 x 6
-    inlier_count: int = 0
-    scale_known: bool = False
-    scale_note: str = ""  # why the scale is unknown
 
 
 _DEPTH_USED = re.compile(r"with (map and query|map|query) depth")
@@ -118,3 +102,19 @@ def pose_covariance(places: list[PlaceResult], sigma_m: float) -> np.ndarray:
         cov[:3, :3] = position_covariance(np.array([p.hypothesis.pose[:3] for p in posed]),
                                           np.array([p.probability for p in posed]), sigma_m)
     return cov
+
+
+def finish(result: FrameResult, matcher: str | None, camera: MapCamera | None, sigma_m: float) -> None:
+    """The accepted loop closure's constraint and, when its map frame has a pose, the localised pose: the
+    query camera's metric pose when there is one (and the map knows its camera's mounting), else the map
+    frame's pose with pose_covariance(sigma_m)."""
+    place = result.loop
+    if place is None:
+        return
+    result.constraint = loop_constraint(place, matcher, result.metric, result.scale_note, result.query_depth_note)
+    metric = camera_pose(place, result.metric, camera)
+    if metric is not None:
+        result.localized = LocalizedPose(metric[0], metric[1], True)
+    elif place.hypothesis.pose is not None:
+        result.localized = LocalizedPose(np.asarray(place.hypothesis.pose, np.float64),
+                                         pose_covariance(result.places, sigma_m), False)

@@ -8,7 +8,7 @@ import os
 import re
 
 from vpr_ros.core import LOGGER
-from vpr_ros.core.maps.shards import ShardWorker
+from vpr_ros.core.build.shards import ShardWorker
 
 
 def ray_runtime(address: str, cpus: int | None = None):

@@ -25,6 +25,8 @@ A map without order (an image folder in no particular order) cannot be aligned: 
 that from the descriptors (adjacent keys are no more alike than random pairs) and says so.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from vpr_ros.core import LOGGER
@@ -253,3 +255,64 @@ def _zscore(s: np.ndarray, searchable: int) -> np.ndarray:
         std = head[finite].std() if finite.sum() > 1 else 1.0
         z[:searchable] = np.where(finite, (head - mean) / max(std, 1e-6), LOW)
     return z
+
+
+@dataclass
+class SequenceRanking:
+    """The candidates of one frame by sequence score, once the window is full."""
+
+    keys: np.ndarray  # k map keys, best first
+    similarities: np.ndarray  # their cosines with the query's descriptor
+    scores: np.ndarray  # their sequence scores
+    length: int  # query frames the window spans
+
+
+class SequenceRanker:
+    """Sequence matching against one map: the matcher, the similarity rows it aligns, and the frame's candidates."""
+
+    def __init__(self, matcher: SequenceMatcher, rows: CentredSimilarity | PlainSimilarity):
+        self.matcher, self.rows = matcher, rows
+
+    @classmethod
+    def for_map(cls, descriptors: np.ndarray, stamps_ns: np.ndarray, name: str, length: int, max_step: int,
+                similarity: str, ordered: bool = False) -> "SequenceRanker | None":
+        """The ranker for a map when `length` asks for one and the map has an order to align with (said once
+        when it has none: ranking stays single-image); `ordered`: a slam map, in keyframe order."""
+        if not length:
+            return None
+        if ordered:
+            starts, reason = stamp_segments(stamps_ns), ""
+        else:
+            starts, reason = map_segments(descriptors, stamps_ns)
+        if starts is None:
+            LOGGER.warning("map %s: sequence matching is off, ranking stays single-image: %s", name, reason)
+            return None
+        matcher = SequenceMatcher(length, max_step)
+        matcher.set_map(starts)
+        # the session's own map (slam) was seen in the query's conditions: nothing to remove
+        rows = CentredSimilarity if similarity == "centred" and not ordered else PlainSimilarity
+        return cls(matcher, rows(descriptors))
+
+    def grow(self, descriptor: np.ndarray, stamps_ns: np.ndarray) -> None:
+        """A keyframe joined the (slam) map: `descriptor` its own, `stamps_ns` every map frame's."""
+        self.matcher.grow(stamp_segments(stamps_ns))
+        self.rows.grow(descriptor)
+
+    def rank(self, descriptor: np.ndarray, descriptors: np.ndarray, stamp_ns: int, searchable: int, k: int,
+             subset: np.ndarray | None = None) -> SequenceRanking | None:
+        """Add the frame's similarity row to the window and, once it is full, the top k map keys by sequence
+        score (None before); with a prior's region (`subset`), only keys inside it (the alignments themselves
+        run over the whole map). descriptors: the map's, N x D."""
+        score = self.matcher.update(self.rows(descriptor), stamp_ns, searchable)
+        if subset is not None:
+            score = np.where(subset[:len(score)], score, -np.inf)
+            k = min(k, int(np.count_nonzero(subset[:searchable])))
+        if not self.matcher.full or k <= 0:
+            return None
+        top = np.argpartition(-score[:searchable], k - 1)[:k] if k < searchable else np.arange(searchable)
+        top = top[np.argsort(-score[top], kind="stable")]
+        place = self.matcher.place(int(top[0]), searchable)  # the best alignment's line ends here
+        if place != top[0] and np.isfinite(score[place]):
+            top = np.concatenate([[place], top[top != place]])[:k]
+        cosines = descriptors[top] @ descriptor.reshape(-1).astype(np.float32)
+        return SequenceRanking(top.astype(np.int64), cosines, score[top], self.matcher.count)

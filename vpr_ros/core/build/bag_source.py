@@ -26,7 +26,7 @@ from rosbags.typesys import Stores, get_typestore
 
 from vpr_ros.core.inputs.depth import to_metres
 from vpr_ros.core.inputs.images import IMAGE_SUFFIXES
-from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.matching.transforms import IDENTITY, compose, inverse
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")

@@ -30,7 +30,7 @@ checksums of a map over CHECKSUM_IN_BACKGROUND_BYTES are verified in a backgroun
 there makes every later query raise MapDamaged (sizes are always checked before the map opens). With
 `recheck_s`, the files read from disk while the map serves (the memory-mapped ones) are verified again on
 that schedule and on request, with the same consequence. map.json's optional
-`camera` (map_camera.MapCamera) records the intrinsics, optical frame and body mounting of the camera.
+`camera` (map/camera.py MapCamera) records the intrinsics, optical frame and body mounting of the camera.
 """
 
 import errno
@@ -51,10 +51,9 @@ import torch
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.descriptors.global_descriptor import GlobalDescriptor
-from vpr_ros.core.maps.frames import FrameTable, Session
-from vpr_ros.core.maps.index import IVFDATA_SUFFIX, DescriptorIndex, faiss_error_text
-from vpr_ros.core.maps.map_camera import MapCamera
-from vpr_ros.core.maps.recognizer import PlaceRecognizer, QueryResult
+from vpr_ros.core.map.frames import FrameTable, Session
+from vpr_ros.core.map.index import IVFDATA_SUFFIX, DescriptorIndex, faiss_error_text
+from vpr_ros.core.map.camera import MapCamera
 from vpr_ros.core.matching.local_features import LocalFeatureTable
 from vpr_ros.core.uncertainty.model import HEAD_FILE, META_FILE, UncertaintyModel
 
@@ -217,7 +216,6 @@ class VPRMap:
     local: LocalFeatureTable | None = None  # per-frame local features for re-ranking (optional)
     local_conf: dict | None = None  # LocalExtractor.config() of `local`
     uncertainty: UncertaintyModel | None = None  # BayesCap head and calibrators (optional)
-    backend: object | None = None  # a backends.* backend running `descriptor` (None: the module itself)
     camera: MapCamera | None = None  # the recording camera (None: unknown; the query's is assumed)
     checksums: ChecksumCheck | None = None  # verification still running or done in the background (load)
 
@@ -278,21 +276,11 @@ class VPRMap:
         if local is not None:
             self.local.extend(local)
 
-    def query(self, images: list[np.ndarray], k: int = 10, subset: np.ndarray | None = None) -> QueryResult:
-        """Images (batched) -> top-k candidates with their frame metadata and per-stage timings; `subset`: a
-        boolean mask over the map's keys, the only frames searched."""
+    def check_intact(self) -> None:
+        """Raise MapDamaged when a background checksum found a file of this map damaged (answers from it
+        would be wrong)."""
         if self.checksums is not None:
             self.checksums.raise_if_damaged()
-        result = PlaceRecognizer(self.backend or self.descriptor, self.index).query(images, k, subset)
-        result.hypotheses = [self.hypotheses(ids, sims) for ids, sims in zip(result.ids, result.similarities)]
-        return result
-
-    def hypotheses(self, ids: np.ndarray, similarities: np.ndarray) -> list["Hypothesis"]:
-        """One query's candidates (a row of QueryResult.ids / similarities) with their frame metadata."""
-        if self.checksums is not None:
-            self.checksums.raise_if_damaged()
-        return [Hypothesis.of(self.frames, int(i), rank, float(s))
-                for rank, (i, s) in enumerate(zip(ids, similarities)) if i >= 0]
 
     @property
     def space(self) -> str:
@@ -447,29 +435,6 @@ class VPRMap:
                                       lazy=lazy if recheck_s is not None else ())
         return cls(meta["name"], descriptor, descriptors, frames, index, meta.get("frame_id", "map"), local,
                    meta.get("local_features") or None, uncertainty, camera=camera, checksums=checksums)
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    """A candidate map frame for a query: its key (row in the map), rank, similarity and metadata."""
-
-    key: int
-    rank: int
-    similarity: float
-    stamp_ns: int
-    pose: tuple[float, ...] | None  # x y z qx qy qz qw in the map's frame_id, None when unknown
-    gps: tuple[float, float, float] | None  # latitude, longitude, altitude; None when unknown
-    source: str  # where the map image came from
-    session: str = ""  # the map frame's session id
-    robot: str = ""  # the robot that recorded that session ("" unknown)
-
-    @classmethod
-    def of(cls, frames: FrameTable, key: int, rank: int, similarity: float) -> "Hypothesis":
-        session = frames.session_of(key)
-        return cls(key, rank, similarity, int(frames.stamp_ns[key]),
-                   tuple(float(v) for v in frames.pose[key]) if frames.has_pose[key] else None,
-                   tuple(float(v) for v in frames.gps[key]) if frames.has_gps[key] else None,
-                   frames.sources[key], session.id, session.robot)
 
 
 def read_metadata(path: Path) -> dict:

@@ -13,40 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vpr_ros.core.maps.frames import FrameTable
+from vpr_ros.core.inputs.sync import PositionPrior
+from vpr_ros.core.map.frames import FrameTable
 
 EARTH_RADIUS_M = 6_371_000.0
-
-
-@dataclass(frozen=True)
-class PositionPrior:
-    """Where the robot is believed to be at `stamp_ns`."""
-
-    position: tuple[float, float, float]  # x y z in the map's frame ("pose"), or lat lon alt ("gps")
-    covariance: np.ndarray  # 3 x 3, m^2 (x y z; for GPS east north up)
-    stamp_ns: int
-    kind: str = "pose"  # "pose" or "gps"
-
-    def __post_init__(self):
-        if self.kind not in ("pose", "gps"):
-            raise ValueError(f"a prior is a 'pose' or a 'gps' prior, got {self.kind!r}")
-        covariance = np.asarray(self.covariance, np.float64)
-        if covariance.shape != (3, 3):
-            raise ValueError(f"a prior's covariance is 3 x 3, got shape {covariance.shape}")
-        if not (np.isfinite(self.position).all() and np.isfinite(covariance).all()):
-            raise ValueError("a prior's position and covariance must be finite")
-        if self.kind == "gps" and not (-90.0 <= self.position[0] <= 90.0 and -180.0 <= self.position[1] <= 180.0):
-            raise ValueError(f"latitude {self.position[0]:g} / longitude {self.position[1]:g} lie outside -90..90 / "
-                             "-180..180 degrees (a NavSatFix gives degrees; are latitude and longitude swapped or in "
-                             "radians?)")
-        if np.linalg.eigvalsh((covariance[:2, :2] + covariance[:2, :2].T) / 2).min() < 0:
-            raise ValueError("a prior's horizontal covariance must be positive semi-definite")
-
-    @property
-    def sigma_m(self) -> float:
-        """The largest horizontal standard deviation (metres)."""
-        block = np.asarray(self.covariance, np.float64)[:2, :2]
-        return float(np.sqrt(max(np.linalg.eigvalsh((block + block.T) / 2).max(), 0.0)))
 
 
 @dataclass(frozen=True)

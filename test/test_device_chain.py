@@ -1,4 +1,4 @@
-"""The whole query as one device chain (maps/device_query.py), run here on the CPU: the same answers as
+"""The whole query as one device chain (pipeline/device_chain.py), run here on the CPU: the same answers as
 the stage-by-stage pipeline, nothing read back inside the chain, clear refusals, bad frames survived."""
 
 import numpy as np
@@ -8,7 +8,7 @@ from conftest import NoReadBack
 
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.inputs.images import ImageError
-from vpr_ros.core.localizer import Localizer
+from vpr_ros.core.pipeline.localizer import Localizer
 
 K = np.array([[160.0, 0, 80], [0, 160.0, 60], [0, 0, 1]])  # Corridor frames are 160 x 120
 
@@ -76,14 +76,14 @@ def test_device_chain_with_lighterglue_agrees_with_the_pruned_cpu_matcher(corrid
 @pytest.mark.parametrize("rerank", ["xfeat-mnn", "xfeat-lighterglue"])
 def test_chain_reads_nothing_back_and_has_static_shapes(corridor_map, query_images, rerank):
     from vpr_ros.core.inputs.images import batch_to_uint8
-    from vpr_ros.core.maps.device_query import DeviceQuery
+    from vpr_ros.core.pipeline.device_chain import DeviceQuery
 
     localizer = Localizer(_config(rerank=rerank), corridor_map)  # the map's backend and re-ranker
-    chain = DeviceQuery(corridor_map, localizer.reranker, top_k=5, resident=True)
+    chain = DeviceQuery(corridor_map, localizer.backend, localizer.reranker, top_k=5, resident=True)
     assert chain.reranker.table.resident
     shapes = set()
     for image in query_images[:2]:
-        images = batch_to_uint8([image], corridor_map.backend.input_size)
+        images = batch_to_uint8([image], localizer.backend.input_size)
         size = torch.tensor([image.shape[1], image.shape[0]], dtype=torch.float32)
         with torch.inference_mode(), NoReadBack():
             out = chain.chain(images, size, torch.as_tensor(K, dtype=torch.float32))

@@ -1,1 +1,0 @@
-"""Maps: frame metadata, the faiss index, the on-disk format, building from folders and bags."""

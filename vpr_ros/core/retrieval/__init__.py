@@ -1,0 +1,1 @@
+"""Ranking a frame against a map: the global descriptor search, the position prior, sequence matching."""
