@@ -55,7 +55,9 @@ def frame_latency(repeats: int) -> None:
     for preset in OWN_PRESETS:
         descriptor = GlobalDescriptor(preset)
         if descriptor.needs_vocabulary:
-            descriptor.fit_vocabulary([batch_to_tensor([frame] * 4, descriptor.input_size)])
+            # the vocabulary needs 39 local features per cluster (global_descriptor.fit_vocabulary): 8 frames of noise
+            samples = [rng.integers(0, 255, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
+            descriptor.fit_vocabulary([batch_to_tensor(samples, descriptor.input_size)])
         tensor = batch_to_tensor([frame], descriptor.input_size)
         pre = timed(lambda: batch_to_tensor([frame], descriptor.input_size), repeats)
         desc = timed(lambda: descriptor.describe(tensor), repeats)

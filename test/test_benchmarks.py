@@ -15,7 +15,7 @@ from conftest import REPO, require_corridor
 pytestmark = pytest.mark.slow
 
 TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]
-DEPTH = ["--depth-topic", "/camera/depth/image_raw"]
+DEPTH = ["--depth-topic", "/camera/depth/image_raw", "--camera-info-topic", "/camera/camera_info"]
 SCRIPTS = sorted(p.name for p in (REPO / "benchmarks").glob("*.py") if p.name not in ("common.py", "node_harness.py"))
 
 
@@ -84,4 +84,4 @@ def test_the_benchmark_runs_on_tiny_inputs(script, tiny, tmp_path):
         assert done.returncode == 0, f"{script} {' '.join(args)} exited {done.returncode}:\n{out[-4000:]}"
         assert "skipped" not in done.stdout, out[-2000:]
         assert "Traceback" not in out, out[-4000:]
-        assert "exit code 1" not in out and len(done.stdout.strip().splitlines()) >= 2, out[-2000:]
+        assert "exit code 1" not in out and done.stdout.strip(), out[-2000:]  # the node's, where one ran

@@ -63,11 +63,15 @@ def test_map_round_trip_and_query(corridor_map, tmp_path):
     assert not list(tmp_path.glob(".m.tmp-*")), "temporary directory left behind"
 
 
-def test_query_returns_hypotheses_with_metadata(corridor_map):
+def test_a_candidate_carries_its_map_frames_metadata(corridor_map):
+    from vpr_ros.core.pipeline.results import Hypothesis
+
     _, vpr_map = corridor_map
     result = search(vpr_map, [load_image_file(vpr_map.frames.sources[12])], k=3)
-    best = result.hypotheses[0][0]
-    assert [h.rank for h in result.hypotheses[0]] == [0, 1, 2] and best.key == 12
+    hypotheses = [Hypothesis.of(vpr_map.frames, int(key), rank, float(similarity))
+                  for rank, (key, similarity) in enumerate(zip(result.ids[0], result.similarities[0]))]
+    best = hypotheses[0]
+    assert [h.rank for h in hypotheses] == [0, 1, 2] and best.key == 12
     assert best.similarity == pytest.approx(float(result.similarities[0, 0]))
     assert best.stamp_ns == 106_000_000_000 and best.pose == (12.0, 0, 0, 0, 0, 0, 1.0)
     assert best.gps == pytest.approx((48.0, 11.00012, 0.0)) and best.source == vpr_map.frames.sources[12]

@@ -223,7 +223,7 @@ def test_slam_mode_aligns_with_the_online_map(corridor):
     for i, path in enumerate(refs):
         result = localizer.process(read_image(path), i * SECOND)
         assert all(p.hypothesis.key <= i - 15 for p in result.places)
-    assert localizer.sequence is not None and len(localizer.sequence.starts) == len(localizer.vpr_map) == 60
+    assert localizer.sequence is not None and len(localizer.sequence.matcher.starts) == len(localizer.vpr_map) == 60
     revisit = [localizer.process(image, (300 + i) * SECOND) for i, image in enumerate(queries[10:30])]
     assert all(r.sequence_length == 4 for r in revisit[3:])
     for i, r in enumerate(revisit):  # the revisit's own keyframes join the map and stay excluded while recent
