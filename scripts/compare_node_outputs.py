@@ -3,8 +3,11 @@ commits and compare its PlaceHypotheses, LoopClosure and vpr/pose messages frame
 aside).
 
 Each commit is checked out into a temporary git worktree; its node runs from there (PYTHONPATH) in its
-own process on a private ROS domain, with the same parameters, map and bag; the images are played in
-lockstep (the next one after the node answered the previous), so every frame is processed at both.
+own process on a private ROS domain, with the same parameters (the shipped defaults with the demo's
+re-ranking, vpr_demo step 6), map and bag. The images are played in lockstep (the next one after the node
+answered the previous), so every frame is processed at both, and each frame's depth image DEPTH_FIRST_S
+before it, so that every frame pairs with its own at both (a depth image the node receives only after the
+frame was matched leaves its loop closure on the map's depth: that varies from run to run).
 The player and this comparison run from the current checkout. Exit code 0: identical; 1: they differ
 (the first differences are printed).
 
@@ -106,7 +109,7 @@ def differences(a, b, path: str = "") -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--before", required=True, help="git revision")
+    parser.add_argument("--before", help="git revision (required)")
     parser.add_argument("--after", default="", help="git revision (default: the working tree)")
     parser.add_argument("--map", type=Path, default=ROOT / "demo_run" / "map")
     parser.add_argument("--bag", type=Path, default=ROOT / "demo_run" / "run" / "lap_3")
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.record:
         record(args.tree, args.map.resolve(), args.bag.resolve(), args.record)
         return 0
+    if not args.before:
+        parser.error("--before is required")
     runs = {}
     with tempfile.TemporaryDirectory(prefix="vpr_compare_") as tmp:
         for label, rev in (("before", args.before), ("after", args.after)):
