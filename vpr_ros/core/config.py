@@ -7,16 +7,18 @@ from the same table, and the tools' flags take their names, defaults and help fr
 verification and agreement of the previous frame, so that published loop closures are ones a
 pose-graph back-end can take (docs/benchmarks.md has their precision and recall).
 
-A stage's defaults live with the stage (matching/metric.py's MetricSettings, retrieval/prior.py's
-RadiusPolicy) and are read from there. This module imports no torch, so that the launch file and the
+A stage's defaults live with the stage (matching/metric.py's MetricSettings, matching/geometry.py's
+inlier thresholds, retrieval/prior.py's RadiusPolicy, retrieval/sequence.py's step) and are read from there. This module imports no torch, so that the launch file and the
 parameter table can use it.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
 
+from vpr_ros.core.matching.geometry import MIN_INLIER_RATIO, MIN_INLIERS
 from vpr_ros.core.matching.metric import MetricSettings
 from vpr_ros.core.retrieval.prior import RadiusPolicy
+from vpr_ros.core.retrieval.sequence import MAX_STEP
 
 MODES = ("localize", "slam")
 # Names of the plugin registries, written out so that importing this module does not import torch;
@@ -62,7 +64,7 @@ class LocalizerConfig:
     sequence_length: int = setting(0, "sequence matching: rank map frames by how the last this-many processed frames "
                                       "line up with an ordered map along a plausible velocity (0: off, single-image "
                                       "ranking; retrieval/sequence.py); single-image until the window fills", (0, 200))
-    sequence_max_step: int = setting(3, "sequence matching: most map frames the robot may advance per processed frame "
+    sequence_max_step: int = setting(MAX_STEP, "sequence matching: most map frames the robot may advance per processed frame "
                                         "(its speed against the map's frame spacing; skipped frames widen it)", (1, 50))
     sequence_similarity: str = setting(
         "centred", "sequence matching: the similarity rows it aligns. centred (map mean removed from the map, the query "
@@ -72,8 +74,8 @@ class LocalizerConfig:
     accept_min_sequence_score: float = setting(
         0.0, "loop closure with sequence matching, maps without a calibrator: mean normalised similarity (z-score "
              "over the map) along the best hypothesis's alignment (0: off)", (0.0, 100.0))
-    min_inliers: int = setting(15, "inliers a verified candidate needs", (4, 100000))
-    min_inlier_ratio: float = setting(0.25, "share of matches that must be inliers", (0.0, 1.0))
+    min_inliers: int = setting(MIN_INLIERS, "inliers a verified candidate needs", (4, 100000))
+    min_inlier_ratio: float = setting(MIN_INLIER_RATIO, "share of matches that must be inliers", (0.0, 1.0))
     accept_min_inliers: int = setting(30, "loop closure: inliers of the best hypothesis (with re-ranking)",
                                       (0, 100000))
     accept_min_similarity: float = setting(0.5, "loop closure: global similarity of the best hypothesis",

@@ -35,6 +35,7 @@ MODELS = ("fundamental", "homography")
 MIN_MATCHES = {"fundamental": 8, "homography": 4, "essential": 5}
 SAMPLE = {"fundamental": 7, "homography": 4, "essential": 5}  # points that fix each model
 REFERENCE_WIDTH = 640.0
+MIN_INLIERS, MIN_INLIER_RATIO = 15, 0.25  # what a verified candidate needs by default (the node's too: core/config.py)
 
 
 @dataclass
@@ -115,7 +116,7 @@ class GeometricVerifier:
     """
 
     def __init__(self, model: str = "fundamental", threshold_px: float = 3.0, confidence: float = 0.999,
-                 max_iters: int = 2000, min_inliers: int = 15, min_inlier_ratio: float = 0.25,
+                 max_iters: int = 2000, min_inliers: int = MIN_INLIERS, min_inlier_ratio: float = MIN_INLIER_RATIO,
                  homography_ratio: float = 0.95, max_log_nfa: float = 0.0):
         if model not in MODELS:
             raise ValueError(f"unknown geometric model {model!r}; choose one of {MODELS}")

@@ -38,6 +38,7 @@ MAX_GAP_FACTOR = 4  # a skipped-frame gap widens the step range by at most this 
 RESET_GAP_FACTOR = 50.0  # a stamp gap this many times the typical interval (or going back) restarts the window
 
 
+MAX_STEP = 3  # map frames the robot may advance per query frame by default (the node's too: core/config.py)
 CENTRE_WINDOW = 50  # query frames the running mean follows (an exponential average of about this many)
 CENTRE_PRIOR = 5  # ... starting from the map's mean, weighted as this many query frames (it adapts within ~5 frames)
 
@@ -121,7 +122,7 @@ def _segment_ends(starts: np.ndarray) -> np.ndarray:
 class SequenceMatcher:
     """Sliding-window alignment of the last `length` query frames with an ordered map (see the module doc)."""
 
-    def __init__(self, length: int, max_step: int = 3):
+    def __init__(self, length: int, max_step: int = MAX_STEP):
         if length < 2:
             raise ValueError(f"sequence length must be >= 2 frames, got {length}")
         if max_step < 1:
