@@ -51,7 +51,7 @@ def as_plain(msg):
     return msg
 
 
-def record(tree: Path, map_dir: Path, bag: Path, out: Path) -> None:
+def record(tree: Path, map_dir: Path, bag: Path, out: Path, depth_first_s: float = DEPTH_FIRST_S) -> None:
     """Replay `bag` through the node of checkout `tree`; write {stamp: {hypotheses, loop, pose}} to `out`."""
     from vpr_ros.core.build.bag_source import BagDepth, read_camera_info
     from vpr_ros.ros import replay
@@ -74,7 +74,7 @@ def record(tree: Path, map_dir: Path, bag: Path, out: Path) -> None:
             frame_depth = depth(stamp_ns)
             if frame_depth is not None:
                 player.depth_pub.publish(replay._depth_message(frame_depth, stamp_ns))
-                time.sleep(DEPTH_FIRST_S)
+                time.sleep(depth_first_s)
             player.sent[stamp_ns] = time.perf_counter()
             player.image_pub.publish(image)
             player.wait_for_answer(stamp_ns, node, 60.0)
@@ -113,11 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", default="", help="git revision (default: the working tree)")
     parser.add_argument("--map", type=Path, default=ROOT / "demo_run" / "map")
     parser.add_argument("--bag", type=Path, default=ROOT / "demo_run" / "run" / "lap_3")
-    parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)  # internal: one checkout's answers
-    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--depth-first-s", type=float, default=DEPTH_FIRST_S,
+                        help="publish each frame's depth image this long before the frame (0: just before, as "
+                             "vpr_eval --through-node does)")
+    parser.add_argument("--record", type=Path, help="only record the node of --tree (default: this checkout) into "
+                                                    "this JSON file")
+    parser.add_argument("--tree", type=Path, help=argparse.SUPPRESS)  # with --record: the checkout whose node runs
     args = parser.parse_args(argv)
     if args.record:
-        record(args.tree, args.map.resolve(), args.bag.resolve(), args.record)
+        record(args.tree or ROOT, args.map.resolve(), args.bag.resolve(), args.record, args.depth_first_s)
         return 0
     if not args.before:
         parser.error("--before is required")
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"== {label}: {rev or 'working tree'} ({tree})", flush=True)
                 out = Path(tmp) / f"{label}.json"
                 subprocess.run([sys.executable, __file__, "--record", str(out), "--tree", str(tree),
-                                "--map", str(args.map), "--bag", str(args.bag)], check=True)
+                                "--map", str(args.map), "--bag", str(args.bag),
+                                "--depth-first-s", str(args.depth_first_s)], check=True)
                 runs[label] = json.loads(out.read_text())
             finally:
                 if rev:

@@ -60,3 +60,14 @@ def test_dropped_frames_release_what_they_held():
     for stamp in (0, 100 * MS, 200 * MS):
         buffer.release(stamp)
     assert len(buffer) == 5 < held
+
+
+def test_a_frame_past_its_deadline_still_takes_a_depth_image_already_on_its_way():
+    """The frame was matched for longer than depth_wait_s; its depth image had reached the process but the
+    executor thread had not yet taken it (the processing thread held the GIL): it is paired all the same."""
+    buffer = DepthBuffer(50 * MS)
+    buffer.add(-800 * MS, "previous frame's")
+    buffer.expect(0)
+    threading.Timer(0.01, buffer.add, args=(0, "own")).start()
+    pairing = buffer.pair(0, time.monotonic() - 1.0)
+    assert pairing.payload == "own" and pairing.waited_s < 0.04

@@ -18,6 +18,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from vpr_ros.core.map.store import MapError
 from vpr_ros.ros.node import LocalizerNode
 
+SPIN_PERIOD_S = 0.2  # the executor thread looks at its stop flag at least this often
+
 
 def main(args: list[str] | None = None) -> int:
     """The console script: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration,
@@ -44,10 +46,12 @@ def main(args: list[str] | None = None) -> int:
     if hasattr(signal, "SIGUSR1"):  # verify the map's files read from disk now (map_recheck_s: on a schedule)
         signal.signal(signal.SIGUSR1, lambda *_: node.recheck_map())
     failure: list[BaseException] = []
+    stop = threading.Event()
 
     def spin() -> None:
-        try:
-            executor.spin()
+        try:  # spin_once with a timeout, so that this thread ends by itself before the executor is shut down
+            while not stop.is_set() and node.context.ok():
+                executor.spin_once(timeout_sec=SPIN_PERIOD_S)
         except (ExternalShutdownException, KeyboardInterrupt):
             pass
         except Exception as exc:  # the executor itself failed: nothing can be received any more
@@ -69,14 +73,17 @@ def main(args: list[str] | None = None) -> int:
         failure.append(exc)
         node.get_logger().fatal(f"the processing loop stopped: {type(exc).__name__}: {exc}")
     finally:
-        # the executor thread first: nothing of the node may be destroyed while it can still run a callback
-        executor.shutdown(timeout_sec=10.0)
+        # the executor thread ends first, then the executor and the node go: Executor.shutdown() called while
+        # another thread waits in it destroys its guard condition under that wait (a segmentation fault, seen
+        # once in CI), so nothing is destroyed while the thread can still wait or run a callback
+        stop.set()
         spinner.join(timeout=30.0)
         if spinner.is_alive():
             failure.append(RuntimeError("executor thread did not stop"))
             node.get_logger().fatal("the executor thread did not stop within 30 s; exiting without destroying the node")
             rclpy.try_shutdown()
         else:
+            executor.shutdown(timeout_sec=0.0)
             _cleanup(node)
     return 1 if failure else 0
 

@@ -130,8 +130,7 @@ class LocalizerNode(Node):
                 self.create_subscription(kind, p[name], guarded(self, self.health, callback), depth)
 
     # ---- parameters -------------------------------------------------------------------------
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        # Parameters are read at start; refuse changes rather than pretend they took effect.
+    def _on_set_parameters(self, params) -> SetParametersResult:  # read at start: refuse, never pretend
         names = [p.name for p in params if p.name in PARAMETERS]
         if names:
             return SetParametersResult(successful=False, reason=f"{names} are read at start-up; restart the node "
@@ -162,8 +161,7 @@ class LocalizerNode(Node):
                 self.get_logger().warning(f"camera info on {self.params[topic]} ignored: {error}; "
                                           f"{camera.instead(consequence)}")
 
-    def _on_depth(self, msg: Image) -> None:
-        """Keep the depth images the waiting frames may need; each frame is paired with the nearest in stamp."""
+    def _on_depth(self, msg: Image) -> None:  # kept while a waiting frame may need it (core.inputs.depth_pairing)
         self._depths.buffer.add(stamp_to_ns(msg.header.stamp), msg)
 
     def _depth_for(self, stamp_ns: int, arrived: float) -> tuple[np.ndarray | None, np.ndarray | None, str]:
@@ -173,9 +171,12 @@ class LocalizerNode(Node):
         if not self.params["depth_topic"]:
             return None, None, ""
         got = self._depths.for_frame(stamp_ns, arrived)
-        if got.problem:
+        if got.problem:  # one call site per throttle: rclpy refuses a site whose throttle changes
             self.health.count(got.problem)
-            self.get_logger().warning(got.log, throttle_duration_sec=10.0 if got.problem == "stale_depth" else 5.0)
+            if got.problem == "stale_depth":
+                self.get_logger().warning(got.log, throttle_duration_sec=10.0)
+            else:
+                self.get_logger().warning(got.log, throttle_duration_sec=5.0)
         return got.depth, got.depth_K, got.note
 
     def _intrinsics(self, image_size: tuple[int, int]) -> np.ndarray | None:

@@ -7,7 +7,7 @@ tolerance of a frame not yet paired, the nearest one on either side of it (to sa
 none is close enough), and the newest `future` images for frames that have not arrived yet. A fixed count
 (the last 30) lost the depth of frames that waited behind others while a 30 Hz depth stream ran on.
 
-`pair` waits, up to a deadline counted from the frame's arrival, until a depth image lies within the
+`pair` waits, up to a deadline counted from the frame's arrival (and at least GRACE_S), until a depth image lies within the
 tolerance, a newer one shows that none will, or the stream has been silent for STREAM_GAP_NS (a dead
 depth camera must not slow every frame). The payload is opaque (the node stores its ROS messages);
 DepthStream turns the paired one into metres and its intrinsics, or says why a frame has none.
@@ -23,6 +23,11 @@ import numpy as np
 from vpr_ros.core.inputs.depth import DepthError
 
 STREAM_GAP_NS = 2_000_000_000  # no depth image for this long before a frame: the stream stopped, do not wait
+# A frame whose deadline passed while it was matched still waits this long: the executor thread that takes the
+# depth messages may not have run while the processing thread held the GIL in a long native call, so a depth
+# image already delivered to the process may not be in the buffer yet (seen in lockstep replays: 4-6 of 24
+# loop closures of the demo's lap 3 lost their frame's depth; docs/benchmarks.md, issue 39).
+GRACE_S = 0.05
 
 
 @dataclass
@@ -105,6 +110,7 @@ class DepthBuffer:
         """The depth image nearest the frame in stamp, once one lies within the tolerance, a newer one shows
         that none will, the stream is silent, or time.monotonic() passes `deadline`."""
         start = time.monotonic()
+        deadline = max(deadline, start + GRACE_S)
         with self._cv:
             while not self._settled(stamp_ns) and not self.closed:
                 remaining = deadline - time.monotonic()

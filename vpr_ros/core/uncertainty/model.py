@@ -1,6 +1,6 @@
 """A map's uncertainty model: its BayesCap head and the calibrators that turn features into probabilities.
 
-Stored in the map directory (written by `vpr_train_uncertainty`, see uncertainty_training.py):
+Stored in the map directory (written by `vpr_train_uncertainty`, see build/uncertainty_training.py):
 
     <map>/uncertainty.pt     the head's state dict (torch.save of tensors; loaded with weights_only=True)
     <map>/uncertainty.json   head configuration, the descriptor fingerprint and dimension it was trained
