@@ -106,21 +106,22 @@ def localized_pose_msg(header, result: FrameResult, map_frame: str) -> PoseWithC
 
 
 def frame_messages(msgs, header, result: FrameResult, vpr_map, map_frame: str, backend: str, robot_id: str,
-                   session_id: str, with_pose: bool, query_pose) -> dict[str, object]:
-    """Every message of one processed frame, by topic: vpr/hypotheses and vpr/loop_closure (with the interfaces,
-    `msgs`), vpr/loop_closure_detection, vpr/pose (`with_pose`: localize mode, publish_pose) and vpr/markers
-    (`query_pose`: the query's marker, when its pose is in the map frame)."""
+                   session_id: str, topics: set[str], query_pose) -> dict[str, object]:
+    """The messages of one processed frame for the `topics` the node publishes, by name: "hypotheses" and
+    "loop_closure" (vpr_ros_interfaces, `msgs`), "loop_closure_detection", "pose" (vpr/pose) and "markers"
+    (`query_pose`: the query's marker, when its pose is in the map frame); nothing is built for another."""
     out = {}
-    if msgs is not None:
+    if "hypotheses" in topics:
         out["hypotheses"] = hypotheses_msg(msgs, header, result, vpr_map, map_frame, backend, robot_id)
     if result.loop is not None:
-        if msgs is not None:
+        if "loop_closure" in topics:
             out["loop_closure"] = loop_msg(msgs, header, result, vpr_map, robot_id, session_id)
-        out["loop_closure_detection"] = Float64MultiArray(data=[result.stamp_ns * 1e-9,
-                                                                result.loop.hypothesis.stamp_ns * 1e-9])
-        if with_pose and result.localized is not None:
+        if "loop_closure_detection" in topics:
+            out["loop_closure_detection"] = Float64MultiArray(data=[result.stamp_ns * 1e-9,
+                                                                    result.loop.hypothesis.stamp_ns * 1e-9])
+        if "pose" in topics and result.localized is not None:
             out["pose"] = localized_pose_msg(header, result, map_frame)
-    if result.places:
+    if "markers" in topics and result.places:
         out["markers"] = markers_msg(header, result, map_frame, query_pose)
     return out
 

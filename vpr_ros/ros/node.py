@@ -107,6 +107,8 @@ class LocalizerNode(Node):
             self._outputs["loop_closure_detection"] = self.create_publisher(
                 Float64MultiArray, "vpr/loop_closure_detection", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # what each frame publishes: vpr/pose only where it is a fix in the map (localize mode, publish_pose)
+        self._frame_topics = set(self._outputs) - (set() if p["mode"] == "localize" and p["publish_pose"] else {"pose"})
 
     def _subscribe(self, p: dict) -> None:
         """Images (raw or compressed) with the configured QoS, and the optional camera info and odometry."""
@@ -304,11 +306,9 @@ class LocalizerNode(Node):
         out = messages.frame_messages(
             self.msgs, header, result, vpr_map, frame, self.localizer.backend_label, self.config.robot_id,
             self.localizer.session.id if self.config.mode == "slam" else "",
-            self.config.mode == "localize" and self.params["publish_pose"],
-            query_pose if self._odometry.frame_id == frame else None)  # the query's marker in the map frame only
+            self._frame_topics, query_pose if self._odometry.frame_id == frame else None)  # in the map frame only
         for topic, msg in out.items():
-            if self._outputs.get(topic) is not None:
-                self._outputs[topic].publish(msg)
+            self._outputs[topic].publish(msg)
         if result.loop is not None:
             self.health.count("loop_closures")
             self.health.count("metric_loop_closures", int(result.metric is not None))

@@ -211,7 +211,7 @@ class Localizer:
                 self.acceptance.score(self.vpr_map, result, uncertain)
             result.loop = self.acceptance.accept(result.places, result.accept_min_probability)
             if result.loop is not None:
-                self.metric(result, image, features, camera_K, self.map_K(camera_K), self._stored,
+                self.metric(result, image, features, camera_K, self.map_K(camera_K), self.vpr_map.local,
                             frame_depth, self._match_here)
                 finish(result, self.config.rerank, self.vpr_map.camera, self.config.pose_sigma_m)
             if self.online is not None:  # the online map keeps the keyframe's keypoint depths
@@ -319,9 +319,6 @@ class Localizer:
             return self.reranker.extractor_for(conf)
         self._map_extractor = LocalExtractor.for_config(conf, self.config.device, self._map_extractor)
         return self._map_extractor
-
-    def _stored(self, key: int) -> LocalFeatures:
-        return self.vpr_map.local[key]
 
     def _match_here(self, image: np.ndarray, stored: LocalFeatures) -> tuple:
         """(the query's features, its matches with `stored`) for a pair the device chain matched."""

@@ -16,7 +16,7 @@ import numpy as np
 from vpr_ros.core import LOGGER
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.inputs.depth import DepthError, check_depth, keypoint_depth
-from vpr_ros.core.matching.local_features import LocalFeatures
+from vpr_ros.core.matching.local_features import LocalFeatures, LocalFeatureTable
 from vpr_ros.core.matching.metric import MetricEstimator, MetricSettings, agrees_with_two_view
 from vpr_ros.core.pipeline.results import FrameResult
 
@@ -67,10 +67,11 @@ class MetricStep:
                                                         min_inliers=config.metric_min_inliers))
 
     def __call__(self, result: FrameResult, image: np.ndarray, features: LocalFeatures | None,
-                 camera_K: np.ndarray | None, map_K: np.ndarray | None, stored: Callable[[int], LocalFeatures],
+                 camera_K: np.ndarray | None, map_K: np.ndarray | None, local: LocalFeatureTable | None,
                  frame_depth: FrameDepth, match_here: Callable[[np.ndarray, LocalFeatures], tuple]) -> None:
-        """Into result.metric and result.scale_note. stored(key): the map frame's local features;
-        match_here(image, stored features) -> (query features, matches): for a pair matched on the device."""
+        """Into result.metric and result.scale_note. local: the map's local features (a verified loop closure
+        has them); match_here(image, its features) -> (query features, matches): for a pair matched on the
+        device."""
         place = result.loop
         if not place.verified:
             result.scale_note = "the loop closure is not geometrically verified"
@@ -79,7 +80,7 @@ class MetricStep:
             result.scale_note = "no camera intrinsics (camera_info_topic): no relative pose"
             return
         t0 = time.perf_counter()
-        map_features = stored(place.hypothesis.key)
+        map_features = local[place.hypothesis.key]
         depth, depth_K, depth_note = frame_depth.get()
         result.query_depth_note = depth_note if depth is None else ""
         if map_features.depth is None and depth is None:
