@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--real-map", type=Path, required=True)
     parser.add_argument("--query-bag", type=Path, required=True)
     parser.add_argument("--image-topic", required=True)
-    parser.add_argument("--pose-topic", default="/odom")
+    parser.add_argument("--pose-topic", default="/ground_truth")
     parser.add_argument("--frames", type=int, default=1_000_000)
     parser.add_argument("--index", default="ivfpq-1m")
     parser.add_argument("--queries", type=int, default=300, help="real queries (evenly spread over the lap)")

@@ -35,7 +35,7 @@ def run_variant(run_dir: Path, map_dir: Path, lap: str, variant: str, config: Lo
     vpr_map = VPRMap.load(map_dir)
     if variant in ("query", "none") and vpr_map.local is not None:
         vpr_map.local.depth = None  # as if the map had been built without --depth-topic
-    items, queries = replay_inputs(bag, "/camera/image_raw", "/odom", None)
+    items, queries = replay_inputs(bag, "/camera/image_raw", "/ground_truth", None)
     positives, _ = ground_truth(vpr_map, queries, distance_m, None, None)
     K, _, optical = read_camera_info(bag, "/camera/camera_info")
     depth = BagDepth(bag, "/camera/depth/image_raw") if variant in ("both", "query") else None

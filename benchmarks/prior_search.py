@@ -99,7 +99,7 @@ def accuracy(args) -> dict:
     out = {"map": str(args.map), "bag": str(args.bag), "sigma_m": args.sigma, "runs": {}}
     for label, sigma in (("no prior", None), (f"prior {args.sigma} m", args.sigma)):
         start = time.perf_counter()
-        report, _, _ = evaluate_map_bag(args.map, args.bag, "/camera/image_raw", "/odom", None, args.distance,
+        report, _, _ = evaluate_map_bag(args.map, args.bag, "/camera/image_raw", "/ground_truth", None, args.distance,
                                         LocalizerConfig(), camera_info_topic="/camera/camera_info", progress=False,
                                         prior_sigma_m=sigma, prior_seed=args.seed)
         loop = report["loop_closure"]

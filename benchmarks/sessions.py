@@ -34,7 +34,7 @@ def main(argv=None) -> int:
         for map_dir in args.maps:
             for name, config in SETTINGS.items():
                 start = time.perf_counter()
-                report, _, _ = evaluate_map_bag(map_dir, bag, "/camera/image_raw", "/odom", None, args.distance, config,
+                report, _, _ = evaluate_map_bag(map_dir, bag, "/camera/image_raw", "/ground_truth", None, args.distance, config,
                                                 camera_info_topic="/camera/camera_info", progress=False)
                 loop = report["loop_closure"]
                 row = {"bag": str(bag), "map": str(map_dir), "map_frames": report["map_size"], "ranking": name,

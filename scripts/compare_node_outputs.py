@@ -30,7 +30,7 @@ from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.core.inputs.images import to_rgb8
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPICS = {"image": "/camera/image_raw", "pose": "/odom", "info": "/camera/camera_info",
+TOPICS = {"image": "/camera/image_raw", "pose": "/ground_truth", "info": "/camera/camera_info",
           "depth": "/camera/depth/image_raw"}
 # the demo's node (tools/demo.py step 6): re-ranking with LighterGlue on the first 5 of 10 candidates
 # each frame's depth image is published this long before the frame, so that both runs pair every frame with its

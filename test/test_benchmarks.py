@@ -14,7 +14,7 @@ from conftest import REPO, require_corridor
 
 pytestmark = pytest.mark.slow
 
-TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]
+TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/ground_truth"]
 DEPTH = ["--depth-topic", "/camera/depth/image_raw", "--camera-info-topic", "/camera/camera_info"]
 SCRIPTS = sorted(p.name for p in (REPO / "benchmarks").glob("*.py") if p.name not in ("common.py", "node_harness.py"))
 

@@ -11,7 +11,7 @@ from test_node_robot import console_script, params_file
 from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.tools import build_map, eval as vpr_eval, sim
 
-TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom", "--camera-info-topic", "/camera/camera_info"]
+TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/ground_truth", "--camera-info-topic", "/camera/camera_info"]
 DEPTH_TOPIC = "/camera/depth/image_raw"
 
 
@@ -27,7 +27,7 @@ def depth_run(tmp_path_factory):
 
 
 def replay(root, map_name: str, depth: bool, config: LocalizerConfig | None = None):
-    return vpr_eval.evaluate_map_bag(root / map_name, root / "run" / "lap_2", "/camera/image_raw", "/odom", None, 5.0,
+    return vpr_eval.evaluate_map_bag(root / map_name, root / "run" / "lap_2", "/camera/image_raw", "/ground_truth", None, 5.0,
                                      config or LocalizerConfig(), camera_info_topic="/camera/camera_info",
                                      progress=False, depth_topic=DEPTH_TOPIC if depth else None)
 
@@ -101,7 +101,7 @@ def test_the_node_publishes_metric_edges_and_refuses_bad_depth_by_name(depth_run
     report, records, _ = replay(depth_run, "map", depth=True, config=LocalizerConfig(temporal_window=0))
     chosen = next(r for r in records if r.loop_scale_known)  # a frame the core closes metrically
     bag = depth_run / "run" / "lap_2"
-    frames = read_bag_frames(bag, "/camera/image_raw", "/odom")
+    frames = read_bag_frames(bag, "/camera/image_raw", "/ground_truth")
     rgb = frames.loader()(frames.frames.sources[chosen.index])
     depth = BagDepth(bag, DEPTH_TOPIC)(chosen.stamp_ns)
     K, size, _ = read_camera_info(bag, "/camera/camera_info")
@@ -192,7 +192,7 @@ def test_slam_mode_keeps_keypoint_depths_and_closes_the_second_lap_metrically(de
     errors = []
     for lap in ("lap_1", "lap_2"):
         bag = depth_run / "run" / lap
-        frames = read_bag_frames(bag, "/camera/image_raw", "/odom")
+        frames = read_bag_frames(bag, "/camera/image_raw", "/ground_truth")
         load, depth = frames.loader(), BagDepth(bag, DEPTH_TOPIC)
         K, _, optical = read_camera_info(bag, "/camera/camera_info")
         mounting = read_static_transform(bag, "base_link", optical)
@@ -224,7 +224,7 @@ def test_every_metric_closure_uses_the_frames_own_depth_through_the_node(depth_r
     from vpr_ros.core.build.bag_source import BagDepth, read_bag_frames, read_camera_info
 
     bag = depth_run / "run" / "lap_2"
-    frames = read_bag_frames(bag, "/camera/image_raw", "/odom")
+    frames = read_bag_frames(bag, "/camera/image_raw", "/ground_truth")
     load, depth_of, table = frames.loader(), BagDepth(bag, DEPTH_TOPIC), frames.frames
     K, size, _ = read_camera_info(bag, "/camera/camera_info")
     info = CameraInfo(width=size[0], height=size[1])
@@ -268,7 +268,7 @@ def test_a_replay_through_the_node_closes_with_both_depths(depth_run):
     """vpr_eval --through-node as make demo runs it (depth image published before its frame, recorded rate):
     every metric loop closure used both depths, as the core replay does."""
     node = vpr_eval.evaluate_map_bag(depth_run / "depth_map", depth_run / "run" / "lap_2", "/camera/image_raw",
-                                     "/odom", None, 5.0, LocalizerConfig(), camera_info_topic="/camera/camera_info",
+                                     "/ground_truth", None, 5.0, LocalizerConfig(), camera_info_topic="/camera/camera_info",
                                      through_node={"rate": 1.0}, progress=False, depth_topic=DEPTH_TOPIC)[0]["metric"]
     core = replay(depth_run, "depth_map", depth=True)[0]["metric"]
     assert node["metric"] >= 5 and node["depth_used"] == {"map and query": node["metric"]}, node

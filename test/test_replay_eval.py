@@ -17,7 +17,7 @@ from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.map.store import VPRMap
 from vpr_ros.tools import build_map, eval as vpr_eval, folder_to_bag, sim
 
-TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom"]
+TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/ground_truth"]
 
 
 def _line_frames(n: int) -> FrameTable:
@@ -88,10 +88,10 @@ def sim_map(tmp_path_factory):
 def test_core_and_node_replays_agree(sim_map):
     config = LocalizerConfig(top_k=10)
     bag = sim_map / "run" / "lap_2"
-    core, core_records, _ = vpr_eval.evaluate_map_bag(sim_map / "map", bag, "/camera/image_raw", "/odom", None,
+    core, core_records, _ = vpr_eval.evaluate_map_bag(sim_map / "map", bag, "/camera/image_raw", "/ground_truth", None,
                                                       5.0, config, progress=False)
     node, node_records, _ = vpr_eval.evaluate_map_bag(
-        sim_map / "map", bag, "/camera/image_raw", "/odom", None, 5.0, config, progress=False,
+        sim_map / "map", bag, "/camera/image_raw", "/ground_truth", None, 5.0, config, progress=False,
         through_node={"rate": 0.0, "domain_id": int(os.environ["ROS_DOMAIN_ID"])})
     assert core["frames"]["processed"] == 30 and node["frames"]["processed"] == 30 and node["frames"]["dropped"] == 0
     same = np.mean([a.keys[0] == b.keys[0] for a, b in zip(core_records, node_records)])
@@ -109,7 +109,7 @@ def test_a_position_prior_through_the_node_and_the_core(sim_map):
     """vpr_eval --prior-sigma: the same simulated priors restrict the core's search and, published on the node's
     prior_topic, the node's; both say how many map frames they searched."""
     config, bag = LocalizerConfig(top_k=10, rerank="off"), sim_map / "run" / "lap_2"
-    args = (sim_map / "map", bag, "/camera/image_raw", "/odom", None, 5.0, config)
+    args = (sim_map / "map", bag, "/camera/image_raw", "/ground_truth", None, 5.0, config)
     core, core_records, vpr_map = vpr_eval.evaluate_map_bag(*args, progress=False, prior_sigma_m=2.0)
     node, node_records, _ = vpr_eval.evaluate_map_bag(
         *args, progress=False, prior_sigma_m=2.0,
@@ -194,7 +194,7 @@ def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
     from vpr_ros.core.build.bag_source import read_bag_frames
     from vpr_ros.sim.bag_writer import BagWriter
 
-    lap = read_bag_frames(sim_map / "run" / "lap_2", "/camera/image_raw", "/odom")
+    lap = read_bag_frames(sim_map / "run" / "lap_2", "/camera/image_raw", "/ground_truth")
     load = lap.loader()
     bag = tmp_path / "broken"
     with BagWriter(bag, "jpeg") as writer:
@@ -206,7 +206,7 @@ def test_an_undecodable_image_in_a_bag_is_recorded_as_bad(sim_map, tmp_path):
                 writer.write_frame(int(lap.frames.stamp_ns[i]), load(lap.frames.sources[i]), pose7=pose)
     for through_node in (None, {"rate": 0.0, "domain_id": int(os.environ["ROS_DOMAIN_ID"])}):
         report, records, _ = vpr_eval.evaluate_map_bag(
-            sim_map / "map", bag, "/camera/image_raw/compressed", "/odom", None, 5.0, LocalizerConfig(top_k=5),
+            sim_map / "map", bag, "/camera/image_raw/compressed", "/ground_truth", None, 5.0, LocalizerConfig(top_k=5),
             through_node=through_node, progress=False)
         assert [r.status for r in records] == ["processed", "bad", "processed"], through_node
         assert report["frames"]["bad"] == 1 and report["frames"]["processed"] == 2
@@ -236,7 +236,7 @@ def test_train_uncertainty_calibrates_sequence_ranking_on_a_session_bag(sim_map,
     assert model.training["sequence"]["length"] == 5 and model.training["sequence"]["session"] == str(bag)
     assert model.calibrators["sequence:global"].features[-1] == "sequence_score"
     assert model.sequence_calibrator(None, 5, "centred") is model.calibrators["sequence:global"]
-    report, records, _ = vpr_eval.evaluate_map_bag(path, bag, "/camera/image_raw", "/odom", None, 5.0,
+    report, records, _ = vpr_eval.evaluate_map_bag(path, bag, "/camera/image_raw", "/ground_truth", None, 5.0,
                                                    LocalizerConfig(rerank="off", top_k=8, sequence_length=5),
                                                    progress=False)
     ranked = [r for r in records if r.sequence_length]

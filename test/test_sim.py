@@ -7,7 +7,7 @@ import pytest
 from rosbags.highlevel import AnyReader
 from rosbags.typesys import Stores, get_typestore
 
-from vpr_ros.core.build.bag_source import read_bag_frames, read_camera_info
+from vpr_ros.core.build.bag_source import read_bag_frames, read_camera_info, read_pose_child_frame
 from vpr_ros.sim.render import Camera, rotation
 from vpr_ros.sim.run import SimRun
 from vpr_ros.sim.world import Route, StreetWorld
@@ -102,13 +102,13 @@ def test_vpr_sim_writes_replayable_deterministic_bags(tmp_path, capsys):
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert [lap["frames"] for lap in run["laps"]] == [10, 10] and run["complete"]
     assert run["laps"][1]["difference_to_lap_1"] > run["laps"][0]["consecutive_frame_difference"]
-    frames = read_bag_frames(tmp_path / "a" / "lap_1", "/camera/image_raw", "/odom").frames
+    frames = read_bag_frames(tmp_path / "a" / "lap_1", "/camera/image_raw", "/ground_truth").frames
     assert len(frames) == 10 and frames.has_pose.all()
     stamps, poses, _ = SimRun({"frames": 10, "width": 160, "height": 120, "seed": 4}).trajectory(0)
     assert np.array_equal(frames.stamp_ns, stamps) and np.allclose(frames.pose[:, :2], poses[:, :2])
     K = read_camera_info(tmp_path / "a" / "lap_2", "/camera/camera_info")[0]
     assert np.allclose(K, Camera(160, 120).K)
-    tf = read_bag_frames(tmp_path / "a" / "lap_2", "/camera/image_raw", tf_frames=("map", "base_link")).frames
+    tf = read_bag_frames(tmp_path / "a" / "lap_2", "/camera/image_raw", tf_frames=("map", "base_link_truth")).frames
     assert tf.has_pose.all()
     # the same options give the same messages; a complete run is kept
     assert sim.main([str(tmp_path / "b"), *args]) == 0
@@ -124,7 +124,7 @@ def test_vpr_sim_writes_replayable_deterministic_bags(tmp_path, capsys):
 def test_vpr_sim_compressed_images(tmp_path):
     assert sim.main([str(tmp_path), "--frames", "3", "--laps", "1", "--width", "160", "--height", "120",
                      "--image-format", "jpeg", "--quiet"]) == 0
-    frames = read_bag_frames(tmp_path / "lap_1", "/camera/image_raw/compressed", "/odom")
+    frames = read_bag_frames(tmp_path / "lap_1", "/camera/image_raw/compressed", "/ground_truth")
     image = frames.loader()(frames.frames.sources[0])
     assert image.shape == (120, 160, 3)
 
@@ -155,3 +155,32 @@ def test_hard_conditions_and_another_robots_camera():
     assert run.describe()["laps"][1]["camera_offset"] == {"height_m": -0.7, "lateral_m": 0.5, "pitch_deg": 6.0}
     with pytest.raises(ValueError, match="camera_offsets"):
         SimRun({"camera_offsets": ((-1.6, 0.0, 0.0),)})
+
+
+def test_odometry_drifts_by_seed_and_the_truth_is_beside_it(tmp_path):
+    # the default drift is of the order of 1-2 % of the distance travelled, the same for a seed, other for another
+    summaries = [SimRun({"seed": seed, "frames": 160, "laps": 3}).drift_summary() for seed in range(3)]
+    assert all(0.5 < s["max_error_percent"] < 3.0 for s in summaries), summaries
+    assert SimRun({"seed": 1, "frames": 160, "laps": 3}).drift_summary() == summaries[1]
+    assert len({s["final_error_m"] for s in summaries}) == 3
+    assert SimRun({"frames": 50, "odometry_drift": 0}).drift_summary()["max_error_m"] < 1e-9
+    with pytest.raises(ValueError, match="drift"):
+        SimRun({"odometry_drift": {"scale": -1}})
+    # the bag: /odom is the odometry (odom -> base_link, its covariance growing), /ground_truth the truth (map)
+    assert sim.main([str(tmp_path), "--frames", "20", "--laps", "2", "--width", "96", "--height", "72", "--no-depth",
+                     "--odom-drift", "5", "--quiet"]) == 0
+    run = SimRun({"frames": 20, "laps": 2, "width": 96, "height": 72, "depth": False, "odometry_drift": 5.0})
+    odometry, covariance = run.odometry()
+    truth = read_bag_frames(tmp_path / "lap_2", "/camera/image_raw", "/ground_truth").frames
+    odom = read_bag_frames(tmp_path / "lap_2", "/camera/image_raw", "/odom").frames
+    assert np.allclose(truth.pose[:, :2], run.trajectory(1)[1][:, :2])
+    assert np.allclose(odom.pose[:, :2], odometry[1][:, :2]) and not np.allclose(odom.pose[:, :2], truth.pose[:, :2])
+    assert read_pose_child_frame(tmp_path / "lap_2", "/ground_truth") == "base_link"
+    with AnyReader([tmp_path / "lap_2"], default_typestore=get_typestore(Stores.LATEST)) as reader:
+        conns = [c for c in reader.connections if c.topic == "/odom"]
+        msgs = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns)]
+    assert {m.header.frame_id for m in msgs} == {"odom"}
+    variances = [m.pose.covariance[0] for m in msgs]
+    assert variances[0] > 0 and np.all(np.diff(variances) > 0) and np.allclose(variances, covariance[1][:, 0, 0])
+    odom_tf = read_bag_frames(tmp_path / "lap_2", "/camera/image_raw", tf_frames=("odom", "base_link")).frames
+    assert np.allclose(odom_tf.pose[:, :2], odom.pose[:, :2])

@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from vpr_ros.sim.depth import DepthSensor
+from vpr_ros.sim.odometry import OdometryDrift, drift_summary, drifted
 from vpr_ros.sim.render import APPEARANCES, Appearance, Camera, Renderer
 from vpr_ros.sim.world import StreetWorld
 
@@ -36,6 +37,8 @@ RUN_DEFAULTS = {
     "height_m": 0.15,
     "depth": True,  # also a depth image per frame, aligned to the colour one, as a depth camera measures it
     "lap_gap_s": 10.0,  # pause between laps in the stamps
+    "odometry_drift": 1.0,  # /odom drifts (sim/odometry.py): a factor on OdometryDrift's defaults, or its fields;
+    #                         0: /odom is the truth (as before). The truth is always on /ground_truth.
     "start_s": 1_700_000_000,  # stamp of the first frame (seconds)
 }
 
@@ -53,6 +56,8 @@ class SimFrame:
     image: np.ndarray  # H x W x 3 uint8 RGB
     depth: np.ndarray | None = None  # H x W uint16 millimetres (0: no reading), aligned to image; None: off
     true_depth: np.ndarray | None = None  # H x W float32 exact optical-axis depth (m, inf: sky); None: off
+    odometry: np.ndarray | None = None  # 7: the drifting odometry's pose of the body in its `odom` frame
+    odometry_covariance: np.ndarray | None = None  # 6 x 6, geometry_msgs order, as the Odometry message carries it
 
 
 def quaternion_from_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
@@ -94,6 +99,8 @@ class SimRun:
         self.world = StreetWorld(c["seed"], c["frames"] * c["spacing_m"])
         self.renderer = Renderer(self.world, self.camera)
         self.depth_sensor = DepthSensor() if c["depth"] else None
+        self.drift = OdometryDrift.from_config(c["odometry_drift"])
+        self._odometry = None
 
     @property
     def length_m(self) -> float:
@@ -134,6 +141,21 @@ class SimRun:
         stamps = (int(c["start_s"] * 1e9) + lap * lap_ns + (np.arange(n) * 1e9 / c["rate_hz"]).astype(np.int64))
         return stamps, pose, s
 
+    def odometry(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per lap: the drifting odometry's poses (N x 6: x y z yaw pitch roll) and pose covariances (N x 6 x 6),
+        integrated over the whole run in stamp order (lap after lap, the pause between them included)."""
+        if self._odometry is None:
+            truth = [self.trajectory(lap)[1] for lap in range(self.conf["laps"])]
+            poses, covariances = drifted(np.concatenate(truth), self.drift, [self.conf["seed"], 6])
+            cut = np.cumsum([len(t) for t in truth])[:-1]
+            self._odometry = (np.split(poses, cut), np.split(covariances, cut))
+        return self._odometry
+
+    def drift_summary(self) -> dict:
+        """How far the odometry drifted over the run (run.json)."""
+        truth = np.concatenate([self.trajectory(lap)[1] for lap in range(self.conf["laps"])])
+        return drift_summary(truth, np.concatenate(self.odometry()[0]))
+
     def frames(self, lap: int) -> Iterator[SimFrame]:
         """Render a lap's frames in order."""
         if not 0 <= lap < self.conf["laps"]:
@@ -141,6 +163,7 @@ class SimRun:
         look = self.appearance(lap)
         cars = self.world.cars(lap)
         stamps, poses, s = self.trajectory(lap)
+        odometry, odometry_covariance = (part[lap] for part in self.odometry())
         for i, (stamp, pose) in enumerate(zip(stamps, poses)):
             x, y, z, yaw, pitch, roll = pose
             rng = np.random.default_rng([self.conf["seed"], 3, lap, i])
@@ -151,8 +174,10 @@ class SimRun:
                 image, true_depth = self.renderer.render(pose, look, cars, rng, with_depth=True)
                 depth_rng = np.random.default_rng([self.conf["seed"], 4, lap, i])  # the colour noise stays as it was
                 depth = self.depth_sensor.measure(true_depth, self.camera.focal, depth_rng)
+            ox, oy, oz, oyaw, opitch, oroll = odometry[i]
+            odometry7 = np.concatenate([[ox, oy, oz], quaternion_from_rpy(oroll, opitch, oyaw)])
             yield SimFrame(lap, i, int(stamp), pose7, np.array([roll, pitch, yaw]), float(s[i]), image, depth,
-                           true_depth)
+                           true_depth, odometry7, odometry_covariance[i])
 
     def describe(self) -> dict:
         """The run's configuration and derived facts, for run.json."""
@@ -165,4 +190,5 @@ class SimRun:
                           "camera_offset": dict(zip(("height_m", "lateral_m", "pitch_deg"), self.camera_offset(lap)))}
                          for lap in range(c["laps"])],
                 "depth_sensor": asdict(self.depth_sensor) if self.depth_sensor is not None else None,
+                "odometry_drift": {**asdict(self.drift), **self.drift_summary()},
                 "walls": int(len(self.world.walls.a)), "textures": len(self.world.textures)}

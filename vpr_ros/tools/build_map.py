@@ -1,8 +1,8 @@
 """`vpr_build_map`: build a vpr_ros map directory from an image folder or a rosbag.
 
     vpr_build_map maps/office --images run1/ --poses run1/poses.csv
-    vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /odom
-    vpr_build_map maps/lap1 --bag lap1 --image-topic /camera/image_raw --pose-topic /odom \
+    vpr_build_map maps/lap1 --bag lap1.mcap --image-topic /camera/image_raw --pose-topic /ground_truth
+    vpr_build_map maps/lap1 --bag lap1 --image-topic /camera/image_raw --pose-topic /ground_truth \
         --camera-info-topic /camera/camera_info --depth-topic /camera/depth/image_raw
     vpr_build_map maps/lap2 --descriptor-from maps/lap1 --bag lap2 ...    (lap 1's descriptor space)
     vpr_build_map --append maps/site --bag day2 --session day2 --robot r2 ...   (a session more in maps/site)

@@ -26,7 +26,7 @@ from pathlib import Path
 from vpr_ros.tools import doctor
 
 DEMO = {"frames": 160, "rate_hz": 1.25, "seed": 0, "laps": 3}  # 1 frame per metre at 1.25 m/s: a walking-speed robot
-TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/odom", "--camera-info-topic", "/camera/camera_info"]
+TOPICS = ["--image-topic", "/camera/image_raw", "--pose-topic", "/ground_truth", "--camera-info-topic", "/camera/camera_info"]
 DEPTH = ["--depth-topic", "/camera/depth/image_raw"]
 
 

@@ -3,8 +3,9 @@
     vpr_sim OUT [--frames 200] [--laps 2] [--seed 0] [--image-format raw|jpeg|png]
 
 OUT/lap_1, OUT/lap_2, ...: rosbag2 directories with sensor_msgs/Image (or CompressedImage),
-sensor_msgs/CameraInfo, ground-truth nav_msgs/Odometry on /odom and TF (map -> base_link, static
-base_link -> camera_optical) and an aligned depth image (sensor_msgs/Image 16UC1, millimetres) on
+sensor_msgs/CameraInfo, a drifting odometry on /odom (nav_msgs/Odometry, odom -> base_link, with its
+covariance; --odom-drift 0: the truth), the truth on /ground_truth (nav_msgs/Odometry, map -> base_link),
+TF (odom -> base_link, map -> base_link_truth, static base_link -> camera_optical) and an aligned depth image (sensor_msgs/Image 16UC1, millimetres) on
 /camera/depth/image_raw (--no-depth: none). OUT/run.json: the configuration, the camera, each lap's appearance and
 how different its frames are from lap 1's at the same place (mean absolute grey-level difference).
 The same options give the same bags, byte for byte; a run already complete with the same options
@@ -58,7 +59,8 @@ def generate(out: Path, conf: dict, image_format: str = "raw", overwrite: bool =
         start, thumbs = time.perf_counter(), []
         with BagWriter(partial, image_format) as writer:
             for frame in run.frames(lap):
-                writer.write_frame(frame.stamp_ns, frame.image, run.camera.K, frame.pose)
+                writer.write_frame(frame.stamp_ns, frame.image, run.camera.K, frame.pose,
+                                   odometry=(frame.odometry, frame.odometry_covariance))
                 if frame.depth is not None:
                     writer.write_depth(frame.stamp_ns, frame.depth)
                 thumbs.append(_thumb(frame.image))
@@ -108,13 +110,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-depth", action="store_true",
                         help="no depth topic (by default /camera/depth/image_raw, 16UC1 millimetres, aligned to the "
                              "colour image, with a stereo camera's noise and holes)")
+    parser.add_argument("--odom-drift", type=float, default=d["odometry_drift"],
+                        help="factor on the odometry's default drift (1 %% scale error, a random-walking heading bias: "
+                             "about 1-2 %% of the distance travelled; docs/simulator.md); 0: /odom is the truth")
     parser.add_argument("--overwrite", action="store_true", help="render again even if OUT holds this run")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     conf = {"seed": args.seed, "frames": args.frames, "laps": args.laps, "spacing_m": args.spacing,
             "rate_hz": args.rate, "width": args.width, "height": args.height, "hfov_deg": args.hfov,
             "appearances": tuple(a.strip() for a in args.appearances.split(",") if a.strip()),
-            "lateral_m": args.lateral, "depth": not args.no_depth}
+            "lateral_m": args.lateral, "depth": not args.no_depth, "odometry_drift": args.odom_drift}
     try:
         conf["camera_offsets"] = tuple(tuple(float(v) for v in part.split(",")) for part in args.camera_offsets.split(";"))
     except ValueError:
@@ -124,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileExistsError, OSError) as exc:
         print(f"vpr_sim: error: {exc}", file=sys.stderr)
         return 2
+    drift = run.get("odometry_drift") or {}
+    if drift:
+        print(f"odometry: {drift['distance_m']:.0f} m travelled, drifted {drift['max_error_m']:.2f} m at most "
+              f"({drift['max_error_percent']:.2f} % of the distance; truth on /ground_truth)")
     for lap in run["laps"]:
         diff = lap.get("difference_to_lap_1", lap.get("consecutive_frame_difference"))
         what = "vs lap 1 at the same place" if "difference_to_lap_1" in lap else "between consecutive frames"

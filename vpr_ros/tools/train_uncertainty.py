@@ -4,7 +4,7 @@
     vpr_train_uncertainty maps/lap1 --rerank xfeat-lighterglue   # also calibrate re-ranked hypotheses
     # also calibrate sequence ranking (sequence_length 10) on another session of the same route, with poses
     vpr_train_uncertainty maps/lap1 --rerank xfeat-mnn --session runs/night --image-topic /camera/image_raw \
-        --pose-topic /odom --sequence-length 10
+        --pose-topic /ground_truth --sequence-length 10
 
 Positive pairs come from the map's poses (within --positive-distance and --positive-heading); a map
 without poses uses its route order instead (frames at most --positive-frames keys apart). The
