@@ -1,18 +1,33 @@
 """An incremental pose graph (GTSAM's iSAM2) over body keyframes from odometry, closed by the node's loop
 closures and, in localize mode, anchored by its localised poses.
 
-- Each odometry keyframe is a Pose3 variable; consecutive ones are joined by a between factor of the
-  odometry increment with `increment_covariance` (given, or GraphSettings' drift model: sigma growing with
-  the distance travelled).
-- A loop closure becomes a between factor on the keyframes nearest its query and match stamps (within
-  `max_stamp_offset_s`, else refused with the reason), its camera-frame pose and covariance carried into
-  the body frame (factors.body_relative), under a robust kernel in the edge's own sigmas (GraphSettings.kernel):
-  a false closure far outside its covariance is down-weighted instead of bending the graph.
-- A localised pose (vpr/pose) is a prior factor on the keyframe nearest its stamp, under the same kernel.
+- Keyframes: odometry poses (x y z qx qy qz qw in the odometry frame) at least `keyframe_distance_m`,
+  `keyframe_rotation_deg` or `keyframe_interval_s` apart; consecutive ones are joined by a between factor of
+  the odometry increment, its covariance the difference of the messages' pose covariances (a wheel
+  odometry's accumulated covariance), or the drift model when they carry none. An odometry pose that jumps
+  (faster than `max_speed_mps`) is refused; when the next `jump_reset_after` poses agree with each other
+  and not with the graph, the odometry was reset: the chain goes on through a loose factor.
+- A loop closure (LoopClosure: T_query_match in the query camera frame, 6 x 6 covariance) becomes a
+  between factor on the keyframes nearest its query and match stamps (within `max_stamp_offset_s`, else
+  refused with the reason), moved to those keyframes along the odometry and carried into the body frame
+  with the camera's mounting (factors.body_relative).
+- A localised pose (vpr/pose, a metric fix in the map frame with its covariance) is a prior on the
+  keyframe nearest its stamp.
 
-Closures are optimised as they arrive (one iSAM2 update each); odometry keyframes between them are added in
-the next update. Work in progress for issue 40: one session, direction-only closures used as rotation
-constraints (their translation variance is the message's 1e6), no inter-session joins yet.
+How a false closure is kept out, and why the kernel alone cannot (docs/posegraph.md has the measurements):
+a robust kernel in the edge's own sigmas cannot tell a false closure from a true one after a long drift,
+because both disagree with the odometry by many sigmas (the odometry covariance is a random walk; real drift
+is systematic). What separates them is agreement between closures over a short span of odometry, where
+drift is small: a closure enters the graph once `support` other closures whose query keyframes lie within
+`consistency_window_m` of travel agree with it (each pair's loop query -> query' -> match' -> match, with
+odometry between neighbours, composes to the identity within the pair's covariances and a drift allowance of
+`consistency_sigma_per_m` of that span). A wrong pair rarely agrees with its neighbours; a run of look-alikes
+that agree with one another is what the kernel (in the edge's own sigmas, on the now-corrected graph) is
+for. Fixes are absolute: they need no support, only the kernel.
+
+Direction-only closures (the scale unknown, translation a unit vector) are skipped and counted by default
+(`direction_only="skip"`); "rotation" uses their rotation alone (the message's translation variance is
+huge already, so the factor constrains no translation).
 """
 
 import bisect
@@ -25,171 +40,397 @@ from vpr_ros.core.matching.transforms import pose7
 from vpr_ros.core.posegraph.factors import ROS_TO_GTSAM, body_relative, pose_matrix, world_covariance_to_right
 
 KERNELS = ("cauchy", "huber", "none")
+CHI2_6DOF_999 = 22.458  # 99.9 % quantile of the chi-square distribution with 6 degrees of freedom
 
 
 @dataclass
 class GraphSettings:
-    """How the graph weighs what it is given."""
+    """How the graph builds keyframes and weighs what it is given (the node's parameters, config/pose_graph.yaml)."""
 
-    kernel: str = "cauchy"  # robust kernel of loop closures and localised poses: cauchy, huber or none
-    kernel_sigmas: float = 3.0  # its scale, in the edge's own standard deviations (whitened error)
-    odometry_sigma_per_m: float = 0.02  # drift model: translation sigma per metre travelled (2 %)
+    kernel: str = "cauchy"  # robust kernel on closures and fixes: cauchy, huber or none (docs/posegraph.md)
+    kernel_sigmas: float = 3.0  # its scale in the edge's own standard deviations (whitened error)
+    kernel_entry: float = 1.5  # a closure enters with its kernel at this many times its error then (at least
+    #                            kernel_sigmas), so that a true closure after a long drift is not thrown away ...
+    kernel_anneal: float = 0.5  # ... and the scale shrinks by this factor at every update down to kernel_sigmas:
+    #                             a closure the graph does not come to agree with loses its weight
+    support: int = 1  # agreeing closures a closure needs before it enters the graph (0: every closure at once)
+    consistency_window_m: float = 30.0  # partners: closures whose query keyframes lie within this travel
+    consistency_sigma_per_m: float = 0.05  # drift allowance of the odometry between partners (m per m, rad per m / 10)
+    consistency_chi2: float = CHI2_6DOF_999  # gate on the pair's whitened loop error
+    direction_only: str = "skip"  # closures without scale: skip (counted) or rotation (their rotation only)
+    keyframe_distance_m: float = 0.5  # a new keyframe after this much travel ...
+    keyframe_rotation_deg: float = 10.0  # ... or this much rotation ...
+    keyframe_interval_s: float = 1.0  # ... or this much time
+    odometry_sigma_per_m: float = 0.02  # drift model for odometry without covariance: translation sigma per metre
     odometry_yaw_sigma_per_m: float = 0.002  # ... and rotation sigma (rad) per metre
     odometry_sigma_floor: float = 1e-3  # the least sigma of an increment (m, rad): a standstill is not exact
-    max_stamp_offset_s: float = 0.25  # a closure or fix further than this from every keyframe is refused
+    max_speed_mps: float = 10.0  # faster odometry is a jump, refused
+    jump_reset_after: int = 3  # consecutive jumped poses that agree with each other: the odometry was reset
+    max_stamp_offset_s: float = 0.5  # a closure or fix further than this from every keyframe is refused
     first_pose_sigma: float = 1e-4  # the first keyframe anchors the graph (m, rad)
 
     def __post_init__(self):
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown kernel {self.kernel!r}; choose one of {KERNELS}")
+        if self.direction_only not in ("skip", "rotation"):
+            raise ValueError(f"direction_only must be skip or rotation, got {self.direction_only!r}")
+        numbers = {k: v for k, v in vars(self).items() if not isinstance(v, str)}
+        bad = [k for k, v in numbers.items() if not np.isfinite(v) or v < 0]
+        if bad or self.kernel_sigmas <= 0 or self.max_speed_mps <= 0:
+            raise ValueError(f"pose graph settings must be finite and >= 0 (kernel_sigmas, max_speed_mps > 0): {bad}")
 
 
 @dataclass
 class GraphCounts:
     """What the graph took and refused, for diagnostics."""
 
+    odometry: int = 0  # odometry poses given
     keyframes: int = 0
-    closures: int = 0
+    closures: int = 0  # closures in the graph
+    waiting: int = 0  # closures waiting for support
     fixes: int = 0
+    resets: int = 0  # odometry resets chained through a loose factor
     refused: dict[str, int] = field(default_factory=dict)
 
-    def refuse(self, why: str) -> str:
-        self.refused[why] = self.refused.get(why, 0) + 1
+    def refuse(self, why: str, key: str | None = None) -> str:
+        key = key or why
+        self.refused[key] = self.refused.get(key, 0) + 1
         return why
 
 
+@dataclass
+class _Closure:
+    query: int
+    match: int
+    body: np.ndarray  # 4 x 4 X_query^-1 X_match between the keyframes
+    covariance: np.ndarray  # 6 x 6, gtsam order
+    added: bool = False
+    scale: float = 0.0  # its kernel's scale now (whitened units)
+    factor: int = -1  # its factor's index in iSAM2 (-1: not yet there)
+
+
 class PoseGraph:
-    """Body keyframes X_i = T_world_body_i from odometry, optimised with loop closures and fixes (iSAM2)."""
+    """Body keyframes X_i = T_world_body_i from odometry, optimised with loop closures and fixes (iSAM2).
+
+    Every add_* method returns "" when it took its input, else why not (also counted in `counts.refused`):
+    nothing given to it raises, except a programming error."""
 
     def __init__(self, settings: GraphSettings | None = None):
         self.settings = settings or GraphSettings()
-        self.isam = gtsam.ISAM2()
+        params = gtsam.ISAM2Params()
+        params.relinearizeSkip = 1  # robust weights are recomputed at relinearisation: do it at every update
+        self.isam = gtsam.ISAM2(params)
+        self._new_closures: list[tuple[int, "_Closure"]] = []  # (position in self._factors, closure)
         self.counts = GraphCounts()
         self._stamps: list[int] = []
         self._odometry: list[np.ndarray] = []  # the odometry's own pose of each keyframe, 4 x 4
+        self._odometry_covariance: list[np.ndarray | None] = []  # its pose covariance (gtsam order) or None
+        self._travelled: list[float] = []  # odometry path length at each keyframe (m)
+        self._last: tuple | None = None  # the newest accepted odometry (stamp, 4 x 4 pose, covariance or None)
+        self._jumped: list[tuple[int, np.ndarray]] = []
+        self._closures: list[_Closure] = []  # waiting for support, or able to support a new one, or annealing
+        self._edges: list[tuple[int, int]] = []
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
         self._estimate = gtsam.Values()
 
     def __len__(self) -> int:
         return len(self._stamps)
 
-    # ---- inputs -------------------------------------------------------------------------------
-    def add_odometry(self, stamp_ns: int, pose, increment_covariance: np.ndarray | None = None) -> int:
-        """A keyframe at the odometry's pose (x y z qx qy qz qw); returns its key. Stamps must increase.
-        increment_covariance: 6 x 6 (geometry_msgs order, right-perturbed body frame) of the increment from
-        the previous keyframe (None: the drift model)."""
-        pose = pose_matrix(pose)
-        if not np.isfinite(pose).all():
-            raise ValueError("an odometry pose must be finite")
-        if self._stamps and stamp_ns <= self._stamps[-1]:
-            raise ValueError(f"odometry stamp {stamp_ns} is not after the last keyframe's {self._stamps[-1]}")
+    # ---- odometry -----------------------------------------------------------------------------
+    def add_odometry(self, stamp_ns: int, pose, covariance: np.ndarray | None = None) -> str:
+        """An odometry pose (x y z qx qy qz qw of the body in the odometry frame) and its pose covariance
+        (6 x 6, geometry_msgs order; None or zeros: the drift model). Becomes a keyframe when it is far
+        enough from the last one."""
+        self.counts.odometry += 1
+        try:
+            pose = np.asarray(pose, np.float64).reshape(7)
+            matrix = pose_matrix(pose)
+        except (ValueError, IndexError) as exc:
+            return self.counts.refuse(f"unusable odometry pose: {exc}", "bad odometry")
+        if (not np.isfinite(pose).all() or not np.isfinite(matrix).all()
+                or abs(np.linalg.norm(pose[3:]) - 1.0) > 0.05):
+            return self.counts.refuse("odometry pose is not finite or its quaternion is not a rotation", "bad odometry")
+        covariance = self._odometry_covariance_of(covariance)
+        if self._last is not None:
+            last_stamp, last, _ = self._last
+            if stamp_ns <= last_stamp:
+                return self.counts.refuse(f"odometry stamp {stamp_ns} is not after the last one's {last_stamp}",
+                                          "odometry out of order")
+            speed = np.linalg.norm(matrix[:3, 3] - last[:3, 3]) / ((stamp_ns - last_stamp) * 1e-9)
+            if speed > self.settings.max_speed_mps:
+                return self._jump(stamp_ns, matrix, covariance, speed)
+        self._jumped.clear()
+        self._last = (int(stamp_ns), matrix, covariance)
+        if self._stamps and not self._is_keyframe(stamp_ns, matrix):
+            return ""
+        self._add_keyframe(stamp_ns, matrix, covariance)
+        return ""
+
+    def _jump(self, stamp_ns: int, matrix: np.ndarray, covariance, speed: float) -> str:
+        """An odometry pose too far from the last: refused, unless the last few agree (then a reset)."""
+        previous = self._jumped[-1] if self._jumped else None
+        agrees = previous is not None and (np.linalg.norm(matrix[:3, 3] - previous[1][:3, 3])
+                                           / max((stamp_ns - previous[0]) * 1e-9, 1e-9)) <= self.settings.max_speed_mps
+        self._jumped = (self._jumped if agrees else []) + [(int(stamp_ns), matrix)]
+        if len(self._jumped) < max(self.settings.jump_reset_after, 1):
+            return self.counts.refuse(f"odometry jumped ({speed:.1f} m/s > max_speed_mps "
+                                      f"{self.settings.max_speed_mps:g})", "odometry jumped")
+        self._jumped.clear()  # the odometry was reset: go on from here through a loose factor
+        self._last = (int(stamp_ns), matrix, covariance)
+        self.counts.resets += 1
+        self._add_keyframe(stamp_ns, matrix, covariance, loose=True)
+        return ""
+
+    def _is_keyframe(self, stamp_ns: int, matrix: np.ndarray) -> bool:
+        s, last = self.settings, self._odometry[-1]
+        step = np.linalg.inv(last) @ matrix
+        angle = np.degrees(np.arccos(np.clip((np.trace(step[:3, :3]) - 1) / 2, -1.0, 1.0)))
+        return (np.linalg.norm(step[:3, 3]) >= s.keyframe_distance_m or angle >= s.keyframe_rotation_deg
+                or (stamp_ns - self._stamps[-1]) * 1e-9 >= s.keyframe_interval_s)
+
+    def _add_keyframe(self, stamp_ns: int, matrix: np.ndarray, covariance, loose: bool = False) -> None:
         key = len(self._stamps)
         if key == 0:
             noise = gtsam.noiseModel.Isotropic.Sigma(6, self.settings.first_pose_sigma)
-            self._factors.add(gtsam.PriorFactorPose3(key, gtsam.Pose3(pose), noise))
-            self._values.insert(key, gtsam.Pose3(pose))
+            self._factors.add(gtsam.PriorFactorPose3(key, gtsam.Pose3(matrix), noise))
+            self._values.insert(key, gtsam.Pose3(matrix))
+            travelled = 0.0
         else:
-            increment = np.linalg.inv(self._odometry[-1]) @ pose
-            covariance = (self._drift(increment) if increment_covariance is None else
-                          np.asarray(increment_covariance, np.float64).reshape(6, 6)[np.ix_(ROS_TO_GTSAM, ROS_TO_GTSAM)])
+            increment = np.linalg.inv(self._odometry[-1]) @ matrix
+            if loose:  # after a reset the odometry frame moved, not the robot: an unknown step near standstill
+                increment = np.eye(4)
+                increment_covariance = np.diag([1.0 ** 2] * 3 + [10.0 ** 2] * 3)
+            else:
+                increment_covariance = self._increment_covariance(increment, self._odometry_covariance[-1], covariance)
             self._factors.add(gtsam.BetweenFactorPose3(key - 1, key, gtsam.Pose3(increment),
-                                                       gtsam.noiseModel.Gaussian.Covariance(covariance)))
+                                                       gtsam.noiseModel.Gaussian.Covariance(increment_covariance)))
             self._values.insert(key, self._pose(key - 1).compose(gtsam.Pose3(increment)))
+            travelled = self._travelled[-1] + (0.0 if loose else float(np.linalg.norm(increment[:3, 3])))
         self._stamps.append(int(stamp_ns))
-        self._odometry.append(pose)
+        self._odometry.append(matrix)
+        self._odometry_covariance.append(covariance)
+        self._travelled.append(travelled)
         self.counts.keyframes += 1
-        return key
 
-    def add_loop(self, query_stamp_ns: int, match_stamp_ns: int, relative_pose, covariance: np.ndarray,
-                 camera_in_body: np.ndarray | None = None) -> str:
-        """A LoopClosure (relative_pose: T_query_match as 4 x 4 or x y z qx qy qz qw, camera frame; covariance
-        6 x 6 as published); optimised at once. Returns "" when added, else why it was refused."""
+    # ---- closures and fixes -------------------------------------------------------------------
+    def add_loop(self, query_stamp_ns: int, match_stamp_ns: int, relative_pose, covariance,
+                 camera_in_body: np.ndarray | None = None, scale_known: bool = True) -> str:
+        """A LoopClosure (relative_pose: T_query_match as 4 x 4 or x y z qx qy qz qw in the query camera's
+        optical frame; covariance 6 x 6 as published; camera_in_body: T_body_camera, identity when None).
+        It enters the graph once supported (GraphSettings.support); returns "" when taken (in the graph or
+        waiting), else why it was refused."""
+        if not scale_known and self.settings.direction_only == "skip":
+            return self.counts.refuse("direction-only closure (scale unknown) skipped", "direction-only")
         query, why = self._keyframe(query_stamp_ns, "query")
         match, why_match = self._keyframe(match_stamp_ns, "match")
         if why or why_match:
-            return self.counts.refuse(why or why_match)
+            why = why or why_match
+            return self.counts.refuse(why, "closure from the future" if "future" in why else
+                                      "closure without keyframe" if "yet" in why else "closure stamp offset")
         if query == match:
             return self.counts.refuse("query and match are the same keyframe")
-        relative = np.asarray(relative_pose, np.float64)
-        relative = relative if relative.shape == (4, 4) else pose_matrix(relative)
         try:
-            body, body_covariance = body_relative(relative, covariance, np.eye(4) if camera_in_body is None
-                                                  else camera_in_body)
-            noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(body_covariance))
-        except (ValueError, RuntimeError) as exc:
-            return self.counts.refuse(f"unusable closure: {exc}")
-        self._factors.add(gtsam.BetweenFactorPose3(query, match, gtsam.Pose3(body), noise))
-        self.counts.closures += 1
-        self.update()
+            relative = np.asarray(relative_pose, np.float64)
+            relative = relative if relative.shape == (4, 4) else pose_matrix(relative)
+            covariance = np.asarray(covariance, np.float64).reshape(6, 6)
+            if not np.isfinite(covariance).all() or np.linalg.eigvalsh((covariance + covariance.T) / 2).min() <= 0:
+                raise ValueError("its covariance is not finite and positive definite")
+            body, body_covariance = body_relative(relative, covariance,
+                                                  np.eye(4) if camera_in_body is None else camera_in_body)
+            body = self._at_keyframe(query, query_stamp_ns) @ body @ np.linalg.inv(self._at_keyframe(match, match_stamp_ns))
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            return self.counts.refuse(f"unusable closure: {exc}", "unusable closure")
+        closure = _Closure(query, match, body, body_covariance)
+        partners = [c for c in self._closures if self._agree(closure, c)]
+        self._closures.append(closure)
+        self._forget_old_closures(query)
+        if len(partners) >= self.settings.support:
+            for c in [closure, *partners]:
+                if not c.added:
+                    self._add_closure(c)
+            self.update()
+        self.counts.waiting = sum(not c.added for c in self._closures)
         return ""
 
-    def add_fix(self, stamp_ns: int, pose, covariance: np.ndarray) -> str:
+    def add_fix(self, stamp_ns: int, pose, covariance) -> str:
         """A localised pose of the body in the map frame (vpr/pose; covariance 6 x 6 over the world position and
         rotation about the world axes) as a prior on the nearest keyframe. Returns "" or why it was refused."""
         key, why = self._keyframe(stamp_ns, "fix")
         if why:
-            return self.counts.refuse(why)
-        pose = pose_matrix(pose)
+            return self.counts.refuse(why, "fix from the future" if "future" in why else "fix without keyframe")
         try:
+            pose = pose_matrix(pose)
+            covariance = np.asarray(covariance, np.float64).reshape(6, 6)
+            if not (np.isfinite(pose).all() and np.isfinite(covariance).all()):
+                raise ValueError("not finite")
+            if np.linalg.eigvalsh((covariance + covariance.T) / 2).min() <= 0:
+                raise ValueError("its covariance is not positive definite")
+            pose = pose @ np.linalg.inv(self._at_keyframe(key, stamp_ns))  # the pose of the keyframe itself
             noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(world_covariance_to_right(pose, covariance)))
-        except (ValueError, RuntimeError) as exc:
-            return self.counts.refuse(f"unusable fix: {exc}")
+        except (ValueError, IndexError, np.linalg.LinAlgError, RuntimeError) as exc:
+            return self.counts.refuse(f"unusable fix: {exc}", "unusable fix")
         self._factors.add(gtsam.PriorFactorPose3(key, gtsam.Pose3(pose), noise))
         self.counts.fixes += 1
         self.update()
         return ""
 
     def update(self) -> None:
-        """Optimise what was added since the last update (iSAM2)."""
+        """Optimise what was added since the last update (iSAM2), one annealing step of the closures' kernels
+        with it."""
+        remove = self._anneal() if self._factors.size() or self._values.size() else []
         if self._factors.size() == 0 and self._values.size() == 0:
             return
-        self.isam.update(self._factors, self._values)
+        result = self.isam.update(self._factors, self._values, remove)
+        indices = list(result.getNewFactorsIndices())
+        for position, closure in self._new_closures:
+            closure.factor = indices[position]
+        self._new_closures = []
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
         self._estimate = self.isam.calculateEstimate()
 
+    def _anneal(self) -> list[int]:
+        """Closures in the graph whose kernel is still wider than kernel_sigmas get it narrowed (their factor
+        replaced); returns the factor indices to remove."""
+        s, remove = self.settings, []
+        if s.kernel == "none":
+            return remove
+        for closure in self._closures:
+            if closure.factor >= 0 and closure.scale > s.kernel_sigmas:
+                remove.append(closure.factor)
+                closure.scale = max(s.kernel_sigmas, closure.scale * s.kernel_anneal)
+                self._add_factor(closure)
+        return remove
+
     # ---- outputs ------------------------------------------------------------------------------
-    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
-        """(stamps N, poses N x 7: x y z qx qy qz qw) of every keyframe, optimised."""
+    def stamps(self) -> np.ndarray:
+        return np.asarray(self._stamps, np.int64)
+
+    def trajectory(self) -> np.ndarray:
+        """N x 7 (x y z qx qy qz qw): every keyframe's optimised pose in the map frame."""
         self.update()
-        poses = np.array([_pose7(self._estimate.atPose3(key).matrix()) for key in range(len(self))]).reshape(-1, 7)
-        return np.asarray(self._stamps, np.int64), poses
+        return np.array([_pose7(self._estimate.atPose3(key).matrix()) for key in range(len(self))]).reshape(-1, 7)
 
     def odometry(self) -> np.ndarray:
         """N x 7: the odometry's own pose of each keyframe."""
         return np.array([_pose7(p) for p in self._odometry]).reshape(-1, 7)
 
     def correction(self) -> np.ndarray:
-        """4 x 4 T_map_odom at the newest keyframe: what the optimisation moved the odometry frame by."""
+        """4 x 4 T_map_odom at the newest keyframe: where the optimisation puts the odometry frame (identity
+        before the first keyframe)."""
+        if not self._stamps:
+            return np.eye(4)
         self.update()
         newest = len(self) - 1
         return self._estimate.atPose3(newest).matrix() @ np.linalg.inv(self._odometry[newest])
 
+    def closure_edges(self) -> list[tuple[int, int]]:
+        """(query keyframe, match keyframe) of every closure in the graph, in the order they entered."""
+        return list(self._edges)
+
     # ---- helpers ------------------------------------------------------------------------------
+    def _add_closure(self, closure: _Closure) -> None:
+        """Into the graph, its kernel wide enough for its error against the graph as it stands."""
+        predicted = self._pose(closure.query).inverse().compose(self._pose(closure.match))
+        error = gtsam.Pose3.Logmap(gtsam.Pose3(closure.body).inverse().compose(predicted))
+        whitened = float(np.sqrt(error @ np.linalg.solve(closure.covariance, error)))
+        s = self.settings
+        anchored = any(abs(self._travelled[closure.query] - self._travelled[q]) <= s.consistency_window_m
+                       for q, _ in self._edges[-50:])
+        # the first closures of a revisit meet the graph's whole drift: they enter with a wide kernel that then
+        # narrows; later ones meet a graph those corrected, and a tight kernel
+        closure.scale = s.kernel_sigmas if anchored else max(s.kernel_sigmas, s.kernel_entry * whitened)
+        self._add_factor(closure)
+        closure.added = True
+        self._edges.append((closure.query, closure.match))
+        self.counts.closures += 1
+
+    def _add_factor(self, closure: _Closure) -> None:
+        noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(closure.covariance), closure.scale)
+        self._new_closures.append((self._factors.size(), closure))
+        self._factors.add(gtsam.BetweenFactorPose3(closure.query, closure.match, gtsam.Pose3(closure.body), noise))
+
+    def _agree(self, a: _Closure, b: _Closure) -> bool:
+        """Whether two closures with nearby queries describe the same loop: query_a -> query_b (odometry),
+        query_b -> match_b (b), match_b -> match_a (odometry) composes to a's own closure."""
+        s = self.settings
+        span_q = abs(self._travelled[a.query] - self._travelled[b.query])
+        span_m = abs(self._travelled[a.match] - self._travelled[b.match])
+        if span_q > s.consistency_window_m or span_q + span_m > 2 * s.consistency_window_m:
+            return False
+        O = self._odometry
+        predicted = (np.linalg.inv(O[a.query]) @ O[b.query]) @ b.body @ (np.linalg.inv(O[b.match]) @ O[a.match])
+        error = gtsam.Pose3.Logmap(gtsam.Pose3(a.body).inverse().compose(gtsam.Pose3(predicted)))
+        span = span_q + span_m
+        drift = np.diag([(0.1 * s.consistency_sigma_per_m * span + 1e-3) ** 2] * 3
+                        + [(s.consistency_sigma_per_m * span + 0.02) ** 2] * 3)
+        innovation = a.covariance + b.covariance + drift
+        return float(error @ np.linalg.solve(innovation, error)) <= s.consistency_chi2
+
+    def _forget_old_closures(self, newest_query: int) -> None:
+        """Keep only closures that can still support a new one (their queries within the window of travel)."""
+        horizon = self._travelled[newest_query] - self.settings.consistency_window_m
+        self._closures = [c for c in self._closures if self._travelled[c.query] >= horizon
+                          or (c.added and c.scale > self.settings.kernel_sigmas)]  # still annealing
+
     def _pose(self, key: int) -> gtsam.Pose3:
         return self._values.atPose3(key) if self._values.exists(key) else self._estimate.atPose3(key)
 
     def _keyframe(self, stamp_ns: int, what: str) -> tuple[int, str]:
+        """The keyframe nearest a stamp, or why there is none (keyframing the newest odometry when the stamp
+        lies after the newest keyframe)."""
         if not self._stamps:
             return -1, "no odometry keyframe yet"
+        newest = self._last[0]
+        if stamp_ns > newest + self.settings.max_stamp_offset_s * 1e9:
+            return -1, (f"the {what} stamp is {(stamp_ns - newest) * 1e-9:.2f} s after the newest odometry "
+                        "(from the future)")
+        if stamp_ns > self._stamps[-1] and newest > self._stamps[-1]:
+            self._add_keyframe(*self._last)  # the odometry since the newest keyframe
         at = bisect.bisect_left(self._stamps, stamp_ns)
         nearest = min((i for i in (at - 1, at) if 0 <= i < len(self._stamps)),
                       key=lambda i: abs(self._stamps[i] - stamp_ns))
         offset = abs(self._stamps[nearest] - stamp_ns) * 1e-9
         if offset > self.settings.max_stamp_offset_s:
-            side = "after the newest" if stamp_ns > self._stamps[-1] else "away from every"
-            return -1, f"the {what} stamp is {offset:.2f} s {side} keyframe (max_stamp_offset_s " \
-                       f"{self.settings.max_stamp_offset_s:g})"
+            return -1, (f"the {what} stamp is {offset:.2f} s away from every keyframe (max_stamp_offset_s "
+                        f"{self.settings.max_stamp_offset_s:g})")
         return nearest, ""
 
-    def _drift(self, increment: np.ndarray) -> np.ndarray:
-        """Covariance (gtsam order) of an odometry increment under the drift model."""
+    def _at_keyframe(self, key: int, stamp_ns: int) -> np.ndarray:
+        """T from the keyframe's body to the body at stamp_ns, along the odometry (interpolated between the
+        keyframes around the stamp): a closure or fix between stamps is moved onto the keyframes."""
+        if stamp_ns == self._stamps[key]:
+            return np.eye(4)
+        at = bisect.bisect_left(self._stamps, stamp_ns)
+        if at == 0 or at >= len(self._stamps):
+            return np.eye(4)
+        a, b = at - 1, at
+        w = (stamp_ns - self._stamps[a]) / (self._stamps[b] - self._stamps[a])
+        step = gtsam.Pose3(np.linalg.inv(self._odometry[a]) @ self._odometry[b])
+        between = self._odometry[a] @ gtsam.Pose3.Expmap(w * gtsam.Pose3.Logmap(step)).matrix()
+        return np.linalg.inv(self._odometry[key]) @ between
+
+    def _odometry_covariance_of(self, covariance) -> np.ndarray | None:
+        if covariance is None:
+            return None
+        covariance = np.asarray(covariance, np.float64).reshape(6, 6)
+        if not np.isfinite(covariance).all() or not covariance.any():
+            return None
+        return covariance[np.ix_(ROS_TO_GTSAM, ROS_TO_GTSAM)]
+
+    def _increment_covariance(self, increment: np.ndarray, before, after) -> np.ndarray:
+        """Covariance (gtsam order) of an odometry increment: what the messages' accumulated covariance grew by
+        (its diagonal, at least the floor), else the drift model."""
         s, distance = self.settings, float(np.linalg.norm(increment[:3, 3]))
+        floor = s.odometry_sigma_floor ** 2
+        if before is not None and after is not None:
+            grown = np.maximum(np.diag(after) - np.diag(before), floor)
+            return np.diag(grown)
         rotation = max(s.odometry_yaw_sigma_per_m * distance, s.odometry_sigma_floor)
         translation = max(s.odometry_sigma_per_m * distance, s.odometry_sigma_floor)
         return np.diag([rotation ** 2] * 3 + [translation ** 2] * 3)
 
-    def _robust(self, noise):
-        k = self.settings.kernel_sigmas
+    def _robust(self, noise, scale: float | None = None):
+        k = scale or self.settings.kernel_sigmas
         if self.settings.kernel == "cauchy":
             return gtsam.noiseModel.Robust.Create(gtsam.noiseModel.mEstimator.Cauchy.Create(k), noise)
         if self.settings.kernel == "huber":
@@ -199,4 +440,3 @@ class PoseGraph:
 
 def _pose7(matrix: np.ndarray) -> np.ndarray:
     return pose7(matrix[:3, :3], matrix[:3, 3])
-
