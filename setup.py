@@ -30,6 +30,7 @@ setup(
             "vpr_merge_maps = vpr_ros.tools.merge_maps:main",
             "vpr_train_uncertainty = vpr_ros.tools.train_uncertainty:main",
             "vpr_localizer = vpr_ros.ros.main:main",
+            "vpr_pose_graph = vpr_ros.ros.pose_graph:main",
             "vpr_sim = vpr_ros.tools.sim:main",
             "vpr_export = vpr_ros.tools.export:main",
             "vpr_folder_to_bag = vpr_ros.tools.folder_to_bag:main",

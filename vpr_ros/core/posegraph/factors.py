@@ -78,3 +78,18 @@ def world_covariance_to_right(pose: np.ndarray, covariance: np.ndarray) -> np.nd
     jacobian = np.zeros((6, 6))  # world (dtheta_w, dp_w) -> right (R^T dtheta_w, R^T dp_w)
     jacobian[:3, :3] = jacobian[3:, 3:] = R.T
     return jacobian @ covariance @ jacobian.T
+
+
+def body_fix(camera_pose7, covariance, camera_in_body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(4 x 4 body pose in the map, its 6 x 6 covariance in geometry_msgs order and conventions) from a localised
+    camera pose (vpr/pose: the query camera's optical frame in the map; covariance over the position in the map
+    and the rotation about the map's axes) and the camera's mounting T_body_camera. B = P C^-1, so the rotation
+    error carries over and the position error gains the lever arm: dp_B = dp_P + [R_B t_C]x dtheta."""
+    P, C = pose_matrix(camera_pose7), np.asarray(camera_in_body, np.float64)
+    covariance = np.asarray(covariance, np.float64).reshape(6, 6)
+    if not (np.isfinite(P).all() and np.isfinite(C).all() and np.isfinite(covariance).all()):
+        raise ValueError("a localised pose, its covariance and the camera's mounting must be finite")
+    body = P @ np.linalg.inv(C)
+    jacobian = np.eye(6)
+    jacobian[:3, 3:] = skew(body[:3, :3] @ C[:3, 3])
+    return body, jacobian @ covariance @ jacobian.T

@@ -37,7 +37,8 @@ import gtsam
 import numpy as np
 
 from vpr_ros.core.matching.transforms import pose7
-from vpr_ros.core.posegraph.factors import ROS_TO_GTSAM, body_relative, pose_matrix, world_covariance_to_right
+from vpr_ros.core.posegraph.factors import (ROS_TO_GTSAM, body_fix, body_relative, pose_matrix,
+                                            world_covariance_to_right)
 
 KERNELS = ("cauchy", "huber", "none")
 CHI2_6DOF_999 = 22.458  # 99.9 % quantile of the chi-square distribution with 6 degrees of freedom
@@ -252,19 +253,23 @@ class PoseGraph:
         self.counts.waiting = sum(not c.added for c in self._closures)
         return ""
 
-    def add_fix(self, stamp_ns: int, pose, covariance) -> str:
-        """A localised pose of the body in the map frame (vpr/pose; covariance 6 x 6 over the world position and
-        rotation about the world axes) as a prior on the nearest keyframe. Returns "" or why it was refused."""
+    def add_fix(self, stamp_ns: int, pose, covariance, camera_in_body: np.ndarray | None = None) -> str:
+        """A localised pose in the map frame (vpr/pose; covariance 6 x 6 over the world position and rotation
+        about the world axes) as a prior on the nearest keyframe: the body's pose, or the camera's when
+        camera_in_body (T_body_camera) is given (vpr/pose is the camera's). Returns "" or why it was refused."""
         key, why = self._keyframe(stamp_ns, "fix")
         if why:
             return self.counts.refuse(why, "fix from the future" if "future" in why else "fix without keyframe")
         try:
-            pose = pose_matrix(pose)
             covariance = np.asarray(covariance, np.float64).reshape(6, 6)
-            if not (np.isfinite(pose).all() and np.isfinite(covariance).all()):
+            if not np.isfinite(covariance).all() or np.linalg.eigvalsh((covariance + covariance.T) / 2).min() <= 0:
+                raise ValueError("its covariance is not finite and positive definite")
+            if camera_in_body is None:
+                pose = pose_matrix(pose)
+            else:
+                pose, covariance = body_fix(pose, covariance, camera_in_body)
+            if not np.isfinite(pose).all():
                 raise ValueError("not finite")
-            if np.linalg.eigvalsh((covariance + covariance.T) / 2).min() <= 0:
-                raise ValueError("its covariance is not positive definite")
             pose = pose @ np.linalg.inv(self._at_keyframe(key, stamp_ns))  # the pose of the keyframe itself
             noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(world_covariance_to_right(pose, covariance)))
         except (ValueError, IndexError, np.linalg.LinAlgError, RuntimeError) as exc:

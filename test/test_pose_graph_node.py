@@ -1,0 +1,144 @@
+"""vpr_pose_graph as its console script with the shipped params file, in its own process, in a real ROS graph:
+a simulated run's drifting odometry and loop closures go in, the optimised path, the map -> odom correction
+and diagnostics come out; bad input is refused with a counter and a log line; SIGTERM exits 0."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import TransformStamped
+from nav_msgs.msg import Odometry, Path as PathMsg
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+from conftest import REPO, spin_until
+from vpr_ros.core.matching.transforms import pose7
+from vpr_ros.ros.convert import ns_to_stamp
+from vpr_ros.ros.interfaces import load_interfaces
+from vpr_ros.ros.messages import pose_msg
+from vpr_ros.ros.pose_graph import params_file_text
+from vpr_ros.sim.bag_writer import OPTICAL_IN_BODY_QUATERNION
+from vpr_ros.sim.closures import RunPoses, ate, simulated_closures
+from vpr_ros.sim.run import SimRun
+
+MSGS = load_interfaces()
+RELIABLE = QoSProfile(depth=500, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def test_the_shipped_params_file_is_the_generated_one():
+    assert (REPO / "config" / "pose_graph.yaml").read_text() == params_file_text()
+    params = yaml.safe_load((REPO / "config" / "pose_graph.yaml").read_text())["/**/vpr_pose_graph"]["ros__parameters"]
+    assert params["kernel"] == "cauchy" and params["support"] == 1
+
+
+def odometry_msg(stamp_ns: int, pose, covariance) -> Odometry:
+    msg = Odometry()
+    msg.header.stamp, msg.header.frame_id, msg.child_frame_id = ns_to_stamp(int(stamp_ns)), "odom", "base_link"
+    msg.pose.pose = pose_msg(pose)
+    msg.pose.covariance = np.asarray(covariance, np.float64).reshape(36).tolist()
+    return msg
+
+
+def loop_msg(query_ns: int, match_ns: int, T: np.ndarray, covariance) -> object:
+    msg = MSGS.LoopClosure()
+    msg.header.stamp, msg.header.frame_id = ns_to_stamp(int(query_ns)), "camera_optical"
+    msg.query_stamp, msg.match_stamp = ns_to_stamp(int(query_ns)), ns_to_stamp(int(match_ns))
+    msg.relative_pose = pose_msg(pose7(T[:3, :3], T[:3, 3]))
+    msg.covariance = np.asarray(covariance, np.float64).reshape(36).tolist()
+    msg.translation_scale_known = True
+    msg.method = MSGS.LoopClosure.METHOD_PNP_DEPTH
+    return msg
+
+
+@pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built: no LoopClosure message")
+def test_the_node_closes_a_drifting_run_and_refuses_bad_input():
+    poses = RunPoses.of(SimRun({"seed": 2, "frames": 80, "laps": 3, "odometry_drift": 3.0}))
+    closures = simulated_closures(poses, np.random.default_rng(1), every=4, overconfidence=2.0)
+    mounting = [0.0, 0.0, 0.0, *OPTICAL_IN_BODY_QUATERNION]
+    command = [str(Path(sys.executable).parent / "vpr_pose_graph"), "--ros-args", "--params-file",
+               str(REPO / "config" / "pose_graph.yaml"), "-p", f"camera_in_body:={mounting}",
+               "-p", "publish_period_s:=0.2", "-p", "loop_closure_topic:=/test/loop_closure",
+               "-p", "odom_topic:=/test/odom"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node("pose_graph_probe", context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    paths, corrections, diagnostics = [], [], []
+    try:
+        probe.create_subscription(PathMsg, "vpr/optimized_path", paths.append, LATCHED)
+        probe.create_subscription(TransformStamped, "vpr/map_to_odom", corrections.append, LATCHED)
+        probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
+        odom_pub = probe.create_publisher(Odometry, "/test/odom", RELIABLE)
+        loop_pub = probe.create_publisher(MSGS.LoopClosure, "/test/loop_closure", RELIABLE)
+        assert spin_until(executor, lambda: odom_pub.get_subscription_count() and loop_pub.get_subscription_count(),
+                          60), "vpr_pose_graph did not come up"
+        by_query = {}
+        for c in closures:
+            by_query.setdefault(c.query, []).append(c)
+        for i, stamp in enumerate(poses.stamps):
+            odom_pub.publish(odometry_msg(stamp, poses.odometry[i], poses.odometry_covariance[i]))
+            for c in by_query.get(i, []):
+                loop_pub.publish(loop_msg(stamp, poses.stamps[c.match], c.relative_pose, c.covariance))
+            executor.spin_once(timeout_sec=0.002)
+        newest, good = int(poses.stamps[-1]), closures[-1]
+        nan = np.full((6, 6), np.nan)
+        loop_pub.publish(loop_msg(newest, poses.stamps[good.match], good.relative_pose, nan))  # NaN covariance
+        loop_pub.publish(loop_msg(newest + 60 * 10**9, poses.stamps[good.match], good.relative_pose,
+                                  good.covariance))  # from the future
+        loop_pub.publish(loop_msg(newest, int(poses.stamps[0]) - 30 * 10**9, good.relative_pose,
+                                  good.covariance))  # a match stamp before every keyframe
+        jump = poses.odometry[-1].copy()
+        jump[0] += 500.0
+        odom_pub.publish(odometry_msg(newest + 10**8, jump, poses.odometry_covariance[-1]))  # odometry that jumps
+
+        def refused() -> dict:
+            if not diagnostics:
+                return {}
+            return {v.key: v.value for v in diagnostics[-1].status[0].values}
+
+        assert spin_until(executor, lambda: int(refused().get("refused: odometry jumped", 0)) >= 1
+                          and int(refused().get("keyframes", 0)) >= len(poses.stamps) - 1, 30), refused()
+        values = refused()
+        assert int(values["closures"]) >= 0.9 * len(closures), values
+        assert values["refused: unusable closure"] == "1" and values["refused: closure from the future"] == "1"
+        assert values["refused: closure stamp offset"] == "1", values
+        assert diagnostics[-1].status[0].level == DiagnosticStatus.WARN  # inputs were refused
+        path = paths[-1]
+        stamps = np.array([p.header.stamp.sec * 10**9 + p.header.stamp.nanosec for p in path.poses])
+        optimised = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z, p.pose.orientation.x,
+                               p.pose.orientation.y, p.pose.orientation.z, p.pose.orientation.w] for p in path.poses])
+        assert path.header.frame_id == "map" and len(stamps) >= len(poses.stamps) - 1
+        odometry_ate, corrected = ate(poses, poses.stamps, poses.odometry), ate(poses, stamps, optimised)
+        assert corrected < odometry_ate / 5, (odometry_ate, corrected)
+        assert corrections[-1].header.frame_id == "map" and corrections[-1].child_frame_id == "odom"
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0, output
+    assert "loop closure refused: the query stamp is" in output and "from the future" in output, output
+    assert "odometry refused: odometry jumped" in output, output
+
+
+def test_a_bad_configuration_exits_2_with_the_reason():
+    script = str(Path(sys.executable).parent / "vpr_pose_graph")
+    for extra, message in [(["-p", "kernel:=tukey"], "unknown kernel"),
+                           (["-p", "camera_in_body:=[1.0, 2.0]"], "camera_in_body")]:
+        out = subprocess.run([script, "--ros-args", "--params-file", str(REPO / "config" / "pose_graph.yaml"), *extra],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stdout + out.stderr, (extra, out.stdout, out.stderr)
