@@ -296,10 +296,12 @@ def _add_loop(record: QueryRecord, loop, pose) -> None:
     record.loop_covariance = np.asarray(loop.covariance, np.float64).reshape(6, 6)
     record.loop_scale_known, record.loop_scale_note = bool(loop.translation_scale_known), loop.scale_note
     record.loop_detail = loop.method_detail
+    record.loop_match_stamp_ns = loop.match_stamp.sec * 1_000_000_000 + loop.match_stamp.nanosec
     if pose is not None:
         p, q = pose.pose.pose.position, pose.pose.pose.orientation
         record.localized_pose = np.array([p.x, p.y, p.z, q.x, q.y, q.z, q.w])
         record.localized_metric = record.loop_scale_known  # the node publishes the metric pose when it can
+        record.localized_covariance = np.asarray(pose.pose.covariance, np.float64).reshape(6, 6)
 
 
 def _records(items: list, player: _Player, bad: dict[int, str]) -> list[QueryRecord]:

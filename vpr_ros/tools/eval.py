@@ -26,6 +26,7 @@ from vpr_ros.core.evaluation.dataset_eval import evaluate_dataset, machine_info
 from vpr_ros.core.evaluation.scoring import RECALL_NS
 from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.map.store import VPRMap
+from vpr_ros.core.posegraph.factors import pose_matrix
 from vpr_ros.tools import add_bag_topic_arguments
 from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
@@ -72,11 +73,15 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                      camera_info_topic: str | None = None, through_node: dict | None = None,
                      progress: bool = True, depth_topic: str | None = None,
                      prior_sigma_m: float | None = None, prior_seed: int = 0,
-                     prior_gps_topic: str | None = None) -> tuple[dict, list, VPRMap]:
+                     prior_gps_topic: str | None = None, odom_topic: str | None = None,
+                     graph_settings=None, trajectories: Path | None = None) -> tuple[dict, list, VPRMap]:
     """Replay a bag's images against a map through the core pipeline, or with `through_node` (options of
     ros.replay.replay_through_node) through a running vpr_localizer; returns (report, records, map).
     prior_sigma_m: give each frame a position prior of that accuracy around its true position (core replay);
-    prior_gps_topic: or the bag's NavSatFix nearest each frame (for maps with GPS)."""
+    prior_gps_topic: or the bag's NavSatFix nearest each frame (for maps with GPS). odom_topic: the robot's
+    odometry: the pose-graph back-end runs over it with the localised poses as fixes (localize mode), and the
+    report gains the trajectory error of the odometry alone and of the optimised path (unaligned: the map frame
+    is the truth's), TUM files in `trajectories`."""
     from vpr_ros.core.evaluation.metric_eval import metric_report
     from vpr_ros.core.evaluation.replay import PROCESSED, recorded_prior, replay_core, simulated_prior
     from vpr_ros.core.evaluation.scoring import evaluate_replay
@@ -131,7 +136,72 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
         metric = metric_report(records, vpr_map, _query_mounting(bag, pose_topic, tf_frames, camera_frame), positives)
         if metric is not None:
             report["metric"] = metric
+    if odom_topic:
+        from vpr_ros.core.build.bag_source import read_odometry
+        from vpr_ros.core.evaluation.trajectory import graph_from_records, trajectory_report
+
+        odometry = read_odometry(bag, odom_topic)
+        mounting = _query_mounting(bag, odom_topic, None, camera_frame)
+        graph = graph_from_records(odometry, records, None if mounting is None else pose_matrix(mounting),
+                                   graph_settings, closures=False, fixes=True)
+        report["trajectory"] = {"odom_topic": odom_topic, "mode": "localize (vpr/pose as fixes)",
+                                **trajectory_report(records, odometry, graph, "none", trajectories)}
     return report, records, vpr_map
+
+
+def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom_topic: str, distance_m: float,
+                       config: LocalizerConfig, camera_info_topic: str | None = None, depth_topic: str | None = None,
+                       progress: bool = True, graph_settings=None, trajectories: Path | None = None,
+                       through_node: dict | None = None) -> tuple[dict, list]:
+    """A robot's run (its bags in order) through the pipeline in slam mode, each frame with its odometry
+    pose, the loop closures into the pose-graph back-end (core.posegraph) with the odometry: the closures
+    (correct when query and match lie within distance_m of each other by the truth), ATE/RPE of the odometry
+    and of the optimised path (SE(3)-aligned), and each correct metric closure's body-frame NEES."""
+    from vpr_ros.core.build.bag_source import BagDepth, OdometryStream, read_camera_info, read_odometry
+    from vpr_ros.core.evaluation.replay import PROCESSED, replay_core
+    from vpr_ros.core.evaluation.trajectory import closure_nees, graph_from_records, trajectory_report
+
+    config = dataclasses.replace(config, mode="slam")
+    items = []
+    for bag in bags:
+        items += replay_inputs(bag, image_topic, pose_topic, None)[0]
+    if any(b[0] <= a[0] for a, b in zip(items, items[1:])):
+        raise ValueError("the bags' frames must follow one another in time (give the bags in the order recorded)")
+    odometry = OdometryStream.concatenate([read_odometry(bag, odom_topic) for bag in bags])
+    K, camera_frame = (None, "")
+    if camera_info_topic:
+        K, _, camera_frame = read_camera_info(bags[0], camera_info_topic)
+    depths = [BagDepth(bag, depth_topic) for bag in bags] if depth_topic else None
+    depth = (lambda stamp: next((d for d in (f(stamp) for f in depths) if d is not None), None)) if depths else None
+    mounting = _query_mounting(bags[0], odom_topic, None, camera_frame)
+    if through_node is None:
+        records = replay_core(None, items, config, K, progress, depth, odometry=odometry.at)
+    else:
+        from vpr_ros.ros.replay import replay_through_node
+
+        records = replay_through_node(None, items, config, K, progress=progress, depth=depth, odometry=odometry,
+                                      **through_node)
+    truth = {r.stamp_ns: r.true_pose for r in records if np.isfinite(r.true_pose).all()}
+    loops = [r for r in records if r.status == PROCESSED and r.loop_key >= 0]
+    correct = [r for r in loops if r.loop_match_stamp_ns in truth and r.stamp_ns in truth
+               and np.linalg.norm(truth[r.stamp_ns][:3] - truth[r.loop_match_stamp_ns][:3]) <= distance_m]
+    body_camera = None if mounting is None else pose_matrix(mounting)
+    graph = graph_from_records(odometry, records, body_camera, graph_settings, closures=True)
+    report = {"bags": [str(b) for b in bags], "replay": "core" if through_node is None else "node", "mode": "slam",
+              "num_queries": len(records), "distance_m": distance_m, "config": dict(vars(config)),
+              "frames": {"processed": sum(r.status == PROCESSED for r in records), "total": len(records)},
+              "loop_closures": {"accepted": len(loops), "correct": len(correct),
+                                "metric": sum(r.loop_scale_known for r in loops),
+                                "precision": len(correct) / len(loops) if loops else None},
+              "trajectory": {"odom_topic": odom_topic, "mode": "slam (loop closures)",
+                             **trajectory_report(records, odometry, graph, "se3", trajectories)},
+              "machine": machine_info()}
+    if body_camera is not None:
+        report["loop_closures"]["nees"] = closure_nees(
+            records, lambda stamp, record, is_match: truth.get(stamp), body_camera, distance_m)
+    if through_node is not None:
+        report["node"] = dict(through_node)
+    return report, records
 
 
 def _session_counts(records, vpr_map: VPRMap) -> dict:
@@ -231,6 +301,10 @@ def _parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", type=Path, help="image-folder dataset: query/, ref/, ground_truth.csv")
     source.add_argument("--map", type=Path, help="map directory to replay the images of --bag against")
+    source.add_argument("--slam", type=Path, nargs="+", metavar="BAG",
+                        help="a robot's run, its bags in the order recorded, through the pipeline in slam mode (needs "
+                             "--odom-topic and --pose-topic: the truth); its loop closures go to the pose-graph "
+                             "back-end and the report gives the trajectory error with and without them")
     truth = parser.add_argument_group("ground truth (with --map)")
     truth.add_argument("--distance", type=float, default=25.0,
                        help="a map frame within this many metres of the query is its place (25 m as in the VPR "
@@ -252,6 +326,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prior-gps-topic", metavar="TOPIC",
                         help="with --map (core replay): the bag's sensor_msgs/NavSatFix nearest each frame is its "
                              "position prior (the map's frames need GPS: vpr_build_map --gps-topic)")
+    graph = parser.add_argument_group("pose-graph back-end (core/posegraph, vpr_pose_graph; docs/posegraph.md)")
+    graph.add_argument("--odom-topic", metavar="TOPIC",
+                       help="the robot's nav_msgs/Odometry: with --slam, the keyframes' poses and the back-end's "
+                            "chain; with --map, the back-end runs with vpr/pose as fixes. The report gains ATE/RPE of "
+                            "the odometry alone and of the optimised path (evo)")
+    graph.add_argument("--trajectories", type=Path, metavar="DIR",
+                       help="with --odom-topic: write truth, odometry and optimised trajectories (TUM format) here")
+    graph.add_argument("--graph-kernel", choices=("cauchy", "huber", "none"), default="cauchy",
+                       help="the back-end's robust kernel on closures and fixes (default: cauchy)")
+    graph.add_argument("--graph-support", type=int, default=1,
+                       help="agreeing closures a closure needs before it enters the graph (default: 1; 0: none)")
     parser.add_argument("--through-node", action="store_true",
                         help="with --map: replay through a running vpr_localizer (a real ROS graph) instead of the core")
     parser.add_argument("--rate", type=float, default=1.0,
@@ -286,7 +371,36 @@ def _run_map(args) -> tuple[dict, list, VPRMap]:
     return evaluate_map_bag(args.map, args.bag, args.image_topic, args.pose_topic,
                             tuple(args.tf_frames) if args.tf_frames else None, args.distance, config,
                             args.frame_tolerance, args.ground_truth, args.camera_info_topic, node, not args.quiet,
-                            args.depth_topic, args.prior_sigma, args.prior_seed, args.prior_gps_topic)
+                            args.depth_topic, args.prior_sigma, args.prior_seed, args.prior_gps_topic,
+                            args.odom_topic, _graph_settings(args), args.trajectories)
+
+
+def _graph_settings(args):
+    from vpr_ros.core.posegraph.graph import GraphSettings
+
+    return GraphSettings(kernel=args.graph_kernel, support=args.graph_support)
+
+
+def _run_slam(args) -> tuple[dict, list]:
+    config = config_from_args(args, CONFIG_FLAGS, checkpoint=str(args.checkpoint) if args.checkpoint else "")
+    return evaluate_slam_bags(args.slam, args.image_topic, args.pose_topic, args.odom_topic, args.distance, config,
+                              args.camera_info_topic, args.depth_topic, not args.quiet, _graph_settings(args),
+                              args.trajectories, {"rate": args.rate} if args.through_node else None)
+
+
+def _print_trajectory(report: dict) -> None:
+    if "trajectory" not in report:
+        return
+    t = report["trajectory"]
+    fmt = lambda e: (f"ATE RMSE {e['ate_rmse_m']:.3f} m (median {e['ate_median_m']:.3f}, max {e['ate_max_m']:.3f}), "  # noqa: E731
+                     f"RPE per 10 m {e['rpe_10m_rmse_m']:.3f} m")
+    g = t["graph"]
+    print(f"  trajectory ({t['mode']}, {'SE(3)-aligned' if t['align'] == 'se3' else 'in the map frame'}, evo):")
+    print(f"    odometry alone   {fmt(t['odometry'])}")
+    print(f"    with vpr_ros     {fmt(t['optimised'])}  -> {t['ate_ratio']:.1f}x lower ATE")
+    refused = ", ".join(f"{k} {v}" for k, v in g["refused"].items()) or "none"
+    print(f"    back-end: {g['keyframes']} keyframes, {g['closures']} closures and {g['fixes']} fixes in the graph, "
+          f"{g['waiting']} waiting for support; refused: {refused}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,25 +409,31 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.map and not (args.bag and args.image_topic):
         parser.error("--map needs --bag and --image-topic")
-    if args.through_node and not args.map:
-        parser.error("--through-node replays a bag: it needs --map and --bag")
+    if args.slam and not (args.image_topic and args.pose_topic and args.odom_topic):
+        parser.error("--slam needs --image-topic, --pose-topic (the truth) and --odom-topic (the robot's odometry)")
+    if args.through_node and not (args.map or args.slam):
+        parser.error("--through-node replays a bag: it needs --map and --bag, or --slam")
     if args.rate < 0:
         parser.error("--rate must be >= 0")
     if args.prior_sigma is not None and (not args.map or args.prior_sigma <= 0):
         parser.error("--prior-sigma takes a positive number of metres, with --map")
     if args.prior_gps_topic and (args.through_node or not args.map or args.prior_sigma):
         parser.error("--prior-gps-topic works with --map and the core replay, and not with --prior-sigma")
-    if args.depth_topic and not (args.map and args.camera_info_topic):
-        parser.error("--depth-topic needs --map, --bag and --camera-info-topic (3-D points need the intrinsics)")
+    if args.depth_topic and not ((args.map or args.slam) and args.camera_info_topic):
+        parser.error("--depth-topic needs --map and --bag or --slam, and --camera-info-topic (3-D points need the intrinsics)")
     try:
         if args.dataset:
             report = _run_dataset(args)
+        elif args.slam:
+            report, records = _run_slam(args)
         else:
             report, records, vpr_map = _run_map(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vpr_eval: error: {exc}", file=sys.stderr)
         return 2
-    if args.map:
+    if args.slam:
+        _print_slam(report)
+    elif args.map:
         _print_replay(report)
         if report["frames"]["processed"] == 0:  # a replay that answered nothing failed, whatever else it wrote
             print(f"vpr_eval: error: none of the {report['frames']['total']} frames was answered "
@@ -325,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
 
             write_html(args.html, report, records, vpr_map)
             print(f"  html report: {args.html}")
+        _print_trajectory(report)
     else:
         _print_dataset(report)
     _print_confidence(report, args.plots)
@@ -333,6 +454,20 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"  report: {args.json}")
     return 0
+
+
+def _print_slam(report: dict) -> None:
+    loops = report["loop_closures"]
+    print(f"{len(report['bags'])} bags in slam mode ({report['replay']} replay): {report['frames']['processed']} of "
+          f"{report['frames']['total']} frames processed")
+    precision = "n/a" if loops["precision"] is None else f"{loops['precision']:.3f}"
+    print(f"  loop closures: {loops['accepted']} accepted, {loops['correct']} correct within {report['distance_m']} m "
+          f"(precision {precision}), {loops['metric']} metric")
+    nees = loops.get("nees", {})
+    if nees.get("closures"):
+        print(f"  body-frame NEES of the correct metric closures: mean {nees['nees_mean']:.1f} (6 when consistent), "
+              f"median {nees['nees_median']:.1f}, {nees['inside_99_percent']:.0%} inside the 99 % bound")
+    _print_trajectory(report)
 
 
 def _print_dataset(report: dict) -> None:

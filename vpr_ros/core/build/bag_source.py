@@ -328,3 +328,48 @@ def read_pose_child_frame(path: str | Path, pose_topic: str) -> str | None:
                 return reader.deserialize(raw, conn.msgtype).child_frame_id.lstrip("/") or None
             return None
     return None
+
+
+@dataclass
+class OdometryStream:
+    """Every message of an odometry topic, in stamp order."""
+
+    stamp_ns: np.ndarray  # N
+    pose: np.ndarray  # N x 7: x y z qx qy qz qw of the child frame in frame_id
+    covariance: np.ndarray  # N x 6 x 6 pose covariance, geometry_msgs order (zeros: none given)
+    frame_id: str
+    child_frame_id: str
+
+    def at(self, stamp_ns: int, tolerance_ns: int = 50_000_000) -> np.ndarray | None:
+        """The pose with the stamp nearest stamp_ns within tolerance, else None."""
+        i = int(np.searchsorted(self.stamp_ns, stamp_ns))
+        near = [j for j in (i - 1, i) if 0 <= j < len(self.stamp_ns)]
+        if not near:
+            return None
+        best = min(near, key=lambda j: abs(int(self.stamp_ns[j]) - stamp_ns))
+        return self.pose[best] if abs(int(self.stamp_ns[best]) - stamp_ns) <= tolerance_ns else None
+
+    @classmethod
+    def concatenate(cls, parts: list["OdometryStream"]) -> "OdometryStream":
+        order = np.argsort(np.concatenate([p.stamp_ns for p in parts]), kind="stable")
+        return cls(np.concatenate([p.stamp_ns for p in parts])[order], np.concatenate([p.pose for p in parts])[order],
+                   np.concatenate([p.covariance for p in parts])[order], parts[0].frame_id, parts[0].child_frame_id)
+
+
+def read_odometry(path: str | Path, topic: str) -> OdometryStream:
+    """A nav_msgs/Odometry topic whole (the pose-graph back-end's keyframes, trajectory error)."""
+    stamps, poses, covariances, frames = [], [], [], ("", "")
+    with _open(Path(path)) as reader:
+        conns = _connections(reader, topic, ("nav_msgs/msg/Odometry",))
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            stamps.append(_stamp_ns(msg.header))
+            poses.append([p.x, p.y, p.z, q.x, q.y, q.z, q.w])
+            covariances.append(np.asarray(msg.pose.covariance, np.float64).reshape(6, 6))
+            frames = (msg.header.frame_id.lstrip("/"), msg.child_frame_id.lstrip("/"))
+    if not stamps:
+        raise ValueError(f"{path}: no nav_msgs/Odometry messages on {topic}")
+    order = np.argsort(stamps, kind="stable")
+    return OdometryStream(np.asarray(stamps, np.int64)[order], np.asarray(poses, np.float64)[order],
+                          np.asarray(covariances)[order], *frames)

@@ -49,10 +49,12 @@ class QueryRecord:
     loop_covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
     loop_scale_known: bool = False
     loop_scale_note: str = ""
+    loop_match_stamp_ns: int = -1  # the matched frame's stamp (LoopClosure.match_stamp), -1 for none
     loop_detail: str = ""  # the constraint's detail (LoopClosure.method_detail): matcher, inliers, whose depth
     # vpr/pose as published (localize mode): the query camera's metric pose, or the map frame's pose
     localized_pose: np.ndarray = field(default_factory=lambda: np.full(7, np.nan))
     localized_metric: bool = False
+    localized_covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
     search_frames: int = -1  # map frames a position prior let retrieval search (-1: the whole map)
 
     @property
@@ -93,11 +95,12 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
     if result.loop is not None:
         edge = result.constraint
         record.loop_method, record.loop_scale_known, record.loop_scale_note = edge.method, edge.scale_known, edge.scale_note
-        record.loop_detail = edge.detail
+        record.loop_detail, record.loop_match_stamp_ns = edge.detail, int(result.loop.hypothesis.stamp_ns)
         record.loop_relative = np.concatenate([edge.translation, edge.rotation_xyzw])
         record.loop_covariance = edge.covariance
         if result.localized is not None:
             record.localized_pose, record.localized_metric = result.localized.pose, result.localized.metric
+            record.localized_covariance = np.asarray(result.localized.covariance, np.float64).reshape(6, 6)
     return record
 
 
@@ -139,13 +142,17 @@ def recorded_prior(fixes: list[tuple[int, tuple[float, float, float], np.ndarray
     return prior
 
 
-def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.ndarray | None = None,
-                progress: bool = False, depth=None, prior=None) -> list[QueryRecord]:
+def replay_core(vpr_map: VPRMap | None, images, config: LocalizerConfig, camera_K: np.ndarray | None = None,
+                progress: bool = False, depth=None, prior=None, odometry=None) -> list[QueryRecord]:
     """images: iterable of (stamp_ns, true pose or None, image loader callable). Every image is processed
     (a bag replayed offline drops nothing); an image the pipeline refuses is recorded as bad. depth:
     stamp_ns -> the aligned depth image (metres) or None (build.bag_source.BagDepth). prior: (stamp_ns, true
-    pose) -> a PositionPrior or None (simulated_prior)."""
+    pose) -> a PositionPrior or None (simulated_prior). odometry: stamp_ns -> the odometry's pose (7) or None,
+    given to the localizer as the node gives its odometry (slam: the keyframes' poses, in the odometry's frame);
+    vpr_map None: slam mode from an empty map."""
     localizer = Localizer(config, vpr_map)
+    if odometry is not None:
+        localizer.pose_frame_id = "odom"
     records = []
     for index, (stamp_ns, pose, load) in enumerate(images):
         start = time.perf_counter()
@@ -153,7 +160,8 @@ def replay_core(vpr_map: VPRMap, images, config: LocalizerConfig, camera_K: np.n
             image = load()
             decode_ms = (time.perf_counter() - start) * 1e3
             frame_depth = depth(stamp_ns) if depth is not None else None
-            result = localizer.process(image, stamp_ns, camera_K=camera_K, depth=frame_depth,
+            result = localizer.process(image, stamp_ns, odometry(stamp_ns) if odometry is not None else None,
+                                       camera_K=camera_K, depth=frame_depth,
                                        depth_note="" if frame_depth is not None or depth is None else
                                        "no depth image near the frame's stamp",
                                        prior=prior(stamp_ns, pose) if prior is not None else None)

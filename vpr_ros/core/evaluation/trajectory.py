@@ -68,3 +68,81 @@ def write_tum(path: str | Path, stamps_ns, poses7) -> None:
     _, _, _, file_interface = _evo()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     file_interface.write_tum_trajectory_file(str(path), poses_trajectory(stamps_ns, poses7))
+
+
+def graph_from_records(odometry, records, mounting: np.ndarray | None, settings=None, closures: bool = True,
+                       fixes: bool = False):
+    """Run the pose-graph back-end (core.posegraph.PoseGraph) over a replay: every odometry message
+    (build.bag_source.OdometryStream) in stamp order, each record's loop closure (closures: slam mode, the match
+    in this run) and localised pose (fixes: localize mode, vpr/pose) once the odometry has reached its stamp.
+    mounting: T_body_camera (4 x 4). Returns the graph."""
+    from vpr_ros.core.posegraph.graph import PoseGraph
+
+    graph = PoseGraph(settings)
+    events = sorted((r.stamp_ns, i) for i, r in enumerate(records) if r.status == "processed"
+                    and ((closures and r.loop_key >= 0 and r.loop_match_stamp_ns >= 0)
+                         or (fixes and np.isfinite(r.localized_pose).all())))
+    e = 0
+    for k, stamp in enumerate(odometry.stamp_ns):
+        graph.add_odometry(int(stamp), odometry.pose[k], odometry.covariance[k])
+        while e < len(events) and events[e][0] <= stamp:
+            r = records[events[e][1]]
+            if closures and r.loop_key >= 0 and r.loop_match_stamp_ns >= 0:
+                graph.add_loop(r.stamp_ns, r.loop_match_stamp_ns, r.loop_relative, r.loop_covariance, mounting,
+                               r.loop_scale_known)
+            if fixes and np.isfinite(r.localized_pose).all() and np.isfinite(r.localized_covariance).all():
+                graph.add_fix(r.stamp_ns, r.localized_pose, r.localized_covariance, mounting)
+            e += 1
+    return graph
+
+
+def trajectory_report(records, odometry, graph, align: str, out_dir: Path | None = None) -> dict:
+    """ATE and RPE of the odometry alone and of the optimised keyframes against the records' true poses (evo),
+    their ratio, what the graph took and refused; TUM files of truth, odometry and optimised into out_dir."""
+    import dataclasses
+
+    truth = [(r.stamp_ns, r.true_pose) for r in records if np.isfinite(r.true_pose).all()]
+    if len(truth) < 3:
+        raise ValueError("trajectory error needs the true poses of the replayed frames (--pose-topic)")
+    truth_stamps, truth_poses = np.array([t[0] for t in truth]), np.array([t[1] for t in truth])
+    optimised = (graph.stamps(), graph.trajectory())
+    out = {"align": align,
+           "odometry": trajectory_error((truth_stamps, truth_poses), (odometry.stamp_ns, odometry.pose), align),
+           "optimised": trajectory_error((truth_stamps, truth_poses), optimised, align)}
+    out["ate_ratio"] = out["odometry"]["ate_rmse_m"] / max(out["optimised"]["ate_rmse_m"], 1e-9)
+    counts = dataclasses.asdict(graph.counts)
+    out["graph"] = {**counts, "settings": dataclasses.asdict(graph.settings)}
+    if out_dir is not None:
+        write_tum(Path(out_dir) / "truth.tum", truth_stamps, truth_poses)
+        write_tum(Path(out_dir) / "odometry.tum", odometry.stamp_ns, odometry.pose)
+        write_tum(Path(out_dir) / "optimised.tum", *optimised)
+        out["tum"] = str(out_dir)
+    return out
+
+
+def closure_nees(records, truth_at, mounting: np.ndarray, distance_m: float) -> dict:
+    """For every correct metric loop closure (true positions within distance_m) whose query and match have true
+    poses (truth_at(stamp_ns, record, is_match) -> 7 or None): the body-frame relative pose the back-end builds (posegraph.factors.body_relative) against the truth,
+    as NEES (6 when consistent) and the share inside the 99 % chi-square bound."""
+    import gtsam
+
+    from vpr_ros.core.posegraph.factors import body_relative, pose_matrix
+
+    values = []
+    for r in records:
+        if r.loop_key < 0 or not r.loop_scale_known or not np.isfinite(r.loop_relative).all():
+            continue
+        query, match = truth_at(r.stamp_ns, r, False), truth_at(r.loop_match_stamp_ns, r, True)
+        if query is None or match is None:
+            continue
+        if np.linalg.norm(np.asarray(query[:3]) - np.asarray(match[:3])) > distance_m:
+            continue
+        true_body = np.linalg.inv(pose_matrix(query)) @ pose_matrix(match)
+        body, covariance = body_relative(pose_matrix(r.loop_relative), r.loop_covariance, mounting)
+        error = gtsam.Pose3.Logmap(gtsam.Pose3(body).inverse().compose(gtsam.Pose3(true_body)))
+        values.append(float(error @ np.linalg.solve(covariance, error)))
+    if not values:
+        return {"closures": 0}
+    values = np.array(values)
+    return {"closures": int(len(values)), "nees_mean": float(values.mean()), "nees_median": float(np.median(values)),
+            "inside_99_percent": float(np.mean(values <= 16.81))}
