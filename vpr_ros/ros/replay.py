@@ -25,15 +25,22 @@ from vpr_ros.core.evaluation.replay import BAD, DROPPED, PROCESSED, QueryRecord,
 from vpr_ros.core.inputs.images import ImageError, to_rgb8
 
 IMAGE_TOPIC, INFO_TOPIC, DEPTH_TOPIC = "/vpr_eval/image_raw", "/vpr_eval/camera_info", "/vpr_eval/depth"
-PRIOR_TOPIC = "/vpr_eval/prior"
+PRIOR_TOPIC, ODOM_TOPIC = "/vpr_eval/prior", "/vpr_eval/odom"
 
 
-def node_arguments(map_dir: Path, config: LocalizerConfig, with_info: bool, with_depth: bool = False,
-                   with_prior: bool = False) -> list[str]:
-    """`--ros-args` for a node that answers like the core Localizer with `config`."""
-    params = {**config.as_parameters(), "map_path": str(map_dir), "image_topic": IMAGE_TOPIC,
+def node_arguments(map_dir: Path | None, config: LocalizerConfig, with_info: bool, with_depth: bool = False,
+                   with_prior: bool = False, with_odometry: bool = False) -> list[str]:
+    """`--ros-args` for a node that answers like the core Localizer with `config` (map_dir None: slam from an
+    empty map)."""
+    params = {**config.as_parameters(), "map_path": str(map_dir) if map_dir else "", "image_topic": IMAGE_TOPIC,
               "qos_reliability": "reliable", "qos_depth": 10, "camera_info_topic": INFO_TOPIC if with_info else "",
-              "depth_topic": DEPTH_TOPIC if with_depth else "", "prior_topic": PRIOR_TOPIC if with_prior else ""}
+              "depth_topic": DEPTH_TOPIC if with_depth else "", "prior_topic": PRIOR_TOPIC if with_prior else "",
+              "odom_topic": ODOM_TOPIC if with_odometry else ""}
+    return ros_arguments(params)
+
+
+def ros_arguments(params: dict) -> list[str]:
+    """`--ros-args -p name:=value ...` of a parameter dict."""
     args = ["--ros-args"]
     for name, value in params.items():
         # values are read as YAML: a string is quoted ("off" would be a boolean, "" nothing), a float keeps its point
@@ -61,14 +68,18 @@ def _record(index: int, stamp_ns: int, pose, msg, sent: float, received: float) 
         search_frames=int(msg.searched_frames) if msg.searched_frames < msg.map_size else -1)
 
 
-def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, camera_K: np.ndarray | None = None,
-                        rate: float = 1.0, progress: bool = True, startup_timeout_s: float = 180.0,
-                        answer_timeout_s: float = 60.0, domain_id: int | None = None,
-                        depth=None, prior=None) -> list[QueryRecord]:
+def replay_through_node(map_dir: Path | None, items: list, config: LocalizerConfig,
+                        camera_K: np.ndarray | None = None, rate: float = 1.0, progress: bool = True,
+                        startup_timeout_s: float = 180.0, answer_timeout_s: float = 60.0, domain_id: int | None = None,
+                        depth=None, prior=None, odometry=None, pose_graph: list[str] | None = None,
+                        outputs: dict | None = None) -> list[QueryRecord]:
     """items: (stamp_ns, true pose or None, image loader) in bag order -> one QueryRecord per item. depth:
     stamp_ns -> the frame's aligned depth image in metres, or None (build.bag_source.BagDepth). prior:
     (stamp_ns, true pose) -> a pose PositionPrior or None (core.evaluation.replay.simulated_prior), published
-    on the node's prior_topic before each image."""
+    on the node's prior_topic before each image. odometry: a build.bag_source.OdometryStream, its messages
+    published on the node's odom_topic in stamp order before each image. pose_graph: `--ros-args ...` of a
+    vpr_pose_graph to run beside the node (on ODOM_TOPIC and vpr/loop_closure); `outputs` then gets its last
+    optimised path ("path": (stamps, N x 7) or None) and its log ("pose_graph_log")."""
     from vpr_ros.ros.interfaces import load_interfaces
     from vpr_ros.ros.launch_args import environment, shared_memory_environment
 
@@ -78,17 +89,31 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
     domain = domain_id if domain_id is not None else random.randint(150, 230)
     shm = shared_memory_environment()
     node, player = _NodeProcess(map_dir, config, camera_K is not None, domain, depth is not None, prior is not None,
-                                shm), None
+                                shm, odometry is not None), None
+    graph = None
     try:
+        if pose_graph is not None:
+            graph = _NodeProcess.command([sys.executable, "-m", "vpr_ros.ros.pose_graph", *pose_graph], domain, shm,
+                                         "vpr_pose_graph")
         with environment(shm):  # read by Fast DDS when this process makes its first participant
             player = _Player(msgs, domain)
         node.wait_until_up(player, startup_timeout_s)
-        bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress, depth, prior)
+        if graph is not None:
+            graph.wait_for(lambda: player.odom_pub.get_subscription_count() >= 2, startup_timeout_s)
+        bad = _play(player, node, items, camera_K, rate, answer_timeout_s, progress, depth, prior, odometry)
         player.wait_for_quiet(len(items), min(answer_timeout_s, 10.0))
+        if graph is not None:  # the back-end publishes its path every publish_period_s: wait for one after the last closure
+            time.sleep(3.0)
+            if outputs is not None:
+                outputs["path"] = player.path()
         if progress:
             print(f"\r  published {len(items)} frames, {len(player.answers)} answered" + " " * 10)
     finally:
         node.stop()
+        if graph is not None:
+            log = graph.stop()
+            if outputs is not None:
+                outputs["pose_graph_log"] = log
         if player is not None:
             player.close()
     return _records(items, player, bad)
@@ -97,22 +122,37 @@ def replay_through_node(map_dir: Path, items: list, config: LocalizerConfig, cam
 class _NodeProcess:
     """vpr_localizer in its own process on a private domain over loopback, its output in a temporary log."""
 
-    def __init__(self, map_dir: Path, config: LocalizerConfig, with_info: bool, domain: int, with_depth: bool = False,
-                 with_prior: bool = False, extra_env: dict[str, str] | None = None):
+    def __init__(self, map_dir: Path | None, config: LocalizerConfig | None, with_info: bool, domain: int,
+                 with_depth: bool = False, with_prior: bool = False, extra_env: dict[str, str] | None = None,
+                 with_odometry: bool = False, command: list[str] | None = None, name: str = "vpr_localizer"):
         env = {**os.environ, **(extra_env or {}), "ROS_DOMAIN_ID": str(domain),
                "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="vpr_eval_node_", suffix=".log", delete=False)
-        self.process = subprocess.Popen([sys.executable, "-m", "vpr_ros.ros.main",
-                                         *node_arguments(Path(map_dir).resolve(), config, with_info, with_depth,
-                                                         with_prior)],
-                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"vpr_eval_{name}_", suffix=".log", delete=False)
+        if command is None:
+            command = [sys.executable, "-m", "vpr_ros.ros.main",
+                       *node_arguments(Path(map_dir).resolve() if map_dir else None, config, with_info, with_depth,
+                                       with_prior, with_odometry)]
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    @classmethod
+    def command(cls, command: list[str], domain: int, extra_env: dict[str, str] | None, name: str) -> "_NodeProcess":
+        """Another node's process on the same private domain."""
+        return cls(None, None, False, domain, extra_env=extra_env, command=command, name=name)
+
+    def wait_for(self, ready, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if not self.alive() or time.monotonic() > deadline:
+                raise self.fail(f"did not come up ({'timed out' if self.alive() else 'exited'})")
+            time.sleep(0.1)
 
     def alive(self) -> bool:
         return self.process.poll() is None
 
     def fail(self, what: str) -> RuntimeError:
         self.log.seek(0)
-        return RuntimeError(f"vpr_localizer {what}; its log:\n{self.log.read()[-3000:]}")
+        return RuntimeError(f"{self.name} {what}; its log:\n{self.log.read()[-3000:]}")
 
     def wait_until_up(self, player: "_Player", timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -122,15 +162,19 @@ class _NodeProcess:
             time.sleep(0.1)
         time.sleep(0.5)  # let discovery of the answering topics settle
 
-    def stop(self) -> None:
+    def stop(self) -> str:
+        """SIGINT, then the process's output (its log file is removed)."""
         self.process.send_signal(2)
         try:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.log.seek(0)
+        output = self.log.read()
         self.log.close()
         os.unlink(self.log.name)
+        return output
 
 
 class _Player:
@@ -161,6 +205,13 @@ class _Player:
         self.info_pub = self.node.create_publisher(CameraInfo, INFO_TOPIC, qos)
         self.depth_pub = self.node.create_publisher(Image, DEPTH_TOPIC, qos)
         self.prior_pub = self.node.create_publisher(PoseWithCovarianceStamped, PRIOR_TOPIC, qos)
+        from nav_msgs.msg import Odometry, Path as PathMsg
+        from rclpy.qos import DurabilityPolicy
+
+        self.odom_pub = self.node.create_publisher(Odometry, ODOM_TOPIC, big)
+        self.paths: list = []
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(PathMsg, "/vpr/optimized_path", self.paths.append, latched)
         self.spinner = threading.Thread(target=self.executor.spin, daemon=True)
         self.spinner.start()
 
@@ -180,6 +231,15 @@ class _Player:
         from vpr_ros.ros.convert import stamp_to_ns
 
         self.poses[stamp_to_ns(msg.header.stamp)] = msg
+
+    def path(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The back-end's last optimised path: (stamps ns, N x 7), or None when none came."""
+        if not self.paths:
+            return None
+        poses = self.paths[-1].poses
+        stamps = np.array([p.header.stamp.sec * 1_000_000_000 + p.header.stamp.nanosec for p in poses], np.int64)
+        return stamps, np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z, p.pose.orientation.x,
+                                  p.pose.orientation.y, p.pose.orientation.z, p.pose.orientation.w] for p in poses])
 
     def connected(self) -> bool:
         return self.image_pub.get_subscription_count() > 0 and self.node.count_publishers("/vpr/hypotheses") > 0
@@ -252,12 +312,27 @@ def _depth_message(depth_m: np.ndarray, stamp_ns: int):
     return msg
 
 
+def _odometry_message(odometry, k: int):
+    from nav_msgs.msg import Odometry
+
+    from vpr_ros.ros.convert import ns_to_stamp
+    from vpr_ros.ros.messages import pose_msg
+
+    msg = Odometry()
+    msg.header.stamp, msg.header.frame_id = ns_to_stamp(int(odometry.stamp_ns[k])), odometry.frame_id or "odom"
+    msg.child_frame_id = odometry.child_frame_id or "base_link"
+    msg.pose.pose = pose_msg(odometry.pose[k])
+    msg.pose.covariance = np.asarray(odometry.covariance[k], np.float64).reshape(36).tolist()
+    return msg
+
+
 def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: float, answer_timeout_s: float,
-          progress: bool, depth=None, prior=None) -> dict[int, str]:
+          progress: bool, depth=None, prior=None, odometry=None) -> dict[int, str]:
     """Publish every item at its bag time / rate (rate 0: after the previous answer); returns the stamps
     of images that could not be published (undecodable), with why: recorded, not fatal."""
     bad: dict[int, str] = {}
     start, first = time.perf_counter(), items[0][0] if items else 0
+    next_odometry = 0
     for index, (stamp_ns, true_pose, load) in enumerate(items):
         try:
             image, info = _image_messages(to_rgb8(load()), stamp_ns, camera_K)
@@ -266,6 +341,10 @@ def _play(player: _Player, node: _NodeProcess, items: list, camera_K, rate: floa
             continue
         if rate > 0 and (wait := start + (stamp_ns - first) / 1e9 / rate - time.perf_counter()) > 0:
             time.sleep(wait)
+        while odometry is not None and next_odometry < len(odometry.stamp_ns) and \
+                odometry.stamp_ns[next_odometry] <= stamp_ns:
+            player.odom_pub.publish(_odometry_message(odometry, next_odometry))
+            next_odometry += 1
         if info is not None:
             player.info_pub.publish(info)
         where = prior(stamp_ns, true_pose) if prior is not None else None

@@ -159,7 +159,8 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
     and of the optimised path (SE(3)-aligned), and each correct metric closure's body-frame NEES."""
     from vpr_ros.core.build.bag_source import BagDepth, OdometryStream, read_camera_info, read_odometry
     from vpr_ros.core.evaluation.replay import PROCESSED, replay_core
-    from vpr_ros.core.evaluation.trajectory import closure_nees, graph_from_records, trajectory_report
+    from vpr_ros.core.evaluation.trajectory import closure_nees, graph_from_records, trajectory_error, trajectory_report
+    from vpr_ros.core.posegraph.graph import GraphSettings
 
     config = dataclasses.replace(config, mode="slam")
     items = []
@@ -179,8 +180,15 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
     else:
         from vpr_ros.ros.replay import replay_through_node
 
+        from vpr_ros.ros.replay import ODOM_TOPIC, ros_arguments
+
+        graph_params = {"odom_topic": ODOM_TOPIC, "loop_closure_topic": "/vpr/loop_closure",
+                        "path_topic": "/vpr/optimized_path", "publish_period_s": 1.0,
+                        "camera_in_body": [float(v) for v in (mounting if mounting is not None else np.zeros(7))],
+                        **dataclasses.asdict(graph_settings or GraphSettings())}
+        node_outputs: dict = {}
         records = replay_through_node(None, items, config, K, progress=progress, depth=depth, odometry=odometry,
-                                      **through_node)
+                                      pose_graph=ros_arguments(graph_params), outputs=node_outputs, **through_node)
     truth = {r.stamp_ns: r.true_pose for r in records if np.isfinite(r.true_pose).all()}
     loops = [r for r in records if r.status == PROCESSED and r.loop_key >= 0]
     correct = [r for r in loops if r.loop_match_stamp_ns in truth and r.stamp_ns in truth
@@ -201,6 +209,14 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
             records, lambda stamp, record, is_match: truth.get(stamp), body_camera, distance_m)
     if through_node is not None:
         report["node"] = dict(through_node)
+        path = node_outputs.get("path")
+        if path is None:  # the back-end node published nothing: say so, never a success
+            raise RuntimeError("vpr_pose_graph published no optimised path; its log:\n"
+                               + node_outputs.get("pose_graph_log", "")[-3000:])
+        truth_stamps = np.array(sorted(truth))
+        node_error = trajectory_error((truth_stamps, np.array([truth[t] for t in truth_stamps])), path, "se3")
+        report["trajectory"]["pose_graph_node"] = {
+            **node_error, "ate_ratio": report["trajectory"]["odometry"]["ate_rmse_m"] / max(node_error["ate_rmse_m"], 1e-9)}
     return report, records
 
 
@@ -398,6 +414,9 @@ def _print_trajectory(report: dict) -> None:
     print(f"  trajectory ({t['mode']}, {'SE(3)-aligned' if t['align'] == 'se3' else 'in the map frame'}, evo):")
     print(f"    odometry alone   {fmt(t['odometry'])}")
     print(f"    with vpr_ros     {fmt(t['optimised'])}  -> {t['ate_ratio']:.1f}x lower ATE")
+    if "pose_graph_node" in t:
+        print(f"    vpr_pose_graph   {fmt(t['pose_graph_node'])}  -> {t['pose_graph_node']['ate_ratio']:.1f}x lower ATE "
+              "(the back-end as its own node, fed by vpr_localizer in the graph)")
     refused = ", ".join(f"{k} {v}" for k, v in g["refused"].items()) or "none"
     print(f"    back-end: {g['keyframes']} keyframes, {g['closures']} closures and {g['fixes']} fixes in the graph, "
           f"{g['waiting']} waiting for support; refused: {refused}")
