@@ -180,11 +180,16 @@ def test_launch_file_lets_the_params_file_rule():
             comp = next(n for n in ast.walk(tree) if isinstance(n, ast.ListComp) and call in ast.walk(n))
             assert ast.unparse(comp.generators[0].iter) == "OVERRIDES.items()"
             declared.update({o: default for o in OVERRIDES})
-    assert {"params_file", "fastdds_shm", "namespace", *OVERRIDES} == set(declared)
+    assert {"params_file", "fastdds_shm", "namespace", "pose_graph", "pose_graph_params_file", *OVERRIDES} == set(declared)
+    assert declared["pose_graph"].value == "false"  # the back-end only when asked for
     assert declared["namespace"].value == ""  # no namespace unless given
     assert all(isinstance(declared[o], ast.Constant) and declared[o].value == "" for o in OVERRIDES)
-    node = next(c for c in calls if c.func.id == "Node")
+    node, graph = (c for c in calls if c.func.id == "Node")
     keywords = {k.arg: k.value for k in node.keywords}
+    graph_keywords = {k.arg: k.value for k in graph.keywords}
+    assert (graph_keywords["executable"].value, ast.unparse(graph_keywords["namespace"])) == ("vpr_pose_graph",
+                                                                                            "namespace or None")
+    assert ast.unparse(graph_keywords["parameters"]) == "[graph_file, graph_overrides] if graph_overrides else [graph_file]"
     assert ast.unparse(keywords["parameters"]) == "[params_file, overrides] if overrides else [params_file]"
     assert (keywords["package"].value, keywords["executable"].value) == ("vpr_ros", "vpr_localizer")
     assert ast.unparse(keywords["namespace"]) == "namespace or None"

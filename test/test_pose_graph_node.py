@@ -142,3 +142,13 @@ def test_a_bad_configuration_exits_2_with_the_reason():
         out = subprocess.run([script, "--ros-args", "--params-file", str(REPO / "config" / "pose_graph.yaml"), *extra],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and message in out.stdout + out.stderr, (extra, out.stdout, out.stderr)
+
+
+def test_the_launch_file_starts_the_back_end_only_when_asked():
+    from vpr_ros.ros.launch_args import flag_value, pose_graph_overrides
+
+    assert flag_value("pose_graph", "true") and not flag_value("pose_graph", "False")
+    with pytest.raises(ValueError, match="pose_graph must be true or false"):
+        flag_value("pose_graph", "maybe")
+    assert pose_graph_overrides({"odom_topic": " /wheel/odom ", "mode": "slam"}) == {"odom_topic": "/wheel/odom"}
+    assert pose_graph_overrides({"odom_topic": ""}) == {}

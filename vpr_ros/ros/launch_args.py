@@ -48,6 +48,21 @@ def parameter_overrides(given: dict[str, str]) -> dict[str, str]:
     return overrides
 
 
+def flag_value(name: str, value: str) -> bool:
+    """A true/false launch argument; raises ValueError naming it otherwise."""
+    flag = str(value).strip().lower()
+    if flag not in TRUE + FALSE:
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return flag in TRUE
+
+
+def pose_graph_overrides(given: dict[str, str]) -> dict[str, str]:
+    """What vpr_pose_graph takes from the localizer's launch arguments (`pose_graph:=true`): the odometry topic
+    when one was given; the rest comes from its own params file (config/pose_graph.yaml)."""
+    odom = str(given.get("odom_topic") or "").strip()
+    return {"odom_topic": odom} if odom else {}
+
+
 def fastdds_environment(enabled: str, environ: dict[str, str], profile: str) -> dict[str, str]:
     """Environment the node process gets for `fastdds_shm:=<enabled>`: {} or {FASTDDS_DEFAULT_PROFILES_FILE: profile}."""
     flag = str(enabled).strip().lower()

@@ -3,8 +3,8 @@ sessions of one map, localize the third with the node through a real ROS graph, 
 
 Steps (each kept when its output already exists with the same settings, so a second run is quick):
 1. `vpr_sim`: three laps of a procedural street (day, dusk, overcast), the later ones off the first lap's
-   path, with other parked cars (rosbag2 mcap: Image, aligned depth Image, CameraInfo, ground-truth
-   Odometry and TF);
+   path, with other parked cars (rosbag2 mcap: Image, aligned depth Image, CameraInfo, a drifting odometry
+   on /odom, the truth on /ground_truth, TF); the maps are built from the truth, as a surveyed map would be;
 2. `vpr_build_map` from lap 1 (global descriptors, XFeat local features with their depth, the camera), and
    from lap 2 in lap 1's descriptor space (`--descriptor-from`);
 3. `vpr_merge_maps`: the two sessions as one map;
@@ -14,7 +14,9 @@ Steps (each kept when its output already exists with the same settings, so a sec
 6. `vpr_eval --through-node`: lap 3 is played at its recorded rate to a running `vpr_localizer` on the
    merged map (re-ranking with LighterGlue, calibrated probabilities, depth images for metric loop
    closures) over loopback, on a private ROS domain; the answers, metric poses and each match's session
-   included, are scored against the ground truth and written as JSON and a self-contained HTML report.
+   included, are scored against the ground truth and written as JSON and a self-contained HTML report; the
+   pose-graph back-end (vpr_pose_graph, its own process in the same graph) takes the lap's drifting odometry
+   and vpr/pose as fixes, and the trajectory error of the odometry alone and of the corrected path is printed.
 """
 
 import argparse
@@ -128,6 +130,7 @@ def _run(args) -> int:
         "--distance", str(args.distance), "--through-node", "--rate", str(args.rate),
         "--top-k", "10", "--temporal-window", "0", "--rerank", rerank or "off",
         *(["--rerank-top-k", "5"] if rerank else []),
+        "--odom-topic", "/odom", "--trajectories", str(out / "trajectories"),
         "--json", str(out / "report.json"), "--html", str(out / "report.html")])
     if status != 0:
         return status

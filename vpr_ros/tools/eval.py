@@ -103,8 +103,16 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
         from vpr_ros.ros.replay import replay_through_node
 
         prior = simulated_prior(prior_sigma_m, prior_seed) if prior_sigma_m else None
+        graph_node = {}
+        if odom_topic:  # the back-end as its own node beside vpr_localizer, vpr/pose as its fixes
+            from vpr_ros.core.build.bag_source import read_odometry
+
+            odometry = read_odometry(bag, odom_topic)
+            mounting = _query_mounting(bag, odom_topic, None, camera_frame)
+            graph_node = {"odometry": odometry, "outputs": {}, "pose_graph": _pose_graph_arguments(
+                mounting, graph_settings, loop_closure_topic="", fix_topic="/vpr/pose")}
         records = replay_through_node(map_dir, items, config, K, progress=progress, depth=depth, prior=prior,
-                                      **through_node)
+                                      **graph_node, **through_node)
         how = "node"
         if config.sequence_length:  # the single-image answers, through the node too, for the side-by-side recall
             single = replay_through_node(map_dir, items, dataclasses.replace(config, sequence_length=0), K,
@@ -146,6 +154,9 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
                                    graph_settings, closures=False, fixes=True)
         report["trajectory"] = {"odom_topic": odom_topic, "mode": "localize (vpr/pose as fixes)",
                                 **trajectory_report(records, odometry, graph, "none", trajectories)}
+        if through_node is not None:
+            report["trajectory"]["pose_graph_node"] = _node_path_error(records, graph_node["outputs"],
+                                                                       report["trajectory"], "none")
     return report, records, vpr_map
 
 
@@ -159,8 +170,7 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
     and of the optimised path (SE(3)-aligned), and each correct metric closure's body-frame NEES."""
     from vpr_ros.core.build.bag_source import BagDepth, OdometryStream, read_camera_info, read_odometry
     from vpr_ros.core.evaluation.replay import PROCESSED, replay_core
-    from vpr_ros.core.evaluation.trajectory import closure_nees, graph_from_records, trajectory_error, trajectory_report
-    from vpr_ros.core.posegraph.graph import GraphSettings
+    from vpr_ros.core.evaluation.trajectory import closure_nees, graph_from_records, trajectory_report
 
     config = dataclasses.replace(config, mode="slam")
     items = []
@@ -180,15 +190,10 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
     else:
         from vpr_ros.ros.replay import replay_through_node
 
-        from vpr_ros.ros.replay import ODOM_TOPIC, ros_arguments
-
-        graph_params = {"odom_topic": ODOM_TOPIC, "loop_closure_topic": "/vpr/loop_closure",
-                        "path_topic": "/vpr/optimized_path", "publish_period_s": 1.0,
-                        "camera_in_body": [float(v) for v in (mounting if mounting is not None else np.zeros(7))],
-                        **dataclasses.asdict(graph_settings or GraphSettings())}
         node_outputs: dict = {}
         records = replay_through_node(None, items, config, K, progress=progress, depth=depth, odometry=odometry,
-                                      pose_graph=ros_arguments(graph_params), outputs=node_outputs, **through_node)
+                                      pose_graph=_pose_graph_arguments(mounting, graph_settings),
+                                      outputs=node_outputs, **through_node)
     truth = {r.stamp_ns: r.true_pose for r in records if np.isfinite(r.true_pose).all()}
     loops = [r for r in records if r.status == PROCESSED and r.loop_key >= 0]
     correct = [r for r in loops if r.loop_match_stamp_ns in truth and r.stamp_ns in truth
@@ -209,15 +214,33 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
             records, lambda stamp, record, is_match: truth.get(stamp), body_camera, distance_m)
     if through_node is not None:
         report["node"] = dict(through_node)
-        path = node_outputs.get("path")
-        if path is None:  # the back-end node published nothing: say so, never a success
-            raise RuntimeError("vpr_pose_graph published no optimised path; its log:\n"
-                               + node_outputs.get("pose_graph_log", "")[-3000:])
-        truth_stamps = np.array(sorted(truth))
-        node_error = trajectory_error((truth_stamps, np.array([truth[t] for t in truth_stamps])), path, "se3")
-        report["trajectory"]["pose_graph_node"] = {
-            **node_error, "ate_ratio": report["trajectory"]["odometry"]["ate_rmse_m"] / max(node_error["ate_rmse_m"], 1e-9)}
+        report["trajectory"]["pose_graph_node"] = _node_path_error(records, node_outputs, report["trajectory"], "se3")
     return report, records
+
+
+def _pose_graph_arguments(mounting, settings, loop_closure_topic: str = "/vpr/loop_closure",
+                          fix_topic: str = "") -> list[str]:
+    """`--ros-args` of a vpr_pose_graph beside a replayed vpr_localizer (ros/replay.py's topics)."""
+    from vpr_ros.core.posegraph.graph import GraphSettings
+    from vpr_ros.ros.replay import ODOM_TOPIC, ros_arguments
+
+    return ros_arguments({"odom_topic": ODOM_TOPIC, "loop_closure_topic": loop_closure_topic, "fix_topic": fix_topic,
+                          "path_topic": "/vpr/optimized_path", "publish_period_s": 1.0,
+                          "camera_in_body": [float(v) for v in (mounting if mounting is not None else np.zeros(7))],
+                          **dataclasses.asdict(settings or GraphSettings())})
+
+
+def _node_path_error(records, outputs: dict, trajectory: dict, align: str) -> dict:
+    """ATE/RPE of the back-end node's last optimised path against the records' truth."""
+    from vpr_ros.core.evaluation.trajectory import trajectory_error
+
+    path = outputs.get("path")
+    if path is None:  # the back-end node published nothing: say so, never a success
+        raise RuntimeError("vpr_pose_graph published no optimised path; its log:\n"
+                           + outputs.get("pose_graph_log", "")[-3000:])
+    truth = [(r.stamp_ns, r.true_pose) for r in records if np.isfinite(r.true_pose).all()]
+    error = trajectory_error((np.array([t[0] for t in truth]), np.array([t[1] for t in truth])), path, align)
+    return {**error, "ate_ratio": trajectory["odometry"]["ate_rmse_m"] / max(error["ate_rmse_m"], 1e-9)}
 
 
 def _session_counts(records, vpr_map: VPRMap) -> dict:
