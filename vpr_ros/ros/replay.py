@@ -39,6 +39,18 @@ def node_arguments(map_dir: Path | None, config: LocalizerConfig, with_info: boo
     return ros_arguments(params)
 
 
+def pose_graph_command(arguments: list[str]) -> list[str]:
+    """vpr_pose_graph as a robot starts it: its console script (beside this Python) with the shipped params file
+    (config/pose_graph.yaml of this checkout or install, when found), then `arguments` (`--ros-args -p ...`)."""
+    script = Path(sys.executable).parent / "vpr_pose_graph"
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "vpr_ros.ros.pose_graph"]
+    params = Path(__file__).resolve().parents[2] / "config" / "pose_graph.yaml"
+    if params.is_file():
+        command += ["--ros-args", "--params-file", str(params)]
+        arguments = [a for a in arguments if a != "--ros-args"]
+    return command + list(arguments)
+
+
 def ros_arguments(params: dict) -> list[str]:
     """`--ros-args -p name:=value ...` of a parameter dict."""
     args = ["--ros-args"]
@@ -93,8 +105,7 @@ def replay_through_node(map_dir: Path | None, items: list, config: LocalizerConf
     graph = None
     try:
         if pose_graph is not None:
-            graph = _NodeProcess.command([sys.executable, "-m", "vpr_ros.ros.pose_graph", *pose_graph], domain, shm,
-                                         "vpr_pose_graph")
+            graph = _NodeProcess.command(pose_graph_command(pose_graph), domain, shm, "vpr_pose_graph")
         with environment(shm):  # read by Fast DDS when this process makes its first participant
             player = _Player(msgs, domain)
         node.wait_until_up(player, startup_timeout_s)

@@ -163,11 +163,14 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
 def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom_topic: str, distance_m: float,
                        config: LocalizerConfig, camera_info_topic: str | None = None, depth_topic: str | None = None,
                        progress: bool = True, graph_settings=None, trajectories: Path | None = None,
-                       through_node: dict | None = None) -> tuple[dict, list]:
+                       through_node: dict | None = None, inject_false: tuple[float, ...] = (),
+                       inject_seed: int = 0) -> tuple[dict, list]:
     """A robot's run (its bags in order) through the pipeline in slam mode, each frame with its odometry
     pose, the loop closures into the pose-graph back-end (core.posegraph) with the odometry: the closures
     (correct when query and match lie within distance_m of each other by the truth), ATE/RPE of the odometry
-    and of the optimised path (SE(3)-aligned), and each correct metric closure's body-frame NEES."""
+    and of the optimised path (SE(3)-aligned), and each correct metric closure's body-frame NEES. inject_false:
+    shares of false closures added to the accepted ones (core.evaluation.trajectory.inject_false_closures) for a
+    robustness table: the back-end as configured and without kernel or support, on the same replay."""
     from vpr_ros.core.build.bag_source import BagDepth, OdometryStream, read_camera_info, read_odometry
     from vpr_ros.core.evaluation.replay import PROCESSED, replay_core
     from vpr_ros.core.evaluation.trajectory import closure_nees, graph_from_records, trajectory_report
@@ -209,6 +212,21 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
               "trajectory": {"odom_topic": odom_topic, "mode": "slam (loop closures)",
                              **trajectory_report(records, odometry, graph, "se3", trajectories)},
               "machine": machine_info()}
+    if inject_false:
+        from vpr_ros.core.evaluation.trajectory import inject_false_closures
+        from vpr_ros.core.posegraph.graph import GraphSettings
+
+        table = []
+        for share in inject_false:
+            polluted = inject_false_closures(records, share, np.random.default_rng([inject_seed, int(share * 1000)]))
+            row = {"share": share, "injected": len(polluted) - len(records)}
+            for name, settings in (("configured", graph_settings or GraphSettings()),
+                                   ("no kernel, no support", GraphSettings(kernel="none", support=0))):
+                errors = trajectory_report(polluted, odometry, graph_from_records(odometry, polluted, body_camera, settings),
+                                           "se3")
+                row[name] = {"ate_rmse_m": errors["optimised"]["ate_rmse_m"], "closures_in_graph": errors["graph"]["closures"]}
+            table.append(row)
+        report["trajectory"]["injected_false_closures"] = table
     if body_camera is not None:
         report["loop_closures"]["nees"] = closure_nees(
             records, lambda stamp, record, is_match: truth.get(stamp), body_camera, distance_m)
@@ -376,6 +394,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="the back-end's robust kernel on closures and fixes (default: cauchy)")
     graph.add_argument("--graph-support", type=int, default=1,
                        help="agreeing closures a closure needs before it enters the graph (default: 1; 0: none)")
+    graph.add_argument("--inject-false", type=float, nargs="+", default=[], metavar="SHARE",
+                       help="with --slam: also run the back-end with this share of false closures added to the "
+                            "accepted ones (e.g. 0.05 0.2), as configured and without kernel or support")
     parser.add_argument("--through-node", action="store_true",
                         help="with --map: replay through a running vpr_localizer (a real ROS graph) instead of the core")
     parser.add_argument("--rate", type=float, default=1.0,
@@ -424,7 +445,8 @@ def _run_slam(args) -> tuple[dict, list]:
     config = config_from_args(args, CONFIG_FLAGS, checkpoint=str(args.checkpoint) if args.checkpoint else "")
     return evaluate_slam_bags(args.slam, args.image_topic, args.pose_topic, args.odom_topic, args.distance, config,
                               args.camera_info_topic, args.depth_topic, not args.quiet, _graph_settings(args),
-                              args.trajectories, {"rate": args.rate} if args.through_node else None)
+                              args.trajectories, {"rate": args.rate} if args.through_node else None,
+                              tuple(args.inject_false))
 
 
 def _print_trajectory(report: dict) -> None:
@@ -440,6 +462,9 @@ def _print_trajectory(report: dict) -> None:
     if "pose_graph_node" in t:
         print(f"    vpr_pose_graph   {fmt(t['pose_graph_node'])}  -> {t['pose_graph_node']['ate_ratio']:.1f}x lower ATE "
               "(the back-end as its own node, fed by vpr_localizer in the graph)")
+    for row in t.get("injected_false_closures", []):
+        print(f"    +{row['injected']} false closures ({row['share']:.0%}): ATE {row['configured']['ate_rmse_m']:.3f} m "
+              f"as configured, {row['no kernel, no support']['ate_rmse_m']:.3f} m without kernel or support")
     refused = ", ".join(f"{k} {v}" for k, v in g["refused"].items()) or "none"
     print(f"    back-end: {g['keyframes']} keyframes, {g['closures']} closures and {g['fixes']} fixes in the graph, "
           f"{g['waiting']} waiting for support; refused: {refused}")

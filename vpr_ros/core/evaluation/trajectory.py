@@ -41,8 +41,11 @@ def trajectory_error(truth: tuple, estimate: tuple, align: str = "se3", max_diff
     if align not in ("se3", "none"):
         raise ValueError(f"align must be se3 or none, got {align!r}")
     metrics, sync, _, _ = _evo()
-    reference, estimated = sync.associate_trajectories(poses_trajectory(*truth), poses_trajectory(*estimate),
-                                                       max_diff=max_diff_s)
+    try:
+        reference, estimated = sync.associate_trajectories(poses_trajectory(*truth), poses_trajectory(*estimate),
+                                                           max_diff=max_diff_s)
+    except sync.SyncException as exc:
+        raise ValueError(f"no pose of the estimate has a true pose within {max_diff_s} s: {exc}") from exc
     if reference.num_poses < 3:
         raise ValueError(f"only {reference.num_poses} poses of the estimate have a true pose within {max_diff_s} s")
     if align == "se3":
@@ -146,3 +149,33 @@ def closure_nees(records, truth_at, mounting: np.ndarray, distance_m: float) -> 
     values = np.array(values)
     return {"closures": int(len(values)), "nees_mean": float(values.mean()), "nees_median": float(np.median(values)),
             "inside_99_percent": float(np.mean(values <= 16.81))}
+
+
+def inject_false_closures(records, share: float, rng: np.random.Generator, min_distance_m: float = 20.0) -> list:
+    """The records plus `share` x (accepted closures) false ones, as a look-alike would give: a query frame
+    paired with an earlier frame at least min_distance_m away by the truth, carrying the relative pose and
+    covariance of a real metric closure (plausible, wrong). For robustness tables; the records are not changed."""
+    import copy
+
+    metric = [r for r in records if r.loop_key >= 0 and r.loop_scale_known]
+    posed = [r for r in records if r.status == "processed" and np.isfinite(r.true_pose).all()]
+    count = int(round(share * sum(r.loop_key >= 0 for r in records)))
+    if not metric or len(posed) < 3 or count == 0:
+        return list(records)
+    out = list(records)
+    for _ in range(100 * count):
+        if len(out) - len(records) >= count:
+            break
+        query = posed[int(rng.integers(1, len(posed)))]
+        earlier = [r for r in posed if r.stamp_ns < query.stamp_ns
+                   and np.linalg.norm(r.true_pose[:3] - query.true_pose[:3]) >= min_distance_m]
+        if not earlier:
+            continue
+        match, like = earlier[int(rng.integers(len(earlier)))], metric[int(rng.integers(len(metric)))]
+        fake = copy.copy(query)
+        fake.loop_key, fake.loop_match_stamp_ns, fake.loop_scale_known = 0, match.stamp_ns, True
+        fake.loop_relative, fake.loop_covariance = like.loop_relative.copy(), like.loop_covariance.copy()
+        fake.localized_pose = np.full(7, np.nan)
+        fake.note = "injected false closure"
+        out.append(fake)
+    return out
