@@ -7,12 +7,19 @@ import gtsam
 import numpy as np
 import pytest
 
-from vpr_ros.core.posegraph.factors import body_relative, matrix
+from vpr_ros.core.evaluation.trajectory import trajectory_error
+from vpr_ros.core.matching.transforms import pose7
+from vpr_ros.core.posegraph.factors import body_relative, matrix, pose_matrix
 from vpr_ros.core.posegraph.graph import GraphSettings, PoseGraph
-from vpr_ros.sim.closures import RunPoses, ate, replay, simulated_closures
+from vpr_ros.sim.closures import CAMERA_IN_BODY as MOUNTING, RunPoses, pose7s, ate, replay, simulated_closures
+from vpr_ros.sim.odometry import OdometryDrift, drifted
 from vpr_ros.sim.run import SimRun
 
 CAMERA_IN_BODY = matrix(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), np.array([0.2, 0.0, 1.1]))
+
+
+def _pose7(m: np.ndarray) -> np.ndarray:
+    return pose7(m[:3, :3], m[:3, 3])
 
 
 def rotation(rotvec) -> np.ndarray:
@@ -111,3 +118,40 @@ def test_bad_input_is_refused_with_the_reason_and_counted():
     assert np.isfinite(trajectory).all() and stamps[-1] == 10 * 10**9
     with pytest.raises(ValueError, match="kernel"):
         GraphSettings(kernel="tukey")
+
+
+def test_closures_between_two_robots_join_their_graphs():
+    """Robot b drives the same streets 1.5 m to the side, its odometry from its own start (it does not know where
+    it is in a's map); closures from b's frames to a's join b's chain to a's, which anchors the map frame."""
+    a = RunPoses.of(SimRun({"seed": 0, "frames": 160, "laps": 2}))
+    run_b = SimRun({"seed": 0, "frames": 160, "laps": 2, "camera_offsets": ((0.0, 1.5, 0.0),)})
+    truth_b6 = np.concatenate([run_b.trajectory(lap)[1] for lap in range(2)])
+    odometry_b6, covariance_b = drifted(truth_b6, OdometryDrift(), [99])
+    start = matrix(rotation([0, 0, odometry_b6[0, 3]]), odometry_b6[0, :3])
+    odometry_b = pose7s(odometry_b6)
+    odometry_b = np.array([_pose7(np.linalg.inv(start) @ pose_matrix(p)) for p in odometry_b])
+    truth_b, stamps_b = pose7s(truth_b6), a.stamps + 5 * 10**8
+    rng, inverse_c = np.random.default_rng(5), np.linalg.inv(MOUNTING)
+    closure_covariance = np.diag([0.05 ** 2] * 3 + [np.radians(0.5) ** 2] * 3)
+    graph = PoseGraph()
+    events = sorted([(int(s), "a", i) for i, s in enumerate(a.stamps)] + [(int(s), "b", i) for i, s in enumerate(stamps_b)])
+    for stamp, robot, i in events:
+        if robot == "a":
+            assert graph.add_odometry(stamp, a.odometry[i], a.odometry_covariance[i], chain="a") == ""
+            continue
+        assert graph.add_odometry(stamp, odometry_b[i], covariance_b[i], chain="b") == ""
+        if i % 6 == 0:  # the frame of a's at the same place, which a passed half a second earlier
+            T = inverse_c @ np.linalg.inv(pose_matrix(truth_b[i])) @ pose_matrix(a.truth[i]) @ MOUNTING
+            e = rng.multivariate_normal(np.zeros(6), closure_covariance)
+            T = matrix(rotation(e[3:]) @ T[:3, :3], T[:3, 3] + e[:3])
+            assert graph.add_loop(stamp, int(a.stamps[i]), T, closure_covariance, MOUNTING, query_chain="b",
+                                  match_chain="a") == ""
+    assert graph.chains() == ["a", "b"] and graph.counts.closures > 40
+    truth = (stamps_b, truth_b)
+    alone = trajectory_error(truth, (stamps_b, odometry_b), "none")["ate_rmse_m"]
+    joined = trajectory_error(truth, (graph.stamps("b"), graph.trajectory("b")), "none")["ate_rmse_m"]
+    assert alone > 20 and joined < 1.0, (alone, joined)  # b's path now stands in a's map frame
+    corrected = graph.correction("b") @ pose_matrix(odometry_b[-1])  # T_map_odom of b puts b's newest pose right
+    assert np.linalg.norm(corrected[:3, 3] - truth_b[-1, :3]) < 1.0
+    assert "no odometry" in graph.add_loop(int(stamps_b[-1]), int(a.stamps[0]), np.eye(4), closure_covariance,
+                                           query_chain="b", match_chain="c")

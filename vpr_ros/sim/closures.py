@@ -54,14 +54,14 @@ class RunPoses:
         for lap in range(run.conf["laps"]):
             lap_stamps, poses, _ = run.trajectory(lap)
             stamps.append(lap_stamps)
-            truth.append(_pose7s(poses))
-            odometry.append(_pose7s(odometry_poses[lap]))
+            truth.append(pose7s(poses))
+            odometry.append(pose7s(odometry_poses[lap]))
             covariance.append(odometry_covariances[lap])
             laps.append(np.full(len(lap_stamps), lap))
         return cls(*(np.concatenate(v) for v in (stamps, truth, odometry, covariance, laps)))
 
 
-def _pose7s(poses6: np.ndarray) -> np.ndarray:
+def pose7s(poses6: np.ndarray) -> np.ndarray:
     """N x 6 (x y z yaw pitch roll) -> N x 7."""
     return np.array([np.concatenate([p[:3], quaternion_from_rpy(p[5], p[4], p[3])]) for p in poses6]).reshape(-1, 7)
 

@@ -69,6 +69,7 @@ class GraphSettings:
     jump_reset_after: int = 3  # consecutive jumped poses that agree with each other: the odometry was reset
     max_stamp_offset_s: float = 0.5  # a closure or fix further than this from every keyframe is refused
     first_pose_sigma: float = 1e-4  # the first keyframe anchors the graph (m, rad)
+    free_start_sigma: float = 10.0  # another chain's (robot's, session's) first keyframe: unknown until closures join it
 
     def __post_init__(self):
         if self.kernel not in KERNELS:
@@ -99,20 +100,47 @@ class GraphCounts:
         return why
 
 
+CHAIN_KEYS = 1 << 32  # keys per chain: chain i's keyframe k is the variable i * CHAIN_KEYS + k
+
+
+@dataclass
+class _Chain:
+    """One robot's (or session's) odometry keyframes."""
+
+    name: str
+    base: int  # its first key
+    stamps: list[int] = field(default_factory=list)
+    odometry: list[np.ndarray] = field(default_factory=list)  # the odometry's own pose of each keyframe, 4 x 4
+    covariance: list = field(default_factory=list)  # each keyframe's odometry pose covariance (gtsam order) or None
+    travelled: list[float] = field(default_factory=list)  # odometry path length at each keyframe (m)
+    last: tuple | None = None  # the newest accepted odometry (stamp, 4 x 4 pose, covariance or None)
+    jumped: list = field(default_factory=list)
+
+    def key(self, index: int) -> int:
+        return self.base + index
+
+
 @dataclass
 class _Closure:
-    query: int
-    match: int
+    query: tuple[_Chain, int]  # (chain, keyframe index)
+    match: tuple[_Chain, int]
     body: np.ndarray  # 4 x 4 X_query^-1 X_match between the keyframes
     covariance: np.ndarray  # 6 x 6, gtsam order
     added: bool = False
     scale: float = 0.0  # its kernel's scale now (whitened units)
     factor: int = -1  # its factor's index in iSAM2 (-1: not yet there)
 
+    @property
+    def keys(self) -> tuple[int, int]:
+        return self.query[0].key(self.query[1]), self.match[0].key(self.match[1])
+
 
 class PoseGraph:
     """Body keyframes X_i = T_world_body_i from odometry, optimised with loop closures and fixes (iSAM2).
 
+    One chain of keyframes per robot or session (`chain`, "" for a single robot): the first chain to give
+    odometry anchors the map frame at its first pose; a later chain starts free (a weak prior,
+    `GraphSettings.free_start_sigma`) until closures between the chains (inter-session, inter-robot) place it.
     Every add_* method returns "" when it took its input, else why not (also counted in `counts.refused`):
     nothing given to it raises, except a programming error."""
 
@@ -121,27 +149,30 @@ class PoseGraph:
         params = gtsam.ISAM2Params()
         params.relinearizeSkip = 1  # robust weights are recomputed at relinearisation: do it at every update
         self.isam = gtsam.ISAM2(params)
-        self._new_closures: list[tuple[int, "_Closure"]] = []  # (position in self._factors, closure)
+        self._new_closures: list[tuple[int, _Closure]] = []  # (position in self._factors, closure)
         self.counts = GraphCounts()
-        self._stamps: list[int] = []
-        self._odometry: list[np.ndarray] = []  # the odometry's own pose of each keyframe, 4 x 4
-        self._odometry_covariance: list[np.ndarray | None] = []  # its pose covariance (gtsam order) or None
-        self._travelled: list[float] = []  # odometry path length at each keyframe (m)
-        self._last: tuple | None = None  # the newest accepted odometry (stamp, 4 x 4 pose, covariance or None)
-        self._jumped: list[tuple[int, np.ndarray]] = []
+        self._chains: dict[str, _Chain] = {}
         self._closures: list[_Closure] = []  # waiting for support, or able to support a new one, or annealing
-        self._edges: list[tuple[int, int]] = []
+        self._edges: list[tuple[int, int]] = []  # keys of the closures in the graph
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
         self._estimate = gtsam.Values()
 
     def __len__(self) -> int:
-        return len(self._stamps)
+        return sum(len(c.stamps) for c in self._chains.values())
+
+    def chains(self) -> list[str]:
+        return list(self._chains)
+
+    def _chain(self, name: str, create: bool = False) -> _Chain | None:
+        if name not in self._chains and create:
+            self._chains[name] = _Chain(name, len(self._chains) * CHAIN_KEYS)
+        return self._chains.get(name)
 
     # ---- odometry -----------------------------------------------------------------------------
-    def add_odometry(self, stamp_ns: int, pose, covariance: np.ndarray | None = None) -> str:
+    def add_odometry(self, stamp_ns: int, pose, covariance: np.ndarray | None = None, chain: str = "") -> str:
         """An odometry pose (x y z qx qy qz qw of the body in the odometry frame) and its pose covariance
-        (6 x 6, geometry_msgs order; None or zeros: the drift model). Becomes a keyframe when it is far
-        enough from the last one."""
+        (6 x 6, geometry_msgs order; None or zeros: the drift model) of a chain (robot, session). Becomes a
+        keyframe when it is far enough from the last one."""
         self.counts.odometry += 1
         try:
             pose = np.asarray(pose, np.float64).reshape(7)
@@ -152,78 +183,87 @@ class PoseGraph:
                 or abs(np.linalg.norm(pose[3:]) - 1.0) > 0.05):
             return self.counts.refuse("odometry pose is not finite or its quaternion is not a rotation", "bad odometry")
         covariance = self._odometry_covariance_of(covariance)
-        if self._last is not None:
-            last_stamp, last, _ = self._last
+        c = self._chain(chain, create=True)
+        if c.last is not None:
+            last_stamp, last, _ = c.last
             if stamp_ns <= last_stamp:
                 return self.counts.refuse(f"odometry stamp {stamp_ns} is not after the last one's {last_stamp}",
                                           "odometry out of order")
             speed = np.linalg.norm(matrix[:3, 3] - last[:3, 3]) / ((stamp_ns - last_stamp) * 1e-9)
             if speed > self.settings.max_speed_mps:
-                return self._jump(stamp_ns, matrix, covariance, speed)
-        self._jumped.clear()
-        self._last = (int(stamp_ns), matrix, covariance)
-        if self._stamps and not self._is_keyframe(stamp_ns, matrix):
+                return self._jump(c, stamp_ns, matrix, covariance, speed)
+        c.jumped.clear()
+        c.last = (int(stamp_ns), matrix, covariance)
+        if c.stamps and not self._is_keyframe(c, stamp_ns, matrix):
             return ""
-        self._add_keyframe(stamp_ns, matrix, covariance)
+        self._add_keyframe(c, stamp_ns, matrix, covariance)
         return ""
 
-    def _jump(self, stamp_ns: int, matrix: np.ndarray, covariance, speed: float) -> str:
+    def _jump(self, c: _Chain, stamp_ns: int, matrix: np.ndarray, covariance, speed: float) -> str:
         """An odometry pose too far from the last: refused, unless the last few agree (then a reset)."""
-        previous = self._jumped[-1] if self._jumped else None
+        previous = c.jumped[-1] if c.jumped else None
         agrees = previous is not None and (np.linalg.norm(matrix[:3, 3] - previous[1][:3, 3])
                                            / max((stamp_ns - previous[0]) * 1e-9, 1e-9)) <= self.settings.max_speed_mps
-        self._jumped = (self._jumped if agrees else []) + [(int(stamp_ns), matrix)]
-        if len(self._jumped) < max(self.settings.jump_reset_after, 1):
+        c.jumped = (c.jumped if agrees else []) + [(int(stamp_ns), matrix)]
+        if len(c.jumped) < max(self.settings.jump_reset_after, 1):
             return self.counts.refuse(f"odometry jumped ({speed:.1f} m/s > max_speed_mps "
                                       f"{self.settings.max_speed_mps:g})", "odometry jumped")
-        self._jumped.clear()  # the odometry was reset: go on from here through a loose factor
-        self._last = (int(stamp_ns), matrix, covariance)
+        c.jumped = []  # the odometry was reset: go on from here through a loose factor
+        c.last = (int(stamp_ns), matrix, covariance)
         self.counts.resets += 1
-        self._add_keyframe(stamp_ns, matrix, covariance, loose=True)
+        self._add_keyframe(c, stamp_ns, matrix, covariance, loose=True)
         return ""
 
-    def _is_keyframe(self, stamp_ns: int, matrix: np.ndarray) -> bool:
-        s, last = self.settings, self._odometry[-1]
-        step = np.linalg.inv(last) @ matrix
+    def _is_keyframe(self, c: _Chain, stamp_ns: int, matrix: np.ndarray) -> bool:
+        s = self.settings
+        step = np.linalg.inv(c.odometry[-1]) @ matrix
         angle = np.degrees(np.arccos(np.clip((np.trace(step[:3, :3]) - 1) / 2, -1.0, 1.0)))
         return (np.linalg.norm(step[:3, 3]) >= s.keyframe_distance_m or angle >= s.keyframe_rotation_deg
-                or (stamp_ns - self._stamps[-1]) * 1e-9 >= s.keyframe_interval_s)
+                or (stamp_ns - c.stamps[-1]) * 1e-9 >= s.keyframe_interval_s)
 
-    def _add_keyframe(self, stamp_ns: int, matrix: np.ndarray, covariance, loose: bool = False) -> None:
-        key = len(self._stamps)
-        if key == 0:
-            noise = gtsam.noiseModel.Isotropic.Sigma(6, self.settings.first_pose_sigma)
+    def _add_keyframe(self, c: _Chain, stamp_ns: int, matrix: np.ndarray, covariance, loose: bool = False) -> None:
+        key = c.key(len(c.stamps))
+        if not c.stamps:
+            first = c.base == 0  # the first chain anchors the map frame; a later one starts free
+            sigma = self.settings.first_pose_sigma if first else self.settings.free_start_sigma
+            noise = gtsam.noiseModel.Isotropic.Sigma(6, sigma)
             self._factors.add(gtsam.PriorFactorPose3(key, gtsam.Pose3(matrix), noise))
             self._values.insert(key, gtsam.Pose3(matrix))
             travelled = 0.0
         else:
-            increment = np.linalg.inv(self._odometry[-1]) @ matrix
+            increment = np.linalg.inv(c.odometry[-1]) @ matrix
             if loose:  # after a reset the odometry frame moved, not the robot: an unknown step near standstill
                 increment = np.eye(4)
                 increment_covariance = np.diag([1.0 ** 2] * 3 + [10.0 ** 2] * 3)
             else:
-                increment_covariance = self._increment_covariance(increment, self._odometry_covariance[-1], covariance)
+                increment_covariance = self._increment_covariance(increment, c.covariance[-1], covariance)
             self._factors.add(gtsam.BetweenFactorPose3(key - 1, key, gtsam.Pose3(increment),
                                                        gtsam.noiseModel.Gaussian.Covariance(increment_covariance)))
             self._values.insert(key, self._pose(key - 1).compose(gtsam.Pose3(increment)))
-            travelled = self._travelled[-1] + (0.0 if loose else float(np.linalg.norm(increment[:3, 3])))
-        self._stamps.append(int(stamp_ns))
-        self._odometry.append(matrix)
-        self._odometry_covariance.append(covariance)
-        self._travelled.append(travelled)
+            travelled = c.travelled[-1] + (0.0 if loose else float(np.linalg.norm(increment[:3, 3])))
+        c.stamps.append(int(stamp_ns))
+        c.odometry.append(matrix)
+        c.covariance.append(covariance)
+        c.travelled.append(travelled)
         self.counts.keyframes += 1
 
     # ---- closures and fixes -------------------------------------------------------------------
     def add_loop(self, query_stamp_ns: int, match_stamp_ns: int, relative_pose, covariance,
-                 camera_in_body: np.ndarray | None = None, scale_known: bool = True) -> str:
+                 camera_in_body: np.ndarray | None = None, scale_known: bool = True, query_chain: str = "",
+                 match_chain: str | None = None) -> str:
         """A LoopClosure (relative_pose: T_query_match as 4 x 4 or x y z qx qy qz qw in the query camera's
-        optical frame; covariance 6 x 6 as published; camera_in_body: T_body_camera, identity when None).
-        It enters the graph once supported (GraphSettings.support); returns "" when taken (in the graph or
-        waiting), else why it was refused."""
+        optical frame; covariance 6 x 6 as published; camera_in_body: T_body_camera, identity when None)
+        between a keyframe of query_chain and one of match_chain (None: the same chain; another: an
+        inter-session or inter-robot closure). It enters the graph once supported (GraphSettings.support);
+        returns "" when taken (in the graph or waiting), else why it was refused."""
         if not scale_known and self.settings.direction_only == "skip":
             return self.counts.refuse("direction-only closure (scale unknown) skipped", "direction-only")
-        query, why = self._keyframe(query_stamp_ns, "query")
-        match, why_match = self._keyframe(match_stamp_ns, "match")
+        match_chain = query_chain if match_chain is None else match_chain
+        if match_chain != query_chain and match_chain not in self._chains:
+            return self.counts.refuse(f"the match's chain {match_chain!r} has no odometry in this graph",
+                                      "match in no chain")
+        query, why = self._keyframe(query_stamp_ns, "query", query_chain)
+        match, why_match = self._keyframe(match_stamp_ns, "match", match_chain)
         if why or why_match:
             why = why or why_match
             return self.counts.refuse(why, "closure from the future" if "future" in why else
@@ -238,13 +278,14 @@ class PoseGraph:
                 raise ValueError("its covariance is not finite and positive definite")
             body, body_covariance = body_relative(relative, covariance,
                                                   np.eye(4) if camera_in_body is None else camera_in_body)
-            body = self._at_keyframe(query, query_stamp_ns) @ body @ np.linalg.inv(self._at_keyframe(match, match_stamp_ns))
+            body = (self._at_keyframe(*query, query_stamp_ns) @ body
+                    @ np.linalg.inv(self._at_keyframe(*match, match_stamp_ns)))
         except (ValueError, np.linalg.LinAlgError) as exc:
             return self.counts.refuse(f"unusable closure: {exc}", "unusable closure")
         closure = _Closure(query, match, body, body_covariance)
         partners = [c for c in self._closures if self._agree(closure, c)]
         self._closures.append(closure)
-        self._forget_old_closures(query)
+        self._forget_old_closures(closure)
         if len(partners) >= self.settings.support:
             for c in [closure, *partners]:
                 if not c.added:
@@ -253,11 +294,12 @@ class PoseGraph:
         self.counts.waiting = sum(not c.added for c in self._closures)
         return ""
 
-    def add_fix(self, stamp_ns: int, pose, covariance, camera_in_body: np.ndarray | None = None) -> str:
+    def add_fix(self, stamp_ns: int, pose, covariance, camera_in_body: np.ndarray | None = None,
+                chain: str = "") -> str:
         """A localised pose in the map frame (vpr/pose; covariance 6 x 6 over the world position and rotation
-        about the world axes) as a prior on the nearest keyframe: the body's pose, or the camera's when
+        about the world axes) as a prior on the chain's nearest keyframe: the body's pose, or the camera's when
         camera_in_body (T_body_camera) is given (vpr/pose is the camera's). Returns "" or why it was refused."""
-        key, why = self._keyframe(stamp_ns, "fix")
+        at, why = self._keyframe(stamp_ns, "fix", chain)
         if why:
             return self.counts.refuse(why, "fix from the future" if "future" in why else "fix without keyframe")
         try:
@@ -270,11 +312,11 @@ class PoseGraph:
                 pose, covariance = body_fix(pose, covariance, camera_in_body)
             if not np.isfinite(pose).all():
                 raise ValueError("not finite")
-            pose = pose @ np.linalg.inv(self._at_keyframe(key, stamp_ns))  # the pose of the keyframe itself
+            pose = pose @ np.linalg.inv(self._at_keyframe(*at, stamp_ns))  # the pose of the keyframe itself
             noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(world_covariance_to_right(pose, covariance)))
         except (ValueError, IndexError, np.linalg.LinAlgError, RuntimeError) as exc:
             return self.counts.refuse(f"unusable fix: {exc}", "unusable fix")
-        self._factors.add(gtsam.PriorFactorPose3(key, gtsam.Pose3(pose), noise))
+        self._factors.add(gtsam.PriorFactorPose3(at[0].key(at[1]), gtsam.Pose3(pose), noise))
         self.counts.fixes += 1
         self.update()
         return ""
@@ -307,63 +349,72 @@ class PoseGraph:
         return remove
 
     # ---- outputs ------------------------------------------------------------------------------
-    def stamps(self) -> np.ndarray:
-        return np.asarray(self._stamps, np.int64)
+    def stamps(self, chain: str = "") -> np.ndarray:
+        c = self._chain(chain)
+        return np.asarray(c.stamps if c else [], np.int64)
 
-    def trajectory(self) -> np.ndarray:
-        """N x 7 (x y z qx qy qz qw): every keyframe's optimised pose in the map frame."""
+    def trajectory(self, chain: str = "") -> np.ndarray:
+        """N x 7 (x y z qx qy qz qw): the chain's keyframes' optimised poses in the map frame."""
         self.update()
-        return np.array([_pose7(self._estimate.atPose3(key).matrix()) for key in range(len(self))]).reshape(-1, 7)
+        c = self._chain(chain)
+        keys = [c.key(i) for i in range(len(c.stamps))] if c else []
+        return np.array([_pose7(self._estimate.atPose3(key).matrix()) for key in keys]).reshape(-1, 7)
 
-    def odometry(self) -> np.ndarray:
-        """N x 7: the odometry's own pose of each keyframe."""
-        return np.array([_pose7(p) for p in self._odometry]).reshape(-1, 7)
+    def odometry(self, chain: str = "") -> np.ndarray:
+        """N x 7: the odometry's own pose of each of the chain's keyframes."""
+        c = self._chain(chain)
+        return np.array([_pose7(p) for p in (c.odometry if c else [])]).reshape(-1, 7)
 
-    def correction(self) -> np.ndarray:
-        """4 x 4 T_map_odom at the newest keyframe: where the optimisation puts the odometry frame (identity
-        before the first keyframe)."""
-        if not self._stamps:
+    def correction(self, chain: str = "") -> np.ndarray:
+        """4 x 4 T_map_odom of a chain at its newest keyframe: where the optimisation puts its odometry frame
+        (identity before its first keyframe)."""
+        c = self._chain(chain)
+        if c is None or not c.stamps:
             return np.eye(4)
         self.update()
-        newest = len(self) - 1
-        return self._estimate.atPose3(newest).matrix() @ np.linalg.inv(self._odometry[newest])
+        newest = len(c.stamps) - 1
+        return self._estimate.atPose3(c.key(newest)).matrix() @ np.linalg.inv(c.odometry[newest])
 
     def closure_edges(self) -> list[tuple[int, int]]:
-        """(query keyframe, match keyframe) of every closure in the graph, in the order they entered."""
+        """(query key, match key) of every closure in the graph, in the order they entered."""
         return list(self._edges)
 
     # ---- helpers ------------------------------------------------------------------------------
     def _add_closure(self, closure: _Closure) -> None:
         """Into the graph, its kernel wide enough for its error against the graph as it stands."""
-        predicted = self._pose(closure.query).inverse().compose(self._pose(closure.match))
+        query, match = closure.keys
+        predicted = self._pose(query).inverse().compose(self._pose(match))
         error = gtsam.Pose3.Logmap(gtsam.Pose3(closure.body).inverse().compose(predicted))
         whitened = float(np.sqrt(error @ np.linalg.solve(closure.covariance, error)))
-        s = self.settings
-        anchored = any(abs(self._travelled[closure.query] - self._travelled[q]) <= s.consistency_window_m
-                       for q, _ in self._edges[-50:])
+        s, (chain, index) = self.settings, closure.query
+        match_base = closure.match[0].base
+        anchored = any(q - q % CHAIN_KEYS == chain.base and m - m % CHAIN_KEYS == match_base
+                       and abs(chain.travelled[index] - chain.travelled[q % CHAIN_KEYS]) <= s.consistency_window_m
+                       for q, m in self._edges[-50:])
         # the first closures of a revisit meet the graph's whole drift: they enter with a wide kernel that then
         # narrows; later ones meet a graph those corrected, and a tight kernel
         closure.scale = s.kernel_sigmas if anchored else max(s.kernel_sigmas, s.kernel_entry * whitened)
         self._add_factor(closure)
         closure.added = True
-        self._edges.append((closure.query, closure.match))
+        self._edges.append((query, match))
         self.counts.closures += 1
 
     def _add_factor(self, closure: _Closure) -> None:
         noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(closure.covariance), closure.scale)
         self._new_closures.append((self._factors.size(), closure))
-        self._factors.add(gtsam.BetweenFactorPose3(closure.query, closure.match, gtsam.Pose3(closure.body), noise))
+        self._factors.add(gtsam.BetweenFactorPose3(*closure.keys, gtsam.Pose3(closure.body), noise))
 
     def _agree(self, a: _Closure, b: _Closure) -> bool:
         """Whether two closures with nearby queries describe the same loop: query_a -> query_b (odometry),
         query_b -> match_b (b), match_b -> match_a (odometry) composes to a's own closure."""
-        s = self.settings
-        span_q = abs(self._travelled[a.query] - self._travelled[b.query])
-        span_m = abs(self._travelled[a.match] - self._travelled[b.match])
+        if a.query[0] is not b.query[0] or a.match[0] is not b.match[0]:
+            return False
+        s, (qc, qa), (mc, ma), qb, mb = self.settings, a.query, a.match, b.query[1], b.match[1]
+        span_q, span_m = abs(qc.travelled[qa] - qc.travelled[qb]), abs(mc.travelled[ma] - mc.travelled[mb])
         if span_q > s.consistency_window_m or span_q + span_m > 2 * s.consistency_window_m:
             return False
-        O = self._odometry
-        predicted = (np.linalg.inv(O[a.query]) @ O[b.query]) @ b.body @ (np.linalg.inv(O[b.match]) @ O[a.match])
+        predicted = ((np.linalg.inv(qc.odometry[qa]) @ qc.odometry[qb]) @ b.body
+                     @ (np.linalg.inv(mc.odometry[mb]) @ mc.odometry[ma]))
         error = gtsam.Pose3.Logmap(gtsam.Pose3(a.body).inverse().compose(gtsam.Pose3(predicted)))
         span = span_q + span_m
         drift = np.diag([(0.1 * s.consistency_sigma_per_m * span + 1e-3) ** 2] * 3
@@ -371,48 +422,51 @@ class PoseGraph:
         innovation = a.covariance + b.covariance + drift
         return float(error @ np.linalg.solve(innovation, error)) <= s.consistency_chi2
 
-    def _forget_old_closures(self, newest_query: int) -> None:
-        """Keep only closures that can still support a new one (their queries within the window of travel)."""
-        horizon = self._travelled[newest_query] - self.settings.consistency_window_m
-        self._closures = [c for c in self._closures if self._travelled[c.query] >= horizon
+    def _forget_old_closures(self, newest: _Closure) -> None:
+        """Keep only closures that can still support a new one (their queries within the window of travel of
+        the newest one's, on its chain) or are still annealing."""
+        chain, index = newest.query
+        horizon = chain.travelled[index] - self.settings.consistency_window_m
+        self._closures = [c for c in self._closures if c.query[0] is not chain or c.query[0].travelled[c.query[1]] >= horizon
                           or (c.added and c.scale > self.settings.kernel_sigmas)]  # still annealing
 
     def _pose(self, key: int) -> gtsam.Pose3:
         return self._values.atPose3(key) if self._values.exists(key) else self._estimate.atPose3(key)
 
-    def _keyframe(self, stamp_ns: int, what: str) -> tuple[int, str]:
-        """The keyframe nearest a stamp, or why there is none (keyframing the newest odometry when the stamp
-        lies after the newest keyframe)."""
-        if not self._stamps:
-            return -1, "no odometry keyframe yet"
-        newest = self._last[0]
+    def _keyframe(self, stamp_ns: int, what: str, chain: str) -> tuple[tuple[_Chain, int] | None, str]:
+        """The chain's keyframe nearest a stamp, or why there is none (keyframing the newest odometry when the
+        stamp lies after the newest keyframe)."""
+        c = self._chain(chain)
+        if c is None or not c.stamps:
+            return None, "no odometry keyframe yet" + (f" of {chain!r}" if chain else "")
+        newest = c.last[0]
         if stamp_ns > newest + self.settings.max_stamp_offset_s * 1e9:
-            return -1, (f"the {what} stamp is {(stamp_ns - newest) * 1e-9:.2f} s after the newest odometry "
-                        "(from the future)")
-        if stamp_ns > self._stamps[-1] and newest > self._stamps[-1]:
-            self._add_keyframe(*self._last)  # the odometry since the newest keyframe
-        at = bisect.bisect_left(self._stamps, stamp_ns)
-        nearest = min((i for i in (at - 1, at) if 0 <= i < len(self._stamps)),
-                      key=lambda i: abs(self._stamps[i] - stamp_ns))
-        offset = abs(self._stamps[nearest] - stamp_ns) * 1e-9
+            return None, (f"the {what} stamp is {(stamp_ns - newest) * 1e-9:.2f} s after the newest odometry "
+                          "(from the future)")
+        if stamp_ns > c.stamps[-1] and newest > c.stamps[-1]:
+            self._add_keyframe(c, *c.last)  # the odometry since the newest keyframe
+        at = bisect.bisect_left(c.stamps, stamp_ns)
+        nearest = min((i for i in (at - 1, at) if 0 <= i < len(c.stamps)), key=lambda i: abs(c.stamps[i] - stamp_ns))
+        offset = abs(c.stamps[nearest] - stamp_ns) * 1e-9
         if offset > self.settings.max_stamp_offset_s:
-            return -1, (f"the {what} stamp is {offset:.2f} s away from every keyframe (max_stamp_offset_s "
-                        f"{self.settings.max_stamp_offset_s:g})")
-        return nearest, ""
+            return None, (f"the {what} stamp is {offset:.2f} s away from every keyframe (max_stamp_offset_s "
+                          f"{self.settings.max_stamp_offset_s:g})")
+        return (c, nearest), ""
 
-    def _at_keyframe(self, key: int, stamp_ns: int) -> np.ndarray:
+    @staticmethod
+    def _at_keyframe(c: _Chain, index: int, stamp_ns: int) -> np.ndarray:
         """T from the keyframe's body to the body at stamp_ns, along the odometry (interpolated between the
         keyframes around the stamp): a closure or fix between stamps is moved onto the keyframes."""
-        if stamp_ns == self._stamps[key]:
+        if stamp_ns == c.stamps[index]:
             return np.eye(4)
-        at = bisect.bisect_left(self._stamps, stamp_ns)
-        if at == 0 or at >= len(self._stamps):
+        at = bisect.bisect_left(c.stamps, stamp_ns)
+        if at == 0 or at >= len(c.stamps):
             return np.eye(4)
         a, b = at - 1, at
-        w = (stamp_ns - self._stamps[a]) / (self._stamps[b] - self._stamps[a])
-        step = gtsam.Pose3(np.linalg.inv(self._odometry[a]) @ self._odometry[b])
-        between = self._odometry[a] @ gtsam.Pose3.Expmap(w * gtsam.Pose3.Logmap(step)).matrix()
-        return np.linalg.inv(self._odometry[key]) @ between
+        w = (stamp_ns - c.stamps[a]) / (c.stamps[b] - c.stamps[a])
+        step = gtsam.Pose3(np.linalg.inv(c.odometry[a]) @ c.odometry[b])
+        between = c.odometry[a] @ gtsam.Pose3.Expmap(w * gtsam.Pose3.Logmap(step)).matrix()
+        return np.linalg.inv(c.odometry[index]) @ between
 
     def _odometry_covariance_of(self, covariance) -> np.ndarray | None:
         if covariance is None:
