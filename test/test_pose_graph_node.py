@@ -24,7 +24,8 @@ from vpr_ros.ros.interfaces import load_interfaces
 from vpr_ros.ros.messages import pose_msg
 from vpr_ros.ros.pose_graph import params_file_text
 from vpr_ros.sim.bag_writer import OPTICAL_IN_BODY_QUATERNION
-from vpr_ros.sim.closures import RunPoses, ate, simulated_closures
+from vpr_ros.ros.pose_graph import parse_robots
+from vpr_ros.sim.closures import RunPoses, ate, second_robot, simulated_closures
 from vpr_ros.sim.run import SimRun
 
 MSGS = load_interfaces()
@@ -46,8 +47,9 @@ def odometry_msg(stamp_ns: int, pose, covariance) -> Odometry:
     return msg
 
 
-def loop_msg(query_ns: int, match_ns: int, T: np.ndarray, covariance) -> object:
+def loop_msg(query_ns: int, match_ns: int, T: np.ndarray, covariance, robot: str = "", match_robot: str = "") -> object:
     msg = MSGS.LoopClosure()
+    msg.robot_id, msg.match_robot_id = robot, match_robot
     msg.header.stamp, msg.header.frame_id = ns_to_stamp(int(query_ns)), "camera_optical"
     msg.query_stamp, msg.match_stamp = ns_to_stamp(int(query_ns)), ns_to_stamp(int(match_ns))
     msg.relative_pose = pose_msg(pose7(T[:3, :3], T[:3, 3]))
@@ -131,7 +133,9 @@ def test_the_node_closes_a_drifting_run_and_refuses_bad_input():
             process.kill()
             output, _ = process.communicate()
     assert process.returncode == 0, output
-    assert "loop closure refused: the query stamp is" in output and "from the future" in output, output
+    assert "s after the newest odometry (from the future" in output, output
+    assert "s away from every keyframe (max_stamp_offset_s" in output, output
+    assert "refused: unusable closure: its covariance is not finite" in output, output
     assert "odometry refused: odometry jumped" in output, output
 
 
@@ -152,3 +156,64 @@ def test_the_launch_file_starts_the_back_end_only_when_asked():
         flag_value("pose_graph", "maybe")
     assert pose_graph_overrides({"odom_topic": " /wheel/odom ", "mode": "slam"}) == {"odom_topic": "/wheel/odom"}
     assert pose_graph_overrides({"odom_topic": ""}) == {}
+
+
+def test_robots_parameter_is_parsed_and_checked():
+    assert parse_robots("r1:/r1/odom, r2:/r2/odom") == {"r1": "/r1/odom", "r2": "/r2/odom"}
+    assert parse_robots("") == {}
+    for bad in ("r1", "r1:/a,r1:/b", ":/odom"):
+        with pytest.raises(ValueError, match="robot_id:odom_topic"):
+            parse_robots(bad)
+
+
+@pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built: no LoopClosure message")
+def test_two_robots_in_one_graph_are_joined_by_their_closures():
+    a = RunPoses.of(SimRun({"seed": 0, "frames": 60, "laps": 2}))
+    b, closures = second_robot(a, np.random.default_rng(2), every=3)
+    mounting = [0.0, 0.0, 0.0, *OPTICAL_IN_BODY_QUATERNION]
+    command = [str(Path(sys.executable).parent / "vpr_pose_graph"), "--ros-args", "--params-file",
+               str(REPO / "config" / "pose_graph.yaml"), "-p", f"camera_in_body:={mounting}",
+               "-p", "publish_period_s:=0.2", "-p", "loop_closure_topic:=/two/loop_closure",
+               "-p", "robots:=a:/a/odom,b:/b/odom"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    probe = rclpy.create_node("two_robot_probe", context=context)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(probe)
+    paths = {"a": [], "b": []}
+    try:
+        for robot in paths:
+            probe.create_subscription(PathMsg, f"vpr/optimized_path/{robot}", paths[robot].append, LATCHED)
+        pubs = {robot: probe.create_publisher(Odometry, f"/{robot}/odom", RELIABLE) for robot in paths}
+        loop_pub = probe.create_publisher(MSGS.LoopClosure, "/two/loop_closure", RELIABLE)
+        assert spin_until(executor, lambda: all(p.get_subscription_count() for p in (*pubs.values(), loop_pub)), 60)
+        by_query = {c.query: c for c in closures}
+        events = sorted([(int(t), "a", i) for i, t in enumerate(a.stamps)] + [(int(t), "b", i) for i, t in enumerate(b.stamps)])
+        for stamp, robot, i in events:
+            run = a if robot == "a" else b
+            pubs[robot].publish(odometry_msg(stamp, run.odometry[i], run.odometry_covariance[i]))
+            if robot == "b" and i in by_query:
+                c = by_query[i]
+                loop_pub.publish(loop_msg(stamp, a.stamps[c.match], c.relative_pose, c.covariance, "b", "a"))
+            executor.spin_once(timeout_sec=0.002)
+        loop_pub.publish(loop_msg(int(b.stamps[-1]), int(a.stamps[0]), np.eye(4), np.eye(6) * 0.01, "c", "a"))
+
+        def done() -> bool:
+            return all(paths[r] and len(paths[r][-1].poses) == len(a.stamps) for r in paths)
+
+        assert spin_until(executor, done, 30), {r: len(p[-1].poses) if p else 0 for r, p in paths.items()}
+        path_b = paths["b"][-1]
+        stamps = np.array([p.header.stamp.sec * 10**9 + p.header.stamp.nanosec for p in path_b.poses])
+        optimised = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z, p.pose.orientation.x,
+                               p.pose.orientation.y, p.pose.orientation.z, p.pose.orientation.w] for p in path_b.poses])
+        alone = ate(b, b.stamps, b.odometry, "none")
+        joined = ate(b, stamps, optimised, "none")
+        assert alone > 10 and joined < 1.0, (alone, joined)  # b's path in a's map frame
+    finally:
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output

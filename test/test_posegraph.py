@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 
 from vpr_ros.core.evaluation.trajectory import trajectory_error
-from vpr_ros.core.matching.transforms import pose7
 from vpr_ros.core.posegraph.factors import body_relative, matrix, pose_matrix
 from vpr_ros.core.posegraph.graph import GraphSettings, PoseGraph
-from vpr_ros.sim.closures import CAMERA_IN_BODY as MOUNTING, RunPoses, pose7s, ate, replay, simulated_closures
-from vpr_ros.sim.odometry import OdometryDrift, drifted
+from vpr_ros.sim.closures import CAMERA_IN_BODY as MOUNTING, RunPoses, ate, replay, second_robot, simulated_closures
 from vpr_ros.sim.run import SimRun
 
 CAMERA_IN_BODY = matrix(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]), np.array([0.2, 0.0, 1.1]))
-
-
-def _pose7(m: np.ndarray) -> np.ndarray:
-    return pose7(m[:3, :3], m[:3, 3])
 
 
 def rotation(rotvec) -> np.ndarray:
@@ -91,12 +85,14 @@ def test_fixes_hold_the_graph_in_the_map_frame():
 
 def test_bad_input_is_refused_with_the_reason_and_counted():
     graph = PoseGraph()
-    assert graph.add_loop(10**9, 2 * 10**9, np.eye(4), np.eye(6)) == "no odometry keyframe yet"
+    small = np.eye(6) * 0.01
+    # topics arrive in any order: a closure ahead of the odometry waits for it (wait_s), then is taken
+    assert graph.add_loop(10**9, 2 * 10**9, np.eye(4), small) == "" and not graph.counts.refused
     for i in range(6):
         assert graph.add_odometry((i + 1) * 10**9, [i, 0, 0, 0, 0, 0, 1]) == ""
-    assert len(graph) == 6
-    small = np.eye(6) * 0.01
-    assert "from the future" in graph.add_loop(10 * 10**9, 10**9, np.eye(4), small)
+    assert len(graph) == 6 and graph.counts.waiting == 1  # in, waiting for a closure that agrees with it
+    assert graph.add_loop(8 * 10**9, 10**9, np.eye(4), small) == ""  # 2 s ahead: waits ...
+    assert "from the future" in graph.add_loop(20 * 10**9, 10**9, np.eye(4), small)  # 14 s ahead: refused
     assert graph.add_loop(10**9, 10**9, np.eye(4), small) == "query and match are the same keyframe"
     assert "positive definite" in graph.add_loop(5 * 10**9, 10**9, np.eye(4), np.full((6, 6), np.nan))
     assert "positive definite" in graph.add_loop(5 * 10**9, 10**9, np.eye(4), -small)
@@ -107,13 +103,16 @@ def test_bad_input_is_refused_with_the_reason_and_counted():
     assert "not after" in graph.add_odometry(2 * 10**9, [6, 0, 0, 0, 0, 0, 1])
     assert "unusable fix" in graph.add_fix(3 * 10**9, [0, 0, 0, 0, 0, 0, 1], np.zeros((6, 6)))
     assert graph.counts.closures == 0 and graph.counts.fixes == 0
-    assert sum(graph.counts.refused.values()) == 11, graph.counts.refused
+    assert sum(graph.counts.refused.values()) == 10, graph.counts.refused
     # odometry that jumps is refused; when the next poses agree with one another, the odometry was reset
     assert "jumped" in graph.add_odometry(7 * 10**9, [500, 0, 0, 0, 0, 0, 1])
     assert "jumped" in graph.add_odometry(8 * 10**9, [501, 0, 0, 0, 0, 0, 1])
     assert graph.add_odometry(9 * 10**9, [502, 0, 0, 0, 0, 0, 1]) == "" and graph.counts.resets == 1
     assert graph.add_odometry(10 * 10**9, [503, 0, 0, 0, 0, 0, 1]) == ""
     assert graph.counts.refused["odometry jumped"] == 2 and len(graph) == 8
+    # ... the closure stamped 8 s had its turn once the odometry passed it: no keyframe near 8 s (the odometry
+    # jumped from 6 s to 9 s), so it is refused with the reason
+    assert graph.counts.refused["closure stamp offset"] == 2 and graph.counts.waiting == 1
     stamps, trajectory = graph.stamps(), graph.trajectory()
     assert np.isfinite(trajectory).all() and stamps[-1] == 10 * 10**9
     with pytest.raises(ValueError, match="kernel"):
@@ -124,34 +123,27 @@ def test_closures_between_two_robots_join_their_graphs():
     """Robot b drives the same streets 1.5 m to the side, its odometry from its own start (it does not know where
     it is in a's map); closures from b's frames to a's join b's chain to a's, which anchors the map frame."""
     a = RunPoses.of(SimRun({"seed": 0, "frames": 160, "laps": 2}))
-    run_b = SimRun({"seed": 0, "frames": 160, "laps": 2, "camera_offsets": ((0.0, 1.5, 0.0),)})
-    truth_b6 = np.concatenate([run_b.trajectory(lap)[1] for lap in range(2)])
-    odometry_b6, covariance_b = drifted(truth_b6, OdometryDrift(), [99])
-    start = matrix(rotation([0, 0, odometry_b6[0, 3]]), odometry_b6[0, :3])
-    odometry_b = pose7s(odometry_b6)
-    odometry_b = np.array([_pose7(np.linalg.inv(start) @ pose_matrix(p)) for p in odometry_b])
-    truth_b, stamps_b = pose7s(truth_b6), a.stamps + 5 * 10**8
-    rng, inverse_c = np.random.default_rng(5), np.linalg.inv(MOUNTING)
-    closure_covariance = np.diag([0.05 ** 2] * 3 + [np.radians(0.5) ** 2] * 3)
-    graph = PoseGraph()
-    events = sorted([(int(s), "a", i) for i, s in enumerate(a.stamps)] + [(int(s), "b", i) for i, s in enumerate(stamps_b)])
+    b, closures = second_robot(a, np.random.default_rng(5))
+    graph, by_query = PoseGraph(), {c.query: c for c in closures}
+    events = sorted([(int(s), "a", i) for i, s in enumerate(a.stamps)] + [(int(s), "b", i) for i, s in enumerate(b.stamps)])
     for stamp, robot, i in events:
-        if robot == "a":
-            assert graph.add_odometry(stamp, a.odometry[i], a.odometry_covariance[i], chain="a") == ""
-            continue
-        assert graph.add_odometry(stamp, odometry_b[i], covariance_b[i], chain="b") == ""
-        if i % 6 == 0:  # the frame of a's at the same place, which a passed half a second earlier
-            T = inverse_c @ np.linalg.inv(pose_matrix(truth_b[i])) @ pose_matrix(a.truth[i]) @ MOUNTING
-            e = rng.multivariate_normal(np.zeros(6), closure_covariance)
-            T = matrix(rotation(e[3:]) @ T[:3, :3], T[:3, 3] + e[:3])
-            assert graph.add_loop(stamp, int(a.stamps[i]), T, closure_covariance, MOUNTING, query_chain="b",
-                                  match_chain="a") == ""
+        run = a if robot == "a" else b
+        assert graph.add_odometry(stamp, run.odometry[i], run.odometry_covariance[i], chain=robot) == ""
+        if robot == "b" and i in by_query:  # to the frame of a's at the same place, which a passed just before
+            c = by_query[i]
+            assert graph.add_loop(stamp, int(a.stamps[c.match]), c.relative_pose, c.covariance, MOUNTING,
+                                  query_chain="b", match_chain="a") == ""
     assert graph.chains() == ["a", "b"] and graph.counts.closures > 40
-    truth = (stamps_b, truth_b)
-    alone = trajectory_error(truth, (stamps_b, odometry_b), "none")["ate_rmse_m"]
-    joined = trajectory_error(truth, (graph.stamps("b"), graph.trajectory("b")), "none")["ate_rmse_m"]
-    assert alone > 20 and joined < 1.0, (alone, joined)  # b's path now stands in a's map frame
-    corrected = graph.correction("b") @ pose_matrix(odometry_b[-1])  # T_map_odom of b puts b's newest pose right
-    assert np.linalg.norm(corrected[:3, 3] - truth_b[-1, :3]) < 1.0
-    assert "no odometry" in graph.add_loop(int(stamps_b[-1]), int(a.stamps[0]), np.eye(4), closure_covariance,
-                                           query_chain="b", match_chain="c")
+    alone = trajectory_error((b.stamps, b.truth), (b.stamps, b.odometry), "none")["ate_rmse_m"]
+    joined = trajectory_error((b.stamps, b.truth), (graph.stamps("b"), graph.trajectory("b")), "none")["ate_rmse_m"]
+    assert alone > 20 and joined < 1.0, (alone, joined)  # b's path now stands in a's map frame ...
+    relative = graph.trajectory("b")[:, :3] - graph.trajectory("a")[:, :3]  # ... beside a's, as it drove
+    assert np.abs(relative - (b.truth[:, :3] - a.truth[:, :3])).max() < 0.3
+    corrected = graph.correction("b") @ pose_matrix(b.odometry[-1])  # T_map_odom of b: its newest pose in the map
+    np.testing.assert_allclose(corrected[:3, 3], graph.trajectory("b")[-1, :3], atol=1e-6)
+    # a robot whose odometry never comes: its closure waits wait_s, then is refused with the reason
+    assert graph.add_loop(int(b.stamps[-1]), int(a.stamps[0]), np.eye(4), np.eye(6) * 0.01, query_chain="b",
+                          match_chain="c") == ""
+    later = b.odometry[-1].copy()
+    assert graph.add_odometry(int(b.stamps[-1]) + 6 * 10**9, later, b.odometry_covariance[-1], chain="b") == ""
+    assert graph.counts.refused == {"waited too long": 1}

@@ -44,6 +44,9 @@ from vpr_ros.ros.interfaces import load_interfaces
 # name -> (default, description); GraphSettings' fields are parameters of the same names as well
 PARAMETERS = {
     "odom_topic": ("/odom", "nav_msgs/Odometry of the body: the graph's keyframes"),
+    "robots": ("", "several robots in one graph: 'robot_id:odom_topic,robot_id:odom_topic' (each robot's keyframes "
+                   "a chain; closures join them by the LoopClosure's robot_id and match_robot_id; the first robot "
+                   "anchors the map frame); empty: one robot on odom_topic"),
     "loop_closure_topic": ("vpr/loop_closure", "vpr_ros_interfaces/LoopClosure from vpr_localizer; empty: none"),
     "fix_topic": ("", "geometry_msgs/PoseWithCovarianceStamped of the camera in the map (vpr_localizer's vpr/pose, "
                       "localize mode): priors on the keyframes; empty: none"),
@@ -51,7 +54,7 @@ PARAMETERS = {
                                   "odometry's child frame); all zeros: the map's recorded mounting (map_path)"),
     "map_path": ("", "a vpr_ros map whose recorded camera mounting is used when camera_in_body is empty"),
     "map_frame_id": ("map", "frame of the optimised path and parent of the correction"),
-    "robot_id": ("", "closures of another robot_id are refused (counted); empty: every closure"),
+    "robot_id": ("", "one robot: closures of another robot_id are refused (counted); empty: every closure"),
     "path_topic": ("vpr/optimized_path", "nav_msgs/Path of the optimised keyframes"),
     "correction_topic": ("vpr/map_to_odom", "geometry_msgs/TransformStamped map -> odom"),
     "publish_tf": (True, "also publish the correction on /tf (needs tf2_msgs)"),
@@ -67,6 +70,17 @@ def _graph_settings(node: Node) -> GraphSettings:
         node.declare_parameter(f.name, default)
         values[f.name] = type(default)(node.get_parameter(f.name).value)
     return GraphSettings(**values)
+
+
+def parse_robots(text: str) -> dict[str, str]:
+    """'r1:/r1/odom,r2:/r2/odom' -> {"r1": "/r1/odom", "r2": "/r2/odom"}; raises ValueError naming a bad entry."""
+    robots = {}
+    for entry in (e.strip() for e in str(text).split(",") if e.strip()):
+        robot, _, topic = entry.partition(":")
+        if not robot.strip() or not topic.strip() or robot.strip() in robots:
+            raise ValueError(f"robots: expected distinct 'robot_id:odom_topic' entries separated by ',', got {entry!r}")
+        robots[robot.strip()] = topic.strip()
+    return robots
 
 
 def _mounting(camera_in_body, map_path: str) -> np.ndarray | None:
@@ -93,9 +107,12 @@ class PoseGraphNode(Node):
         self.graph = PoseGraph(_graph_settings(self))
         self.lock = threading.Lock()  # the graph is touched by callbacks and the publish timer
         self.mounting = _mounting(self.params["camera_in_body"], self.params["map_path"])
-        self.odom_frame, self.counts, self._logged = "", {"errors": 0, "no_mounting": 0, "other_robot": 0}, {}
+        self.counts, self._logged, self._seen = {"errors": 0, "no_mounting": 0, "other_robot": 0}, {}, {}
         reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(Odometry, self.params["odom_topic"], self._guard(self._on_odometry), reliable)
+        self.robots = parse_robots(self.params["robots"]) or {"": self.params["odom_topic"]}
+        self.odom_frames: dict[str, str] = {}
+        for robot, topic in self.robots.items():
+            self.create_subscription(Odometry, topic, self._guard(self._odometry_callback(robot)), reliable)
         self.interfaces = load_interfaces(self.get_logger())
         if self.params["loop_closure_topic"] and self.interfaces is not None:
             self.create_subscription(self.interfaces.LoopClosure, self.params["loop_closure_topic"],
@@ -105,8 +122,7 @@ class PoseGraphNode(Node):
                                      reliable)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.path_pub = self.create_publisher(Path, self.params["path_topic"], latched)
-        self.correction_pub = self.create_publisher(TransformStamped, self.params["correction_topic"], latched)
+        self._latched, self._per_robot = latched, {}
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.tf_pub, self.tf_type = None, None
         if self.params["publish_tf"]:
@@ -121,7 +137,7 @@ class PoseGraphNode(Node):
             self.get_logger().warning("no camera mounting (camera_in_body, or a map_path recording one): loop closures "
                                       "and fixes are refused until one is set")
         self.create_timer(float(self.params["publish_period_s"]), self._guard(self.publish))
-        self.get_logger().info(f"vpr_pose_graph: odometry {self.params['odom_topic']}, closures "
+        self.get_logger().info(f"vpr_pose_graph: odometry {self.robots}, closures "
                                f"{self.params['loop_closure_topic'] or '-'}, fixes {self.params['fix_topic'] or '-'}; "
                                f"{self.graph.settings}")
 
@@ -141,24 +157,45 @@ class PoseGraphNode(Node):
             self._logged[key] = now
             getattr(self.get_logger(), "error" if key == "error" else level)(text)
 
-    def _refused(self, what: str, why: str) -> None:
-        if why:
-            self._log(why.split(":")[0][:40], f"{what} refused: {why}")
+    def _refused(self, what: str, why: str = "") -> None:
+        """Log (throttled per kind) every refusal since the last call: the graph also refuses a closure or fix
+        that waited for odometry while it takes odometry, so the counters say what happened, not the return."""
+        counts = self.graph.counts
+        for key, count in counts.refused.items():
+            if count > self._seen.get(key, 0):
+                self._seen[key] = count
+                self._log(key, f"{'odometry' if 'odometry' in key else what} refused: {counts.reasons[key]}")
 
-    def _on_odometry(self, msg: Odometry) -> None:
-        if self.odom_frame and msg.header.frame_id != self.odom_frame:
-            self._refused("odometry", f"its frame {msg.header.frame_id!r} is not {self.odom_frame!r}")
-            self.graph.counts.refuse("odometry in another frame")
-            return
-        p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        with self.lock:
-            why = self.graph.add_odometry(stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w],
-                                          np.asarray(msg.pose.covariance, np.float64))
-        self.odom_frame = self.odom_frame or msg.header.frame_id
-        self._refused("odometry", why)
+    def _odometry_callback(self, robot: str):
+        def on_odometry(msg: Odometry) -> None:
+            frame = self.odom_frames.setdefault(robot, msg.header.frame_id)
+            if msg.header.frame_id != frame:
+                self._refused("odometry", f"its frame {msg.header.frame_id!r} is not {frame!r}")
+                self.graph.counts.refuse("odometry in another frame")
+                return
+            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+            with self.lock:
+                why = self.graph.add_odometry(stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w],
+                                              np.asarray(msg.pose.covariance, np.float64), chain=robot)
+            self._refused("odometry", why)
+        on_odometry.__name__ = "on_odometry"
+        return on_odometry
+
+    def _chains_of(self, msg) -> tuple[str, str] | None:
+        """(query chain, match chain) of a LoopClosure, or None when its robot is not in this graph."""
+        if "" in self.robots:  # one robot
+            if self.params["robot_id"] and msg.robot_id and msg.robot_id != self.params["robot_id"]:
+                return None
+            if msg.match_robot_id and msg.robot_id and msg.match_robot_id != msg.robot_id:
+                return "", msg.match_robot_id  # another robot's frame: no chain of it here (refused, counted)
+            return "", ""
+        if msg.robot_id not in self.robots:
+            return None
+        return msg.robot_id, msg.match_robot_id or msg.robot_id
 
     def _on_loop(self, msg) -> None:
-        if self.params["robot_id"] and msg.robot_id and msg.robot_id != self.params["robot_id"]:
+        chains = self._chains_of(msg)
+        if chains is None:
             self.counts["other_robot"] += 1
             return
         if self.mounting is None:
@@ -169,7 +206,7 @@ class PoseGraphNode(Node):
         with self.lock:
             why = self.graph.add_loop(stamp_to_ns(msg.query_stamp), stamp_to_ns(msg.match_stamp),
                                       [p.x, p.y, p.z, q.x, q.y, q.z, q.w], np.asarray(msg.covariance, np.float64),
-                                      self.mounting, bool(msg.translation_scale_known))
+                                      self.mounting, bool(msg.translation_scale_known), *chains)
         self._refused("loop closure", why)
 
     def _on_fix(self, msg: PoseWithCovarianceStamped) -> None:
@@ -188,33 +225,48 @@ class PoseGraphNode(Node):
         self._refused("fix", why)
 
     # ---- outputs ----------------------------------------------------------------------------
+    def _outputs(self, robot: str):
+        """(Path publisher, correction publisher) of a robot: path_topic and correction_topic, with /<robot_id>
+        appended when the graph holds several robots."""
+        if robot not in self._per_robot:
+            suffix = f"/{robot}" if robot else ""
+            self._per_robot[robot] = (
+                self.create_publisher(Path, self.params["path_topic"] + suffix, self._latched),
+                self.create_publisher(TransformStamped, self.params["correction_topic"] + suffix, self._latched))
+        return self._per_robot[robot]
+
     def publish(self) -> None:
-        """The optimised path, the map -> odom correction (and /tf) and /diagnostics."""
+        """The optimised path and the map -> odom correction of each robot (and /tf), and /diagnostics."""
         with self.lock:
             if not len(self.graph):
                 return
-            stamps, poses, correction = self.graph.stamps(), self.graph.trajectory(), self.graph.correction()
+            chains = {robot: (self.graph.stamps(robot), self.graph.trajectory(robot), self.graph.correction(robot))
+                      for robot in self.graph.chains()}
             counts = dataclasses.asdict(self.graph.counts)
-        frame = self.params["map_frame_id"]
-        path = Path()
-        path.header.frame_id, path.header.stamp = frame, ns_to_stamp(int(stamps[-1]))
-        for stamp, pose in zip(stamps, poses):
-            item = PoseStamped()
-            item.header.frame_id, item.header.stamp = frame, ns_to_stamp(int(stamp))
-            item.pose = messages.pose_msg(pose)
-            path.poses.append(item)
-        self.path_pub.publish(path)
-        transform = TransformStamped()
-        transform.header.frame_id, transform.header.stamp = frame, ns_to_stamp(int(stamps[-1]))
-        transform.child_frame_id = self.odom_frame or "odom"
-        t = pose7(correction[:3, :3], correction[:3, 3])
-        transform.transform.translation.x, transform.transform.translation.y, transform.transform.translation.z = (
-            float(v) for v in t[:3])
-        r = transform.transform.rotation
-        r.x, r.y, r.z, r.w = (float(v) for v in t[3:])
-        self.correction_pub.publish(transform)
-        if self.tf_pub is not None:
-            self.tf_pub.publish(self.tf_type(transforms=[transform]))
+        frame, transforms = self.params["map_frame_id"], []
+        for robot, (stamps, poses, correction) in chains.items():
+            if not len(stamps):
+                continue
+            path = Path()
+            path.header.frame_id, path.header.stamp = frame, ns_to_stamp(int(stamps[-1]))
+            for stamp, pose in zip(stamps, poses):
+                item = PoseStamped()
+                item.header.frame_id, item.header.stamp = frame, ns_to_stamp(int(stamp))
+                item.pose = messages.pose_msg(pose)
+                path.poses.append(item)
+            transform = TransformStamped()
+            transform.header.frame_id, transform.header.stamp = frame, ns_to_stamp(int(stamps[-1]))
+            transform.child_frame_id = self.odom_frames.get(robot) or "odom"
+            t = pose7(correction[:3, :3], correction[:3, 3])
+            transform.transform.translation.x, transform.transform.translation.y, transform.transform.translation.z = (
+                float(v) for v in t[:3])
+            r = transform.transform.rotation
+            r.x, r.y, r.z, r.w = (float(v) for v in t[3:])
+            self._outputs(robot)[0].publish(path)
+            self._outputs(robot)[1].publish(transform)
+            transforms.append(transform)
+        if self.tf_pub is not None and transforms:
+            self.tf_pub.publish(self.tf_type(transforms=transforms))
         refused = counts.pop("refused")
         values = {**{k: v for k, v in counts.items()}, **self.counts,
                   **{f"refused: {k}": v for k, v in sorted(refused.items())}}

@@ -18,7 +18,9 @@ import numpy as np
 from vpr_ros.core.evaluation.trajectory import trajectory_error
 from vpr_ros.core.posegraph.graph import GraphSettings, PoseGraph
 
+from vpr_ros.core.matching.transforms import pose7
 from vpr_ros.sim.bag_writer import OPTICAL_IN_BODY_QUATERNION
+from vpr_ros.sim.odometry import OdometryDrift, drifted
 from vpr_ros.sim.run import SimRun, quaternion_from_rpy
 
 _OPTICAL = np.array(OPTICAL_IN_BODY_QUATERNION)
@@ -46,6 +48,7 @@ class RunPoses:
     odometry: np.ndarray  # N x 7, odom frame
     odometry_covariance: np.ndarray  # N x 6 x 6, geometry_msgs order
     lap: np.ndarray  # N, 0-based
+    lap_config: tuple = (0, 0, 0)  # (seed, frames per lap, laps) of the run
 
     @classmethod
     def of(cls, run: SimRun) -> "RunPoses":
@@ -58,7 +61,8 @@ class RunPoses:
             odometry.append(pose7s(odometry_poses[lap]))
             covariance.append(odometry_covariances[lap])
             laps.append(np.full(len(lap_stamps), lap))
-        return cls(*(np.concatenate(v) for v in (stamps, truth, odometry, covariance, laps)))
+        return cls(*(np.concatenate(v) for v in (stamps, truth, odometry, covariance, laps)),
+                   (run.conf["seed"], run.conf["frames"], run.conf["laps"]))
 
 
 def pose7s(poses6: np.ndarray) -> np.ndarray:
@@ -152,3 +156,28 @@ def replay(poses: RunPoses, closures, settings: GraphSettings, odometry_covarian
 def ate(poses: RunPoses, stamps, trajectory, align: str = "se3") -> float:
     """evo's ATE RMSE (m) of a trajectory against the run's truth."""
     return trajectory_error((poses.stamps, poses.truth), (stamps, trajectory), align)["ate_rmse_m"]
+
+
+def second_robot(a: RunPoses, rng: np.random.Generator, lateral_m: float = 1.5, every: int = 6,
+                 delay_s: float = 0.5) -> tuple[RunPoses, list[SimulatedClosure]]:
+    """Robot b driving a's route lateral_m to the side, delay_s behind it, its odometry (its own drift) from its
+    own start: it does not know where it is in a's map. Closures from every `every`-th frame of b to the frame of
+    a's at the same place (5 cm, 0.5 degree; SimulatedClosure.query indexes b, .match indexes a)."""
+    seed, frames, laps = (int(v) for v in a.lap_config)
+    run = SimRun({"seed": seed, "frames": frames, "laps": laps, "camera_offsets": ((0.0, lateral_m, 0.0),)})
+    truth6 = np.concatenate([run.trajectory(lap)[1] for lap in range(laps)])
+    odometry6, covariance = drifted(truth6, OdometryDrift(), [seed, 99])
+    start = _matrix(pose7s(odometry6[:1])[0])
+    odometry = np.array([_to7(np.linalg.inv(start) @ _matrix(p)) for p in pose7s(odometry6)])
+    b = RunPoses(a.stamps + int(delay_s * 1e9), pose7s(truth6), odometry, covariance, a.lap, a.lap_config)
+    closure_covariance = np.diag([0.05 ** 2] * 3 + [np.radians(0.5) ** 2] * 3)
+    inverse_c, closures = np.linalg.inv(CAMERA_IN_BODY), []
+    for i in range(0, len(b.stamps), every):
+        T = inverse_c @ np.linalg.inv(_matrix(b.truth[i])) @ _matrix(a.truth[i]) @ CAMERA_IN_BODY
+        e = rng.multivariate_normal(np.zeros(6), closure_covariance)
+        closures.append(SimulatedClosure(i, i, _rt(e[3:], T[:3, 3] + e[:3], T[:3, :3]), closure_covariance, True))
+    return b, closures
+
+
+def _to7(m: np.ndarray) -> np.ndarray:
+    return pose7(m[:3, :3], m[:3, 3])

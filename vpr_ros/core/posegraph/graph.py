@@ -68,6 +68,9 @@ class GraphSettings:
     max_speed_mps: float = 10.0  # faster odometry is a jump, refused
     jump_reset_after: int = 3  # consecutive jumped poses that agree with each other: the odometry was reset
     max_stamp_offset_s: float = 0.5  # a closure or fix further than this from every keyframe is refused
+    wait_s: float = 5.0  # a closure or fix stamped up to this far ahead of the odometry (or of a robot whose odometry
+    #                      has not come yet) waits for it: topics arrive in any order; further ahead: refused
+    max_waiting: int = 1000  # closures and fixes waiting for odometry at most (the oldest is refused beyond)
     first_pose_sigma: float = 1e-4  # the first keyframe anchors the graph (m, rad)
     free_start_sigma: float = 10.0  # another chain's (robot's, session's) first keyframe: unknown until closures join it
 
@@ -93,10 +96,12 @@ class GraphCounts:
     fixes: int = 0
     resets: int = 0  # odometry resets chained through a loose factor
     refused: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)  # the latest reason of each kind of refusal
 
     def refuse(self, why: str, key: str | None = None) -> str:
         key = key or why
         self.refused[key] = self.refused.get(key, 0) + 1
+        self.reasons[key] = why
         return why
 
 
@@ -154,6 +159,7 @@ class PoseGraph:
         self._chains: dict[str, _Chain] = {}
         self._closures: list[_Closure] = []  # waiting for support, or able to support a new one, or annealing
         self._edges: list[tuple[int, int]] = []  # keys of the closures in the graph
+        self._waiting: list[tuple] = []  # (method, args, (stamp, chain) needed) of closures and fixes ahead of odometry
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
         self._estimate = gtsam.Values()
 
@@ -194,10 +200,48 @@ class PoseGraph:
                 return self._jump(c, stamp_ns, matrix, covariance, speed)
         c.jumped.clear()
         c.last = (int(stamp_ns), matrix, covariance)
-        if c.stamps and not self._is_keyframe(c, stamp_ns, matrix):
-            return ""
-        self._add_keyframe(c, stamp_ns, matrix, covariance)
+        if not c.stamps or self._is_keyframe(c, stamp_ns, matrix):
+            self._add_keyframe(c, stamp_ns, matrix, covariance)
+        self._retry_waiting()
         return ""
+
+    def _wait(self, method, args: tuple, *needs: tuple[int, str]) -> str | None:
+        """None when the odometry covers every (stamp, chain) in needs; "" after queueing the call when one is
+        ahead of its chain's odometry (or its chain has none yet) by at most wait_s of the newest odometry;
+        the refusal when it is further ahead. Queued calls are retried as odometry comes (_retry_waiting)."""
+        now = max((c.last[0] for c in self._chains.values() if c.last is not None), default=None)
+        ahead = [(stamp, chain) for stamp, chain in needs
+                 if (c := self._chains.get(chain)) is None or c.last is None or stamp > c.last[0]]
+        if not ahead:
+            return None
+        stamp = max(s for s, _ in ahead)
+        if now is not None and stamp > now + self.settings.wait_s * 1e9:
+            what = "closure" if method == self.add_loop else "fix"
+            return self.counts.refuse(f"the {what} is stamped {(stamp - now) * 1e-9:.2f} s after the newest odometry "
+                                      f"(from the future; wait_s {self.settings.wait_s:g})", f"{what} from the future")
+        self._waiting.append((method, args, needs))
+        if len(self._waiting) > self.settings.max_waiting:
+            self._waiting.pop(0)
+            self.counts.refuse("too many closures and fixes waiting for odometry", "waited too long")
+        return ""
+
+    def _retry_waiting(self) -> None:
+        """Give the queued closures and fixes whose odometry has come (or waited longer than wait_s) their turn."""
+        if not self._waiting:
+            return
+        now = max(c.last[0] for c in self._chains.values() if c.last is not None)
+        waiting, self._waiting = self._waiting, []
+        for method, args, needs in waiting:
+            covered = all((c := self._chains.get(chain)) is not None and c.last is not None and stamp <= c.last[0]
+                          for stamp, chain in needs)
+            if covered:
+                method(*args)
+            elif now > max(s for s, _ in needs) + self.settings.wait_s * 1e9:
+                missing = [chain for stamp, chain in needs if chain not in self._chains]
+                self.counts.refuse(f"no odometry of {missing[0]!r} came" if missing else
+                                   "its odometry did not come within wait_s", "waited too long")
+            else:
+                self._waiting.append((method, args, needs))
 
     def _jump(self, c: _Chain, stamp_ns: int, matrix: np.ndarray, covariance, speed: float) -> str:
         """An odometry pose too far from the last: refused, unless the last few agree (then a reset)."""
@@ -259,9 +303,11 @@ class PoseGraph:
         if not scale_known and self.settings.direction_only == "skip":
             return self.counts.refuse("direction-only closure (scale unknown) skipped", "direction-only")
         match_chain = query_chain if match_chain is None else match_chain
-        if match_chain != query_chain and match_chain not in self._chains:
-            return self.counts.refuse(f"the match's chain {match_chain!r} has no odometry in this graph",
-                                      "match in no chain")
+        args = (query_stamp_ns, match_stamp_ns, relative_pose, covariance, camera_in_body, scale_known, query_chain,
+                match_chain)
+        wait = self._wait(self.add_loop, args, (query_stamp_ns, query_chain), (match_stamp_ns, match_chain))
+        if wait is not None:
+            return wait
         query, why = self._keyframe(query_stamp_ns, "query", query_chain)
         match, why_match = self._keyframe(match_stamp_ns, "match", match_chain)
         if why or why_match:
@@ -299,6 +345,9 @@ class PoseGraph:
         """A localised pose in the map frame (vpr/pose; covariance 6 x 6 over the world position and rotation
         about the world axes) as a prior on the chain's nearest keyframe: the body's pose, or the camera's when
         camera_in_body (T_body_camera) is given (vpr/pose is the camera's). Returns "" or why it was refused."""
+        wait = self._wait(self.add_fix, (stamp_ns, pose, covariance, camera_in_body, chain), (stamp_ns, chain))
+        if wait is not None:
+            return wait
         at, why = self._keyframe(stamp_ns, "fix", chain)
         if why:
             return self.counts.refuse(why, "fix from the future" if "future" in why else "fix without keyframe")
