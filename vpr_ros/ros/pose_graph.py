@@ -108,7 +108,7 @@ class PoseGraphNode(Node):
         self.lock = threading.Lock()  # the graph is touched by callbacks and the publish timer
         self.mounting = _mounting(self.params["camera_in_body"], self.params["map_path"])
         self.counts, self._logged, self._seen = {"errors": 0, "no_mounting": 0, "other_robot": 0}, {}, {}
-        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # a burst of odometry is kept
         self.robots = parse_robots(self.params["robots"]) or {"": self.params["odom_topic"]}
         self.odom_frames: dict[str, str] = {}
         for robot, topic in self.robots.items():
@@ -243,6 +243,8 @@ class PoseGraphNode(Node):
             chains = {robot: (self.graph.stamps(robot), self.graph.trajectory(robot), self.graph.correction(robot))
                       for robot in self.graph.chains()}
             counts = dataclasses.asdict(self.graph.counts)
+            counts["downweighted"] = self.graph.downweighted()  # closures in the graph its kernel all but ignores
+            counts.pop("reasons")
         frame, transforms = self.params["map_frame_id"], []
         for robot, (stamps, poses, correction) in chains.items():
             if not len(stamps):

@@ -466,8 +466,8 @@ def _print_trajectory(report: dict) -> None:
         print(f"    +{row['injected']} false closures ({row['share']:.0%}): ATE {row['configured']['ate_rmse_m']:.3f} m "
               f"as configured, {row['no kernel, no support']['ate_rmse_m']:.3f} m without kernel or support")
     refused = ", ".join(f"{k} {v}" for k, v in g["refused"].items()) or "none"
-    print(f"    back-end: {g['keyframes']} keyframes, {g['closures']} closures and {g['fixes']} fixes in the graph, "
-          f"{g['waiting']} waiting for support; refused: {refused}")
+    print(f"    back-end: {g['keyframes']} keyframes, {g['closures']} closures ({g.get('downweighted', 0)} all but "
+          f"ignored by the kernel) and {g['fixes']} fixes in the graph, {g['waiting']} waiting; refused: {refused}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,6 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.slam:
         _print_slam(report)
+        if args.html:
+            from vpr_ros.tools.report import write_slam_html
+
+            write_slam_html(args.html, report)
+            print(f"  html report: {args.html}")
     elif args.map:
         _print_replay(report)
         if report["frames"]["processed"] == 0:  # a replay that answered nothing failed, whatever else it wrote

@@ -59,6 +59,67 @@ def trajectory_plot(records, positives_ok: list[bool | None], vpr_map) -> str:
     return _png(fig)
 
 
+def corrected_trajectory_plot(trajectory: dict) -> str:
+    """Truth, odometry alone and the back-end's optimised path, with the closures it took (or the fixes)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    paths = trajectory["paths"]
+    for name, style, colour, width in (("truth", "-", "0.4", 3), ("odometry", "--", "tab:red", 1.2),
+                                        ("optimised", "-", "tab:green", 1.2)):
+        xy = np.asarray(paths[name]).reshape(-1, 2)
+        error = trajectory.get(name, {}).get("ate_rmse_m")
+        ax.plot(xy[:, 0], xy[:, 1], style, color=colour, lw=width, zorder=2,
+                label=name + (f" (ATE {error:.2f} m)" if error is not None else ""))
+    limit = 3 * trajectory["graph"]["settings"]["kernel_sigmas"]
+    held = [c for c in paths["closures"] if c[4] <= limit or trajectory["graph"]["settings"]["kernel"] == "none"]
+    dropped = [c for c in paths["closures"] if c not in held]
+    for closures, colour, style, label in ((held, "tab:blue", "-", "closures the graph agrees with"),
+                                           (dropped, "tab:purple", ":", "closures the kernel all but ignores")):
+        for i, (qx, qy, mx, my, _) in enumerate(closures):
+            ax.plot([qx, mx], [qy, my], style, color=colour, lw=0.7, alpha=0.7, zorder=3,
+                    label=f"{label} ({len(closures)})" if i == 0 else None)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("y (m)")
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"pose graph: {trajectory['mode']}")
+    return _png(fig)
+
+
+def trajectory_section(trajectory: dict) -> list[str]:
+    """The HTML of a report's trajectory error: table and plot."""
+    rows = [[name, _fmt(e["ate_rmse_m"]), _fmt(e["ate_median_m"]), _fmt(e["ate_max_m"]), _fmt(e["rpe_10m_rmse_m"])]
+            for name, e in (("odometry alone", trajectory["odometry"]), ("with vpr_ros (core back-end)",
+                            trajectory["optimised"]), ("vpr_pose_graph node", trajectory.get("pose_graph_node")))
+            if e is not None]
+    g = trajectory["graph"]
+    align = "SE(3)-aligned" if trajectory["align"] == "se3" else "in the map frame"
+    parts = [f"<h2>Trajectory error ({html.escape(trajectory['mode'])}, {align}, evo)</h2>",
+             _table(rows, ["path", "ATE RMSE (m)", "ATE median", "ATE max", "RPE per 10 m"]),
+             f"<p>{trajectory['ate_ratio']:.1f}x lower ATE with vpr_ros; the back-end took {g['closures']} closures "
+             f"({g.get('downweighted', 0)} of them all but ignored by its kernel) and {g['fixes']} fixes; refused: "
+             f"{html.escape(json.dumps(g['refused']))}.</p>"]
+    for row in trajectory.get("injected_false_closures", []):
+        parts.append(f"<p>+{row['injected']} false closures ({row['share']:.0%}): ATE "
+                     f"{row['configured']['ate_rmse_m']:.3f} m as configured, "
+                     f"{row['no kernel, no support']['ate_rmse_m']:.3f} m without kernel or support.</p>")
+    if "paths" in trajectory:
+        parts.append(f'<img alt="trajectory" src="data:image/png;base64,{corrected_trajectory_plot(trajectory)}">')
+    return parts
+
+
+def write_slam_html(path: Path, report: dict) -> Path:
+    """The report of a slam run (vpr_eval --slam): loop closures and trajectory error, one file."""
+    loops = report["loop_closures"]
+    parts = [f"<h1>vpr_ros slam run: {html.escape(', '.join(Path(b).name for b in report['bags']))}</h1>",
+             f"<p>{report['replay']} replay; a closure is correct within {report['distance_m']} m.</p>",
+             _table([[loops["accepted"], loops["correct"], _fmt(loops["precision"]), loops["metric"],
+                      _fmt(loops.get("nees", {}).get("nees_mean"))]],
+                    ["closures accepted", "correct", "precision", "metric", "NEES mean (6 when right)"]),
+             *trajectory_section(report["trajectory"])]
+    return _write(path, parts, report)
+
+
 def pr_plot(report: dict) -> str:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
@@ -185,9 +246,19 @@ def write_html(path: Path, report: dict, records, vpr_map) -> Path:
         images.append(calibration_plot(combined))
     images.append(latency_plot(records))
     parts += ["<h2>Plots</h2>"] + [f'<img alt="plot" src="data:image/png;base64,{png}">' for png in images if png]
+    if "trajectory" in report:
+        parts += trajectory_section(report["trajectory"])
+    return _write(path, parts, report)
+
+
+def _write(path: Path, parts: list[str], report: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     slim = {k: v for k, v in report.items() if k not in ("top1", "confidence", "per_frame")}
-    parts += ["<h2>Configuration and full figures</h2>",
-              f"<details><summary>JSON</summary><pre>{html.escape(json.dumps(slim, indent=2))}</pre></details>"]
+    if "paths" in slim.get("trajectory", {}):
+        slim["trajectory"] = {k: v for k, v in slim["trajectory"].items() if k != "paths"}
+    parts = parts + ["<h2>Configuration and full figures</h2>",
+                     f"<details><summary>JSON</summary><pre>{html.escape(json.dumps(slim, indent=2))}</pre></details>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:3px 8px;"
              "text-align:right}th{background:#eee}img{max-width:49%;margin:4px}")

@@ -114,7 +114,18 @@ def trajectory_report(records, odometry, graph, align: str, out_dir: Path | None
            "optimised": trajectory_error((truth_stamps, truth_poses), optimised, align)}
     out["ate_ratio"] = out["odometry"]["ate_rmse_m"] / max(out["optimised"]["ate_rmse_m"], 1e-9)
     counts = dataclasses.asdict(graph.counts)
+    counts.pop("reasons")
     out["graph"] = {**counts, "settings": dataclasses.asdict(graph.settings)}
+    keyframes = dict(zip(optimised[0].tolist(), optimised[1][:, :2].round(3).tolist()))
+    edges = graph.closure_edges_by_stamp()
+    out["paths"] = {  # x, y for the report's plot (metres, map frame; not aligned)
+        "truth": truth_poses[:, :2].round(3).tolist(), "odometry": odometry.pose[:, :2].round(3).tolist(),
+        "optimised": optimised[1][:, :2].round(3).tolist(),
+        "closures": [keyframes[q] + keyframes[m] + [round(error, 2)] for q, m, error in edges
+                     if q in keyframes and m in keyframes]}
+    out["graph"]["downweighted"] = sum(error > 3 * graph.settings.kernel_sigmas for _, _, error in edges)
+    if graph.settings.kernel == "none":
+        out["graph"]["downweighted"] = 0
     if out_dir is not None:
         write_tum(Path(out_dir) / "truth.tum", truth_stamps, truth_poses)
         write_tum(Path(out_dir) / "odometry.tum", odometry.stamp_ns, odometry.pose)

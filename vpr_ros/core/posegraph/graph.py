@@ -159,6 +159,7 @@ class PoseGraph:
         self._chains: dict[str, _Chain] = {}
         self._closures: list[_Closure] = []  # waiting for support, or able to support a new one, or annealing
         self._edges: list[tuple[int, int]] = []  # keys of the closures in the graph
+        self._in_graph: list[_Closure] = []
         self._waiting: list[tuple] = []  # (method, args, (stamp, chain) needed) of closures and fixes ahead of odometry
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
         self._estimate = gtsam.Values()
@@ -428,13 +429,35 @@ class PoseGraph:
         """(query key, match key) of every closure in the graph, in the order they entered."""
         return list(self._edges)
 
+    def closure_edges_by_stamp(self) -> list[tuple[int, int, float]]:
+        """(query keyframe stamp, match keyframe stamp, whitened error) of every closure in the graph: its error
+        against the optimised poses in its own standard deviations (above 3 x kernel_sigmas the kernel gives it
+        less than a tenth of its weight: the graph disagrees with it)."""
+        self.update()
+        out = []
+        for closure in self._in_graph:
+            (qc, qi), (mc, mi) = closure.query, closure.match
+            out.append((qc.stamps[qi], mc.stamps[mi], self._whitened_error(closure, self._estimate)))
+        return out
+
+    def downweighted(self) -> int:
+        """Closures in the graph whose error is above 3 x kernel_sigmas (the kernel all but ignores them)."""
+        if self.settings.kernel == "none":
+            return 0
+        return sum(error > 3 * self.settings.kernel_sigmas for _, _, error in self.closure_edges_by_stamp())
+
+    def _whitened_error(self, closure: "_Closure", values) -> float:
+        query, match = closure.keys
+        at = (lambda key: values.atPose3(key)) if values is not None else self._pose
+        predicted = at(query).inverse().compose(at(match))
+        error = gtsam.Pose3.Logmap(gtsam.Pose3(closure.body).inverse().compose(predicted))
+        return float(np.sqrt(error @ np.linalg.solve(closure.covariance, error)))
+
     # ---- helpers ------------------------------------------------------------------------------
     def _add_closure(self, closure: _Closure) -> None:
         """Into the graph, its kernel wide enough for its error against the graph as it stands."""
         query, match = closure.keys
-        predicted = self._pose(query).inverse().compose(self._pose(match))
-        error = gtsam.Pose3.Logmap(gtsam.Pose3(closure.body).inverse().compose(predicted))
-        whitened = float(np.sqrt(error @ np.linalg.solve(closure.covariance, error)))
+        whitened = self._whitened_error(closure, None)
         s, (chain, index) = self.settings, closure.query
         match_base = closure.match[0].base
         anchored = any(q - q % CHAIN_KEYS == chain.base and m - m % CHAIN_KEYS == match_base
@@ -446,6 +469,7 @@ class PoseGraph:
         self._add_factor(closure)
         closure.added = True
         self._edges.append((query, match))
+        self._in_graph.append(closure)
         self.counts.closures += 1
 
     def _add_factor(self, closure: _Closure) -> None:
