@@ -45,6 +45,8 @@ def arguments(script: str, tiny: Path) -> list[list[str]]:
     """The tiny runs of `script` (one list of arguments per run)."""
     run, lap1, lap2, corridor = tiny / "run", str(tiny / "lap1"), str(tiny / "lap2"), str(tiny / "corridor20")
     return {
+        "acceptance_ate.py": [["--map", lap1, "--bag", str(run / "lap_2"), "--rerank", "xfeat-mnn",
+                               "--probabilities", "0.9"]],
         "batched_ransac.py": [["--pairs", "2", "--matches", "64", "--repeats", "1", "--per-ratio", "1"]],
         "city_scale.py": [["--real-map", lap1, "--query-bag", str(run / "lap_2"), "--image-topic", "/camera/image_raw",
                            "--frames", "45000", "--index", "ivfpq-100k", "--queries", "4", "--out", str(tiny / "city")]],
@@ -54,6 +56,8 @@ def arguments(script: str, tiny: Path) -> list[list[str]]:
         "loop_precision.py": [["--queries", "4"]],
         "metric_loops.py": [["--run", str(run), "--map", lap1]],
         "node_latency.py": [["--rates", "2", "--seconds", "3", "--map", corridor]],
+        "posegraph.py": [["--seeds", "0", "--frames", "40", "--laps", "2", "--drift", "1", "--false-share", "0.2",
+                          "--variants", "cauchy+support", "none", "--timing-keyframes", "90"]],
         "prior_search.py": [["speed", "--frames", "3000", "--queries", "5"],
                             ["accuracy", "--map", lap1, "--bag", str(run / "lap_2")]],
         "published_models.py": [["--presets", "cosplace-r18-512", "--repeats", "1"]],

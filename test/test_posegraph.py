@@ -66,6 +66,26 @@ def test_a_large_drift_is_closed_too():
     assert odometry > 10 and corrected < odometry / 10, (odometry, corrected)
 
 
+def test_fixes_place_an_odometry_that_started_elsewhere():
+    """Localize mode: the odometry frame is not the map's (here the robot's odometry has drifted for two laps
+    before the third, 7-11 m off); with anchor free the fixes alone place the graph in the map."""
+    poses = RunPoses.of(SimRun({"seed": 0, "frames": 160, "laps": 3}))
+    lap3 = poses.lap == 2
+    graph = PoseGraph(GraphSettings(anchor="free"))
+    covariance = np.diag([0.05 ** 2] * 3 + [np.radians(1) ** 2] * 3)
+    rng = np.random.default_rng(1)
+    stamps, truth, odometry = poses.stamps[lap3], poses.truth[lap3], poses.odometry[lap3]
+    for i, stamp in enumerate(stamps):
+        assert graph.add_odometry(int(stamp), odometry[i], poses.odometry_covariance[lap3][i]) == ""
+        if i % 7 == 3:
+            fix = truth[i].copy()
+            fix[:3] += rng.normal(0, 0.05, 3)
+            assert graph.add_fix(int(stamp), fix, covariance) == ""
+    unaligned = trajectory_error((stamps, truth), (stamps, odometry), "none")["ate_rmse_m"]
+    fixed = trajectory_error((stamps, truth), (graph.stamps(), graph.trajectory()), "none")["ate_rmse_m"]
+    assert unaligned > 5 and fixed < unaligned / 20, (unaligned, fixed)
+
+
 def test_fixes_hold_the_graph_in_the_map_frame():
     poses = RunPoses.of(SimRun({"seed": 1, "frames": 160, "laps": 3}))
     graph = PoseGraph()

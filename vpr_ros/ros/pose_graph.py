@@ -64,11 +64,15 @@ LOG_PERIOD_S = 5.0
 
 
 def _graph_settings(node: Node) -> GraphSettings:
+    """GraphSettings from the parameters of the same names; with fixes (localize mode) the map frame is the
+    map's, not where the odometry started: anchor free."""
     values = {}
     for f in dataclasses.fields(GraphSettings):
         default = f.default
         node.declare_parameter(f.name, default)
         values[f.name] = type(default)(node.get_parameter(f.name).value)
+    if node.get_parameter("fix_topic").value and values["anchor"] == "first_pose":
+        values["anchor"] = "free"
     return GraphSettings(**values)
 
 

@@ -27,6 +27,7 @@ from vpr_ros.core.evaluation.scoring import RECALL_NS
 from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.map.store import VPRMap
 from vpr_ros.core.posegraph.factors import pose_matrix
+from vpr_ros.core.posegraph.graph import GraphSettings
 from vpr_ros.tools import add_bag_topic_arguments
 from vpr_ros.tools.config_args import add_config_arguments, config_from_args
 from vpr_ros.tools.plots import confidence_plots
@@ -110,7 +111,8 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
             odometry = read_odometry(bag, odom_topic)
             mounting = _query_mounting(bag, odom_topic, None, camera_frame)
             graph_node = {"odometry": odometry, "outputs": {}, "pose_graph": _pose_graph_arguments(
-                mounting, graph_settings, loop_closure_topic="", fix_topic="/vpr/pose")}
+                mounting, dataclasses.replace(graph_settings or GraphSettings(), anchor="free"), loop_closure_topic="",
+                fix_topic="/vpr/pose")}
         records = replay_through_node(map_dir, items, config, K, progress=progress, depth=depth, prior=prior,
                                       **graph_node, **through_node)
         how = "node"
@@ -150,8 +152,9 @@ def evaluate_map_bag(map_dir: Path, bag: Path, image_topic: str, pose_topic: str
 
         odometry = read_odometry(bag, odom_topic)
         mounting = _query_mounting(bag, odom_topic, None, camera_frame)
+        settings = dataclasses.replace(graph_settings or GraphSettings(), anchor="free")  # the map frame is the map's
         graph = graph_from_records(odometry, records, None if mounting is None else pose_matrix(mounting),
-                                   graph_settings, closures=False, fixes=True)
+                                   settings, closures=False, fixes=True)
         report["trajectory"] = {"odom_topic": odom_topic, "mode": "localize (vpr/pose as fixes)",
                                 **trajectory_report(records, odometry, graph, "none", trajectories)}
         if through_node is not None:
@@ -239,7 +242,6 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
 def _pose_graph_arguments(mounting, settings, loop_closure_topic: str = "/vpr/loop_closure",
                           fix_topic: str = "") -> list[str]:
     """`--ros-args` of a vpr_pose_graph beside a replayed vpr_localizer (ros/replay.py's topics)."""
-    from vpr_ros.core.posegraph.graph import GraphSettings
     from vpr_ros.ros.replay import ODOM_TOPIC, ros_arguments
 
     return ros_arguments({"odom_topic": ODOM_TOPIC, "loop_closure_topic": loop_closure_topic, "fix_topic": fix_topic,
@@ -436,8 +438,6 @@ def _run_map(args) -> tuple[dict, list, VPRMap]:
 
 
 def _graph_settings(args):
-    from vpr_ros.core.posegraph.graph import GraphSettings
-
     return GraphSettings(kernel=args.graph_kernel, support=args.graph_support)
 
 

@@ -71,6 +71,8 @@ class GraphSettings:
     wait_s: float = 5.0  # a closure or fix stamped up to this far ahead of the odometry (or of a robot whose odometry
     #                      has not come yet) waits for it: topics arrive in any order; further ahead: refused
     max_waiting: int = 1000  # closures and fixes waiting for odometry at most (the oldest is refused beyond)
+    anchor: str = "first_pose"  # first_pose: the map frame is where the first chain's odometry starts (slam);
+    #                             free: the map is another's (localize: vpr/pose fixes place every chain)
     first_pose_sigma: float = 1e-4  # the first keyframe anchors the graph (m, rad)
     free_start_sigma: float = 10.0  # another chain's (robot's, session's) first keyframe: unknown until closures join it
 
@@ -140,6 +142,19 @@ class _Closure:
         return self.query[0].key(self.query[1]), self.match[0].key(self.match[1])
 
 
+@dataclass
+class _Fix:
+    at: tuple[_Chain, int]  # (chain, keyframe index)
+    pose: np.ndarray  # 4 x 4, the keyframe's pose in the map
+    covariance: np.ndarray  # 6 x 6, gtsam's right-perturbed tangent
+    scale: float = 0.0
+    factor: int = -1
+
+    @property
+    def key(self) -> int:
+        return self.at[0].key(self.at[1])
+
+
 class PoseGraph:
     """Body keyframes X_i = T_world_body_i from odometry, optimised with loop closures and fixes (iSAM2).
 
@@ -154,12 +169,13 @@ class PoseGraph:
         params = gtsam.ISAM2Params()
         params.relinearizeSkip = 1  # robust weights are recomputed at relinearisation: do it at every update
         self.isam = gtsam.ISAM2(params)
-        self._new_closures: list[tuple[int, _Closure]] = []  # (position in self._factors, closure)
+        self._new_closures: list[tuple[int, _Closure | _Fix]] = []  # (position in self._factors, closure or fix)
         self.counts = GraphCounts()
         self._chains: dict[str, _Chain] = {}
         self._closures: list[_Closure] = []  # waiting for support, or able to support a new one, or annealing
         self._edges: list[tuple[int, int]] = []  # keys of the closures in the graph
         self._in_graph: list[_Closure] = []
+        self._fixes: list[_Fix] = []
         self._waiting: list[tuple] = []  # (method, args, (stamp, chain) needed) of closures and fixes ahead of odometry
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
         self._estimate = gtsam.Values()
@@ -269,7 +285,7 @@ class PoseGraph:
     def _add_keyframe(self, c: _Chain, stamp_ns: int, matrix: np.ndarray, covariance, loose: bool = False) -> None:
         key = c.key(len(c.stamps))
         if not c.stamps:
-            first = c.base == 0  # the first chain anchors the map frame; a later one starts free
+            first = c.base == 0 and self.settings.anchor == "first_pose"  # the map frame: the first chain's start
             sigma = self.settings.first_pose_sigma if first else self.settings.free_start_sigma
             noise = gtsam.noiseModel.Isotropic.Sigma(6, sigma)
             self._factors.add(gtsam.PriorFactorPose3(key, gtsam.Pose3(matrix), noise))
@@ -363,13 +379,27 @@ class PoseGraph:
             if not np.isfinite(pose).all():
                 raise ValueError("not finite")
             pose = pose @ np.linalg.inv(self._at_keyframe(*at, stamp_ns))  # the pose of the keyframe itself
-            noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(world_covariance_to_right(pose, covariance)))
+            fix = _Fix(at, pose, world_covariance_to_right(pose, covariance))
+            gtsam.noiseModel.Gaussian.Covariance(fix.covariance)  # raises on a covariance it cannot factor
         except (ValueError, IndexError, np.linalg.LinAlgError, RuntimeError) as exc:
             return self.counts.refuse(f"unusable fix: {exc}", "unusable fix")
-        self._factors.add(gtsam.PriorFactorPose3(at[0].key(at[1]), gtsam.Pose3(pose), noise))
+        s, (chain, index) = self.settings, at
+        error = gtsam.Pose3.Logmap(gtsam.Pose3(fix.pose).inverse().compose(self._pose(fix.key)))
+        whitened = float(np.sqrt(error @ np.linalg.solve(fix.covariance, error)))
+        anchored = any(f.at[0] is chain and abs(chain.travelled[f.at[1]] - chain.travelled[index]) <= s.consistency_window_m
+                       for f in self._fixes[-50:])
+        # as for closures: the first fix after a stretch without one meets the odometry's whole drift
+        fix.scale = s.kernel_sigmas if anchored else max(s.kernel_sigmas, s.kernel_entry * whitened)
+        self._add_fix_factor(fix)
+        self._fixes.append(fix)
         self.counts.fixes += 1
         self.update()
         return ""
+
+    def _add_fix_factor(self, fix: _Fix) -> None:
+        noise = self._robust(gtsam.noiseModel.Gaussian.Covariance(fix.covariance), fix.scale)
+        self._new_closures.append((self._factors.size(), fix))
+        self._factors.add(gtsam.PriorFactorPose3(fix.key, gtsam.Pose3(fix.pose), noise))
 
     def update(self) -> None:
         """Optimise what was added since the last update (iSAM2), one annealing step of the closures' kernels
@@ -396,6 +426,11 @@ class PoseGraph:
                 remove.append(closure.factor)
                 closure.scale = max(s.kernel_sigmas, closure.scale * s.kernel_anneal)
                 self._add_factor(closure)
+        for fix in self._fixes[-50:]:
+            if fix.factor >= 0 and fix.scale > s.kernel_sigmas:
+                remove.append(fix.factor)
+                fix.scale = max(s.kernel_sigmas, fix.scale * s.kernel_anneal)
+                self._add_fix_factor(fix)
         return remove
 
     # ---- outputs ------------------------------------------------------------------------------
