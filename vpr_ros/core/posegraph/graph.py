@@ -178,7 +178,7 @@ class PoseGraph:
         self._fixes: list[_Fix] = []
         self._waiting: list[tuple] = []  # (method, args, (stamp, chain) needed) of closures and fixes ahead of odometry
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-        self._estimate = gtsam.Values()
+        self._estimate_cache: gtsam.Values | None = gtsam.Values()  # every variable's estimate, None: stale
 
     def __len__(self) -> int:
         return sum(len(c.stamps) for c in self._chains.values())
@@ -413,7 +413,7 @@ class PoseGraph:
             closure.factor = indices[position]
         self._new_closures = []
         self._factors, self._values = gtsam.NonlinearFactorGraph(), gtsam.Values()
-        self._estimate = self.isam.calculateEstimate()
+        self._estimate_cache = None  # computed when asked for (all of it costs O(keyframes))
 
     def _anneal(self) -> list[int]:
         """Closures in the graph whose kernel is still wider than kernel_sigmas get it narrowed (their factor
@@ -539,7 +539,17 @@ class PoseGraph:
                           or (c.added and c.scale > self.settings.kernel_sigmas)]  # still annealing
 
     def _pose(self, key: int) -> gtsam.Pose3:
-        return self._values.atPose3(key) if self._values.exists(key) else self._estimate.atPose3(key)
+        if self._values.exists(key):
+            return self._values.atPose3(key)
+        if self._estimate_cache is not None:
+            return self._estimate_cache.atPose3(key)
+        return self.isam.calculateEstimatePose3(key)  # one variable: cheap
+
+    @property
+    def _estimate(self) -> gtsam.Values:
+        if self._estimate_cache is None:
+            self._estimate_cache = self.isam.calculateEstimate()
+        return self._estimate_cache
 
     def _keyframe(self, stamp_ns: int, what: str, chain: str) -> tuple[tuple[_Chain, int] | None, str]:
         """The chain's keyframe nearest a stamp, or why there is none (keyframing the newest odometry when the
