@@ -259,7 +259,11 @@ def _node_path_error(records, outputs: dict, trajectory: dict, align: str) -> di
         raise RuntimeError("vpr_pose_graph published no optimised path; its log:\n"
                            + outputs.get("pose_graph_log", "")[-3000:])
     truth = [(r.stamp_ns, r.true_pose) for r in records if np.isfinite(r.true_pose).all()]
-    error = trajectory_error((np.array([t[0] for t in truth]), np.array([t[1] for t in truth])), path, align)
+    try:
+        error = trajectory_error((np.array([t[0] for t in truth]), np.array([t[1] for t in truth])), path, align)
+    except ValueError as exc:
+        raise RuntimeError(f"vpr_pose_graph's path ({len(path[0])} poses) cannot be scored: {exc}; its log:\n"
+                           + outputs.get("pose_graph_log", "")[-3000:]) from exc
     return {**error, "ate_ratio": trajectory["odometry"]["ate_rmse_m"] / max(error["ate_rmse_m"], 1e-9)}
 
 

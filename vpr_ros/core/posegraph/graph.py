@@ -168,6 +168,7 @@ class PoseGraph:
         self.settings = settings or GraphSettings()
         params = gtsam.ISAM2Params()
         params.relinearizeSkip = 1  # robust weights are recomputed at relinearisation: do it at every update
+        params.setFactorization("QR")  # Cholesky called free or weakly held chains indeterminate (1 mm floors beside 10 m)
         self.isam = gtsam.ISAM2(params)
         self._new_closures: list[tuple[int, _Closure | _Fix]] = []  # (position in self._factors, closure or fix)
         self.counts = GraphCounts()
