@@ -74,7 +74,8 @@ class GraphSettings:
     anchor: str = "first_pose"  # first_pose: the map frame is where the first chain's odometry starts (slam);
     #                             free: the map is another's (localize: vpr/pose fixes place every chain)
     first_pose_sigma: float = 1e-4  # the first keyframe anchors the graph (m, rad)
-    free_start_sigma: float = 10.0  # another chain's (robot's, session's) first keyframe: unknown until closures join it
+    free_start_sigma: float = 10.0  # a free chain's first keyframe (another robot's, or localize mode): m ...
+    free_start_rotation_sigma: float = 0.5  # ... and rad (its heading: the odometry's, until a metric closure or fix)
 
     def __post_init__(self):
         if self.kernel not in KERNELS:
@@ -287,8 +288,9 @@ class PoseGraph:
         key = c.key(len(c.stamps))
         if not c.stamps:
             first = c.base == 0 and self.settings.anchor == "first_pose"  # the map frame: the first chain's start
-            sigma = self.settings.first_pose_sigma if first else self.settings.free_start_sigma
-            noise = gtsam.noiseModel.Isotropic.Sigma(6, sigma)
+            s = self.settings
+            noise = (gtsam.noiseModel.Isotropic.Sigma(6, s.first_pose_sigma) if first else
+                     gtsam.noiseModel.Diagonal.Sigmas(np.array([s.free_start_rotation_sigma] * 3 + [s.free_start_sigma] * 3)))
             self._factors.add(gtsam.PriorFactorPose3(key, gtsam.Pose3(matrix), noise))
             self._values.insert(key, gtsam.Pose3(matrix))
             travelled = 0.0
