@@ -34,8 +34,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from vpr_ros.core.map.camera import MapCamera
 from vpr_ros.core.matching.transforms import pose7
-from vpr_ros.core.posegraph.factors import pose_matrix
-from vpr_ros.core.posegraph.graph import GraphSettings, PoseGraph
+try:  # gtsam is the back-end's alone: without it the console script says so (main)
+    from vpr_ros.core.posegraph.factors import pose_matrix
+    from vpr_ros.core.posegraph.graph import GraphSettings, PoseGraph
+    GTSAM_MISSING = None
+except ImportError as exc:  # pragma: no cover - depends on the install
+    GTSAM_MISSING = exc
 from vpr_ros.ros import messages
 from vpr_ros.ros.health import ERROR, OK, WARN
 from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
@@ -298,7 +302,11 @@ def params_file_text() -> str:
 
 
 def main(args: list[str] | None = None) -> int:
-    """The console script: 0 after SIGINT/SIGTERM, 2 on a bad configuration."""
+    """The console script: 0 after SIGINT/SIGTERM, 2 on a bad configuration (or without gtsam)."""
+    if GTSAM_MISSING is not None:
+        print(f"vpr_pose_graph: error: the pose-graph back-end needs gtsam (pip install gtsam==4.3.0): {GTSAM_MISSING}",
+              flush=True)
+        return 2
     try:
         rclpy.init(args=args)
     except Exception as exc:
