@@ -73,3 +73,20 @@ def test_through_the_node_the_back_end_node_corrects_the_path(drifting_run, tmp_
     node = trajectory["pose_graph_node"]
     assert node["ate_rmse_m"] < trajectory["odometry"]["ate_rmse_m"] / 3, trajectory
     assert node["ate_rmse_m"] == pytest.approx(trajectory["optimised"]["ate_rmse_m"], rel=0.25, abs=0.03)
+
+
+@pytest.mark.slow
+def test_localize_mode_fixes_place_a_drifted_odometry(drifting_run, tmp_path):
+    """A map of lap 1 from the truth, lap 3 localized against it with its odometry (two laps of drift): the
+    back-end with vpr/pose as fixes puts the path back into the map frame (unaligned ATE)."""
+    from vpr_ros.tools import build_map
+
+    assert build_map.main([str(tmp_path / "map"), "--bag", str(drifting_run / "lap_1"), "--image-topic",
+                           "/camera/image_raw", "--pose-topic", "/ground_truth", "--camera-info-topic",
+                           "/camera/camera_info", "--depth-topic", "/camera/depth/image_raw", "--quiet"]) == 0
+    out = tmp_path / "localize.json"
+    assert vpr_eval.main(["--map", str(tmp_path / "map"), "--bag", str(drifting_run / "lap_3"), *TOPICS,
+                          "--distance", "5", "--temporal-window", "0", "--json", str(out), "--quiet"]) == 0
+    trajectory = json.loads(out.read_text())["trajectory"]
+    assert trajectory["align"] == "none" and trajectory["graph"]["fixes"] >= 5, trajectory["graph"]
+    assert trajectory["optimised"]["ate_rmse_m"] < trajectory["odometry"]["ate_rmse_m"] / 3, trajectory
