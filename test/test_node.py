@@ -99,9 +99,9 @@ def listen(probe, msg_type, topic, qos=RELIABLE) -> list:
 
 
 @contextlib.contextmanager
-def node_processes(commands: list[list[str]]):
+def node_processes(commands: list[list[str]], stop: int = signal.SIGINT):
     """Each command in its own process (nodes), and a probe node in a fresh context. On exit the probe goes and
-    every process gets SIGINT; `ended` then holds (returncode, output) per command."""
+    every process gets `stop` (SIGINT); `ended` then holds (returncode, output) per command."""
     from rclpy.executors import SingleThreadedExecutor
 
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
@@ -118,7 +118,7 @@ def node_processes(commands: list[list[str]]):
         probe.destroy_node()
         rclpy.shutdown(context=context)
         for proc in procs:
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(stop)
         for proc in procs:
             try:
                 output, _ = proc.communicate(timeout=30)
@@ -129,11 +129,11 @@ def node_processes(commands: list[list[str]]):
 
 
 @contextlib.contextmanager
-def node_process(command: list[str]):
+def node_process(command: list[str], stop: int = signal.SIGINT):
     """One node process (node_processes); `ended` then holds its returncode and output."""
     ended, each = {}, []
     try:
-        with node_processes([command]) as (probe, executor, each):
+        with node_processes([command], stop) as (probe, executor, each):
             yield probe, executor, ended
     finally:
         if each:

@@ -18,6 +18,7 @@ from nav_msgs.msg import Odometry, Path as PathMsg
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from conftest import REPO, spin_until
+from test_node import node_process
 from vpr_ros.core.matching.transforms import pose7
 from vpr_ros.ros.convert import ns_to_stamp
 from vpr_ros.ros.interfaces import load_interfaces
@@ -59,23 +60,30 @@ def loop_msg(query_ns: int, match_ns: int, T: np.ndarray, covariance, robot: str
     return msg
 
 
+def back_end(*parameters: str):
+    """vpr_pose_graph as its console script with the shipped params file (the simulator's camera mounting,
+    path published every 0.2 s, plus `parameters` as name:=value), and a probe node (test_node.node_process);
+    on exit the node gets SIGTERM and `ended` holds its returncode and output."""
+    mounting = [0.0, 0.0, 0.0, *OPTICAL_IN_BODY_QUATERNION]
+    command = [str(Path(sys.executable).parent / "vpr_pose_graph"), "--ros-args", "--params-file",
+               str(REPO / "config" / "pose_graph.yaml"), "-p", f"camera_in_body:={mounting}",
+               "-p", "publish_period_s:=0.2", *(a for p in parameters for a in ("-p", p))]
+    return node_process(command, signal.SIGTERM)
+
+
+def path_poses(path) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps ns, N x 7) of a nav_msgs/Path."""
+    stamps = np.array([p.header.stamp.sec * 10**9 + p.header.stamp.nanosec for p in path.poses])
+    return stamps, np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z, p.pose.orientation.x,
+                              p.pose.orientation.y, p.pose.orientation.z, p.pose.orientation.w] for p in path.poses])
+
+
 @pytest.mark.skipif(MSGS is None, reason="vpr_ros_interfaces is not built: no LoopClosure message")
 def test_the_node_closes_a_drifting_run_and_refuses_bad_input():
     poses = RunPoses.of(SimRun({"seed": 2, "frames": 80, "laps": 3, "odometry_drift": 3.0}))
     closures = simulated_closures(poses, np.random.default_rng(1), every=4, overconfidence=2.0)
-    mounting = [0.0, 0.0, 0.0, *OPTICAL_IN_BODY_QUATERNION]
-    command = [str(Path(sys.executable).parent / "vpr_pose_graph"), "--ros-args", "--params-file",
-               str(REPO / "config" / "pose_graph.yaml"), "-p", f"camera_in_body:={mounting}",
-               "-p", "publish_period_s:=0.2", "-p", "loop_closure_topic:=/test/loop_closure",
-               "-p", "odom_topic:=/test/odom"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node("pose_graph_probe", context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
     paths, corrections, diagnostics = [], [], []
-    try:
+    with back_end("loop_closure_topic:=/test/loop_closure", "odom_topic:=/test/odom") as (probe, executor, ended):
         probe.create_subscription(PathMsg, "vpr/optimized_path", paths.append, LATCHED)
         probe.create_subscription(TransformStamped, "vpr/map_to_odom", corrections.append, LATCHED)
         probe.create_subscription(DiagnosticArray, "/diagnostics", diagnostics.append, 10)
@@ -115,24 +123,13 @@ def test_the_node_closes_a_drifting_run_and_refuses_bad_input():
         assert values["refused: closure stamp offset"] == "1", values
         assert diagnostics[-1].status[0].level == DiagnosticStatus.WARN  # inputs were refused
         path = paths[-1]
-        stamps = np.array([p.header.stamp.sec * 10**9 + p.header.stamp.nanosec for p in path.poses])
-        optimised = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z, p.pose.orientation.x,
-                               p.pose.orientation.y, p.pose.orientation.z, p.pose.orientation.w] for p in path.poses])
+        stamps, optimised = path_poses(path)
         assert path.header.frame_id == "map" and len(stamps) >= len(poses.stamps) - 1
         odometry_ate, corrected = ate(poses, poses.stamps, poses.odometry), ate(poses, stamps, optimised)
         assert corrected < odometry_ate / 5, (odometry_ate, corrected)
         assert corrections[-1].header.frame_id == "map" and corrections[-1].child_frame_id == "odom"
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-        process.send_signal(signal.SIGTERM)
-        try:
-            output, _ = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output, _ = process.communicate()
-    assert process.returncode == 0, output
+    output = ended["output"]
+    assert ended["returncode"] == 0, output
     assert "s after the newest odometry (from the future" in output, output
     assert "s away from every keyframe (max_stamp_offset_s" in output, output
     assert "refused: unusable closure: its covariance is not finite" in output, output
@@ -170,19 +167,8 @@ def test_robots_parameter_is_parsed_and_checked():
 def test_two_robots_in_one_graph_are_joined_by_their_closures():
     a = RunPoses.of(SimRun({"seed": 0, "frames": 60, "laps": 2}))
     b, closures = second_robot(a, np.random.default_rng(2), every=3)
-    mounting = [0.0, 0.0, 0.0, *OPTICAL_IN_BODY_QUATERNION]
-    command = [str(Path(sys.executable).parent / "vpr_pose_graph"), "--ros-args", "--params-file",
-               str(REPO / "config" / "pose_graph.yaml"), "-p", f"camera_in_body:={mounting}",
-               "-p", "publish_period_s:=0.2", "-p", "loop_closure_topic:=/two/loop_closure",
-               "-p", "robots:=a:/a/odom,b:/b/odom"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    probe = rclpy.create_node("two_robot_probe", context=context)
-    executor = rclpy.executors.SingleThreadedExecutor(context=context)
-    executor.add_node(probe)
     paths = {"a": [], "b": []}
-    try:
+    with back_end("loop_closure_topic:=/two/loop_closure", "robots:=a:/a/odom,b:/b/odom") as (probe, executor, ended):
         for robot in paths:
             probe.create_subscription(PathMsg, f"vpr/optimized_path/{robot}", paths[robot].append, LATCHED)
         pubs = {robot: probe.create_publisher(Odometry, f"/{robot}/odom", RELIABLE) for robot in paths}
@@ -203,17 +189,8 @@ def test_two_robots_in_one_graph_are_joined_by_their_closures():
             return all(paths[r] and len(paths[r][-1].poses) == len(a.stamps) for r in paths)
 
         assert spin_until(executor, done, 30), {r: len(p[-1].poses) if p else 0 for r, p in paths.items()}
-        path_b = paths["b"][-1]
-        stamps = np.array([p.header.stamp.sec * 10**9 + p.header.stamp.nanosec for p in path_b.poses])
-        optimised = np.array([[p.pose.position.x, p.pose.position.y, p.pose.position.z, p.pose.orientation.x,
-                               p.pose.orientation.y, p.pose.orientation.z, p.pose.orientation.w] for p in path_b.poses])
+        stamps, optimised = path_poses(paths["b"][-1])
         alone = ate(b, b.stamps, b.odometry, "none")
         joined = ate(b, stamps, optimised, "none")
         assert alone > 10 and joined < 1.0, (alone, joined)  # b's path in a's map frame
-    finally:
-        executor.shutdown()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
+    assert ended["returncode"] == 0, ended["output"]
