@@ -345,8 +345,9 @@ def test_localizer_publishes_probabilities_and_accepts_by_them(trained, corridor
         assert all(0 <= p <= 1 for p in probs) and all(np.isfinite(p.map_uncertainty) for p in result.places)
         assert all(np.isfinite(p.pair_likelihood) for p in result.places)
         assert result.loop is result.places[0]  # accepted by probability although the similarity gate says no
-        # the default (< 0) takes the calibrator's own full-precision point, at least 0.9
-        auto = Localizer(LocalizerConfig(rerank="off", temporal_window=0), vpr_map).process(query, 1)
+        # < 0 takes the calibrator's own full-precision point, at least 0.9
+        auto = Localizer(LocalizerConfig(rerank="off", temporal_window=0, accept_min_probability=-1.0),
+                         vpr_map).process(query, 1)
         assert auto.accept_min_probability == max(0.9, model.calibrators["global"].full_precision)
         assert (auto.loop is not None) == (auto.places[0].probability >= auto.accept_min_probability)
         strict = Localizer(LocalizerConfig(rerank="off", temporal_window=0, accept_min_probability=1.0,

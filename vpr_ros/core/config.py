@@ -81,9 +81,9 @@ class LocalizerConfig:
     accept_min_similarity: float = setting(0.5, "loop closure: global similarity of the best hypothesis",
                                            (-1.0, 1.0))
     accept_min_probability: float = setting(
-        -1.0, "loop closure, maps with a calibrator: probability the best hypothesis needs (replaces the similarity "
-              "and inlier thresholds); <0: the calibrator's own, the lowest probability above which none of its "
-              "calibration hypotheses was wrong, and at least 0.9", (-1.0, 1.0))  # 0.9: AUTO_MIN_PROBABILITY
+        0.9, "loop closure, maps with a calibrator: probability the best hypothesis needs (replaces the similarity "
+             "and inlier thresholds); <0: the calibrator's own, the lowest probability above which none of its "
+             "calibration hypotheses was wrong, and at least 0.9", (-1.0, 1.0))  # docs/posegraph.md: why 0.9
     temporal_window: int = setting(1, "loop closure: previous frames whose best candidates must agree (0: off)",
                                    (0, 100))
     temporal_tolerance: int = setting(5, "... within this many map keys", (0, 100000))
