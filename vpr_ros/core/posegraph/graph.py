@@ -168,7 +168,8 @@ class PoseGraph:
     def __init__(self, settings: GraphSettings | None = None):
         self.settings = settings or GraphSettings()
         params = gtsam.ISAM2Params()
-        params.relinearizeSkip = 1  # robust weights are recomputed at relinearisation: do it at every update
+        # robust weights are recomputed at relinearisation: every update while a kernel is annealing (update()),
+        # every 10th otherwise (iSAM2's default)
         params.setFactorization("QR")  # Cholesky called free or weakly held chains indeterminate (1 mm floors beside 10 m)
         self.isam = gtsam.ISAM2(params)
         self._new_closures: list[tuple[int, _Closure | _Fix]] = []  # (position in self._factors, closure or fix)
@@ -410,7 +411,7 @@ class PoseGraph:
         remove = self._anneal() if self._factors.size() or self._values.size() else []
         if self._factors.size() == 0 and self._values.size() == 0:
             return
-        result = self.isam.update(self._factors, self._values, remove)
+        result = self.isam.update(self._factors, self._values, remove, None, None, None, bool(remove))
         indices = list(result.getNewFactorsIndices())
         for position, closure in self._new_closures:
             closure.factor = indices[position]
