@@ -165,7 +165,7 @@ class PoseGraphNode(Node):
             self._logged[key] = now
             getattr(self.get_logger(), "error" if key == "error" else level)(text)
 
-    def _refused(self, what: str, why: str = "") -> None:
+    def _refused(self, what: str) -> None:
         """Log (throttled per kind) every refusal since the last call: the graph also refuses a closure or fix
         that waited for odometry while it takes odometry, so the counters say what happened, not the return."""
         counts = self.graph.counts
@@ -178,14 +178,16 @@ class PoseGraphNode(Node):
         def on_odometry(msg: Odometry) -> None:
             frame = self.odom_frames.setdefault(robot, msg.header.frame_id)
             if msg.header.frame_id != frame:
-                self._refused("odometry", f"its frame {msg.header.frame_id!r} is not {frame!r}")
-                self.graph.counts.refuse("odometry in another frame")
+                with self.lock:
+                    self.graph.counts.refuse(f"its frame {msg.header.frame_id!r} is not {frame!r}",
+                                             "odometry in another frame")
+                self._refused("odometry")
                 return
             p, q = msg.pose.pose.position, msg.pose.pose.orientation
             with self.lock:
-                why = self.graph.add_odometry(stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w],
-                                              np.asarray(msg.pose.covariance, np.float64), chain=robot)
-            self._refused("odometry", why)
+                self.graph.add_odometry(stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w],
+                                        np.asarray(msg.pose.covariance, np.float64), chain=robot)
+            self._refused("odometry")
         on_odometry.__name__ = "on_odometry"
         return on_odometry
 
@@ -212,25 +214,26 @@ class PoseGraphNode(Node):
             return
         p, q = msg.relative_pose.position, msg.relative_pose.orientation
         with self.lock:
-            why = self.graph.add_loop(stamp_to_ns(msg.query_stamp), stamp_to_ns(msg.match_stamp),
-                                      [p.x, p.y, p.z, q.x, q.y, q.z, q.w], np.asarray(msg.covariance, np.float64),
-                                      self.mounting, bool(msg.translation_scale_known), *chains)
-        self._refused("loop closure", why)
+            self.graph.add_loop(stamp_to_ns(msg.query_stamp), stamp_to_ns(msg.match_stamp),
+                                [p.x, p.y, p.z, q.x, q.y, q.z, q.w], np.asarray(msg.covariance, np.float64),
+                                self.mounting, bool(msg.translation_scale_known), *chains)
+        self._refused("loop closure")
 
     def _on_fix(self, msg: PoseWithCovarianceStamped) -> None:
         if msg.header.frame_id and msg.header.frame_id != self.params["map_frame_id"]:
-            self._refused("fix", f"its frame {msg.header.frame_id!r} is not map_frame_id "
-                                 f"{self.params['map_frame_id']!r}")
-            self.graph.counts.refuse("fix in another frame")
+            with self.lock:
+                self.graph.counts.refuse(f"its frame {msg.header.frame_id!r} is not map_frame_id "
+                                         f"{self.params['map_frame_id']!r}", "fix in another frame")
+            self._refused("fix")
             return
         if self.mounting is None:
             self.counts["no_mounting"] += 1
             return
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         with self.lock:
-            why = self.graph.add_fix(stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w],
-                                     np.asarray(msg.pose.covariance, np.float64), self.mounting)
-        self._refused("fix", why)
+            self.graph.add_fix(stamp_to_ns(msg.header.stamp), [p.x, p.y, p.z, q.x, q.y, q.z, q.w],
+                               np.asarray(msg.pose.covariance, np.float64), self.mounting)
+        self._refused("fix")
 
     # ---- outputs ----------------------------------------------------------------------------
     def _outputs(self, robot: str):

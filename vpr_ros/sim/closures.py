@@ -12,13 +12,12 @@ a plausible small relative pose, the same covariance).
 import time
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from vpr_ros.core.evaluation.trajectory import trajectory_error
+from vpr_ros.core.matching.transforms import pose7, rotvec_to_matrix
+from vpr_ros.core.posegraph.factors import pose_matrix
 from vpr_ros.core.posegraph.graph import GraphSettings, PoseGraph
-
-from vpr_ros.core.matching.transforms import pose7
 from vpr_ros.sim.bag_writer import OPTICAL_IN_BODY_QUATERNION
 from vpr_ros.sim.odometry import OdometryDrift, drifted
 from vpr_ros.sim.run import SimRun, quaternion_from_rpy
@@ -26,17 +25,7 @@ from vpr_ros.sim.run import SimRun, quaternion_from_rpy
 _OPTICAL = np.array(OPTICAL_IN_BODY_QUATERNION)
 
 
-def _matrix(pose7) -> np.ndarray:
-    x, y, z, w = pose7[3:]
-    out = np.eye(4)
-    out[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                   [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                   [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
-    out[:3, 3] = pose7[:3]
-    return out
-
-
-CAMERA_IN_BODY = _matrix(np.concatenate([[0.0, 0.0, 0.0], _OPTICAL]))  # the simulator's base_link -> camera_optical
+CAMERA_IN_BODY = pose_matrix(np.concatenate([[0.0, 0.0, 0.0], _OPTICAL]))  # the simulator's base_link -> camera_optical
 
 
 @dataclass
@@ -88,7 +77,7 @@ def simulated_closures(poses: RunPoses, rng: np.random.Generator, every: int = 6
     stretch matched along, as a consistent wrong sequence alignment would give)."""
     covariance = np.diag([translation_sigma_m ** 2] * 3 + [np.radians(rotation_sigma_deg) ** 2] * 3)
     inverse_c = np.linalg.inv(CAMERA_IN_BODY)
-    truth = [_matrix(p) for p in poses.truth]
+    truth = [pose_matrix(p) for p in poses.truth]
     out, wrong = [], None  # wrong: (frames left in the run, match offset, relative pose) of a false run
     for q in range(len(poses.stamps)):
         if poses.lap[q] == 0 or q % every:
@@ -126,7 +115,7 @@ def simulated_closures(poses: RunPoses, rng: np.random.Generator, every: int = 6
 
 def _rt(rotvec, translation, rotation=None) -> np.ndarray:
     out = np.eye(4)
-    out[:3, :3] = cv2.Rodrigues(np.asarray(rotvec, np.float64))[0] @ (np.eye(3) if rotation is None else rotation)
+    out[:3, :3] = rotvec_to_matrix(rotvec) @ (np.eye(3) if rotation is None else rotation)
     out[:3, 3] = translation
     return out
 
@@ -167,17 +156,17 @@ def second_robot(a: RunPoses, rng: np.random.Generator, lateral_m: float = 1.5, 
     run = SimRun({"seed": seed, "frames": frames, "laps": laps, "camera_offsets": ((0.0, lateral_m, 0.0),)})
     truth6 = np.concatenate([run.trajectory(lap)[1] for lap in range(laps)])
     odometry6, covariance = drifted(truth6, OdometryDrift(), [seed, 99])
-    start = _matrix(pose7s(odometry6[:1])[0])
-    odometry = np.array([_to7(np.linalg.inv(start) @ _matrix(p)) for p in pose7s(odometry6)])
+    start = pose_matrix(pose7s(odometry6[:1])[0])
+    odometry = np.array([_pose7(np.linalg.inv(start) @ pose_matrix(p)) for p in pose7s(odometry6)])
     b = RunPoses(a.stamps + int(delay_s * 1e9), pose7s(truth6), odometry, covariance, a.lap, a.lap_config)
     closure_covariance = np.diag([0.05 ** 2] * 3 + [np.radians(0.5) ** 2] * 3)
     inverse_c, closures = np.linalg.inv(CAMERA_IN_BODY), []
     for i in range(0, len(b.stamps), every):
-        T = inverse_c @ np.linalg.inv(_matrix(b.truth[i])) @ _matrix(a.truth[i]) @ CAMERA_IN_BODY
+        T = inverse_c @ np.linalg.inv(pose_matrix(b.truth[i])) @ pose_matrix(a.truth[i]) @ CAMERA_IN_BODY
         e = rng.multivariate_normal(np.zeros(6), closure_covariance)
         closures.append(SimulatedClosure(i, i, _rt(e[3:], T[:3, 3] + e[:3], T[:3, :3]), closure_covariance, True))
     return b, closures
 
 
-def _to7(m: np.ndarray) -> np.ndarray:
+def _pose7(m: np.ndarray) -> np.ndarray:
     return pose7(m[:3, :3], m[:3, 3])

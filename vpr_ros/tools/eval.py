@@ -231,8 +231,7 @@ def evaluate_slam_bags(bags: list[Path], image_topic: str, pose_topic: str, odom
             table.append(row)
         report["trajectory"]["injected_false_closures"] = table
     if body_camera is not None:
-        report["loop_closures"]["nees"] = closure_nees(
-            records, lambda stamp, record, is_match: truth.get(stamp), body_camera, distance_m)
+        report["loop_closures"]["nees"] = closure_nees(records, truth.get, body_camera, distance_m)
     if through_node is not None:
         report["node"] = dict(through_node)
         report["trajectory"]["pose_graph_node"] = _node_path_error(records, node_outputs, report["trajectory"], "se3")

@@ -123,9 +123,7 @@ def trajectory_report(records, odometry, graph, align: str, out_dir: Path | None
         "optimised": optimised[1][:, :2].round(3).tolist(),
         "closures": [keyframes[q] + keyframes[m] + [round(error, 2)] for q, m, error in edges
                      if q in keyframes and m in keyframes]}
-    out["graph"]["downweighted"] = sum(error > 3 * graph.settings.kernel_sigmas for _, _, error in edges)
-    if graph.settings.kernel == "none":
-        out["graph"]["downweighted"] = 0
+    out["graph"]["downweighted"] = graph.downweighted()
     if out_dir is not None:
         write_tum(Path(out_dir) / "truth.tum", truth_stamps, truth_poses)
         write_tum(Path(out_dir) / "odometry.tum", odometry.stamp_ns, odometry.pose)
@@ -136,8 +134,9 @@ def trajectory_report(records, odometry, graph, align: str, out_dir: Path | None
 
 def closure_nees(records, truth_at, mounting: np.ndarray, distance_m: float) -> dict:
     """For every correct metric loop closure (true positions within distance_m) whose query and match have true
-    poses (truth_at(stamp_ns, record, is_match) -> 7 or None): the body-frame relative pose the back-end builds (posegraph.factors.body_relative) against the truth,
-    as NEES (6 when consistent) and the share inside the 99 % chi-square bound."""
+    poses (truth_at(stamp_ns) -> 7 or None): the body-frame relative pose the back-end builds
+    (posegraph.factors.body_relative) against the truth, as NEES (6 when consistent) and the share inside the
+    99 % chi-square bound."""
     import gtsam
 
     from vpr_ros.core.posegraph.factors import body_relative, pose_matrix
@@ -146,7 +145,7 @@ def closure_nees(records, truth_at, mounting: np.ndarray, distance_m: float) -> 
     for r in records:
         if r.loop_key < 0 or not r.loop_scale_known or not np.isfinite(r.loop_relative).all():
             continue
-        query, match = truth_at(r.stamp_ns, r, False), truth_at(r.loop_match_stamp_ns, r, True)
+        query, match = truth_at(r.stamp_ns), truth_at(r.loop_match_stamp_ns)
         if query is None or match is None:
             continue
         if np.linalg.norm(np.asarray(query[:3]) - np.asarray(match[:3])) > distance_m:

@@ -20,13 +20,9 @@ perturbed SE(3) (Ceres' and g2o's usual Pose3 parameterisations need only the or
 
 import numpy as np
 
-from vpr_ros.core.matching.transforms import pose_matrices
+from vpr_ros.core.matching.transforms import pose_matrices, skew
 
 ROS_TO_GTSAM = np.array([3, 4, 5, 0, 1, 2])  # (x y z rx ry rz) -> (rx ry rz x y z): gtsam's tangent order
-
-
-def skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
 
 
 def adjoint(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
