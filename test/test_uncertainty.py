@@ -14,7 +14,8 @@ from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.uncertainty.bayescap import (BayesCapHead, bayescap_loss, descriptor_uncertainty, fit_head,
                                                generalized_gaussian_nll, variance)
 from vpr_ros.core.uncertainty.calibration import Calibrator
-from vpr_ros.core.uncertainty.features import baseline_scores, hypothesis_features, position_covariance, spatial_spread
+from vpr_ros.core.uncertainty.features import (ALL_FEATURES, GEOMETRY_FEATURES, baseline_scores, geometry_features,
+                                               hypothesis_features, position_covariance, select, spatial_spread)
 
 from conftest import corridor40_map
 
@@ -169,11 +170,16 @@ def test_ranking_and_calibration_metrics_on_hand_computed_cases():
 
 def test_features_and_baselines():
     sims = np.array([0.8, 0.6, 0.59])
-    f = hypothesis_features(sims, 1e-4, np.array([1e-4, 2e-4, 3e-4]), np.array([-1.0, -2.0, -3.0]),
-                            inliers=np.array([100, 3, 0]))
-    assert f.shape == (3, 7)
+    geometry = geometry_features([100, 3, 0], [0.5, 0.1, np.nan], [0.2, 0.006, np.nan], [-40.0, np.inf, np.nan],
+                                 [0.3, 0.01, np.nan])
+    f = hypothesis_features(sims, 1e-4, np.array([1e-4, 2e-4, 3e-4]), np.array([-1.0, -2.0, -3.0]), geometry)
+    assert f.shape == (3, len(ALL_FEATURES)) and np.isnan(f[:, -1]).all()  # no sequence score
     assert np.allclose(f[:, 1], [0.2, -0.2, -0.21]) and np.allclose(f[:, 2], [1, 0, 0])
-    assert np.allclose(f[:, 5], [-1, -2, -3]) and np.allclose(f[:, 6], np.log1p([100, 3, 0]))
+    assert np.allclose(f[:, 5], [-1, -2, -3])
+    g = select(f, GEOMETRY_FEATURES)
+    assert np.allclose(g[:, 0], np.log1p([100, 3, 0])) and np.allclose(g[:, 1], [0.5, 0.1, 0])
+    assert np.allclose(g[:, 3], [40, 0, 0])  # -log10 NFA; chance (NFA inf) and unmatched give no evidence
+    assert np.isnan(select(hypothesis_features(sims, 1e-4, np.ones(3), np.ones(3)), GEOMETRY_FEATURES)).all()
     positions = np.array([[0.0, 0, 0], [50, 0, 0], [51, 0, 0]])
     b = baseline_scores(sims, positions, 1e-4, 100, -1.0)
     assert b["l2"] == pytest.approx(-math.sqrt(0.4)) and b["inliers"] == 100 and b["pair_likelihood"] == -1.0
@@ -234,18 +240,24 @@ def test_training_yields_calibrated_probabilities_for_both_rankings(trained):
     assert query_u == pytest.approx(u[3]) and np.allclose(map_u, u[[3, 4, 30]])
     assert pair[0] > pair[2] and pair[1] > pair[2]  # the frame itself and its neighbour above a far frame
     sims = vpr_map.descriptors[3] @ vpr_map.descriptors[[3, 4, 30]].T
-    p = model.probabilities(sims, query_u, map_u, pair)
+    p = model.probabilities(hypothesis_features(sims, query_u, map_u, pair))
     assert ((p >= 0) & (p <= 1)).all() and p[0] > p[2]
-    p_rr = model.probabilities(sims, query_u, map_u, pair, inliers=np.array([200, 150, 0]), matcher="xfeat-mnn")
+
+    def reranked(inliers, ratio):
+        n = len(inliers)
+        geometry = geometry_features(inliers, np.full(n, ratio), np.asarray(inliers) / 512, np.full(n, -30.0),
+                                     np.full(n, 0.4))
+        return model.probabilities(hypothesis_features(sims, query_u, map_u, pair, geometry), "xfeat-mnn")
+
+    p_rr = reranked([200, 150, 0], 0.5)
     assert np.isfinite(p_rr).all()
     # more inliers never lower the probability (the calibrators are monotone in their evidence)
-    more = model.probabilities(sims, query_u, map_u, pair, inliers=np.array([400, 300, 50]), matcher="xfeat-mnn")
-    assert (more >= p_rr).all()
+    assert (reranked([400, 300, 50], 0.6) >= p_rr).all()
     for name in ("global", "rerank:xfeat-mnn"):
         c = model.calibrators[name]
         assert c.increasing and all(c.coef[c.features.index(f)] >= 0 for f in c.increasing)
         assert 0 < c.full_precision <= 1
-    assert np.isnan(model.probabilities(sims, query_u, map_u, pair, np.zeros(3), matcher="disk-lightglue")).all()
+    assert np.isnan(model.probabilities(hypothesis_features(sims, query_u, map_u, pair), "disk-lightglue")).all()
 
 
 def _saved_with(vpr_map, model, path):
@@ -438,9 +450,9 @@ def test_sequence_ranking_is_calibrated_on_another_session(trained, corridor_dir
             pair = np.array([p.pair_likelihood for p in r.places])
             scores = np.array([p.sequence_score for p in r.places])
             got = np.array([p.probability for p in r.places])
-            assert np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u, pair, None, None, scores,
-                                                        calibrator))
-            assert not np.allclose(got, model.probabilities(sims, r.query_uncertainty, map_u, pair))
+            assert np.allclose(got, model.probabilities(
+                hypothesis_features(sims, r.query_uncertainty, map_u, pair, None, scores), None, calibrator))
+            assert not np.allclose(got, model.probabilities(hypothesis_features(sims, r.query_uncertainty, map_u, pair)))
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="vpr_ros"):
             other = Localizer(dataclasses.replace(config, sequence_length=6), vpr_map)

@@ -30,7 +30,7 @@ VERIFIERS = ("auto", "opencv", "torch")
 SWITCHES = ("auto", "on", "off")
 RERANK_OFF = ("off", "")
 
-AUTO_MIN_PROBABILITY = 0.9  # accept_min_probability < 0 takes the calibrator's full-precision point, at least this
+AUTO_MIN_PROBABILITY = 0.5  # accept_min_probability < 0: the risk-controlled threshold, never below this
 METRIC, RADIUS = MetricSettings(), RadiusPolicy()  # the defaults of the metric step and of a prior's search radius
 
 def setting(default, description: str, spec=None):
@@ -82,8 +82,12 @@ class LocalizerConfig:
                                            (-1.0, 1.0))
     accept_min_probability: float = setting(
         0.9, "loop closure, maps with a calibrator: probability the best hypothesis needs (replaces the similarity "
-             "and inlier thresholds); <0: the calibrator's own, the lowest probability above which none of its "
-             "calibration hypotheses was wrong, and at least 0.9", (-1.0, 1.0))  # docs/posegraph.md: why 0.9
+             "and inlier thresholds); <0: the lowest at which the expected share of frames closing a false loop stays "
+             "at most accept_max_false_rate on the calibration queries (conformal risk control), and at least 0.5",
+        (-1.0, 1.0))  # docs/uncertainty.md, docs/posegraph.md: why 0.9
+    accept_max_false_rate: float = setting(
+        0.01, "loop closure with accept_min_probability < 0: the false-closure rate per frame the threshold is chosen "
+              "to bound (a calibration of n queries certifies at least 1/(n+1))", (0.0001, 0.5))
     temporal_window: int = setting(1, "loop closure: previous frames whose best candidates must agree (0: off)",
                                    (0, 100))
     temporal_tolerance: int = setting(5, "... within this many map keys", (0, 100000))

@@ -1,6 +1,7 @@
 """Replay a bag's images through a running `vpr_localizer` (a real ROS graph) and record its answers.
 
-The node runs as its own process (`python -m vpr_ros.ros.main`) on a private ROS domain over loopback,
+The node runs as its own process, as a robot starts it (its console script with the shipped
+config/localize.yaml, then the replay's parameters as `-p` overrides), on a private ROS domain over loopback,
 subscribed reliably to the replayed images, camera info and (optionally) depth images; this process
 publishes each image at its bag time divided by `rate` (rate 0: the next image only after the node
 answered the previous), its depth image just before it, and collects the PlaceHypotheses, LoopClosure
@@ -40,11 +41,22 @@ def node_arguments(map_dir: Path | None, config: LocalizerConfig, with_info: boo
 
 
 def pose_graph_command(arguments: list[str]) -> list[str]:
-    """vpr_pose_graph as a robot starts it: its console script (beside this Python) with the shipped params file
-    (config/pose_graph.yaml of this checkout or install, when found), then `arguments` (`--ros-args -p ...`)."""
-    script = Path(sys.executable).parent / "vpr_pose_graph"
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "vpr_ros.ros.pose_graph"]
-    params = Path(__file__).resolve().parents[2] / "config" / "pose_graph.yaml"
+    """vpr_pose_graph as a robot starts it (shipped_node_command)."""
+    return shipped_node_command("vpr_pose_graph", "vpr_ros.ros.pose_graph", "pose_graph.yaml", arguments)
+
+
+def localizer_command(arguments: list[str]) -> list[str]:
+    """vpr_localizer as a robot starts it (shipped_node_command)."""
+    return shipped_node_command("vpr_localizer", "vpr_ros.ros.main", "localize.yaml", arguments)
+
+
+def shipped_node_command(script: str, module: str, params_file: str, arguments: list[str]) -> list[str]:
+    """A node as a robot starts it: its console script (beside this Python; else `python -m module`) with the
+    shipped params file (config/<params_file> of this checkout or install, when found), then `arguments`
+    (`--ros-args -p ...`, which override the file)."""
+    script = Path(sys.executable).parent / script
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", module]
+    params = Path(__file__).resolve().parents[2] / "config" / params_file
     if params.is_file():
         command += ["--ros-args", "--params-file", str(params)]
         arguments = [a for a in arguments if a != "--ros-args"]
@@ -141,9 +153,8 @@ class _NodeProcess:
         self.name = name
         self.log = tempfile.NamedTemporaryFile("w+", prefix=f"vpr_eval_{name}_", suffix=".log", delete=False)
         if command is None:
-            command = [sys.executable, "-m", "vpr_ros.ros.main",
-                       *node_arguments(Path(map_dir).resolve() if map_dir else None, config, with_info, with_depth,
-                                       with_prior, with_odometry)]
+            command = localizer_command(node_arguments(Path(map_dir).resolve() if map_dir else None, config, with_info,
+                                                       with_depth, with_prior, with_odometry))
         self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     @classmethod

@@ -8,12 +8,13 @@ Steps (each kept when its output already exists with the same settings, so a sec
 2. `vpr_build_map` from lap 1 (global descriptors, XFeat local features with their depth, the camera), and
    from lap 2 in lap 1's descriptor space (`--descriptor-from`);
 3. `vpr_merge_maps`: the two sessions as one map;
-4. `vpr_train_uncertainty` on the merged map (BayesCap head and calibrators, with the re-ranker);
+4. `vpr_train_uncertainty` on the merged map (BayesCap head and calibrators, for the re-ranker the node runs);
 5. `vpr_eval` (core replay, global retrieval): lap 3 against each single-session map and the merged one,
    so that what the second session adds is shown;
 6. `vpr_eval --through-node`: lap 3 is played at its recorded rate to a running `vpr_localizer` on the
-   merged map (re-ranking with LighterGlue, calibrated probabilities, depth images for metric loop
-   closures) over loopback, on a private ROS domain; the answers, metric poses and each match's session
+   merged map, started as a robot starts it: its console script with the shipped config/localize.yaml
+   (re-ranking with the shipped matcher, calibrated probabilities, the shipped acceptance), plus the
+   replay's topics and depth images for metric loop closures; over loopback, on a private ROS domain; the answers, metric poses and each match's session
    included, are scored against the ground truth and written as JSON and a self-contained HTML report; the
    pose-graph back-end (vpr_pose_graph, its own process in the same graph) takes the lap's drifting odometry
    and vpr/pose as fixes, and the trajectory error of the odometry alone and of the corrected path is printed.
@@ -25,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from vpr_ros.core.config import LocalizerConfig
 from vpr_ros.tools import doctor
 
 DEMO = {"frames": 160, "rate_hz": 1.25, "seed": 0, "laps": 3}  # 1 frame per metre at 1.25 m/s: a walking-speed robot
@@ -41,20 +43,28 @@ def _done(start: float) -> None:
     print(f"   ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def _map_ready(map_dir: Path, run_json: Path) -> bool:
-    """The map exists, is newer than the run it was built from, and has its uncertainty model and depth."""
+def _map_ready(map_dir: Path, run_json: Path, rerank: str | None) -> bool:
+    """The map exists, is newer than the run it was built from, and has depth and an uncertainty model with a
+    calibrator for the re-ranking the node runs."""
     meta = map_dir / "map.json"
     if not meta.is_file() or meta.stat().st_mtime < run_json.stat().st_mtime:
         return False
     content = json.loads(meta.read_text())
-    return bool(content.get("uncertainty")) and bool(content.get("local_depth") or not content.get("local_features"))
+    if not content.get("uncertainty") or not (content.get("local_depth") or not content.get("local_features")):
+        return False
+    try:
+        calibrators = json.loads((map_dir / "uncertainty.json").read_text())["calibrators"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return (f"rerank:{rerank}" if rerank else "global") in calibrators
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vpr_demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo_run"), help="working folder (bags, map, report)")
     parser.add_argument("--frames", type=int, default=DEMO["frames"], help="frames per lap")
-    parser.add_argument("--rerank", default="xfeat-lighterglue", help="matcher, or 'off' for global retrieval only")
+    parser.add_argument("--rerank", default=LocalizerConfig.rerank,
+                        help="matcher, or 'off' for global retrieval only (default: the shipped one)")
     parser.add_argument("--distance", type=float, default=5.0,
                         help="a map frame within this many metres is the query's place (street scale)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed of lap 2 (0: lockstep)")
@@ -79,7 +89,6 @@ def _run(args) -> int:
             return status
         _done(start)
 
-    from vpr_ros.core.config import LocalizerConfig
     from vpr_ros.tools import build_map, eval as vpr_eval, merge_maps, sim, train_uncertainty
 
     out = args.out
@@ -90,7 +99,7 @@ def _run(args) -> int:
         return 1
     _done(start)
     map_dir, sessions = out / "map", [out / "maps" / "lap_1", out / "maps" / "lap_2"]
-    if args.overwrite or not _map_ready(map_dir, out / "run" / "run.json"):
+    if args.overwrite or not _map_ready(map_dir, out / "run" / "run.json", rerank):
         features = ["--local-features", "xfeat", *DEPTH] if rerank else ["--local-features", "none"]
         for lap, session in enumerate(sessions, start=1):
             start = _step(f"building the map of lap {lap}" + (" in lap 1's descriptor space" if lap > 1 else "")
@@ -127,9 +136,7 @@ def _run(args) -> int:
     start = _step("localizing lap 3 on the merged map with vpr_localizer through a ROS graph (vpr_eval --through-node)")
     status = vpr_eval.main([
         "--map", str(map_dir), "--bag", str(out / "run" / "lap_3"), *TOPICS, *DEPTH,
-        "--distance", str(args.distance), "--through-node", "--rate", str(args.rate),
-        "--top-k", "10", "--temporal-window", "0", "--rerank", rerank or "off",
-        *(["--rerank-top-k", "5"] if rerank else []),
+        "--distance", str(args.distance), "--through-node", "--rate", str(args.rate), "--rerank", rerank or "off",
         "--odom-topic", "/odom", "--trajectories", str(out / "trajectories"),
         "--json", str(out / "report.json"), "--html", str(out / "report.html")])
     if status != 0:

@@ -20,7 +20,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vpr_ros.core.config import AUTO_MIN_PROBABILITY
+from vpr_ros.core.config import AUTO_MIN_PROBABILITY, LocalizerConfig
 from vpr_ros.core.map.store import MapError, VPRMap
 from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.matchers import MATCHERS
@@ -103,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{t['view_pairs']} with synthetic views (rank {t['rank']}), {t['calibration_queries']} calibration queries ({t['calibration_views']}, top-1 right "
           f"{t['calibration_top1_accuracy']:.2f}), calibrators {sorted(model.calibrators)}, "
           f"{t['seconds']:.0f} s -> {args.map}")
+    alpha = LocalizerConfig.accept_max_false_rate
     for name in ("global", *(f"rerank:{m}" for m in dict.fromkeys(args.rerank))):
-        print(f"  {name}: loop closures accepted from probability {max(AUTO_MIN_PROBABILITY, model.calibrators[name].full_precision):.3f} "
-              "(accept_min_probability < 0; no calibration hypothesis above it was wrong)")
+        threshold = max(AUTO_MIN_PROBABILITY, model.calibrators[name].risk_threshold(alpha))
+        print(f"  {name}: with accept_min_probability < 0, loop closures are accepted from probability {threshold:.3f} "
+              f"(false-closure rate <= {alpha:g} on the {model.calibrators[name].fitted_on} calibration queries)")
     for name, counts in t.get("sequence", {}).get("calibrators", {}).items():
         print(f"  {name}: {counts['hypotheses']} hypotheses of the session ({counts['right']} right), "
               f"sequence_length {t['sequence']['length']}, {t['sequence']['similarity']} rows")

@@ -40,13 +40,14 @@ import torch
 from vpr_ros.core import LOGGER
 from vpr_ros.core.uncertainty.bayescap import DEFAULT_CONF as HEAD_CONF, HEAD_KEYS, fit_head
 from vpr_ros.core.uncertainty.calibration import Calibrator
-from vpr_ros.core.uncertainty.features import (BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, SEQUENCE_FEATURE,
-                                     baseline_scores, hypothesis_features, map_positions)
+from vpr_ros.core.uncertainty.features import (ALL_FEATURES, BASELINES, GLOBAL_FEATURES, RERANK_FEATURES, SEQUENCE_FEATURE,
+                                               baseline_scores, hypothesis_features, map_positions, select,
+                                               verification_features)
 from vpr_ros.core.inputs.images import batch_to_tensor, to_rgb8
 from vpr_ros.core.map.frames import FrameTable
 from vpr_ros.core.build.sources import SourceLoader
 from vpr_ros.core.matching.reranker import Reranker
-from vpr_ros.core.uncertainty.model import UncertaintyModel, ranking_key, rerank_key
+from vpr_ros.core.uncertainty.model import UncertaintyModel, others_key, ranking_key, rerank_key
 
 DEFAULT_TRAINING = {
     "positive_distance_m": 5.0,  # poses this close ...
@@ -145,11 +146,13 @@ def synthetic_view(image: np.ndarray, rng: np.random.Generator, strength: float 
 
 
 def train_uncertainty(vpr_map, options: dict | None = None, rerankers: list[Reranker] = (),
-                      load=None, head_conf: dict | None = None, progress=None) -> UncertaintyModel:
+                      load=None, head_conf: dict | None = None, progress=None,
+                      rows_out: dict | None = None) -> UncertaintyModel:
     """Train the BayesCap head and fit the calibrators for `vpr_map` (a map_store.VPRMap).
 
     load: reads a map source into an image (default: SourceLoader); pass False to use stored
-    descriptors only. Raises ValueError when the map cannot yield a training set.
+    descriptors only. rows_out: receives each calibrator's (features, labels) rows (for benchmarks that
+    fit other feature sets on the same queries). Raises ValueError when the map cannot yield a training set.
     """
     opts = {**DEFAULT_TRAINING, **(options or {})}
     unknown = set(opts) - set(DEFAULT_TRAINING)
@@ -197,10 +200,15 @@ def train_uncertainty(vpr_map, options: dict | None = None, rerankers: list[Rera
                              vpr_map.descriptor.fingerprint())
     queries = views["calibration"] if views is not None else _stored_queries(vpr_map, held_out, rerankers)
     rows = _calibration_rows(vpr_map, model, queries, how, criterion, opts["top_k"], rerankers)
+    if rows_out is not None:
+        rows_out.update(rows)
     for name, (x, y) in rows.items():
         try:
             names = _feature_names(name)
-            model.calibrators[name] = Calibrator(names, opts["calibrator"], increasing=names).fit(x, y)
+            if name.startswith("baseline:"):
+                model.calibrators[name] = Calibrator(names, opts["calibrator"], increasing=names).fit(x, y)
+                continue
+            _fit_best_and_others(model, name, x, y, names, opts["calibrator"])
         except ValueError as exc:
             if name.startswith("baseline:"):
                 LOGGER.warning("uncertainty: no %s calibrator: %s", name, exc)
@@ -222,6 +230,19 @@ def train_uncertainty(vpr_map, options: dict | None = None, rerankers: list[Rera
         "seconds": time.perf_counter() - start,
     }
     return model
+
+
+def _fit_best_and_others(model: UncertaintyModel, name: str, x: np.ndarray, y: np.ndarray, names: list[str],
+                         kind: str) -> None:
+    """Calibrator `name` on the best hypotheses' rows (x: hypothesis_features), `name:others` on the rest
+    (skipped, with a warning, when those are all right or all wrong: the best one's calibrator then serves)."""
+    best = x[:, ALL_FEATURES.index("first")] == 1
+    model.calibrators[name] = Calibrator(names, kind, increasing=names).fit(select(x[best], names), y[best])
+    try:
+        model.calibrators[others_key(name)] = Calibrator(names, kind, increasing=names).fit(
+            select(x[~best], names), y[~best])
+    except ValueError as exc:
+        LOGGER.warning("uncertainty: %s: one calibrator for every hypothesis (%s)", name, exc)
 
 
 def _feature_names(calibrator: str) -> list[str]:
@@ -305,7 +326,8 @@ def _calibration_rows(vpr_map, model: UncertaintyModel, queries: dict, how, crit
             rsims = np.array([c.global_similarity for c in ranked.candidates])
             name = rerank_key(reranker.matcher.name)
             order = [list(ids).index(k) for k in rids]
-            rows[name][0].append(hypothesis_features(rsims, query_u, map_u[order], pair[order], inliers))
+            geometry = verification_features([c.verification for c in ranked.candidates])
+            rows[name][0].append(hypothesis_features(rsims, query_u, map_u[order], pair[order], geometry))
             rows[name][1].append(same_place(frames, int(key), rids, how, *criterion))
             if inliers_top1 is None:  # the inlier baseline: the first matcher's count, in global order
                 inliers_top1 = float(inliers[list(rids).index(ids[0])])
@@ -332,19 +354,17 @@ def fit_session_calibrators(model: UncertaintyModel, replays: dict, positives: l
         for record, places in zip(records, positives):
             if not record.sequence_length or not len(record.keys) or not places:
                 continue
-            features = hypothesis_features(record.similarities, record.query_uncertainty, record.map_uncertainty,
-                                           record.pair_likelihoods, record.inliers if matcher else None)
-            x.append(np.concatenate([features, record.sequence_scores.reshape(-1, 1)], axis=1))
+            x.append(record.features(reranked=matcher is not None))
             y.append(np.array([int(key) in places for key in record.keys]))
         name = ranking_key(matcher, sequence=True)
         if not x:
             raise ValueError(f"{name}: no frame of the session was ranked by sequence (is the session longer than "
                              f"{length} frames, and the map in traversal order?)")
-        x, y = np.concatenate(x), np.concatenate(y)
-        keep = np.isfinite(x).all(axis=1)
         features = (RERANK_FEATURES if matcher else GLOBAL_FEATURES) + [SEQUENCE_FEATURE]
+        x, y = np.concatenate(x), np.concatenate(y)
+        keep = np.isfinite(select(x, features)).all(axis=1)
         try:
-            model.calibrators[name] = Calibrator(features, kind, increasing=features).fit(x[keep], y[keep])
+            _fit_best_and_others(model, name, x[keep], y[keep], features, kind)
         except ValueError as exc:
             raise ValueError(f"cannot calibrate {name} on the session: {exc}") from exc
         fitted[name] = {"hypotheses": int(keep.sum()), "right": int(y[keep].sum())}

@@ -16,8 +16,9 @@ from vpr_ros.core.uncertainty.model import UncertaintyModel
 
 def evaluate_confidence(model: UncertaintyModel, vpr_map, descriptors: np.ndarray, published: list,
                         positives: list[set[int]], matcher: str | None = None) -> dict:
-    """descriptors: Q x D query descriptors; published: per query (ids, similarities, inliers or None) of
-    its hypotheses in published order; positives: per query, the map keys that are its place.
+    """descriptors: Q x D query descriptors; published: per query (ids, similarities, inliers or None,
+    probabilities) of its hypotheses in published order, as the pipeline published them; positives: per
+    query, the map keys that are its place.
 
     Returns {"methods": {name: confidence_report + "scores", "probabilities"}, "correct": [...],
     "top1_accuracy", "queries"} over the queries that have a hypothesis.
@@ -26,13 +27,13 @@ def evaluate_confidence(model: UncertaintyModel, vpr_map, descriptors: np.ndarra
         raise ValueError(f"{len(descriptors)} descriptors, {len(published)} answers, {len(positives)} ground truths")
     scores: dict[str, list[float]] = {}
     correct = []
-    for q, (ids, sims, inliers) in enumerate(published):
+    for q, (ids, sims, inliers, probabilities) in enumerate(published):
         ids = np.asarray(ids)
         if len(ids) == 0:
             continue
         correct.append(int(ids[0]) in positives[q])
         query_u, map_u, pair = model.describe(descriptors[q], vpr_map.descriptors[ids])
-        combined = model.probabilities(sims, query_u, map_u, pair, inliers, matcher)[0]
+        combined = float(probabilities[0])
         row = {"combined": combined, **baseline_scores(sims, map_positions(vpr_map.frames, ids), query_u,
                                                        None if inliers is None else float(inliers[0]), pair[0])}
         for name, value in row.items():

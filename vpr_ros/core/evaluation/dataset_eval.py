@@ -45,7 +45,8 @@ def summarize(results: list[FrameResult], published_k: int, reranked: bool) -> d
 
     Returns `global` (Q x K map keys in global order), `reranked` (Q x K, best first), `latency_ms`
     per stage, `descriptors` (Q x D), `published` (per query the first `published_k` hypotheses'
-    keys, similarities and inlier counts, None without re-ranking), `ms_per_pair` and `skipped`."""
+    keys, similarities, inlier counts (None without re-ranking) and published probabilities), `ms_per_pair`
+    and `skipped`."""
     k = max(len(r.global_keys) for r in results) if results else 0
     stages: dict[str, list[float]] = {}
     per_pair, published = [], []
@@ -57,7 +58,8 @@ def summarize(results: list[FrameResult], published_k: int, reranked: bool) -> d
         head = r.places[:published_k]
         inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in head]) if reranked else None
         published.append((np.array([p.hypothesis.key for p in head], np.int64),
-                          np.array([p.hypothesis.similarity for p in head]), inliers))
+                          np.array([p.hypothesis.similarity for p in head]), inliers,
+                          np.array([p.probability for p in head], np.float64)))
     return {"global": np.stack([_ranking(r.global_keys, k) for r in results]),
             "single": np.stack([_ranking(r.global_keys if r.single_keys is None else r.single_keys, k)
                                 for r in results]),

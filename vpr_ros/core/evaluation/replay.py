@@ -14,6 +14,7 @@ from vpr_ros.core.pipeline.localizer import Localizer
 from vpr_ros.core.pipeline.results import FrameResult
 from vpr_ros.core.map.store import VPRMap
 from vpr_ros.core.inputs.sync import PositionPrior
+from vpr_ros.core.uncertainty.features import geometry_features, hypothesis_features
 
 PROCESSED, DROPPED, BAD = "processed", "dropped", "bad"
 
@@ -32,6 +33,11 @@ class QueryRecord:
     probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # NaN without a calibrator
     inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # 0 when not verified
     verified: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # the verification's other measures (matching/geometry.Verification; NaN when not matched or not recorded)
+    inlier_ratio: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    keypoint_share: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    log_nfa: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    coverage: np.ndarray = field(default_factory=lambda: np.zeros(0))
     reranked: bool = False
     map_uncertainty: np.ndarray = field(default_factory=lambda: np.zeros(0))
     query_uncertainty: float = float("nan")
@@ -56,6 +62,20 @@ class QueryRecord:
     localized_metric: bool = False
     localized_covariance: np.ndarray = field(default_factory=lambda: np.full((6, 6), np.nan))
     search_frames: int = -1  # map frames a position prior let retrieval search (-1: the whole map)
+
+    def features(self, reranked: bool | None = None) -> np.ndarray:
+        """Its hypotheses' calibration features (uncertainty.features.hypothesis_features); the geometry ones
+        when it was re-ranked (or as `reranked` says), the sequence score when sequence matching ranked it."""
+        geometry = None
+        if self.reranked if reranked is None else reranked:
+            k = len(self.keys)
+            geometry = geometry_features(self.inliers, *(getattr(self, name) if len(getattr(self, name)) == k
+                                                         else np.full(k, np.nan)
+                                                         for name in ("inlier_ratio", "keypoint_share", "log_nfa",
+                                                                      "coverage")))
+        return hypothesis_features(self.similarities, self.query_uncertainty, self.map_uncertainty,
+                                   self.pair_likelihoods, geometry,
+                                   self.sequence_scores if self.sequence_length else None)
 
     @property
     def global_order(self) -> np.ndarray:
@@ -83,6 +103,8 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         probabilities=np.array([p.probability for p in places], np.float64),
         inliers=np.array([p.verification.inlier_count if p.verification else 0 for p in places], np.int64),
         verified=np.array([p.verified for p in places], bool), reranked=matcher is not None,
+        **{name: np.array([getattr(p.verification, name) if p.verification else np.nan for p in places], np.float64)
+           for name in ("inlier_ratio", "keypoint_share", "log_nfa", "coverage")},
         map_uncertainty=np.array([p.map_uncertainty for p in places], np.float64),
         query_uncertainty=result.query_uncertainty,
         pair_likelihoods=np.array([p.pair_likelihood for p in places], np.float64),

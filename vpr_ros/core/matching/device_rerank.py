@@ -105,7 +105,9 @@ class DeviceReranker:
         pts0 = query["keypoints"].expand(len(ids), -1, -1)
         fitted = self.verifier.fit(pts0, pts1, valid, score, image_size, cand["image_size"], camera_K, camera_K,
                                    own_generator)
-        return {"match_index": index, "match_score": score, **fitted}
+        keypoints = torch.stack([query["valid"].sum().expand(len(ids)), cand["valid"].sum(1)], 1)
+        return {"match_index": index, "match_score": score, "pixels0": pts0, "pixels1": pts1, "keypoints": keypoints,
+                **fitted}
 
     def _match(self, query, cand, image_size) -> tuple[torch.Tensor, torch.Tensor]:
         matcher = self.reranker.matcher
@@ -127,6 +129,11 @@ class DeviceReranker:
         """`launch`'s output read back (numpy) and the candidates' keys and global similarities -> RerankResult."""
         fitted = {key: torch.from_numpy(value) for key, value in host.items()}
         verifications = self.verifier.decide(fitted, camera_K, camera_K)
+        for i, v in enumerate(verifications):  # the look-alike rules, on the matched pixels
+            valid = host["valid"][i]
+            self.verifier.judge_structure(v, host["pixels0"][i][valid], host["pixels1"][i][valid],
+                                          tuple(host["sizes"][i][:2]), tuple(host["sizes"][i][2:]),
+                                          tuple(int(c) for c in host["keypoints"][i]))
         weight = self.reranker.similarity_weight
         candidates = []
         for rank, (key, sim, verification) in enumerate(zip(ids, similarities, verifications)):

@@ -22,6 +22,15 @@ homography). log10 NFA must be at most `max_log_nfa` (0: less than one such pair
 The test scales with the matches and the image: 15 inliers among 40 matches are chance for a
 fundamental matrix, 15 among 20 are not, and a 2048-keypoint budget whose matches fill the image needs
 proportionally more inliers than a 512-keypoint one.
+
+Look-alikes (issue 41): a wrong place that shares real structure with the query (the same doors down a
+corridor, a repeated facade, the same kind of parked car) is not chance, and passes the test above with
+dozens of inliers. What it rarely has is agreement over the whole view: its inliers are a small part of
+the keypoint budget (`min_keypoint_share` of the smaller keypoint count of the two images, when the caller
+gives the counts) and lie on one object (`min_inlier_coverage`: the inliers' convex hull covers at least
+this share of each image). Both were set on measured right and wrong pairs at 512 and 2048 keypoints,
+indoors and outdoors (benchmarks/verification.py, docs/benchmarks.md "Verification that refuses
+look-alikes").
 """
 
 import math
@@ -36,6 +45,7 @@ MIN_MATCHES = {"fundamental": 8, "homography": 4, "essential": 5}
 SAMPLE = {"fundamental": 7, "homography": 4, "essential": 5}  # points that fix each model
 REFERENCE_WIDTH = 640.0
 MIN_INLIERS, MIN_INLIER_RATIO = 15, 0.25  # what a verified candidate needs by default (the node's too: core/config.py)
+MIN_KEYPOINT_SHARE, MIN_INLIER_COVERAGE = 0.0, 0.0  # look-alike rules (module docstring); set from measurements
 
 
 @dataclass
@@ -51,6 +61,10 @@ class Verification:
     rotation: np.ndarray | None = None  # 3 x 3, T_query_match; None without intrinsics
     translation: np.ndarray | None = None  # unit 3-vector (direction only); None when unknown
     log_nfa: float = float("nan")  # log10 of the number of pairs expected to reach as many inliers by chance
+    keypoint_share: float = float("nan")  # inliers / the smaller keypoint count of the two images (NaN: not given)
+    coverage: float = float("nan")  # share of each image the inliers' convex hull covers, the smaller (NaN: none)
+    homography_share: float = float("nan")  # homography inliers / two-view model inliers: near 1 when the views
+    #                                         differ by a rotation or a short step, lower with parallax (NaN: not fitted)
 
     @classmethod
     def failed(cls, matches: int, note: str) -> "Verification":
@@ -71,6 +85,18 @@ def _spread(points: np.ndarray) -> float:
     """The smaller standard deviation of a point set along its principal axes (pixels)."""
     centred = points - points.mean(axis=0)
     return float(np.linalg.svd(centred / np.sqrt(len(points)), compute_uv=False)[-1])
+
+
+def inlier_coverage(query_pts: np.ndarray, map_pts: np.ndarray, query_size: tuple[int, int],
+                    map_size: tuple[int, int]) -> float:
+    """The smaller share of the two images that the points' convex hull covers (0 for fewer than 3 points)."""
+    shares = []
+    for points, (w, h) in ((query_pts, query_size), (map_pts, map_size)):
+        points = np.asarray(points, np.float32).reshape(-1, 2)
+        if len(points) < 3 or w <= 0 or h <= 0:
+            return 0.0
+        shares.append(float(cv2.contourArea(cv2.convexHull(points))) / float(w * h))
+    return min(shares)
 
 
 def chance_rates(threshold_px: float, query_size: tuple[int, int], map_size: tuple[int, int]) -> dict[str, float]:
@@ -117,7 +143,8 @@ class GeometricVerifier:
 
     def __init__(self, model: str = "fundamental", threshold_px: float = 3.0, confidence: float = 0.999,
                  max_iters: int = 2000, min_inliers: int = MIN_INLIERS, min_inlier_ratio: float = MIN_INLIER_RATIO,
-                 homography_ratio: float = 0.95, max_log_nfa: float = 0.0):
+                 homography_ratio: float = 0.95, max_log_nfa: float = 0.0,
+                 min_keypoint_share: float = MIN_KEYPOINT_SHARE, min_inlier_coverage: float = MIN_INLIER_COVERAGE):
         if model not in MODELS:
             raise ValueError(f"unknown geometric model {model!r}; choose one of {MODELS}")
         if threshold_px <= 0 or not 0 < confidence < 1 or min_inliers < 1:
@@ -125,11 +152,44 @@ class GeometricVerifier:
         self.model, self.threshold_px, self.confidence = model, float(threshold_px), float(confidence)
         self.max_iters, self.min_inliers, self.homography_ratio = int(max_iters), int(min_inliers), homography_ratio
         self.min_inlier_ratio, self.max_log_nfa = float(min_inlier_ratio), float(max_log_nfa)
+        if not (0 <= min_keypoint_share <= 1 and 0 <= min_inlier_coverage <= 1):
+            raise ValueError("min_keypoint_share and min_inlier_coverage must lie in [0, 1]")
+        self.min_keypoint_share, self.min_inlier_coverage = float(min_keypoint_share), float(min_inlier_coverage)
 
     def verify(self, query_pts: np.ndarray, map_pts: np.ndarray, query_size: tuple[int, int],
                map_size: tuple[int, int], query_K: np.ndarray | None = None,
-               map_K: np.ndarray | None = None) -> Verification:
-        """Matched keypoints (S x 2 each, pixels) -> Verification; never raises on degenerate input."""
+               map_K: np.ndarray | None = None, keypoints: tuple[int, int] | None = None) -> Verification:
+        """Matched keypoints (S x 2 each, pixels) -> Verification; never raises on degenerate input.
+        keypoints: the two images' keypoint counts, for the keypoint-share rule (None: not applied)."""
+        return self.judge_structure(self._verify(query_pts, map_pts, query_size, map_size, query_K, map_K),
+                                    query_pts, map_pts, query_size, map_size, keypoints)
+
+    def judge_structure(self, verification: Verification, query_pts: np.ndarray, map_pts: np.ndarray,
+                        query_size: tuple[int, int], map_size: tuple[int, int],
+                        keypoints: tuple[int, int] | None = None) -> Verification:
+        """The look-alike rules (module docstring) on a fitted verification: records its keypoint share and
+        inlier coverage, and unverifies it, with the reason, when either falls short."""
+        v = verification
+        if not len(v.inliers) or not v.inliers.any():
+            return v
+        mask = v.inliers
+        v.coverage = inlier_coverage(np.asarray(query_pts).reshape(-1, 2)[mask], np.asarray(map_pts).reshape(-1, 2)[mask],
+                                     query_size, map_size)
+        if keypoints is not None and min(keypoints) > 0:
+            v.keypoint_share = v.inlier_count / float(min(keypoints))
+        if not v.verified:
+            return v
+        if v.keypoint_share < self.min_keypoint_share:  # NaN (counts not given) compares False
+            v.verified = False
+            v.note = (f"{v.inlier_count} inliers are {v.keypoint_share:.1%} of the {min(keypoints)} keypoints, under "
+                      f"min_keypoint_share={self.min_keypoint_share:.0%} (a look-alike)") + (f"; {v.note}" if v.note else "")
+        elif v.coverage < self.min_inlier_coverage:
+            v.verified = False
+            v.note = (f"the inliers span {v.coverage:.1%} of the image, under min_inlier_coverage="
+                      f"{self.min_inlier_coverage:.0%} (one object, not the view)") + (f"; {v.note}" if v.note else "")
+        return v
+
+    def _verify(self, query_pts, map_pts, query_size, map_size, query_K, map_K) -> Verification:
         p0 = np.ascontiguousarray(query_pts, np.float64).reshape(-1, 2)
         p1 = np.ascontiguousarray(map_pts, np.float64).reshape(-1, 2)
         if len(p0) != len(p1):
@@ -162,7 +222,8 @@ class GeometricVerifier:
                                      confidence=self.confidence)
         return (mask.ravel() > 0) if h is not None and mask is not None else np.zeros(len(p0), bool), h
 
-    def _result(self, model, mask, chance, note="", rotation=None, translation=None) -> Verification:
+    def _result(self, model, mask, chance, note="", rotation=None, translation=None,
+                homography_share: float = float("nan")) -> Verification:
         count = int(mask.sum())
         ratio = count / len(mask)
         nfa = log10_nfa(model, len(mask), count, chance[model])
@@ -175,7 +236,8 @@ class GeometricVerifier:
         elif not verified:
             note = (f"{count} inliers of {len(mask)} matches are what chance gives (log10 NFA {nfa:.1f} > "
                     f"{self.max_log_nfa:g})") + (f"; {note}" if note else "")
-        return Verification(verified, model, count, ratio, mask, note, rotation, translation, nfa)
+        return Verification(verified, model, count, ratio, mask, note, rotation, translation, nfa,
+                            homography_share=float(homography_share))
 
     def _uncalibrated(self, p0, p1, threshold, chance) -> Verification:
         h_mask, _ = self._homography_inliers(p0, p1, threshold)
@@ -183,11 +245,12 @@ class GeometricVerifier:
             return self._result("homography", h_mask, chance)
         f, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, threshold, self.confidence, self.max_iters)
         f_mask = (mask.ravel() > 0) if f is not None and mask is not None else np.zeros(len(p0), bool)
+        share = h_mask.sum() / max(f_mask.sum(), 1)
         if h_mask.sum() >= self.homography_ratio * f_mask.sum():
             # F is not determined when a homography explains the matches; the homography's inliers count
             return self._result("homography", h_mask, chance, "a homography explains the matches (a plane, pure "
-                                                              "rotation or no motion)")
-        return self._result("fundamental", f_mask, chance)
+                                                              "rotation or no motion)", homography_share=share)
+        return self._result("fundamental", f_mask, chance, homography_share=share)
 
     def _essential(self, p0, p1, k0, k1, threshold, chance) -> Verification:
         n0 = cv2.undistortPoints(p0.reshape(-1, 1, 2), k0, None).reshape(-1, 2)
@@ -200,18 +263,19 @@ class GeometricVerifier:
         else:
             e_mask = mask.ravel() > 0
         h_mask, h = self._homography_inliers(n0, n1, threshold / focal)
+        share = h_mask.sum() / max(e_mask.sum(), 1)
         if h is not None and h_mask.sum() >= self.homography_ratio * e_mask.sum():
             rotation, error = _nearest_rotation(h)
             if error < 0.05:  # the homography is a rotation: the cameras did not translate measurably
                 # h maps query to map rays: x_map ~ R_mq x_query, so T_query_match has R_qm = R_mq^T
                 return self._result("homography", h_mask, chance, "pure rotation or no motion: translation unknown",
-                                    rotation.T, None)
+                                    rotation.T, None, share)
         if not e_mask.any():
-            return self._result("essential", e_mask, chance, "no essential matrix could be fitted")
+            return self._result("essential", e_mask, chance, "no essential matrix could be fitted", homography_share=share)
         _, r, t, pose_mask = cv2.recoverPose(e, n0, n1, np.eye(3), mask=e_mask.astype(np.uint8).copy())
         # recoverPose: x_map = r x_query + t; invert for T_query_match
         rotation = r.T
         translation = -(r.T @ t).ravel()
         translation /= max(np.linalg.norm(translation), 1e-12)
         return self._result("essential", e_mask, chance, "translation direction only (scale unknown)", rotation,
-                            translation)
+                            translation, share)

@@ -302,14 +302,18 @@ class BatchedVerifier(GeometricVerifier):
         self.seed = int(seed)
         self.generator = torch.Generator(self.device)
 
-    def verify(self, query_pts, map_pts, query_size, map_size, query_K=None, map_K=None) -> Verification:
-        return self.verify_batch([(query_pts, map_pts, None)], query_size, [map_size], query_K, map_K)[0]
+    def verify(self, query_pts, map_pts, query_size, map_size, query_K=None, map_K=None,
+               keypoints: tuple[int, int] | None = None) -> Verification:
+        return self.verify_batch([(query_pts, map_pts, None)], query_size, [map_size], query_K, map_K,
+                                 None if keypoints is None else [keypoints])[0]
 
     def verify_batch(self, pairs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]], query_size: tuple[int, int],
                      map_sizes: list[tuple[int, int]], query_K: np.ndarray | None = None,
-                     map_K: np.ndarray | None = None) -> list[Verification]:
+                     map_K: np.ndarray | None = None, keypoints: list[tuple[int, int]] | None = None
+                     ) -> list[Verification]:
         """pairs: (query points S x 2, map points S x 2, match scores S or None) per candidate -> one
-        Verification each, all fitted in one batch."""
+        Verification each, all fitted in one batch, then judged by the look-alike rules (keypoints: the
+        two images' keypoint counts per pair, or None)."""
         if not pairs:
             return []
         length = max(1, -(-max(len(p[0]) for p in pairs) // self.PAD) * self.PAD)
@@ -324,7 +328,9 @@ class BatchedVerifier(GeometricVerifier):
                 scores[i, :len(p0)] = s
         tensors = [torch.from_numpy(a).to(self.device) for a in (pts0, pts1, valid, scores)]
         fitted = self.fit(*tensors, query_size, map_sizes, query_K, map_K)
-        return self.decide({k: v.cpu() for k, v in fitted.items()}, query_K, map_K)
+        decided = self.decide({k: v.cpu() for k, v in fitted.items()}, query_K, map_K)
+        return [self.judge_structure(v, p0, p1, query_size, size, None if keypoints is None else keypoints[i])
+                for i, (v, (p0, p1, _), size) in enumerate(zip(decided, pairs, map_sizes))]
 
     def fit(self, pts0: torch.Tensor, pts1: torch.Tensor, valid: torch.Tensor, scores: torch.Tensor,
             query_size, map_sizes, query_K=None, map_K=None, own_generator: bool = True) -> dict[str, torch.Tensor]:
@@ -388,26 +394,28 @@ class BatchedVerifier(GeometricVerifier):
         if model == "homography":
             return self._result("homography", h_mask, chance)
         mask = fitted[f"{model}_inliers"][i].numpy()[valid]
+        share = h_mask.sum() / max(mask.sum(), 1)
         if model == "fundamental":
             if h_mask.sum() >= self.homography_ratio * mask.sum():
                 return self._result("homography", h_mask, chance, "a homography explains the matches (a plane, "
-                                                                  "pure rotation or no motion)")
-            return self._result("fundamental", mask, chance)
+                                                                  "pure rotation or no motion)", homography_share=share)
+            return self._result("fundamental", mask, chance, homography_share=share)
         h = fitted["homography_model"][i].double().numpy()
         if h_mask.sum() >= self.homography_ratio * mask.sum():
             rotation, error = _nearest_rotation(h)
             if error < 0.05:
                 return self._result("homography", h_mask, chance, "pure rotation or no motion: translation unknown",
-                                    rotation.T, None)
+                                    rotation.T, None, share)
         if not mask.any():
-            return self._result("essential", mask, chance, "no essential matrix could be fitted")
+            return self._result("essential", mask, chance, "no essential matrix could be fitted", homography_share=share)
         n0 = fitted["points0"][i].double().numpy()[valid]
         n1 = fitted["points1"][i].double().numpy()[valid]
         e = fitted["essential_model"][i].double().numpy()
         _, r, t, _ = cv2.recoverPose(e, n0, n1, np.eye(3), mask=mask.astype(np.uint8).copy())
         translation = -(r.T @ t).ravel()
         translation /= max(np.linalg.norm(translation), 1e-12)
-        return self._result("essential", mask, chance, "translation direction only (scale unknown)", r.T, translation)
+        return self._result("essential", mask, chance, "translation direction only (scale unknown)", r.T, translation,
+                            share)
 
 
 def make_verifier(name: str, device: str = "cpu", **settings) -> GeometricVerifier:

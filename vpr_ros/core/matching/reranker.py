@@ -126,12 +126,14 @@ class Reranker:
         parallel threads when there are several."""
         if hasattr(self.verifier, "verify_batch"):
             points = [(query.keypoints[m.query_idx], features.keypoints[m.map_idx], m.scores) for features, m in pairs]
-            return self.verifier.verify_batch(points, query.image_size, [f.image_size for f, _ in pairs], query_K, map_K)
+            return self.verifier.verify_batch(points, query.image_size, [f.image_size for f, _ in pairs], query_K, map_K,
+                                              [(len(query), len(f)) for f, _ in pairs])
 
         def verify(pair):
             features, m = pair
             return self.verifier.verify(query.keypoints[m.query_idx], features.keypoints[m.map_idx],
-                                        query.image_size, features.image_size, query_K, map_K)
+                                        query.image_size, features.image_size, query_K, map_K,
+                                        (len(query), len(features)))
 
         if len(pairs) < 2 or self.verify_workers < 2:
             return [verify(pair) for pair in pairs]

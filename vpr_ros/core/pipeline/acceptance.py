@@ -3,7 +3,8 @@
 With a map that carries an uncertainty model (vpr_train_uncertainty), every hypothesis gets the BayesCap
 uncertainty of the query and of its map frame, their pair likelihood and a calibrated probability of
 being the query's place; the best one is accepted when its probability reaches `accept_min_probability`,
-by default (< 0) the calibrator's own full-precision point, at least AUTO_MIN_PROBABILITY. Maps without a
+or (< 0) the threshold that keeps the false-closure rate per frame at most `accept_max_false_rate` on the
+calibration queries (calibration.Calibrator.risk_threshold), at least AUTO_MIN_PROBABILITY. Maps without a
 calibrator for the ranking in use fall back to the similarity, inlier and sequence-score thresholds.
 
 With `temporal_window` M > 0 a hypothesis is accepted only when the best candidates of the previous M
@@ -19,6 +20,7 @@ from vpr_ros.core import LOGGER
 from vpr_ros.core.config import AUTO_MIN_PROBABILITY, LocalizerConfig
 from vpr_ros.core.map.store import VPRMap
 from vpr_ros.core.pipeline.results import FrameResult, PlaceResult
+from vpr_ros.core.uncertainty.features import hypothesis_features, verification_features
 
 
 class LoopAcceptance:
@@ -56,8 +58,8 @@ class LoopAcceptance:
         if threshold is None or uncertain is None or self.matcher is None:
             return False
         map_u, pair = np.array([uncertain[int(key)] for key in result.global_keys]).T
-        probability = vpr_map.uncertainty.probabilities(result.global_similarities, result.query_uncertainty,
-                                                        map_u, pair)[0]
+        features = hypothesis_features(result.global_similarities, result.query_uncertainty, map_u, pair)
+        probability = vpr_map.uncertainty.probabilities(features)[0]
         return bool(np.isfinite(probability) and probability >= threshold)
 
     def score(self, vpr_map: VPRMap, result: FrameResult, uncertain: dict[int, tuple[float, float]]) -> None:
@@ -66,9 +68,7 @@ class LoopAcceptance:
         t0 = time.perf_counter()
         model, config = vpr_map.uncertainty, self.config
         map_u, pair = np.array([uncertain[p.hypothesis.key] for p in result.places]).reshape(-1, 2).T
-        inliers = None
-        if self.matcher is not None:
-            inliers = np.array([p.verification.inlier_count if p.verification else 0 for p in result.places])
+        geometry = verification_features([p.verification for p in result.places]) if self.matcher else None
         calibrator, scores = None, None
         if result.sequence_length:  # ranked by sequence: the calibrator fitted for it, when there is one
             calibrator = model.sequence_calibrator(self.matcher, config.sequence_length, config.sequence_similarity)
@@ -81,12 +81,13 @@ class LoopAcceptance:
                                "sequence score; vpr_train_uncertainty --session BAG fits one from another session",
                                vpr_map.name, config.sequence_length, config.sequence_similarity)
         calibrator = calibrator or model.calibrator_for(self.matcher)
-        probabilities = model.probabilities(np.array([p.hypothesis.similarity for p in result.places]),
-                                            result.query_uncertainty, map_u, pair, inliers, self.matcher, scores,
-                                            calibrator)
+        features = hypothesis_features(np.array([p.hypothesis.similarity for p in result.places]),
+                                       result.query_uncertainty, map_u, pair, geometry, scores)
+        probabilities = model.probabilities(features, self.matcher, calibrator)
         result.accept_min_probability = config.accept_min_probability
-        if result.accept_min_probability < 0 and calibrator is not None:  # the calibrated curve's own
-            result.accept_min_probability = max(AUTO_MIN_PROBABILITY, np.nan_to_num(calibrator.full_precision))
+        if result.accept_min_probability < 0 and calibrator is not None:  # risk-controlled on the calibration
+            result.accept_min_probability = max(AUTO_MIN_PROBABILITY,
+                                                calibrator.risk_threshold(config.accept_max_false_rate))
         for place, u, likelihood, prob in zip(result.places, map_u, pair, probabilities):
             place.map_uncertainty, place.pair_likelihood, place.probability = float(u), float(likelihood), float(prob)
         result.timings_ms["uncertainty"] += (time.perf_counter() - t0) * 1e3

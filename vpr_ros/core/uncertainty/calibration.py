@@ -9,6 +9,14 @@ pair likelihood, ...: features.INCREASING) is kept >= 0, so more evidence never 
 A fit that would give one a negative weight (features that move together, a small calibration set) is
 refitted with that weight held at 0 (an active set), and the isotonic step is monotone in the logit.
 
+Acceptance by risk (`risk_threshold`): the calibrator keeps the probabilities it gave the wrong rows it
+was fitted on and how many rows there were. Conformal risk control (Angelopoulos et al., 2022) with the
+loss "accepted and wrong", which never grows as the threshold rises, then gives the lowest threshold whose
+expected false-acceptance rate on one more exchangeable query is at most alpha:
+(#wrong at or above it + 1) / (n + 1) <= alpha. The bound holds for queries like the calibration's (a
+session of the same kind of revisit); on other conditions it is as good as the features' transfer
+(docs/uncertainty.md measures it on conditions the calibration never saw).
+
 A calibrator is plain numbers (to_json / from_json), stored in the map's uncertainty.json.
 """
 
@@ -36,6 +44,7 @@ class Calibrator:
     positive_rate: float = float("nan")
     increasing: list[str] = field(default_factory=list)  # features whose coefficient stays >= 0
     full_precision: float = float("nan")  # lowest probability above which no fitted hypothesis was wrong
+    wrong_probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0))  # of the wrong fitted rows, sorted
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -68,8 +77,26 @@ class Calibrator:
         if self.kind == "isotonic":
             self.iso_x, self.iso_y = _pool_adjacent_violators(self._logit(x), y)
         self.fitted_on, self.positive_rate = int(len(y)), float(y.mean())
-        self.full_precision = full_precision_threshold(self.predict(x), y)
+        fitted = self.predict(x)
+        self.full_precision = full_precision_threshold(fitted, y)
+        self.wrong_probabilities = np.sort(fitted[~y])
         return self
+
+    def risk_threshold(self, alpha: float) -> float:
+        """The lowest probability threshold at which accepting keeps the expected share of queries accepted
+        wrongly at most `alpha`, by conformal risk control over the fitted rows (module docstring); 1.0 when
+        `alpha` is below what this many rows can certify (1 / (n + 1)), which then accepts nothing short of
+        certainty."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+        n = self.fitted_on
+        allowed = int(np.floor(alpha * (n + 1) - 1 + 1e-9))  # wrong rows that may lie at or above the threshold
+        if n == 0 or allowed < 0:
+            return 1.0
+        wrong = self.wrong_probabilities[::-1]  # highest first
+        if allowed >= len(wrong):
+            return 0.0
+        return float(min(np.nextafter(wrong[allowed], np.inf), 1.0))
 
     def _fit_logistic(self, xs: torch.Tensor, target: torch.Tensor, free: torch.Tensor) -> tuple[np.ndarray, float]:
         """Ridge logistic regression on standardised features; coefficients outside `free` stay 0."""
@@ -112,7 +139,7 @@ class Calibrator:
                 "std": self.std.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
                 "iso_x": self.iso_x.tolist(), "iso_y": self.iso_y.tolist(), "fitted_on": self.fitted_on,
                 "positive_rate": self.positive_rate, "increasing": self.increasing,
-                "full_precision": self.full_precision}
+                "full_precision": self.full_precision, "wrong_probabilities": self.wrong_probabilities.tolist()}
 
     @classmethod
     def from_json(cls, data: dict) -> "Calibrator":
@@ -120,7 +147,8 @@ class Calibrator:
         out = cls(list(data["features"]), data["kind"], float(data["l2"]), **arrays,
                   intercept=float(data["intercept"]), fitted_on=int(data["fitted_on"]),
                   positive_rate=float(data["positive_rate"]), increasing=list(data["increasing"]),
-                  full_precision=float(data["full_precision"]))
+                  full_precision=float(data["full_precision"]),
+                  wrong_probabilities=np.asarray(data.get("wrong_probabilities", []), np.float64))
         n = len(out.features)
         if any(len(arrays[k]) != n for k in ("mean", "std", "coef")) or len(out.iso_x) != len(out.iso_y):
             raise ValueError(f"calibrator arrays do not match its {n} features")

@@ -10,9 +10,21 @@ Per hypothesis (the features a calibrator combines):
   query's and the map frame's descriptors.
 - `pair_likelihood`: the BayesCap pair likelihood of query and map frame (bayescap.pair_log_likelihood):
   how well each descriptor lies where the other's generalized Gaussian expects a revisit.
-- `log_inliers`: log(1 + geometrically verified inliers), when re-ranking ran.
+- Geometry, when re-ranking ran (matching/geometry.py; 0 for a candidate that was not matched):
+  - `log_inliers`: log(1 + inliers of the fitted two-view model);
+  - `inlier_ratio`: inliers over matches;
+  - `keypoint_share`: inliers over the smaller keypoint count of the two images (the budget);
+  - `nfa_evidence`: -log10 of the a contrario number of false alarms, clipped to [0, NFA_CLIP]: how far
+    beyond chance the inliers are, a bound that holds in any scene;
+  - `coverage`: the share of each image the inliers' convex hull spans (the smaller).
+  These depend on the geometry of the two views, not on how the light or season moved the global
+  descriptor, so their relation to correctness carries over to conditions the calibration never saw
+  (docs/uncertainty.md).
 - `sequence_score`: with sequence ranking, the mean z-score along the hypothesis's best alignment
   (retrieval/sequence.py); only calibrators fitted on a replayed session have it (build/uncertainty_training.py).
+
+`hypothesis_features` gives every feature (NaN where not measured); a calibrator takes the columns it
+names (`select`), so calibrators fitted on different subsets read the same rows.
 
 Baselines, per query, for its best hypothesis (higher = more confident):
 - `l2`: minus the L2 distance of the top-1 descriptors, -sqrt(2 - 2 s1).
@@ -27,34 +39,65 @@ Baselines, per query, for its best hypothesis (higher = more confident):
 
 import numpy as np
 
-GLOBAL_FEATURES = ["similarity", "margin", "first", "log_query_uncertainty", "log_map_uncertainty", "pair_likelihood"]
-RERANK_FEATURES = GLOBAL_FEATURES + ["log_inliers"]
+DESCRIPTOR_FEATURES = ["similarity", "margin", "first", "log_query_uncertainty", "log_map_uncertainty", "pair_likelihood"]
+GEOMETRY_FEATURES = ["log_inliers", "inlier_ratio", "keypoint_share", "nfa_evidence", "coverage"]
 SEQUENCE_FEATURE = "sequence_score"
+ALL_FEATURES = DESCRIPTOR_FEATURES + GEOMETRY_FEATURES + [SEQUENCE_FEATURE]
+# What the calibrators use (docs/uncertainty.md, "Which features"; benchmarks/calibration_transfer.py measured
+# them on conditions the calibration never saw). `first` is implicit: the best hypothesis has its own calibrator.
+GLOBAL_FEATURES = ["similarity", "margin", "log_query_uncertainty", "log_map_uncertainty", "pair_likelihood"]
+RERANK_FEATURES = ["margin", "log_inliers", "inlier_ratio", "nfa_evidence"]
+NFA_CLIP = 100.0
 # Evidence for the place: a calibrator's probability never falls when one of these rises (calibration.py)
-INCREASING = ("similarity", "margin", "first", "pair_likelihood", "log_inliers", SEQUENCE_FEATURE)
+INCREASING = ("similarity", "margin", "first", "pair_likelihood", *GEOMETRY_FEATURES, SEQUENCE_FEATURE)
 BASELINES = ("l2", "pa", "sue", "inliers", "bayescap", "pair_likelihood")
 SUE_TEMPERATURE = 0.02  # cosine-similarity units; top-K within ~0.02 of each other weigh alike
 TINY = 1e-12
 
 
 def hypothesis_features(similarities: np.ndarray, query_uncertainty: float, map_uncertainty: np.ndarray,
-                        pair_likelihood: np.ndarray, inliers: np.ndarray | None = None) -> np.ndarray:
-    """One query's K hypotheses -> K x F features (F = len(GLOBAL_FEATURES), +1 with inliers).
+                        pair_likelihood: np.ndarray, geometry: np.ndarray | None = None,
+                        sequence_scores: np.ndarray | None = None) -> np.ndarray:
+    """One query's K hypotheses -> K x len(ALL_FEATURES) features, NaN where not measured.
 
-    similarities, map_uncertainty, pair_likelihood, inliers: K values in the hypotheses' (published) order.
+    similarities, map_uncertainty, pair_likelihood, sequence_scores: K values in the hypotheses' (published)
+    order; geometry: K x len(GEOMETRY_FEATURES) (geometry_features), None without re-ranking.
     """
     sims = np.asarray(similarities, np.float64).reshape(-1)
     k = len(sims)
     if k == 0:
-        return np.zeros((0, len(RERANK_FEATURES if inliers is not None else GLOBAL_FEATURES)))
+        return np.zeros((0, len(ALL_FEATURES)))
     others_best = np.array([np.max(np.delete(sims, i)) if k > 1 else -1.0 for i in range(k)])
     columns = [sims, sims - others_best, (np.arange(k) == 0).astype(np.float64),
                np.full(k, np.log(max(query_uncertainty, TINY)) if np.isfinite(query_uncertainty) else np.nan),
                np.log(np.maximum(np.asarray(map_uncertainty, np.float64).reshape(k), TINY)),
                np.asarray(pair_likelihood, np.float64).reshape(k)]
-    if inliers is not None:
-        columns.append(np.log1p(np.asarray(inliers, np.float64).reshape(k)))
-    return np.stack(columns, axis=1)
+    geometry = np.full((k, len(GEOMETRY_FEATURES)), np.nan) if geometry is None else \
+        np.asarray(geometry, np.float64).reshape(k, len(GEOMETRY_FEATURES))
+    sequence = np.full(k, np.nan) if sequence_scores is None else np.asarray(sequence_scores, np.float64).reshape(k)
+    return np.concatenate([np.stack(columns, axis=1), geometry, sequence[:, None]], axis=1)
+
+
+def geometry_features(inliers, inlier_ratio, keypoint_share, log_nfa, coverage) -> np.ndarray:
+    """K x len(GEOMETRY_FEATURES) from per-hypothesis arrays (matching/geometry.Verification's fields; NaN
+    where a candidate was not matched or a field not measured, which counts as no evidence: 0)."""
+    inliers = np.nan_to_num(np.asarray(inliers, np.float64).reshape(-1))
+    evidence = np.clip(-np.asarray(log_nfa, np.float64).reshape(-1), 0.0, NFA_CLIP)
+    columns = [np.log1p(inliers), inlier_ratio, keypoint_share, evidence, coverage]
+    return np.nan_to_num(np.stack([np.asarray(c, np.float64).reshape(-1) for c in columns], axis=1), nan=0.0,
+                         posinf=NFA_CLIP, neginf=0.0)
+
+
+def verification_features(verifications) -> np.ndarray:
+    """K x len(GEOMETRY_FEATURES) from K Verifications (None: the candidate was not matched)."""
+    fields = [(v.inlier_count, v.inlier_ratio, v.keypoint_share, v.log_nfa, v.coverage) if v is not None
+              else (0, np.nan, np.nan, np.nan, np.nan) for v in verifications]
+    return geometry_features(*np.asarray(fields, np.float64).reshape(-1, 5).T)
+
+
+def select(features: np.ndarray, names: list[str]) -> np.ndarray:
+    """The columns of hypothesis_features' rows that a calibrator names, in its order."""
+    return np.asarray(features)[:, [ALL_FEATURES.index(name) for name in names]]
 
 
 def spatial_spread(similarities: np.ndarray, positions: np.ndarray) -> float:

@@ -11,7 +11,9 @@ Stored in the map directory (written by `vpr_train_uncertainty`, see build/uncer
 
 A hypothesis gets a probability only from a calibrator fitted for how it was ranked: global retrieval
 uses `global`; a re-ranked list uses `rerank:<matcher>` for the matcher that ran, and without one
-the probabilities stay NaN (not measured) rather than borrowed from another ranking.
+the probabilities stay NaN (not measured) rather than borrowed from another ranking. Since format
+version 3 each of these is fitted on the best hypotheses of the calibration queries (the one a loop
+closure is made from, whose probability the evaluation scores), and `<name>:others` on the rest.
 """
 
 import json
@@ -24,15 +26,22 @@ import torch
 from vpr_ros.core.uncertainty.bayescap import (HEAD_KEYS, BayesCapHead, descriptor_uncertainty, pair_log_likelihood,
                                                variance)
 from vpr_ros.core.uncertainty.calibration import Calibrator
-from vpr_ros.core.uncertainty.features import SEQUENCE_FEATURE, hypothesis_features
+from vpr_ros.core.uncertainty.features import select
 
 HEAD_FILE, META_FILE = "uncertainty.pt", "uncertainty.json"
 FORMAT = "vpr_ros.uncertainty"
-FORMAT_VERSION = 2  # 2: low-rank head with its projection, pair likelihood feature, monotone calibrators
+FORMAT_VERSION = 3  # 2: low-rank head with its projection, pair likelihood feature, monotone calibrators;
+#                    3: geometry features, separate calibrators for the best hypothesis and the others
+READS = (2, 3)  # version 2's calibrators name features that hypothesis_features still gives
 
 
 def rerank_key(matcher: str) -> str:
     return f"rerank:{matcher}"
+
+
+def others_key(key: str) -> str:
+    """The calibrator for the hypotheses after the best one, beside calibrator `key` (format version 3)."""
+    return f"{key}:others"
 
 
 def ranking_key(matcher: str | None, sequence: bool = False) -> str:
@@ -87,21 +96,26 @@ class UncertaintyModel:
             return None
         return self.calibrators.get(ranking_key(matcher, sequence=True))
 
-    def probabilities(self, similarities: np.ndarray, query_uncertainty: float, map_uncertainty: np.ndarray,
-                      pair_likelihood: np.ndarray, inliers: np.ndarray | None = None, matcher: str | None = None,
-                      sequence_scores: np.ndarray | None = None, calibrator: Calibrator | None = None) -> np.ndarray:
-        """One query's K hypotheses (published order) -> K probabilities of being the query's place;
-        NaN where no calibrator fits the ranking or a feature is NaN. With `sequence_scores` (and the
-        `calibrator` from sequence_calibrator) the sequence score is a feature too."""
-        k = len(np.asarray(similarities).reshape(-1))
+    def probabilities(self, features: np.ndarray, matcher: str | None = None,
+                      calibrator: Calibrator | None = None) -> np.ndarray:
+        """One query's K hypotheses' features (features.hypothesis_features, published order) -> K probabilities
+        of being the query's place, from `calibrator` (default: the one for `matcher`'s ranking); NaN where no
+        calibrator fits the ranking or a feature it uses is NaN."""
+        features = np.asarray(features, np.float64)
         calibrator = calibrator if calibrator is not None else self.calibrator_for(matcher)
-        if calibrator is None or k == 0:
-            return np.full(k, np.nan)
-        features = hypothesis_features(similarities, query_uncertainty, map_uncertainty, pair_likelihood,
-                                       inliers if matcher else None)
-        if SEQUENCE_FEATURE in calibrator.features:
-            features = np.concatenate([features, np.asarray(sequence_scores, np.float64).reshape(k, 1)], axis=1)
-        return calibrator.predict(features)
+        if calibrator is None or len(features) == 0:
+            return np.full(len(features), np.nan)
+        out = calibrator.predict(select(features, calibrator.features))
+        others = self._others.get(id(calibrator))
+        if others is not None and len(features) > 1:  # the best hypothesis has its own calibrator (format 3)
+            out[1:] = others.predict(select(features[1:], others.features))
+        return out
+
+    @property
+    def _others(self) -> dict[int, Calibrator]:
+        """id(calibrator of the best hypothesis) -> its calibrator for the other hypotheses."""
+        return {id(c): self.calibrators[others_key(name)] for name, c in self.calibrators.items()
+                if others_key(name) in self.calibrators}
 
     def save(self, folder: Path) -> list[str]:
         """Write the two files into `folder`; returns their names."""
@@ -119,9 +133,9 @@ class UncertaintyModel:
         meta = json.loads((folder / META_FILE).read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{META_FILE} is not a vpr_ros uncertainty model")
-        if meta.get("format_version") != FORMAT_VERSION:
+        if meta.get("format_version") not in READS:
             raise ValueError(f"{META_FILE} is an uncertainty model of format version {meta.get('format_version')}; this "
-                             f"vpr_ros reads version {FORMAT_VERSION}: retrain it with vpr_train_uncertainty")
+                             f"vpr_ros reads versions {READS}: retrain it with vpr_train_uncertainty")
         if meta["dim"] != dim or meta["fingerprint"] != fingerprint:
             raise ValueError(f"the uncertainty model was trained for {meta['dim']}-d descriptors with fingerprint "
                              f"{meta['fingerprint'][:12]}, but the map has {dim}-d, {fingerprint[:12]}; "
