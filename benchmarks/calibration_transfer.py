@@ -49,13 +49,14 @@ CANDIDATES = {
 
 def _records_to_arrays(records, positives) -> dict:
     """Top-1 feature rows (Q x ALL_FEATURES) and labels of the records that have ground truth."""
-    rows, labels = [], []
+    rows, labels, keys = [], [], []
     for record, places in zip(records, positives):
         if not len(record.keys) or not places:
             continue
         rows.append(record.features()[:1])
         labels.append(int(record.keys[0]) in places)
-    return {"x": np.concatenate(rows), "y": np.asarray(labels, bool)}
+        keys.append(int(record.keys[0]))
+    return {"x": np.concatenate(rows), "y": np.asarray(labels, bool), "key": np.asarray(keys, np.int64)}
 
 
 def _bag_sets(map_dir: Path, bags: list[str], matcher: str, distance: float, pose_topic: str) -> tuple:

@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--wrong", type=int, default=3, help="wrong references per query (hardest first)")
     parser.add_argument("--matchers", default="xfeat-mnn,xfeat-lighterglue")
     parser.add_argument("--budgets", default="512,2048")
+    parser.add_argument("--save", type=Path, help="write every pair's measures here (.npz per matcher and budget)")
     args = parser.parse_args()
     vpr_map, queries, refs, same, far = (dataset_pairs(args.dataset, args.every) if args.dataset
                                          else bag_pairs(args.map, args.bag, args.every, args.distance, args.pose_topic))
@@ -124,24 +125,33 @@ def main() -> None:
                           for g in gates.values()]
                 v = checks[0]
                 coverage = inlier_coverage(p0[v.inliers], p1[v.inliers], q_feat[q].image_size, r_feat[k].image_size)
-                rows.append((right, [c.verified for c in checks], v.inlier_count, v.inlier_ratio, v.log_nfa,
-                             v.inlier_count / max(min(keypoints), 1), coverage, v.homography_share))
+                rows.append((right, [c.verified for c in checks], v.inlier_count, v.inlier_ratio, -v.log_nfa,
+                             v.inlier_count / max(min(keypoints), 1), coverage, v.homography_share,
+                             -v.log_nfa / max(min(keypoints), 1)))
             right = [r for r in rows if r[0]]
             wrong = [r for r in rows if not r[0]]
+            if args.save is not None:
+                args.save.mkdir(parents=True, exist_ok=True)
+                np.savez(args.save / f"{name}.{budget}.npz", right=np.array([r[0] for r in rows]),
+                         verified=np.array([r[1] for r in rows]),
+                         measures=np.array([r[2:] for r in rows], np.float64))
             for g, gate in enumerate(gates):
                 print(f"| {name} | {budget} | {gate} | {sum(r[1][g] for r in right)} / {len(right)} | "
                       f"{sum(r[1][g] for r in wrong)} / {len(wrong)} |")
-            for column, label in ((2, "inliers"), (3, "ratio"), (4, "log10 NFA"), (5, "share"), (6, "coverage"),
-                                  (7, "homography share")):
+            # each measure (higher = more like the right place): the threshold that keeps 95 % of the right pairs,
+            # and how many of the wrong pairs the gate verified lie at or above it
+            for column, label in ((2, "inliers"), (3, "ratio"), (4, "-log10 NFA"), (5, "share"), (6, "coverage"),
+                                  (7, "homography share"), (8, "-log10 NFA per keypoint")):
                 rv = np.array([r[column] for r in right], np.float64)
                 wv = np.array([r[column] for r in wrong if r[1][0]], np.float64)  # wrong pairs the old gate passed
-                rv, wv = rv[np.isfinite(rv)], wv[np.isfinite(wv)]
-                separation = auroc(np.concatenate([rv, wv]), np.r_[np.ones(len(rv), bool), np.zeros(len(wv), bool)]) \
-                    if len(rv) and len(wv) else float("nan")
-                print(f"  {name} at {budget}, {label}: right p5/p10/p50 "
-                      f"{np.round(np.percentile(rv, [5, 10, 50]), 3).tolist() if len(rv) else '-'}; wrong verified "
-                      f"before p50/p90/max {np.round(np.percentile(wv, [50, 90, 100]), 3).tolist() if len(wv) else '-'}"
-                      f"; AUROC right above wrong {separation:.2f}")
+                rv, wv = np.nan_to_num(rv, posinf=0.0, neginf=0.0), np.nan_to_num(wv, posinf=0.0, neginf=0.0)
+                if not len(rv) or not len(wv):
+                    continue
+                separation = auroc(np.concatenate([rv, wv]), np.r_[np.ones(len(rv), bool), np.zeros(len(wv), bool)])
+                keep = float(np.percentile(rv, 5))
+                print(f"  {name} at {budget}, {label}: right p5/p50 {np.round(np.percentile(rv, [5, 50]), 3).tolist()}, "
+                      f"wrong verified p50/p90 {np.round(np.percentile(wv, [50, 90]), 3).tolist()}; AUROC {separation:.2f}; "
+                      f">= {keep:.3g} keeps 95 % of right and {int((wv >= keep).sum())} / {len(wv)} wrong")
         print(f"  (extraction at {budget} keypoints: {extract_s:.0f} s)")
 
 

@@ -2,6 +2,7 @@
 tools' flags agree, and the config refuses what the node would refuse."""
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,34 @@ def test_a_replay_node_gets_the_config_it_replays(config, tmp_path):
     for name, value in config.as_parameters().items():
         assert values[name] == value and type(values[name]) is type(PARAMETERS[name][0]), name
     assert localizer_config(values) == config
+
+
+def test_replayed_nodes_start_as_a_robot_starts_them(tmp_path):
+    """vpr_eval --through-node (and so vpr_demo) starts vpr_localizer from its console script with the shipped
+    params file, the replay's own settings after it as -p overrides."""
+    from vpr_ros.ros.replay import localizer_command, node_arguments, pose_graph_command
+
+    args = node_arguments(tmp_path, LocalizerConfig(), with_info=False)
+    command = localizer_command(args)
+    assert Path(command[0]).name in ("vpr_localizer", "python", Path(sys.executable).name)
+    at = command.index("--params-file")
+    assert command[at + 1] == str(REPO / "config" / "localize.yaml") and command[at - 1] == "--ros-args"
+    assert command.count("--ros-args") == 1 and command[at + 2:] == args[1:]
+    graph = pose_graph_command(["--ros-args", "-p", "a:=1"])
+    assert graph[graph.index("--params-file") + 1] == str(REPO / "config" / "pose_graph.yaml") and graph[-2:] == ["-p", "a:=1"]
+
+
+def test_the_demo_retrains_a_map_calibrated_for_another_matcher(tmp_path):
+    import json as json_module
+
+    from vpr_ros.tools.demo import _map_ready
+
+    run = tmp_path / "run.json"
+    run.write_text("{}")
+    (tmp_path / "map").mkdir()
+    (tmp_path / "map" / "map.json").write_text(json_module.dumps({"uncertainty": True, "local_depth": True,
+                                                                  "local_features": True}))
+    (tmp_path / "map" / "uncertainty.json").write_text(json_module.dumps(
+        {"calibrators": {"global": {}, "rerank:xfeat-lighterglue": {}}}))
+    assert _map_ready(tmp_path / "map", run, "xfeat-lighterglue") and _map_ready(tmp_path / "map", run, None)
+    assert not _map_ready(tmp_path / "map", run, "xfeat-mnn")

@@ -131,6 +131,30 @@ def test_inliers_that_chance_explains_are_not_verified(scene):
     assert refused >= 5  # most of them fail on chance alone
 
 
+def test_look_alike_rules_measure_every_verification_and_refuse_with_a_reason(scene):
+    """Keypoint share and inlier coverage are measured on every fitted pair (both verifiers) and, when set,
+    unverify a pair whose inliers are a small part of the keypoint budget or lie on one object."""
+    from vpr_ros.core.matching.ransac import BatchedVerifier
+
+    _, _, _, query, match = scene
+    for kind in (GeometricVerifier, BatchedVerifier):
+        v = kind().verify(query, match, SIZE, SIZE, keypoints=(512, 600))
+        assert v.verified and v.keypoint_share == pytest.approx(v.inlier_count / 512)
+        assert 0.3 < v.coverage <= 1.0 and 0 < v.homography_share < 0.95  # a 3-D scene: parallax
+        assert np.isnan(kind().verify(query, match, SIZE, SIZE).keypoint_share)  # counts not given
+        budget = kind(min_keypoint_share=0.2).verify(query, match, SIZE, SIZE, keypoints=(2048, 2048))
+        assert not budget.verified and "min_keypoint_share" in budget.note and budget.inlier_count == v.inlier_count
+        assert kind(min_keypoint_share=0.2).verify(query, match, SIZE, SIZE, keypoints=(512, 512)).verified
+    # the same geometry seen on a small patch of the image: verified by count and chance, but one object
+    corner = query[60:] * 0.15 + 10, match[60:] * 0.15 + 10
+    small = GeometricVerifier(min_inlier_coverage=0.05).verify(*corner, SIZE, SIZE)
+    assert small.inlier_count >= 200 and small.coverage < 0.05
+    assert not small.verified and "min_inlier_coverage" in small.note
+    assert GeometricVerifier().verify(*corner, SIZE, SIZE).verified
+    with pytest.raises(ValueError, match="min_keypoint_share"):
+        GeometricVerifier(min_keypoint_share=1.5)
+
+
 def test_verifier_rejects_bad_settings_and_shapes():
     with pytest.raises(ValueError, match="unknown geometric model"):
         GeometricVerifier(model="affine")

@@ -136,6 +136,29 @@ def test_full_precision_point_of_a_calibrated_curve():
     assert full_precision_threshold(p, np.ones(5, bool)) == 0.7
 
 
+def test_risk_threshold_bounds_false_acceptances_by_conformal_risk_control():
+    """(#wrong at or above the threshold + 1) / (n + 1) <= alpha, at the lowest such threshold; below what n
+    rows can certify, nothing short of certainty is accepted."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 1))
+    y = rng.random(400) < 1 / (1 + np.exp(-3 * x[:, 0]))
+    cal = Calibrator(["similarity"], increasing=["similarity"]).fit(x, y)
+    p = cal.predict(x)
+    assert len(cal.wrong_probabilities) == (~y).sum() and cal.fitted_on == 400
+    for alpha in (0.01, 0.05, 0.2):
+        t = cal.risk_threshold(alpha)
+        wrong_above = int(((p >= t) & ~y).sum())
+        assert (wrong_above + 1) / 401 <= alpha + 1e-12
+        below = np.nextafter(cal.wrong_probabilities[cal.wrong_probabilities < t].max(), -np.inf)
+        assert (int(((p >= below) & ~y).sum()) + 1) / 401 > alpha  # one step lower breaks the bound
+    assert cal.risk_threshold(0.001) == 1.0  # 1 / 401 > 0.001: not certifiable
+    assert cal.risk_threshold(0.01) >= cal.risk_threshold(0.05) >= cal.risk_threshold(0.2)
+    again = Calibrator.from_json(json.loads(json.dumps(cal.to_json())))
+    assert again.risk_threshold(0.05) == cal.risk_threshold(0.05)
+    with pytest.raises(ValueError, match="alpha"):
+        cal.risk_threshold(0.0)
+
+
 def test_calibrator_refuses_one_class_and_bad_shapes():
     with pytest.raises(ValueError, match="true and false"):
         Calibrator(["a"]).fit(np.zeros((5, 1)), np.ones(5, bool))
@@ -234,6 +257,9 @@ def test_training_yields_calibrated_probabilities_for_both_rankings(trained):
     # views of the training frames add pairs to the map's own
     assert t["view_pairs"] > t["train_pairs"] and t["rank"] <= 64
     assert {"global", "rerank:xfeat-mnn", "baseline:l2", "baseline:pair_likelihood"} <= set(model.calibrators)
+    # the best hypothesis has its own calibrator (fitted on the calibration queries' best ones), the rest theirs
+    assert {"global:others", "rerank:xfeat-mnn:others"} <= set(model.calibrators)
+    assert model.calibrators["global"].fitted_on == t["calibration_queries"]
     u = model.uncertainty(vpr_map.descriptors)
     assert u.shape == (40,) and np.isfinite(u).all() and (u > 0).all()
     query_u, map_u, pair = model.describe(vpr_map.descriptors[3], vpr_map.descriptors[[3, 4, 30]])

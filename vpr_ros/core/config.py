@@ -15,7 +15,7 @@ parameter table can use it.
 import dataclasses
 from dataclasses import dataclass, field
 
-from vpr_ros.core.matching.geometry import MIN_INLIER_RATIO, MIN_INLIERS
+from vpr_ros.core.matching.geometry import MIN_INLIER_RATIO, MIN_INLIERS, MIN_KEYPOINT_SHARE
 from vpr_ros.core.matching.metric import MetricSettings
 from vpr_ros.core.retrieval.prior import RadiusPolicy
 from vpr_ros.core.retrieval.sequence import MAX_STEP
@@ -76,6 +76,10 @@ class LocalizerConfig:
              "over the map) along the best hypothesis's alignment (0: off)", (0.0, 100.0))
     min_inliers: int = setting(MIN_INLIERS, "inliers a verified candidate needs", (4, 100000))
     min_inlier_ratio: float = setting(MIN_INLIER_RATIO, "share of matches that must be inliers", (0.0, 1.0))
+    min_keypoint_share: float = setting(
+        MIN_KEYPOINT_SHARE, "inliers a verified candidate needs as a share of the smaller keypoint count of the two images: "
+                            "a look-alike (repeated facade, the same doors down a corridor) agrees on a few objects, not "
+                            "on the view (0: off)", (0.0, 1.0))
     accept_min_inliers: int = setting(30, "loop closure: inliers of the best hypothesis (with re-ranking)",
                                       (0, 100000))
     accept_min_similarity: float = setting(0.5, "loop closure: global similarity of the best hypothesis",

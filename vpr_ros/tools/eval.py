@@ -34,7 +34,8 @@ from vpr_ros.tools.plots import confidence_plots
 
 # the pipeline settings vpr_eval takes as flags (both sources; the loop-closure ones matter only with --map)
 CONFIG_FLAGS = ("prior_k_sigma", "prior_min_radius_m", "prior_max_radius_m", "top_k", "rerank", "rerank_top_k", "skip_margin", "skip_min_probability", "min_inliers",
-                "min_inlier_ratio", "accept_min_inliers", "accept_min_similarity", "accept_min_probability",
+                "min_inlier_ratio", "min_keypoint_share", "accept_min_inliers", "accept_min_similarity", "accept_min_probability",
+                "accept_max_false_rate",
                 "temporal_window", "temporal_tolerance", "max_keypoints", "matcher_layers", "device", "precision",
                 "backend", "cpu_threads", "verifier", "device_query", "sequence_length", "sequence_max_step",
                 "sequence_similarity", "accept_min_sequence_score")

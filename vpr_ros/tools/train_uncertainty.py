@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="synthetic views per training frame that train the BayesCap head (0: the map's pairs only)")
     parser.add_argument("--view-strength", type=float, default=d["view_strength"],
                         help="mean change of the synthetic views (each view draws 0.3-1.7 times it; 1: mild)")
-    parser.add_argument("--calibration-fraction", type=float, default=d["calibration_fraction"])
+    parser.add_argument("--calibration-fraction", type=float, default=d["calibration_fraction"],
+                        help="share of the map frames held out from the head for the calibration queries")
+    parser.add_argument("--max-calibration-frames", type=int, default=d["max_calibration_frames"],
+                        help="at most this many held-out frames (each gives --views queries)")
     parser.add_argument("--calibrator", choices=KINDS, default=d["calibrator"])
     parser.add_argument("--epochs", type=int, default=d["epochs"])
     parser.add_argument("--top-k", type=int, default=d["top_k"], help="hypotheses per calibration query")
@@ -75,13 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sequence-length must be >= 2 with --session")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     if args.views < 1 or args.epochs < 1 or args.top_k < 2 or not 0 < args.calibration_fraction < 1 \
-            or args.train_views < 0:
-        parser.error("--views and --epochs must be >= 1, --train-views >= 0, --top-k >= 2, --calibration-fraction "
-                     "in (0, 1)")
+            or args.train_views < 0 or args.max_calibration_frames < 1:
+        parser.error("--views, --epochs and --max-calibration-frames must be >= 1, --train-views >= 0, --top-k >= 2, "
+                     "--calibration-fraction in (0, 1)")
     options = {"positive_distance_m": args.positive_distance, "positive_heading_deg": args.positive_heading,
                "positive_frames": args.positive_frames, "views": args.views, "train_views": args.train_views,
                "view_strength": args.view_strength,
                "calibration_fraction": args.calibration_fraction, "calibrator": args.calibrator,
+               "max_calibration_frames": args.max_calibration_frames,
                "epochs": args.epochs, "top_k": args.top_k, "seed": args.seed}
     try:
         vpr_map = VPRMap.load(args.map, checkpoint=args.checkpoint, with_uncertainty=False)

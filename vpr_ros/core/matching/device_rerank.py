@@ -73,6 +73,7 @@ class DeviceReranker:
         if not isinstance(verifier, BatchedVerifier):  # the same rules and settings, fitted in one batch
             verifier = BatchedVerifier(verifier.model, verifier.threshold_px, verifier.confidence, verifier.max_iters,
                                        verifier.min_inliers, verifier.min_inlier_ratio, verifier.homography_ratio,
+                                       verifier.max_log_nfa, verifier.min_keypoint_share, verifier.min_inlier_coverage,
                                        device=str(self.device))
         self.verifier = verifier
         self.length = -(-max(max_keypoints, table.keypoints.shape[1]) // PAD) * PAD

@@ -45,7 +45,7 @@ MIN_MATCHES = {"fundamental": 8, "homography": 4, "essential": 5}
 SAMPLE = {"fundamental": 7, "homography": 4, "essential": 5}  # points that fix each model
 REFERENCE_WIDTH = 640.0
 MIN_INLIERS, MIN_INLIER_RATIO = 15, 0.25  # what a verified candidate needs by default (the node's too: core/config.py)
-MIN_KEYPOINT_SHARE, MIN_INLIER_COVERAGE = 0.0, 0.0  # look-alike rules (module docstring); set from measurements
+MIN_KEYPOINT_SHARE, MIN_INLIER_COVERAGE = 0.03, 0.0  # look-alike rules (module docstring; docs/benchmarks.md)
 
 
 @dataclass
@@ -95,6 +95,7 @@ def inlier_coverage(query_pts: np.ndarray, map_pts: np.ndarray, query_size: tupl
         points = np.asarray(points, np.float32).reshape(-1, 2)
         if len(points) < 3 or w <= 0 or h <= 0:
             return 0.0
+        points = np.clip(points, 0.0, [w, h]).astype(np.float32)  # a keypoint is in its image
         shares.append(float(cv2.contourArea(cv2.convexHull(points))) / float(w * h))
     return min(shares)
 

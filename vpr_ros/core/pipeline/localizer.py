@@ -59,7 +59,8 @@ class Localizer:
         self.reranker = None
         if config.rerank:
             verifier = make_verifier(config.verifier, config.device, min_inliers=config.min_inliers,
-                                     min_inlier_ratio=config.min_inlier_ratio)
+                                     min_inlier_ratio=config.min_inlier_ratio,
+                                     min_keypoint_share=config.min_keypoint_share)
             self.reranker = Reranker(config.rerank, verifier, skip_margin=config.skip_margin, device=config.device,
                                      precision=config.precision, matcher_layers=config.matcher_layers)
         self.acceptance, self.metric = LoopAcceptance(config), MetricStep(config)

@@ -46,7 +46,7 @@ ALL_FEATURES = DESCRIPTOR_FEATURES + GEOMETRY_FEATURES + [SEQUENCE_FEATURE]
 # What the calibrators use (docs/uncertainty.md, "Which features"; benchmarks/calibration_transfer.py measured
 # them on conditions the calibration never saw). `first` is implicit: the best hypothesis has its own calibrator.
 GLOBAL_FEATURES = ["similarity", "margin", "log_query_uncertainty", "log_map_uncertainty", "pair_likelihood"]
-RERANK_FEATURES = ["margin", "log_inliers", "inlier_ratio", "nfa_evidence"]
+RERANK_FEATURES = GLOBAL_FEATURES + ["log_inliers"]
 NFA_CLIP = 100.0
 # Evidence for the place: a calibrator's probability never falls when one of these rises (calibration.py)
 INCREASING = ("similarity", "margin", "first", "pair_likelihood", *GEOMETRY_FEATURES, SEQUENCE_FEATURE)
