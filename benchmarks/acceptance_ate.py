@@ -5,9 +5,10 @@ back-end with vpr/pose as fixes, localize mode) as functions of the acceptance s
 
 Each setting replays the bag through the core pipeline (the node's Localizer) against the map with its depth
 images and odometry; the back-end (core/posegraph, shipped GraphSettings) takes the odometry and every localised
-pose; ATE is evo's, unaligned (the map frame is the truth's). Settings: accept_min_probability 0.5 ... 0.99 and
-the automatic point (-1), with and without temporal agreement (temporal_window 1 / 0), re-ranked with the
-matcher the map's calibrators were fitted with (--rerank) and without re-ranking (similarity threshold).
+pose; ATE is evo's, unaligned (the map frame is the truth's). Settings: the shipped ones (LocalizerConfig())
+with accept_min_probability 0.5 ... 0.99 and the risk-controlled threshold (-1, accept_max_false_rate), with and
+without temporal agreement (temporal_window 1 / 0), re-ranked with --rerank (the shipped matcher; the map's
+calibrators must know it) and, unless --no-global, without re-ranking (similarity threshold).
 """
 
 import argparse
@@ -23,15 +24,17 @@ TOPICS = {"image": "/camera/image_raw", "pose": "/ground_truth", "odom": "/odom"
           "depth": "/camera/depth/image_raw"}
 
 
-def settings(rerank: str, probabilities: list[float]) -> list[tuple[str, LocalizerConfig]]:
+def settings(rerank: str, probabilities: list[float], windows: list[int], with_global: bool
+             ) -> list[tuple[str, LocalizerConfig]]:
     out = []
-    for window in (1, 0):
+    for window in windows:
         for p in probabilities:
-            name = f"rerank {rerank}, p >= {'auto' if p < 0 else p}, temporal {'on' if window else 'off'}"
-            out.append((name, LocalizerConfig(rerank=rerank, top_k=10, rerank_top_k=5, accept_min_probability=p,
-                                              temporal_window=window)))
-        out.append((f"rerank off, p >= auto, temporal {'on' if window else 'off'}",
-                    LocalizerConfig(rerank="off", top_k=10, temporal_window=window)))
+            rule = f"risk {LocalizerConfig.accept_max_false_rate:g}" if p < 0 else f"p >= {p}"
+            name = f"rerank {rerank}, {rule}, temporal {'on' if window else 'off'}"
+            out.append((name, LocalizerConfig(rerank=rerank, accept_min_probability=p, temporal_window=window)))
+        if with_global:
+            out.append((f"rerank off, risk {LocalizerConfig.accept_max_false_rate:g}, temporal {'on' if window else 'off'}",
+                        LocalizerConfig(rerank="off", accept_min_probability=-1.0, temporal_window=window)))
     return out
 
 
@@ -39,13 +42,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--map", type=Path, required=True)
     parser.add_argument("--bag", type=Path, required=True)
-    parser.add_argument("--rerank", default="xfeat-lighterglue", help="the matcher the map's calibrators know")
+    parser.add_argument("--rerank", default=LocalizerConfig.rerank, help="the matcher the map's calibrators know")
     parser.add_argument("--probabilities", type=float, nargs="+", default=[0.5, 0.7, 0.9, 0.95, 0.99, -1.0])
+    parser.add_argument("--windows", type=int, nargs="+", default=[1, 0], help="temporal_window values")
+    parser.add_argument("--no-global", action="store_true", help="skip the settings without re-ranking")
     parser.add_argument("--distance", type=float, default=5.0)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     rows = []
-    for name, config in settings(args.rerank, args.probabilities):
+    for name, config in settings(args.rerank, args.probabilities, args.windows, not args.no_global):
         start = time.perf_counter()
         report, _, _ = evaluate_map_bag(args.map, args.bag, TOPICS["image"], TOPICS["pose"], None, args.distance, config,
                                         camera_info_topic=TOPICS["info"], progress=False, depth_topic=TOPICS["depth"],

@@ -55,13 +55,28 @@ def _score(name: str, records, positives, rules: dict[str, float], config: Local
     return "| " + " | ".join(cells) + " |"
 
 
-def _laps(run: Path, laps: str, config: LocalizerConfig):
+def _laps(run: Path, map_dir: Path, laps: str, config: LocalizerConfig):
+    from vpr_ros.core.build.uncertainty_training import train_uncertainty
+    from vpr_ros.core.map.store import VPRMap
+    from vpr_ros.core.matching.reranker import Reranker
     from vpr_ros.tools import eval as vpr_eval
 
+    trained = VPRMap.load(map_dir)
+    if trained.uncertainty is None or trained.uncertainty.calibrator_for(config.rerank) is None:
+        print(f"({map_dir} has no calibrator for {config.rerank}: training one here, as vpr_train_uncertainty "
+              f"--rerank {config.rerank} would, into a copy)", flush=True)
+        import shutil
+        import tempfile
+
+        copy = Path(tempfile.mkdtemp(prefix="acceptance_laps_")) / "map"
+        shutil.copytree(map_dir, copy)
+        trained.uncertainty = train_uncertainty(trained, {}, [Reranker(config.rerank)])
+        trained.save(copy, overwrite=True)
+        map_dir = copy
     for spec in laps.split(","):
         name, lap = spec.split("=")
         report, records, vpr_map = vpr_eval.evaluate_map_bag(
-            run / "map", run / f"lap_{lap}", "/camera/image_raw", "/ground_truth", None, 5.0, config,
+            map_dir, run / f"lap_{lap}", "/camera/image_raw", "/ground_truth", None, 5.0, config,
             camera_info_topic="/camera/camera_info", depth_topic="/camera/depth/image_raw", progress=False)
         positives, _ = vpr_eval.ground_truth(vpr_map, vpr_eval.replay_inputs(
             run / f"lap_{lap}", "/camera/image_raw", "/ground_truth", None)[1], 5.0, None, None)
@@ -91,12 +106,14 @@ def _dataset(root: Path, config: LocalizerConfig):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, help="a vpr_sim run whose map/ holds lap 1's trained map")
+    parser.add_argument("--run", type=Path, help="a vpr_sim run whose map/ holds lap 1's map (trained here when it "
+                                                "has no calibrator for the shipped matcher)")
+    parser.add_argument("--map", type=Path, help="the map (default: RUN/map)")
     parser.add_argument("--laps", default="dusk=2,night=3,fog=4,rain=5,overcast=6,othercam=7")
     parser.add_argument("--dataset", type=Path, help="an image-folder dataset instead (its map is built here)")
     args = parser.parse_args()
     config = LocalizerConfig()
-    sets = _dataset(args.dataset, config) if args.dataset else _laps(args.run, args.laps, config)
+    sets = _dataset(args.dataset, config) if args.dataset else _laps(args.run, args.map or args.run / "map", args.laps, config)
     header = None
     for name, records, positives, vpr_map in sets:
         rules = _rules(vpr_map.uncertainty, config.rerank)

@@ -160,7 +160,10 @@ def main() -> None:
     for ranking in ("global", "rerank"):
         x_cal, y_cal = rows[ranking]
         best = x_cal[:, ALL_FEATURES.index("first")] == 1
-        x_cal, y_cal = x_cal[best], y_cal[best]
+        if 0 < y_cal[best].sum() < best.sum():  # as the training does: all rows when the best ones are one class
+            x_cal, y_cal = x_cal[best], y_cal[best]
+        else:
+            print(f"({ranking}: the calibration queries' best hypotheses are all one class; fitted on every hypothesis)")
         fitted = {}
         for label, names in CANDIDATES[ranking].items():
             fitted[label] = Calibrator(list(names), increasing=list(names)).fit(select(x_cal, list(names)), y_cal)

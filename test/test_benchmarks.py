@@ -47,6 +47,9 @@ def arguments(script: str, tiny: Path) -> list[list[str]]:
     return {
         "acceptance_ate.py": [["--map", lap1, "--bag", str(run / "lap_2"), "--rerank", "xfeat-mnn",
                                "--probabilities", "0.9"]],
+        "acceptance_laps.py": [["--run", str(run), "--map", lap1, "--laps", "other=2"]],
+        "calibration_transfer.py": [["--map", lap1, "--bag", f"other={run / 'lap_2'}", "--cache", str(tiny / "transfer")],
+                                    ["--cache", str(tiny / "transfer")]],
         "batched_ransac.py": [["--pairs", "2", "--matches", "64", "--repeats", "1", "--per-ratio", "1"]],
         "city_scale.py": [["--real-map", lap1, "--query-bag", str(run / "lap_2"), "--image-topic", "/camera/image_raw",
                            "--frames", "45000", "--index", "ivfpq-100k", "--queries", "4", "--out", str(tiny / "city")]],
@@ -67,6 +70,8 @@ def arguments(script: str, tiny: Path) -> list[list[str]]:
         "sequence_cost.py": [["--frames", "600", "--lengths", "5", "--queries", "5"]],
         "sessions.py": [["--maps", lap1, lap2, "--bag", str(run / "lap_2")]],
         "soak.py": [["--minutes", "0.1", "--rate", "2", "--map", corridor]],
+        "verification.py": [["--map", lap1, "--bag", str(run / "lap_2"), "--every", "4", "--budgets", "128",
+                             "--matchers", "xfeat-mnn", "--save", str(tiny / "pairs")]],
         "stages.py": [["--sizes", "500", "--repeats", "1", "--warmup", "0", "--pairs", "2", "--e2e-size", "500",
                        "--matchers", "xfeat-mnn", "--devices", "cpu"]],
     }[script]

@@ -236,6 +236,10 @@ def test_train_uncertainty_calibrates_sequence_ranking_on_a_session_bag(sim_map,
     assert model.training["sequence"]["length"] == 5 and model.training["sequence"]["session"] == str(bag)
     assert model.calibrators["sequence:global"].features[-1] == "sequence_score"
     assert model.sequence_calibrator(None, 5, "centred") is model.calibrators["sequence:global"]
+    # the session's single-image answers joined the synthetic views in the single-image calibrators
+    session = model.training["session_calibration"]
+    assert session["session"] == str(bag) and session["calibrators"]["global"]["session_hypotheses"] > 0
+    assert model.calibrators["global"].fitted_on > model.training["calibration_queries"]
     report, records, _ = vpr_eval.evaluate_map_bag(path, bag, "/camera/image_raw", "/ground_truth", None, 5.0,
                                                    LocalizerConfig(rerank="off", top_k=8, sequence_length=5),
                                                    progress=False)

@@ -9,10 +9,12 @@
 Positive pairs come from the map's poses (within --positive-distance and --positive-heading); a map
 without poses uses its route order instead (frames at most --positive-frames keys apart). The
 calibration queries are synthetic views of held-out map frames when the map's images can still be
-read, else their stored descriptors (optimistic; reported). With --session, hypotheses ranked by
-sequence get calibrators fitted on that bag replayed against the map (its poses within --session-distance
-of a map frame's make the right places); they apply to nodes running the same --sequence-length and
---sequence-similarity. See vpr_ros/core/build/uncertainty_training.py.
+read, else their stored descriptors (optimistic; reported). With --session, another real traversal of
+the route (a bag with poses; its poses within --session-distance of a map frame's make the right places) is
+replayed against the map: its single-image answers join the synthetic views in the global and re-ranked
+calibrators (real revisits under another light carry what views of the map's own images cannot), and its
+answers ranked by sequence fit the sequence calibrators, which apply to nodes running the same
+--sequence-length and --sequence-similarity. See vpr_ros/core/build/uncertainty_training.py.
 """
 
 import argparse
@@ -26,7 +28,8 @@ from vpr_ros.core.matching.geometry import GeometricVerifier
 from vpr_ros.core.matching.matchers import MATCHERS
 from vpr_ros.core.matching.reranker import Reranker
 from vpr_ros.core.uncertainty.calibration import KINDS
-from vpr_ros.core.build.uncertainty_training import DEFAULT_TRAINING, fit_session_calibrators, train_uncertainty
+from vpr_ros.core.build.uncertainty_training import (DEFAULT_TRAINING, fit_session_calibrators,
+                                                     fit_single_image_on_session, train_uncertainty)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,10 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             + (f"  val loss {stats['val_loss'][-1]:.2f}" if stats["val_loss"] else "")))
         load = False if args.stored_descriptors else None
         rerankers = [Reranker(matcher, GeometricVerifier()) for matcher in dict.fromkeys(args.rerank)]
-        model = train_uncertainty(vpr_map, options, rerankers, load=load, progress=progress)
+        view_rows: dict = {}
+        model = train_uncertainty(vpr_map, options, rerankers, load=load, progress=progress, rows_out=view_rows)
         vpr_map.uncertainty = model
         if args.session:
-            _calibrate_on_session(vpr_map, args)
+            _calibrate_on_session(vpr_map, args, view_rows)
         vpr_map.save(args.map, overwrite=True)
     except (FileNotFoundError, ValueError, MapError) as exc:
         print(f"vpr_train_uncertainty: error: {exc}", file=sys.stderr)
@@ -118,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _calibrate_on_session(vpr_map: VPRMap, args) -> None:
-    """Replay --session against the map with sequence matching, once per ranking, and fit its calibrators."""
+def _calibrate_on_session(vpr_map: VPRMap, args, view_rows: dict) -> None:
+    """Replay --session against the map, once per ranking: without sequence matching, to refit the single-image
+    calibrators on the views and the session together; with it, to fit the sequence calibrators."""
     from vpr_ros.tools.eval import ground_truth, replay_inputs
 
     items, queries = replay_inputs(args.session, args.image_topic, args.pose_topic, None)
@@ -128,25 +133,29 @@ def _calibrate_on_session(vpr_map: VPRMap, args) -> None:
     quiet = lambda record: "no calibrator for sequence ranking" not in record.getMessage()  # noqa: E731
     logging.getLogger("vpr_ros").addFilter(quiet)
     try:
-        replays = _replays(vpr_map, items, args)
+        single = _replays(vpr_map, items, args, sequence_length=0)
+        fit_single_image_on_session(vpr_map.uncertainty, view_rows, single, positives, args.calibrator, str(args.session))
+        replays = _replays(vpr_map, items, args, sequence_length=args.sequence_length)
     finally:
         logging.getLogger("vpr_ros").removeFilter(quiet)
     fit_session_calibrators(vpr_map.uncertainty, replays, positives, args.sequence_length,
                             args.sequence_similarity, args.calibrator, str(args.session))
 
 
-def _replays(vpr_map: VPRMap, items: list, args) -> dict:
-    """The session replayed with sequence matching: global ranking, and re-ranked by each --rerank matcher."""
+def _replays(vpr_map: VPRMap, items: list, args, sequence_length: int) -> dict:
+    """The session replayed (with sequence matching when sequence_length > 0): global ranking, and re-ranked by
+    each --rerank matcher."""
     from vpr_ros.core.config import LocalizerConfig
     from vpr_ros.core.evaluation.replay import replay_core
 
     replays = {}
     for matcher in [None, *dict.fromkeys(args.rerank)]:
         config = LocalizerConfig(rerank=matcher or "off", top_k=args.top_k, temporal_window=0,
-                                 sequence_length=args.sequence_length, sequence_max_step=args.sequence_max_step,
+                                 sequence_length=sequence_length, sequence_max_step=args.sequence_max_step,
                                  sequence_similarity=args.sequence_similarity)
         if not args.quiet:
-            print(f"replaying {args.session} ({len(items)} frames), ranked by sequence"
+            print(f"replaying {args.session} ({len(items)} frames), ranked by "
+                  + (f"sequence ({sequence_length} frames)" if sequence_length else "single image")
                   + (f", re-ranked by {matcher}" if matcher else ""))
         replays[matcher] = replay_core(vpr_map, items, config, progress=not args.quiet)
     return replays

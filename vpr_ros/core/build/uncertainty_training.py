@@ -237,6 +237,11 @@ def _fit_best_and_others(model: UncertaintyModel, name: str, x: np.ndarray, y: n
     """Calibrator `name` on the best hypotheses' rows (x: hypothesis_features), `name:others` on the rest
     (skipped, with a warning, when those are all right or all wrong: the best one's calibrator then serves)."""
     best = x[:, ALL_FEATURES.index("first")] == 1
+    if y[best].all() or not y[best].any():  # a small or easy map: one calibrator for every hypothesis
+        LOGGER.warning("uncertainty: %s: the calibration queries' best hypotheses are all %s; one calibrator for every "
+                       "hypothesis", name, "right" if y[best].all() else "wrong")
+        model.calibrators[name] = Calibrator(names, kind, increasing=names).fit(select(x, names), y)
+        return
     model.calibrators[name] = Calibrator(names, kind, increasing=names).fit(select(x[best], names), y[best])
     try:
         model.calibrators[others_key(name)] = Calibrator(names, kind, increasing=names).fit(
@@ -338,6 +343,42 @@ def _calibration_rows(vpr_map, model: UncertaintyModel, queries: dict, how, crit
     return {name: (np.concatenate(x), np.concatenate(y)) for name, (x, y) in rows.items()}
 
 
+def session_rows(records, positives: list[set[int]], reranked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Every hypothesis of a replayed session (QueryRecords) as calibration rows (hypothesis_features) and
+    labels (its map frame shows the frame's place); frames without a place in the map are left out."""
+    if len(records) != len(positives):
+        raise ValueError(f"{len(records)} replayed frames for {len(positives)} ground-truth sets")
+    x, y = [], []
+    for record, places in zip(records, positives):
+        if len(record.keys) and places:
+            x.append(record.features(reranked=reranked))
+            y.append(np.array([int(key) in places for key in record.keys]))
+    if not x:
+        raise ValueError("no frame of the session has its place in the map")
+    return np.concatenate(x), np.concatenate(y)
+
+
+def fit_single_image_on_session(model: UncertaintyModel, view_rows: dict, replays: dict,
+                                positives: list[set[int]], kind: str = "logistic", session: str = "") -> dict:
+    """Refit the single-image calibrators (`global`, `rerank:<matcher>` and their `:others`) on the synthetic
+    views' rows (view_rows: train_uncertainty's rows_out) together with a real session replayed against the map
+    without sequence matching (replays: matcher or None -> its QueryRecords). Real revisits under another light
+    or from another route carry the shift that views of the map's own images cannot; returns the record."""
+    fitted = {}
+    for matcher, records in replays.items():
+        name = ranking_key(matcher)
+        names = RERANK_FEATURES if matcher else GLOBAL_FEATURES
+        x, y = session_rows(records, positives, matcher is not None)
+        keep = np.isfinite(select(x, names)).all(axis=1)
+        x, y = x[keep], y[keep]
+        if name in view_rows:
+            x, y = np.concatenate([view_rows[name][0], x]), np.concatenate([view_rows[name][1], y])
+        _fit_best_and_others(model, name, x, y, names, kind)
+        fitted[name] = {"session_hypotheses": int(keep.sum()), "rows": int(len(y))}
+    model.training["session_calibration"] = {"session": session, "calibrators": fitted}
+    return model.training["session_calibration"]
+
+
 def fit_session_calibrators(model: UncertaintyModel, replays: dict, positives: list[set[int]], length: int,
                             similarity: str, kind: str = "logistic", session: str = "") -> dict:
     """Fit the sequence-ranking calibrators of `model` from replays of another session against its map.
@@ -350,18 +391,13 @@ def fit_session_calibrators(model: UncertaintyModel, replays: dict, positives: l
     for matcher, records in replays.items():
         if len(records) != len(positives):
             raise ValueError(f"{len(records)} replayed frames for {len(positives)} ground-truth sets")
-        x, y = [], []
-        for record, places in zip(records, positives):
-            if not record.sequence_length or not len(record.keys) or not places:
-                continue
-            x.append(record.features(reranked=matcher is not None))
-            y.append(np.array([int(key) in places for key in record.keys]))
+        ranked = [(r, p) for r, p in zip(records, positives) if r.sequence_length and len(r.keys) and p]
         name = ranking_key(matcher, sequence=True)
-        if not x:
+        if not ranked:
             raise ValueError(f"{name}: no frame of the session was ranked by sequence (is the session longer than "
                              f"{length} frames, and the map in traversal order?)")
+        x, y = session_rows(*zip(*ranked), matcher is not None)
         features = (RERANK_FEATURES if matcher else GLOBAL_FEATURES) + [SEQUENCE_FEATURE]
-        x, y = np.concatenate(x), np.concatenate(y)
         keep = np.isfinite(select(x, features)).all(axis=1)
         try:
             _fit_best_and_others(model, name, x[keep], y[keep], features, kind)
