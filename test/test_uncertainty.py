@@ -157,6 +157,9 @@ def test_risk_threshold_bounds_false_acceptances_by_conformal_risk_control():
     assert again.risk_threshold(0.05) == cal.risk_threshold(0.05)
     with pytest.raises(ValueError, match="alpha"):
         cal.risk_threshold(0.0)
+    old = cal.to_json()
+    del old["wrong_probabilities"]  # a calibrator stored before issue 41 keeps its full-precision point
+    assert Calibrator.from_json(old).risk_threshold(0.01) == cal.full_precision
 
 
 def test_calibrator_refuses_one_class_and_bad_shapes():

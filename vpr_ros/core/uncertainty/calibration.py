@@ -89,6 +89,8 @@ class Calibrator:
         certainty."""
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+        if not len(self.wrong_probabilities):  # fitted before issue 41 (a fit always has wrong rows): its
+            return float(np.nan_to_num(self.full_precision, nan=1.0))  # full-precision point, the rule it had
         n = self.fitted_on
         allowed = int(np.floor(alpha * (n + 1) - 1 + 1e-9))  # wrong rows that may lie at or above the threshold
         if n == 0 or allowed < 0:
