@@ -383,6 +383,18 @@ def test_slam_mode_closes_a_loop_and_saves_the_online_map(graph, images, tmp_pat
     assert len(saved) == 38 and saved.local is not None
 
 
+def test_console_scripts_print_their_help_with_every_parameter():
+    """`vpr_localizer --help` and `vpr_pose_graph -h` print what the node does and every parameter with its
+    default (the shipped params files' text) and exit 0, starting no node; --help after --ros-args is ROS's."""
+    for script, params_file, names in (("vpr_localizer", "localize.yaml", ("map_path", "min_keypoint_share")),
+                                       ("vpr_pose_graph", "pose_graph.yaml", ("odom_topic", "kernel"))):
+        done = subprocess.run([str(Path(sys.executable).parent / script), "--help"], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (REPO / "config" / params_file).read_text() in done.stdout and all(n in done.stdout for n in names)
+        assert "needs map_path" not in done.stdout + done.stderr
+
+
 @pytest.mark.slow
 def test_console_script_runs_with_the_params_file_and_rejects_bad_parameters(map_dir, images):
     script = Path(sys.executable).parent / "vpr_localizer"

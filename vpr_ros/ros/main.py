@@ -5,6 +5,7 @@ Exit codes: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configura
 internal failure stopped the node.
 
     vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=maps/office
+    vpr_localizer --help      # this text and every parameter with its default
 """
 
 import faulthandler
@@ -17,6 +18,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
 from vpr_ros.core.map.store import MapError
 from vpr_ros.ros.node import LocalizerNode
+from vpr_ros.ros.parameters import help_text, params_file_text, wants_help
 
 SPIN_PERIOD_S = 0.2  # the executor thread looks at its stop flag at least this often
 
@@ -25,6 +27,9 @@ def main(args: list[str] | None = None) -> int:
     """The console script: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration,
     1 when an internal failure stopped the node."""
     faulthandler.enable()  # a crash in a native library prints every thread's Python stack to stderr
+    if wants_help(args):
+        print(help_text(__doc__, "config/localize.yaml", params_file_text()), flush=True)
+        return 0
     try:
         rclpy.init(args=args)
     except Exception as exc:  # e.g. a malformed --ros-args rule; rcl says which

@@ -6,6 +6,7 @@ against them. No rclpy or torch import, so the launch logic can use it.
 """
 
 import dataclasses
+import sys
 
 from vpr_ros.core.config import LocalizerConfig, settings
 
@@ -147,3 +148,17 @@ def descriptor(name: str):
     else:
         desc.floating_point_range = [FloatingPointRange(from_value=float(spec[0]), to_value=float(spec[1]))]
     return desc
+
+
+def wants_help(args: list[str] | None = None) -> bool:
+    """Whether a console script was asked for help: -h or --help before any --ros-args (args None: sys.argv)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    return bool({"-h", "--help"} & set(own))
+
+
+def help_text(doc: str, params_file: str, params_text: str) -> str:
+    """A node's --help: its module docstring, then every parameter with its default and description, as the
+    shipped params file (`params_file`, generated from the same table) lists them."""
+    return (doc.strip() + "\n\nParameters (set with --ros-args -p name:=value or --params-file; " + params_file
+            + " holds every one at its default):\n\n" + params_text)

@@ -306,6 +306,11 @@ def params_file_text() -> str:
 
 def main(args: list[str] | None = None) -> int:
     """The console script: 0 after SIGINT/SIGTERM, 2 on a bad configuration (or without gtsam)."""
+    from vpr_ros.ros.parameters import help_text, wants_help
+
+    if wants_help(args):
+        print(help_text(__doc__, "config/pose_graph.yaml", params_file_text()), flush=True)
+        return 0
     if GTSAM_MISSING is not None:
         print(f"vpr_pose_graph: error: the pose-graph back-end needs gtsam (pip install gtsam==4.3.0): {GTSAM_MISSING}",
               flush=True)
