@@ -124,3 +124,15 @@ def test_the_demo_retrains_a_map_calibrated_for_another_matcher(tmp_path):
         {"calibrators": {"global": {}, "rerank:xfeat-lighterglue": {}}}))
     assert _map_ready(tmp_path / "map", run, "xfeat-lighterglue") and _map_ready(tmp_path / "map", run, None)
     assert not _map_ready(tmp_path / "map", run, "xfeat-mnn")
+
+
+def test_launch_readme_names_every_launch_argument():
+    """launch/README.md lists every argument localize.launch.py declares (the launch file's own five and the
+    parameter overrides), so a user reading it knows what ros2 launch takes."""
+    from vpr_ros.ros.launch_args import OVERRIDES
+
+    text = (REPO / "launch" / "README.md").read_text()
+    declared = (REPO / "launch" / "localize.launch.py").read_text()
+    own = ("params_file", "namespace", "fastdds_shm", "pose_graph", "pose_graph_params_file")
+    assert all(f'"{name}"' in declared for name in own)
+    assert all(f"`{name}`" in text for name in (*own, *OVERRIDES))
