@@ -136,3 +136,13 @@ def test_launch_readme_names_every_launch_argument():
     own = ("params_file", "namespace", "fastdds_shm", "pose_graph", "pose_graph_params_file")
     assert all(f'"{name}"' in declared for name in own)
     assert all(f"`{name}`" in text for name in (*own, *OVERRIDES))
+
+
+def test_the_demo_help_says_every_step(capsys):
+    from vpr_ros.tools import demo
+
+    with pytest.raises(SystemExit) as done:
+        demo.main(["--help"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "localize the third" in out and "6. `vpr_eval --through-node`: lap 3" in out
+    assert "playback speed of lap 3" in out

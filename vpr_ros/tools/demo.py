@@ -14,14 +14,16 @@ Steps (each kept when its output already exists with the same settings, so a sec
 6. `vpr_eval --through-node`: lap 3 is played at its recorded rate to a running `vpr_localizer` on the
    merged map, started as a robot starts it: its console script with the shipped config/localize.yaml
    (re-ranking with the shipped matcher, calibrated probabilities, the shipped acceptance), plus the
-   replay's topics and depth images for metric loop closures; over loopback, on a private ROS domain; the answers, metric poses and each match's session
-   included, are scored against the ground truth and written as JSON and a self-contained HTML report; the
-   pose-graph back-end (vpr_pose_graph, its own process in the same graph) takes the lap's drifting odometry
-   and vpr/pose as fixes, and the trajectory error of the odometry alone and of the corrected path is printed.
+   replay's topics and depth images for metric loop closures; over loopback, on a private ROS domain.
+   The answers, metric poses and each match's session included, are scored against the ground truth and
+   written as JSON and a self-contained HTML report; the pose-graph back-end (vpr_pose_graph, its own
+   process in the same graph) takes the lap's drifting odometry and vpr/pose as fixes, and the trajectory
+   error of the odometry alone and of the corrected path is printed.
 """
 
 import argparse
 import json
+import textwrap
 import sys
 import time
 from pathlib import Path
@@ -60,14 +62,16 @@ def _map_ready(map_dir: Path, run_json: Path, rerank: str | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vpr_demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="vpr_demo", description=textwrap.fill(__doc__.split("\n\n")[0].replace("\n", " "), 100),
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_run"), help="working folder (bags, map, report)")
     parser.add_argument("--frames", type=int, default=DEMO["frames"], help="frames per lap")
     parser.add_argument("--rerank", default=LocalizerConfig.rerank,
                         help="matcher, or 'off' for global retrieval only (default: the shipped one)")
     parser.add_argument("--distance", type=float, default=5.0,
                         help="a map frame within this many metres is the query's place (street scale)")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed of lap 2 (0: lockstep)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed of lap 3 through the node (0: lockstep)")
     parser.add_argument("--skip-doctor", action="store_true", help="do not check the environment first")
     parser.add_argument("--overwrite", action="store_true", help="redo every step")
     args = parser.parse_args(argv)
