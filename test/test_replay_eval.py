@@ -135,6 +135,15 @@ def test_vpr_eval_cli_writes_json_and_html(sim_map, tmp_path, capsys):
     assert "http://" not in page and "https://" not in page  # self-contained
 
 
+def test_the_report_says_why_closures_have_no_scale_in_words():
+    from vpr_ros.tools.report import _direction_only
+
+    assert _direction_only({}) == "Every correct loop closure had a metric pose."
+    text = _direction_only({"no depth near the frame": 1, "the 47 points fit <badly>": 3})
+    assert text.startswith("Without a metric pose (direction only): 3 &times; the 47 points fit &lt;badly&gt;; 1")
+    assert "{" not in text
+
+
 def test_vpr_eval_refuses_bad_input(sim_map, tmp_path, capsys):
     assert vpr_eval.main(["--map", str(sim_map / "map"), "--bag", str(tmp_path / "missing"), *TOPICS, "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -174,6 +174,14 @@ def latency_plot(records) -> str:
     return _png(fig)
 
 
+def _direction_only(reasons: dict) -> str:
+    """The loop closures that kept a translation direction only, counted by reason (escaped HTML)."""
+    if not reasons:
+        return "Every correct loop closure had a metric pose."
+    return "Without a metric pose (direction only): " + "; ".join(
+        f"{n} &times; {html.escape(str(why))}" for why, n in sorted(reasons.items(), key=lambda item: -item[1])) + "."
+
+
 def _table(rows: list[list], header: list[str]) -> str:
     cells = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
@@ -222,8 +230,7 @@ def write_html(path: Path, report: dict, records, vpr_map) -> Path:
                 if m[key].get("count")]
         parts += [f"<h3>Metric loop closures: {m['metric']} of {m['loop_closures']} correct ones</h3>",
                   _table(rows, ["against the true poses", "median", "p95", "max"]),
-                  f"<p>NEES mean {m['nees']['mean']:.1f}; without scale: "
-                  f"{html.escape(json.dumps(m['direction_only']))}</p>"]
+                  f"<p>NEES mean {m['nees']['mean']:.1f}. {_direction_only(m['direction_only'])}</p>"]
     if "top1" in report:
         t = report["top1"]
         parts += [_table([[t["confidence"], _fmt(t["accuracy"]), _fmt(t["auc_pr"]), _fmt(t["recall_at_precision_100"])]],
