@@ -44,6 +44,7 @@ from vpr_ros.ros import messages
 from vpr_ros.ros.health import ERROR, OK, WARN
 from vpr_ros.ros.convert import ns_to_stamp, stamp_to_ns
 from vpr_ros.ros.interfaces import load_interfaces
+from vpr_ros.ros.parameters import help_text, wants_help
 
 # name -> (default, description); GraphSettings' fields are parameters of the same names as well
 PARAMETERS = {
@@ -306,8 +307,6 @@ def params_file_text() -> str:
 
 def main(args: list[str] | None = None) -> int:
     """The console script: 0 after SIGINT/SIGTERM, 2 on a bad configuration (or without gtsam)."""
-    from vpr_ros.ros.parameters import help_text, wants_help
-
     if wants_help(args):
         print(help_text(__doc__, "config/pose_graph.yaml", params_file_text()), flush=True)
         return 0

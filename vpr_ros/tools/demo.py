@@ -54,11 +54,13 @@ def _map_ready(map_dir: Path, run_json: Path, rerank: str | None) -> bool:
     content = json.loads(meta.read_text())
     if not content.get("uncertainty") or not (content.get("local_depth") or not content.get("local_features")):
         return False
+    from vpr_ros.core.uncertainty.model import META_FILE, ranking_key
+
     try:
-        calibrators = json.loads((map_dir / "uncertainty.json").read_text())["calibrators"]
+        calibrators = json.loads((map_dir / META_FILE).read_text())["calibrators"]
     except (OSError, ValueError, KeyError):
         return False
-    return (f"rerank:{rerank}" if rerank else "global") in calibrators
+    return ranking_key(rerank) in calibrators
 
 
 def main(argv: list[str] | None = None) -> int:

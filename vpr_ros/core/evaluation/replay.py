@@ -14,7 +14,7 @@ from vpr_ros.core.pipeline.localizer import Localizer
 from vpr_ros.core.pipeline.results import FrameResult
 from vpr_ros.core.map.store import VPRMap
 from vpr_ros.core.inputs.sync import PositionPrior
-from vpr_ros.core.uncertainty.features import geometry_features, hypothesis_features
+from vpr_ros.core.uncertainty.features import VERIFICATION_FIELDS, geometry_features, hypothesis_features
 
 PROCESSED, DROPPED, BAD = "processed", "dropped", "bad"
 
@@ -70,9 +70,7 @@ class QueryRecord:
         if self.reranked if reranked is None else reranked:
             k = len(self.keys)
             geometry = geometry_features(self.inliers, *(getattr(self, name) if len(getattr(self, name)) == k
-                                                         else np.full(k, np.nan)
-                                                         for name in ("inlier_ratio", "keypoint_share", "log_nfa",
-                                                                      "coverage")))
+                                                         else np.full(k, np.nan) for name in VERIFICATION_FIELDS))
         return hypothesis_features(self.similarities, self.query_uncertainty, self.map_uncertainty,
                                    self.pair_likelihoods, geometry,
                                    self.sequence_scores if self.sequence_length else None)
@@ -104,7 +102,7 @@ def record_from_result(index: int, stamp_ns: int, true_pose, result: FrameResult
         inliers=np.array([p.verification.inlier_count if p.verification else 0 for p in places], np.int64),
         verified=np.array([p.verified for p in places], bool), reranked=matcher is not None,
         **{name: np.array([getattr(p.verification, name) if p.verification else np.nan for p in places], np.float64)
-           for name in ("inlier_ratio", "keypoint_share", "log_nfa", "coverage")},
+           for name in VERIFICATION_FIELDS},
         map_uncertainty=np.array([p.map_uncertainty for p in places], np.float64),
         query_uncertainty=result.query_uncertainty,
         pair_likelihoods=np.array([p.pair_likelihood for p in places], np.float64),

@@ -28,9 +28,9 @@ corridor, a repeated facade, the same kind of parked car) is not chance, and pas
 dozens of inliers. What it rarely has is agreement over the whole view: its inliers are a small part of
 the keypoint budget (`min_keypoint_share` of the smaller keypoint count of the two images, when the caller
 gives the counts) and lie on one object (`min_inlier_coverage`: the inliers' convex hull covers at least
-this share of each image). Both were set on measured right and wrong pairs at 512 and 2048 keypoints,
-indoors and outdoors (benchmarks/verification.py, docs/benchmarks.md "Verification that refuses
-look-alikes").
+this share of each image). The keypoint share was set on measured right and wrong pairs at 512 and
+2048 keypoints, indoors and outdoors; the coverage separated nothing there and is off by default
+(benchmarks/verification.py, docs/benchmarks.md "Verification that refuses look-alikes").
 """
 
 import math

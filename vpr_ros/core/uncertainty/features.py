@@ -17,9 +17,9 @@ Per hypothesis (the features a calibrator combines):
   - `nfa_evidence`: -log10 of the a contrario number of false alarms, clipped to [0, NFA_CLIP]: how far
     beyond chance the inliers are, a bound that holds in any scene;
   - `coverage`: the share of each image the inliers' convex hull spans (the smaller).
-  These depend on the geometry of the two views, not on how the light or season moved the global
-  descriptor, so their relation to correctness carries over to conditions the calibration never saw
-  (docs/uncertainty.md).
+  They depend on the geometry of the two views, not on how the light moved the global descriptor, but
+  their scale still moves between synthetic views of a map and real revisits (Corridor's small frames):
+  the shipped calibrators use log_inliers only (docs/uncertainty.md, benchmarks/calibration_transfer.py).
 - `sequence_score`: with sequence ranking, the mean z-score along the hypothesis's best alignment
   (retrieval/sequence.py); only calibrators fitted on a replayed session have it (build/uncertainty_training.py).
 
@@ -41,6 +41,8 @@ import numpy as np
 
 DESCRIPTOR_FEATURES = ["similarity", "margin", "first", "log_query_uncertainty", "log_map_uncertainty", "pair_likelihood"]
 GEOMETRY_FEATURES = ["log_inliers", "inlier_ratio", "keypoint_share", "nfa_evidence", "coverage"]
+# the Verification fields they come from besides inlier_count (QueryRecord keeps them per hypothesis)
+VERIFICATION_FIELDS = ("inlier_ratio", "keypoint_share", "log_nfa", "coverage")
 SEQUENCE_FEATURE = "sequence_score"
 ALL_FEATURES = DESCRIPTOR_FEATURES + GEOMETRY_FEATURES + [SEQUENCE_FEATURE]
 # What the calibrators use (docs/uncertainty.md, "Which features"; benchmarks/calibration_transfer.py measured
@@ -90,9 +92,9 @@ def geometry_features(inliers, inlier_ratio, keypoint_share, log_nfa, coverage) 
 
 def verification_features(verifications) -> np.ndarray:
     """K x len(GEOMETRY_FEATURES) from K Verifications (None: the candidate was not matched)."""
-    fields = [(v.inlier_count, v.inlier_ratio, v.keypoint_share, v.log_nfa, v.coverage) if v is not None
-              else (0, np.nan, np.nan, np.nan, np.nan) for v in verifications]
-    return geometry_features(*np.asarray(fields, np.float64).reshape(-1, 5).T)
+    fields = [(v.inlier_count, *(getattr(v, name) for name in VERIFICATION_FIELDS)) if v is not None
+              else (0, *[np.nan] * len(VERIFICATION_FIELDS)) for v in verifications]
+    return geometry_features(*np.asarray(fields, np.float64).reshape(-1, 1 + len(VERIFICATION_FIELDS)).T)
 
 
 def select(features: np.ndarray, names: list[str]) -> np.ndarray:

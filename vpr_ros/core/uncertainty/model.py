@@ -106,16 +106,15 @@ class UncertaintyModel:
         if calibrator is None or len(features) == 0:
             return np.full(len(features), np.nan)
         out = calibrator.predict(select(features, calibrator.features))
-        others = self._others.get(id(calibrator))
+        others = self._others_of(calibrator)
         if others is not None and len(features) > 1:  # the best hypothesis has its own calibrator (format 3)
             out[1:] = others.predict(select(features[1:], others.features))
         return out
 
-    @property
-    def _others(self) -> dict[int, Calibrator]:
-        """id(calibrator of the best hypothesis) -> its calibrator for the other hypotheses."""
-        return {id(c): self.calibrators[others_key(name)] for name, c in self.calibrators.items()
-                if others_key(name) in self.calibrators}
+    def _others_of(self, calibrator: Calibrator) -> Calibrator | None:
+        """The calibrator for the hypotheses after the best one, beside `calibrator` (None: it serves them all)."""
+        name = next((n for n, c in self.calibrators.items() if c is calibrator), None)
+        return None if name is None else self.calibrators.get(others_key(name))
 
     def save(self, folder: Path) -> list[str]:
         """Write the two files into `folder`; returns their names."""
