@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.exceptions import ParameterException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
 from std_msgs.msg import Float64MultiArray
 from diagnostic_msgs.msg import DiagnosticArray
@@ -31,12 +32,12 @@ from vpr_ros.core.inputs.sync import OdometryInput, PriorInput, Throttle
 from vpr_ros.core.inputs.camera import CameraIntrinsics
 from vpr_ros.core.inputs.depth_pairing import DepthStream
 from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
-from vpr_ros.core.map.store import MapDamaged
+from vpr_ros.core.map.store import MapDamaged, MapError
 from vpr_ros.core.pipeline.localizer import Localizer
 from vpr_ros.core.pipeline.results import FrameResult
 from vpr_ros.ros import messages
 from vpr_ros.ros.convert import stamp_to_ns
-from vpr_ros.ros.health import Health
+from vpr_ros.ros.health import ERROR, OK, Health
 from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_qos, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
 from vpr_ros.ros.map_services import MapServices
@@ -44,12 +45,20 @@ from vpr_ros.ros.parameters import PARAMETERS, as_declared, check_parameters, de
 from vpr_ros.ros.ros_logging import RosoutHandler, guarded
 
 
-class LocalizerNode(Node):
-    """Parameters, subscriptions, one processing loop and the publishers around a core Localizer."""
+class LocalizerNode(LifecycleNode):
+    """A managed node (the Nav2 convention): parameters, subscriptions, one processing loop and the
+    publishers around a core Localizer.
+
+    configure loads and verifies the map, builds the pipeline, warms it up and creates the publishers and
+    services; a map that cannot be read fails the transition with the reason (logged and in /diagnostics),
+    never the process. activate subscribes to the inputs; deactivate unsubscribes and stops processing,
+    keeping the map; cleanup releases the map; shutdown (from any state) ends the process with exit code 0.
+    With `autostart` (the default) the node configures and activates itself at start, as a plain node."""
 
     def __init__(self, start_worker: bool = True, **kwargs):
         """start_worker=True runs the processing loop on a thread of its own (in-process use);
-        `main()` passes False and runs `run_worker` on the main thread. Either way there is one loop."""
+        `main()` passes False and runs `run_worker` on the main thread. Either way there is one loop.
+        With `autostart` the node is active when this returns; a failed configure raises its reason."""
         super().__init__("vpr_localizer", **kwargs)
         for name, (default, _, _) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor(name))
@@ -61,67 +70,160 @@ class LocalizerNode(Node):
         LOGGER.setLevel(logging.INFO)
         LOGGER.propagate = False  # one copy of each line: through the node's logger (console and /rosout)
         p = self.params
-        # several robots share a map: a robot id names this one (by default its namespace)
-        self.config = dataclasses.replace(localizer_config(p), robot_id=p["robot_id"]
-                                          or self.get_namespace().strip("/").replace("/", "_"))
-        self._priors, self._said, self._odometry = PriorInput(), Throttle(10.0), OdometryInput(p["odom_timeout_s"])
-        map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
-        checksums = {"before": True}.get(p["map_checksums"], p["map_checksums"])
-        self.localizer = Localizer(self.config, map_path or None,
-                                   {"verify_checksums": checksums, "recheck_s": p["map_recheck_s"]})
-        vpr_map = self.localizer.vpr_map
-        self.config = self.localizer.config  # with device "auto" resolved
-        self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
+        self.lifecycle_state, self.configure_error = "unconfigured", None  # the last failed configure's exception
+        self.localizer = None
+        self._active = False
+        self._inputs, self._entities = [], []  # subscriptions (activate), publishers and services (configure)
+        self.image_topic = p["image_topic"]
         self.health = Health(p["diagnostics_window_s"], p["image_timeout_s"])
         self.msgs = load_interfaces(self.get_logger())
-        self.map_services = MapServices(self.localizer, map_path, p["save_map_path"], self.health, self.get_logger())
-
-        self._create_publishers_and_services(p)
-        self._subscribe(p)
-        self.image_topic = self.resolve_topic_name(self.image_topic)  # as a namespace and remappings make it
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)  # in every state
         self._queue = FrameQueue(p["queue_size"],
                                  on_drop=lambda item: self._depths.buffer.release(stamp_to_ns(item[0].header.stamp)))
+        self._depths = DepthStream(p["depth_topic"], p["depth_tolerance_s"], p["depth_wait_s"], depth_to_metres, None)
         self._loop_lock = threading.Lock()  # held by the one processing loop
+        self._serving = threading.Lock()  # held while a frame is processed; transitions wait for it
         self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True) if start_worker else None
         if self._worker is not None:
             self._worker.start()
         self._diag_timer = self.create_timer(p["diagnostics_period_s"], guarded(self, self.health, self._publish_diagnostics))
-        size = len(self.localizer.vpr_map) if self.localizer.vpr_map is not None else 0
+        if p["autostart"]:
+            self.start()
+
+    def start(self) -> None:
+        """configure, then activate (autostart); raises the reason when configure fails."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise self.configure_error or RuntimeError("configure failed")
+        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError("activate failed; see the log")
+
+    # ---- lifecycle transitions --------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and verify the map, build and warm up the pipeline, create publishers and services. A map or
+        configuration that cannot serve fails the transition (unconfigured, the reason logged and kept for
+        /diagnostics); the process lives on."""
+        try:
+            self._configure()
+        except Exception as exc:  # noqa: BLE001: a failed transition, never a dead process
+            self.configure_error = exc
+            self._release()
+            self.get_logger().error(f"configure failed: {_reason(exc)}")
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error, self.lifecycle_state = None, "inactive"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to the inputs and process frames."""
+        self._subscribe(self.params)
+        self._active, self.lifecycle_state = True, "active"
+        self.get_logger().info(f"active: processing images on {self.image_topic}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe and stop processing; the map stays loaded (activate resumes at once)."""
+        self._stop_inputs()
+        self.lifecycle_state = "inactive"
+        self.get_logger().info("inactive: frames are not processed; the map stays loaded")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the map, the pipeline, the publishers and the services."""
+        self._release()
+        self.get_logger().info("unconfigured: the map is released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: release everything and end the processing loop (the process exits with 0)."""
+        self._release()
+        self.lifecycle_state = "finalized"
+        self.get_logger().info("shut down (lifecycle)")
+        self._queue.close()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """A transition raised: release what was built and go back to unconfigured."""
+        self._release()
+        self.get_logger().error(f"lifecycle error in state {state.label}: released; configure again")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        p = self.params
+        # several robots share a map: a robot id names this one (by default its namespace)
+        config = dataclasses.replace(localizer_config(p), robot_id=p["robot_id"]
+                                     or self.get_namespace().strip("/").replace("/", "_"))
+        self._priors, self._said, self._odometry = PriorInput(), Throttle(10.0), OdometryInput(p["odom_timeout_s"])
+        map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
+        checksums = {"before": True}.get(p["map_checksums"], p["map_checksums"])
+        self.localizer = Localizer(config, map_path or None, {"verify_checksums": checksums,
+                                                              "recheck_s": p["map_recheck_s"]})
+        vpr_map = self.localizer.vpr_map
+        self.config = self.localizer.config  # with device "auto" resolved
+        warm_ms = self.localizer.warm_up()
+        self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
+        self.map_services = MapServices(self.localizer, map_path, p["save_map_path"], self.health, self.get_logger())
+        self._create_publishers_and_services(p)
+        self.camera, self.depth_camera, self._once = CameraIntrinsics(), CameraIntrinsics(), Throttle(float("inf"))
+        self._depths = DepthStream(p["depth_topic"], p["depth_tolerance_s"], p["depth_wait_s"], depth_to_metres,
+                                   self.depth_camera.for_size if p["depth_camera_info_topic"] else None)
+        topic = p["image_topic"].rstrip("/") + "/compressed" if p["image_transport"] == "compressed" else p["image_topic"]
+        self.image_topic = self.resolve_topic_name(topic)  # as a namespace and remappings make it
+        size = len(vpr_map) if vpr_map is not None else 0
         self.get_logger().info(f"vpr_localizer: mode {p['mode']}, map {self.localizer.map_name or '(none yet)'} "
                                f"({size} frames), rerank {self.config.rerank or 'off'}, images on {self.image_topic} "
-                               f"({p['image_transport']}, {p['qos_reliability']} QoS), queue {p['queue_size']}")
+                               f"({p['image_transport']}, {p['qos_reliability']} QoS), queue {p['queue_size']}, "
+                               f"warmed up in {warm_ms:.0f} ms")
         if self.config.rerank is None and self.config.temporal_window == 0 and (
                 vpr_map is None or vpr_map.uncertainty is None):
             self.get_logger().warning("loop closures rest on the global similarity alone (rerank off, no "
                                       "calibrated map, temporal_window 0): expect false ones; see docs/benchmarks.md")
 
+    def _stop_inputs(self) -> None:
+        """Unsubscribe, drop the frames waiting and wait for the one being processed."""
+        self._active = False
+        for entity in self._inputs:
+            self.destroy_subscription(entity)
+        self._inputs = []
+        while (item := self._queue.get(timeout=0.0)) is not None:
+            self._depths.buffer.release(stamp_to_ns(item[0].header.stamp))
+        with self._serving:  # a frame in flight finishes (and publishes) before the transition completes
+            pass
+
+    def _release(self) -> None:
+        """Back to unconfigured: inputs, publishers, services and the map go."""
+        self._stop_inputs()
+        for entity in self._entities:
+            if hasattr(entity, "srv_type"):
+                self.destroy_service(entity)
+            else:
+                self.destroy_publisher(entity)
+        self._entities, self._outputs = [], {}
+        with self._serving:
+            if self.localizer is not None:
+                self.localizer.close()
+            self.localizer = None
+        self.lifecycle_state = "unconfigured"
+
     def _create_publishers_and_services(self, p: dict) -> None:
         self._outputs = {"pose": self.create_publisher(PoseWithCovarianceStamped, "vpr/pose", 10),
-                            "markers": self.create_publisher(MarkerArray, "vpr/markers", 10)}
+                         "markers": self.create_publisher(MarkerArray, "vpr/markers", 10)}
+        services = []
         if self.msgs is not None:
             self._outputs["hypotheses"] = self.create_publisher(self.msgs.PlaceHypotheses, "vpr/hypotheses", 10)
             self._outputs["loop_closure"] = self.create_publisher(self.msgs.LoopClosure, "vpr/loop_closure", 10)
-            self.create_service(self.msgs.LoadMap, "vpr/load_map", self.map_services.load)
-            self.create_service(self.msgs.SaveMap, "vpr/save_map", self.map_services.save)
+            services += [self.create_service(self.msgs.LoadMap, "vpr/load_map", self.map_services.load),
+                         self.create_service(self.msgs.SaveMap, "vpr/save_map", self.map_services.save)]
         if p["publish_loop_array"]:
             self._outputs["loop_closure_detection"] = self.create_publisher(
                 Float64MultiArray, "vpr/loop_closure_detection", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities = list(self._outputs.values()) + services
         # what each frame publishes: vpr/pose only where it is a fix in the map (localize mode, publish_pose)
         self._frame_topics = set(self._outputs) - (set() if p["mode"] == "localize" and p["publish_pose"] else {"pose"})
 
     def _subscribe(self, p: dict) -> None:
         """Images (raw or compressed) with the configured QoS, and the optional camera info and odometry."""
         qos = image_qos(p["qos_reliability"], p["qos_depth"])
-        if p["image_transport"] == "compressed":
-            self.image_topic = p["image_topic"].rstrip("/") + "/compressed"
-            self.create_subscription(CompressedImage, self.image_topic, self._on_image, qos)
-        else:
-            self.image_topic = p["image_topic"]
-            self.create_subscription(Image, self.image_topic, self._on_image, qos)
-        self.camera, self.depth_camera, self._once = CameraIntrinsics(), CameraIntrinsics(), Throttle(float("inf"))
-        self._depths = DepthStream(p["depth_topic"], p["depth_tolerance_s"], p["depth_wait_s"], depth_to_metres,
-                                   self.depth_camera.for_size if p["depth_camera_info_topic"] else None)
+        kind = CompressedImage if p["image_transport"] == "compressed" else Image
+        self._inputs = [self.create_subscription(kind, self.image_topic, self._on_image, qos)]
         for kind, name, callback, depth in ((CameraInfo, "camera_info_topic", self._on_camera_info, qos),
                                             (Image, "depth_topic", self._on_depth, qos),
                                             (CameraInfo, "depth_camera_info_topic", self._on_depth_camera_info, qos),
@@ -129,7 +231,7 @@ class LocalizerNode(Node):
                                             (PoseWithCovarianceStamped, "prior_topic", self._on_prior, 10),
                                             (NavSatFix, "prior_gps_topic", self._on_gps_prior, 10)):
             if p[name] and (name != "depth_camera_info_topic" or p["depth_topic"]):  # depth info only with depth
-                self.create_subscription(kind, p[name], guarded(self, self.health, callback), depth)
+                self._inputs.append(self.create_subscription(kind, p[name], guarded(self, self.health, callback), depth))
 
     # ---- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:  # read at start: refuse, never pretend
@@ -141,9 +243,11 @@ class LocalizerNode(Node):
 
     def recheck_map(self) -> None:
         """Verify the map's files read from disk against their checksums now (SIGUSR1); damage stops the node."""
-        checked = self.localizer.recheck_map()
+        localizer = self.localizer
+        checked = localizer is not None and localizer.recheck_map()
+        name = localizer.map_name if localizer is not None else ""
         self.get_logger().info(f"map recheck asked: {'verifying the' if checked else 'the map has no'} files read "
-                               f"from disk of {self.localizer.map_name or 'no map'}")
+                               f"from disk of {name or 'no map'}")
 
     # ---- inputs -----------------------------------------------------------------------------
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -240,6 +344,8 @@ class LocalizerNode(Node):
             self.get_logger().error(f"image callback failed: {type(exc).__name__}: {exc}", throttle_duration_sec=5.0)
 
     def _admit(self, msg) -> None:
+        if not self._active:  # a frame delivered while the node deactivates
+            return
         now = time.monotonic()
         self.health.count("received")
         pose = self._fresh_odometry(now)
@@ -259,10 +365,16 @@ class LocalizerNode(Node):
             while not self._queue.closed:
                 item = self._queue.get(timeout=0.5)
                 if item is None:
-                    self.localizer.check_map()  # a map verified in the background stops the node once found damaged
+                    with self._serving:
+                        if self.localizer is not None:  # a map verified in the background stops the node once damaged
+                            self.localizer.check_map()
                     continue
                 try:
-                    self._process(*item)
+                    with self._serving:
+                        if self._active and self.localizer is not None:
+                            self._process(*item)
+                        else:
+                            self._depths.buffer.release(stamp_to_ns(item[0].header.stamp))
                 except ImageError as exc:
                     self.health.count("bad_frames")
                     self.get_logger().warning(f"skipping a bad frame: {exc}", throttle_duration_sec=5.0)
@@ -314,22 +426,35 @@ class LocalizerNode(Node):
             self.health.count("metric_loop_closures", int(result.metric is not None))
 
     def _publish_diagnostics(self) -> None:
-        snap, vpr_map = self.health.snapshot(), self.localizer.vpr_map
-        values = self.health.values(snap, {
-            "mode": self.config.mode, "robot_id": self.config.robot_id, "map": self.localizer.map_name,
-            "map_size": len(vpr_map) if vpr_map is not None else 0, "backend": self.localizer.backend_label,
-            "device": self.config.device, "search": vpr_map.index.label if vpr_map is not None else "",
-            "rerank": self.config.rerank or "off", "image_topic": self.image_topic, "queued": len(self._queue)})
+        snap, localizer = self.health.snapshot(), self.localizer
+        if localizer is None:  # unconfigured: nothing serves; say why when configure failed
+            fields = {"mode": self.params["mode"], "map": "", "map_size": 0}
+        else:
+            vpr_map = localizer.vpr_map
+            fields = {"mode": self.config.mode, "robot_id": self.config.robot_id, "map": localizer.map_name,
+                      "map_size": len(vpr_map) if vpr_map is not None else 0, "backend": localizer.backend_label,
+                      "device": self.config.device, "search": vpr_map.index.label if vpr_map is not None else "",
+                      "rerank": self.config.rerank or "off"}
+        values = self.health.values(snap, {**fields, "lifecycle_state": self.lifecycle_state,
+                                           "image_topic": self.image_topic, "queued": len(self._queue)})
         if self.params["depth_topic"]:  # frames pair their depth only when a loop closure needs it: say the stream's state
             since = self._depths.buffer.since_last_s()
             values["seconds_since_last_depth"] = "never" if since is None else f"{since:.1f}"
-        level, message = self.health.level(snap)
+        level, message = self.health.level(snap) if self._active else self._idle_status()
         # /diagnostics is shared by every robot's node: the status names this one (e.g. /robot1/vpr_localizer)
         name = self.get_fully_qualified_name()
         out = messages.diagnostics_msg(f"{name.lstrip('/')}: pipeline", name, level, message, values,
                                        self.get_clock().now().to_msg())
         if self.context.ok():
             self.diag_pub.publish(out)
+
+    def _idle_status(self) -> tuple[int, str]:
+        """The diagnostic level and message of a node that does not process frames (not active)."""
+        if self.configure_error is not None:
+            return ERROR, f"unconfigured: configure failed: {_reason(self.configure_error)}"
+        if self.lifecycle_state == "inactive":
+            return OK, "inactive (lifecycle): frames are not processed; the map stays loaded"
+        return OK, f"{self.lifecycle_state} (lifecycle): no map loaded, frames are not processed"
 
     def stop_worker(self) -> None:
         if hasattr(self, "_queue"):  # construction may have failed before the queue existed
@@ -341,10 +466,16 @@ class LocalizerNode(Node):
 
     def destroy_node(self) -> None:
         self.stop_worker()
-        if hasattr(self, "localizer"):
+        if getattr(self, "localizer", None) is not None:
             self.localizer.close()
         if hasattr(self, "_log_handler"):
             LOGGER.removeHandler(self._log_handler)
             if not LOGGER.handlers:
                 LOGGER.propagate = True
         super().destroy_node()
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as the reason of a failed transition: its message, with the type where it says more."""
+    known = (ValueError, MapError, FileNotFoundError, ParameterException)
+    return str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"

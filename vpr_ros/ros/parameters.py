@@ -12,6 +12,9 @@ from vpr_ros.core.config import LocalizerConfig, settings
 
 # name -> (default, description, range (lo, hi) or choices, or None)
 NODE_PARAMETERS = {
+    "autostart": (True, "configure and activate at start, as a plain node; false: a managed node that waits, "
+                  "unconfigured, for a lifecycle manager (Nav2's lifecycle_manager) to configure and activate it",
+                  None),
     "map_path": ("", "map directory (localize: required; slam: optional starting map)", None),
     "map_checksums": ("auto", "when the map files' sha256 are verified: before the map opens (before), on a "
                       "background thread while it already answers (background: a mismatch then stops the node, "
