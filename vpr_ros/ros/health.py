@@ -26,7 +26,7 @@ EVENTS = {
 }
 TOTALS = ("received", "processed", "gated", "dropped", "bad_frames", "bad_camera_info", "bad_odometry",
           "stale_odometry", "bad_depth", "stale_depth", "bad_prior", "prior_searches", "errors", "loop_closures",
-          "metric_loop_closures")
+          "metric_loop_closures", "relocalizations")
 
 
 class Health:

@@ -41,6 +41,7 @@ from vpr_ros.ros.health import ERROR, OK, Health
 from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_qos, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
 from vpr_ros.ros.map_services import MapServices
+from vpr_ros.ros.relocalize import RelocalizationIO
 from vpr_ros.ros.parameters import PARAMETERS, as_declared, check_parameters, descriptor, localizer_config
 from vpr_ros.ros.ros_logging import RosoutHandler, guarded
 
@@ -71,7 +72,7 @@ class LocalizerNode(LifecycleNode):
         LOGGER.propagate = False  # one copy of each line: through the node's logger (console and /rosout)
         p = self.params
         self.lifecycle_state, self.configure_error = "unconfigured", None  # the last failed configure's exception
-        self.localizer = None
+        self.localizer, self.relocalization = None, None
         self._active = False
         self._inputs, self._entities = [], []  # subscriptions (activate), publishers and services (configure)
         self.image_topic = p["image_topic"]
@@ -89,6 +90,10 @@ class LocalizerNode(LifecycleNode):
         self._diag_timer = self.create_timer(p["diagnostics_period_s"], guarded(self, self.health, self._publish_diagnostics))
         if p["autostart"]:
             self.start()
+
+    @property
+    def active(self) -> bool:
+        return self._active
 
     def start(self) -> None:
         """configure, then activate (autostart); raises the reason when configure fails."""
@@ -115,6 +120,8 @@ class LocalizerNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the inputs and process frames."""
         self._subscribe(self.params)
+        if self.relocalization is not None:
+            self._inputs += self.relocalization.subscribe()
         self._active, self.lifecycle_state = True, "active"
         self.get_logger().info(f"active: processing images on {self.image_topic}")
         return TransitionCallbackReturn.SUCCESS
@@ -162,6 +169,11 @@ class LocalizerNode(LifecycleNode):
         self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
         self.map_services = MapServices(self.localizer, map_path, p["save_map_path"], self.health, self.get_logger())
         self._create_publishers_and_services(p)
+        if p["initialpose_topic"] and p["mode"] == "localize":  # relocalization for the robot's 2-D localizer
+            camera = vpr_map.camera if vpr_map is not None else None
+            self.relocalization = RelocalizationIO(self, p, self._map_frame(vpr_map),
+                                                   camera.camera_in_body if camera is not None else None, self.health)
+            self._entities += self.relocalization.entities
         self.camera, self.depth_camera, self._once = CameraIntrinsics(), CameraIntrinsics(), Throttle(float("inf"))
         self._depths = DepthStream(p["depth_topic"], p["depth_tolerance_s"], p["depth_wait_s"], depth_to_metres,
                                    self.depth_camera.for_size if p["depth_camera_info_topic"] else None)
@@ -196,7 +208,7 @@ class LocalizerNode(LifecycleNode):
                 self.destroy_service(entity)
             else:
                 self.destroy_publisher(entity)
-        self._entities, self._outputs = [], {}
+        self._entities, self._outputs, self.relocalization = [], {}, None
         with self._serving:
             if self.localizer is not None:
                 self.localizer.close()
@@ -421,6 +433,8 @@ class LocalizerNode(LifecycleNode):
             self._frame_topics, query_pose if self._odometry.frame_id == frame else None)  # in the map frame only
         for topic, msg in out.items():
             self._outputs[topic].publish(msg)
+        if self.relocalization is not None:
+            self.relocalization.offer(header, result)
         if result.loop is not None:
             self.health.count("loop_closures")
             self.health.count("metric_loop_closures", int(result.metric is not None))

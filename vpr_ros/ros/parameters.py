@@ -61,6 +61,30 @@ NODE_PARAMETERS = {
     "publish_pose": (True, "localize mode: publish vpr/pose for accepted hypotheses with a map pose", None),
     "publish_loop_array": (False, "publish vpr/loop_closure_detection (Float64MultiArray [t_query, t_match])",
                            None),
+    "initialpose_topic": ("initialpose", "relocalization: where initial poses for the robot's 2-D localizer go "
+                          "(Nav2's AMCL listens on initialpose; geometry_msgs/PoseWithCovarianceStamped, base_link on "
+                          "the map plane); empty: no relocalization", None),
+    "amcl_pose_topic": ("amcl_pose", "relocalization: the robot's own localization (Nav2's AMCL publishes "
+                        "amcl_pose): a doubtful or disagreeing one triggers a relocalization; empty: only on request "
+                        "(vpr/relocalize) and at start", None),
+    "relocalize_on_start": (False, "relocalization: publish the first confident answer after activation", None),
+    "relocalize_timeout_s": (10.0, "vpr/relocalize waits at most this long for a confident answer", (0.1, 3600.0)),
+    "relocalize_min_probability": (0.9, "relocalization: calibrated probability an answer needs (a map without a "
+                                   "calibrator never relocalizes)", (0.0, 1.0)),
+    "relocalize_require_metric": (True, "relocalization: only metric poses (depth); false: matched map frames' "
+                                  "poses too, with their position spread and an unknown heading", None),
+    "relocalize_max_std_m": (1.0, "relocalization: the robot's localization is doubtful above this position "
+                             "standard deviation", (0.0, 1000.0)),
+    "relocalize_max_yaw_std_deg": (30.0, "... or above this heading standard deviation", (0.0, 360.0)),
+    "relocalize_disagree_m": (2.0, "relocalization: a confident answer this far from the robot's localization "
+                              "disagrees with it", (0.0, 1000.0)),
+    "relocalize_disagree_deg": (45.0, "... or this far in heading (metric answers)", (0.0, 180.0)),
+    "relocalize_disagree_frames": (3, "relocalization: disagreeing confident answers in a row that trigger one",
+                                   (1, 1000)),
+    "relocalize_cooldown_s": (10.0, "relocalization: after an automatic one, none other automatic for this long "
+                              "(the localizer converges)", (0.0, 3600.0)),
+    "camera_in_base": ("", "x y z qx qy qz qw of the camera's optical frame in base_link, for relocalization "
+                       "(empty: the map's camera mounting, from the map bag's TF)", None),
     "save_map_path": ("", "default directory for vpr/save_map when the request has none", None),
     "diagnostics_period_s": (1.0, "period of /diagnostics", (0.1, 3600.0)),
     "diagnostics_window_s": (10.0, "/diagnostics: bad frames, errors and rates over this recent window", (1.0, 3600.0)),
@@ -103,8 +127,23 @@ def check_parameters(values: dict) -> None:
         check_choice(name, value)
     if values["mode"] == "localize" and not values["map_path"]:
         raise ValueError("mode localize needs map_path (a map directory built with vpr_build_map)")
+    if values["camera_in_base"].strip():
+        camera_in_base(values["camera_in_base"])
     if values["bit_depth"] not in (0, *range(8, 17)):
         raise ValueError(f"parameter bit_depth must be 0 (each frame's maximum) or 8..16, got {values['bit_depth']}")
+
+
+def camera_in_base(text: str):
+    """Parameter camera_in_base ("x y z qx qy qz qw") as 7 floats with a unit quaternion; ValueError otherwise."""
+    import numpy as np
+
+    try:
+        pose = np.array([float(v) for v in text.replace(",", " ").split()])
+    except ValueError:
+        pose = np.zeros(0)
+    if pose.shape != (7,) or not np.isfinite(pose).all() or abs(np.linalg.norm(pose[3:]) - 1.0) > 1e-3:
+        raise ValueError(f"parameter camera_in_base must be 'x y z qx qy qz qw' with a unit quaternion, got {text!r}")
+    return pose
 
 
 def params_file_text() -> str:
