@@ -7,7 +7,9 @@ move under it, and its robot_id defaults to it; the shipped file's `/**/vpr_loca
 `fastdds_shm:=false` keeps Fast DDS's default transports. `pose_graph:=true` also starts the reference
 pose-graph back-end vpr_pose_graph (params: `pose_graph_params_file`, default the installed
 config/pose_graph.yaml; it takes `odom_topic` when given) in the same namespace (see
-vpr_ros/ros/launch_args.py, where this logic lives and is tested).
+vpr_ros/ros/launch_args.py, where this logic lives and is tested). `autostart:=false` leaves the node
+unconfigured for a lifecycle manager (Nav2's). `rviz:=true` also starts RViz2 with config/vpr.rviz (or
+`rviz_config`); it names the topics without a namespace.
 """
 
 import os
@@ -40,6 +42,9 @@ def _node(context):
                           namespace=namespace or None,
                           parameters=[graph_file, graph_overrides] if graph_overrides else [graph_file],
                           additional_env=env or None))
+    if flag_value("rviz", LaunchConfiguration("rviz").perform(context)):  # needs a display and rviz2
+        nodes.append(Node(package="rviz2", executable="rviz2", name="vpr_rviz", output="screen",
+                          arguments=["-d", LaunchConfiguration("rviz_config").perform(context)]))
     return nodes
 
 
@@ -60,6 +65,12 @@ def generate_launch_description() -> LaunchDescription:
             "pose_graph_params_file",
             default_value=PathJoinSubstitution([FindPackageShare("vpr_ros"), "config", "pose_graph.yaml"]),
             description="ROS 2 parameter file for vpr_pose_graph"),
+        DeclareLaunchArgument("rviz", default_value="false",
+                              description="also start RViz2 with rviz_config (camera image, matches, loop-closure "
+                                          "edges, vpr/pose, relocalizations, the corrected trajectory)"),
+        DeclareLaunchArgument(
+            "rviz_config", default_value=PathJoinSubstitution([FindPackageShare("vpr_ros"), "config", "vpr.rviz"]),
+            description="RViz2 configuration for rviz:=true"),
         *[DeclareLaunchArgument(name, default_value="", description=description)
           for name, description in OVERRIDES.items()],
     ]

@@ -180,11 +180,16 @@ def test_launch_file_lets_the_params_file_rule():
             comp = next(n for n in ast.walk(tree) if isinstance(n, ast.ListComp) and call in ast.walk(n))
             assert ast.unparse(comp.generators[0].iter) == "OVERRIDES.items()"
             declared.update({o: default for o in OVERRIDES})
-    assert {"params_file", "fastdds_shm", "namespace", "pose_graph", "pose_graph_params_file", *OVERRIDES} == set(declared)
+    assert {"params_file", "fastdds_shm", "namespace", "pose_graph", "pose_graph_params_file", "rviz", "rviz_config",
+            *OVERRIDES} == set(declared)
+    assert declared["rviz"].value == "false"  # RViz only when asked for
     assert declared["pose_graph"].value == "false"  # the back-end only when asked for
     assert declared["namespace"].value == ""  # no namespace unless given
     assert all(isinstance(declared[o], ast.Constant) and declared[o].value == "" for o in OVERRIDES)
-    node, graph = (c for c in calls if c.func.id == "Node")
+    node, graph, rviz = (c for c in calls if c.func.id == "Node")
+    rviz_keywords = {k.arg: k.value for k in rviz.keywords}
+    assert (rviz_keywords["package"].value, rviz_keywords["executable"].value) == ("rviz2", "rviz2")
+    assert ast.unparse(rviz_keywords["arguments"]) == "['-d', LaunchConfiguration('rviz_config').perform(context)]"
     keywords = {k.arg: k.value for k in node.keywords}
     graph_keywords = {k.arg: k.value for k in graph.keywords}
     assert (graph_keywords["executable"].value, ast.unparse(graph_keywords["namespace"])) == ("vpr_pose_graph",

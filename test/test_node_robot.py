@@ -4,6 +4,7 @@ bad input; the node must answer, log, count, keep running and exit with the righ
 
 import hashlib
 import json
+import re
 import shutil
 import sys
 import time
@@ -295,6 +296,35 @@ def test_launch_arguments_override_the_params_file_only_when_given():
         parameter_overrides({"mode": "mapping"})
     with pytest.raises(ValueError, match="unknown launch argument"):
         parameter_overrides({"params": "x"})
+    assert parameter_overrides({"autostart": "false"}) == {"autostart": False}  # typed as the node declares it
+    with pytest.raises(ValueError, match="autostart must be true or false"):
+        parameter_overrides({"autostart": "maybe"})
+
+
+def test_the_rviz_config_parses_and_shows_only_what_the_nodes_publish():
+    """config/vpr.rviz (rviz:=true) is YAML RViz2 reads: each display names a topic that vpr_localizer or
+    vpr_pose_graph publishes at their defaults (the camera image: the node's image_topic), with the message
+    type that topic carries, and every marker namespace the node draws."""
+    from vpr_ros.ros.parameters import PARAMETERS
+
+    config = yaml.safe_load((REPO / "config" / "vpr.rviz").read_text())
+    displays = {d["Class"]: d for d in config["Visualization Manager"]["Displays"]}
+    topics = {d["Topic"]["Value"]: d["Class"] for d in config["Visualization Manager"]["Displays"] if "Topic" in d}
+    graph = yaml.safe_load((REPO / "config" / "pose_graph.yaml").read_text())["/**/vpr_pose_graph"]["ros__parameters"]
+    published = {PARAMETERS["image_topic"][0]: "rviz_default_plugins/Image",
+                 "/vpr/markers": "rviz_default_plugins/MarkerArray",
+                 "/vpr/pose": "rviz_default_plugins/PoseWithCovariance",
+                 "/" + PARAMETERS["initialpose_topic"][0]: "rviz_default_plugins/PoseWithCovariance",
+                 "/" + graph["path_topic"]: "rviz_default_plugins/Path"}
+    assert topics == published, topics
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
+    import inspect
+
+    from vpr_ros.ros import messages
+    drawn = set(re.findall(r'ns="(vpr_\w+)"|"(vpr_\w+)", \d', inspect.getsource(messages)))
+    drawn = {a or b for a, b in drawn}
+    assert set(displays["rviz_default_plugins/MarkerArray"]["Namespaces"]) == drawn == {
+        "vpr_match", "vpr_query", "vpr_link", "vpr_loop_edges"}
 
 
 def test_fastdds_shared_memory_is_used_where_it_is_safe():
@@ -385,11 +415,14 @@ def test_markers_show_the_match_and_the_query_and_sigterm_ends_the_node_cleanly(
             odom_pub.publish(odom)
             spin_until(executor, lambda: False, 0.1)
             image_pub.publish(image_msg(images[1][20], (40 + attempt) * 10**9))  # the other traversal at place 20
-            if spin_until(executor, lambda: any(len(m.markers) == 3 for m in markers), 3):
+            if spin_until(executor, lambda: any(len(m.markers) >= 3 for m in markers), 3):
                 break
-        shown = next(m for m in markers if len(m.markers) == 3)
+        shown = next(m for m in markers if len(m.markers) >= 3)
         by_ns = {m.ns: m for m in shown.markers}
-        assert set(by_ns) == {"vpr_match", "vpr_query", "vpr_link"}, by_ns.keys()
+        assert {"vpr_match", "vpr_query", "vpr_link"} <= set(by_ns) <= {"vpr_match", "vpr_query", "vpr_link",
+                                                                        "vpr_loop_edges"}, by_ns.keys()
+        if "vpr_loop_edges" in by_ns:  # an accepted loop closure: its edge stays drawn
+            assert by_ns["vpr_loop_edges"].points == by_ns["vpr_link"].points
         assert all(m.header.frame_id == "map" and m.header.stamp.sec >= 40 for m in shown.markers)
         assert abs(by_ns["vpr_match"].pose.position.x - 20.0) <= 2.0  # map frame k lies at x = k
         assert by_ns["vpr_query"].pose.position.x == 20.0

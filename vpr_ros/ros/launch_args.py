@@ -25,12 +25,14 @@ OVERRIDES = {
     "rerank": "re-ranking matcher (xfeat-mnn, xfeat-lighterglue, ...) or off; default: the params file's",
     "camera_info_topic": "sensor_msgs/CameraInfo topic; default: the params file's",
     "odom_topic": "nav_msgs/Odometry topic; default: the params file's",
+    "autostart": "true: configure and activate at start (a plain node); false: wait for a lifecycle manager "
+                 "(Nav2's); default: the params file's",
 }
 FASTDDS_PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
-def parameter_overrides(given: dict[str, str]) -> dict[str, str]:
+def parameter_overrides(given: dict[str, str]) -> dict[str, str | bool]:
     """The launch arguments' values -> the parameters that override the params file: only those the
     user gave (non-empty). Raises ValueError for an unknown name or a value the node would refuse."""
     from vpr_ros.ros.parameters import PARAMETERS, check_choice
@@ -43,7 +45,7 @@ def parameter_overrides(given: dict[str, str]) -> dict[str, str]:
         if not value:
             continue
         check_choice(name, value)
-        overrides[name] = value
+        overrides[name] = flag_value(name, value) if isinstance(PARAMETERS[name][0], bool) else value
     assert set(overrides) <= set(PARAMETERS)
     return overrides
 

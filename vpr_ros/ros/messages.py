@@ -136,8 +136,10 @@ def _sphere(ns: str, marker_id: int, header, pose7, color: ColorRGBA) -> Marker:
 
 
 def markers_msg(header, result: FrameResult, map_frame: str, query_pose) -> MarkerArray:
-    """The best hypothesis (green when accepted, yellow otherwise) and, when the query's pose is in the
-    map frame, the query and a line to its match."""
+    """The best hypothesis (green when accepted, yellow otherwise); when the query's pose is in the map frame,
+    the query and a line to its match; and each accepted loop closure as an edge that stays (namespace
+    vpr_loop_edges, one id per frame) from the query (its odometry in the map frame, else its metric pose) to
+    the matched map frame."""
     markers = MarkerArray()
     best = result.places[0]
     if best.hypothesis.pose is None:
@@ -157,6 +159,18 @@ def markers_msg(header, result: FrameResult, map_frame: str, query_pose) -> Mark
         link.points = [Point(x=float(query_pose[0]), y=float(query_pose[1]), z=float(query_pose[2])),
                        match.pose.position]
         markers.markers.append(link)
+    edge_from = query_pose if query_pose is not None else (
+        result.localized.pose if result.localized is not None and result.localized.metric else None)
+    if result.loop is not None and result.loop.hypothesis.pose is not None and edge_from is not None:
+        # every accepted loop closure stays drawn: one marker per frame id, no lifetime (RViz keeps them)
+        edge = Marker(ns="vpr_loop_edges", id=int(result.frame_id), type=Marker.LINE_LIST, action=Marker.ADD)
+        edge.header = frame_header
+        edge.pose.orientation.w = 1.0
+        edge.scale.x = 0.03
+        edge.color = ColorRGBA(r=1.0, g=0.3, b=0.8, a=0.8)
+        edge.points = [Point(x=float(edge_from[0]), y=float(edge_from[1]), z=float(edge_from[2])),
+                       pose_msg(result.loop.hypothesis.pose).position]
+        markers.markers.append(edge)
     return markers
 
 
