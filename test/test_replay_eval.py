@@ -133,6 +133,31 @@ def test_vpr_eval_cli_writes_json_and_html(sim_map, tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and len(re.findall(r"data:image/png;base64,", page)) >= 3
     assert "http://" not in page and "https://" not in page  # self-contained
+    # the gallery: every wrong top-1 (up to 12), the least probable loop closures, a sample of right ones; each
+    # case a query|top-1 pair with matches drawn and the true match, as inline JPEG thumbnails
+    gallery = page[page.index("<h2>Gallery</h2>"):page.index("<h2>Configuration")]
+    wrong = sum(1 for f in report["per_frame"] if f["correct"] is False)
+    loops = sum(1 for f in report["per_frame"] if f["loop"] is not None)
+    right = sum(1 for f in report["per_frame"] if f["correct"])
+    cases = re.findall(r'<div class="case (good|bad)">(.*?)</div>', gallery)
+    assert len(cases) == min(wrong, 12) + min(loops, 8) + min(right, 8), (wrong, loops, right, len(cases))
+    assert f"Wrong top-1 answers (most confident first) ({min(wrong, 12)})" in gallery
+    assert all(len(re.findall(r"data:image/jpeg;base64,", body)) == 2 for _, body in cases)  # pair + true match
+    assert all(re.search(r"distance \d+\.\d m, similarity 0\.\d{3}, inliers \d+", body) for _, body in cases)
+    assert len(page.encode()) < 1_500_000, len(page.encode())  # thumbnails, not frames
+    from html.parser import HTMLParser
+
+    class Balance(HTMLParser):
+        open_divs = 0
+
+        def handle_starttag(self, tag, attrs):
+            self.open_divs += tag == "div"
+
+        def handle_endtag(self, tag):
+            self.open_divs -= tag == "div"
+    parser = Balance()
+    parser.feed(page)
+    assert parser.open_divs == 0
 
 
 def test_the_report_says_why_closures_have_no_scale_in_words():

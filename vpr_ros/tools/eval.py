@@ -52,6 +52,15 @@ def replay_inputs(bag: Path, image_topic: str, pose_topic: str | None, tf_frames
     return items, frames
 
 
+def query_images(bag: Path, image_topic: str):
+    """query_image(record) for the report's gallery: the replayed frame, read again from the bag."""
+    from vpr_ros.core.build.bag_source import read_bag_frames
+    from vpr_ros.core.build.sources import SourceLoader
+
+    sources, load = read_bag_frames(bag, image_topic).frames.sources, SourceLoader()
+    return lambda record: load(sources[record.index])
+
+
 def ground_truth(vpr_map: VPRMap, queries: FrameTable, distance_m: float, frame_tolerance: int | None,
                  table_path: Path | None) -> tuple[list[set[int]], dict]:
     """Per query the map keys of its place, and a description of the criterion."""
@@ -519,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.html:
             from vpr_ros.tools.report import write_html
 
-            write_html(args.html, report, records, vpr_map)
+            write_html(args.html, report, records, vpr_map, query_images(args.bag, args.image_topic))
             print(f"  html report: {args.html}")
         _print_trajectory(report)
     else:

@@ -3,7 +3,8 @@
 Plots: the trajectory with each query's top-1 drawn to its map frame (green correct, red wrong) and
 the accepted loop closures marked, precision-recall of the top-1 confidence (and of every
 confidence method with an uncertainty model), the calibration of the published probability, and a
-histogram of the per-frame latency.
+histogram of the per-frame latency. With the query images at hand, a gallery of thumbnails
+(tools/gallery.py): wrong answers, the least probable loop closures, right ones.
 """
 
 import base64
@@ -192,8 +193,10 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def write_html(path: Path, report: dict, records, vpr_map) -> Path:
-    """Write the report to `path` (one file: styles and images inline)."""
+def write_html(path: Path, report: dict, records, vpr_map, query_image=None) -> Path:
+    """Write the report to `path` (one file: styles and images inline). query_image(record): the query's RGB
+    image, for the gallery of wrong answers, doubtful loop closures and right ones (tools/gallery.py); without
+    it, no gallery."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     truth = [f["correct"] for f in report["per_frame"]]
@@ -255,6 +258,10 @@ def write_html(path: Path, report: dict, records, vpr_map) -> Path:
     parts += ["<h2>Plots</h2>"] + [f'<img alt="plot" src="data:image/png;base64,{png}">' for png in images if png]
     if "trajectory" in report:
         parts += trajectory_section(report["trajectory"])
+    if query_image is not None:
+        from vpr_ros.tools.gallery import gallery_html
+
+        parts += gallery_html(records, truth, vpr_map, report["config"].get("rerank"), query_image)
     return _write(path, parts, report)
 
 
