@@ -26,6 +26,7 @@ setup(
             "vpr_doctor = vpr_ros.tools.doctor:main",
             "vpr_demo = vpr_ros.tools.demo:main",
             "vpr_eval = vpr_ros.tools.eval:main",
+            "vpr_ros2 = vpr_ros.tools.ros2_cli:main",
             "vpr_build_map = vpr_ros.tools.build_map:main",
             "vpr_merge_maps = vpr_ros.tools.merge_maps:main",
             "vpr_train_uncertainty = vpr_ros.tools.train_uncertainty:main",

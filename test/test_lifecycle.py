@@ -27,6 +27,14 @@ class Manager:
         self.get = probe.create_client(GetState, f"{node}/get_state")
         for client in (self.change, self.get):
             assert spin_until(executor, client.service_is_ready, 60), f"{client.srv_name} is not offered"
+        # a client sees the server's request reader before the server sees the client's response reader: a
+        # request sent at once may be answered into the void (seen with Jazzy's Fast DDS). get_state is
+        # idempotent: ask until it answers; then give change_state's response path the same time.
+        for _ in range(10):
+            future = self.get.call_async(GetState.Request())
+            if spin_until(executor, future.done, 2.0):
+                break
+        spin_until(executor, lambda: False, 1.0)
 
     def _call(self, client, request, timeout_s: float = 120):
         future = client.call_async(request)
@@ -123,3 +131,47 @@ def test_a_failed_configure_leaves_the_node_unconfigured_with_the_reason(map_dir
     out = subprocess.run([console_script(), "--ros-args", "-p", f"map_path:={tmp_path / 'absent'}"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "map.json is missing" in out.stdout + out.stderr, out
+
+
+@pytest.mark.slow
+@needs_interfaces
+def test_vpr_ros2_speaks_to_the_node_where_no_ros2_command_exists(map_dir, images, tmp_path):
+    """The pip install's stand-in for the docs' `ros2` verbs: lifecycle get/set, service call with a YAML
+    request, topic echo --once, each against a node started as its console script; a bad type exits 2."""
+    from pathlib import Path
+    import sys
+
+    script = str(Path(sys.executable).parent / "vpr_ros2")
+    file = params_file(tmp_path, map_path=str(map_dir), image_topic="/cli/image", qos_reliability="reliable",
+                       autostart=False)
+
+    def run(*args, timeout=120):
+        return subprocess.run([script, *args], capture_output=True, text=True, timeout=timeout)
+
+    with node_process([console_script(), "--ros-args", "--params-file", file]) as (probe, executor, ended):
+        Manager(probe, executor)  # up and answering
+        got = run("lifecycle", "get", "/vpr_localizer")
+        assert got.returncode == 0 and "label: unconfigured" in got.stdout, got.stdout + got.stderr
+        for transition in ("configure", "activate"):
+            done = run("lifecycle", "set", "/vpr_localizer", transition)
+            assert done.returncode == 0 and "success: true" in done.stdout, done.stdout + done.stderr
+        echo = subprocess.Popen([script, "topic", "echo", "/vpr/hypotheses", "--once"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        pub = probe.create_publisher(type(image_msg(images[1][20], 1)), "/cli/image", 10)
+        deadline = time.monotonic() + 60
+        while echo.poll() is None and time.monotonic() < deadline:
+            pub.publish(image_msg(images[1][20], 5 * 10**9))
+            spin_until(executor, lambda: False, 1.0)
+        out, err = echo.communicate(timeout=30)
+        assert echo.returncode == 0 and "hypotheses:" in out and "map_key:" in out, out[-500:] + err
+        saved = run("service", "call", "/vpr/save_map", "vpr_ros_interfaces/srv/SaveMap",
+                    f"{{map_path: {tmp_path / 'copy'}}}")
+        assert saved.returncode == 0 and "success: true" in saved.stdout, saved.stdout + saved.stderr
+        assert (tmp_path / "copy" / "map.json").is_file()
+        bad = run("service", "call", "/vpr/save_map", "no_such_pkg/srv/Nothing")
+        assert bad.returncode == 2 and "not installed here" in bad.stderr
+        pids = [int(p) for p in subprocess.run(["pgrep", "-f", file], capture_output=True, text=True).stdout.split()]
+        done = run("lifecycle", "set", "/vpr_localizer", "shutdown")
+        assert done.returncode == 0 and "success: true" in done.stdout, done.stdout + done.stderr
+        assert pids and spin_until(executor, lambda: all(_exited(pid) for pid in pids), 30), "the process did not end"
+    assert ended["returncode"] == 0, ended["output"]

@@ -207,6 +207,7 @@ def test_a_fake_amcl_losing_track_gets_one_initial_pose_near_the_truth(depth_run
         client_result = {}
         client = probe.create_client(Trigger, "vpr/relocalize")
         assert spin_until(executor, client.service_is_ready, 30)
+        spin_until(executor, lambda: False, 1.0)  # the response path's discovery (test_lifecycle.Manager)
         future = client.call_async(Trigger.Request())
         amcl(len(table) - 1, 0.05)  # AMCL confident again: only the request publishes
         for i in range(14, 22):
@@ -235,6 +236,7 @@ def test_relocalize_without_confident_answers_fails_after_its_timeout(calibrated
         client, state = probe.create_client(Trigger, "vpr/relocalize"), probe.create_client(GetState,
                                                                                            "vpr_localizer/get_state")
         assert spin_until(executor, lambda: client.service_is_ready() and state.service_is_ready(), 60)
+        spin_until(executor, lambda: False, 1.0)  # the response path's discovery (test_lifecycle.Manager)
         start = time.monotonic()
         future = client.call_async(Trigger.Request())
         spin_until(executor, lambda: False, 0.5)

@@ -47,7 +47,7 @@ class RelocalizationIO:
         self.service = node.create_service(Trigger, "vpr/relocalize", self._on_request, callback_group=self._group)
         self._said: set[str] = set()
         if mounting is None:
-            node.get_logger().warning("relocalization: the camera's mounting on base_link is unknown (the map has no "
+            node.get_logger().info("relocalization: the camera's mounting on base_link is unknown (the map has no "
                                       "camera_in_body and camera_in_base is empty): metric answers cannot be "
                                       "projected to base_link, so none is published")
 

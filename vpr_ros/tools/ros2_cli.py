@@ -1,0 +1,191 @@
+"""`vpr_ros2`: the few `ros2` verbs the docs use, for a pip install, where no `ros2` command exists (ros2cli
+has no wheels). Same syntax as ros2's for these verbs:
+
+    vpr_ros2 topic echo /vpr/loop_closure [--once] [--count N]
+    vpr_ros2 service call /vpr/relocalize std_srvs/srv/Trigger
+    vpr_ros2 service call /vpr/save_map vpr_ros_interfaces/srv/SaveMap "{map_path: maps/site, append: true}"
+    vpr_ros2 lifecycle get /vpr_localizer
+    vpr_ros2 lifecycle set /vpr_localizer configure      # configure, activate, deactivate, cleanup, shutdown
+
+`ros2 launch` has no such stand-in: without launch, start the node's console script with its params file
+(`vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=...`). On a robot with ROS 2
+installed, use `ros2` itself.
+Exit codes: 0 done, 1 no answer or a failed call, 2 bad arguments.
+"""
+
+import argparse
+import importlib
+import sys
+import time
+
+import yaml
+
+WAIT_S = 10.0  # how long to wait for a topic's type or a service to appear
+
+
+def message_type(name: str):
+    """pkg/msg/Name, pkg/srv/Name (or pkg/Name for a message) -> the Python class; ValueError otherwise."""
+    parts = name.split("/")
+    if len(parts) == 2:
+        parts = [parts[0], "msg", parts[1]]
+    if len(parts) != 3 or parts[1] not in ("msg", "srv"):
+        raise ValueError(f"{name!r} is not a type name like std_msgs/msg/String or std_srvs/srv/Trigger")
+    try:
+        return getattr(importlib.import_module(f"{parts[0]}.{parts[1]}"), parts[2])
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"type {name} is not installed here: {exc}") from exc
+
+
+def to_plain(msg):
+    """A message as plain Python (dicts, lists, numbers, strings) for YAML."""
+    if hasattr(msg, "get_fields_and_field_types"):
+        return {field: to_plain(getattr(msg, field)) for field in msg.get_fields_and_field_types()}
+    if isinstance(msg, (bytes, bytearray)):
+        return list(msg)
+    if hasattr(msg, "tolist"):
+        return msg.tolist()
+    if isinstance(msg, (list, tuple)):
+        return [to_plain(v) for v in msg]
+    return msg
+
+
+def fill(msg, values: dict):
+    """Set a message's fields from a dict (nested messages from nested dicts); ValueError on an unknown field."""
+    fields = msg.get_fields_and_field_types()
+    for key, value in (values or {}).items():
+        if key not in fields:
+            raise ValueError(f"{type(msg).__name__} has no field {key!r}; it has {sorted(fields)}")
+        current = getattr(msg, key)
+        if hasattr(current, "get_fields_and_field_types") and isinstance(value, dict):
+            fill(current, value)
+        else:
+            setattr(msg, key, value)
+    return msg
+
+
+def _node():
+    import rclpy
+
+    rclpy.init()
+    return rclpy, rclpy.create_node(f"vpr_ros2_{int(time.time() * 1000) % 10**9}")
+
+
+def echo(topic: str, count: int | None) -> int:
+    rclpy, node = _node()
+    try:
+        deadline = time.monotonic() + WAIT_S
+        kind = None
+        while kind is None and time.monotonic() < deadline:
+            kind = next((types[0] for name, types in node.get_topic_names_and_types() if name == topic), None)
+            rclpy.spin_once(node, timeout_sec=0.1)
+        if kind is None:
+            print(f"vpr_ros2: no publisher of {topic} seen within {WAIT_S:g} s", file=sys.stderr)
+            return 1
+        received = []
+        node.create_subscription(message_type(kind), topic, lambda m: (
+            received.append(1), print(yaml.safe_dump(to_plain(m), sort_keys=False) + "---", flush=True)), 10)
+        while count is None or len(received) < count:
+            rclpy.spin_once(node, timeout_sec=0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def call(service: str, type_name: str, request_yaml: str, timeout_s: float) -> int:
+    kind = message_type(type_name)
+    request = fill(kind.Request(), yaml.safe_load(request_yaml) if request_yaml else {})
+    rclpy, node = _node()
+    try:
+        client = node.create_client(kind, service)
+        if not client.wait_for_service(timeout_sec=WAIT_S):
+            print(f"vpr_ros2: service {service} is not offered (waited {WAIT_S:g} s)", file=sys.stderr)
+            return 1
+        future = client.call_async(request)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+        if not future.done():
+            print(f"vpr_ros2: {service} did not answer within {timeout_s:g} s", file=sys.stderr)
+            return 1
+        response = future.result()
+        print(yaml.safe_dump(to_plain(response), sort_keys=False), end="")
+        return 1 if getattr(response, "success", True) is False else 0
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+TRANSITIONS = ("configure", "activate", "deactivate", "cleanup", "shutdown")
+
+
+def lifecycle(node_name: str, transition: str | None) -> int:
+    """Get a managed node's state, or ask for a transition (shutdown: from whatever state it is in)."""
+    from lifecycle_msgs.msg import Transition
+
+    node_name = "/" + node_name.strip("/")
+    if transition is None:
+        return call(f"{node_name}/get_state", "lifecycle_msgs/srv/GetState", "", WAIT_S)
+    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+           "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+    if transition == "shutdown":  # a shutdown transition of its own from each primary state
+        state = _state(node_name)
+        shutdowns = {"unconfigured": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN,
+                     "inactive": Transition.TRANSITION_INACTIVE_SHUTDOWN,
+                     "active": Transition.TRANSITION_ACTIVE_SHUTDOWN}
+        if state not in shutdowns:
+            print(f"vpr_ros2: {node_name} is {state or 'not answering'}: no shutdown transition", file=sys.stderr)
+            return 1
+        ids["shutdown"] = shutdowns[state]
+    return call(f"{node_name}/change_state", "lifecycle_msgs/srv/ChangeState",
+                f"{{transition: {{id: {ids[transition]}}}}}", 120.0)
+
+
+def _state(node_name: str) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    rclpy, node = _node()
+    try:
+        client = node.create_client(GetState, f"{node_name}/get_state")
+        if not client.wait_for_service(timeout_sec=WAIT_S):
+            return ""
+        future = client.call_async(GetState.Request())
+        rclpy.spin_until_future_complete(node, future, timeout_sec=WAIT_S)
+        return future.result().current_state.label if future.done() else ""
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vpr_ros2", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    topic = verbs.add_parser("topic").add_subparsers(dest="action", required=True).add_parser("echo")
+    topic.add_argument("topic")
+    topic.add_argument("--once", action="store_true")
+    topic.add_argument("--count", type=int)
+    service = verbs.add_parser("service").add_subparsers(dest="action", required=True).add_parser("call")
+    service.add_argument("service")
+    service.add_argument("type")
+    service.add_argument("request", nargs="?", default="")
+    service.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the answer")
+    life = verbs.add_parser("lifecycle").add_subparsers(dest="action", required=True)
+    life.add_parser("get").add_argument("node")
+    setter = life.add_parser("set")
+    setter.add_argument("node")
+    setter.add_argument("transition", choices=TRANSITIONS)
+    args = parser.parse_args(argv)
+    try:
+        if args.verb == "topic":
+            return echo(args.topic, 1 if args.once else args.count)
+        if args.verb == "service":
+            return call(args.service, args.type, args.request, args.timeout)
+        return lifecycle(args.node, args.transition if args.action == "set" else None)
+    except (ValueError, yaml.YAMLError) as exc:
+        print(f"vpr_ros2: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
