@@ -21,7 +21,8 @@ test: setup
 	$(VENV)/bin/python -m pytest test
 
 # CI's second pass: the node, interface and bag tests against ROS 2 Jazzy wheels (.venv-jazzy).
-JAZZY_TESTS := test/test_interfaces.py test/test_bags.py test/test_node.py test/test_node_robot.py test/test_multi_robot.py
+JAZZY_TESTS := test/test_interfaces.py test/test_bags.py test/test_node.py test/test_node_robot.py test/test_multi_robot.py \
+	test/test_lifecycle.py test/test_relocalization.py
 test-jazzy: setup
 	bash scripts/setup_jazzy_env.sh
 	.venv-jazzy/bin/python -m pytest $(JAZZY_TESTS)
