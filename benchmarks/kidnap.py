@@ -111,13 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     frames, load = table.frames, table.loader()
     depth = BagDepth(bag, TOPICS["depth"])
     K, _, _ = read_camera_info(bag, TOPICS["info"])
-    vpr_map = VPRMap.load(args.map)
+    vpr_map, config = VPRMap.load(args.map), LocalizerConfig()
     mounting = vpr_map.camera.camera_in_body if vpr_map.camera is not None else None
-    if vpr_map.uncertainty is None or mounting is None:
-        raise SystemExit(f"{args.map} needs a calibrator (vpr_train_uncertainty) and a camera mounting (TF)")
+    if mounting is None:
+        raise SystemExit(f"{args.map} records no camera mounting: build it from a bag with TF (base_link -> camera)")
+    if vpr_map.uncertainty is None or vpr_map.uncertainty.calibrator_for(config.rerank) is None:
+        from vpr_ros.core.build.uncertainty_training import train_uncertainty
+        from vpr_ros.core.matching.reranker import Reranker
+
+        print(f"({args.map} has no calibrator for {config.rerank}: training one here, in memory, as "
+              f"vpr_train_uncertainty --rerank {config.rerank} would)", flush=True)
+        vpr_map.uncertainty = train_uncertainty(vpr_map, {}, [Reranker(config.rerank)])
     n = len(frames)
     period_ns = int(np.median(np.diff(frames.stamp_ns)))
-    config = LocalizerConfig()
     rows = {"lost": [], "fooled": []}
     for trial in range(args.trials):
         start = int(trial * n / args.trials)

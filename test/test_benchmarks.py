@@ -56,6 +56,8 @@ def arguments(script: str, tiny: Path) -> list[list[str]]:
         "cold_load.py": [[lap1, "--runs", "1", "--queries", "3", "--rate", "50"]],
         "gpu_query.py": [["--device", "cpu", "--size", "300", "--pairs", "2", "--repeats", "1", "--warmup", "0",
                           "--no-compile", "--no-recall"]],
+        "kidnap.py": [["--run", str(run), "--lap", "lap_2", "--map", lap1, "--trials", "1", "--before", "3",
+                       "--after", "4"]],
         "loop_precision.py": [["--queries", "4"]],
         "metric_loops.py": [["--run", str(run), "--map", lap1]],
         "node_latency.py": [["--rates", "2", "--seconds", "3", "--map", corridor]],

@@ -1,10 +1,13 @@
 """`vpr_localizer`'s process: the console script and `python -m vpr_ros.ros.main`.
 
 The ROS callbacks run on an executor thread, the node's one processing loop on the main thread.
-Exit codes: 0 after a requested shutdown (SIGINT, SIGTERM), 2 on a bad configuration, 1 when an
-internal failure stopped the node.
+Exit codes: 0 after a requested shutdown (SIGINT, SIGTERM, the lifecycle shutdown transition), 2 on a
+bad configuration (with autostart, the default: a map that fails configure too), 1 when an internal
+failure stopped the node. With autostart false the node waits unconfigured for a lifecycle manager
+(docs/nav2.md).
 
     vpr_localizer --ros-args --params-file config/localize.yaml -p map_path:=maps/office
+    vpr_localizer --ros-args --params-file config/localize.yaml -p autostart:=false   # for a lifecycle manager
     vpr_localizer --help      # this text and every parameter with its default
 """
 

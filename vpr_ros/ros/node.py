@@ -15,12 +15,8 @@ import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import ParameterException
-from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, NavSatFix
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float64MultiArray
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -28,39 +24,36 @@ from visualization_msgs.msg import MarkerArray
 
 from vpr_ros.core import LOGGER
 from vpr_ros.core.inputs.gate import FrameGate, FrameQueue
-from vpr_ros.core.inputs.sync import OdometryInput, PriorInput, Throttle
-from vpr_ros.core.inputs.camera import CameraIntrinsics
-from vpr_ros.core.inputs.depth_pairing import DepthStream
 from vpr_ros.core.inputs.images import ImageError, rescale_bit_depth
-from vpr_ros.core.map.store import MapDamaged, MapError
+from vpr_ros.core.map.store import MapDamaged
 from vpr_ros.core.pipeline.localizer import Localizer
+from vpr_ros.core.pipeline.warm_up import warm_up
 from vpr_ros.core.pipeline.results import FrameResult
 from vpr_ros.ros import messages
 from vpr_ros.ros.convert import stamp_to_ns
-from vpr_ros.ros.health import ERROR, OK, Health
-from vpr_ros.ros.image_msgs import compressed_to_array, depth_to_metres, image_qos, image_to_array
+from vpr_ros.ros.health import Health
+from vpr_ros.ros.image_msgs import compressed_to_array, image_qos, image_to_array
 from vpr_ros.ros.interfaces import load_interfaces
+from vpr_ros.ros.lifecycle import ManagedNode
 from vpr_ros.ros.map_services import MapServices
 from vpr_ros.ros.relocalize import RelocalizationIO
+from vpr_ros.ros.side_inputs import SideInputs
 from vpr_ros.ros.parameters import PARAMETERS, as_declared, check_parameters, descriptor, localizer_config
 from vpr_ros.ros.ros_logging import RosoutHandler, guarded
 
 
-class LocalizerNode(LifecycleNode):
-    """A managed node (the Nav2 convention): parameters, subscriptions, one processing loop and the
-    publishers around a core Localizer.
-
-    configure loads and verifies the map, builds the pipeline, warms it up and creates the publishers and
-    services; a map that cannot be read fails the transition with the reason (logged and in /diagnostics),
-    never the process. activate subscribes to the inputs; deactivate unsubscribes and stops processing,
-    keeping the map; cleanup releases the map; shutdown (from any state) ends the process with exit code 0.
-    With `autostart` (the default) the node configures and activates itself at start, as a plain node."""
+class LocalizerNode(ManagedNode):
+    """A managed node (ros.lifecycle, the Nav2 convention): parameters, subscriptions, one processing loop and
+    the publishers around a core Localizer. configure loads and verifies the map, builds and warms up the
+    pipeline and creates the publishers and services (a map that cannot be read fails the transition, never
+    the process); activate subscribes; deactivate stops processing, keeping the map; cleanup releases it;
+    shutdown ends the process with exit code 0. With `autostart` (the default) it starts as a plain node."""
 
     def __init__(self, start_worker: bool = True, **kwargs):
         """start_worker=True runs the processing loop on a thread of its own (in-process use);
         `main()` passes False and runs `run_worker` on the main thread. Either way there is one loop.
         With `autostart` the node is active when this returns; a failed configure raises its reason."""
-        super().__init__("vpr_localizer", **kwargs)
+        super().__init__("vpr_localizer", **kwargs)  # unconfigured (ros.lifecycle)
         for name, (default, _, _) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor(name))
         self.params = {name: as_declared(name, self.get_parameter(name).value) for name in PARAMETERS}
@@ -71,17 +64,15 @@ class LocalizerNode(LifecycleNode):
         LOGGER.setLevel(logging.INFO)
         LOGGER.propagate = False  # one copy of each line: through the node's logger (console and /rosout)
         p = self.params
-        self.lifecycle_state, self.configure_error = "unconfigured", None  # the last failed configure's exception
         self.localizer, self.relocalization = None, None
-        self._active = False
         self._inputs, self._entities = [], []  # subscriptions (activate), publishers and services (configure)
         self.image_topic = p["image_topic"]
         self.health = Health(p["diagnostics_window_s"], p["image_timeout_s"])
         self.msgs = load_interfaces(self.get_logger())
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)  # in every state
+        self.inputs = SideInputs(self, p, self.health, lambda: "")  # configure makes them anew for its map
         self._queue = FrameQueue(p["queue_size"],
-                                 on_drop=lambda item: self._depths.buffer.release(stamp_to_ns(item[0].header.stamp)))
-        self._depths = DepthStream(p["depth_topic"], p["depth_tolerance_s"], p["depth_wait_s"], depth_to_metres, None)
+                                 on_drop=lambda item: self.inputs.depths.buffer.release(stamp_to_ns(item[0].header.stamp)))
         self._loop_lock = threading.Lock()  # held by the one processing loop
         self._serving = threading.Lock()  # held while a frame is processed; transitions wait for it
         self._worker = threading.Thread(target=self.run_worker, name="vpr_worker", daemon=True) if start_worker else None
@@ -91,81 +82,20 @@ class LocalizerNode(LifecycleNode):
         if p["autostart"]:
             self.start()
 
-    @property
-    def active(self) -> bool:
-        return self._active
-
-    def start(self) -> None:
-        """configure, then activate (autostart); raises the reason when configure fails."""
-        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            raise self.configure_error or RuntimeError("configure failed")
-        if self.trigger_activate() != TransitionCallbackReturn.SUCCESS:
-            raise RuntimeError("activate failed; see the log")
-
-    # ---- lifecycle transitions --------------------------------------------------------------
-    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Load and verify the map, build and warm up the pipeline, create publishers and services. A map or
-        configuration that cannot serve fails the transition (unconfigured, the reason logged and kept for
-        /diagnostics); the process lives on."""
-        try:
-            self._configure()
-        except Exception as exc:  # noqa: BLE001: a failed transition, never a dead process
-            self.configure_error = exc
-            self._release()
-            self.get_logger().error(f"configure failed: {_reason(exc)}")
-            return TransitionCallbackReturn.FAILURE
-        self.configure_error, self.lifecycle_state = None, "inactive"
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Subscribe to the inputs and process frames."""
-        self._subscribe(self.params)
-        if self.relocalization is not None:
-            self._inputs += self.relocalization.subscribe()
-        self._active, self.lifecycle_state = True, "active"
-        self.get_logger().info(f"active: processing images on {self.image_topic}")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe and stop processing; the map stays loaded (activate resumes at once)."""
-        self._stop_inputs()
-        self.lifecycle_state = "inactive"
-        self.get_logger().info("inactive: frames are not processed; the map stays loaded")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Release the map, the pipeline, the publishers and the services."""
-        self._release()
-        self.get_logger().info("unconfigured: the map is released")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """From any state: release everything and end the processing loop (the process exits with 0)."""
-        self._release()
-        self.lifecycle_state = "finalized"
-        self.get_logger().info("shut down (lifecycle)")
-        self._queue.close()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """A transition raised: release what was built and go back to unconfigured."""
-        self._release()
-        self.get_logger().error(f"lifecycle error in state {state.label}: released; configure again")
-        return TransitionCallbackReturn.SUCCESS
-
+    # ---- lifecycle (ros.lifecycle: what each transition does) --------------------------------
     def _configure(self) -> None:
+        """Load and verify the map, build and warm up the pipeline, create publishers and services."""
         p = self.params
         # several robots share a map: a robot id names this one (by default its namespace)
         config = dataclasses.replace(localizer_config(p), robot_id=p["robot_id"]
                                      or self.get_namespace().strip("/").replace("/", "_"))
-        self._priors, self._said, self._odometry = PriorInput(), Throttle(10.0), OdometryInput(p["odom_timeout_s"])
         map_path = str(Path(p["map_path"]).expanduser().absolute()) if p["map_path"] else ""
         checksums = {"before": True}.get(p["map_checksums"], p["map_checksums"])
         self.localizer = Localizer(config, map_path or None, {"verify_checksums": checksums,
                                                               "recheck_s": p["map_recheck_s"]})
         vpr_map = self.localizer.vpr_map
         self.config = self.localizer.config  # with device "auto" resolved
-        warm_ms = self.localizer.warm_up()
+        warm_ms = warm_up(self.localizer)
         self.gate = FrameGate(p["min_interval_s"], p["min_distance_m"], p["min_rotation_deg"])
         self.map_services = MapServices(self.localizer, map_path, p["save_map_path"], self.health, self.get_logger())
         self._create_publishers_and_services(p)
@@ -174,9 +104,8 @@ class LocalizerNode(LifecycleNode):
             self.relocalization = RelocalizationIO(self, p, self._map_frame(vpr_map),
                                                    camera.camera_in_body if camera is not None else None, self.health)
             self._entities += self.relocalization.entities
-        self.camera, self.depth_camera, self._once = CameraIntrinsics(), CameraIntrinsics(), Throttle(float("inf"))
-        self._depths = DepthStream(p["depth_topic"], p["depth_tolerance_s"], p["depth_wait_s"], depth_to_metres,
-                                   self.depth_camera.for_size if p["depth_camera_info_topic"] else None)
+        self.inputs = SideInputs(self, p, self.health, lambda: self._map_frame(self.localizer.vpr_map),
+                                 self._odometry_frame)
         topic = p["image_topic"].rstrip("/") + "/compressed" if p["image_transport"] == "compressed" else p["image_topic"]
         self.image_topic = self.resolve_topic_name(topic)  # as a namespace and remappings make it
         size = len(vpr_map) if vpr_map is not None else 0
@@ -189,6 +118,15 @@ class LocalizerNode(LifecycleNode):
             self.get_logger().warning("loop closures rest on the global similarity alone (rerank off, no "
                                       "calibrated map, temporal_window 0): expect false ones; see docs/benchmarks.md")
 
+    def _activate(self) -> None:
+        self._subscribe(self.params)
+        if self.relocalization is not None:
+            self._inputs += self.relocalization.subscribe()
+        self.get_logger().info(f"active: processing images on {self.image_topic}")
+
+    def _finalize(self) -> None:
+        self._queue.close()  # the processing loop ends, and with it the process (exit code 0)
+
     def _stop_inputs(self) -> None:
         """Unsubscribe, drop the frames waiting and wait for the one being processed."""
         self._active = False
@@ -196,7 +134,7 @@ class LocalizerNode(LifecycleNode):
             self.destroy_subscription(entity)
         self._inputs = []
         while (item := self._queue.get(timeout=0.0)) is not None:
-            self._depths.buffer.release(stamp_to_ns(item[0].header.stamp))
+            self.inputs.depths.buffer.release(stamp_to_ns(item[0].header.stamp))
         with self._serving:  # a frame in flight finishes (and publishes) before the transition completes
             pass
 
@@ -235,15 +173,12 @@ class LocalizerNode(LifecycleNode):
         """Images (raw or compressed) with the configured QoS, and the optional camera info and odometry."""
         qos = image_qos(p["qos_reliability"], p["qos_depth"])
         kind = CompressedImage if p["image_transport"] == "compressed" else Image
-        self._inputs = [self.create_subscription(kind, self.image_topic, self._on_image, qos)]
-        for kind, name, callback, depth in ((CameraInfo, "camera_info_topic", self._on_camera_info, qos),
-                                            (Image, "depth_topic", self._on_depth, qos),
-                                            (CameraInfo, "depth_camera_info_topic", self._on_depth_camera_info, qos),
-                                            (Odometry, "odom_topic", self._on_odom, 50),
-                                            (PoseWithCovarianceStamped, "prior_topic", self._on_prior, 10),
-                                            (NavSatFix, "prior_gps_topic", self._on_gps_prior, 10)):
-            if p[name] and (name != "depth_camera_info_topic" or p["depth_topic"]):  # depth info only with depth
-                self._inputs.append(self.create_subscription(kind, p[name], guarded(self, self.health, callback), depth))
+        self._inputs = [self.create_subscription(kind, self.image_topic, self._on_image, qos),
+                        *self.inputs.subscribe(qos)]
+
+    def _odometry_frame(self, frame_id: str) -> None:
+        if self.config.mode == "slam":  # the keyframe poses are in the odometry's frame
+            self.localizer.pose_frame_id = frame_id
 
     # ---- parameters -------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:  # read at start: refuse, never pretend
@@ -261,93 +196,6 @@ class LocalizerNode(LifecycleNode):
         self.get_logger().info(f"map recheck asked: {'verifying the' if checked else 'the map has no'} files read "
                                f"from disk of {name or 'no map'}")
 
-    # ---- inputs -----------------------------------------------------------------------------
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._update_intrinsics(self.camera, msg, "camera_info_topic", "frames are verified without a pose")
-
-    def _on_depth_camera_info(self, msg: CameraInfo) -> None:
-        self._update_intrinsics(self.depth_camera, msg, "depth_camera_info_topic", "depth images are not used")
-
-    def _update_intrinsics(self, camera: CameraIntrinsics, msg: CameraInfo, topic: str, consequence: str) -> None:
-        """A CameraInfo into `camera`; one that cannot be used is counted and warned once, saying what is used
-        instead: the previous good calibration when there is one, else nothing (`consequence`)."""
-        roi = msg.roi
-        error = camera.update(msg.k, (int(msg.width), int(msg.height)), (roi.x_offset, roi.y_offset, roi.width, roi.height))
-        if error is not None:
-            self.health.count("bad_camera_info")
-            if self._once.due(f"{topic}:{list(msg.k)}:{camera.calibration is not None}", 0.0):
-                self.get_logger().warning(f"camera info on {self.params[topic]} ignored: {error}; "
-                                          f"{camera.instead(consequence)}")
-
-    def _on_depth(self, msg: Image) -> None:  # kept while a waiting frame may need it (core.inputs.depth_pairing)
-        self._depths.buffer.add(stamp_to_ns(msg.header.stamp), msg)
-
-    def _depth_for(self, stamp_ns: int, arrived: float) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-        """The core's DepthSource for the frame of `stamp_ns` (arrived at monotonic `arrived`): called when it
-        first needs its depth, after retrieval and matching, so the depth stream has had that long to deliver.
-        A depth image that cannot be used is counted and said (throttled), never raised."""
-        if not self.params["depth_topic"]:
-            return None, None, ""
-        got = self._depths.for_frame(stamp_ns, arrived)
-        if got.problem:  # one call site per throttle: rclpy refuses a site whose throttle changes
-            self.health.count(got.problem)
-            if got.problem == "stale_depth":
-                self.get_logger().warning(got.log, throttle_duration_sec=10.0)
-            else:
-                self.get_logger().warning(got.log, throttle_duration_sec=5.0)
-        return got.depth, got.depth_K, got.note
-
-    def _intrinsics(self, image_size: tuple[int, int]) -> np.ndarray | None:
-        """K for images of this size from the last camera info; None (warned once, counted) when it does not fit."""
-        K = self.camera.for_size(image_size)
-        if K is None and image_size in self.camera.rejected:
-            self.health.count("bad_camera_info")
-            size = f"{image_size[0]}x{image_size[1]}"
-            if self._once.due(f"K:{self.camera.calibration[0].tobytes()}:{self.camera.calibration[1]}:{size}", 0.0):
-                self.get_logger().warning(f"camera info on {self.params['camera_info_topic']} rejected for {size} frames: "
-                                          f"{self.camera.rejected[image_size]}; frames are verified without a pose")
-        return K
-
-    def _on_odom(self, msg: Odometry) -> None:
-        q, t = msg.pose.pose.orientation, msg.pose.pose.position
-        why = self._odometry.update([t.x, t.y, t.z, q.x, q.y, q.z, q.w], msg.header.frame_id, time.monotonic())
-        if why:
-            self.health.count("bad_odometry")
-            self.get_logger().warning(f"odometry on {self.params['odom_topic']} ignored: {why}",
-                                      throttle_duration_sec=5.0)
-        elif self.config.mode == "slam":
-            self.localizer.pose_frame_id = self._odometry.frame_id
-
-    def _on_prior(self, msg: PoseWithCovarianceStamped) -> None:
-        p = msg.pose.pose.position
-        self._prior_said(self._priors.from_pose((p.x, p.y, p.z), msg.pose.covariance, stamp_to_ns(msg.header.stamp),
-                                                msg.header.frame_id, self._map_frame(self.localizer.vpr_map)), "pose")
-
-    def _on_gps_prior(self, msg: NavSatFix) -> None:
-        self._prior_said(self._priors.from_gps((msg.latitude, msg.longitude, msg.altitude), msg.position_covariance,
-                                               msg.position_covariance_type, msg.status.status,
-                                               stamp_to_ns(msg.header.stamp)), "gps")
-
-    def _prior_said(self, why: str, kind: str) -> None:
-        """Count a prior that cannot be used; say each reason at most every 10 s, naming its topic."""
-        if not why:
-            return
-        self.health.count("bad_prior")
-        if self._said.due(f"{kind}:{why}", time.monotonic()):
-            topic = self.params["prior_gps_topic"] if kind == "gps" else self.params["prior_topic"]
-            self.get_logger().warning(f"position prior on {topic} ignored: {why}; the whole map is searched "
-                                      "when the last good prior is stale")
-
-    def _fresh_odometry(self, now: float) -> np.ndarray | None:
-        if not self.params["odom_topic"]:
-            return None
-        pose, why = self._odometry.fresh(now)
-        if pose is None:
-            self.health.count("stale_odometry")
-            self.get_logger().warning(f"no fresh odometry on {self.params['odom_topic']} ({why}): frames get no "
-                                      "pose and pass the motion gate on time alone", throttle_duration_sec=10.0)
-        return pose
-
     def _on_image(self, msg) -> None:
         try:
             self._admit(msg)
@@ -360,11 +208,11 @@ class LocalizerNode(LifecycleNode):
             return
         now = time.monotonic()
         self.health.count("received")
-        pose = self._fresh_odometry(now)
+        pose = self.inputs.fresh_odometry(now)
         if not self.gate.admit(stamp_to_ns(msg.header.stamp), pose):
             self.health.count("gated")
             return
-        self._depths.buffer.expect(stamp_to_ns(msg.header.stamp))  # its depth is kept until it is paired or dropped
+        self.inputs.depths.buffer.expect(stamp_to_ns(msg.header.stamp))  # its depth is kept until it is paired or dropped
         self.health.count("dropped", self._queue.put((msg, now, pose)))
 
     # ---- the processing loop ----------------------------------------------------------------
@@ -386,7 +234,7 @@ class LocalizerNode(LifecycleNode):
                         if self._active and self.localizer is not None:
                             self._process(*item)
                         else:
-                            self._depths.buffer.release(stamp_to_ns(item[0].header.stamp))
+                            self.inputs.depths.buffer.release(stamp_to_ns(item[0].header.stamp))
                 except ImageError as exc:
                     self.health.count("bad_frames")
                     self.get_logger().warning(f"skipping a bad frame: {exc}", throttle_duration_sec=5.0)
@@ -403,13 +251,13 @@ class LocalizerNode(LifecycleNode):
         try:
             image = rescale_bit_depth(compressed_to_array(msg) if isinstance(msg, CompressedImage)
                                       else image_to_array(msg), self.params["bit_depth"])
-            camera_K = self._intrinsics((image.shape[1], image.shape[0]))
-            depth = partial(self._depth_for, stamp_ns, arrived)  # paired when the frame first needs it
+            camera_K = self.inputs.intrinsics((image.shape[1], image.shape[0]))
+            depth = partial(self.inputs.depth_for, stamp_ns, arrived)  # paired when the frame first needs it
             with self.localizer.lock:  # the map the frame was answered from
-                result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, prior=self._priors.prior)
+                result = self.localizer.process(image, stamp_ns, pose, camera_K, depth, prior=self.inputs.priors.prior)
                 vpr_map = self.localizer.vpr_map
         finally:
-            self._depths.buffer.release(stamp_ns)
+            self.inputs.depths.buffer.release(stamp_ns)
         self.health.count("processed")
         self.health.count("prior_searches", int(result.search_frames is not None))
         if result.depth_rejected:
@@ -430,7 +278,7 @@ class LocalizerNode(LifecycleNode):
         out = messages.frame_messages(
             self.msgs, header, result, vpr_map, frame, self.localizer.backend_label, self.config.robot_id,
             self.localizer.session.id if self.config.mode == "slam" else "",
-            self._frame_topics, query_pose if self._odometry.frame_id == frame else None)  # in the map frame only
+            self._frame_topics, query_pose if self.inputs.odometry.frame_id == frame else None)  # in the map frame only
         for topic, msg in out.items():
             self._outputs[topic].publish(msg)
         if self.relocalization is not None:
@@ -452,9 +300,9 @@ class LocalizerNode(LifecycleNode):
         values = self.health.values(snap, {**fields, "lifecycle_state": self.lifecycle_state,
                                            "image_topic": self.image_topic, "queued": len(self._queue)})
         if self.params["depth_topic"]:  # frames pair their depth only when a loop closure needs it: say the stream's state
-            since = self._depths.buffer.since_last_s()
+            since = self.inputs.depths.buffer.since_last_s()
             values["seconds_since_last_depth"] = "never" if since is None else f"{since:.1f}"
-        level, message = self.health.level(snap) if self._active else self._idle_status()
+        level, message = self.health.level(snap) if self._active else self.idle_status()
         # /diagnostics is shared by every robot's node: the status names this one (e.g. /robot1/vpr_localizer)
         name = self.get_fully_qualified_name()
         out = messages.diagnostics_msg(f"{name.lstrip('/')}: pipeline", name, level, message, values,
@@ -462,19 +310,11 @@ class LocalizerNode(LifecycleNode):
         if self.context.ok():
             self.diag_pub.publish(out)
 
-    def _idle_status(self) -> tuple[int, str]:
-        """The diagnostic level and message of a node that does not process frames (not active)."""
-        if self.configure_error is not None:
-            return ERROR, f"unconfigured: configure failed: {_reason(self.configure_error)}"
-        if self.lifecycle_state == "inactive":
-            return OK, "inactive (lifecycle): frames are not processed; the map stays loaded"
-        return OK, f"{self.lifecycle_state} (lifecycle): no map loaded, frames are not processed"
-
     def stop_worker(self) -> None:
         if hasattr(self, "_queue"):  # construction may have failed before the queue existed
             self._queue.close()
-        if hasattr(self, "_depths"):
-            self._depths.buffer.close()
+        if hasattr(self, "inputs"):
+            self.inputs.depths.buffer.close()
         if getattr(self, "_worker", None) is not None:
             self._worker.join(timeout=10.0)
 
@@ -488,8 +328,3 @@ class LocalizerNode(LifecycleNode):
                 LOGGER.propagate = True
         super().destroy_node()
 
-
-def _reason(exc: BaseException) -> str:
-    """An exception as the reason of a failed transition: its message, with the type where it says more."""
-    known = (ValueError, MapError, FileNotFoundError, ParameterException)
-    return str(exc) if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"

@@ -131,26 +131,6 @@ class Localizer:
         if self.vpr_map is not None and self.vpr_map.checksums is not None:
             self.vpr_map.checksums.stop()
 
-    def warm_up(self) -> float:
-        """Run the descriptor, the search and the local features once on a grey frame of the descriptor's input
-        size, so that the first real frame does not pay for lazy initialisation (model loading, kernel
-        selection, memory pools); nothing of the localizer's state changes. Returns the milliseconds it took
-        (0 without a map: slam before its vocabulary)."""
-        with self.lock:
-            if self.vpr_map is None:
-                return 0.0
-            start = time.perf_counter()
-            width, height = self.vpr_map.descriptor.input_size
-            image = np.full((height, width, 3), 127, np.uint8)
-            if self.device_query is not None:
-                self.device_query(image, None)
-            else:
-                answer = PlaceRecognizer(self.backend, self.vpr_map.index).query([image], k=1)
-                if self.reranker is not None or (self.online is not None and self.vpr_map.local is not None):
-                    probe = FrameResult(-1, 0, global_keys=np.zeros(1, np.int64))
-                    self._local_features(image, probe, answer.encoded)
-            return (time.perf_counter() - start) * 1e3
-
     def set_map(self, vpr_map: VPRMap) -> None:
         """Swap in another map (reload); raises ValueError, keeping the current map, if it cannot serve."""
         if self.config.mode == "slam" and self.session.id in [s.id for s in vpr_map.frames.sessions]:
