@@ -21,6 +21,25 @@ import time
 import yaml
 
 WAIT_S = 10.0  # how long to wait for a topic's type or a service to appear
+# A client sees a service's request reader before the service sees the client's response reader: a request
+# sent the moment the service is "ready" can be answered into the void (seen with Jazzy's Fast DDS). Spin
+# this long first; idempotent requests (get_state) are asked again when no answer comes.
+SETTLE_S = 1.0
+
+
+def request(rclpy, node, client, message, timeout_s: float, attempts: int = 1):
+    """The service's response, or None and why not (not offered, or no answer in time)."""
+    if not client.wait_for_service(timeout_sec=WAIT_S):
+        return None, f"service {client.srv_name} is not offered (waited {WAIT_S:g} s)"
+    settle = time.monotonic() + SETTLE_S
+    while time.monotonic() < settle:
+        rclpy.spin_once(node, timeout_sec=0.05)
+    for _ in range(attempts):
+        future = client.call_async(message)
+        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
+        if future.done():
+            return future.result(), ""
+    return None, f"{client.srv_name} did not answer within {timeout_s:g} s"
 
 
 def message_type(name: str):
@@ -94,21 +113,16 @@ def echo(topic: str, count: int | None) -> int:
         rclpy.try_shutdown()
 
 
-def call(service: str, type_name: str, request_yaml: str, timeout_s: float) -> int:
+def call(service: str, type_name: str, request_yaml: str, timeout_s: float, attempts: int = 1) -> int:
+    """Call a service once (`attempts` > 1 only for idempotent requests) and print the response as YAML."""
     kind = message_type(type_name)
-    request = fill(kind.Request(), yaml.safe_load(request_yaml) if request_yaml else {})
+    message = fill(kind.Request(), yaml.safe_load(request_yaml) if request_yaml else {})
     rclpy, node = _node()
     try:
-        client = node.create_client(kind, service)
-        if not client.wait_for_service(timeout_sec=WAIT_S):
-            print(f"vpr_ros2: service {service} is not offered (waited {WAIT_S:g} s)", file=sys.stderr)
+        response, why = request(rclpy, node, node.create_client(kind, service), message, timeout_s, attempts)
+        if response is None:
+            print(f"vpr_ros2: {why}", file=sys.stderr)
             return 1
-        future = client.call_async(request)
-        rclpy.spin_until_future_complete(node, future, timeout_sec=timeout_s)
-        if not future.done():
-            print(f"vpr_ros2: {service} did not answer within {timeout_s:g} s", file=sys.stderr)
-            return 1
-        response = future.result()
         print(yaml.safe_dump(to_plain(response), sort_keys=False), end="")
         return 1 if getattr(response, "success", True) is False else 0
     finally:
@@ -125,7 +139,7 @@ def lifecycle(node_name: str, transition: str | None) -> int:
 
     node_name = "/" + node_name.strip("/")
     if transition is None:
-        return call(f"{node_name}/get_state", "lifecycle_msgs/srv/GetState", "", WAIT_S)
+        return call(f"{node_name}/get_state", "lifecycle_msgs/srv/GetState", "", 3.0, attempts=3)
     ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
            "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
     if transition == "shutdown":  # a shutdown transition of its own from each primary state
@@ -146,12 +160,9 @@ def _state(node_name: str) -> str:
 
     rclpy, node = _node()
     try:
-        client = node.create_client(GetState, f"{node_name}/get_state")
-        if not client.wait_for_service(timeout_sec=WAIT_S):
-            return ""
-        future = client.call_async(GetState.Request())
-        rclpy.spin_until_future_complete(node, future, timeout_sec=WAIT_S)
-        return future.result().current_state.label if future.done() else ""
+        response, _ = request(rclpy, node, node.create_client(GetState, f"{node_name}/get_state"),
+                              GetState.Request(), 3.0, attempts=3)
+        return response.current_state.label if response is not None else ""
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
