@@ -133,36 +133,49 @@ def call(service: str, type_name: str, request_yaml: str, timeout_s: float, atte
 TRANSITIONS = ("configure", "activate", "deactivate", "cleanup", "shutdown")
 
 
+TARGETS = {"configure": "inactive", "activate": "active", "deactivate": "inactive", "cleanup": "unconfigured",
+           "shutdown": "finalized"}
+
+
 def lifecycle(node_name: str, transition: str | None) -> int:
-    """Get a managed node's state, or ask for a transition (shutdown: from whatever state it is in)."""
+    """Get a managed node's state, or ask for a transition (shutdown: from whatever state it is in). One
+    process, both clients made first; get_state (idempotent, asked again when unanswered) is the handshake
+    before change_state is sent once. When change_state's answer is lost on the way back, get_state says
+    whether the transition happened (a node that shut down is gone)."""
     from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
 
     node_name = "/" + node_name.strip("/")
-    if transition is None:
-        return call(f"{node_name}/get_state", "lifecycle_msgs/srv/GetState", "", 3.0, attempts=3)
-    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
-           "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
-    if transition == "shutdown":  # a shutdown transition of its own from each primary state
-        state = _state(node_name)
-        shutdowns = {"unconfigured": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN,
-                     "inactive": Transition.TRANSITION_INACTIVE_SHUTDOWN,
-                     "active": Transition.TRANSITION_ACTIVE_SHUTDOWN}
-        if state not in shutdowns:
-            print(f"vpr_ros2: {node_name} is {state or 'not answering'}: no shutdown transition", file=sys.stderr)
-            return 1
-        ids["shutdown"] = shutdowns[state]
-    return call(f"{node_name}/change_state", "lifecycle_msgs/srv/ChangeState",
-                f"{{transition: {{id: {ids[transition]}}}}}", 120.0)
-
-
-def _state(node_name: str) -> str:
-    from lifecycle_msgs.srv import GetState
-
     rclpy, node = _node()
     try:
-        response, _ = request(rclpy, node, node.create_client(GetState, f"{node_name}/get_state"),
-                              GetState.Request(), 3.0, attempts=3)
-        return response.current_state.label if response is not None else ""
+        get = node.create_client(GetState, f"{node_name}/get_state")
+        change = node.create_client(ChangeState, f"{node_name}/change_state")
+        state, why = request(rclpy, node, get, GetState.Request(), 3.0, attempts=3)
+        if state is None:
+            print(f"vpr_ros2: {why}", file=sys.stderr)
+            return 1
+        label = state.current_state.label
+        if transition is None:
+            print(yaml.safe_dump(to_plain(state), sort_keys=False), end="")
+            return 0
+        ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+               "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP,
+               "shutdown": {"unconfigured": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN,
+                            "inactive": Transition.TRANSITION_INACTIVE_SHUTDOWN,
+                            "active": Transition.TRANSITION_ACTIVE_SHUTDOWN}.get(label)}
+        if ids[transition] is None:
+            print(f"vpr_ros2: {node_name} is {label}: no shutdown transition from there", file=sys.stderr)
+            return 1
+        answer, _ = request(rclpy, node, change, ChangeState.Request(transition=Transition(id=ids[transition])),
+                            60.0)
+        if answer is None:  # lost on the way back, or still running: what state is the node in now?
+            after, _ = request(rclpy, node, get, GetState.Request(), 3.0, attempts=3)
+            now = after.current_state.label if after is not None else "finalized (gone)"
+            success = now.startswith(TARGETS[transition])
+            print(f"success: {str(success).lower()}  # no answer from change_state; {node_name} is now {now}")
+            return 0 if success else 1
+        print(yaml.safe_dump(to_plain(answer), sort_keys=False), end="")
+        return 0 if answer.success else 1
     finally:
         node.destroy_node()
         rclpy.try_shutdown()
