@@ -75,6 +75,21 @@ def test_a_replay_without_depth_prints_no_metric_section(depth_run, capsys):
     assert "metric loop closures:" in capsys.readouterr().out
 
 
+def lap_inputs(depth_run, lap: str = "lap_2"):
+    """What a node is fed from a lap: its frame table (true poses), image loader, depth image by stamp, a
+    CameraInfo message and the optical frame's name."""
+    from sensor_msgs.msg import CameraInfo
+
+    from vpr_ros.core.build.bag_source import BagDepth, read_bag_frames, read_camera_info
+
+    bag = depth_run / "run" / lap
+    frames = read_bag_frames(bag, "/camera/image_raw", "/ground_truth")
+    K, size, optical = read_camera_info(bag, "/camera/camera_info")
+    info = CameraInfo(width=size[0], height=size[1])
+    info.k = [float(v) for v in K.ravel()]
+    return frames.frames, frames.loader(), BagDepth(bag, DEPTH_TOPIC), info, optical
+
+
 def _depth_16uc1(metres: np.ndarray, stamp_ns: int, frame: str = "camera_optical"):
     from sensor_msgs.msg import Image
 
@@ -221,14 +236,7 @@ def test_every_metric_closure_uses_the_frames_own_depth_through_the_node(depth_r
     waited lost its depth and was closed from the map's depth alone, how many depending on timing."""
     from sensor_msgs.msg import CameraInfo, Image
 
-    from vpr_ros.core.build.bag_source import BagDepth, read_bag_frames, read_camera_info
-
-    bag = depth_run / "run" / "lap_2"
-    frames = read_bag_frames(bag, "/camera/image_raw", "/ground_truth")
-    load, depth_of, table = frames.loader(), BagDepth(bag, DEPTH_TOPIC), frames.frames
-    K, size, _ = read_camera_info(bag, "/camera/camera_info")
-    info = CameraInfo(width=size[0], height=size[1])
-    info.k = [float(v) for v in K.ravel()]
+    table, load, depth_of, info, _ = lap_inputs(depth_run)
     file = params_file(tmp_path, map_path=str(depth_run / "depth_map"), image_topic="/robot/image",
                        qos_reliability="reliable", qos_depth=100, queue_size=60, camera_info_topic="/robot/camera_info",
                        depth_topic="/robot/depth", temporal_window=0)

@@ -89,10 +89,11 @@ def test_it_publishes_when_amcl_is_doubtful_or_disagrees_and_never_while_amcl_is
 # ---- the node ----------------------------------------------------------------------------------------
 
 rclpy = pytest.importorskip("rclpy")
-from test_metric_node import DEPTH_TOPIC, _depth_16uc1, depth_run  # noqa: E402,F401 (fixture)
+from test_metric_node import _depth_16uc1, depth_run, lap_inputs  # noqa: E402,F401 (fixture)
 from test_node import MSGS, RELIABLE, image_msg, listen, needs_interfaces, node_process  # noqa: E402
 from test_node_robot import call, console_script, params_file  # noqa: E402
 from conftest import spin_until  # noqa: E402
+from vpr_ros.ros.relocalize import yaw_of  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -120,14 +121,7 @@ def test_a_fake_amcl_losing_track_gets_one_initial_pose_near_the_truth(depth_run
     from sensor_msgs.msg import CameraInfo, Image
     from std_srvs.srv import Trigger
 
-    from vpr_ros.core.build.bag_source import BagDepth, read_bag_frames, read_camera_info
-
-    bag = depth_run / "run" / "lap_2"
-    frames = read_bag_frames(bag, "/camera/image_raw", "/ground_truth")
-    load, depth, table = frames.loader(), BagDepth(bag, DEPTH_TOPIC), frames.frames
-    K, size, optical = read_camera_info(bag, "/camera/camera_info")
-    info = CameraInfo(width=size[0], height=size[1])
-    info.k = [float(v) for v in K.ravel()]
+    table, load, depth, info, optical = lap_inputs(depth_run)
     file = params_file(tmp_path, map_path=str(calibrated_map), image_topic="/robot/image",
                        camera_info_topic="/robot/camera_info", depth_topic="/robot/depth", qos_reliability="reliable",
                        queue_size=10)
@@ -197,7 +191,7 @@ def test_a_fake_amcl_losing_track_gets_one_initial_pose_near_the_truth(depth_run
         error = math.hypot(pose.pose.pose.position.x - truth[0], pose.pose.pose.position.y - truth[1])
         rotation, _ = pose_matrices(truth)
         yaw_error = math.degrees(abs(math.remainder(
-            _yaw(pose.pose.pose.orientation) - math.atan2(rotation[1, 0], rotation[0, 0]), 2 * math.pi)))
+            yaw_of(pose.pose.pose.orientation) - math.atan2(rotation[1, 0], rotation[0, 0]), 2 * math.pi)))
         print(f"initial pose {error:.3f} m, {yaw_error:.2f} deg from the truth; "
               f"{arrivals['initial'][0][0] - first_time:.2f} s after the answer")
         assert pose.header.frame_id == "map" and error < 0.5 and yaw_error < 10.0, (error, yaw_error)
@@ -252,7 +246,3 @@ def test_relocalize_without_confident_answers_fails_after_its_timeout(calibrated
 
 def _ns(stamp) -> int:
     return stamp.sec * 10**9 + stamp.nanosec
-
-
-def _yaw(q) -> float:
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))

@@ -113,13 +113,13 @@ def echo(topic: str, count: int | None) -> int:
         rclpy.try_shutdown()
 
 
-def call(service: str, type_name: str, request_yaml: str, timeout_s: float, attempts: int = 1) -> int:
-    """Call a service once (`attempts` > 1 only for idempotent requests) and print the response as YAML."""
+def call(service: str, type_name: str, request_yaml: str, timeout_s: float) -> int:
+    """Call a service once (it may not be idempotent) and print the response as YAML."""
     kind = message_type(type_name)
     message = fill(kind.Request(), yaml.safe_load(request_yaml) if request_yaml else {})
     rclpy, node = _node()
     try:
-        response, why = request(rclpy, node, node.create_client(kind, service), message, timeout_s, attempts)
+        response, why = request(rclpy, node, node.create_client(kind, service), message, timeout_s)
         if response is None:
             print(f"vpr_ros2: {why}", file=sys.stderr)
             return 1

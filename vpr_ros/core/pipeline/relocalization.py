@@ -84,9 +84,10 @@ def planar_pose(result: FrameResult, camera_in_body: np.ndarray | None) -> Plana
     if localized.metric:  # the camera's pose: the body is inverse(camera_in_body) from it
         if camera_in_body is None:
             return None
-        body = compose(localized.pose, inverse(camera_in_body))
+        body_in_camera = inverse(camera_in_body)
+        body = compose(localized.pose, body_in_camera)
         rotation, _ = pose_matrices(localized.pose)
-        lever = rotation @ pose_matrices(inverse(camera_in_body))[1]  # camera -> body, in the map frame
+        lever = rotation @ pose_matrices(body_in_camera)[1]  # camera -> body, in the map frame
         jacobian = np.zeros((6, 6))
         jacobian[:3, :3], jacobian[:3, 3:], jacobian[3:, 3:] = np.eye(3), -skew(lever), np.eye(3)
         cov = jacobian @ cov @ jacobian.T
